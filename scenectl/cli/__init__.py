@@ -1,0 +1,12 @@
+"""The `scenectl` command line.
+
+Each subcommand lives in its own module of this package as a thin Typer function: it parses options into the
+command's config dataclass and calls the importable function that does the work (spaCy's CLI style).
+"""
+
+from scenectl.cli._app import app, main  # noqa: F401
+
+# Importing a command module registers its subcommand on `app`.
+from scenectl.cli import (  # noqa: F401,E402
+    build_shards,
+)

@@ -1,0 +1,92 @@
+"""Category co-occurrence statistics of a split: counted from annotations, stored in HDF5, carried in checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from scenectl.errors import ScenectlError
+from scenectl.io import atomic_path
+
+
+@dataclass
+class Cooccurrence:
+    """Image-level counts over one split. C = number of classes."""
+
+    cooccurrence: np.ndarray  # (C, C) int64: images where i and j both appear; diagonal = image_counts
+    image_counts: np.ndarray  # (C,) int64
+    instance_counts: np.ndarray  # (C,) int64
+    coco_ids: np.ndarray  # (C,) int64
+    names: list[str]
+    n_images: int
+
+    @classmethod
+    def count(
+        cls, image_classes: Iterable[Sequence[int]], coco_ids: Sequence[int], names: Sequence[str]
+    ) -> "Cooccurrence":
+        """Count from one sequence of class indices per image (one entry per annotation, repeats allowed)."""
+        c = len(coco_ids)
+        co = np.zeros((c, c), dtype=np.int64)
+        inst = np.zeros(c, dtype=np.int64)
+        n = 0
+        for classes in image_classes:
+            n += 1
+            classes = np.asarray(classes, dtype=np.int64)
+            np.add.at(inst, classes, 1)
+            present = np.unique(classes)
+            co[np.ix_(present, present)] += 1
+        return cls(co, np.diag(co).copy(), inst, np.asarray(coco_ids, dtype=np.int64), list(names), n)
+
+    # --- HDF5 -------------------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                f["cooccurrence"] = self.cooccurrence
+                f["image_counts"] = self.image_counts
+                f["instance_counts"] = self.instance_counts
+                f["coco_ids"] = self.coco_ids
+                f.create_dataset("names", data=np.array(self.names, dtype=object), dtype=h5py.string_dtype())
+                f.attrs["n_images"] = self.n_images
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Cooccurrence":
+        path = Path(path)
+        try:
+            with h5py.File(path, "r") as f:
+                return cls(
+                    f["cooccurrence"][()].astype(np.int64),
+                    f["image_counts"][()].astype(np.int64),
+                    f["instance_counts"][()].astype(np.int64),
+                    f["coco_ids"][()].astype(np.int64),
+                    [s.decode() if isinstance(s, bytes) else str(s) for s in f["names"][()]],
+                    int(f.attrs["n_images"]),
+                )
+        except FileNotFoundError:
+            raise ScenectlError(f"co-occurrence file not found: {path}") from None
+        except (OSError, KeyError) as e:
+            raise ScenectlError(f"{path} is not a scenectl cooccurrence.h5 file: {e}") from None
+
+    # --- checkpoints (torch.load(weights_only=True) accepts plain tensors, lists and dicts) --------------------
+    def to_state(self) -> dict:
+        import torch
+
+        return {
+            "cooccurrence": torch.from_numpy(self.cooccurrence),
+            "image_counts": torch.from_numpy(self.image_counts),
+            "instance_counts": torch.from_numpy(self.instance_counts),
+            "coco_ids": torch.from_numpy(self.coco_ids),
+            "names": list(self.names),
+            "n_images": int(self.n_images),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping) -> "Cooccurrence":
+        arr = lambda k: np.asarray(state[k].cpu().numpy() if hasattr(state[k], "cpu") else state[k], np.int64)  # noqa: E731
+        return cls(
+            arr("cooccurrence"), arr("image_counts"), arr("instance_counts"), arr("coco_ids"),
+            list(state["names"]), int(state["n_images"]),
+        )

@@ -1,0 +1,57 @@
+"""Atomic file writes: nothing half-written is ever visible under its final name.
+
+Every output that a later step trusts (manifests, checkpoints, reports, HDF5 files) is written to a temporary name
+in the same folder and renamed into place only when whole; `os.replace` is atomic on POSIX filesystems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def tmp_name(path: Path) -> Path:
+    """The temporary name used while `path` is written (same folder, so the rename stays atomic)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; on success fsync and rename it to `path`, on failure remove it."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Read JSON, turning a missing or malformed file into a one-line ScenectlError."""
+    from scenectl.errors import ScenectlError
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ScenectlError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ScenectlError(f"{what} {path} is not valid JSON: {e}") from None
