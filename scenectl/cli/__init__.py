@@ -7,6 +7,4 @@ command's config dataclass and calls the importable function that does the work 
 from scenectl.cli._app import app, main  # noqa: F401
 
 # Importing a command module registers its subcommand on `app`.
-from scenectl.cli import (  # noqa: F401,E402
-    build_shards,
-)
+# Each command module adds one line here, e.g. `from scenectl.cli import build_shards  # noqa: F401,E402`.
