@@ -1,0 +1,259 @@
+"""scenectl.metrics against hand-computed small cases (every expected number is worked out in the comments)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from scenectl import metrics as M
+from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.errors import ScenectlError
+
+# --- a 4-class example -------------------------------------------------------------------------------------------
+# sample  scores                    label  ranking (ties: lower index first)   rank of label
+#   0     [.10, .70, .15, .05]      1      1 2 0 3                              0
+#   1     [.50, .20, .20, .10]      2      0 1 2 3   (1 and 2 tie -> 1 first)   2
+#   2     [.30, .40, .20, .10]      0      1 0 2 3                              1
+#   3     [.25, .25, .25, .25]      0      0 1 2 3   (all tie)                  0
+#   4     [.60, .10, .10, .20]      0      0 3 1 2                              0
+#   5     [.40, .30, .20, .10]      3      0 1 2 3                              3
+SCORES = np.array([
+    [.10, .70, .15, .05],
+    [.50, .20, .20, .10],
+    [.30, .40, .20, .10],
+    [.25, .25, .25, .25],
+    [.60, .10, .10, .20],
+    [.40, .30, .20, .10],
+])
+LABELS = np.array([1, 2, 0, 0, 0, 3])
+
+
+def test_topk_hits_hand_computed():
+    hits = M.topk_hits(SCORES, LABELS, [1, 2, 3])
+    assert hits[1].tolist() == [True, False, False, True, True, False]  # rank 0
+    assert hits[2].tolist() == [True, False, True, True, True, False]  # rank <= 1
+    assert hits[3].tolist() == [True, True, True, True, True, False]  # rank <= 2
+
+
+def test_topk_micro_hand_computed():
+    acc = M.topk_accuracy(SCORES, LABELS, [1, 2, 3])
+    # top-1: 3 of 6; top-2: 4 of 6; top-3: 5 of 6
+    assert acc == pytest.approx({1: 3 / 6, 2: 4 / 6, 3: 5 / 6})
+
+
+def test_topk_balanced_hand_computed():
+    acc = M.balanced_topk_accuracy(SCORES, LABELS, [1, 2], num_classes=4)
+    # top-1 per class: c0 = samples 2,3,4 -> 2/3; c1 = sample 0 -> 1; c2 = sample 1 -> 0; c3 = sample 5 -> 0
+    #   balanced = (2/3 + 1 + 0 + 0) / 4 = 5/12
+    # top-2 per class: c0 3/3, c1 1, c2 0, c3 0 -> 2/4
+    assert acc == pytest.approx({1: 5 / 12, 2: 0.5})
+
+
+def test_ties_lower_index_wins():
+    # all four scores equal: the ranking is 0 1 2 3, so only label 0 is a top-1 hit and label 3 is not a top-3 hit
+    s = np.zeros((4, 4))
+    hits = M.topk_hits(s, np.arange(4), [1, 3])
+    assert hits[1].tolist() == [True, False, False, False]
+    assert hits[3].tolist() == [True, True, True, False]
+    assert M.ranking(np.array([[1.0, 2.0, 2.0, 0.0]])).tolist() == [[1, 2, 0, 3]]
+
+
+def test_topk_agrees_with_counting_definition():
+    # independent definition: label y is a top-k hit iff #{c: s_c > s_y} + #{c < y: s_c == s_y} < k
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 3, size=(200, 7)).astype(float)  # few distinct values: many ties
+    y = rng.integers(0, 7, size=200)
+    sy = s[np.arange(200), y][:, None]
+    before = (s > sy).sum(1) + ((s == sy) & (np.arange(7)[None, :] < y[:, None])).sum(1)
+    for k, h in M.topk_hits(s, y, [1, 2, 5]).items():
+        assert h.tolist() == (before < k).tolist()
+
+
+def test_k_clamped_to_num_classes():
+    acc = M.topk_accuracy(SCORES, LABELS, [4, 10])
+    assert acc == {4: 1.0, 10: 1.0}  # top-4 of 4 classes holds every label
+    assert M.balanced_topk_accuracy(SCORES, LABELS, [10], 4) == {10: 1.0}
+    with pytest.raises(ScenectlError):
+        M.topk_accuracy(SCORES, LABELS, [0])
+
+
+def test_torch_tensors_accepted():
+    acc = M.topk_accuracy(torch.tensor(SCORES, dtype=torch.float32), torch.tensor(LABELS), [1, 2])
+    assert acc == pytest.approx({1: 0.5, 2: 4 / 6})
+
+
+def test_balanced_differs_from_micro_when_one_class_dominates():
+    # always predict class 0; 8 labels of class 0, one of class 1, one of class 2, none of class 3
+    s = np.tile([1.0, 0.0, 0.0, 0.0], (10, 1))
+    y = np.array([0] * 8 + [1, 2])
+    assert M.topk_accuracy(s, y, [1])[1] == pytest.approx(0.8)  # 8 / 10
+    # mean over the 3 PRESENT classes: (1 + 0 + 0) / 3; class 3 is excluded (it would give 1/4)
+    assert M.balanced_topk_accuracy(s, y, [1], 4)[1] == pytest.approx(1 / 3)
+
+
+def test_per_class_accuracy_with_absent_class():
+    s = np.tile([1.0, 0.0, 0.0, 0.0], (10, 1))
+    y = np.array([0] * 8 + [1, 2])
+    rows = M.per_class_accuracy(s, y, 4)
+    assert [r["support"] for r in rows] == [8, 1, 1, 0]
+    assert [r["correct"] for r in rows] == [8, 0, 0, 0]
+    assert [r["accuracy"] for r in rows] == [1.0, 0.0, 0.0, None]
+    assert [r["accuracy"] for r in M.per_class_accuracy(s, y, 4, k=2)] == [1.0, 1.0, 0.0, None]
+
+
+def test_bad_inputs_raise_one_line_errors():
+    with pytest.raises(ScenectlError, match="labels"):
+        M.topk_accuracy(SCORES, np.array([0, 1, 2, 3, 4, 0]), [1])  # label 4 with C = 4
+    with pytest.raises(ScenectlError, match="labels"):
+        M.topk_accuracy(SCORES, LABELS[:3], [1])
+    with pytest.raises(ScenectlError, match="NaN"):
+        M.topk_accuracy(np.full((2, 4), np.nan), [0, 1], [1])
+    with pytest.raises(ScenectlError, match="num_classes"):
+        M.balanced_topk_accuracy(SCORES, LABELS, [1], 5)
+
+
+# --- a toy co-occurrence table ------------------------------------------------------------------------------------
+# images (one entry per annotation):  [0,0,1] [0,1] [0] [2] [2] [0,2]     class 3 never appears
+# N = 6; image counts n0 = 4, n1 = 2, n2 = 3, n3 = 0; pairs n01 = 2, n02 = 1, n12 = 0
+# instance counts m = [5, 2, 3, 0] (total 10)
+def toy_cooc() -> Cooccurrence:
+    images = [[0, 0, 1], [0, 1], [0], [2], [2], [0, 2]]
+    return Cooccurrence.count(images, coco_ids=[1, 2, 3, 4], names=["person", "dog", "boat", "toaster"])
+
+
+def test_plausible_matrix_hand_computed():
+    p = M.plausible_matrix(toy_cooc())
+    # PMI(0,1) = log[(2/6) / ((4/6)(2/6))] = log 1.5 > 0          -> plausible
+    # PMI(0,2) = log[(1/6) / ((4/6)(3/6))] = log 0.5 < 0          -> not
+    # PMI(1,2): never together (n12 = 0), PMI = -inf              -> not
+    # diagonal: PMI(c,c) = log(N / n_c): log 1.5, log 3, log 2 > 0 -> plausible; class 3 (n3 = 0): nothing
+    expected = np.array([
+        [1, 1, 0, 0],
+        [1, 1, 0, 0],
+        [0, 0, 1, 0],
+        [0, 0, 0, 0],
+    ], dtype=bool)
+    assert p.dtype == bool and (p == expected).all()
+    assert (p == p.T).all()
+
+
+def test_plausible_matrix_never_together_is_never_plausible():
+    # two rare classes (one image each) that never meet, among many images: add-one smoothing of the joint,
+    # (0 + 1)(N + 1) / ((1 + 1)(1 + 1)) = 101/4 > 1, would call them plausible; the PMI sign must not
+    images = [[0], [1]] + [[2]] * 98
+    p = M.plausible_matrix(Cooccurrence.count(images, [1, 2, 3], ["a", "b", "c"]))
+    assert not p[0, 1] and not p[1, 0]
+    # one shared image flips it: 100 * 1 > 1 * 1
+    images = [[0, 1]] + [[2]] * 99
+    assert M.plausible_matrix(Cooccurrence.count(images, [1, 2, 3], ["a", "b", "c"]))[0, 1]
+
+
+def test_plausibility_at_k_hand_computed():
+    p = M.plausible_matrix(toy_cooc())
+    visible = [[1], [], [2, 2], [1, 2]]
+    scores = np.array([
+        [.9, .1, .2, .8],  # top-2 = [0, 3]; V = {1}: 0 ok, 3 not            -> 1/2
+        [.9, .8, .1, .1],  # V empty                                          -> excluded
+        [.5, .1, .9, .2],  # top-2 = [2, 0]; V = {2}: 2 ok, 0 not (PMI(0,2)<0) -> 1/2
+        [.9, .1, .8, .2],  # top-2 = [0, 2]; V = {1, 2}: 0 ok via 1, 2 ok via 2 -> 1
+    ])
+    expected = {"value": pytest.approx((0.5 + 0.5 + 1.0) / 3), "n": 3, "excluded": 1}
+    assert M.plausibility_at_k(scores, visible, p, k=2) == expected
+    # the same from already-ranked indices (extra columns beyond k are ignored)
+    top = np.array([[0, 3, 1], [0, 1, 2], [2, 0, 3], [0, 2, 3]])
+    assert M.plausibility_at_k(top, visible, p, k=2) == expected
+    # k above C = 4 is clamped: every class counts; scene 0: {0, 1} of 4 -> 1/2; scene 2: {2} -> 1/4;
+    # scene 3: {0, 1, 2} -> 3/4
+    assert M.plausibility_at_k(scores, visible, p, k=10)["value"] == pytest.approx((1 / 2 + 1 / 4 + 3 / 4) / 3)
+    with pytest.raises(ScenectlError):
+        M.plausibility_at_k(top[:, :1], visible, p, k=2)  # too few ranked columns
+
+
+def test_plausibility_all_excluded_is_none():
+    p = M.plausible_matrix(toy_cooc())
+    assert M.plausibility_at_k(np.eye(4), [[], [], [], []], p, k=1) == {"value": None, "n": 0, "excluded": 4}
+
+
+def test_plausibility_of_labels_is_top1_of_the_truth():
+    p = M.plausible_matrix(toy_cooc())
+    visible = [[1], [], [2], [1, 2]]
+    labels = np.array([0, 1, 0, 3])
+    # scene 0: 0 with {1} ok; scene 1 excluded; scene 2: 0 with {2} not; scene 3: class 3 plausible with nothing
+    out = M.plausibility_of_labels(labels, visible, p)
+    assert out == {"value": pytest.approx(1 / 3), "n": 3, "excluded": 1}
+    one_hot = np.eye(4)[labels]  # a top-1 prediction equal to the label gives the same number
+    assert M.plausibility_at_k(one_hot, visible, p, k=1) == out
+
+
+# --- baselines ----------------------------------------------------------------------------------------------------
+def test_prior_scores_hand_computed():
+    s = M.prior_scores(toy_cooc(), 3)
+    # log[(m_c + 1) / (10 + 4)] with m = [5, 2, 3, 0]
+    expected = np.log(np.array([6, 3, 4, 1]) / 14)
+    assert s.shape == (3, 4)
+    assert np.allclose(s, expected[None, :])
+    assert np.exp(s[0]).sum() == pytest.approx(1.0)
+
+
+def test_cooccurrence_naive_bayes_hand_computed():
+    cooc = toy_cooc()
+    visible = [[], [1], [2], [2, 2], [1, 2]]
+    s = M.cooccurrence_scores(visible, cooc, alpha=1.0)
+    prior = np.array([6, 3, 4, 1]) / 14  # P(c), as in the prior test
+    # P(1 | c) = (n_c1 + 1) / (n_c + 2): c0 3/6, c1 3/4, c2 1/5, c3 1/2
+    # P(2 | c) = (n_c2 + 1) / (n_c + 2): c0 2/6, c1 1/4, c2 4/5, c3 1/2
+    p1 = np.array([3 / 6, 3 / 4, 1 / 5, 1 / 2])
+    p2 = np.array([2 / 6, 1 / 4, 4 / 5, 1 / 2])
+    assert np.allclose(s[0], np.log(prior))  # empty V: exactly the prior
+    assert np.allclose(s[1], np.log(prior * p1))  # c0: 6/14 * 1/2 = 3/14 = log(0.214...)
+    assert s[1][0] == pytest.approx(math.log(3 / 14))
+    # V = {2}: c0 = 6/14 * 1/3 = 1/7 ~ .143, c2 = 4/14 * 4/5 = 8/35 ~ .229 -> context flips the argmax to 2
+    assert s[2][2] == pytest.approx(math.log(8 / 35))
+    assert np.argmax(s[0]) == 0 and np.argmax(s[2]) == 2
+    assert np.allclose(s[3], s[2])  # repeats collapse: V is a set
+    # V = {1, 2}: c0 = 6/14 * 1/2 * 1/3 = 1/14 ~ .071 beats c2 = 4/14 * 1/5 * 4/5 = 8/175 ~ .046
+    assert np.allclose(s[4], np.log(prior * p1 * p2))
+    assert np.argmax(s[4]) == 0
+
+
+def test_random_scores_deterministic_by_seed():
+    a, b, c = M.random_scores(5, 4, seed=3), M.random_scores(5, 4, seed=3), M.random_scores(5, 4, seed=4)
+    assert a.shape == (5, 4) and (a == b).all() and not (a == c).all()
+    assert ((a >= 0) & (a < 1)).all()
+
+
+# --- reports ------------------------------------------------------------------------------------------------------
+def test_summarize_schema_clamping_and_json():
+    p = M.plausible_matrix(toy_cooc())
+    visible = [[1], [], [2], [1, 2], [1], [2]]
+    out = M.summarize(SCORES, LABELS, visible, p, ks=[2], num_classes=4)
+    assert set(out) == {"n", "topk", "topk_balanced", "plausibility@10", "plausibility_n", "plausibility_excluded",
+                        "per_class", "clamped"}
+    assert out["n"] == 6
+    assert out["topk"] == pytest.approx({1: 0.5, 2: 4 / 6, 5: 1.0, 10: 1.0})  # 1, 5, 10 always added
+    assert out["topk_balanced"] == pytest.approx({1: 5 / 12, 2: 0.5, 5: 1.0, 10: 1.0})
+    assert out["clamped"] == [5, 10]
+    # plausibility@10 with C = 4 takes all four classes: share of plausible classes per scene,
+    # {1} -> {0,1} 2/4, {2} -> {2} 1/4, {1,2} -> 3/4; scenes 0,2,3,4,5 -> (1/2 + 1/4 + 3/4 + 1/2 + 1/4) / 5
+    assert out["plausibility@10"] == pytest.approx(2.25 / 5)
+    assert (out["plausibility_n"], out["plausibility_excluded"]) == (5, 1)
+    assert [r["support"] for r in out["per_class"]] == [3, 1, 1, 1]
+    back = json.loads(json.dumps(out))  # int keys become strings in JSON
+    assert back["topk"]["1"] == 0.5
+
+
+def test_baselines_on_toy_table():
+    cooc = toy_cooc()
+    p = M.plausible_matrix(cooc)
+    labels = np.array([0, 2, 2, 1])
+    visible = [[1], [2], [], [0]]
+    out = M.baselines(labels, visible, cooc, p, ks=[1], num_classes=4, seed=0)
+    assert set(out) == {"prior", "cooccurrence", "random"}
+    # prior ranks 0 first for every sample: only label 0 is a top-1 hit -> 1/4
+    assert out["prior"]["topk"][1] == pytest.approx(0.25)
+    # naive Bayes: V={1} -> argmax 0 (hit); V={2} -> 2 (hit); V={} -> prior 0 (miss);
+    # V={0}: P(0|c) = c0 5/6, c1 3/4, c2 2/5, c3 1/2 -> c0 6/14*5/6 = .357, c1 3/14*3/4 = .161 -> 0 (miss) -> 2/4
+    assert out["cooccurrence"]["topk"][1] == pytest.approx(0.5)
+    assert out["random"] == M.baselines(labels, visible, cooc, p, ks=[1], num_classes=4, seed=0)["random"]
