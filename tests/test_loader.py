@@ -1,0 +1,220 @@
+"""Shard-set opening, sample decoding, augmentation and the train / eval pipelines (scenectl.data.loader)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+from PIL import Image
+
+from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.data.loader import (
+    Augment,
+    decode_sample,
+    make_eval_loader,
+    make_train_loader,
+    open_shard_set,
+    to_input,
+)
+from scenectl.errors import ScenectlError
+
+CLASSES = [{"index": i, "coco_id": i + 1, "name": f"c{i}"} for i in range(4)]
+
+
+def write_shards(folder: Path, n: int = 24, per_shard: int = 8, size: int = 32, seed: int = 0,
+                 classes: list[dict] = CLASSES) -> Path:
+    """A small shard set in the documented format (docs/shard-format.md), written with webdataset.ShardWriter.
+
+    The class is written into the scene's context (the background colour), so a model can learn it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (len(classes), 3))
+    shards, per_image = [], []
+    with wds.ShardWriter(str(folder / "shard-%06d.tar"), maxcount=per_shard, verbose=0) as sink:
+        for i in range(n):
+            label = int(rng.integers(len(classes)))
+            img = np.clip(palette[label] + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+            mask = np.zeros((size, size), np.uint8)
+            x, y, s = (int(v) for v in rng.integers(2, size // 2, 3))
+            mask[y:y + s, x:x + s] = 255
+            img[mask > 0] = 128
+            jpg, png = io.BytesIO(), io.BytesIO()
+            Image.fromarray(img).save(jpg, "JPEG")
+            Image.fromarray(mask).save(png, "PNG")
+            visible = sorted({int(v) for v in rng.integers(len(classes), size=2)})
+            meta = {"image_id": i, "annotation_id": 1000 + i, "cls": label, "visible_categories": visible}
+            sink.write({"__key__": f"{i:012d}_{1000 + i:012d}", "jpg": jpg.getvalue(), "mask.png": png.getvalue(),
+                        "cls": str(label).encode(), "json": json.dumps(meta).encode()})
+            per_image.append([label] + visible)
+    names = sorted(p.name for p in folder.glob("shard-*.tar"))
+    for k, name in enumerate(names):
+        shards.append({"name": name, "samples": min(per_shard, n - k * per_shard)})
+    manifest = {"format": "scenectl-shards/1", "task": "masked", "params": {"image_size": size},
+                "classes": classes, "shards": shards, "totals": {"samples": n}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    Cooccurrence.count(per_image, [c["coco_id"] for c in classes], [c["name"] for c in classes]).save(
+        folder / "cooccurrence.h5")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shardset_dir(tmp_path_factory) -> Path:
+    return write_shards(tmp_path_factory.mktemp("loader") / "set")
+
+
+# --- opening ---------------------------------------------------------------------------------------------------
+
+def test_open_folder_and_brace_pattern(shardset_dir):
+    s = open_shard_set(shardset_dir)
+    assert len(s.urls) == 3 and s.num_samples == 24 and s.classes == CLASSES and s.image_size == 32
+    assert s.cooccurrence().n_images == 24
+    sub = open_shard_set(f"{shardset_dir}/shard-{{000000..000001}}.tar")
+    assert len(sub.urls) == 2 and sub.num_samples == 16 and sub.location == str(shardset_dir)
+    f = open_shard_set(f"file:{shardset_dir}/shard-000002.tar")
+    assert f.num_samples == 8
+
+
+def test_open_errors_name_the_place(tmp_path, shardset_dir):
+    with pytest.raises(ScenectlError, match="not found"):
+        open_shard_set(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ScenectlError, match="no manifest.json in"):
+        open_shard_set(tmp_path / "empty")
+    inc = tmp_path / "incomplete"
+    inc.mkdir()
+    (inc / "progress.json").write_text("{}")
+    (inc / "shard-000000.tar.partial").write_bytes(b"")
+    with pytest.raises(ScenectlError, match="incomplete.*--resume"):
+        open_shard_set(inc)
+    with pytest.raises(ScenectlError, match="not listed"):
+        open_shard_set(f"{shardset_dir}/shard-{{000000..000005}}.tar")
+    gone = shutil.copytree(shardset_dir, tmp_path / "gone")
+    (gone / "shard-000001.tar").unlink()
+    with pytest.raises(ScenectlError, match="shard-000001.tar.*missing"):
+        open_shard_set(gone)
+
+
+# --- decoding ---------------------------------------------------------------------------------------------------
+
+def _raw(shardset_dir) -> dict:
+    return next(iter(wds.DataPipeline(wds.SimpleShardList([str(shardset_dir / "shard-000000.tar")]),
+                                      wds.tarfile_to_samples())))
+
+
+def test_decode_sample_only_known_members(shardset_dir):
+    raw = _raw(shardset_dir)
+    raw["pyd"] = b"\x80\x04garbage-pickle"  # unknown members are ignored, never unpickled
+    s = decode_sample(raw)
+    assert s["image"].mode == "RGB" and s["mask"].mode == "L" and isinstance(s["label"], int)
+    assert s["visible"] == s["meta"]["visible_categories"] and "object" not in s
+
+
+@pytest.mark.parametrize("member,value,match", [
+    ("cls", None, "'cls' is missing"), ("jpg", b"not a jpeg", "'jpg' is not a readable image"),
+    ("json", b"{", "'json' is not valid"), ("cls", b"seven", "'cls' is not an ASCII integer"),
+])
+def test_decode_sample_errors_name_shard_and_member(shardset_dir, member, value, match):
+    raw = _raw(shardset_dir)
+    if value is None:
+        del raw[member]
+    else:
+        raw[member] = value
+    with pytest.raises(ScenectlError, match=match) as e:
+        decode_sample(raw)
+    assert "shard-000000.tar" in str(e.value)
+
+
+# --- transforms --------------------------------------------------------------------------------------------------
+
+def test_to_input_shape_and_mask_channel():
+    img = Image.new("RGB", (40, 40), (255, 0, 0))
+    mask = Image.new("L", (40, 40), 0)
+    mask.paste(255, (10, 10, 20, 20))
+    x = to_input(img, mask, 16, mask_channel=True)
+    assert x.shape == (4, 16, 16) and x.dtype == torch.float32
+    assert set(x[3].unique().tolist()) == {0.0, 1.0} and x[3].sum() == 16  # (10 px of 40) -> 4 px of 16, squared
+    assert to_input(img, None, 16, mask_channel=False).shape == (3, 16, 16)
+
+
+def test_augment_keeps_hidden_region_in_view():
+    aug = Augment(min_scale=0.1)
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (40, 5, 60, 20))
+    img = Image.new("RGB", (64, 64), (10, 200, 30))
+    for i in range(50):
+        im2, m2 = aug(img, mask, np.random.default_rng(i))
+        assert im2.size == (64, 64) and m2.size == (64, 64)
+        m = np.asarray(m2) > 127
+        # the whole region stays in view: it touches the border only where it touched it before cropping
+        assert m.any() and m.sum() >= 20 * 15 * 0.9
+        assert set(np.unique(np.asarray(m2))) <= {0, 255}  # nearest-neighbour: mask stays binary
+    a = aug(img, mask, np.random.default_rng(3))
+    b = aug(img, mask, np.random.default_rng(3))
+    assert np.array_equal(np.asarray(a[0]), np.asarray(b[0]))
+
+
+# --- pipelines ----------------------------------------------------------------------------------------------------
+
+def _keys(loader) -> list[list[str]]:
+    return [b["key"] for b in loader]
+
+
+def test_eval_loader_every_sample_once(shardset_dir):
+    s = open_shard_set(shardset_dir)
+    batches = list(make_eval_loader(s, 16, batch_size=5))
+    keys = [k for b in batches for k in b["key"]]
+    assert len(keys) == 24 and len(set(keys)) == 24
+    b = batches[0]
+    assert b["input"].shape == (5, 4, 16, 16) and b["label"].shape == (5,)
+    assert len(b["visible"]) == 5 and isinstance(b["meta"][0], dict)
+    # DDP: ranks split the shards (3 shards, 2 ranks) or the samples (3 shards, 4 ranks); together exactly once
+    for world in (2, 4):
+        per_rank = [[k for b in make_eval_loader(s, 16, 8, rank=r, world_size=world) for k in b["key"]]
+                    for r in range(world)]
+        assert sorted(sum(per_rank, [])) == sorted(keys)
+
+
+def test_train_loader_fixed_length_deterministic_and_resumable(shardset_dir):
+    s = open_shard_set(shardset_dir)
+    kw = dict(steps=7, batch_size=4, image_size=16, seed=1, shuffle_buffer=10)
+    a = _keys(make_train_loader(s, epoch=0, **kw))
+    assert len(a) == 7 and all(len(k) == 4 for k in a)  # 28 > 24 samples: the stream goes round again
+    assert a == _keys(make_train_loader(s, epoch=0, **kw))
+    assert a != _keys(make_train_loader(s, epoch=1, **kw))
+    # resuming at step 3 gives exactly the remaining batches, inputs included
+    full = list(make_train_loader(s, epoch=0, **kw))
+    rest = list(make_train_loader(s, epoch=0, start_step=3, **kw))
+    assert [b["key"] for b in rest] == a[3:]
+    assert torch.equal(rest[0]["input"], full[3]["input"])
+    # two ranks read different shards and both get exactly `steps` batches
+    r0 = _keys(make_train_loader(s, epoch=0, rank=0, world_size=2, **kw))
+    r1 = _keys(make_train_loader(s, epoch=0, rank=1, world_size=2, **kw))
+    assert len(r0) == len(r1) == 7 and r0 != r1
+
+
+@pytest.mark.slow
+def test_train_loader_workers_resume_order(shardset_dir):
+    s = open_shard_set(shardset_dir)
+    kw = dict(steps=6, batch_size=4, image_size=16, seed=2, shuffle_buffer=10, workers=2)
+    a = _keys(make_train_loader(s, **kw))
+    assert len(a) == 6 and a == _keys(make_train_loader(s, **kw))
+    assert _keys(make_train_loader(s, start_step=3, **kw)) == a[3:]
+
+
+def test_truncated_shard_error_or_skip(tmp_path, shardset_dir):
+    bad = shutil.copytree(shardset_dir, tmp_path / "bad")
+    tar = bad / "shard-000001.tar"
+    tar.write_bytes(tar.read_bytes()[:3000])
+    s = open_shard_set(bad)
+    with pytest.raises(ScenectlError, match="shard-000001.tar"):
+        list(make_eval_loader(s, 16, 4))
+    loader = make_eval_loader(s, 16, 4, skip_corrupt=True)
+    keys = [k for b in loader for k in b["key"]]
+    assert loader.skipped >= 1 and 16 <= len(keys) < 24
