@@ -8,3 +8,4 @@ from scenectl.cli._app import app, main  # noqa: F401
 
 # Importing a command module registers its subcommand on `app`.
 # Each command module adds one line here, e.g. `from scenectl.cli import build_shards  # noqa: F401,E402`.
+from scenectl.cli import sample  # noqa: F401,E402
