@@ -1,0 +1,127 @@
+"""The PNG figures of `scenectl eval`, `predict` and `cooccurrence` (matplotlib, Agg backend: no display needed).
+
+Every figure is written atomically: drawn to a temporary name in the target folder, renamed when whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: clusters, CI and the sandbox have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from scenectl.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _tick_size(n: int) -> float:
+    # 80 COCO names must stay legible: shrink the labels as the class count grows.
+    return max(3.0, min(9.0, 400.0 / max(n, 1)))
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts; row = true class, column = top-1 prediction."""
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(conf, (np.asarray(labels, np.int64), np.asarray(preds, np.int64)), 1)
+    return conf
+
+
+def plot_confusion(conf: np.ndarray, names: Sequence[str], path: str | Path, title: str = "") -> None:
+    """Row-normalised confusion matrix (each true class sums to 1; rows without samples stay blank)."""
+    conf = np.asarray(conf, dtype=np.float64)
+    rows = conf.sum(axis=1, keepdims=True)
+    norm = np.divide(conf, rows, out=np.full_like(conf, np.nan), where=rows > 0)  # (C, C)
+    n = len(names)
+    side = max(5.0, min(18.0, 0.16 * n + 3))
+    fig, ax = plt.subplots(figsize=(side, side))
+    im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks(range(n), names, rotation=90, fontsize=_tick_size(n))
+    ax.set_yticks(range(n), names, fontsize=_tick_size(n))
+    ax.set_xlabel("predicted (top-1)")
+    ax.set_ylabel("hidden object's class")
+    ax.set_title(title or "confusion (row-normalised)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    _save(fig, path)
+
+
+def plot_per_class(
+    per_class: Sequence[float | None], counts: Sequence[int], names: Sequence[str], path: str | Path, title: str = ""
+) -> None:
+    """Top-1 accuracy per class, sorted best first; classes without samples are left out and counted in the title."""
+    idx = [i for i in range(len(names)) if counts[i] > 0 and per_class[i] is not None]
+    idx.sort(key=lambda i: -float(per_class[i]))
+    acc = [float(per_class[i]) for i in idx]
+    n = max(len(idx), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, min(20.0, 0.18 * n + 2)), 4.5))
+    ax.bar(range(len(idx)), acc, color="tab:blue")
+    ax.set_xticks(range(len(idx)), [f"{names[i]} ({counts[i]})" for i in idx], rotation=90, fontsize=_tick_size(n))
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("top-1 accuracy")
+    missing = len(names) - len(idx)
+    ax.set_title((title or "per-class top-1 accuracy (samples in brackets)") + (f"; {missing} classes absent" if missing else ""))
+    _save(fig, path)
+
+
+def plot_comparison(rows: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> None:
+    """Grouped bars: one group per metric (columns of `rows`), one bar per shard set or model (keys of `rows`)."""
+    names = list(rows)
+    metrics = list(next(iter(rows.values())).keys()) if rows else []
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(metrics) * max(1, len(names)) * 0.5 + 3), 4.5))
+    x = np.arange(len(metrics))
+    for j, name in enumerate(names):
+        vals = [float(rows[name].get(m, np.nan)) for m in metrics]
+        ax.bar(x + (j - (len(names) - 1) / 2) * width, vals, width, label=name)
+    ax.set_xticks(x, metrics, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "comparison")
+    _save(fig, path)
+
+
+def plot_prediction(image: np.ndarray, probs: Sequence[float], names: Sequence[str], path: str | Path, title: str = "") -> None:
+    """The masked model input beside a horizontal bar chart of its top classes (best on top)."""
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 4.5), gridspec_kw={"width_ratios": [1, 1.1]})
+    a0.imshow(image)
+    a0.set_axis_off()
+    a0.set_title(title or "model input (hidden region filled)")
+    y = np.arange(len(names))[::-1]
+    a1.barh(y, probs, color="tab:orange")
+    a1.set_yticks(y, names)
+    a1.set_xlim(0, max(1e-6, float(max(probs, default=0))) * 1.15)
+    a1.set_xlabel("probability")
+    a1.set_title(f"top-{len(names)} classes")
+    _save(fig, path)
+
+
+def plot_heatmap(matrix: np.ndarray, names: Sequence[str], path: str | Path, title: str, label: str) -> None:
+    """A (C, C) class-by-class heatmap (co-occurrence PMI or conditional probability)."""
+    n = len(names)
+    side = max(5.0, min(18.0, 0.16 * n + 3))
+    fig, ax = plt.subplots(figsize=(side, side))
+    finite = np.asarray(matrix, dtype=np.float64)
+    lim = np.nanmax(np.abs(finite[np.isfinite(finite)])) if np.isfinite(finite).any() else 1.0
+    diverging = np.nanmin(finite[np.isfinite(finite)]) < 0 if np.isfinite(finite).any() else False
+    im = ax.imshow(
+        np.where(np.isfinite(finite), finite, np.nan),
+        cmap="RdBu_r" if diverging else "viridis",
+        vmin=-lim if diverging else 0,
+        vmax=lim,
+        interpolation="nearest",
+    )
+    ax.set_xticks(range(n), names, rotation=90, fontsize=_tick_size(n))
+    ax.set_yticks(range(n), names, fontsize=_tick_size(n))
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+    _save(fig, path)
