@@ -1,0 +1,191 @@
+"""`scenectl predict`: hide a region of any image exactly as build-shards would, and ask the model what is there.
+
+    scenectl predict --checkpoint runs/train/best.pt photo.jpg --box 120,80,60,90 --shape circle --out pred.png
+
+The user's region plays the instance mask `M` of docs/shard-format.md: a `--box x,y,w,h` (the rectangle),
+a `--polygon x1,y1,x2,y2,...` (rasterised by pycocotools, as COCO polygons are) or a `--mask-file` (non-zero =
+object). From there the pixel work is build-shards' own (scenectl.data.masks): dilate by `margin`, fit the shape,
+fill, letterbox to the shard image size; then the loader's `to_input` resizes and normalises as at evaluation.
+Shape, fill, margin and shard image size come from the training shards' manifest recorded with the checkpoint when
+it can be found (DEFAULT_PARAMS otherwise); the options override them. Coordinates are pixels of the upright image
+(EXIF orientation applied), as image viewers show it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from scenectl.data import masks
+from scenectl.errors import ScenectlError
+
+# build-shards' defaults (docs/shard-format.md), used when the checkpoint does not say how its shards were built
+DEFAULT_PARAMS = {"shape": "circle", "fill": "mean", "margin": 3, "image_size": 256, "max_area": 0.3}
+
+
+@dataclass
+class PredictConfig:
+    checkpoint: str = "runs/train/best.pt"
+    image: str = ""
+    box: str | None = None  # "x,y,w,h" in pixels
+    polygon: str | None = None  # "x1,y1,x2,y2,..." (instance shape)
+    mask_file: str | None = None  # PNG the image's size, non-zero = object (instance shape)
+    shape: str | None = None  # None: as the training shards
+    fill: str | None = None
+    margin: int | None = None
+    top: int = 10
+    out: str | None = None  # PNG: masked input beside a bar chart
+    device: str = "auto"
+    seed: int = 0  # noise / blur fills
+
+
+# --- what the training shards did --------------------------------------------------------------------------------
+def shard_params(ckpt: dict) -> tuple[dict, str]:
+    """Build parameters of the checkpoint's training shards, and where they came from."""
+    from scenectl.data.loader import open_shard_set
+
+    cfg = ckpt.get("config") or {}
+    for key in ("shard_params", "train_shard_params"):
+        if isinstance(cfg.get(key), dict):
+            return {**DEFAULT_PARAMS, **cfg[key]}, f"checkpoint config '{key}'"
+    for key in ("train_shards", "shards", "train"):
+        spec = cfg.get(key)
+        spec = spec[0] if isinstance(spec, list) and spec else spec
+        if isinstance(spec, str):
+            try:
+                params = open_shard_set(spec).manifest.get("params", {})
+            except ScenectlError:
+                continue  # moved or on another machine: fall back to the defaults
+            return {**DEFAULT_PARAMS, **params}, f"manifest of {spec}"
+    return dict(DEFAULT_PARAMS), "build-shards defaults (the checkpoint names no reachable training shards)"
+
+
+# --- the user's region ---------------------------------------------------------------------------------------------
+def _numbers(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise ScenectlError(f"{option} {text!r}: expected comma-separated numbers") from None
+
+
+def object_mask(cfg: PredictConfig, width: int, height: int) -> tuple[np.ndarray, list[str]]:
+    """The object's (H, W) bool mask from --box, --polygon or --mask-file, and notes (clipping)."""
+    given = [n for n, v in (("--box", cfg.box), ("--polygon", cfg.polygon), ("--mask-file", cfg.mask_file)) if v]
+    if len(given) != 1:
+        raise ScenectlError(f"give exactly one of --box, --polygon, --mask-file (got {', '.join(given) or 'none'})")
+    notes = []
+    if cfg.box:
+        v = _numbers(cfg.box, "--box")
+        if len(v) != 4 or v[2] <= 0 or v[3] <= 0:
+            raise ScenectlError(f"--box {cfg.box!r}: expected x,y,w,h with positive w and h")
+        x0, y0, x1, y1 = v[0], v[1], v[0] + v[2], v[1] + v[3]
+        if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+            raise ScenectlError(f"--box {cfg.box} lies outside the {width}x{height} image")
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            notes.append(f"--box {cfg.box} reaches outside the {width}x{height} image: clipped to it")
+        cx0, cy0, cx1, cy1 = masks.crop_box([x0, y0, x1 - x0, y1 - y0], width, height)  # whole pixels, clipped
+        m = np.zeros((height, width), dtype=bool)
+        m[cy0:cy1, cx0:cx1] = True
+        return m, notes
+    if cfg.polygon:
+        from scenectl.data.coco import decode_mask
+
+        v = _numbers(cfg.polygon, "--polygon")
+        if len(v) < 6 or len(v) % 2:
+            raise ScenectlError(f"--polygon needs at least 3 x,y points, got {len(v)} numbers")
+        xs, ys = v[0::2], v[1::2]
+        if max(xs) <= 0 or max(ys) <= 0 or min(xs) >= width or min(ys) >= height:
+            raise ScenectlError(f"--polygon lies outside the {width}x{height} image")
+        if min(xs) < 0 or min(ys) < 0 or max(xs) > width or max(ys) > height:
+            notes.append(f"--polygon reaches outside the {width}x{height} image: clipped to it")
+        m = decode_mask([v], height, width)  # pycocotools rasterisation, as COCO polygons
+        if m is None:
+            raise ScenectlError("--polygon covers no pixel of the image")
+        return m, notes
+    path = Path(cfg.mask_file)
+    if not path.is_file():
+        raise ScenectlError(f"--mask-file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            m = np.asarray(im.convert("L")) > 0
+    except Exception as e:  # PIL raises many types for bad files
+        raise ScenectlError(f"--mask-file {path} is not a readable image ({type(e).__name__})") from None
+    if m.shape != (height, width):
+        raise ScenectlError(f"--mask-file {path} is {m.shape[1]}x{m.shape[0]}, the image {width}x{height}")
+    if not m.any():
+        raise ScenectlError(f"--mask-file {path} marks no pixel (non-zero = object)")
+    return m, notes
+
+
+def load_upright(path: str | Path) -> Image.Image:
+    """The image as upright RGB, decoded by build-shards' own loader (EXIF orientation, CMYK, greyscale)."""
+    from scenectl.data.coco import BadImage, load_image
+
+    path = Path(path)
+    if not path.is_file():
+        raise ScenectlError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            size = im.size
+    except Exception as e:  # PIL raises many types for bad files
+        raise ScenectlError(f"{path} is not a readable image ({type(e).__name__})") from None
+    try:
+        return load_image(path, *size)[0]
+    except BadImage as e:
+        raise ScenectlError(f"{path} is not a readable image ({e})") from None
+
+
+# --- masking and the model ------------------------------------------------------------------------------------------
+def masked_sample(image: Image.Image, obj: np.ndarray, params: dict, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(letterboxed masked scene (S, S, 3) uint8, letterboxed mask (S, S) uint8 255 = hidden, hidden area fraction)."""
+    region = masks.hidden_region(obj, params["shape"], int(params["margin"]))  # (H, W) bool, contains obj
+    filled = masks.fill(np.asarray(image), region, params["fill"], np.random.default_rng(seed))  # (H, W, 3)
+    box = masks.Letterbox(image.width, image.height, int(params["image_size"]))
+    return box.image(Image.fromarray(filled)), box.mask(region), float(region.mean())
+
+
+def predict(cfg: PredictConfig) -> dict:
+    """Top-`cfg.top` classes with probabilities for the hidden region; writes cfg.out when set."""
+    from scenectl.data.loader import to_input
+    from scenectl.evaluate import load_model, resolve_device
+
+    if cfg.top < 1:
+        raise ScenectlError(f"--top must be a positive integer, got {cfg.top}")
+    image = load_upright(cfg.image)
+    device = resolve_device(cfg.device)
+    model, ckpt = load_model(cfg.checkpoint, device)
+    params, source = shard_params(ckpt)
+    for key in ("shape", "fill", "margin"):
+        if getattr(cfg, key) is not None:
+            params[key] = getattr(cfg, key)
+    if params["shape"] not in masks.SHAPES:
+        raise ScenectlError(f"--shape must be one of {', '.join(masks.SHAPES)}, got {params['shape']!r}")
+    if params["fill"] not in masks.FILLS:
+        raise ScenectlError(f"--fill must be one of {', '.join(masks.FILLS)}, got {params['fill']!r}")
+    if int(params["margin"]) < 0:
+        raise ScenectlError(f"--margin must be >= 0, got {params['margin']}")
+    obj, notes = object_mask(cfg, image.width, image.height)
+    scene, mask, fraction = masked_sample(image, obj, params, cfg.seed)
+    if fraction > float(params.get("max_area", 1.0)):
+        notes.append(f"the hidden region covers {100 * fraction:.0f}% of the image, above the training shards' "
+                     f"max_area {params['max_area']}: build-shards would have skipped it")
+    tcfg = ckpt.get("config") or {}
+    mask_channel = bool(tcfg.get("mask_channel", int(ckpt.get("in_chans", 3)) == 4))
+    x = to_input(Image.fromarray(scene), Image.fromarray(mask), int(tcfg.get("image_size", params["image_size"])),
+                 mask_channel)  # (C, S, S)
+    with torch.inference_mode():
+        probs = torch.softmax(model(x[None].to(device)).float(), dim=1)[0].cpu().numpy()  # (num_classes,)
+    order = np.argsort(-probs, kind="stable")[: min(cfg.top, len(probs))]
+    names = [str(c["name"]) for c in ckpt["classes"]]
+    top = [{"class": names[i], "index": int(i), "probability": float(probs[i])} for i in order]
+    if cfg.out:
+        from scenectl import plots
+
+        plots.plot_prediction(scene, [t["probability"] for t in top], [t["class"] for t in top], cfg.out,
+                              title=f"{Path(cfg.image).name}: {params['shape']} hidden ({100 * fraction:.1f}%)")
+    return {"top": top, "params": {k: params[k] for k in ("shape", "fill", "margin", "image_size")},
+            "params_source": source, "hidden_fraction": fraction, "notes": notes, "out": cfg.out}
