@@ -9,3 +9,6 @@ from scenectl.cli._app import app, main  # noqa: F401
 # Importing a command module registers its subcommand on `app`.
 # Each command module adds one line here, e.g. `from scenectl.cli import build_shards  # noqa: F401,E402`.
 from scenectl.cli import sample  # noqa: F401,E402
+from scenectl.cli import eval as _eval  # noqa: F401,E402
+from scenectl.cli import cooccurrence as _cooccurrence  # noqa: F401,E402
+from scenectl.cli import predict as _predict  # noqa: F401,E402
