@@ -1,0 +1,296 @@
+"""`scenectl fuse`: combine an object classifier with the context model as a product of experts.
+
+    cfg = FuseConfig(context="runs/train/best.pt", object="runs/distill/ce/best.pt", shards="shards/val-obj",
+                     ooc_shards="shards/ooc", out="runs/fuse")
+    report = fuse(cfg)
+
+Per sample the object model sees `object.jpg` (the unmasked crop) and the context model the masked scene:
+
+    log p_fused(c) = log p_obj(c) + w * log p_ctx(c) - log Z          (Z normalises over the C classes)
+
+w = 0 is the object model alone; larger w trusts the scene more. w is chosen on the validation set (`--shards`)
+from a grid: highest top-1, ties broken by lower negative log-likelihood, then by smaller w. Validation numbers
+therefore use a w fitted on them (optimistic); `val_crossfit` gives the honest estimate: w chosen on one half of
+the set (by key parity) and scored on the other, both ways. The OOC set (`--ooc-shards`, scenectl build-ooc) is
+never used for choosing w: it is reported as a whole and for its out-of-context and in-context halves, with
+ooc.flag_report on the context model. Writes report.json (last), report.md, weights.png and config.json.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scenectl import metrics
+from scenectl.checkpoint import classes_match
+from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.data.imagefolder import Target, make_loader, object_member
+from scenectl.data.loader import open_shard_set
+from scenectl.errors import ScenectlError
+from scenectl.evaluate import format_table, load_model, resolve_device
+from scenectl.io import atomic_path, write_bytes_atomic, write_json_atomic
+from scenectl.ooc import flag_report, log_softmax
+from scenectl.transfer import checkpoint_image_size
+
+DEFAULT_WEIGHTS = [round(0.1 * i, 2) for i in range(21)]  # 0, 0.1, ..., 2.0
+
+
+@dataclass
+class FuseConfig:
+    context: str = "runs/train/best.pt"
+    object: str = "runs/distill/ce/best.pt"  # an RGB object classifier over the same classes (distill / transfer)
+    shards: str = "shards/val2017"  # validation set with object.jpg: w is chosen here
+    ooc_shards: str | None = None  # scenectl build-ooc output
+    out: str = "runs/fuse"
+    weights: list[float] = field(default_factory=lambda: list(DEFAULT_WEIGHTS))
+    batch_size: int = 64
+    workers: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the math (numpy, (N, C) arrays)
+
+
+def fuse_logprobs(logp_obj: np.ndarray, logp_ctx: np.ndarray, w: float) -> np.ndarray:
+    """(N, C) normalised log-probabilities of the product of experts p_obj * p_ctx^w."""
+    return log_softmax(np.asarray(logp_obj, np.float64) + w * np.asarray(logp_ctx, np.float64))
+
+
+def nll(logp: np.ndarray, labels: np.ndarray) -> float:
+    return float(-logp[np.arange(len(labels)), labels].mean())
+
+
+def choose_weight(logp_obj: np.ndarray, logp_ctx: np.ndarray, labels: np.ndarray,
+                  grid: list[float]) -> tuple[float, list[dict]]:
+    """The grid's best w (top-1, then lower NLL, then smaller w) and the whole curve [{w, top1, nll}]."""
+    curve = []
+    for w in sorted(set(float(w) for w in grid)):
+        lp = fuse_logprobs(logp_obj, logp_ctx, w)
+        curve.append({"w": w, "top1": metrics.topk_accuracy(lp, labels, [1])[1], "nll": nll(lp, labels)})
+    best = min(curve, key=lambda r: (-r["top1"], r["nll"], r["w"]))
+    return best["w"], curve
+
+
+def changes(logp_obj: np.ndarray, logp_fused: np.ndarray, labels: np.ndarray) -> dict:
+    """Where fusion changes the top-1 answer: fixed (object wrong -> fused right), broken (right -> wrong)."""
+    a, b = metrics.ranking(logp_obj)[:, 0], metrics.ranking(logp_fused)[:, 0]  # ties: lower class index
+    changed = a != b
+    return {"changed": int(changed.sum()), "fixed": int((changed & (a != labels) & (b == labels)).sum()),
+            "broken": int((changed & (a == labels) & (b != labels)).sum()),
+            "changed_wrong_to_wrong": int((changed & (a != labels) & (b != labels)).sum())}
+
+
+def compare(logp_obj, logp_ctx, labels, w: float, num_classes: int) -> dict:
+    """Accuracies of object-only, context-only and fused on the same samples, and the changes."""
+    fused = fuse_logprobs(logp_obj, logp_ctx, w)
+    k5 = min(5, num_classes)
+    row = {}
+    for name, lp in (("object", logp_obj), ("context", logp_ctx), ("fused", fused)):
+        row[name] = {"top1": metrics.topk_accuracy(lp, labels, [1])[1], "top5": metrics.topk_accuracy(lp, labels, [k5])[k5],
+                     "bal_top1": metrics.balanced_topk_accuracy(lp, labels, [1], num_classes)[1],
+                     "nll": nll(log_softmax(lp), labels)}
+    return {"n": int(len(labels)), "w": w, **row, **changes(logp_obj, fused, labels)}
+
+
+def crossfit(logp_obj, logp_ctx, labels, keys: list[str], grid: list[float], num_classes: int) -> dict:
+    """Two-fold: w chosen on the samples of one key parity (crc32), scored on the other; the folds' counts added."""
+    fold = np.array([zlib.crc32(k.encode()) % 2 for k in keys])
+    fused = np.zeros_like(np.asarray(logp_obj, np.float64))
+    ws = []
+    for f in (0, 1):
+        fit, test = fold != f, fold == f
+        if not fit.any() or not test.any():
+            return {"n": 0, "note": "a fold is empty (too few samples)"}
+        w, _ = choose_weight(logp_obj[fit], logp_ctx[fit], labels[fit], grid)
+        fused[test] = fuse_logprobs(logp_obj[test], logp_ctx[test], w)
+        ws.append(w)
+    return {"n": int(len(labels)), "weights": ws, "fused_top1": metrics.topk_accuracy(fused, labels, [1])[1],
+            "object_top1": metrics.topk_accuracy(logp_obj, labels, [1])[1], **changes(logp_obj, fused, labels)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# running both models over a shard set
+
+
+@dataclass
+class Scores:
+    logp_obj: np.ndarray  # (N, C)
+    logp_ctx: np.ndarray  # (N, C)
+    labels: np.ndarray  # (N,)
+    keys: list[str]
+    visible: list[list[int]]
+    ooc: np.ndarray  # (N,) bool (False where the json has no "ooc")
+
+
+@torch.inference_mode()
+def score_set(spec: str, obj, octx: dict, ctx, cctx: dict, cfg: FuseConfig, device: torch.device) -> Scores:
+    """Both models over one shard set: the object model on object.jpg, the context model on the masked scene."""
+    s = open_shard_set(spec)
+    object_member(s)
+    for name, ck in (("--context", cctx), ("--object", octx)):
+        if not classes_match(ck["classes"], s.classes):
+            raise ScenectlError(f"{spec}: its classes differ from the {name} model's ({len(s.classes)} vs "
+                                f"{len(ck['classes'])} classes, or other names/ids)")
+    loader = make_loader(Target(spec, list(s.classes), shards=s), image_size=checkpoint_image_size(octx),
+                         batch_size=cfg.batch_size, train=False, workers=cfg.workers,
+                         teacher_size=checkpoint_image_size(cctx),
+                         teacher_mask=bool(cctx.get("mask_channel", int(cctx.get("in_chans", 3)) == 4)))
+    lo, lc, y, keys, vis, ooc = [], [], [], [], [], []
+    for batch in loader:
+        lo.append(obj(batch["input"].to(device)).float().cpu())  # (B, C)
+        lc.append(ctx(batch["teacher_input"].to(device)).float().cpu())  # (B, C)
+        y.append(batch["label"])
+        keys += batch["key"]
+        vis += batch["visible"]
+        ooc += [bool(m.get("ooc", False)) for m in batch["meta"]]
+    if not keys:
+        raise ScenectlError(f"{spec}: the shard set yielded no samples")
+    return Scores(log_softmax(torch.cat(lo).numpy()), log_softmax(torch.cat(lc).numpy()), torch.cat(y).numpy(),
+                  keys, vis, np.array(ooc, bool))
+
+
+def _subset(sc: Scores, sel: np.ndarray) -> Scores:
+    idx = np.flatnonzero(sel)
+    return Scores(sc.logp_obj[idx], sc.logp_ctx[idx], sc.labels[idx], [sc.keys[i] for i in idx],
+                  [sc.visible[i] for i in idx], sc.ooc[idx])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# reports
+
+
+def plot_weights(curve: list[dict], chosen: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["w"] for r in curve], [r["top1"] for r in curve], marker="o")
+    ax.axvline(chosen, color="grey", linestyle="--", label=f"chosen w = {chosen}")
+    ax.set_xlabel("context weight w   (log p_obj + w log p_ctx)")
+    ax.set_ylabel("validation top-1 (fused)")
+    ax.legend()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _rows(sets: dict[str, dict]) -> tuple[dict, list[str]]:
+    cols = ["object top-1", "context top-1", "fused top-1", "fused bal top-1", "fixed", "broken", "n"]
+    rows = {}
+    for name, r in sets.items():
+        rows[name] = {"object top-1": r["object"]["top1"], "context top-1": r["context"]["top1"],
+                      "fused top-1": r["fused"]["top1"], "fused bal top-1": r["fused"]["bal_top1"],
+                      "fixed": r["fixed"], "broken": r["broken"], "n": r["n"]}
+    return rows, cols
+
+
+def table(sets: dict[str, dict], markdown: bool = False) -> str:
+    rows, cols = _rows(sets)
+    pct = {n: {c: v for c, v in r.items() if c not in ("fixed", "broken", "n")} for n, r in rows.items()}
+    text = format_table(pct, cols[:4], markdown=markdown)
+    counts = [f"{n}: n={r['n']}, changed {sets[n]['changed']}, fixed {r['fixed']}, broken {r['broken']}"
+              for n, r in rows.items()]
+    return text + "\n" + "\n".join(("- " if markdown else "") + c for c in counts)
+
+
+def write_report(out: Path, rep: dict) -> None:
+    lines = ["# fusion: object model × context model", "",
+             f"- context `{rep['context']}`, object `{rep['object']}`",
+             f"- log p ∝ log p_obj + w·log p_ctx; w = {rep['w']} chosen on `{rep['shards']}` (grid {rep['grid'][0]}..{rep['grid'][-1]})",
+             "- `val` uses the w fitted on it (optimistic); `val_crossfit` chooses w on one half and scores the other: "
+             f"object {100 * rep['val_crossfit'].get('object_top1', float('nan')):.1f} → fused "
+             f"{100 * rep['val_crossfit'].get('fused_top1', float('nan')):.1f} top-1 (w per fold {rep['val_crossfit'].get('weights')})",
+             "", "Percentages; fixed = object wrong → fused right, broken = object right → fused wrong.", "",
+             table(rep["sets"], markdown=True), ""]
+    if rep.get("ooc_flags"):
+        f = rep["ooc_flags"]
+        lines += ["## How the context model flags out-of-context objects", "",
+                  f"ROC AUC of -log p_ctx(true class), out-of-context vs in-context: **{f['auc_context_model']:.3f}** "
+                  f"(label-only naive Bayes on the visible classes: {f['auc_label_only_naive_bayes']:.3f}).", "",
+                  "| subset | n | mean p(true) | median p(true) | top-1 | top-5 | plaus@10 | true class plausible |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, s in f["subsets"].items():
+            pl = "—" if s["plausibility@10"] is None else f"{100 * s['plausibility@10']:.1f}"
+            tp = "—" if s["true_class_plausible"] is None else f"{100 * s['true_class_plausible']:.1f}"
+            lines.append(f"| {name} | {s['n']} | {s['p_true_mean']:.4f} | {s['p_true_median']:.4f} | "
+                         f"{100 * s['top1']:.1f} | {100 * s['top5']:.1f} | {pl} | {tp} |")
+        lines.append("")
+    lines += ["![w](weights.png)", ""]
+    write_bytes_atomic(out / "report.md", ("\n".join(lines) + "\n").encode())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# main
+
+
+def fuse(cfg: FuseConfig) -> dict:
+    if not cfg.weights or any(not math.isfinite(w) or w < 0 for w in cfg.weights):
+        raise ScenectlError(f"--weights must be finite values >= 0, got {cfg.weights}")
+    device = resolve_device(cfg.device)
+    ctx, cctx = load_model(cfg.context, device)
+    obj, octx = load_model(cfg.object, device)
+    if int(octx.get("in_chans", 3)) != 3:
+        raise ScenectlError(f"--object {cfg.object} takes {octx.get('in_chans')} input channels; an object "
+                            "classifier sees RGB crops (train one with `scenectl distill` or `scenectl transfer`)")
+    if not classes_match(cctx["classes"], octx["classes"]):
+        raise ScenectlError(f"--object {cfg.object} and --context {cfg.context} name different classes")
+    out = Path(cfg.out)
+    if (out / "report.json").exists() and not cfg.overwrite:
+        raise ScenectlError(f"{out} already holds a report (report.json); pass --overwrite or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").unlink(missing_ok=True)
+    write_json_atomic(out / "config.json", asdict(cfg))
+    num_classes = len(cctx["classes"])
+
+    val = score_set(cfg.shards, obj, octx, ctx, cctx, cfg, device)
+    w, curve = choose_weight(val.logp_obj, val.logp_ctx, val.labels, cfg.weights)
+    sets = {"val": compare(val.logp_obj, val.logp_ctx, val.labels, w, num_classes)}
+    rep = {"format": "scenectl-fuse/1", "out": str(out), "context": cfg.context, "object": cfg.object,
+           "shards": cfg.shards, "ooc_shards": cfg.ooc_shards, "w": w, "grid": sorted(set(cfg.weights)),
+           "weight_curve": curve,
+           "val_crossfit": crossfit(val.logp_obj, val.logp_ctx, val.labels, val.keys, cfg.weights, num_classes)}
+    if cfg.ooc_shards:
+        o = score_set(cfg.ooc_shards, obj, octx, ctx, cctx, cfg, device)
+        sets["ooc set (all)"] = compare(o.logp_obj, o.logp_ctx, o.labels, w, num_classes)
+        for name, sel in (("ooc: out-of-context", o.ooc), ("ooc: in-context", ~o.ooc)):
+            if sel.any():
+                sub = _subset(o, sel)
+                sets[name] = compare(sub.logp_obj, sub.logp_ctx, sub.labels, w, num_classes)
+        if o.ooc.any() and (~o.ooc).any():
+            cooc = cooccurrence_of(cctx, cfg.ooc_shards)
+            rep["ooc_flags"] = flag_report(o.logp_ctx, o.labels, o.ooc, o.visible, cooc)
+    rep["sets"] = sets
+    plot_weights(curve, w, out / "weights.png")
+    write_report(out, rep)
+    write_json_atomic(out / "report.json", rep)
+    return rep
+
+
+def cooccurrence_of(cctx: dict, spec: str) -> Cooccurrence:
+    """The context model's training counts (checkpoint), else the OOC set's copy of them."""
+    if cctx.get("cooccurrence") is not None:
+        return Cooccurrence.from_state(cctx["cooccurrence"])
+    return open_shard_set(spec).cooccurrence()
+
+
+def summary_text(rep: dict) -> str:
+    parts = [f"w = {rep['w']} (chosen on {rep['shards']})", table(rep["sets"])]
+    cf = rep["val_crossfit"]
+    if cf.get("n"):
+        parts.append(f"val cross-fitted (w per half {cf['weights']}): object top-1 {100 * cf['object_top1']:.1f}, "
+                     f"fused {100 * cf['fused_top1']:.1f}, fixed {cf['fixed']}, broken {cf['broken']}")
+    if rep.get("ooc_flags"):
+        f = rep["ooc_flags"]
+        parts.append(f"OOC detection by context surprise: ROC AUC {f['auc_context_model']:.3f} "
+                     f"(label-only naive Bayes {f['auc_label_only_naive_bayes']:.3f})")
+    parts.append(f"wrote {rep['out']}/{{report.json, report.md, weights.png, config.json}}")
+    return "\n".join(parts)

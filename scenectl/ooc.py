@@ -1,0 +1,417 @@
+"""Out-of-context (OOC) test set: objects pasted into scenes where their class never occurs, plus in-context controls.
+
+    scenectl build-ooc --coco-root ../shared/data/coco-sample --split val2017 \
+        --train-cooccurrence shards/train2017/cooccurrence.h5 --out shards/ooc
+
+Reads top to bottom:
+  1. the training side: cooccurrence.h5 (the counts that define "context") and the manifest beside it (classes,
+     and the geometry params that make the OOC samples look like the training samples)
+  2. for each donor instance (shuffled by seed) of a class c seen in training, two host images of the same split
+     without c: an OUT-OF-CONTEXT host, where c co-occurs with NONE of the host's classes in the training counts
+     (n_cv = 0 for every v), and an IN-CONTEXT host, where c is plausible (PMI > 0, metrics.plausible_matrix)
+     with at least one host class. The pair shares the donor, so the object's look is controlled for.
+  3. `paste`: the donor's silhouette (pycocotools mask) cut out and pasted into the host, scaled by the
+     square root of the image-area ratio, at the donor's relative position
+  4. `render`: the standard sample (docs/shard-format.md) with the pasted object hidden by masks.py's geometry,
+     fill and letterbox (as build-shards), `object.jpg` = the unmasked crop, `json` + ooc/host/donor fields
+  5. shards + manifest (written last) + the training side's cooccurrence.h5 copied beside them
+
+`flag_report` measures how the context model flags OOC objects: the probability it gives the true class, and
+the ROC AUC of the surprise -log p(true class) for OOC (positive) vs in-context, with `roc_auc` from ranks.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from PIL import Image
+from tqdm import tqdm
+
+from scenectl import __version__, metrics
+from scenectl.checkpoint import classes_match
+from scenectl.data.coco import BadImage, ClassTable, decode_mask, file_sha256, load_coco, load_image, split_paths
+from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
+from scenectl.errors import ScenectlError
+from scenectl.io import read_json, write_json_atomic
+
+JPEG_QUALITY = 90  # as build-shards
+SHRINK, SHRINK_TRIES = 0.8, 6  # a hidden region above max_area: shrink the pasted object (× 0.8, at most 6 times)
+
+
+@dataclass
+class OOCConfig:
+    coco_root: str = "data/coco"
+    split: str = "val2017"
+    train_cooccurrence: str = "shards/train2017/cooccurrence.h5"  # or the training shard folder holding it
+    out: str = "shards/ooc"
+    max_pairs: int = 0  # 0: every donor that finds both hosts; else stop after this many (OOC, control) pairs
+    shape: str | None = None  # None: the training shards' value (manifest params), likewise below
+    fill: str | None = None
+    margin: int | None = None
+    image_size: int | None = None
+    max_area: float | None = None
+    min_area: int | None = None
+    seed: int = 0
+    maxcount: int = 1000
+    overwrite: bool = False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# geometry: pasting a silhouette
+
+
+def paste(host: np.ndarray, donor: np.ndarray, donor_mask: np.ndarray, scale: float,
+          centre: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Paste the `donor_mask` pixels of `donor` (h, w, 3) into a copy of `host` (H, W, 3).
+
+    The silhouette's box is resized by `scale` (bilinear pixels, nearest-neighbour mask; at least 1 px), then
+    placed with its centre at `centre` (x, y) in host pixels, shifted (not clipped) to lie wholly inside the
+    host; it must fit (scale chosen by the caller). Returns (composite (H, W, 3) uint8, pasted mask (H, W) bool).
+    """
+    x0, y0, x1, y1 = bbox(donor_mask)
+    H, W = host.shape[:2]
+    w, h = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
+    if w > W or h > H:
+        raise ValueError(f"pasted object {w}x{h} does not fit the {W}x{H} host")
+    crop = Image.fromarray(np.ascontiguousarray(donor[y0:y1, x0:x1])).resize((w, h), Image.BILINEAR)
+    m = Image.fromarray(donor_mask[y0:y1, x0:x1].astype(np.uint8) * 255).resize((w, h), Image.NEAREST)
+    m = np.asarray(m) > 127  # (h, w)
+    px = min(max(int(round(centre[0] - w / 2)), 0), W - w)
+    py = min(max(int(round(centre[1] - h / 2)), 0), H - h)
+    out, mask = host.copy(), np.zeros((H, W), bool)
+    out[py:py + h, px:px + w][m] = np.asarray(crop)[m]
+    mask[py:py + h, px:px + w] = m
+    return out, mask
+
+
+def paste_scale(host_size: tuple[int, int], donor_size: tuple[int, int], box: tuple[int, int, int, int]) -> float:
+    """sqrt(host area / donor area): the object keeps its share of the image; capped so that its box fits."""
+    (W, H), (w, h) = host_size, donor_size
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    return min(math.sqrt(W * H / (w * h)), W / bw, H / bh)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the training side and the candidate hosts
+
+
+def train_side(spec: str | Path) -> tuple[Path, dict, Cooccurrence]:
+    """(cooccurrence.h5 path, the manifest beside it, the counts). `spec` is the .h5 file or its shard folder."""
+    p = Path(spec)
+    h5 = p / "cooccurrence.h5" if p.is_dir() else p
+    if not h5.is_file():
+        raise ScenectlError(f"--train-cooccurrence {spec}: no such file")
+    manifest = read_json(h5.parent / "manifest.json", "training shard manifest (beside the co-occurrence file)")
+    if not str(manifest.get("format", "")).startswith("scenectl-shards/") or not isinstance(manifest.get("classes"), list):
+        raise ScenectlError(f"{h5.parent / 'manifest.json'} is not a scenectl shard manifest")
+    cooc = Cooccurrence.load(h5)
+    if len(cooc.names) != len(manifest["classes"]):
+        raise ScenectlError(f"{h5}: {len(cooc.names)} classes, its manifest {len(manifest['classes'])}")
+    return h5, manifest, cooc
+
+
+def host_classes(coco, images: list[int], index: dict[int, int], num_classes: int) -> np.ndarray:
+    """(n_images, C) bool: classes present in each image (crowd included, as the co-occurrence counts)."""
+    present = np.zeros((len(images), num_classes), bool)
+    for i, img in enumerate(images):
+        for a in coco.imgToAnns.get(img, []):
+            present[i, index[a["category_id"]]] = True
+    return present
+
+
+def candidate_hosts(c: int, donor_row: int, present: np.ndarray, cooc: Cooccurrence,
+                    plausible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of (out-of-context, in-context) hosts for class c: images without c and with >= 1 class;
+    OOC: n_cv = 0 for every host class v; in-context: plausible[c, v] for some host class v."""
+    never = np.asarray(cooc.cooccurrence)[c] == 0  # (C,)
+    base = ~present[:, c] & present.any(1)
+    base[donor_row] = False
+    ooc = base & ~(present & ~never[None, :]).any(1)  # every present class never co-occurs with c
+    ic = base & (present & plausible[c][None, :]).any(1)
+    return np.flatnonzero(ooc), np.flatnonzero(ic)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# rendering one sample (masks.py: the geometry, fill and letterbox of build-shards)
+
+
+def _jpeg(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class Decoded:
+    """One decoded image in the upright frame: pixels, its record, its instance masks (id -> (H, W) bool)."""
+
+    record: dict
+    pixels: np.ndarray  # (H, W, 3) uint8
+    anns: list[dict]
+    masks: dict
+
+
+def open_image(coco, folder: Path, image_id: int) -> Decoded:
+    rec = coco.imgs[image_id]
+    img, turn = load_image(folder / rec["file_name"], int(rec["width"]), int(rec["height"]))
+    anns = coco.imgToAnns.get(image_id, [])
+    masks = {}
+    for a in anns:
+        m = decode_mask(a.get("segmentation"), int(rec["height"]), int(rec["width"]))
+        if m is not None and turn is not None:  # masks are in the stored frame; pixels are upright
+            m = np.asarray(Image.fromarray(m).transpose(turn))
+        masks[a["id"]] = m
+    return Decoded(rec, np.asarray(img), anns, masks)
+
+
+def render(host: Decoded, donor: Decoded, ann: dict, p: dict, index: dict[int, int], names: list[str], ooc: bool,
+           split: str) -> tuple[dict | None, str | None]:
+    """The sample of `ann` (a donor instance) pasted into `host`, or (None, skip reason)."""
+    dmask = donor.masks.get(ann["id"])
+    if dmask is None:
+        return None, "bad_annotation"
+    H, W = host.pixels.shape[:2]
+    dbox = bbox(dmask)
+    scale = paste_scale((W, H), (donor.pixels.shape[1], donor.pixels.shape[0]), dbox)
+    cx = (dbox[0] + dbox[2]) / 2 / donor.pixels.shape[1] * W  # the donor's relative position
+    cy = (dbox[1] + dbox[3]) / 2 / donor.pixels.shape[0] * H
+    for _ in range(SHRINK_TRIES + 1):
+        composite, mask = paste(host.pixels, donor.pixels, dmask, scale, (cx, cy))
+        area = int(mask.sum())
+        if area < p["min_area"]:
+            return None, "too_small"
+        region = hidden_region(mask, p["shape"], p["margin"])  # (H, W) bool
+        frac = float(region.sum()) / region.size
+        if frac <= p["max_area"]:
+            break
+        scale *= SHRINK
+    else:
+        return None, "too_large"
+    c = index[ann["category_id"]]
+    # host instances still showing outside the hidden region stay visible context (crowd included)
+    visible = sorted({index[a["category_id"]] for a in host.anns
+                      if host.masks.get(a["id"]) is not None and (host.masks[a["id"]] & ~region).any()})
+    x0, y0, x1, y1 = bbox(mask)
+    box = [x0, y0, x1 - x0, y1 - y0]
+    lb = Letterbox(W, H, p["image_size"])
+    rng = np.random.default_rng([p["seed"], host.record["id"], ann["id"]]) if p["fill"] in ("noise", "blur") else None
+    filled = fill(composite, region, p["fill"], rng)
+    cb = crop_box(box, W, H)
+    obj = Image.fromarray(composite).crop(cb)
+    meta = {
+        "image_id": host.record["id"], "annotation_id": ann["id"], "category_id": ann["category_id"],
+        "category_name": names[c], "cls": c, "bbox": box, "shape": p["shape"], "fill": p["fill"],
+        "margin": p["margin"], "area_fraction": frac, "instance_area": area, "max_area": p["max_area"],
+        "min_area": p["min_area"], "hide_same_class": False, "visible_categories": visible,
+        "orig_size": [W, H], "transform": lb.transform(), "split": split, "license": host.record.get("license"),
+        "file_name": host.record["file_name"],
+        "ooc": ooc, "host_image_id": host.record["id"], "donor_image_id": donor.record["id"],
+        "donor_annotation_id": ann["id"], "donor_file_name": donor.record["file_name"], "paste_scale": scale,
+    }
+    return {
+        "__key__": f"{host.record['id']:012d}_{ann['id']:012d}",
+        "jpg": _jpeg(lb.image(Image.fromarray(filled))), "mask.png": _png(lb.mask(region)),
+        "cls": str(c).encode(), "json": json.dumps(meta, sort_keys=True).encode(),
+        "object.jpg": _jpeg(Letterbox(obj.width, obj.height, p["image_size"]).image(obj)),
+    }, None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the build
+
+
+def resolve_params(cfg: OOCConfig, manifest: dict) -> dict:
+    """Geometry params: the options given, else the training shards' (so OOC samples look like training ones)."""
+    train = manifest.get("params", {})
+    p = {k: getattr(cfg, k) if getattr(cfg, k) is not None else train.get(k, d) for k, d in
+         (("shape", "square"), ("fill", "mean"), ("margin", 3), ("image_size", 256), ("max_area", 0.3),
+          ("min_area", 1024))}
+    if p["shape"] not in SHAPES or p["fill"] not in FILLS:
+        raise ScenectlError(f"--shape must be one of {SHAPES} and --fill one of {FILLS}")
+    if not 0 < p["max_area"] <= 1 or p["min_area"] < 0 or p["margin"] < 0 or p["image_size"] < 8:
+        raise ScenectlError("need 0 < --max-area <= 1, --min-area >= 0, --margin >= 0, --image-size >= 8")
+    return {**p, "seed": cfg.seed, "with_object": True, "task": "ooc", "hide_same_class": False}
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        ours = all(p.name in ("manifest.json", "config.json", "cooccurrence.h5") or p.name.startswith("shard-")
+                   for p in out.iterdir())
+        if not overwrite:
+            raise ScenectlError(f"--out {out} is not empty; pass --overwrite or choose another folder")
+        if not ours:
+            raise ScenectlError(f"--out {out} holds files build-ooc did not write; refusing to --overwrite it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def build_ooc(cfg: OOCConfig) -> dict:
+    """Build the OOC set and its in-context controls; returns the manifest (written last)."""
+    t0 = time.time()
+    h5, train_manifest, cooc = train_side(cfg.train_cooccurrence)
+    ann_path, img_dir = split_paths(cfg.coco_root, cfg.split)
+    coco = load_coco(ann_path)
+    table = ClassTable.from_coco(coco)
+    classes = train_manifest["classes"]
+    if not classes_match(table.to_json(), classes):
+        raise ScenectlError(f"{ann_path}: its categories differ from the training shards' classes "
+                            f"({len(table.coco_ids)} vs {len(classes)})")
+    p = resolve_params(cfg, train_manifest)
+    out = Path(cfg.out)
+    prepare_out(out, cfg.overwrite)
+    write_json_atomic(out / "config.json", asdict(cfg))
+
+    index, names = table.index(), list(table.names)
+    images = sorted(coco.imgs)
+    row = {img: i for i, img in enumerate(images)}
+    present = host_classes(coco, images, index, len(names))  # (n_images, C)
+    plausible = metrics.plausible_matrix(cooc)  # (C, C)
+    seen = np.asarray(cooc.image_counts) > 0
+    donors = sorted((a for a in coco.dataset["annotations"] if not a.get("iscrowd", 0)
+                     and a.get("area", 0) >= p["min_area"] and seen[index[a["category_id"]]]), key=lambda a: a["id"])
+    rng = np.random.default_rng(cfg.seed)
+    donors = [donors[i] for i in rng.permutation(len(donors))]
+
+    cache: dict[int, Decoded] = {}
+
+    def get(image_id: int) -> Decoded:  # a small cache: hosts recur
+        if image_id not in cache:
+            if len(cache) > 64:
+                cache.pop(next(iter(cache)))
+            cache[image_id] = open_image(coco, img_dir, image_id)
+        return cache[image_id]
+
+    skipped, per_class, pairs = Counter(), [0] * len(names), 0
+    shards = []
+    with wds.ShardWriter(str(out / "shard-%06d.tar.partial"), maxcount=cfg.maxcount, verbose=0, mtime=0.0,
+                         post=lambda f: shards.append(f)) as sink:
+        for ann in tqdm(donors, desc="build-ooc", unit="donor"):
+            if cfg.max_pairs and pairs >= cfg.max_pairs:
+                break
+            c = index[ann["category_id"]]
+            ooc_rows, ic_rows = candidate_hosts(c, row[ann["image_id"]], present, cooc, plausible)
+            if not len(ooc_rows) or not len(ic_rows):
+                skipped["no_host"] += 1
+                continue
+            hosts = {True: images[int(rng.choice(ooc_rows))], False: images[int(rng.choice(ic_rows))]}
+            try:
+                donor = get(ann["image_id"])
+                made = {ooc: render(get(h), donor, ann, p, index, names, ooc, cfg.split) for ooc, h in hosts.items()}
+            except BadImage:
+                skipped["bad_image"] += 1
+                continue
+            reasons = [why for s, why in made.values() if s is None]
+            if reasons:
+                skipped[reasons[0]] += 1
+                continue
+            for s, _ in made.values():
+                sink.write(s)
+            per_class[c] += 2
+            pairs += 1
+    entries = []
+    for f in shards:  # ShardWriter's post hook saw each closed .partial: hash, rename
+        final = Path(f).with_name(Path(f).name[: -len(".partial")])
+        os.replace(f, final)
+        n = sum(1 for _ in wds.DataPipeline(wds.SimpleShardList([str(final)]), wds.tarfile_to_samples()))
+        if n:
+            entries.append({"name": final.name, "samples": n, "sha256": file_sha256(final)})
+        else:
+            final.unlink()
+    if not pairs:
+        raise ScenectlError(f"no out-of-context pair could be built from {ann_path} (skipped: {dict(skipped)}); "
+                            "try a lower --min-area or a larger split")
+    shutil.copyfile(h5, out / "cooccurrence.h5")
+    manifest = {
+        "format": "scenectl-shards/1", "scenectl_version": __version__, "task": "ooc",
+        "params": {**p, "split": cfg.split, "maxcount": cfg.maxcount, "max_pairs": cfg.max_pairs},
+        "source": {"annotations": str(Path(ann_path).resolve()), "annotations_sha256": file_sha256(ann_path),
+                   "images": str(Path(img_dir).resolve()), "train_cooccurrence": str(Path(h5).resolve()),
+                   "train_manifest": str((Path(h5).parent / "manifest.json").resolve())},
+        "classes": classes, "shards": entries,
+        "totals": {"images": len(images), "pairs": pairs, "samples": 2 * pairs, "ooc": pairs, "in_context": pairs,
+                   "shards": len(entries), "per_class": {names[i]: per_class[i] for i in range(len(names))}},
+        "skipped": {k: skipped.get(k, 0) for k in ("no_host", "too_small", "too_large", "bad_image", "bad_annotation")},
+        "seconds": round(time.time() - t0, 2),
+    }
+    write_json_atomic(out / "manifest.json", manifest)
+    return manifest
+
+
+def summary(manifest: dict, out: str | Path) -> str:
+    t, s = manifest["totals"], manifest["skipped"]
+    return (f"{t['pairs']} pairs ({t['ooc']} out-of-context + {t['in_context']} in-context samples) in "
+            f"{t['shards']} shard(s) at {out}; skipped donors: " + ", ".join(f"{k} {v}" for k, v in s.items()))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# how the context model flags OOC objects
+
+
+def roc_auc(scores, positive) -> float:
+    """ROC AUC = P(score of a random positive > score of a random negative), ties counting 1/2.
+
+    Mann-Whitney from ranks: AUC = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg), with R_pos the sum of the
+    positives' ranks (1-based, ascending scores, tied scores sharing their average rank).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    pos = np.asarray(positive, dtype=bool)
+    if s.shape != pos.shape or s.ndim != 1:
+        raise ScenectlError(f"scores {s.shape} and labels {pos.shape} must be equal-length 1-d arrays")
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if n1 == 0 or n0 == 0:
+        raise ScenectlError(f"ROC AUC needs both classes, got {n1} positive and {n0} negative samples")
+    if np.isnan(s).any():
+        raise ScenectlError("scores contain NaN")
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)  # 1-based rank of the last member of each group of tied scores
+    ranks = (ends - (counts - 1) / 2.0)[inverse]  # (N,) average rank
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def flag_report(ctx_logits: np.ndarray, labels: np.ndarray, is_ooc: np.ndarray, visible: list[list[int]],
+                cooc: Cooccurrence) -> dict:
+    """How the context model reacts to OOC objects, per subset and as a detector (surprise = -log p(true))."""
+    logp = log_softmax(ctx_logits)  # (N, C)
+    y = np.asarray(labels, np.int64)
+    is_ooc = np.asarray(is_ooc, bool)
+    p_true = np.exp(logp[np.arange(len(y)), y])  # (N,)
+    plausible = metrics.plausible_matrix(cooc)
+    nb = log_softmax(metrics.cooccurrence_scores(visible, cooc))  # label-only naive Bayes, for reference
+    out = {"n": int(len(y)), "auc_context_model": roc_auc(-np.log(np.maximum(p_true, 1e-300)), is_ooc),
+           "auc_label_only_naive_bayes": roc_auc(-nb[np.arange(len(y)), y], is_ooc), "subsets": {}}
+    num_classes = logp.shape[1]
+    for name, sel in (("out_of_context", is_ooc), ("in_context", ~is_ooc)):
+        if not sel.any():
+            continue
+        vis = [visible[i] for i in np.flatnonzero(sel)]
+        acc = metrics.topk_accuracy(logp[sel], y[sel], [1, min(5, num_classes)])
+        out["subsets"][name] = {
+            "n": int(sel.sum()), "p_true_mean": float(p_true[sel].mean()), "p_true_median": float(np.median(p_true[sel])),
+            "top1": acc[1], "top5": acc[min(5, num_classes)],
+            "plausibility@10": metrics.plausibility_at_k(logp[sel], vis, plausible)["value"],
+            "true_class_plausible": metrics.plausibility_of_labels(y[sel], vis, plausible)["value"],
+        }
+    return out
