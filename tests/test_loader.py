@@ -34,8 +34,8 @@ def write_shards(folder: Path, n: int = 24, per_shard: int = 8, size: int = 32, 
     The class is written into the scene's context (the background colour), so a model can learn it.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    palette = np.random.default_rng(12345).integers(0, 256, (len(classes), 3))  # same context in every set
     rng = np.random.default_rng(seed)
-    palette = rng.integers(0, 256, (len(classes), 3))
     shards, per_image = [], []
     with wds.ShardWriter(str(folder / "shard-%06d.tar"), maxcount=per_shard, verbose=0) as sink:
         for i in range(n):
@@ -218,3 +218,18 @@ def test_truncated_shard_error_or_skip(tmp_path, shardset_dir):
     loader = make_eval_loader(s, 16, 4, skip_corrupt=True)
     keys = [k for b in loader for k in b["key"]]
     assert loader.skipped >= 1 and 16 <= len(keys) < 24
+
+
+def test_shard_cut_at_a_member_boundary_is_noticed(tmp_path, shardset_dir):
+    import tarfile
+
+    bad = shutil.copytree(shardset_dir, tmp_path / "cut")
+    tar = bad / "shard-000002.tar"
+    with tarfile.open(tar) as t:
+        end = t.getmembers()[12].offset  # the 4th sample's first header: tarfile reads 3 samples and stops quietly
+    tar.write_bytes(tar.read_bytes()[:end])
+    s = open_shard_set(bad)
+    with pytest.raises(ScenectlError, match=r"shard-000002.tar ended after 3 of 8 samples"):
+        list(make_eval_loader(s, 16, 4))
+    loader = make_eval_loader(s, 16, 4, skip_corrupt=True)
+    assert sum(len(b["key"]) for b in loader) == 19 and loader.skipped == 1

@@ -74,6 +74,11 @@ class ShardSet:
         counts = {s["name"]: int(s["samples"]) for s in self.manifest.get("shards", [])}
         return sum(counts.get(_basename(u), 0) for u in self.urls)
 
+    def shard_sizes(self) -> dict[str, int]:
+        """Samples the manifest records for each shard URL (to notice shards that end early)."""
+        counts = {s["name"]: int(s["samples"]) for s in self.manifest.get("shards", [])}
+        return {u: counts.get(_basename(u), 0) for u in self.urls}
+
     @property
     def image_size(self) -> int:
         return int(self.manifest.get("params", {}).get("image_size", 256))
@@ -351,6 +356,28 @@ def _error_handler(skip_corrupt: bool, counter: SkipCounter) -> Callable[[Except
     return handler
 
 
+def _complete_shards(src: Iterator[dict], sizes: dict[str, int], handler) -> Iterator[dict]:
+    """Pass samples through; when a shard ends, check it gave the manifest's count.
+
+    Python's tarfile ends a stream quietly at a cut or damaged header, so a truncated shard would otherwise just
+    look short. (A shard read twice in a row counts double, hence the modulo.)
+    """
+    url, n = None, 0
+
+    def check():
+        want = sizes.get(url, 0)
+        if url is not None and want and n % want:
+            handler(ScenectlError(f"shard {url} ended after {n % want} of {want} samples (truncated or corrupt)"))
+
+    for sample in src:
+        if sample.get("__url__") != url:
+            check()
+            url, n = sample.get("__url__"), 0
+        n += 1
+        yield sample
+    check()
+
+
 def _collate(samples: list[dict]) -> dict:
     return {
         "input": torch.stack([s["input"] for s in samples]),  # (B, C, H, W)
@@ -377,6 +404,7 @@ class _TrainStream(IterableDataset):
     """One epoch of training batches for one rank; DataLoader workers split it into interleaved streams."""
 
     urls: list[str]
+    sizes: dict[str, int]
     steps: int
     batch_size: int
     image_size: int
@@ -415,6 +443,7 @@ class _TrainStream(IterableDataset):
         return iter(wds.DataPipeline(
             lambda: _shard_cycle(self.urls, ids, g, G),
             wds.tarfile_to_samples(handler=handler),
+            lambda src: _complete_shards(src, self.sizes, handler),
             wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(str(ids))),
             wds.slice(skip * bs, None),
             lambda src: _decoded(src, handler, prepare, start=skip * bs),
@@ -473,7 +502,7 @@ def make_train_loader(shards: ShardSet, *, steps: int, batch_size: int, image_si
                       skip_corrupt: bool = False, counter: SkipCounter | None = None) -> Loader:
     """Exactly `steps - start_step` shuffled, augmented batches: this rank's part of epoch `epoch`."""
     counter = counter or SkipCounter()
-    ds = _TrainStream(shards.urls, steps=steps, batch_size=batch_size, image_size=image_size,
+    ds = _TrainStream(shards.urls, shards.shard_sizes(), steps=steps, batch_size=batch_size, image_size=image_size,
                       mask_channel=mask_channel, augment=augment or Augment(), seed=seed, epoch=epoch, rank=rank,
                       world_size=world_size, start_step=start_step, shuffle_buffer=shuffle_buffer,
                       skip_corrupt=skip_corrupt, counter=counter)
@@ -499,6 +528,7 @@ def make_eval_loader(shards: ShardSet, image_size: int, batch_size: int, workers
         wds.SimpleShardList(urls) if urls else [],
         wds.split_by_worker,
         wds.tarfile_to_samples(handler=handler),
+        lambda src: _complete_shards(src, shards.shard_sizes(), handler),
     ]
     if not by_shard:  # fewer shards than ranks: every rank reads all shards and keeps every world_size-th sample
         stages.append(wds.slice(rank, None, world_size))

@@ -1,0 +1,241 @@
+"""`scenectl train`: run folder, checkpoints, exact resume, bad input, HTTP streaming, learning on synthetic scenes."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from scenectl.checkpoint import load_checkpoint
+from scenectl.cli import app
+from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.errors import ScenectlError
+from scenectl.train import TrainConfig, train
+from test_loader import CLASSES, write_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("train")
+    return {"train": write_shards(d / "train", n=48, per_shard=16, size=32),
+            "val": write_shards(d / "val", n=16, per_shard=16, size=32, seed=1)}
+
+
+def _cfg(tiny, out, **kw) -> TrainConfig:
+    base = dict(shards=str(tiny["train"]), val_shards=str(tiny["val"]), out=str(out), arch="resnet18",
+                epochs=2, steps_per_epoch=3, batch_size=4, workers=0, log_every=1, checkpoint_every=0,
+                device="cpu", shuffle_buffer=16)
+    return TrainConfig(**{**base, **kw})
+
+
+def _lines(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# --- run folder, checkpoint contents, exact resume ------------------------------------------------------------
+
+@pytest.mark.slow
+def test_resume_mid_epoch_gives_the_same_weights(tiny, tmp_path):
+    full = train(_cfg(tiny, tmp_path / "full"))
+    run = tmp_path / "split"
+    assert train(_cfg(tiny, run, max_steps=4))["step"] == 4  # stops inside epoch 2 (steps 3 + 1)
+    ck = load_checkpoint(run / "last.pt")
+    assert (ck["epoch"], ck["epoch_step"], ck["step"]) == (1, 1, 4)
+    resumed = train(_cfg(tiny, run, resume=True))
+    assert resumed["step"] == full["step"] == 6
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(run / "last.pt")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k  # bit-identical: same data order, augmentation and optimiser state
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    # the run folder and the checkpoint contract
+    files = {p.name for p in run.iterdir()}
+    assert {"config.json", "metrics.jsonl", "last.pt", "best.pt"} <= files
+    assert json.loads((run / "config.json").read_text())["image_size"] == 32  # resolved from the manifest
+    kinds = [r["kind"] for r in _lines(run)]
+    assert kinds.count("epoch") == 2 and "resume" in kinds and kinds.count("step") == 6
+    assert b["arch"] == "resnet18" and b["in_chans"] == 4 and b["num_classes"] == 4 and b["classes"] == CLASSES
+    cooc = Cooccurrence.from_state(b["cooccurrence"])
+    assert cooc.n_images == 48 and cooc.names == [c["name"] for c in CLASSES]  # the TRAINING split's counts
+    assert {"val_top1", "val_top5", "val_loss"} <= set(b["metrics"]) and b["scheduler"] and b["config"]["seed"] == 0
+
+
+# --- bad input -------------------------------------------------------------------------------------------------
+
+def test_refuses_mismatched_classes(tiny, tmp_path):
+    other = write_shards(tmp_path / "other", n=8, per_shard=8, size=32,
+                         classes=[{"index": i, "coco_id": i + 1, "name": f"x{i}"} for i in range(4)])
+    r = CliRunner().invoke(app, ["train", "--shards", str(tiny["train"]), "--val-shards", str(other),
+                                 "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "class lists differ" in r.output
+
+
+def test_refuses_out_folder_with_another_run(tiny, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    with pytest.raises(ScenectlError, match="--resume to continue it or --overwrite"):
+        train(_cfg(tiny, out))
+    (tmp_path / "stranger").mkdir()
+    (tmp_path / "stranger" / "notes.txt").write_text("mine")
+    with pytest.raises(ScenectlError, match="holds no run"):
+        train(_cfg(tiny, tmp_path / "stranger", overwrite=True))
+    with pytest.raises(ScenectlError, match="no last.pt"):
+        train(_cfg(tiny, tmp_path / "fresh", resume=True))
+
+
+def test_refuses_resume_with_another_arch_or_options(tiny, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(tiny, out, max_steps=1, epochs=1, steps_per_epoch=1))
+    with pytest.raises(ScenectlError, match="holds a resnet18 model, not resnet34"):
+        train(_cfg(tiny, out, max_steps=1, epochs=1, steps_per_epoch=1, arch="resnet34", resume=True))
+    with pytest.raises(ScenectlError, match="options differ.*batch_size"):
+        train(_cfg(tiny, out, epochs=1, steps_per_epoch=1, batch_size=2, resume=True))
+    # --overwrite replaces the run
+    train(_cfg(tiny, out, max_steps=1, epochs=1, steps_per_epoch=1, overwrite=True))
+    assert [r["kind"] for r in _lines(out)].count("resume") == 0
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ScenectlError, match=r"loss is nan.*last good checkpoint"):
+        train(_cfg(tiny, out, lr=1e30, label_smoothing=0.0, epochs=5, checkpoint_every=1, warmup_steps=0))
+    ck = load_checkpoint(out / "last.pt")  # the last step whose loss was finite
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_tensorboard_missing_is_a_clear_error(tiny, tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(ScenectlError, match=r"pip install 'scenectl\[tensorboard\]'"):
+        train(_cfg(tiny, tmp_path / "tb", tensorboard=True, max_steps=1))
+
+
+def test_truncated_training_shard_error_or_skip(tiny, tmp_path):
+    bad = shutil.copytree(tiny["train"], tmp_path / "bad")
+    for tar in bad.glob("*.tar"):  # every shard cut short: nothing but corrupt data
+        tar.write_bytes(tar.read_bytes()[:5000])
+    r = CliRunner().invoke(app, ["train", "--shards", str(bad), "--val-shards", str(tiny["val"]), "--out",
+                                 str(tmp_path / "r"), "--workers", "0", "--device", "cpu", "--batch-size", "2"])
+    # a member cut short or a broken tar header: either way one line naming the shard
+    last = r.output.strip().splitlines()[-1]
+    assert r.exit_code == 2 and re.search(r"error: (cannot read shard|corrupt sample|shard) .*bad/shard-0000", last)
+    val = shutil.copytree(tiny["val"], tmp_path / "val")  # validation reads every sample: the cut one is met
+    tar = val / "shard-000000.tar"
+    tar.write_bytes(tar.read_bytes()[:9000])
+    m = train(_cfg(tiny, tmp_path / "skip", val_shards=str(val), skip_corrupt=True, epochs=1, steps_per_epoch=1))
+    assert 0 < m["val_samples"] < 16
+    assert m["skipped_corrupt"] >= 1
+
+
+def test_help_shows_example():
+    r = CliRunner().invoke(app, ["train", "--help"])
+    assert r.exit_code == 0 and "scenectl train --arch ffc" in r.output and "--checkpoint-every" in r.output
+
+
+# --- streaming over HTTP (loopback only) ------------------------------------------------------------------------
+
+@pytest.fixture
+def http_root(tiny):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tiny["train"].parent))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.slow
+def test_train_streams_shards_over_http(tiny, http_root, tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, [
+        "train", "--shards", f"{http_root}/train/shard-{{000000..000002}}.tar", "--val-shards", f"{http_root}/val/",
+        "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--workers", "0",
+        "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["step"] == 2 and ck["metrics"]["val_samples"] == 16  # the whole remote val set, once
+    assert Cooccurrence.from_state(ck["cooccurrence"]).n_images == 48  # fetched from beside the remote shards
+
+
+# --- learning: clearly above the class-frequency prior ----------------------------------------------------------
+
+@pytest.mark.slow
+def test_learns_context_above_class_prior(tmp_path, request):
+    try:
+        sets = request.getfixturevalue("synthetic_shards")
+    except pytest.FixtureLookupError:
+        pytest.skip("needs the synthetic_shards fixture (tests/conftest.py)")
+    from scenectl.data.loader import open_shard_set
+
+    tr, va = open_shard_set(sets["train"]), open_shard_set(sets["val"])
+    counts = {c["name"]: n for c, n in zip(tr.classes, [0] * len(tr.classes))}
+    counts.update({k: v for k, v in tr.manifest["totals"]["per_class"].items()})
+    top_class = max(counts, key=counts.get)
+    val_counts = va.manifest["totals"]["per_class"]
+    prior = val_counts.get(top_class, 0) / va.num_samples  # top-1 of always naming the commonest training class
+    m = train(TrainConfig(shards=str(sets["train"]), val_shards=str(sets["val"]), out=str(tmp_path / "run"),
+                          arch="resnet18", image_size=48, epochs=4, batch_size=16, workers=0, device="cpu",
+                          optimizer="adamw", lr=2e-3, log_every=0, seed=0))
+    assert m["val_top1"] >= prior + 0.15, (m, prior)
+
+
+# --- real COCO: ResNet and FFC, kill -9 mid-epoch and resume ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def coco_shards(tmp_path_factory):
+    if not (SHARED / "coco-sample").is_dir():
+        pytest.skip(f"needs the shared COCO sample at {SHARED / 'coco-sample'}")
+    shards = pytest.importorskip("scenectl.data.shards")
+    out = tmp_path_factory.mktemp("coco")
+    for split in ("train2017", "val2017"):
+        shards.build_shards(shards.BuildConfig(coco_root=str(SHARED / "coco-sample"), split=split,
+                                               out=str(out / split), image_size=64))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["resnet", "ffc"])
+def test_coco_train_killed_and_resumed(coco_shards, tmp_path, arch):
+    out = tmp_path / arch
+    args = [sys.executable, "-m", "scenectl", "train", "--shards", str(coco_shards / "train2017"), "--val-shards",
+            str(coco_shards / "val2017"), "--arch", arch, "--out", str(out), "--image-size", "64", "--batch-size",
+            "4", "--epochs", "1", "--steps-per-epoch", "8", "--checkpoint-every", "2", "--workers", "0",
+            "--log-every", "1", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "last.pt").exists() and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # no chance to save anything more
+    proc.wait()
+    saved = load_checkpoint(out / "last.pt")["step"]
+    assert 2 <= saved < 8
+    r = subprocess.run(args + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["step"] == 8 and ck["arch"] == ("resnet18" if arch == "resnet" else "ffc_resnet18")
+    resumed = [x for x in _lines(out) if x["kind"] == "resume"]
+    assert resumed and resumed[0]["step"] == saved  # continued from the checkpoint, not from zero
+    steps_after = [x["step"] for x in _lines(out)[_lines(out).index(resumed[0]):] if x["kind"] == "step"]
+    assert steps_after == list(range(saved + 1, 9))
+    assert (out / "best.pt").exists() and json.loads((out / "config.json").read_text())["arch"] == ck["arch"]
+
