@@ -11,4 +11,11 @@ from scenectl.cli._app import app, main  # noqa: F401
 from scenectl.cli import sample  # noqa: F401,E402
 from scenectl.cli import eval as _eval  # noqa: F401,E402
 from scenectl.cli import cooccurrence as _cooccurrence  # noqa: F401,E402
+from scenectl.cli import train  # noqa: F401,E402
 from scenectl.cli import predict as _predict  # noqa: F401,E402
+from scenectl.cli import quickstart as _quickstart  # noqa: F401,E402
+from scenectl.cli import transfer as _transfer  # noqa: F401,E402
+from scenectl.cli import distill as _distill  # noqa: F401,E402
+from scenectl.cli import fuse as _fuse  # noqa: F401,E402
+from scenectl.cli import build_ooc as _build_ooc  # noqa: F401,E402
+from scenectl.cli import export_imagefolder as _export_imagefolder  # noqa: F401,E402
