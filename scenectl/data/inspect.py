@@ -1,0 +1,115 @@
+"""inspect-shards: what a shard set holds (per-class counts, mask-area histogram, build params) and a contact
+sheet of its first samples (masked scene, outline of the hidden region, label)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from scenectl.errors import ScenectlError
+from scenectl.io import atomic_path, read_json
+
+KNOWN_MEMBERS = ("jpg", "mask.png", "cls", "json", "object.jpg")  # decoded; anything else in a tar is ignored
+
+
+def load_manifest(directory: str | os.PathLike) -> dict:
+    d = Path(directory)
+    if not (d / "manifest.json").is_file():
+        if list(d.glob("manifest.part-*-of-*.json")):
+            raise ScenectlError(f"{d} holds a build in parts: run `scenectl merge-manifests {d}` first")
+        if (d / "progress.json").is_file():
+            raise ScenectlError(f"{d} holds an unfinished build (progress.json): rerun build-shards with --resume")
+        raise ScenectlError(f"{d} is not a shard set: no manifest.json")
+    return read_json(d / "manifest.json", "manifest")
+
+
+def read_samples(directory: str | os.PathLike, n: int) -> list[dict]:
+    """The first `n` samples in shard order, with only the known members decoded (no pickle, ever)."""
+    import webdataset as wds
+
+    d = Path(directory)
+    urls = [str(d / s["name"]) for s in load_manifest(d)["shards"]]
+    out = []
+    for raw in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+        s = {"__key__": raw["__key__"]}
+        for k in KNOWN_MEMBERS:
+            if k in raw:
+                v = raw[k]
+                if k.endswith(("jpg", "png")):
+                    s[k] = np.asarray(Image.open(io.BytesIO(v)))
+                elif k == "json":
+                    s[k] = json.loads(v)
+                else:
+                    s[k] = int(v)
+        out.append(s)
+        if len(out) >= n:
+            break
+    return out
+
+
+def report(manifest: dict) -> str:
+    """Build params, per-class counts and the area-fraction histogram, as text."""
+    t = manifest["totals"]
+    lines = [f"task {manifest['task']}, {t['samples']} samples in {t['shards']} shards from {t['images']} images "
+             f"({t['instances']} instances)",
+             "params: " + " ".join(f"{k}={v}" for k, v in manifest["params"].items()),
+             "skipped: " + ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items()),
+             "samples per class:"]
+    per_class = sorted(t["per_class"].items(), key=lambda kv: (-kv[1], kv[0]))
+    width = max(len(k) for k, _ in per_class)
+    lines += [f"  {k:{width}s} {v:7d}" for k, v in per_class if v]
+    empty = [k for k, v in per_class if not v]
+    if empty:
+        lines.append(f"  (no samples: {', '.join(empty)})")
+    hist = t["area_fraction_histogram"]
+    peak = max(hist["counts"]) or 1
+    lines.append("hidden area / image area:")
+    for lo, hi, c in zip(hist["edges"], hist["edges"][1:], hist["counts"]):
+        lines.append(f"  {lo:5.3f}-{hi:5.3f} {c:7d} {'#' * round(40 * c / peak)}")
+    return "\n".join(lines)
+
+
+def contact_sheet(samples: list[dict], path: str | os.PathLike) -> Path:
+    """A PNG grid: each sample's scene with the hidden region outlined in red, titled with its label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(1, math.ceil(math.sqrt(len(samples))))
+    rows = max(1, math.ceil(len(samples) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, s in zip(axes.flat, samples):
+        ax.imshow(s["jpg"])
+        if "mask.png" in s and s["mask.png"].any():
+            ax.contour(s["mask.png"] > 127, levels=[0.5], colors="red", linewidths=1.0)
+        meta = s.get("json", {})
+        title = meta.get("category_name", str(s.get("cls")))
+        if "area_fraction" in meta:
+            title += f" ({meta['area_fraction']:.2f})"
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def inspect_shards(directory: str | os.PathLike, n: int = 16, out: str | os.PathLike | None = None) -> dict:
+    """Report on a shard set and write its contact sheet (default DIR/contact-sheet.png)."""
+    if n < 1:
+        raise ScenectlError(f"--n must be >= 1, got {n}")
+    d = Path(directory)
+    manifest = load_manifest(d)
+    samples = read_samples(d, n)
+    sheet = contact_sheet(samples, Path(out) if out is not None else d / "contact-sheet.png")
+    return {"manifest": manifest, "text": report(manifest), "sheet": str(sheet), "keys": [s["__key__"] for s in samples]}

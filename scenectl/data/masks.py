@@ -1,0 +1,260 @@
+"""Hidden-region geometry, fills and letterboxing (the pixel work of build-shards).
+
+Everything here works on numpy arrays in original-resolution pixel coordinates: masks are `(H, W)` bool,
+images `(H, W, 3)` uint8. A pixel (x, y) covers [x, x+1) × [y, y+1); its centre is (x + 0.5, y + 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageMorph
+
+SHAPES = ("square", "circle", "box", "instance")
+FILLS = ("mean", "black", "noise", "blur")
+
+# The fixed "dataset mean" colour of --fill mean and of the letterbox padding: the ImageNet RGB mean
+# (0.485, 0.456, 0.406) × 255, rounded. COCO's own mean is within 3 levels of it, and models normalise with it,
+# so a mean-filled pixel becomes ~0 after normalisation.
+MEAN_RGB = (124, 116, 104)
+FILL_RGB = {"mean": MEAN_RGB, "black": (0, 0, 0)}
+
+_DILATE = ImageMorph.MorphOp(op_name="dilation8")  # one 3×3 (8-neighbour) dilation step, C lookup table
+
+
+# --- geometry -------------------------------------------------------------------------------------------------
+def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Tight box of the true pixels as (x0, y0, x1, y1), exclusive ends; None for an empty mask."""
+    cols = np.flatnonzero(mask.any(axis=0))
+    if cols.size == 0:
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def dilate(mask: np.ndarray, margin: int, box: tuple | None = None) -> tuple[np.ndarray, tuple | None]:
+    """Dilate by `margin` pixels with a square structuring element (Chebyshev distance ≤ margin).
+    -> (grown (H, W) bool, its box). `box` is the mask's box if already known.
+
+    Done with PIL's ImageMorph (`margin` 3×3 dilations, identical to ImageFilter.MaxFilter(2*margin+1) but ~5×
+    faster) on the mask's box grown by `margin`, so the cost follows the instance, not the image.
+    """
+    box = bbox(mask) if box is None else box
+    if margin <= 0 or box is None:
+        return mask.copy(), box
+    h, w = mask.shape
+    x0, y0 = max(box[0] - margin, 0), max(box[1] - margin, 0)
+    x1, y1 = min(box[2] + margin, w), min(box[3] + margin, h)
+    # ImageMorph leaves the outermost pixel ring untouched, so pad the grown box by one zero pixel
+    crop = Image.fromarray(np.pad(mask[y0:y1, x0:x1], 1).astype(np.uint8) * 255)  # L image, (h+2, w+2)
+    for _ in range(margin):
+        _, crop = _DILATE.apply(crop)
+    out = np.zeros_like(mask)
+    out[y0:y1, x0:x1] = np.asarray(crop)[1:-1, 1:-1] > 0
+    return out, (x0, y0, x1, y1)
+
+
+def hidden_region(mask: np.ndarray, shape: str, margin: int, box: tuple | None = None) -> tuple[np.ndarray, tuple]:
+    """The region hiding instance `mask` (see docs/shard-format.md, Geometry) -> ((H, W) bool, its box
+    (x0, y0, x1, y1), exclusive ends). `box` is the mask's box if already known.
+
+    The region contains the mask dilated by `margin` (square structuring element). Only `instance` needs the
+    dilated pixels themselves; box, square and circle follow exactly from the mask's box and row extremes.
+    """
+    box = bbox(mask) if box is None else box
+    if shape == "instance":
+        return dilate(mask, margin, box)
+    h, w = mask.shape
+    # the dilated mask's box = the mask's box grown by margin, clipped to the image
+    x0, y0, x1, y1 = max(box[0] - margin, 0), max(box[1] - margin, 0), min(box[2] + margin, w), min(box[3] + margin, h)
+    region = np.zeros_like(mask)
+    if shape == "box":
+        region[y0:y1, x0:x1] = True
+        return region, (x0, y0, x1, y1)
+    if shape == "square":
+        side = max(x1 - x0, y1 - y0)
+        sx0 = x0 - (side - (x1 - x0)) // 2  # centred; the odd pixel of slack goes after
+        sy0 = y0 - (side - (y1 - y0)) // 2
+        rbox = (max(sx0, 0), max(sy0, 0), min(sx0 + side, w), min(sy0 + side, h))
+        region[rbox[1]:rbox[3], rbox[0]:rbox[2]] = True
+        return region, rbox
+    if shape != "circle":
+        raise ValueError(f"unknown shape {shape!r}")
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2  # centre of the dilated box, continuous coordinates
+    r2 = _farthest2(mask, box, margin, cx, cy)
+    r = math.sqrt(r2)
+    bx0, by0 = max(int(cx - r) - 1, 0), max(int(cy - r) - 1, 0)
+    bx1, by1 = min(int(cx + r) + 2, w), min(int(cy + r) + 2, h)
+    yy, xx = np.ogrid[by0:by1, bx0:bx1]
+    region[by0:by1, bx0:bx1] = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r2
+    return region, _shift(bbox(region[by0:by1, bx0:bx1]), bx0, by0)  # never empty: it holds the mask
+
+
+def _farthest2(mask: np.ndarray, box: tuple, margin: int, cx: float, cy: float) -> float:
+    """Squared distance from (cx, cy) to the farthest pixel centre of the mask dilated by `margin`.
+
+    A mask pixel (x, y) dilates to the clipped square [x-m, x+m] × [y-m, y+m], whose farthest centre is at
+    the farther x end and the farther y end; along one row only the leftmost and rightmost pixels matter.
+    """
+    h, w = mask.shape
+    sub = mask[box[1]:box[3], box[0]:box[2]]
+    rows = np.flatnonzero(sub.any(axis=1))
+    lo = sub[rows].argmax(axis=1) + box[0]  # leftmost pixel of each row
+    hi = sub.shape[1] - 1 - sub[rows, ::-1].argmax(axis=1) + box[0]  # rightmost
+    ys = rows + box[1]
+    dx = np.maximum(np.abs(np.maximum(lo - margin, 0) + 0.5 - cx), np.abs(np.minimum(hi + margin, w - 1) + 0.5 - cx))
+    dy = np.maximum(np.abs(np.maximum(ys - margin, 0) + 0.5 - cy), np.abs(np.minimum(ys + margin, h - 1) + 0.5 - cy))
+    return float(np.max(dx**2 + dy**2))
+
+
+def reduce_any(region: np.ndarray, box: tuple, factor: int, shape: tuple[int, int]) -> tuple[np.ndarray, tuple]:
+    """Shrink a region by an integer `factor` into an array of `shape` (ceil(H/f), ceil(W/f)): a small pixel is
+    hidden when ANY of the f × f pixels it covers is hidden, so the shrunk region still covers the instance."""
+    if factor == 1:
+        return region, box
+    f = factor
+    X0, Y0, X1, Y1 = box[0] // f, box[1] // f, -(-box[2] // f), -(-box[3] // f)
+    crop = np.zeros(((Y1 - Y0) * f, (X1 - X0) * f), bool)  # padded to whole f × f blocks
+    src = region[Y0 * f:Y1 * f, X0 * f:X1 * f]
+    crop[:src.shape[0], :src.shape[1]] = src
+    out = np.zeros(shape, bool)
+    out[Y0:Y1, X0:X1] = crop.reshape(Y1 - Y0, f, X1 - X0, f).any(axis=(1, 3))
+    return out, (X0, Y0, X1, Y1)
+
+
+def _shift(box: tuple, dx: int, dy: int) -> tuple:
+    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
+
+
+# --- fills ----------------------------------------------------------------------------------------------------
+def fill(image: np.ndarray, region: np.ndarray, kind: str, rng: np.random.Generator | None = None,
+         box: tuple | None = None) -> np.ndarray:
+    """Return a copy of `image` (H, W, 3) whose `region` pixels are replaced; nothing of them survives.
+
+    mean / black: a constant colour. noise: uniform random RGB per pixel (from `rng`). blur: the scene's colours
+    diffused into the hole: the hidden pixels are first replaced by noise, then the surroundings are Gaussian-
+    blurred (radius 10% of the region's longer side, at least 2 px) and the blurred values fill the hole, so
+    the hole's content depends only on visible pixels and the noise.
+    """
+    out = image.copy()
+    box = bbox(region) if box is None else box
+    if box is None:
+        return out
+    x0, y0, x1, y1 = box
+    sub, view = region[y0:y1, x0:x1], out[y0:y1, x0:x1]  # work inside the region's box only (a view of out)
+    if kind in FILL_RGB:
+        np.copyto(view, np.array(FILL_RGB[kind], np.uint8), where=sub[:, :, None])  # faster than view[sub] = ...
+        return out
+    if kind not in ("noise", "blur"):
+        raise ValueError(f"unknown fill {kind!r}")
+    if rng is None:
+        raise ValueError(f"--fill {kind} needs a random generator")
+    view[sub] = rng.integers(0, 256, size=(int(sub.sum()), 3), dtype=np.uint8)
+    if kind == "noise":
+        return out
+    radius = max(2.0, 0.1 * max(x1 - x0, y1 - y0))
+    pad = int(3 * radius) + 1  # the Gaussian's reach: the blurred hole sees the same context as a whole-image blur
+    h, w = region.shape
+    cx0, cy0, cx1, cy1 = max(x0 - pad, 0), max(y0 - pad, 0), min(x1 + pad, w), min(y1 + pad, h)
+    blurred = np.asarray(Image.fromarray(out[cy0:cy1, cx0:cx1]).filter(ImageFilter.GaussianBlur(radius)))
+    view[sub] = blurred[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0][sub]
+    return out
+
+
+# --- letterboxing ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Letterbox:
+    """Fit a `width × height` image into `size × size`: longer side → size, shorter side padded symmetrically.
+
+    output pixel = original pixel × scale + offset (the shorter side is rounded to whole pixels, ≤ 0.5 px).
+    """
+
+    width: int
+    height: int
+    size: int
+
+    @property
+    def scale(self) -> float:
+        return self.size / max(self.width, self.height)
+
+    @property
+    def resized(self) -> tuple[int, int]:
+        return max(1, round(self.width * self.scale)), max(1, round(self.height * self.scale))
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        nw, nh = self.resized
+        return (self.size - nw) // 2, (self.size - nh) // 2
+
+    def transform(self) -> dict:
+        return {"scale": self.scale, "offset": list(self.offset)}
+
+    def image(self, img: Image.Image) -> np.ndarray:
+        """Resize (bicubic, antialiased) and pad with MEAN_RGB -> (size, size, 3) uint8."""
+        canvas = np.empty((self.size, self.size, 3), np.uint8)
+        canvas[:] = MEAN_RGB
+        nw, nh = self.resized
+        ox, oy = self.offset
+        canvas[oy:oy + nh, ox:ox + nw] = np.asarray(img.resize((nw, nh), Image.BICUBIC))
+        return canvas
+
+    def mask(self, region: np.ndarray, box: tuple | None = None) -> np.ndarray:
+        """Nearest-neighbour resize of a (H, W) bool region into the (size, size) uint8 canvas (255 = hidden):
+        output pixel (u, v) takes the source pixel under its centre. Only the region's box is gathered."""
+        box = bbox(region) if box is None else box
+        canvas = np.zeros((self.size, self.size), np.uint8)
+        if box is None:
+            return canvas
+        nw, nh = self.resized
+        ox, oy = self.offset
+        cols = np.minimum(((np.arange(nw) + 0.5) * self.width / nw).astype(np.int64), self.width - 1)
+        rows = np.minimum(((np.arange(nh) + 0.5) * self.height / nh).astype(np.int64), self.height - 1)
+        u0, u1 = np.searchsorted(cols, box[0]), np.searchsorted(cols, box[2])  # output columns inside the box
+        v0, v1 = np.searchsorted(rows, box[1]), np.searchsorted(rows, box[3])
+        canvas[oy + v0:oy + v1, ox + u0:ox + u1] = region[np.ix_(rows[v0:v1], cols[u0:u1])] * np.uint8(255)
+        return canvas
+
+    def patch(self, base: np.ndarray, filled: np.ndarray, region: np.ndarray, box: tuple | None = None) -> np.ndarray:
+        """`base` (the letterboxed unmasked scene) with every output pixel that `region` can reach recomputed
+        from `filled` (the masked scene; `region` and `box` in its pixels) -> (size, size, 3) uint8.
+
+        Equals `self.image(filled)` but resizes only a window: PIL's resize with `box` computes output pixels
+        [u0, u1) from the same bicubic taps as a whole-image resize, and output pixels whose taps (2 source
+        pixels × the downscale factor on each side) miss the region's box are the same in both images.
+        """
+        box = bbox(region) if box is None else box
+        out = base.copy()
+        if box is None:
+            return out
+        nw, nh = self.resized
+        ox, oy = self.offset
+        h_in, w_in = filled.shape[:2]  # full resolution, or the reduced size of a draft decode
+        u0, u1, sx0, sx1 = _window(box[0], box[2], w_in, nw)
+        v0, v1, sy0, sy1 = _window(box[1], box[3], h_in, nh)
+        sx, sy = w_in / nw, h_in / nh
+        src = Image.fromarray(np.ascontiguousarray(filled[sy0:sy1, sx0:sx1]))
+        crop_box = (u0 * sx - sx0, v0 * sy - sy0, u1 * sx - sx0, v1 * sy - sy0)
+        out[oy + v0:oy + v1, ox + u0:ox + u1] = np.asarray(src.resize((u1 - u0, v1 - v0), Image.BICUBIC, box=crop_box))
+        return out
+
+
+def _window(r0: int, r1: int, n_in: int, n_out: int) -> tuple[int, int, int, int]:
+    """Output pixels [u0, u1) whose bicubic taps can touch source pixels [r0, r1), and the source pixels
+    [s0, s1) those output pixels read (taps of output u span centre ± support, centre = (u + 0.5) × scale)."""
+    scale = n_in / n_out
+    support = 2.0 * max(scale, 1.0)  # bicubic support, widened by the downscale factor (antialiasing)
+    u0 = max(int(math.floor((r0 - support) / scale - 0.5)) - 1, 0)
+    u1 = min(int(math.ceil((r1 + support) / scale - 0.5)) + 2, n_out)
+    s0 = max(int(math.floor(u0 * scale - support)) - 2, 0)
+    s1 = min(int(math.ceil(u1 * scale + support)) + 2, n_in)
+    return u0, u1, s0, s1
+
+
+def crop_box(box: list[float], width: int, height: int) -> tuple[int, int, int, int]:
+    """Whole-pixel crop (x0, y0, x1, y1) of a COCO `[x, y, w, h]` box, clipped, at least one pixel."""
+    x, y, bw, bh = box
+    x0, y0 = min(max(int(math.floor(x)), 0), width - 1), min(max(int(math.floor(y)), 0), height - 1)
+    x1, y1 = max(min(int(math.ceil(x + bw)), width), x0 + 1), max(min(int(math.ceil(y + bh)), height), y0 + 1)
+    return x0, y0, x1, y1

@@ -1,0 +1,619 @@
+"""build-shards: COCO instances -> webdataset shards of scenes with one object hidden (docs/shard-format.md).
+
+Flow: the parent loads the annotation file once (pycocotools), then streams one small task per image
+(the image's record and its annotations, never the whole file) to a 'forkserver' pool. A worker decodes the
+image once and returns every sample of that image, encoded. Results come back in image order (imap) and the
+parent writes them with webdataset's ShardWriter as `*.tar.partial`; each finished shard is hashed, renamed to
+`*.tar` and journalled in `progress.json`, so `--resume` after a kill continues exactly where the journal says.
+`manifest.json`, written last, marks the set complete.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import multiprocessing as mp
+import os
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from scenectl import __version__
+from pycocotools import mask as mask_utils
+
+from scenectl.data.coco import (
+    BadImage, ClassTable, file_sha256, load_coco, load_image, rle_box, split_paths, to_rle, transpose_box,
+)
+from scenectl.data.masks import FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region, reduce_any
+from scenectl.errors import ScenectlError
+from scenectl.io import read_json, write_json_atomic
+
+FORMAT = "scenectl-shards/1"
+TASKS = ("masked", "object")
+SKIP_REASONS = ("crowd", "too_large", "too_small", "bad_image", "bad_annotation")
+DEFAULT_COCO_ROOT = Path("data/scenes")  # where `scenectl sample` writes
+COCO_ROOT_ENV = "SCENECTL_COCO_ROOT"
+JPEG_QUALITY = 90
+HIST_BINS = 10  # area-fraction histogram over [0, max_area]
+
+
+# --- configuration --------------------------------------------------------------------------------------------
+@dataclass
+class BuildConfig:
+    """One split's build. Source: `annotations` + `images`, else `coco_root` + `split` (COCO layout), where a
+    missing `coco_root` means $SCENECTL_COCO_ROOT, else data/scenes (generated first if absent)."""
+
+    out: Path = Path("shards/val2017")
+    coco_root: Path | None = None
+    split: str = "val2017"
+    annotations: Path | None = None
+    images: Path | None = None
+    shape: str = "square"
+    fill: str = "mean"
+    max_area: float = 0.3
+    min_area: int = 1024  # COCO's small/medium boundary (32 × 32 px)
+    margin: int = 3
+    image_size: int = 256
+    hide_same_class: bool = False
+    with_object: bool = False
+    task: str = "masked"
+    seed: int = 0
+    workers: int = 0  # 0 = all cores; 1 = in this process
+    maxcount: int = 1000
+    maxsize: float = 1e9
+    part: str | None = None  # "i/n", 0 <= i < n
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True  # tqdm bar on stderr
+
+    def check(self) -> None:
+        if not 0 < self.max_area <= 1:
+            raise ScenectlError(f"--max-area must be in (0, 1], got {self.max_area}")
+        if self.min_area < 0:
+            raise ScenectlError(f"--min-area must be >= 0, got {self.min_area}")
+        if self.margin < 0:
+            raise ScenectlError(f"--margin must be >= 0, got {self.margin}")
+        if self.image_size < 8:
+            raise ScenectlError(f"--image-size must be >= 8, got {self.image_size}")
+        for name, value, allowed in (("shape", self.shape, SHAPES), ("fill", self.fill, FILLS), ("task", self.task, TASKS)):
+            if value not in allowed:
+                raise ScenectlError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.maxcount < 1 or self.maxsize <= 0:
+            raise ScenectlError("--maxcount and --maxsize must be positive")
+        if self.resume and self.overwrite:
+            raise ScenectlError("--resume and --overwrite exclude each other")
+        if (self.annotations is None) != (self.images is None):
+            raise ScenectlError("--annotations and --images go together")
+        parse_part(self.part)
+
+    def source(self, echo: Callable[[str], None] = print) -> tuple[Path, Path, str]:
+        """(annotation file, image folder, split name)."""
+        if self.annotations is not None:
+            return Path(self.annotations), Path(self.images), Path(self.annotations).stem
+        root = Path(self.coco_root) if self.coco_root is not None else default_coco_root(self.seed, echo)
+        ann, images = split_paths(root, self.split)
+        return ann, images, self.split
+
+    def params(self, split: str) -> dict:
+        """What determines the samples (the manifest's `params`; a resume must match them)."""
+        return {
+            "task": self.task, "shape": self.shape, "fill": self.fill, "max_area": self.max_area,
+            "min_area": self.min_area, "margin": self.margin, "image_size": self.image_size,
+            "hide_same_class": self.hide_same_class, "with_object": self.with_object, "seed": self.seed,
+            "maxcount": self.maxcount, "maxsize": int(self.maxsize), "split": split, "part": self.part,
+            "mean_rgb": list(MEAN_RGB), "jpeg_quality": JPEG_QUALITY,
+        }
+
+
+def parse_part(part: str | None) -> tuple[int, int] | None:
+    if part is None:
+        return None
+    m = re.fullmatch(r"(\d+)/(\d+)", str(part))
+    if not m or not int(m[1]) < int(m[2]):
+        raise ScenectlError(f"--part must be i/n with 0 <= i < n (e.g. 0/4), got {part!r}")
+    return int(m[1]), int(m[2])
+
+
+def default_coco_root(seed: int = 0, echo: Callable[[str], None] = print) -> Path:
+    """$SCENECTL_COCO_ROOT, else data/scenes, which is first generated (synthetic scenes) if it does not exist."""
+    if os.environ.get(COCO_ROOT_ENV):
+        return Path(os.environ[COCO_ROOT_ENV])
+    root = DEFAULT_COCO_ROOT
+    if not root.exists():
+        try:
+            from scenectl.data.synthetic import generate_scenes
+        except ImportError:
+            raise ScenectlError(f"no --coco-root given, ${COCO_ROOT_ENV} unset and {root} missing") from None
+        echo(f"no --coco-root: generating synthetic scenes in {root} first (as `scenectl sample --seed {seed}`)")
+        generate_scenes(out=root, seed=seed)
+    return root
+
+
+@dataclass(frozen=True)
+class _Names:
+    """File names of a whole build or of part i of n."""
+
+    part: tuple[int, int] | None
+
+    @property
+    def tag(self) -> str:
+        return "" if self.part is None else f".part-{self.part[0]}-of-{self.part[1]}"
+
+    @property
+    def pattern(self) -> str:  # ShardWriter pattern
+        return "shard-%06d.tar" if self.part is None else f"shard-p{self.part[0]}of{self.part[1]}-%06d.tar"
+
+    @property
+    def shard_glob(self) -> str:
+        return self.pattern.replace("%06d", "*")
+
+    manifest = property(lambda self: f"manifest{self.tag}.json")
+    progress = property(lambda self: f"progress{self.tag}.json")
+    config = property(lambda self: f"config{self.tag}.json")
+
+
+# --- the worker side: one image -> its samples ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    """What every worker needs besides its images' records (small: sent once per worker)."""
+
+    images: str
+    split: str
+    params: dict
+    coco_ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+
+@dataclass
+class ImageResult:
+    index: int  # position of the image in this build's image order
+    samples: list = field(default_factory=list)  # [(sample dict of bytes, cls, area_fraction)]
+    skipped: dict = field(default_factory=dict)
+    instances: int = 0
+    bad_image: bool = False
+
+
+_JOB: Job | None = None
+
+
+def _init_worker(job: Job) -> None:
+    global _JOB
+    _JOB = job
+
+
+def _run_task(task: tuple[int, dict, list]) -> ImageResult:
+    return process_image(_JOB, *task)
+
+
+def _jpeg(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def process_image(job: Job, index: int, record: dict, anns: list[dict]) -> ImageResult:
+    """Decode one image once and make the sample of each of its eligible instances."""
+    p = job.params
+    anns = sorted(anns, key=lambda a: a["id"])
+    cls_of = {cid: i for i, cid in enumerate(job.coco_ids)}
+    targets = [a for a in anns if not a.get("iscrowd", 0)]
+    res = ImageResult(index, instances=len(anns), skipped=Counter(crowd=len(anns) - len(targets)))
+    width, height = int(record["width"]), int(record["height"])
+    # only a masked scene is shrunk (draft decode); an object crop keeps every pixel of the instance
+    draft = p["image_size"] if p["task"] == "masked" and not p["with_object"] else None
+    try:
+        dec = load_image(Path(job.images) / record["file_name"], width, height, draft)
+    except BadImage:
+        res.bad_image, res.skipped["bad_image"] = True, len(targets)
+        return res
+    inst = _Instances(anns, height, width, p["shape"], p["margin"])
+    lb = Letterbox(*dec.size, p["image_size"])  # defined on full-resolution upright pixels
+    base = lb.image(dec.image) if p["task"] == "masked" else None  # unmasked letterboxed scene, patched per sample
+    for a in targets:
+        if a["id"] not in inst.rles:
+            res.skipped["bad_annotation"] += 1
+            continue
+        area = inst.area(a)
+        if area < p["min_area"]:
+            res.skipped["too_small"] += 1
+            continue
+        hidden = [b for b in anns if b["id"] == a["id"] or (
+            p["hide_same_class"] and b["category_id"] == a["category_id"] and b["id"] in inst.rles)]
+        region, box = inst.region(hidden)  # (H, W) bool in the annotation frame, its box
+        frac = float(region[box[1]:box[3], box[0]:box[2]].sum()) / region.size
+        if frac > p["max_area"]:
+            res.skipped["too_large"] += 1
+            continue
+        hidden_ids = {b["id"] for b in hidden}
+        visible = sorted({cls_of[b["category_id"]] for b in anns
+                          if b["id"] not in hidden_ids and b["id"] in inst.rles and inst.shows(b, region, box)})
+        if dec.turn is not None:  # annotations in the stored frame, pixels upright: turn the region likewise
+            region = np.asarray(Image.fromarray(region).transpose(dec.turn))
+            box = bbox(region)
+        res.samples.append(_sample(job, record, a, dec, lb, base, region, box, frac, area, visible))
+    return res
+
+
+class _Instances:
+    """One image's annotations as RLEs (degenerate ones left out); masks and hidden regions decoded on demand
+    and kept, so each is computed once per image however many samples use it."""
+
+    def __init__(self, anns: list[dict], height: int, width: int, shape: str, margin: int):
+        self.shape, self.margin = shape, margin
+        self.rles = {a["id"]: r for a in anns if (r := to_rle(a.get("segmentation"), height, width)) is not None}
+        self.boxes = {k: rle_box(r) for k, r in self.rles.items()}
+        self._masks: dict[int, np.ndarray] = {}
+        self._regions: dict[int, tuple] = {}
+
+    def area(self, a: dict) -> int:
+        return int(mask_utils.area(self.rles[a["id"]]))  # pixel count of the decoded mask, from the RLE
+
+    def mask(self, a: dict) -> np.ndarray:
+        if a["id"] not in self._masks:
+            self._masks[a["id"]] = mask_utils.decode(self.rles[a["id"]]).astype(bool)  # (H, W)
+        return self._masks[a["id"]]
+
+    def region(self, anns: list[dict]) -> tuple[np.ndarray, tuple]:
+        """Union of the hidden regions of `anns` -> ((H, W) bool, box)."""
+        for a in anns:
+            if a["id"] not in self._regions:
+                self._regions[a["id"]] = hidden_region(self.mask(a), self.shape, self.margin, self.boxes[a["id"]])
+        if len(anns) == 1:
+            return self._regions[anns[0]["id"]]
+        parts = [self._regions[a["id"]] for a in anns]
+        union = np.logical_or.reduce([r for r, _ in parts])
+        boxes = np.array([b for _, b in parts])
+        return union, (int(boxes[:, 0].min()), int(boxes[:, 1].min()), int(boxes[:, 2].max()), int(boxes[:, 3].max()))
+
+    def shows(self, a: dict, region: np.ndarray, rbox: tuple) -> bool:
+        """Whether any pixel of instance `a` lies outside `region` (whose box is `rbox`)."""
+        x0, y0, x1, y1 = self.boxes[a["id"]]
+        if x0 < rbox[0] or y0 < rbox[1] or x1 > rbox[2] or y1 > rbox[3]:
+            return True  # sticks out of the region's box
+        return bool((self.mask(a)[y0:y1, x0:x1] & ~region[y0:y1, x0:x1]).any())
+
+
+def _sample(job, record, a, dec, lb, base, region, box, frac, area, visible) -> tuple[dict, int, float]:
+    """Encode one sample. `region`/`box`: the hidden pixels, upright, full resolution."""
+    p = job.params
+    c = job.coco_ids.index(a["category_id"])
+    key = f"{record['id']:012d}_{a['id']:012d}"
+    coco_box = transpose_box(a["bbox"], dec.turn, int(record["width"]), int(record["height"]))  # upright frame
+    meta = {
+        "image_id": record["id"], "annotation_id": a["id"], "category_id": a["category_id"],
+        "category_name": job.names[c], "cls": c, "bbox": coco_box, "shape": p["shape"], "fill": p["fill"],
+        "margin": p["margin"], "area_fraction": frac, "instance_area": area, "max_area": p["max_area"],
+        "min_area": p["min_area"], "hide_same_class": p["hide_same_class"], "visible_categories": visible,
+        "orig_size": list(dec.size), "transform": lb.transform(), "split": job.split,
+        "license": record.get("license"), "file_name": record["file_name"],
+    }
+    sample = {"__key__": key, "cls": str(c).encode(), "json": json.dumps(meta, sort_keys=True).encode()}
+    if p["task"] == "object" or p["with_object"]:  # decoded at full resolution (no draft)
+        crop = dec.image.crop(crop_box(coco_box, *dec.size))
+        sample["object.jpg"] = _jpeg(Letterbox(crop.width, crop.height, p["image_size"]).image(crop))
+    if p["task"] == "object":
+        sample["jpg"] = sample.pop("object.jpg")
+        return sample, c, frac
+    sample["mask.png"] = _png(lb.mask(region, box))
+    arr = np.asarray(dec.image)  # (h, w, 3): full resolution / dec.reduce
+    small, sbox = reduce_any(region, box, dec.reduce, arr.shape[:2])  # the region in those pixels, still covering
+    # per-sample randomness from (seed, image id, annotation id): independent of workers and order
+    rng = np.random.default_rng([p["seed"], record["id"], a["id"]]) if p["fill"] in ("noise", "blur") else None
+    filled = fill(arr, small, p["fill"], rng, sbox)
+    sample["jpg"] = _jpeg(lb.patch(base, filled, small, sbox))
+    return sample, c, frac
+
+
+# --- the parent side ------------------------------------------------------------------------------------------
+def _mp_context():
+    """forkserver: workers start from a small clean process (not a copy of the parent and its annotation index),
+    so their memory does not multiply with --workers; spawn where forkserver does not exist.
+
+    Preloading '__main__' makes the server (once) import a main *script* such as the `scenectl` console
+    script, which every child would otherwise re-run on start-up (importing the whole CLI each time);
+    `python -m ...` mains are never re-imported anyway."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["__main__", "scenectl.data.shards"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _results(tasks: Iterable, job: Job, workers: int, chunksize: int = 4) -> Iterator[ImageResult]:
+    """ImageResults in task order; with a pool, at most 4 × workers × chunksize tasks are in flight."""
+    if workers <= 1:
+        _init_worker(job)
+        yield from map(_run_task, tasks)
+        return
+    slots, stop = threading.Semaphore(4 * workers * chunksize), threading.Event()
+
+    def feed():  # runs in the pool's task-feeding thread; blocks while too many results are pending
+        for t in tasks:
+            while not slots.acquire(timeout=0.2):
+                if stop.is_set():
+                    return
+            yield t
+
+    pool = _mp_context().Pool(workers, initializer=_init_worker, initargs=(job,))
+    try:
+        for r in pool.imap(_run_task, feed(), chunksize=chunksize):
+            slots.release()
+            yield r
+    finally:
+        stop.set()
+        pool.terminate()
+        pool.join()
+
+
+def _new_counters(n_classes: int) -> dict:
+    return {"images": 0, "bad_images": 0, "instances": 0, "samples": 0, "per_class": [0] * n_classes,
+            "skipped": dict.fromkeys(SKIP_REASONS, 0), "area_hist": [0] * HIST_BINS}
+
+
+class _Sink:
+    """ShardWriter whose finished shards are hashed, renamed from .partial and journalled in progress.json.
+
+    The journal's `next` is the first sample not inside a finished shard: the sample whose write made
+    ShardWriter close the previous shard, or the end. Its counters are those of everything before `next`.
+    """
+
+    def __init__(self, out: Path, names: _Names, journal: dict, maxcount: int, maxsize: float, started: float):
+        self.out, self.journal, self.started = out, journal, started
+        self.progress = out / names.progress
+        self.counters = copy.deepcopy(journal["counters"])
+        self.seconds0 = journal.get("seconds", 0.0)
+        self.next, self.in_shard = None, 0
+        import webdataset as wds  # here, not at the top: it imports torch, which workers never need
+
+        # mtime=0: tar headers carry no wall-clock time, so a rebuild is byte-identical
+        self.writer = wds.ShardWriter(str(out / (names.pattern + ".partial")), maxcount=maxcount, maxsize=maxsize,
+                                      post=self._post, start_shard=len(journal["shards"]), verbose=0, mtime=0.0)
+
+    def write(self, sample: dict, position: tuple[int, int]) -> None:
+        self.next = position
+        self.writer.write(sample)
+        self.in_shard += 1
+
+    def close(self, end: int) -> None:
+        self.next = (end, 0)
+        self.writer.close()
+        self._journal()  # also when the last shard was empty
+
+    def abort(self) -> None:
+        """Drop the shard being written (an error or interrupt: the journal still says where to restart)."""
+        stream = getattr(self.writer, "tarstream", None)
+        if stream is not None:
+            stream.close()
+            Path(self.writer.fname).unlink(missing_ok=True)
+
+    def _post(self, fname: str) -> None:
+        partial = Path(fname)
+        if self.in_shard == 0:  # nothing written since the last shard (only at close)
+            partial.unlink(missing_ok=True)
+            return
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        final = partial.with_name(partial.name[: -len(".partial")])
+        sha = file_sha256(partial)
+        os.replace(partial, final)  # rename first: a journalled shard always exists under its final name
+        self.journal["shards"].append({"name": final.name, "samples": self.in_shard, "sha256": sha})
+        self.in_shard = 0
+        self._journal()
+
+    def _journal(self) -> None:
+        self.journal["next"] = {"image": self.next[0], "sample": self.next[1]}
+        self.journal["counters"] = copy.deepcopy(self.counters)
+        self.journal["seconds"] = self.seconds0 + time.time() - self.started
+        write_json_atomic(self.progress, self.journal)
+
+
+def _own_files(out: Path, names: _Names) -> list[Path]:
+    """Files of this build (or part) that --overwrite removes; a part also removes the merged manifest."""
+    if names.part is None:
+        globs = ["shard-*.tar", "shard-*.tar.partial", "manifest*.json", "progress*.json", "config*.json", "cooccurrence.h5"]
+    else:
+        globs = [names.shard_glob, names.shard_glob + ".partial", names.manifest, names.progress, names.config, "manifest.json"]
+    return sorted({p for g in globs for p in out.glob(g)})
+
+
+def _prepare_out(out: Path, names: _Names, params: dict, source: dict, n_classes: int, cfg: BuildConfig) -> dict:
+    """Return the journal to continue (fresh or resumed), or a finished manifest (resume of a complete build)."""
+    fresh = {"format": "scenectl-progress/1", "params": params, "source": source, "shards": [],
+             "next": {"image": 0, "sample": 0}, "counters": _new_counters(n_classes), "seconds": 0.0}
+    existing = _own_files(out, names)
+    if names.part is not None:  # other parts' files are expected; only this part's (and a merged manifest) clash
+        existing = [p for p in existing if p.name != "manifest.json" or cfg.overwrite]
+    if cfg.overwrite:
+        for p in existing:
+            p.unlink()
+        return fresh
+    manifest, progress = out / names.manifest, out / names.progress
+    if not cfg.resume:
+        if existing:
+            raise ScenectlError(f"{out} already holds a build ({existing[0].name}); pass --resume to continue it "
+                                f"or --overwrite to replace it")
+        return fresh
+    for path in (manifest, progress):
+        if path.exists():
+            old = read_json(path, "build record")
+            if old.get("params") != params or old.get("source", {}).get("annotations_sha256") != source["annotations_sha256"]:
+                raise ScenectlError(f"{path} records a build with other parameters or annotations; "
+                                    f"--resume needs the same options (or pass --overwrite)")
+            if path == manifest:
+                old["resumed_complete"] = True
+                return old
+            journal = old
+            break
+    else:
+        journal = fresh
+    # shards that are not journalled (a .partial, or renamed just before a kill) are rewritten identically
+    done = {s["name"] for s in journal["shards"]}
+    for p in list(out.glob(names.shard_glob + ".partial")) + list(out.glob(names.shard_glob)):
+        if p.name not in done:
+            p.unlink()
+    missing = [n for n in done if not (out / n).exists()]
+    if missing:
+        raise ScenectlError(f"{out / names.progress} lists {missing[0]}, which is gone; rebuild with --overwrite")
+    return journal
+
+
+def _part_images(image_ids: list[int], part: tuple[int, int] | None) -> list[int]:
+    """Images sorted by id; part i of n takes every n-th image starting at i (strided: parts stay balanced)."""
+    image_ids = sorted(image_ids)
+    return image_ids if part is None else image_ids[part[0]::part[1]]
+
+
+def build_shards(cfg: BuildConfig, echo: Callable[[str], None] = print) -> dict:
+    """Build (or resume) one split's shard set in `cfg.out`; return its manifest (docs/shard-format.md)."""
+    started = time.time()
+    cfg.check()
+    ann_path, img_dir, split = cfg.source(echo)
+    if not img_dir.is_dir():
+        raise ScenectlError(f"image folder {img_dir} not found")
+    coco = load_coco(ann_path)
+    classes = ClassTable.from_coco(coco)
+    params = cfg.params(split)
+    part = parse_part(cfg.part)
+    names = _Names(part)
+    source = {"annotations": str(ann_path.resolve()), "annotations_sha256": file_sha256(ann_path),
+              "images": str(img_dir.resolve())}
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    journal = _prepare_out(out, names, params, source, len(classes.coco_ids), cfg)
+    if journal.get("resumed_complete"):
+        journal.pop("resumed_complete")
+        return journal
+    write_json_atomic(out / names.config, _config_json(cfg))
+
+    ids = _part_images(list(coco.imgs), part)
+    start, skip = journal["next"]["image"], journal["next"]["sample"]
+    job = Job(str(img_dir), split, params, classes.coco_ids, classes.names)
+    tasks = ((k, coco.imgs[i], coco.imgToAnns.get(i, [])) for k, i in enumerate(ids) if k >= start)
+    workers = cfg.workers or len(os.sched_getaffinity(0))
+    sink = _Sink(out, names, journal, cfg.maxcount, cfg.maxsize, started)
+    c = sink.counters
+    bar = tqdm(total=len(ids), initial=start, desc=f"build-shards {split}", unit="img", disable=not cfg.progress)
+    try:
+        for res in _results(tasks, job, workers):
+            for j, (sample, cls, frac) in enumerate(res.samples):
+                if res.index == start and j < skip:
+                    continue  # already inside a finished shard
+                sink.write(sample, (res.index, j))
+                c["samples"] += 1
+                c["per_class"][cls] += 1
+                c["area_hist"][min(int(frac / cfg.max_area * HIST_BINS), HIST_BINS - 1)] += 1
+            c["images"] += 1
+            c["bad_images"] += int(res.bad_image)
+            c["instances"] += res.instances
+            for reason, n in res.skipped.items():
+                c["skipped"][reason] += n
+            bar.update(1)
+        sink.close(len(ids))
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        bar.close()
+
+    if c["samples"] == 0 and part is None:
+        for p in _own_files(out, names):
+            p.unlink()
+        raise ScenectlError(f"no eligible instances in {ann_path} (skipped: {_fmt_skipped(c['skipped'])}); "
+                            f"nothing written to {out}")
+    from scenectl.data.cooccurrence import Cooccurrence  # h5py: parent only
+
+    image_classes = ([classes.index()[a["category_id"]] for a in coco.imgToAnns.get(i, [])] for i in sorted(coco.imgs))
+    Cooccurrence.count(image_classes, classes.coco_ids, classes.names).save(out / "cooccurrence.h5")
+    manifest = {
+        "format": FORMAT, "scenectl_version": __version__, "task": cfg.task, "params": params, "source": source,
+        "classes": classes.to_json(), "shards": journal["shards"],
+        "totals": _totals(c, classes, len(journal["shards"]), cfg.max_area),
+        "skipped": c["skipped"], "seconds": round(sink.journal["seconds"], 3),  # across resumed runs
+    }
+    write_json_atomic(out / names.manifest, manifest)  # last: its presence means the set is complete
+    (out / names.progress).unlink(missing_ok=True)
+    return manifest
+
+
+def _totals(c: dict, classes: ClassTable, n_shards: int, max_area: float) -> dict:
+    edges = [round(max_area * k / HIST_BINS, 6) for k in range(HIST_BINS + 1)]
+    return {"images": c["images"], "bad_images": c["bad_images"], "instances": c["instances"], "samples": c["samples"],
+            "shards": n_shards, "per_class": dict(zip(classes.names, c["per_class"])),
+            "area_fraction_histogram": {"edges": edges, "counts": c["area_hist"]}}
+
+
+def _config_json(cfg: BuildConfig) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+
+
+def _fmt_skipped(skipped: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in skipped.items())
+
+
+def summary(manifest: dict, out: Path) -> str:
+    """The one-paragraph report printed at the end of a build."""
+    t = manifest["totals"]
+    return (f"{out}: {t['samples']} samples in {t['shards']} shards from {t['images']} images "
+            f"({t['instances']} instances) in {manifest['seconds']:.1f} s; skipped: {_fmt_skipped(manifest['skipped'])}")
+
+
+# --- merging parts --------------------------------------------------------------------------------------------
+_PART_RE = re.compile(r"manifest\.part-(\d+)-of-(\d+)\.json")
+
+
+def merge_manifests(directory: str | os.PathLike) -> dict:
+    """Join `manifest.part-{i}-of-{n}.json` (all n present, compatible) into `manifest.json` (atomic)."""
+    d = Path(directory)
+    found = {}
+    for p in d.glob("manifest.part-*-of-*.json"):
+        m = _PART_RE.fullmatch(p.name)
+        if m:
+            found[(int(m[1]), int(m[2]))] = p
+    if not found:
+        raise ScenectlError(f"no manifest.part-*-of-*.json in {d}")
+    ns = {n for _, n in found}
+    if len(ns) != 1:
+        raise ScenectlError(f"{d} mixes part manifests of different builds (of {sorted(ns)} parts)")
+    n = ns.pop()
+    missing = [i for i in range(n) if (i, n) not in found]
+    if missing:
+        raise ScenectlError(f"{d}: part(s) {', '.join(f'{i}/{n}' for i in missing)} missing (no manifest.part-{missing[0]}-of-{n}.json)")
+    parts = [read_json(found[(i, n)], "part manifest") for i in range(n)]
+    first = parts[0]
+    strip = lambda m: {k: v for k, v in m["params"].items() if k != "part"}  # noqa: E731
+    for i, m in enumerate(parts[1:], 1):
+        for what, get in (("params", strip), ("classes", lambda m: m["classes"]), ("task", lambda m: m["task"]),
+                          ("annotations", lambda m: m["source"]["annotations_sha256"])):
+            if get(m) != get(first):
+                raise ScenectlError(f"part {i}/{n} in {d} is incompatible with part 0/{n}: different {what}")
+    shards = [s for m in parts for s in m["shards"]]
+    for s in shards:
+        if not (d / s["name"]).is_file():
+            raise ScenectlError(f"shard {s['name']} listed by a part manifest is missing from {d}")
+    if not any(s["samples"] for s in shards):
+        raise ScenectlError(f"the {n} parts in {d} hold no samples")
+    totals = {k: sum(m["totals"][k] for m in parts) for k in ("images", "bad_images", "instances", "samples", "shards")}
+    totals["per_class"] = {k: sum(m["totals"]["per_class"][k] for m in parts) for k in first["totals"]["per_class"]}
+    hist = first["totals"]["area_fraction_histogram"]
+    totals["area_fraction_histogram"] = {"edges": hist["edges"], "counts": [
+        sum(m["totals"]["area_fraction_histogram"]["counts"][k] for m in parts) for k in range(len(hist["counts"]))]}
+    merged = {**first, "params": {**first["params"], "part": None}, "parts": n, "shards": shards, "totals": totals,
+              "skipped": {k: sum(m["skipped"][k] for m in parts) for k in first["skipped"]},
+              "seconds": round(sum(m["seconds"] for m in parts), 3)}
+    write_json_atomic(d / "manifest.json", merged)
+    return merged
