@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -71,9 +72,13 @@ def resolve_device(name: str) -> torch.device:
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     """The checkpoint's model in eval mode on `device`, and the checkpoint dict (weights only, never unpickled)."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    return model_from_checkpoint(ckpt, path, device), ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
     from scenectl.models import create_model
 
-    ckpt = load_checkpoint(path, map_location="cpu")
     for key in ("arch", "model", "num_classes", "classes"):
         if key not in ckpt:
             raise ScenectlError(f"{path} holds no '{key}': not a model checkpoint scenectl eval can use")
@@ -84,7 +89,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise ScenectlError(f"{path}: weights do not fit a {ckpt['arch']} model ({first})") from None
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval()
 
 
 def resolve_ks(requested: Iterable[int], num_classes: int) -> tuple[list[int], list[str]]:
@@ -315,6 +320,8 @@ def eval_loader(shard_set, ckpt: dict, cfg: EvalConfig):
 
 def main(cfg: EvalConfig) -> dict:
     """Evaluate; returns the top-level report (also written as OUT/report.json)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would write the same files
+        raise ScenectlError("scenectl eval runs in one process: start it without torchrun (see docs/evaluation.md)")
     if any(int(k) < 1 for k in cfg.topk):
         raise ScenectlError(f"--topk must be a positive integer, got {min(int(k) for k in cfg.topk)}")
     if cfg.batch_size < 1:

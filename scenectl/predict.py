@@ -4,11 +4,12 @@
 
 The user's region plays the instance mask `M` of docs/shard-format.md: a `--box x,y,w,h` (the rectangle),
 a `--polygon x1,y1,x2,y2,...` (rasterised by pycocotools, as COCO polygons are) or a `--mask-file` (non-zero =
-object). From there the pixel work is build-shards' own (scenectl.data.masks): dilate by `margin`, fit the shape,
-fill, letterbox to the shard image size; then the loader's `to_input` resizes and normalises as at evaluation.
-Shape, fill, margin and shard image size come from the training shards' manifest recorded with the checkpoint when
-it can be found (DEFAULT_PARAMS otherwise); the options override them. Coordinates are pixels of the upright image
-(EXIF orientation applied), as image viewers show it.
+object). From there the pixel work repeats build-shards' masked-sample steps with scenectl.data.masks: dilate by
+`margin`, fit the shape, draft-decode, fill, letterbox to the shard image size, JPEG round trip at the shards'
+quality; then the loader's `to_input` resizes and normalises as at evaluation. tests/test_predict.py checks the
+result against build-shards' own mask.png and jpg, pixel for pixel. Shape, fill, margin and shard image size come
+from the manifest of the checkpoint's training shards when it can be opened (build-shards' defaults otherwise); the
+options override them. Coordinates are pixels of the upright image (EXIF orientation applied), as viewers show it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,14 @@ from PIL import Image
 from scenectl.data import masks
 from scenectl.errors import ScenectlError
 
-# build-shards' defaults (docs/shard-format.md), used when the checkpoint does not say how its shards were built
-DEFAULT_PARAMS = {"shape": "circle", "fill": "mean", "margin": 3, "image_size": 256, "max_area": 0.3}
+
+
+def default_params() -> dict:
+    """build-shards' own defaults (BuildConfig), used when the checkpoint does not say how its shards were built."""
+    from scenectl.data.shards import BuildConfig
+
+    b = BuildConfig()
+    return {"shape": b.shape, "fill": b.fill, "margin": b.margin, "image_size": b.image_size, "max_area": b.max_area}
 
 
 @dataclass
@@ -51,8 +58,8 @@ def shard_params(ckpt: dict) -> tuple[dict, str]:
     cfg = ckpt.get("config") or {}
     for key in ("shard_params", "train_shard_params"):
         if isinstance(cfg.get(key), dict):
-            return {**DEFAULT_PARAMS, **cfg[key]}, f"checkpoint config '{key}'"
-    for key in ("train_shards", "shards", "train"):
+            return {**default_params(), **cfg[key]}, f"checkpoint config '{key}'"
+    for key in ("train_shards", "shards"):
         spec = cfg.get(key)
         spec = spec[0] if isinstance(spec, list) and spec else spec
         if isinstance(spec, str):
@@ -60,8 +67,8 @@ def shard_params(ckpt: dict) -> tuple[dict, str]:
                 params = open_shard_set(spec).manifest.get("params", {})
             except ScenectlError:
                 continue  # moved or on another machine: fall back to the defaults
-            return {**DEFAULT_PARAMS, **params}, f"manifest of {spec}"
-    return dict(DEFAULT_PARAMS), "build-shards defaults (the checkpoint names no reachable training shards)"
+            return {**default_params(), **params}, f"manifest of {spec}"
+    return default_params(), "build-shards defaults (the checkpoint names no reachable training shards)"
 
 
 # --- the user's region ---------------------------------------------------------------------------------------------
@@ -121,8 +128,9 @@ def object_mask(cfg: PredictConfig, width: int, height: int) -> tuple[np.ndarray
     return m, notes
 
 
-def load_upright(path: str | Path) -> Image.Image:
-    """The image as upright RGB, decoded by build-shards' own loader (EXIF orientation, CMYK, greyscale)."""
+def load_upright(path: str | Path, image_size: int):
+    """The image decoded by build-shards' own loader (EXIF orientation, CMYK, greyscale; JPEG draft decoding for
+    `image_size` exactly as a masked-scene build does) -> scenectl.data.coco.Decoded."""
     from scenectl.data.coco import BadImage, load_image
 
     path = Path(path)
@@ -130,34 +138,51 @@ def load_upright(path: str | Path) -> Image.Image:
         raise ScenectlError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
-            size = im.size
+            size = im.size  # as stored: load_image checks it like an annotation's width/height
     except Exception as e:  # PIL raises many types for bad files
         raise ScenectlError(f"{path} is not a readable image ({type(e).__name__})") from None
     try:
-        return load_image(path, *size)[0]
+        return load_image(path, *size, draft=image_size)
     except BadImage as e:
         raise ScenectlError(f"{path} is not a readable image ({e})") from None
 
 
 # --- masking and the model ------------------------------------------------------------------------------------------
-def masked_sample(image: Image.Image, obj: np.ndarray, params: dict, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """(letterboxed masked scene (S, S, 3) uint8, letterboxed mask (S, S) uint8 255 = hidden, hidden area fraction)."""
-    region = masks.hidden_region(obj, params["shape"], int(params["margin"]))  # (H, W) bool, contains obj
-    filled = masks.fill(np.asarray(image), region, params["fill"], np.random.default_rng(seed))  # (H, W, 3)
-    box = masks.Letterbox(image.width, image.height, int(params["image_size"]))
-    return box.image(Image.fromarray(filled)), box.mask(region), float(region.mean())
+def masked_sample(dec, obj: np.ndarray, params: dict, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """build-shards' masked-sample steps (scenectl.data.shards._sample) for object mask `obj` (H, W) bool, given in
+    upright full-resolution pixels -> (masked scene (S, S, 3) uint8 after the JPEG round trip, mask (S, S) uint8
+    255 = hidden, hidden share of the image)."""
+    region, box = masks.hidden_region(obj, params["shape"], int(params["margin"]))  # (H, W) bool, contains obj
+    lb = masks.Letterbox(*dec.size, int(params["image_size"]))
+    base = lb.image(dec.image)  # (S, S, 3): the unmasked letterboxed scene
+    arr = np.asarray(dec.image)  # (h, w, 3): full resolution / dec.reduce (JPEG draft decoding)
+    small, sbox = masks.reduce_any(region, box, dec.reduce, arr.shape[:2])  # still covers the object
+    filled = masks.fill(arr, small, params["fill"], np.random.default_rng(seed), sbox)
+    scene = _jpeg_roundtrip(lb.patch(base, filled, small, sbox))  # shards store JPEG: the model saw its artefacts
+    return scene, lb.mask(region, box), float(region[box[1]:box[3], box[0]:box[2]].sum()) / region.size
+
+
+def _jpeg_roundtrip(arr: np.ndarray) -> np.ndarray:
+    import io
+
+    from scenectl.data.shards import JPEG_QUALITY
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=JPEG_QUALITY)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 def predict(cfg: PredictConfig) -> dict:
     """Top-`cfg.top` classes with probabilities for the hidden region; writes cfg.out when set."""
     from scenectl.data.loader import to_input
-    from scenectl.evaluate import load_model, resolve_device
+    from scenectl.checkpoint import load_checkpoint
+    from scenectl.evaluate import model_from_checkpoint, resolve_device
 
     if cfg.top < 1:
         raise ScenectlError(f"--top must be a positive integer, got {cfg.top}")
-    image = load_upright(cfg.image)
     device = resolve_device(cfg.device)
-    model, ckpt = load_model(cfg.checkpoint, device)
+    ckpt = load_checkpoint(cfg.checkpoint)  # the model itself is built once the inputs have passed their checks
     params, source = shard_params(ckpt)
     for key in ("shape", "fill", "margin"):
         if getattr(cfg, key) is not None:
@@ -168,11 +193,13 @@ def predict(cfg: PredictConfig) -> dict:
         raise ScenectlError(f"--fill must be one of {', '.join(masks.FILLS)}, got {params['fill']!r}")
     if int(params["margin"]) < 0:
         raise ScenectlError(f"--margin must be >= 0, got {params['margin']}")
-    obj, notes = object_mask(cfg, image.width, image.height)
-    scene, mask, fraction = masked_sample(image, obj, params, cfg.seed)
+    dec = load_upright(cfg.image, int(params["image_size"]))
+    obj, notes = object_mask(cfg, *dec.size)
+    scene, mask, fraction = masked_sample(dec, obj, params, cfg.seed)
     if fraction > float(params.get("max_area", 1.0)):
         notes.append(f"the hidden region covers {100 * fraction:.0f}% of the image, above the training shards' "
                      f"max_area {params['max_area']}: build-shards would have skipped it")
+    model = model_from_checkpoint(ckpt, cfg.checkpoint, device)
     tcfg = ckpt.get("config") or {}
     mask_channel = bool(tcfg.get("mask_channel", int(ckpt.get("in_chans", 3)) == 4))
     x = to_input(Image.fromarray(scene), Image.fromarray(mask), int(tcfg.get("image_size", params["image_size"])),

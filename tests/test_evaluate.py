@@ -1,0 +1,216 @@
+"""`scenectl eval` and `scenectl cooccurrence` end to end on shards built from synthetic scenes.
+
+The report's numbers are recomputed from predictions.h5 (and from the shards themselves), so a report that
+disagrees with its own predictions fails. Whether a trained model beats the prior is tested in test_quickstart.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+from typer.testing import CliRunner
+
+from scenectl.checkpoint import save_checkpoint
+from scenectl.cli import app
+from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.data.shards import BuildConfig, build_shards
+from scenectl.data.synthetic import generate_scenes
+from scenectl.errors import ScenectlError
+from scenectl.evaluate import EvalConfig, main, read_visible, resolve_ks, top_companions
+from scenectl.train import TrainConfig, train
+
+runner = CliRunner()
+
+
+def _build(root: Path, split: str, out: Path, shape: str) -> Path:
+    build_shards(BuildConfig(out=out, coco_root=root, split=split, shape=shape, image_size=32, workers=1,
+                             maxcount=20, progress=False), echo=lambda s: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    """Synthetic scenes -> circle train/val shards and a square val set -> a briefly trained checkpoint."""
+    d = tmp_path_factory.mktemp("evaldata")
+    generate_scenes(d / "scenes", n_train=24, n_val=12, seed=0)
+    sets = {"train": _build(d / "scenes", "train2017", d / "train", "circle"),
+            "val": _build(d / "scenes", "val2017", d / "val", "circle"),
+            "square": _build(d / "scenes", "val2017", d / "val-square", "square")}
+    train(TrainConfig(shards=str(sets["train"]), val_shards=str(sets["val"]), out=str(d / "run"), epochs=1,
+                      steps_per_epoch=2, batch_size=8, workers=0, device="cpu", log_every=10**6,
+                      checkpoint_every=0, shuffle_buffer=16))
+    return {**sets, "ckpt": d / "run" / "best.pt"}
+
+
+def _shard_samples(folder: Path) -> dict[str, tuple[int, list[int]]]:
+    """key -> (cls, visible_categories), read straight from the tars."""
+    out = {}
+    for tar in sorted(folder.glob("*.tar")):
+        for s in wds.WebDataset(str(tar), shardshuffle=False):
+            out[s["__key__"]] = (int(s["cls"]), json.loads(s["json"])["visible_categories"])
+    return out
+
+
+@pytest.mark.slow
+def test_report_agrees_with_predictions_and_shards(data, tmp_path):
+    out = tmp_path / "eval"
+    rep = main(EvalConfig(checkpoint=str(data["ckpt"]), shards=[str(data["val"])], topk=[3, 50], out=str(out),
+                          workers=0, batch_size=7, device="cpu"))
+    disk = json.loads((out / "report.json").read_text())
+    names = disk["classes"]
+    C = len(names)
+    assert C == 16 and disk["ks"] == [1, 3, 5, 10, 16]  # 50 clamped to the 16 synthetic classes
+    assert any("top-50 clamped to top-16" in n for n in disk["notes"])
+    with h5py.File(out / "predictions.h5", "r") as f:
+        labels, top, logits = f["labels"][()], f["topk_indices"][()], f["logits"][()]
+        keys = [k.decode() for k in f["keys"][()]]
+        visible = read_visible(f)
+        assert [n.decode() for n in f["class_names"][()]] == names and f.attrs["k"] == 16
+        assert np.allclose(f["topk_scores"][()].sum(1), 1.0, atol=1e-4)  # top-16 of 16 = all the probability
+    truth = _shard_samples(data["val"])
+    assert sorted(keys) == sorted(truth) and disk["n"] == len(keys) == rep["n"]  # every sample exactly once
+    assert [truth[k][0] for k in keys] == labels.tolist()
+    assert [truth[k][1] for k in keys] == visible
+    assert (top == np.argsort(-logits, axis=1, kind="stable")[:, :16]).all()
+    for k in disk["ks"]:
+        hits = (top[:, :k] == labels[:, None]).any(1)
+        assert disk["topk"][str(k)] == pytest.approx(hits.mean())
+        per_class = [hits[labels == c].mean() for c in np.unique(labels)]
+        assert disk["topk_balanced"][str(k)] == pytest.approx(np.mean(per_class))
+    assert disk["topk"]["16"] == 1.0
+    support = np.bincount(labels, minlength=C)
+    assert [r["support"] for r in disk["per_class"]] == support.tolist()
+    for name, b in disk["baselines"].items():
+        assert {"topk", "topk_balanced", "plausibility@10"} <= set(b), name
+        assert b["n"] == disk["n"]
+    assert disk["plausibility_n"] + disk["plausibility_excluded"] == disk["n"]
+    assert disk["plausibility_excluded"] == sum(1 for v in visible if not v)
+    assert 0 <= disk["plausibility@10"] <= 1 and 0 <= disk["plausibility_ceiling"] <= 1
+    assert disk["cooccurrence_source"].startswith("checkpoint")
+    for f in ("config.json", "report.md", "confusion.png", "per_class.png"):
+        assert (out / f).stat().st_size > 0, f
+    assert "prior baseline" in (out / "report.md").read_text()
+    assert not list(out.glob(".*tmp*"))  # nothing half-written left behind
+
+
+@pytest.mark.slow
+def test_cli_defaults_chain_and_refuses_to_overwrite(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "train").mkdir(parents=True)
+    shutil.copy(data["ckpt"], tmp_path / "runs" / "train" / "best.pt")
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "val2017").symlink_to(data["val"])
+    r = runner.invoke(app, ["eval", "--topk", "50", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    assert "prior baseline" in r.output and "top-50 clamped to top-16" in r.output
+    assert (tmp_path / "runs" / "train" / "eval" / "report.json").is_file()
+    again = runner.invoke(app, ["eval", "--workers", "0"])
+    assert again.exit_code == 2 and "already holds a report" in again.output
+    assert runner.invoke(app, ["eval", "--workers", "0", "--overwrite", "--no-logits"]).exit_code == 0
+    with h5py.File(tmp_path / "runs" / "train" / "eval" / "predictions.h5", "r") as f:
+        assert "logits" not in f and f["topk_indices"].shape[1] == 10
+
+
+@pytest.mark.slow
+def test_several_shard_sets_give_a_comparison(data, tmp_path):
+    out = tmp_path / "cmp"
+    r = runner.invoke(app, ["eval", "-c", str(data["ckpt"]), "--shards", str(data["val"]), "--shards",
+                            str(data["square"]), "--out", str(out), "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    assert "per shard set" in r.output
+    top = json.loads((out / "report.json").read_text())
+    subs = {n: json.loads((out / "sets" / n / "report.json").read_text()) for n in ("val", "val-square")}
+    assert set(top["sets"]) == set(subs) and (out / "comparison.png").stat().st_size > 0
+    assert top["n"] == sum(s["n"] for s in subs.values())
+    for n, s in subs.items():
+        assert top["sets"][n]["topk"] == s["topk"] and s["shards"] == [str(data["val" if n == "val" else "square"])]
+    # the overall top-1 is the sample-weighted mean of the sets'
+    assert top["topk"]["1"] == pytest.approx(sum(s["n"] * s["topk"]["1"] for s in subs.values()) / top["n"])
+    with h5py.File(out / "predictions.h5", "r") as f:
+        counts = np.bincount(f["set_index"][()])
+        assert counts.tolist() == [subs["val"]["n"], subs["val-square"]["n"]]
+        assert [s.decode() for s in f["set_names"][()]] == ["val", "val-square"]
+
+
+def test_bad_inputs_are_one_line_errors(data, tmp_path):
+    base = ["eval", "-c", str(data["ckpt"]), "--shards", str(data["val"]), "--workers", "0"]
+
+    def fails(args, text):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and text in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+    fails(base + ["--topk", "0", "--out", str(tmp_path / "a")], "positive integer")
+    fails(base + ["--topk", "-3", "--out", str(tmp_path / "a")], "positive integer")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    fails(["eval", "-c", str(junk), "--shards", str(data["val"])], "junk.pt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    fails(["eval", "-c", str(foreign), "--shards", str(data["val"])], "not a scenectl checkpoint")
+    headless = tmp_path / "headless.pt"
+    save_checkpoint(headless, {"kind": "context"})
+    fails(["eval", "-c", str(headless), "--shards", str(data["val"])], "not a model checkpoint")
+    fails(["eval", "-c", str(tmp_path / "missing.pt")], "checkpoint not found")
+    # a shard set of other classes: same tars, one class renamed in the manifest
+    other = tmp_path / "other"
+    shutil.copytree(data["val"], other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["classes"][0]["name"] = "zebra"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    fails(["eval", "-c", str(data["ckpt"]), "--shards", str(other), "--out", str(tmp_path / "b")], "class list differs")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "manifest.json").write_text(json.dumps({**manifest, "shards": []}))
+    fails(["eval", "-c", str(data["ckpt"]), "--shards", str(empty), "--out", str(tmp_path / "c")], "no samples")
+    assert not (tmp_path / "a" / "report.json").exists() and not (tmp_path / "b" / "report.json").exists()
+
+
+def test_resolve_ks():
+    assert resolve_ks([50], 80) == ([1, 5, 10, 50], [])
+    ks, notes = resolve_ks([100, 1], 80)
+    assert ks == [1, 5, 10, 80] and notes == ["top-100 clamped to top-80: the model knows only 80 classes"]
+    assert resolve_ks([], 3)[0] == [1, 3]
+    with pytest.raises(ScenectlError, match="positive"):
+        resolve_ks([0], 80)
+
+
+# --- scenectl cooccurrence -------------------------------------------------------------------------------------
+
+def test_cooccurrence_companions_match_the_counts(data, tmp_path):
+    cooc = Cooccurrence.load(data["train"] / "cooccurrence.h5")
+    rows = top_companions(cooc, top=3)
+    for row in rows:
+        i = cooc.names.index(row["class"])
+        want = sorted(((cooc.cooccurrence[i, j] / cooc.image_counts[i], cooc.cooccurrence[i, j], -j)
+                       for j in range(len(cooc.names)) if j != i and cooc.cooccurrence[i, j] > 0), reverse=True)[:3]
+        assert [c["name"] for c in row["companions"]] == [cooc.names[-j] for _, _, j in want]
+        assert [c["value"] for c in row["companions"]] == pytest.approx([v for v, _, _ in want])
+    pmi = top_companions(cooc, top=1, by="pmi", min_count=2)
+    for row in pmi:
+        for c in row["companions"]:
+            i, j = cooc.names.index(row["class"]), cooc.names.index(c["name"])
+            n = cooc.n_images
+            assert c["images"] >= 2
+            assert c["value"] == pytest.approx(np.log(n * cooc.cooccurrence[i, j] / (cooc.image_counts[i] * cooc.image_counts[j])))
+
+
+def test_cooccurrence_cli(data, tmp_path):
+    png = tmp_path / "heat.png"
+    r = runner.invoke(app, ["cooccurrence", str(data["train"]), "--top", "2", "--out", str(png)])
+    assert r.exit_code == 0, r.output
+    assert "P(companion in image | class in image)" in r.output and png.stat().st_size > 0
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 2 + sum(1 for n in Cooccurrence.load(data["train"] / "cooccurrence.h5").image_counts if n)
+    r = runner.invoke(app, ["cooccurrence", str(data["ckpt"]), "--by", "pmi", "--no-plot"])
+    assert r.exit_code == 0 and "PMI" in r.output and "training split" in r.output
+    r = runner.invoke(app, ["cooccurrence", str(data["train"]), "--by", "lift", "--no-plot"])
+    assert r.exit_code == 2 and "--by" in r.output
+    r = runner.invoke(app, ["cooccurrence", str(tmp_path / "nowhere")])
+    assert r.exit_code == 2
