@@ -1,0 +1,444 @@
+"""build-shards as a library (scenectl.data.shards) on real COCO excerpts: geometry vs pycocotools, fills,
+thresholds, determinism, resume after interruption (including a real SIGKILL), parts, guards and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image, ImageFilter
+from pycocotools.coco import COCO
+
+from scenectl.data import shards as S
+from scenectl.data.coco import EXIF_ORIENTATION, load_coco
+from scenectl.data.inspect import load_manifest
+from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.data.masks import MEAN_RGB, SHAPES, Letterbox
+from scenectl.errors import ScenectlError
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' numpy-2 notice
+MULTI_CAR = 17627  # val2017 image with 7 cars
+CROWDED = 34417  # val2017 image with a crowd annotation
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+def subset(coco_sample: Path, dst: Path, n: int | None = 8, ids: list[int] | None = None, edit=None) -> tuple[Path, Path]:
+    """An annotation file of some val2017 images (the first n by id, or `ids`), next to the real JPEGs."""
+    data = json.loads((coco_sample / "annotations" / "instances_val2017.json").read_text())
+    images = sorted(data["images"], key=lambda im: im["id"])
+    images = [im for im in images if im["id"] in ids] if ids else images[:n]
+    keep = {im["id"] for im in images}
+    data["images"], data["annotations"] = images, [a for a in data["annotations"] if a["image_id"] in keep]
+    if edit:
+        edit(data)
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "ann.json").write_text(json.dumps(data))
+    return dst / "ann.json", coco_sample / "val2017"
+
+
+def config(source: tuple[Path, Path], out: Path, **kw) -> S.BuildConfig:
+    kw = {"image_size": 64, "workers": 1, "progress": False, **kw}
+    return S.BuildConfig(out=out, annotations=source[0], images=source[1], **kw)
+
+
+def build(source, out, **kw) -> dict:
+    return S.build_shards(config(source, out, **kw), echo=lambda s: None)
+
+
+def members(out: Path) -> dict[str, bytes]:
+    """Every tar member of a shard set, by name (read with tarfile)."""
+    found = {}
+    for tar in sorted(out.glob("*.tar")):
+        with tarfile.open(tar) as t:
+            for m in t.getmembers():
+                found[m.name] = t.extractfile(m).read()
+    return found
+
+
+def samples(out: Path) -> list[dict]:
+    """Samples as webdataset groups them, known members decoded."""
+    urls = [str(out / s["name"]) for s in json.loads((out / "manifest.json").read_text())["shards"]]
+    result = []
+    for raw in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+        s = {"key": raw["__key__"], "json": json.loads(raw["json"]), "cls": int(raw["cls"]),
+             "jpg": np.asarray(Image.open(io.BytesIO(raw["jpg"])))}
+        if "mask.png" in raw:
+            s["mask"] = np.asarray(Image.open(io.BytesIO(raw["mask.png"])))
+        if "object.jpg" in raw:
+            s["object"] = np.asarray(Image.open(io.BytesIO(raw["object.jpg"])))
+        result.append(s)
+    return result
+
+
+def shard_hashes(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.tar"))}
+
+
+@pytest.fixture(scope="module")
+def val(coco_sample) -> COCO:
+    return load_coco(coco_sample / "annotations" / "instances_val2017.json")
+
+
+@pytest.fixture(scope="module")
+def small(coco_sample, tmp_path_factory) -> tuple[Path, Path]:
+    return subset(coco_sample, tmp_path_factory.mktemp("small"), n=12)
+
+
+@pytest.fixture(scope="module")
+def reference(small, tmp_path_factory) -> Path:
+    """12 images, default options but 64 px and maxcount 5 (several shards)."""
+    out = tmp_path_factory.mktemp("ref") / "set"
+    build(small, out, maxcount=5)
+    return out
+
+
+# --- geometry against pycocotools -----------------------------------------------------------------------------
+def test_every_shape_hides_every_instance_pixel(val):
+    """Regions made by the build's own per-image code contain annToMask dilated by the margin (3 px)."""
+    for image_id in sorted(val.imgs)[:12]:
+        rec, anns = val.imgs[image_id], val.imgToAnns[image_id]
+        per_shape = {shape: S._Instances(anns, rec["height"], rec["width"], shape, 3) for shape in SHAPES}
+        for a in anns:
+            truth = val.annToMask(a).astype(bool)
+            ys, xs = np.nonzero(truth)
+            y0, y1, x0, x1 = max(ys.min() - 4, 0), ys.max() + 5, max(xs.min() - 4, 0), xs.max() + 5
+            crop = Image.fromarray(truth[y0:y1, x0:x1].astype(np.uint8) * 255)  # dilation reaches only 3 px out
+            grown = np.asarray(crop.filter(ImageFilter.MaxFilter(7))) > 0
+            for shape, inst in per_shape.items():
+                assert inst.area(a) == truth.sum()
+                region, _ = inst.region([a])
+                assert (region[y0:y1, x0:x1] >= grown).all(), (image_id, a["id"], shape)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shapes_respect_max_area_and_read_back(small, tmp_path, val, shape):
+    m = build(small, tmp_path / shape, shape=shape, max_area=0.15)
+    assert m["params"]["shape"] == shape and m["params"]["max_area"] == 0.15
+    got = samples(tmp_path / shape)
+    assert len(got) == m["totals"]["samples"] > 0
+    assert m["totals"]["samples"] + sum(m["skipped"].values()) == m["totals"]["instances"]
+    for s in got:
+        meta = s["json"]
+        rec = val.imgs[meta["image_id"]]
+        assert meta["instance_area"] / (rec["width"] * rec["height"]) <= meta["area_fraction"] <= 0.15
+        assert s["key"] == f"{meta['image_id']:012d}_{meta['annotation_id']:012d}" and s["cls"] == meta["cls"]
+        assert s["jpg"].shape == (64, 64, 3) and s["mask"].shape == (64, 64)
+        # every instance pixel maps into the hidden part of mask.png (nearest neighbour)
+        truth = val.annToMask(val.anns[meta["annotation_id"]]).astype(bool)
+        expected = Letterbox(rec["width"], rec["height"], 64).mask(truth)
+        assert (s["mask"][expected > 0] == 255).all()
+    if shape == "square":
+        assert m["skipped"]["too_large"] > 0
+
+
+# --- fills and determinism ------------------------------------------------------------------------------------
+def hidden_pixels(s: dict) -> np.ndarray:
+    """Output pixels well inside the hidden region (mask eroded by 2 px: JPEG blurs the edge)."""
+    inner = np.asarray(Image.fromarray(s["mask"]).filter(ImageFilter.MinFilter(5))) == 255
+    return s["jpg"][inner].astype(float)
+
+
+@pytest.mark.parametrize("fill", ["mean", "black", "noise", "blur"])
+def test_fills(coco_sample, tmp_path, fill):
+    source = subset(coco_sample, tmp_path / "src", n=4)
+    build(source, tmp_path / "a", fill=fill, seed=1, image_size=96)
+    got = [hidden_pixels(s) for s in samples(tmp_path / "a")]
+    pixels = np.concatenate([g for g in got if len(g)])
+    if fill == "mean":
+        assert np.abs(pixels.mean(axis=0) - MEAN_RGB).max() < 6
+    elif fill == "black":
+        assert pixels.mean() < 8
+    elif fill == "noise":  # uniform noise: grey on average, far from constant (resizing and JPEG smooth it)
+        assert np.abs(pixels.mean(axis=0) - 127.5).max() < 12 and pixels.std() > 15
+    else:  # blur: smooth context colours, not a constant
+        assert 2 < np.mean([g.std() for g in got if len(g) > 20])
+    if fill in ("noise", "blur"):  # same seed: byte-identical shards; another seed: other pixels
+        build(source, tmp_path / "b", fill=fill, seed=1, image_size=96)
+        assert shard_hashes(tmp_path / "a") == shard_hashes(tmp_path / "b")
+        build(source, tmp_path / "c", fill=fill, seed=2, image_size=96)
+        a, c = members(tmp_path / "a"), members(tmp_path / "c")
+        assert a.keys() == c.keys() and any(a[k] != c[k] for k in a if k.endswith(".jpg"))
+
+
+def test_determinism_across_workers(small, reference, tmp_path):
+    """Same inputs and seed: identical member bytes, with 1 worker or a pool of 2."""
+    build(small, tmp_path / "again", maxcount=5, workers=2)
+    assert members(tmp_path / "again") == members(reference)
+    assert shard_hashes(tmp_path / "again") == shard_hashes(reference)
+
+
+# --- thresholds and hide-same-class ---------------------------------------------------------------------------
+def test_min_area_counts_match_pycocotools(small, val, tmp_path):
+    m = build(small, tmp_path / "o", min_area=5000, max_area=1.0)
+    ann = json.loads(small[0].read_text())["annotations"]
+    targets = [a for a in ann if not a["iscrowd"]]
+    too_small = sum(val.annToMask(val.anns[a["id"]]).sum() < 5000 for a in targets)
+    assert m["skipped"]["too_small"] == too_small and m["skipped"]["too_large"] == 0
+    assert m["totals"]["samples"] == len(targets) - too_small
+    assert m["skipped"]["crowd"] == len(ann) - len(targets)
+    assert all(s["json"]["instance_area"] >= 5000 and s["json"]["min_area"] == 5000 for s in samples(tmp_path / "o"))
+    m = build(small, tmp_path / "lo", min_area=0, max_area=0.02)
+    assert m["skipped"]["too_small"] == 0 and m["skipped"]["too_large"] > 0
+    assert max(s["json"]["area_fraction"] for s in samples(tmp_path / "lo")) <= 0.02
+
+
+def test_hide_same_class(coco_sample, val, tmp_path):
+    source = subset(coco_sample, tmp_path / "src", ids=[MULTI_CAR])
+    car = [c["id"] for c in val.dataset["categories"]].index(3)
+    kw = {"min_area": 500, "max_area": 1.0, "shape": "instance", "image_size": 128}
+    plain = {s["key"]: s for s in samples_of(build, source, tmp_path / "plain", kw)}
+    hidden = {s["key"]: s for s in samples_of(build, source, tmp_path / "hide", {**kw, "hide_same_class": True})}
+    rec = val.imgs[MULTI_CAR]
+    cars = [a for a in val.imgToAnns[MULTI_CAR] if a["category_id"] == 3]
+    every_car = Letterbox(rec["width"], rec["height"], 128).mask(
+        np.logical_or.reduce([val.annToMask(a).astype(bool) for a in cars]))
+    car_keys = [k for k, s in hidden.items() if s["cls"] == car]
+    assert len(car_keys) >= 2
+    for k in car_keys:
+        assert car in plain[k]["json"]["visible_categories"]  # the other cars show
+        assert car not in hidden[k]["json"]["visible_categories"] and hidden[k]["json"]["hide_same_class"]
+        assert (hidden[k]["mask"][every_car > 0] == 255).all()  # every car is hidden
+        assert hidden[k]["json"]["area_fraction"] > plain[k]["json"]["area_fraction"]
+
+
+def samples_of(build_fn, source, out, kw) -> list[dict]:
+    build_fn(source, out, **kw)
+    return samples(out)
+
+
+def test_with_object_and_object_task(small, tmp_path):
+    build(small, tmp_path / "w", with_object=True)
+    got = samples(tmp_path / "w")
+    assert all(s["object"].shape == (64, 64, 3) for s in got)
+    m = build(small, tmp_path / "obj", task="object")
+    assert m["task"] == "object" and m["params"]["task"] == "object"
+    names = members(tmp_path / "obj")
+    assert {n.split(".", 1)[1] for n in names} == {"jpg", "cls", "json"}
+    # the object task's jpg is the with-object crop (same pixels, same keys)
+    assert {s["key"] for s in samples(tmp_path / "obj")} == {s["key"] for s in got}
+
+
+# --- resume ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stop_after", [1, 7, 13])
+def test_resume_after_interrupt_equals_uninterrupted(small, reference, tmp_path, monkeypatch, stop_after):
+    """Interrupt the writer after `stop_after` samples (also mid-image), resume, compare byte for byte."""
+    out = tmp_path / "o"
+    real_write = S._Sink.write
+    calls = {"n": 0}
+
+    def failing_write(self, sample, position):
+        calls["n"] += 1
+        if calls["n"] > stop_after:
+            raise KeyboardInterrupt
+        real_write(self, sample, position)
+
+    monkeypatch.setattr(S._Sink, "write", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        build(small, out, maxcount=5)
+    monkeypatch.setattr(S._Sink, "write", real_write)
+    assert not (out / "manifest.json").exists() and not list(out.glob("*.partial"))
+    with pytest.raises(ScenectlError, match="--resume"):
+        build(small, out, maxcount=5)  # neither --resume nor --overwrite
+    m = build(small, out, maxcount=5, resume=True)
+    ref = json.loads((reference / "manifest.json").read_text())
+    assert shard_hashes(out) == shard_hashes(reference)
+    assert m["shards"] == ref["shards"] and m["totals"] == ref["totals"] and m["skipped"] == ref["skipped"]
+    assert not (out / "progress.json").exists()
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(coco_sample, tmp_path):
+    """Kill -9 a real `python -m scenectl build-shards` after its first shard, resume, compare."""
+    source = subset(coco_sample, tmp_path / "src", n=40)
+    args = ["--annotations", str(source[0]), "--images", str(source[1]), "--image-size", "64",
+            "--maxcount", "3", "--workers", "1"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "scenectl", "build-shards", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob("shard-*.tar")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
+    assert not (out / "manifest.json").exists()
+    if (out / "progress.json").exists():  # (the kill may land between a shard's rename and its journal entry)
+        journal = json.loads((out / "progress.json").read_text())
+        assert {p.name for p in out.glob("*.tar")} >= {s["name"] for s in journal["shards"]}
+    m = build(source, out, maxcount=3, resume=True)
+    build(source, tmp_path / "whole", maxcount=3)
+    assert shard_hashes(out) == shard_hashes(tmp_path / "whole")
+    assert m["totals"] == json.loads((tmp_path / "whole" / "manifest.json").read_text())["totals"]
+
+
+def test_out_folder_guards(small, reference, tmp_path):
+    with pytest.raises(ScenectlError, match="already holds a build"):
+        build(small, reference, maxcount=5)
+    before = shard_hashes(reference)
+    m = build(small, reference, maxcount=5, resume=True)  # complete: nothing to do
+    assert m["totals"]["samples"] > 0 and shard_hashes(reference) == before
+    with pytest.raises(ScenectlError, match="other parameters"):
+        build(small, reference, maxcount=5, shape="circle", resume=True)
+    with pytest.raises(ScenectlError, match="exclude"):
+        build(small, reference, resume=True, overwrite=True)
+    out = tmp_path / "o"
+    build(small, out, maxcount=50)
+    m = build(small, out, maxcount=5, shape="box", overwrite=True)
+    assert m["params"]["shape"] == "box" and m["totals"]["shards"] == len(list(out.glob("*.tar"))) > 1
+
+
+# --- parts ----------------------------------------------------------------------------------------------------
+def test_parts_merge_to_the_same_samples(small, reference, tmp_path):
+    out = tmp_path / "parts"
+    for i in range(2):
+        m = build(small, out, maxcount=5, part=f"{i}/2")
+        assert m["params"]["part"] == f"{i}/2" and (out / f"manifest.part-{i}-of-2.json").is_file()
+    assert all(p.name.startswith(("shard-p0of2-", "shard-p1of2-")) for p in out.glob("*.tar"))
+    with pytest.raises(ScenectlError, match="merge-manifests"):
+        load_manifest(out)
+    merged = S.merge_manifests(out)
+    ref = json.loads((reference / "manifest.json").read_text())
+    assert members(out) == members(reference)  # the same samples, byte for byte
+    assert merged["totals"]["per_class"] == ref["totals"]["per_class"] and merged["skipped"] == ref["skipped"]
+    assert merged["totals"]["samples"] == sum(s["samples"] for s in merged["shards"]) == ref["totals"]["samples"]
+    assert json.loads((out / "manifest.json").read_text()) == merged and merged["params"]["part"] is None
+
+
+def test_merge_refuses_missing_or_incompatible_parts(small, tmp_path):
+    out = tmp_path / "parts"
+    build(small, out, part="0/3")
+    build(small, out, part="2/3")
+    with pytest.raises(ScenectlError, match="1/3 missing"):
+        S.merge_manifests(out)
+    build(small, out, part="1/3", shape="circle")
+    with pytest.raises(ScenectlError, match="part 1/3 .* different params"):
+        S.merge_manifests(out)
+    with pytest.raises(ScenectlError, match="no manifest.part"):
+        S.merge_manifests(tmp_path)
+    with pytest.raises(ScenectlError, match="--part"):
+        build(small, out, part="3/3")
+
+
+# --- bad input ------------------------------------------------------------------------------------------------
+def test_bad_images_are_skipped_and_odd_jpegs_handled(coco_sample, val, tmp_path):
+    """zero-byte, truncated and missing files are skipped (bad_image); grey, CMYK and EXIF-rotated JPEGs work."""
+    ids = sorted(val.imgs)[:6]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    names = [val.imgs[i]["file_name"] for i in ids]
+    src = [Image.open(coco_sample / "val2017" / n) for n in names]
+    src[0].convert("L").save(folder / names[0], quality=95)
+    src[1].convert("CMYK").save(folder / names[1], quality=95)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # stored as annotated, displayed rotated 90° clockwise
+    src[2].save(folder / names[2], exif=exif, quality=95)
+    (folder / names[3]).write_bytes(b"")
+    (folder / names[4]).write_bytes((coco_sample / "val2017" / names[4]).read_bytes()[:3000])
+    # names[5] missing altogether
+    ann, _ = subset(coco_sample, tmp_path / "src", ids=ids)
+    m = build((ann, folder), tmp_path / "o", min_area=0, max_area=1.0, shape="instance", image_size=128)
+    targets = {i: [a for a in val.imgToAnns[i] if not a["iscrowd"]] for i in ids}
+    assert m["skipped"]["bad_image"] == sum(len(targets[i]) for i in ids[3:]) and m["totals"]["bad_images"] == 3
+    got = samples(tmp_path / "o")
+    assert {s["json"]["image_id"] for s in got} == set(ids[:3])
+    assert sum(s["json"]["image_id"] == i for s in got for i in ids[:2]) == len(targets[ids[0]]) + len(targets[ids[1]])
+    rec = val.imgs[ids[2]]
+    for s in got:
+        if s["json"]["image_id"] != ids[2]:
+            continue
+        assert s["json"]["orig_size"] == [rec["height"], rec["width"]]  # upright
+        truth = val.annToMask(val.anns[s["json"]["annotation_id"]]).astype(bool)
+        turned = np.asarray(Image.fromarray(truth).transpose(Image.Transpose.ROTATE_270))
+        expected = Letterbox(rec["height"], rec["width"], 128).mask(turned)
+        assert (s["mask"][expected > 0] == 255).all()  # the mask turned with the pixels
+
+
+def test_degenerate_polygons_are_bad_annotations(coco_sample, tmp_path):
+    def spoil(data):
+        data["annotations"][0]["segmentation"] = [[1, 1, 5, 5]]  # two points
+        data["annotations"][1]["segmentation"] = [[0, 0, 10, 10, 20, 20]]  # zero area
+        data["annotations"][0]["iscrowd"] = data["annotations"][1]["iscrowd"] = 0
+    m = build(subset(coco_sample, tmp_path / "src", n=3, edit=spoil), tmp_path / "o", min_area=0)
+    assert m["skipped"]["bad_annotation"] == 2
+
+
+def test_bad_inputs_are_one_line_errors(coco_sample, small, tmp_path):
+    cases = [
+        (dict(annotations=tmp_path / "none.json", images=small[1]), "annotation file not found"),
+        (dict(coco_root=coco_sample, split="test2017"), "unknown split 'test2017'"),
+        (dict(annotations=small[0], images=tmp_path / "noimages"), "image folder"),
+    ]
+    (tmp_path / "bad.json").write_text('{"images": [')
+    cases.append((dict(annotations=tmp_path / "bad.json", images=small[1]), "not valid JSON"))
+    for kw, message in cases:
+        with pytest.raises(ScenectlError, match=message):
+            S.build_shards(S.BuildConfig(out=tmp_path / "o", progress=False, **kw))
+    for max_area in (0, -0.1, 1.5):
+        with pytest.raises(ScenectlError, match=r"--max-area must be in \(0, 1\]"):
+            build(small, tmp_path / "o", max_area=max_area)
+
+    def unknown(data):
+        data["annotations"][2]["category_id"] = 4242
+    with pytest.raises(ScenectlError, match="category_id 4242"):
+        build(subset(coco_sample, tmp_path / "u", n=3, edit=unknown), tmp_path / "o")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_zero_eligible_instances_leave_nothing(small, tmp_path):
+    out = tmp_path / "o"
+    with pytest.raises(ScenectlError, match="no eligible instances"):
+        build(small, out, min_area=10**9)
+    assert list(out.iterdir()) == []
+
+
+# --- the rest of the contract ---------------------------------------------------------------------------------
+def test_manifest_cooccurrence_and_config(small, reference, val):
+    m = json.loads((reference / "manifest.json").read_text())
+    assert m["format"] == "scenectl-shards/1" and m["task"] == "masked" and len(m["classes"]) == 80
+    assert m["source"]["annotations_sha256"] == hashlib.sha256(small[0].read_bytes()).hexdigest()
+    for s in m["shards"]:
+        assert hashlib.sha256((reference / s["name"]).read_bytes()).hexdigest() == s["sha256"]
+    assert sum(s["samples"] for s in m["shards"]) == m["totals"]["samples"] == sum(m["totals"]["per_class"].values())
+    assert sum(m["totals"]["area_fraction_histogram"]["counts"]) == m["totals"]["samples"]
+    co = Cooccurrence.load(reference / "cooccurrence.h5")
+    data = json.loads(small[0].read_text())
+    assert co.n_images == len(data["images"]) and co.instance_counts.sum() == len(data["annotations"])
+    assert (np.diag(co.cooccurrence) == co.image_counts).all()
+    cfg = json.loads((reference / "config.json").read_text())
+    assert cfg["shape"] == "square" and cfg["maxcount"] == 5
+    with tarfile.open(reference / m["shards"][0]["name"]) as t:  # plain tar, fixed mtime
+        assert all(x.mtime == 0 and x.isfile() for x in t.getmembers())
+
+
+def test_synthetic_shards_fixture(synthetic_shards):
+    for name in ("train", "val"):
+        m = json.loads((synthetic_shards[name] / "manifest.json").read_text())
+        assert m["totals"]["samples"] > 0 and m["params"]["image_size"] == 64 and m["params"]["with_object"]
+    s = samples(synthetic_shards["val"])[0]
+    assert s["jpg"].shape == (64, 64, 3) and "object" in s and "mask" in s
+
+
+def test_default_coco_root_env(monkeypatch, coco_sample):
+    monkeypatch.setenv(S.COCO_ROOT_ENV, str(coco_sample))
+    assert S.BuildConfig(split="val2017").source()[0] == coco_sample / "annotations" / "instances_val2017.json"
+
+
+def test_tasks_carry_one_image_not_the_annotation_file(small, tmp_path, monkeypatch):
+    """What goes to a worker is one image's record and annotations, never the whole annotation file."""
+    import pickle
+
+    sizes = []
+    real = S._run_task
+    monkeypatch.setattr(S, "_run_task", lambda task: (sizes.append(len(pickle.dumps(task))), real(task))[1])
+    build(small, tmp_path / "o")
+    assert len(sizes) == 12 and max(sizes) < small[0].stat().st_size / 4
