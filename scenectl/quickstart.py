@@ -29,13 +29,13 @@ from scenectl.io import write_json_atomic
 class QuickstartConfig:
     out: str = "quickstart"
     coco_root: str | None = None  # None: synthetic scenes written to OUT/scenes
-    train_images: int = 600  # synthetic scenes per split
-    val_images: int = 150
+    train_images: int = 400  # synthetic scenes per split
+    val_images: int = 100
     image_size: int = 64  # shards and model input
     shape: str = "circle"
     max_area: float = 0.3
     arch: str = "resnet18"
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 32
     workers: int = 2  # build-shards and DataLoader processes
     device: str = "auto"
