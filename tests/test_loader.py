@@ -233,3 +233,11 @@ def test_shard_cut_at_a_member_boundary_is_noticed(tmp_path, shardset_dir):
         list(make_eval_loader(s, 16, 4))
     loader = make_eval_loader(s, 16, 4, skip_corrupt=True)
     assert sum(len(b["key"]) for b in loader) == 19 and loader.skipped == 1
+
+
+def test_pipe_spec_reads_manifest_through_the_same_command(shardset_dir):
+    s = open_shard_set(f"pipe:cat {shardset_dir}/shard-{{000000..000001}}.tar")
+    assert s.urls[0] == f"pipe:cat {shardset_dir}/shard-000000.tar" and s.num_samples == 16
+    assert s.cooccurrence().n_images == 24  # cooccurrence.h5 fetched with `cat` too
+    keys = [k for b in make_eval_loader(s, 16, 8) for k in b["key"]]
+    assert len(keys) == 16

@@ -27,7 +27,6 @@ from scenectl.train import TrainConfig, train
 from test_loader import CLASSES, write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -201,14 +200,20 @@ def test_learns_context_above_class_prior(tmp_path, request):
 # --- real COCO: ResNet and FFC, kill -9 mid-epoch and resume ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def coco_shards(tmp_path_factory):
-    if not (SHARED / "coco-sample").is_dir():
-        pytest.skip(f"needs the shared COCO sample at {SHARED / 'coco-sample'}")
+def coco_shards(coco_sample, tmp_path_factory):
+    """Real COCO shards at 64 px from a few images of each split (all 80 categories kept, so class lists match)."""
     shards = pytest.importorskip("scenectl.data.shards")
     out = tmp_path_factory.mktemp("coco")
-    for split in ("train2017", "val2017"):
-        shards.build_shards(shards.BuildConfig(coco_root=str(SHARED / "coco-sample"), split=split,
-                                               out=str(out / split), image_size=64))
+    for split, n in (("train2017", 40), ("val2017", 12)):
+        coco = json.loads((coco_sample / "annotations" / f"instances_{split}.json").read_text())
+        coco["images"] = coco["images"][:n]
+        keep = {im["id"] for im in coco["images"]}
+        coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
+        ann = out / f"instances_{split}.json"
+        ann.write_text(json.dumps(coco))
+        shards.build_shards(shards.BuildConfig(annotations=ann, images=coco_sample / split,
+                                               split=split, out=out / split, image_size=64, progress=False),
+                            echo=lambda *_: None)
     return out
 
 
@@ -218,7 +223,7 @@ def test_coco_train_killed_and_resumed(coco_shards, tmp_path, arch):
     out = tmp_path / arch
     args = [sys.executable, "-m", "scenectl", "train", "--shards", str(coco_shards / "train2017"), "--val-shards",
             str(coco_shards / "val2017"), "--arch", arch, "--out", str(out), "--image-size", "64", "--batch-size",
-            "4", "--epochs", "1", "--steps-per-epoch", "8", "--checkpoint-every", "2", "--workers", "0",
+            "4", "--epochs", "1", "--steps-per-epoch", "4", "--checkpoint-every", "1", "--workers", "0",
             "--log-every", "1", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -228,14 +233,14 @@ def test_coco_train_killed_and_resumed(coco_shards, tmp_path, arch):
     proc.send_signal(signal.SIGKILL)  # no chance to save anything more
     proc.wait()
     saved = load_checkpoint(out / "last.pt")["step"]
-    assert 2 <= saved < 8
+    assert 1 <= saved < 4
     r = subprocess.run(args + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     ck = load_checkpoint(out / "last.pt")
-    assert ck["step"] == 8 and ck["arch"] == ("resnet18" if arch == "resnet" else "ffc_resnet18")
+    assert ck["step"] == 4 and ck["arch"] == ("resnet18" if arch == "resnet" else "ffc_resnet18")
     resumed = [x for x in _lines(out) if x["kind"] == "resume"]
     assert resumed and resumed[0]["step"] == saved  # continued from the checkpoint, not from zero
     steps_after = [x["step"] for x in _lines(out)[_lines(out).index(resumed[0]):] if x["kind"] == "step"]
-    assert steps_after == list(range(saved + 1, 9))
+    assert steps_after == list(range(saved + 1, 5))
     assert (out / "best.pt").exists() and json.loads((out / "config.json").read_text())["arch"] == ck["arch"]
 
