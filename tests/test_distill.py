@@ -1,0 +1,156 @@
+"""scenectl.distill: Hinton's KD loss against a hand-computed case, the distill run end to end, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from scenectl.checkpoint import save_checkpoint
+from scenectl.cli import app
+from scenectl.data.imagefolder import decode_object
+from scenectl.data.loader import open_shard_set
+from scenectl.distill import DistillConfig, KDCriterion, distill, kd_loss
+from scenectl.errors import ScenectlError
+from scenectl.models import create_model
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make tiny convolutions ~20x
+    slower when other processes compete for the cores; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_kd_loss_matches_hand_computed_case():
+    # Two samples, two classes, T = 2, alpha = 0.5.
+    # sample 1: student s = [1, 0], teacher t = [0, 1], label 0
+    #   s/T = [0.5, 0] -> p_s = [e^.5, 1] / (e^.5 + 1) = [0.622459, 0.377541]
+    #   t/T = [0, 0.5] -> p_t = [0.377541, 0.622459]
+    #   KL(p_t || p_s) = 0.377541 ln(0.377541/0.622459) + 0.622459 ln(0.622459/0.377541)
+    #                  = (0.622459 - 0.377541) * 0.5      (each log ratio is exactly -/+ 0.5)
+    #                  = 0.122459
+    #   CE(s, 0) at T = 1: -ln(e / (e + 1)) = ln(1 + e^-1) = 0.313262
+    # sample 2: student s = [0, 0], teacher t = [0, 0], label 1
+    #   p_s = p_t = [0.5, 0.5] -> KL = 0;  CE = ln 2 = 0.693147
+    # batch means: CE = (0.313262 + 0.693147) / 2 = 0.503204,  KL = 0.122459 / 2 = 0.0612295
+    # loss = (1 - 0.5) * 0.503204 + 0.5 * 2^2 * 0.0612295 = 0.251602 + 0.122459 = 0.374061
+    s = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    t = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    y = torch.tensor([0, 1])
+    out = kd_loss(s, t, y, temperature=2.0, alpha=0.5)
+    assert out["ce"].item() == pytest.approx(0.503204, abs=1e-6)
+    assert out["kl"].item() == pytest.approx(0.0612295, abs=1e-6)
+    assert out["loss"].item() == pytest.approx(0.374061, abs=1e-6)
+    # alpha = 0 is plain cross-entropy; alpha = 1 is the soft term alone (T^2 KL)
+    assert kd_loss(s, t, y, 2.0, 0.0)["loss"].item() == pytest.approx(0.503204, abs=1e-6)
+    assert kd_loss(s, t, y, 2.0, 1.0)["loss"].item() == pytest.approx(0.244918, abs=1e-6)  # 4 * 0.0612295
+
+
+def test_kd_loss_gradient_pulls_student_toward_teacher():
+    s = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    kd_loss(s, torch.tensor([[0.0, 1.0]]), torch.tensor([0]), 2.0, 1.0)["loss"].backward()
+    assert s.grad[0, 0] > 0 > s.grad[0, 1]  # descending lowers class 0 and raises class 1, the teacher's choice
+
+
+def test_kd_criterion_needs_bound_teacher_logits():
+    crit = KDCriterion(2.0, 0.5)
+    crit.teacher_logits = torch.zeros(1, 2)
+    assert math.isfinite(crit(torch.zeros(1, 2), torch.tensor([0])).item())
+    with pytest.raises(RuntimeError):  # bound logits are used once: a second batch without new ones is a bug
+        crit(torch.zeros(1, 2), torch.tensor([0]))
+
+
+def context_checkpoint(path: Path, classes: list[dict], image_size: int = 32, seed: int = 0) -> Path:
+    """A (random-weight) 4-channel context checkpoint in scenectl's format: enough to test the plumbing."""
+    torch.manual_seed(seed)
+    model = create_model("resnet18", len(classes), in_chans=4)
+    save_checkpoint(path, {"kind": "context", "arch": "resnet18", "in_chans": 4, "num_classes": len(classes),
+                           "model": model.state_dict(), "classes": classes, "image_size": image_size,
+                           "mask_channel": True, "config": {"image_size": image_size, "mask_channel": True},
+                           "cooccurrence": None, "metrics": {}, "epoch": 1, "step": 1})
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher(synthetic_shards, tmp_path_factory) -> Path:
+    classes = open_shard_set(synthetic_shards["train"]).classes
+    return context_checkpoint(tmp_path_factory.mktemp("teacher") / "ctx.pt", classes)
+
+
+@pytest.mark.slow
+def test_distill_end_to_end_with_and_without_teacher(synthetic_shards, teacher, tmp_path):
+    cfg = DistillConfig(teacher=str(teacher), student="resnet18", shards=str(synthetic_shards["train"]),
+                        val_shards=str(synthetic_shards["val"]), out=str(tmp_path / "d"), temperature=2.0,
+                        alpha=0.5, epochs=1, max_steps=2, batch_size=8, image_size=32, device="cpu")
+    rep = distill(cfg)
+    assert set(rep["runs"]) == {"kd", "ce"}
+    for name in ("kd", "ce"):
+        run = tmp_path / "d" / name
+        assert all((run / f).is_file() for f in ("config.json", "metrics.jsonl", "last.pt", "best.pt"))
+        assert rep["runs"][name]["step"] == 2 and 0 <= rep["runs"][name]["val_top1"] <= 1
+        assert rep["runs"][name]["val_samples"] == open_shard_set(synthetic_shards["val"]).num_samples
+    # same seed, same initial student: the two runs differ only by the teacher's term
+    kd = torch.load(tmp_path / "d" / "kd" / "last.pt", weights_only=True)
+    ce = torch.load(tmp_path / "d" / "ce" / "last.pt", weights_only=True)
+    assert kd["kind"] == "distill" and kd["alpha"] == 0.5 and ce["alpha"] == 0.0
+    assert not torch.equal(kd["model"]["fc.weight"], ce["model"]["fc.weight"])
+    assert json.loads((tmp_path / "d" / "report.json").read_text())["teacher_val"]["val_samples"] > 0
+    assert (tmp_path / "d" / "curves.png").stat().st_size > 0
+
+    r = runner.invoke(app, ["distill", "--teacher", str(teacher), "--shards", str(synthetic_shards["train"]),
+                            "--val-shards", str(synthetic_shards["val"]), "--out", str(tmp_path / "cli"),
+                            "--max-steps", "1", "--epochs", "1", "--batch-size", "8", "--image-size", "32",
+                            "--device", "cpu", "--no-compare"])
+    assert r.exit_code == 0, r.output
+    assert "kd" in r.output and "top-1" in r.output and "teacher on the validation scenes" in r.output
+
+
+def _without_object(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    m["params"]["with_object"] = False
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst
+
+
+def test_distill_refuses_shards_without_object_crops(synthetic_shards, teacher, tmp_path):
+    plain = _without_object(synthetic_shards["val"], tmp_path / "plain")
+    r = runner.invoke(app, ["distill", "--teacher", str(teacher), "--shards", str(plain), "--val-shards",
+                            str(synthetic_shards["val"]), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    assert "scenectl build-shards --with-object" in r.output and len(r.output.strip().splitlines()) == 1
+    # the per-sample check says the same when a sample lacks the member
+    with pytest.raises(ScenectlError, match="--with-object"):
+        decode_object({"__key__": "k", "jpg": b"", "cls": b"1", "json": b"{}"}, "object.jpg")
+
+
+def test_distill_refuses_a_teacher_with_other_classes(synthetic_shards, tmp_path):
+    classes = open_shard_set(synthetic_shards["train"]).classes
+    other = context_checkpoint(tmp_path / "other.pt", classes[:-1])
+    with pytest.raises(ScenectlError, match="teacher"):
+        distill(DistillConfig(teacher=str(other), shards=str(synthetic_shards["train"]),
+                              val_shards=str(synthetic_shards["val"]), out=str(tmp_path / "o"), device="cpu"))
+
+
+def test_distill_refuses_bad_options_and_non_checkpoints(synthetic_shards, teacher, tmp_path):
+    base = dict(teacher=str(teacher), shards=str(synthetic_shards["train"]), val_shards=str(synthetic_shards["val"]),
+                out=str(tmp_path / "o"), device="cpu")
+    with pytest.raises(ScenectlError, match="--alpha"):
+        distill(DistillConfig(**base, alpha=1.5))
+    with pytest.raises(ScenectlError, match="--temperature"):
+        distill(DistillConfig(**base, temperature=0))
+    fake = tmp_path / "fake.pt"
+    torch.save({"weights": torch.zeros(2)}, fake)
+    with pytest.raises(ScenectlError, match="not a scenectl checkpoint"):
+        distill(DistillConfig(**{**base, "teacher": str(fake)}))
