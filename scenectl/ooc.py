@@ -159,7 +159,7 @@ def _png(arr: np.ndarray) -> bytes:
 
 
 @dataclass
-class Decoded:
+class Scene:
     """One decoded image in the upright frame: pixels, its record, its instance masks (id -> (H, W) bool)."""
 
     record: dict
@@ -168,9 +168,10 @@ class Decoded:
     masks: dict
 
 
-def open_image(coco, folder: Path, image_id: int) -> Decoded:
+def open_image(coco, folder: Path, image_id: int) -> Scene:
     rec = coco.imgs[image_id]
-    img, turn = load_image(folder / rec["file_name"], int(rec["width"]), int(rec["height"]))
+    decoded = load_image(folder / rec["file_name"], int(rec["width"]), int(rec["height"]))  # full resolution
+    img, turn = decoded.image, decoded.turn
     anns = coco.imgToAnns.get(image_id, [])
     masks = {}
     for a in anns:
@@ -178,10 +179,10 @@ def open_image(coco, folder: Path, image_id: int) -> Decoded:
         if m is not None and turn is not None:  # masks are in the stored frame; pixels are upright
             m = np.asarray(Image.fromarray(m).transpose(turn))
         masks[a["id"]] = m
-    return Decoded(rec, np.asarray(img), anns, masks)
+    return Scene(rec, np.asarray(img), anns, masks)
 
 
-def render(host: Decoded, donor: Decoded, ann: dict, p: dict, index: dict[int, int], names: list[str], ooc: bool,
+def render(host: Scene, donor: Scene, ann: dict, p: dict, index: dict[int, int], names: list[str], ooc: bool,
            split: str) -> tuple[dict | None, str | None]:
     """The sample of `ann` (a donor instance) pasted into `host`, or (None, skip reason)."""
     dmask = donor.masks.get(ann["id"])
@@ -197,7 +198,7 @@ def render(host: Decoded, donor: Decoded, ann: dict, p: dict, index: dict[int, i
         area = int(mask.sum())
         if area < p["min_area"]:
             return None, "too_small"
-        region = hidden_region(mask, p["shape"], p["margin"])  # (H, W) bool
+        region, _ = hidden_region(mask, p["shape"], p["margin"])  # (H, W) bool
         frac = float(region.sum()) / region.size
         if frac <= p["max_area"]:
             break
@@ -289,9 +290,9 @@ def build_ooc(cfg: OOCConfig) -> dict:
     rng = np.random.default_rng(cfg.seed)
     donors = [donors[i] for i in rng.permutation(len(donors))]
 
-    cache: dict[int, Decoded] = {}
+    cache: dict[int, Scene] = {}
 
-    def get(image_id: int) -> Decoded:  # a small cache: hosts recur
+    def get(image_id: int) -> Scene:  # a small cache: hosts recur
         if image_id not in cache:
             if len(cache) > 64:
                 cache.pop(next(iter(cache)))
