@@ -39,7 +39,7 @@ from tqdm import tqdm
 from scenectl import distributed as D
 from scenectl import metrics
 from scenectl.checkpoint import load_checkpoint, save_checkpoint
-from scenectl.data.imagefolder import Target, make_loader, open_target
+from scenectl.data.imagefolder import Target, align_classes, make_loader, open_target
 from scenectl.errors import ScenectlError
 from scenectl.evaluate import format_table, run_model
 from scenectl.io import write_bytes_atomic, write_json_atomic
@@ -399,21 +399,28 @@ def resolve(cfg: TransferConfig, ckpt: dict, train_t: Target) -> TransferConfig:
     return c
 
 
-def open_targets(cfg: TransferConfig) -> tuple[Target, Target]:
+def open_targets(cfg: TransferConfig) -> tuple[Target, Target, list[str]]:
+    """The training and validation targets, the validation side re-indexed to the training classes; notes."""
     train_t, val_t = open_target(cfg.train, "--train"), open_target(cfg.val, "--val")
-    if [c["name"] for c in train_t.classes] != [c["name"] for c in val_t.classes]:
-        raise ScenectlError(f"--train {cfg.train} and --val {cfg.val} have different classes "
-                            f"({len(train_t.classes)} vs {len(val_t.classes)}, or other names)")
     if len(train_t.classes) < 2:
         raise ScenectlError(f"--train {cfg.train}: a classifier needs at least two classes")
-    return train_t, val_t
+    notes = []
+    if train_t.folder is not None and val_t.folder is not None:
+        dropped = align_classes(val_t.folder, train_t.classes)
+        val_t.classes = list(train_t.classes)
+        if dropped:
+            notes.append(f"{dropped} validation images of classes absent from --train were left out")
+    elif [c["name"] for c in train_t.classes] != [c["name"] for c in val_t.classes]:
+        raise ScenectlError(f"--train {cfg.train} and --val {cfg.val} have different classes "
+                            f"({len(train_t.classes)} vs {len(val_t.classes)}, or other names)")
+    return train_t, val_t, notes
 
 
 def transfer(cfg: TransferConfig) -> dict:
     """Run the transfer (one init, or both with compare_scratch); returns the report (also OUT/report.json)."""
     ckpt = load_context(cfg.checkpoint)
     resolve_name(ckpt["arch"])
-    train_t, val_t = open_targets(cfg)
+    train_t, val_t, data_notes = open_targets(cfg)
     cfg = resolve(cfg, ckpt, train_t)
     inits = ["context", "scratch"] if cfg.compare_scratch else [cfg.init]
     out = Path(cfg.out)
@@ -443,12 +450,12 @@ def transfer(cfg: TransferConfig) -> dict:
     report = {"format": "scenectl-transfer/1", "out": str(out), "checkpoint": str(cfg.checkpoint),
               "arch": ckpt["arch"], "mode": cfg.mode, "train": cfg.train, "val": cfg.val,
               "classes": [c["name"] for c in train_t.classes], "train_samples": train_t.num_samples,
-              "val_samples": val_t.num_samples, "steps": cfg.steps_per_epoch * cfg.epochs if not cfg.max_steps
+              "val_samples": val_t.num_samples, "notes": data_notes, "steps": cfg.steps_per_epoch * cfg.epochs if not cfg.max_steps
               else min(cfg.max_steps, cfg.steps_per_epoch * cfg.epochs), "runs": results}
     notes = [f"context checkpoint `{cfg.checkpoint}` ({ckpt['arch']}), mode `{cfg.mode}`",
              f"train `{cfg.train}` ({train_t.num_samples} samples, {num_classes} classes), val `{cfg.val}` "
              f"({val_t.num_samples})", f"{report['steps']} steps of batch {cfg.batch_size}, lr {cfg.lr} "
-             f"({cfg.optimizer}), image size {cfg.image_size}, seed {cfg.seed}"]
+             f"({cfg.optimizer}), image size {cfg.image_size}, seed {cfg.seed}", *data_notes]
     write_report(out, report, f"transfer ({cfg.mode})", notes)
     return report
 

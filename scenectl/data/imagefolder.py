@@ -79,6 +79,25 @@ def folder_classes(ds: ImageFolder) -> list[dict]:
     return [{"index": i, "coco_id": known.get(n, -1), "name": n} for i, n in enumerate(ds.classes)]
 
 
+def align_classes(val: ImageFolder, classes: list[dict], option: str = "--val") -> int:
+    """Re-index `val` to the training folder's classes by name, in place; drop images of classes training lacks.
+
+    Two ImageFolder trees cut from different splits rarely hold the same classes (a rare class may be missing
+    from one), and ImageFolder numbers classes by sorted folder name, so equal names can get unequal indices.
+    Returns the number of images dropped; refuses a validation tree that shares no class with training.
+    """
+    index = {c["name"]: c["index"] for c in classes}
+    keep = [(path, index[val.classes[y]]) for path, y in val.samples if val.classes[y] in index]
+    if not keep:
+        raise ScenectlError(f"{option} {val.root}: none of its classes is among the training classes")
+    dropped = len(val.samples) - len(keep)
+    val.samples = val.imgs = keep
+    val.targets = [y for _, y in keep]
+    val.classes = [c["name"] for c in classes]
+    val.class_to_idx = dict(index)
+    return dropped
+
+
 def object_member(shards: ShardSet) -> str:
     """Which member holds the unmasked object: object.jpg (--with-object) or jpg (--task object)."""
     params = shards.manifest.get("params", {})
