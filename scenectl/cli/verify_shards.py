@@ -1,0 +1,37 @@
+"""`scenectl verify-shards`: check every shard of a set against its manifest (exit 1 on any problem)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from scenectl.cli._app import command
+from scenectl.verify import VerifyConfig, format_report, main
+
+
+@command("verify-shards")
+def verify_shards_cmd(
+    directory: Path = typer.Argument(..., help="Shard-set folder (with manifest.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (machine-readable)."),
+    check_hashes: bool = typer.Option(True, "--hashes/--no-hashes", help="Compare each shard's sha256 with the manifest's."),
+    workers: int = typer.Option(1, "--workers", help="Shards verified in parallel (processes)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+) -> None:
+    """Check a shard set before trusting it: every shard listed and whole (sha256), every sample complete and
+    decodable, cls within the class list and equal to the json's, counts equal to the manifest's, no unexpected
+    or unsafe members, no leftovers of an unfinished build. Never unpickles or extracts anything.
+
+    Prints one line per problem naming the shard, then OK or FAILED; exits 1 when there is any problem.
+
+    Example:
+
+      scenectl verify-shards shards/val2017 --json > verify.json
+    """
+    cfg = VerifyConfig(directory=directory, json=as_json, check_hashes=check_hashes, workers=workers,
+                       progress=progress)
+    report = main(cfg)
+    typer.echo(json.dumps(report, indent=2) if cfg.json else format_report(report))
+    if not report["ok"]:
+        raise typer.Exit(1)
