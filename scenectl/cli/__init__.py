@@ -22,3 +22,4 @@ from scenectl.cli import export_imagefolder as _export_imagefolder  # noqa: F401
 from scenectl.cli import build_shards as _build_shards  # noqa: F401,E402
 from scenectl.cli import merge_manifests as _merge_manifests  # noqa: F401,E402
 from scenectl.cli import inspect_shards as _inspect_shards  # noqa: F401,E402
+from scenectl.cli import verify_shards as _verify_shards  # noqa: F401,E402
