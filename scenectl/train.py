@@ -412,7 +412,8 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
                 epoch_done = state.epoch_step >= cfg.steps_per_epoch
                 if epoch_done:
                     state.epoch, state.epoch_step = state.epoch + 1, 0
-                val = evaluate(ddp, make_eval_loader(val_set, cfg.image_size, cfg.batch_size, cfg.workers,
+                # the plain module: DDP's forward would sync buffers, and ranks hold unequal numbers of val batches
+                val = evaluate(model, make_eval_loader(val_set, cfg.image_size, cfg.batch_size, cfg.workers,
                                                      cfg.mask_channel, cfg.skip_corrupt, dev.rank, dev.world_size,
                                                      counter), dev.device, amp_dtype)
                 skipped = int(D.all_reduce_sum(torch.tensor([counter.value], device=dev.device)).item())
