@@ -185,7 +185,10 @@ def load_image(path: str | os.PathLike, width: int, height: int, draft: int | No
                     reduce = round(stored[0] / im.size[0]) if im.size[0] != stored[0] else 1
             im.load()
             orientation = im.getexif().get(EXIF_ORIENTATION, 1)
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
+            # exif_transpose and convert each copy the pixels even when there is nothing to do: call them only
+            # when needed (the image object stays usable after the file is closed: it is loaded)
+            rgb = ImageOps.exif_transpose(im) if orientation in ORIENTATION_TRANSPOSE else im
+            rgb = rgb.convert("RGB") if rgb.mode != "RGB" else rgb
     except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImage(f"{path}: {e}") from None
     turn = ORIENTATION_TRANSPOSE.get(orientation)

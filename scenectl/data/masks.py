@@ -6,6 +6,7 @@ images `(H, W, 3)` uint8. A pixel (x, y) covers [x, x+1) × [y, y+1); its centre
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -66,22 +67,14 @@ def hidden_region(mask: np.ndarray, shape: str, margin: int, box: tuple | None =
     box = bbox(mask) if box is None else box
     if shape == "instance":
         return dilate(mask, margin, box)
+    if shape in ("box", "square"):
+        return box_region(box, shape, margin, mask.shape)
+    if shape != "circle":
+        raise ValueError(f"unknown shape {shape!r}")
     h, w = mask.shape
     # the dilated mask's box = the mask's box grown by margin, clipped to the image
     x0, y0, x1, y1 = max(box[0] - margin, 0), max(box[1] - margin, 0), min(box[2] + margin, w), min(box[3] + margin, h)
     region = np.zeros_like(mask)
-    if shape == "box":
-        region[y0:y1, x0:x1] = True
-        return region, (x0, y0, x1, y1)
-    if shape == "square":
-        side = max(x1 - x0, y1 - y0)
-        sx0 = x0 - (side - (x1 - x0)) // 2  # centred; the odd pixel of slack goes after
-        sy0 = y0 - (side - (y1 - y0)) // 2
-        rbox = (max(sx0, 0), max(sy0, 0), min(sx0 + side, w), min(sy0 + side, h))
-        region[rbox[1]:rbox[3], rbox[0]:rbox[2]] = True
-        return region, rbox
-    if shape != "circle":
-        raise ValueError(f"unknown shape {shape!r}")
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2  # centre of the dilated box, continuous coordinates
     r2 = _farthest2(mask, box, margin, cx, cy)
     r = math.sqrt(r2)
@@ -90,6 +83,23 @@ def hidden_region(mask: np.ndarray, shape: str, margin: int, box: tuple | None =
     yy, xx = np.ogrid[by0:by1, bx0:bx1]
     region[by0:by1, bx0:bx1] = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r2
     return region, _shift(bbox(region[by0:by1, bx0:bx1]), bx0, by0)  # never empty: it holds the mask
+
+
+def box_region(box: tuple, shape: str, margin: int, size: tuple[int, int]) -> tuple[np.ndarray, tuple]:
+    """`box` or `square` region of a mask whose box is `box`, in an image of `size` (H, W): both follow from the
+    box alone (the dilated mask's box is the mask's box grown by `margin`, clipped), so the mask is not needed."""
+    h, w = size
+    x0, y0, x1, y1 = max(box[0] - margin, 0), max(box[1] - margin, 0), min(box[2] + margin, w), min(box[3] + margin, h)
+    if shape == "square":
+        side = max(x1 - x0, y1 - y0)
+        sx0 = x0 - (side - (x1 - x0)) // 2  # centred; the odd pixel of slack goes after
+        sy0 = y0 - (side - (y1 - y0)) // 2
+        x0, y0, x1, y1 = max(sx0, 0), max(sy0, 0), min(sx0 + side, w), min(sy0 + side, h)
+    elif shape != "box":
+        raise ValueError(f"box_region makes box or square, not {shape!r}")
+    region = np.zeros((h, w), bool)
+    region[y0:y1, x0:x1] = True
+    return region, (x0, y0, x1, y1)
 
 
 def _farthest2(mask: np.ndarray, box: tuple, margin: int, cx: float, cy: float) -> float:
@@ -109,13 +119,19 @@ def _farthest2(mask: np.ndarray, box: tuple, margin: int, cx: float, cy: float) 
     return float(np.max(dx**2 + dy**2))
 
 
-def reduce_any(region: np.ndarray, box: tuple, factor: int, shape: tuple[int, int]) -> tuple[np.ndarray, tuple]:
+def reduce_any(region: np.ndarray, box: tuple, factor: int, shape: tuple[int, int], rect: bool = False
+               ) -> tuple[np.ndarray, tuple]:
     """Shrink a region by an integer `factor` into an array of `shape` (ceil(H/f), ceil(W/f)): a small pixel is
-    hidden when ANY of the f × f pixels it covers is hidden, so the shrunk region still covers the instance."""
+    hidden when ANY of the f × f pixels it covers is hidden, so the shrunk region still covers the instance.
+    `rect`: the region is exactly its box (then so is the result, computed from the box alone)."""
     if factor == 1:
         return region, box
     f = factor
     X0, Y0, X1, Y1 = box[0] // f, box[1] // f, -(-box[2] // f), -(-box[3] // f)
+    if rect:
+        out = np.zeros(shape, bool)
+        out[Y0:Y1, X0:X1] = True
+        return out, (X0, Y0, X1, Y1)
     crop = np.zeros(((Y1 - Y0) * f, (X1 - X0) * f), bool)  # padded to whole f × f blocks
     src = region[Y0 * f:Y1 * f, X0 * f:X1 * f]
     crop[:src.shape[0], :src.shape[1]] = src
@@ -193,8 +209,7 @@ class Letterbox:
 
     def image(self, img: Image.Image) -> np.ndarray:
         """Resize (bicubic, antialiased) and pad with MEAN_RGB -> (size, size, 3) uint8."""
-        canvas = np.empty((self.size, self.size, 3), np.uint8)
-        canvas[:] = MEAN_RGB
+        canvas = _mean_canvas(self.size).copy()
         nw, nh = self.resized
         ox, oy = self.offset
         canvas[oy:oy + nh, ox:ox + nw] = np.asarray(img.resize((nw, nh), Image.BICUBIC))
@@ -238,6 +253,15 @@ class Letterbox:
         crop_box = (u0 * sx - sx0, v0 * sy - sy0, u1 * sx - sx0, v1 * sy - sy0)
         out[oy + v0:oy + v1, ox + u0:ox + u1] = np.asarray(src.resize((u1 - u0, v1 - v0), Image.BICUBIC, box=crop_box))
         return out
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_canvas(size: int) -> np.ndarray:
+    """A (size, size, 3) uint8 canvas of MEAN_RGB, made once per size (copying it beats filling a new one)."""
+    canvas = np.empty((size, size, 3), np.uint8)
+    canvas[:] = MEAN_RGB
+    canvas.flags.writeable = False
+    return canvas
 
 
 def _window(r0: int, r1: int, n_in: int, n_out: int) -> tuple[int, int, int, int]:

@@ -33,7 +33,9 @@ from pycocotools import mask as mask_utils
 from scenectl.data.coco import (
     BadImage, ClassTable, file_sha256, load_coco, load_image, rle_box, split_paths, to_rle, transpose_box,
 )
-from scenectl.data.masks import FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region, reduce_any
+from scenectl.data.masks import (
+    FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, hidden_region, reduce_any,
+)
 from scenectl.errors import ScenectlError
 from scenectl.io import read_json, write_json_atomic
 
@@ -202,7 +204,7 @@ def _jpeg(arr: np.ndarray) -> bytes:
 
 def _png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG")
+    Image.fromarray(arr).save(buf, "PNG", compress_level=1)  # 2-3x faster than the default 6; masks stay ~0.5 kB
     return buf.getvalue()
 
 
@@ -234,18 +236,19 @@ def process_image(job: Job, index: int, record: dict, anns: list[dict]) -> Image
             continue
         hidden = [b for b in anns if b["id"] == a["id"] or (
             p["hide_same_class"] and b["category_id"] == a["category_id"] and b["id"] in inst.rles)]
-        region, box = inst.region(hidden)  # (H, W) bool in the annotation frame, its box
-        frac = float(region[box[1]:box[3], box[0]:box[2]].sum()) / region.size
+        region, box, rect = inst.region(hidden)  # (H, W) bool in the annotation frame, its box
+        hidden_px = (box[2] - box[0]) * (box[3] - box[1]) if rect else int(region[box[1]:box[3], box[0]:box[2]].sum())
+        frac = hidden_px / region.size
         if frac > p["max_area"]:
             res.skipped["too_large"] += 1
             continue
         hidden_ids = {b["id"] for b in hidden}
         visible = sorted({cls_of[b["category_id"]] for b in anns
-                          if b["id"] not in hidden_ids and b["id"] in inst.rles and inst.shows(b, region, box)})
+                          if b["id"] not in hidden_ids and b["id"] in inst.rles and inst.shows(b, region, box, rect)})
         if dec.turn is not None:  # annotations in the stored frame, pixels upright: turn the region likewise
             region = np.asarray(Image.fromarray(region).transpose(dec.turn))
             box = bbox(region)
-        res.samples.append(_sample(job, record, a, dec, lb, base, region, box, frac, area, visible))
+        res.samples.append(_sample(job, record, a, dec, lb, base, region, box, rect, frac, area, visible))
     return res
 
 
@@ -254,7 +257,7 @@ class _Instances:
     and kept, so each is computed once per image however many samples use it."""
 
     def __init__(self, anns: list[dict], height: int, width: int, shape: str, margin: int):
-        self.shape, self.margin = shape, margin
+        self.shape, self.margin, self.size = shape, margin, (height, width)
         self.rles = {a["id"]: r for a in anns if (r := to_rle(a.get("segmentation"), height, width)) is not None}
         self.boxes = {k: rle_box(r) for k, r in self.rles.items()}
         self._masks: dict[int, np.ndarray] = {}
@@ -265,31 +268,38 @@ class _Instances:
 
     def mask(self, a: dict) -> np.ndarray:
         if a["id"] not in self._masks:
-            self._masks[a["id"]] = mask_utils.decode(self.rles[a["id"]]).astype(bool)  # (H, W)
+            self._masks[a["id"]] = mask_utils.decode(self.rles[a["id"]]).view(bool)  # (H, W), 0/1 uint8 seen as bool
         return self._masks[a["id"]]
 
-    def region(self, anns: list[dict]) -> tuple[np.ndarray, tuple]:
-        """Union of the hidden regions of `anns` -> ((H, W) bool, box)."""
+    def region(self, anns: list[dict]) -> tuple[np.ndarray, tuple, bool]:
+        """Union of the hidden regions of `anns` -> ((H, W) bool, box, whether it is exactly its box)."""
         for a in anns:
             if a["id"] not in self._regions:
-                self._regions[a["id"]] = hidden_region(self.mask(a), self.shape, self.margin, self.boxes[a["id"]])
+                if self.shape in ("box", "square"):  # from the RLE's box alone: no decoding
+                    r, b = box_region(self.boxes[a["id"]], self.shape, self.margin, self.size)
+                else:
+                    r, b = hidden_region(self.mask(a), self.shape, self.margin, self.boxes[a["id"]])
+                self._regions[a["id"]] = (r, b, self.shape in ("box", "square"))
         if len(anns) == 1:
             return self._regions[anns[0]["id"]]
         parts = [self._regions[a["id"]] for a in anns]
-        union = np.logical_or.reduce([r for r, _ in parts])
-        boxes = np.array([b for _, b in parts])
-        return union, (int(boxes[:, 0].min()), int(boxes[:, 1].min()), int(boxes[:, 2].max()), int(boxes[:, 3].max()))
+        union = np.logical_or.reduce([r for r, _, _ in parts])
+        boxes = np.array([b for _, b, _ in parts])
+        box = (int(boxes[:, 0].min()), int(boxes[:, 1].min()), int(boxes[:, 2].max()), int(boxes[:, 3].max()))
+        return union, box, False
 
-    def shows(self, a: dict, region: np.ndarray, rbox: tuple) -> bool:
+    def shows(self, a: dict, region: np.ndarray, rbox: tuple, rect: bool) -> bool:
         """Whether any pixel of instance `a` lies outside `region` (whose box is `rbox`)."""
         x0, y0, x1, y1 = self.boxes[a["id"]]
         if x0 < rbox[0] or y0 < rbox[1] or x1 > rbox[2] or y1 > rbox[3]:
             return True  # sticks out of the region's box
+        if rect:
+            return False  # inside a rectangular region
         return bool((self.mask(a)[y0:y1, x0:x1] & ~region[y0:y1, x0:x1]).any())
 
 
-def _sample(job, record, a, dec, lb, base, region, box, frac, area, visible) -> tuple[dict, int, float]:
-    """Encode one sample. `region`/`box`: the hidden pixels, upright, full resolution."""
+def _sample(job, record, a, dec, lb, base, region, box, rect, frac, area, visible) -> tuple[dict, int, float]:
+    """Encode one sample. `region`/`box`: the hidden pixels, upright, full resolution (`rect`: exactly the box)."""
     p = job.params
     c = job.coco_ids.index(a["category_id"])
     key = f"{record['id']:012d}_{a['id']:012d}"
@@ -311,7 +321,7 @@ def _sample(job, record, a, dec, lb, base, region, box, frac, area, visible) -> 
         return sample, c, frac
     sample["mask.png"] = _png(lb.mask(region, box))
     arr = np.asarray(dec.image)  # (h, w, 3): full resolution / dec.reduce
-    small, sbox = reduce_any(region, box, dec.reduce, arr.shape[:2])  # the region in those pixels, still covering
+    small, sbox = reduce_any(region, box, dec.reduce, arr.shape[:2], rect)  # the region in those pixels, covering
     # per-sample randomness from (seed, image id, annotation id): independent of workers and order
     rng = np.random.default_rng([p["seed"], record["id"], a["id"]]) if p["fill"] in ("noise", "blur") else None
     filled = fill(arr, small, p["fill"], rng, sbox)
@@ -380,9 +390,11 @@ class _Sink:
         self.next, self.in_shard = None, 0
         import webdataset as wds  # here, not at the top: it imports torch, which workers never need
 
-        # mtime=0: tar headers carry no wall-clock time, so a rebuild is byte-identical
+        # mtime=0: tar headers carry no wall-clock time, so a rebuild is byte-identical;
+        # encoder=False: workers already encoded every member to bytes
         self.writer = wds.ShardWriter(str(out / (names.pattern + ".partial")), maxcount=maxcount, maxsize=maxsize,
-                                      post=self._post, start_shard=len(journal["shards"]), verbose=0, mtime=0.0)
+                                      post=self._post, start_shard=len(journal["shards"]), verbose=0, mtime=0.0,
+                                      encoder=False)
 
     def write(self, sample: dict, position: tuple[int, int]) -> None:
         self.next = position

@@ -13,6 +13,7 @@ from scenectl.data import coco as C
 from scenectl.data.masks import bbox
 from scenectl.errors import ScenectlError
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' numpy-2 notice
 IMAGE = "000000000139.jpg"  # val2017, 640 × 426
 
 

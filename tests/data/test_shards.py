@@ -116,7 +116,7 @@ def test_every_shape_hides_every_instance_pixel(val):
             grown = np.asarray(crop.filter(ImageFilter.MaxFilter(7))) > 0
             for shape, inst in per_shape.items():
                 assert inst.area(a) == truth.sum()
-                region, _ = inst.region([a])
+                region, _, _ = inst.region([a])
                 assert (region[y0:y1, x0:x1] >= grown).all(), (image_id, a["id"], shape)
 
 
