@@ -199,7 +199,6 @@ def test_train_loader_fixed_length_deterministic_and_resumable(shardset_dir):
     assert len(r0) == len(r1) == 7 and r0 != r1
 
 
-@pytest.mark.slow
 def test_train_loader_workers_resume_order(shardset_dir):
     s = open_shard_set(shardset_dir)
     kw = dict(steps=6, batch_size=4, image_size=16, seed=2, shuffle_buffer=10, workers=2)

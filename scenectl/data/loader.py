@@ -49,10 +49,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.errors import ScenectlError
+from scenectl.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
 # ImageNet statistics: the torchvision ResNets (and their pretrained weights) expect them.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 REQUIRED = ("jpg", "mask.png", "cls", "json")
 
 
