@@ -23,8 +23,6 @@ Single process, one device (no DDP): the targets are small.
 from __future__ import annotations
 
 import json
-import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -42,7 +40,7 @@ from scenectl.checkpoint import load_checkpoint, save_checkpoint
 from scenectl.data.imagefolder import Target, align_classes, make_loader, open_target
 from scenectl.errors import ScenectlError
 from scenectl.evaluate import format_table, run_model
-from scenectl.io import write_bytes_atomic, write_json_atomic
+from scenectl.io import atomic_path, write_bytes_atomic, write_json_atomic
 from scenectl.models import create_model, resolve_name
 from scenectl.train import RunLog, State, StopRequest, amp_setup, build_scheduler, train_one_epoch
 
@@ -329,7 +327,10 @@ def read_curve(run_dir: Path) -> list[dict]:
 
 def plot_curves(run_dirs: dict[str, Path], path: Path, title: str) -> None:
     """curves.png: validation top-1 and training loss against steps, one line per run."""
-    from scenectl.plots import _save, plt
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless
+    import matplotlib.pyplot as plt
 
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4))
     for name, d in run_dirs.items():
@@ -346,7 +347,9 @@ def plot_curves(run_dirs: dict[str, Path], path: Path, title: str) -> None:
     a1.set_ylabel("training loss")
     a1.legend(fontsize=8)
     fig.suptitle(title)
-    _save(fig, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 COLUMNS = ["top-1", "top-5", "bal top-1", "bal top-5"]
