@@ -103,7 +103,7 @@ def open_shard_set(spec: str | os.PathLike) -> ShardSet:
     if _is_local(spec) and spec.endswith("manifest.json"):
         return _open_local_folder(Path(_strip_file(spec)).parent)
     if _is_local(spec) and not re.search(r"\.tar\b", spec):
-        raise ScenectlError(f"shard set not found: {spec} (no such folder)")
+        raise ScenectlError(f"shard set not found: {spec} (no such folder; write it with `scenectl build-shards`)")
     if not re.search(r"\.tar\b", spec):  # a remote folder: https://host/dir/
         location = spec.rstrip("/")
         manifest = _load_manifest(location)
