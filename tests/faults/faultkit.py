@@ -41,7 +41,7 @@ def build(source, out, **kw) -> dict:
 def cli_args(source, out, **kw) -> list[str]:
     """The same build as `build`, as `scenectl build-shards` arguments."""
     kw = {"image_size": 48, "workers": 1, **kw}
-    args = ["--annotations", str(source[0]), "--images", str(source[1]), "--out", str(out), "--no-progress"]
+    args = ["--annotations", str(source[0]), "--images", str(source[1]), "--out", str(out)]
     for k, v in kw.items():
         flag = "--" + k.replace("_", "-")
         args += [flag] if v is True else [flag, str(v)]
