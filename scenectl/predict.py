@@ -14,6 +14,8 @@ options override them. Coordinates are pixels of the upright image (EXIF orienta
 
 from __future__ import annotations
 
+import io
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,28 +151,18 @@ def load_upright(path: str | Path, image_size: int):
 
 # --- masking and the model ------------------------------------------------------------------------------------------
 def masked_sample(dec, obj: np.ndarray, params: dict, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """build-shards' masked-sample steps (scenectl.data.shards._sample) for object mask `obj` (H, W) bool, given in
-    upright full-resolution pixels -> (masked scene (S, S, 3) uint8 after the JPEG round trip, mask (S, S) uint8
+    """build-shards' masked-sample steps (scenectl.data.shards.mask_scene) for object mask `obj` (H, W) bool, given
+    in upright full-resolution pixels -> (masked scene (S, S, 3) uint8 after the JPEG round trip, mask (S, S) uint8
     255 = hidden, hidden share of the image)."""
+    from scenectl.data.shards import _jpeg, mask_scene
+
     region, box = masks.hidden_region(obj, params["shape"], int(params["margin"]))  # (H, W) bool, contains obj
     lb = masks.Letterbox(*dec.size, int(params["image_size"]))
     base = lb.image(dec.image)  # (S, S, 3): the unmasked letterboxed scene
-    arr = np.asarray(dec.image)  # (h, w, 3): full resolution / dec.reduce (JPEG draft decoding)
-    small, sbox = masks.reduce_any(region, box, dec.reduce, arr.shape[:2])  # still covers the object
-    filled = masks.fill(arr, small, params["fill"], np.random.default_rng(seed), sbox)
-    scene = _jpeg_roundtrip(lb.patch(base, filled, small, sbox))  # shards store JPEG: the model saw its artefacts
+    scene = mask_scene(dec, lb, base, region, box, params["fill"], np.random.default_rng(seed))
+    with Image.open(io.BytesIO(_jpeg(scene))) as im:  # shards store JPEG: the model saw its artefacts
+        scene = np.asarray(im.convert("RGB"))
     return scene, lb.mask(region, box), float(region[box[1]:box[3], box[0]:box[2]].sum()) / region.size
-
-
-def _jpeg_roundtrip(arr: np.ndarray) -> np.ndarray:
-    import io
-
-    from scenectl.data.shards import JPEG_QUALITY
-
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", quality=JPEG_QUALITY)
-    with Image.open(buf) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def predict(cfg: PredictConfig) -> dict:

@@ -320,13 +320,21 @@ def _sample(job, record, a, dec, lb, base, region, box, rect, frac, area, visibl
         sample["jpg"] = sample.pop("object.jpg")
         return sample, c, frac
     sample["mask.png"] = _png(lb.mask(region, box))
-    arr = np.asarray(dec.image)  # (h, w, 3): full resolution / dec.reduce
-    small, sbox = reduce_any(region, box, dec.reduce, arr.shape[:2], rect)  # the region in those pixels, covering
     # per-sample randomness from (seed, image id, annotation id): independent of workers and order
     rng = np.random.default_rng([p["seed"], record["id"], a["id"]]) if p["fill"] in ("noise", "blur") else None
-    filled = fill(arr, small, p["fill"], rng, sbox)
-    sample["jpg"] = _jpeg(lb.patch(base, filled, small, sbox))
+    sample["jpg"] = _jpeg(mask_scene(dec, lb, base, region, box, p["fill"], rng, rect))
     return sample, c, frac
+
+
+def mask_scene(dec, lb: Letterbox, base: np.ndarray, region: np.ndarray, box: tuple, fill_kind: str,
+               rng: np.random.Generator | None, rect: bool = False) -> np.ndarray:
+    """The masked, letterboxed scene (S, S, 3) uint8: `region` (upright, full resolution, box `box`) filled in the
+    decoded pixels of `dec`, patched into `base` (the unmasked letterboxed scene). Shared with `scenectl predict`,
+    so a user's query is hidden exactly as the training samples were."""
+    arr = np.asarray(dec.image)  # (h, w, 3): full resolution / dec.reduce (JPEG draft decoding)
+    small, sbox = reduce_any(region, box, dec.reduce, arr.shape[:2], rect)  # the region in those pixels, covering
+    filled = fill(arr, small, fill_kind, rng, sbox)
+    return lb.patch(base, filled, small, sbox)
 
 
 # --- the parent side ------------------------------------------------------------------------------------------
