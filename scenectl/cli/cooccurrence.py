@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from scenectl.cli._app import command
-from scenectl.evaluate import CooccurrenceConfig, cooccurrence_main
 
 
 @command(
@@ -32,6 +31,8 @@ def cooccurrence(
     out: Optional[Path] = typer.Option(Path("cooccurrence.png"), "--out", "-o", help="Heatmap PNG to write."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Print only; write no heatmap."),
 ) -> None:
+    from scenectl.evaluate import CooccurrenceConfig, cooccurrence_main
+
     cfg = CooccurrenceConfig(source, top, by, min_count, None if no_plot or out is None else str(out))
     _, text = cooccurrence_main(cfg)
     typer.echo(text)

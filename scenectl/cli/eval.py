@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 
 from scenectl.cli._app import command
-from scenectl.evaluate import EvalConfig, main, summary_text
 
 
 @command(
@@ -44,6 +43,8 @@ def eval_cmd(
     no_logits: bool = typer.Option(False, "--no-logits", help="Store only the top-k in predictions.h5, not (N, C) logits."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate at most this many samples per set."),
 ) -> None:
+    from scenectl.evaluate import EvalConfig, main, summary_text
+
     cfg = EvalConfig(checkpoint=str(checkpoint), shards=list(shards or ["shards/val2017"]), topk=list(topk or []),
                      out=str(out) if out else None, device=device, batch_size=batch_size, workers=workers,
                      seed=seed, overwrite=overwrite, save_logits=not no_logits, max_samples=max_samples)

@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from scenectl.cli._app import command
-from scenectl.data.inspect import inspect_shards
 
 
 @command("inspect-shards")
@@ -23,6 +22,8 @@ def inspect_shards_cmd(
 
       scenectl inspect-shards shards/val2017 --n 16 --out sheet.png
     """
+    from scenectl.data.inspect import inspect_shards
+
     result = inspect_shards(directory, n=n, out=out)
     typer.echo(result["text"])
     typer.echo(f"contact sheet: {result['sheet']}")

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from scenectl.cli._app import command
-from scenectl.data.shards import merge_manifests, summary
 
 
 @command("merge-manifests")
@@ -22,4 +21,6 @@ def merge_manifests_cmd(
 
       scenectl merge-manifests shards/train2017
     """
+    from scenectl.data.shards import merge_manifests, summary
+
     typer.echo(summary(merge_manifests(directory), directory))

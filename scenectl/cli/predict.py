@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from scenectl.cli._app import command
-from scenectl.predict import PredictConfig, predict
 
 
 @command(
@@ -38,6 +37,8 @@ def predict_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise / blur fills."),
 ) -> None:
+    from scenectl.predict import PredictConfig, predict
+
     cfg = PredictConfig(str(checkpoint), str(image), box, polygon, str(mask_file) if mask_file else None, shape, fill,
                         margin, top, str(out) if out else None, device, seed)
     res = predict(cfg)

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from scenectl.cli._app import command
-from scenectl.data.synthetic import SampleConfig, generate_scenes
 
 
 @command(
@@ -34,6 +33,8 @@ def sample(
         False, "--overwrite", help="Replace the synthetic scenes an earlier run wrote in --out."
     ),
 ) -> None:
+    from scenectl.data.synthetic import SampleConfig, generate_scenes
+
     cfg = SampleConfig(str(out), train_images, val_images, seed, overwrite)
     summary = generate_scenes(Path(cfg.out), **{k: v for k, v in asdict(cfg).items() if k != "out"})
     for split, counts in summary["splits"].items():

@@ -7,7 +7,6 @@ from typing import Optional
 import typer
 
 from scenectl.cli._app import command
-from scenectl.train import TrainConfig, train as run_training
 
 _HELP = """Train a network to name the hidden object from its context.
 
@@ -62,6 +61,8 @@ def train(
     log_every: int = typer.Option(50, help="Write a metrics.jsonl line every N steps."),
     checkpoint_every: int = typer.Option(500, help="Also save last.pt every N steps within an epoch (0: off)."),
 ) -> None:
+    from scenectl.train import TrainConfig, train as run_training
+
     cfg = TrainConfig(
         shards=shards, val_shards=val_shards, out=out, arch=arch, image_size=image_size, epochs=epochs,
         max_steps=max_steps, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, optimizer=optimizer,
