@@ -339,6 +339,8 @@ def export_imagefolder(cfg: ExportConfig) -> dict:
     pipeline = wds.DataPipeline(wds.SimpleShardList(shards.urls), wds.tarfile_to_samples())
     for raw in tqdm(pipeline, desc="export", unit="img", total=shards.num_samples):
         key = raw.get("__key__", "?")
+        if Path(key).name != key or key.startswith("."):  # a tar member named '../x.jpg' or '/abs/x.jpg'
+            raise ScenectlError(f"sample key {key!r} in {raw.get('__url__')} is not a plain file name; not writing it")
         label = decode_object(raw, member)["label"]  # checks that the image decodes and the label parses
         if not 0 <= label < len(names):
             raise ScenectlError(f"sample {key}: class {label} is outside the manifest's {len(names)} classes")
