@@ -1,0 +1,180 @@
+"""Malicious inputs: shards carrying pickles (.pyd / .pickle / .pth members whose unpickling would create a marker
+file), members whose names try path traversal, and checkpoints crafted to run code on load. Nothing is ever
+unpickled (the marker never appears), nothing is written outside the output folder, and a crafted checkpoint is
+refused with one line."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from faultkit import evil_pickle, evil_torch, member, rewrite_tar, tar_members, tree
+from scenectl.cli import app
+
+runner = CliRunner()
+
+
+def _insert_after_first_sample(extra):
+    def edit(members):
+        key = members[0][0].name.split(".", 1)[0]
+        end = max(i for i, (m, _) in enumerate(members) if m.name.startswith(key + ".")) + 1
+        return members[:end] + extra(key) + members[end:]
+    return edit
+
+
+@pytest.fixture(scope="module")
+def evil(real_set, tmp_path_factory):
+    """A copy of the real set whose first sample of every shard also holds .pyd, .pickle and .pth members."""
+    root = tmp_path_factory.mktemp("evil")
+    marker = root / "MARKER"
+    folder = shutil.copytree(real_set, root / "set")
+    payload = [("pyd", evil_pickle(marker)), ("pickle", evil_pickle(marker)), ("pth", evil_torch(marker))]
+    for tar in folder.glob("*.tar"):
+        rewrite_tar(tar, _insert_after_first_sample(lambda key: [member(f"{key}.{s}", d) for s, d in payload]))
+    return {"set": folder, "marker": marker, "root": root}
+
+
+def _cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _one_line_error(r, text):
+    """Exit 2 and one 'error: ...' line (after any progress bar on stderr), no traceback."""
+    last = r.output.strip().splitlines()[-1] if r.output.strip() else ""
+    assert r.exit_code == 2 and last.startswith("error: ") and text in last and "Traceback" not in r.output, r.output
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "inspect-shards", "export-imagefolder", "object-crops",
+                                     "verify-shards"])
+def test_pickles_in_shards_are_never_loaded(evil, real_ckpt, tmp_path, command):
+    s, marker = evil["set"], evil["marker"]
+    if command == "train":
+        r = _cli("train", "--shards", s, "--val-shards", s, "--out", tmp_path / "run", "--epochs", "1",
+                 "--steps-per-epoch", "1", "--batch-size", "2", "--image-size", "32", "--workers", "0", "--device",
+                 "cpu", "--checkpoint-every", "0")
+        assert r.exit_code == 0, r.output
+    elif command == "eval":
+        r = _cli("eval", "-c", real_ckpt, "--shards", s, "--out", tmp_path / "eval", "--workers", "0", "--device", "cpu")
+        assert r.exit_code == 0 and json.loads((tmp_path / "eval" / "report.json").read_text())["n"] > 0, r.output
+    elif command == "inspect-shards":
+        assert _cli("inspect-shards", s, "--out", tmp_path / "sheet.png").exit_code == 0
+    elif command == "export-imagefolder":
+        r = _cli("export-imagefolder", s, tmp_path / "folder")
+        assert r.exit_code == 0, r.output
+        assert not list((tmp_path / "folder").rglob("*.pyd")) and not list((tmp_path / "folder").rglob("*.pth"))
+    elif command == "object-crops":  # what transfer and distill read from a shard set
+        from scenectl.data.imagefolder import make_loader, open_target
+
+        n = sum(len(b["label"]) for b in make_loader(open_target(s), image_size=32, batch_size=8, train=False))
+        assert n == json.loads((s / "manifest.json").read_text())["totals"]["samples"]
+    else:
+        r = _cli("verify-shards", s, "--json", "--no-progress")
+        rep = json.loads(r.stdout)
+        assert r.exit_code == 1 and {p["member"] for p in rep["problems"] if p["kind"] == "unexpected_member"} == \
+            {"pyd", "pickle", "pth"}
+    assert not marker.exists(), f"{command} unpickled a shard member"
+
+
+def test_the_payloads_are_live(evil, tmp_path):
+    """The test's pickles do run code when unpickled: the absence of the marker above means something."""
+    members = {m.name.split(".", 1)[1]: d for m, d in tar_members(evil["set"] / "shard-000000.tar")
+               if m.name.endswith((".pyd", ".pth"))}
+    pickle.loads(members["pyd"])
+    assert evil["marker"].exists()
+    evil["marker"].unlink()
+    torch.load(io.BytesIO(members["pth"]), weights_only=False)
+    assert evil["marker"].exists()
+    evil["marker"].unlink()
+
+
+# --- path traversal -----------------------------------------------------------------------------------------------
+@pytest.fixture
+def traversal(real_set, tmp_path):
+    """Shard 0 gains two whole samples (every member) keyed '../../escape' and '<abs path>/abs-escape', and a
+    symlink member to /etc/passwd. Reading never extracts; an export must not write outside its folder."""
+    folder = shutil.copytree(real_set, tmp_path / "a" / "b" / "set")
+    first = tar_members(folder / "shard-000000.tar")
+    key = first[0][0].name.split(".", 1)[0]
+    sample = [(m.name.split(".", 1)[1], d) for m, d in first if m.name.startswith(key + ".")]
+    absolute = str(tmp_path / "abs-escape").lstrip("/")
+    link = tarfile.TarInfo(f"{key}.link")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+
+    def edit(members):
+        extra = [member(f"../../escape.{s}", d) for s, d in sample] + [member(f"/{absolute}.{s}", d) for s, d in sample]
+        return members + extra + [(link, b"")]
+
+    rewrite_tar(folder / "shard-000000.tar", edit)
+    with tarfile.open(folder / "shard-000000.tar") as t:  # tarfile keeps the names as written
+        assert "../../escape.jpg" in t.getnames() and f"/{absolute}.jpg" in t.getnames()
+    return folder
+
+
+def _escapes(tmp_path):
+    return [p for p in [tmp_path / "escape.jpg", tmp_path / "a" / "escape.jpg", tmp_path / "abs-escape.jpg",
+                        tmp_path / "a" / "b" / "escape.jpg"] if p.exists()]
+
+
+def test_traversal_members_are_never_written_outside(traversal, real_ckpt, tmp_path):
+    before = tree(tmp_path)
+    r = _cli("eval", "-c", real_ckpt, "--shards", traversal, "--out", tmp_path / "out" / "eval", "--workers", "0",
+             "--device", "cpu")
+    _one_line_error(r, "shard-000000.tar")  # 8 samples listed, 10 read: the shard is not what the manifest says
+    r = _cli("train", "--shards", traversal, "--val-shards", traversal, "--out", tmp_path / "out" / "run", "--epochs",
+             "1", "--steps-per-epoch", "1", "--batch-size", "2", "--image-size", "32", "--workers", "0", "--device",
+             "cpu", "--skip-corrupt", "--checkpoint-every", "0")
+    assert r.exit_code == 0, r.output
+    r = _cli("export-imagefolder", traversal, tmp_path / "out" / "folder")
+    assert r.exit_code == 2 and "escape" in r.output, r.output
+    assert _escapes(tmp_path) == []
+    outs = ("out/eval", "out/run", "out/folder")
+    new = tree(tmp_path) - before - {"out"}
+    assert all(p.startswith(outs) for p in new), sorted(p for p in new if not p.startswith(outs))
+    r = _cli("verify-shards", traversal, "--json", "--no-progress")
+    kinds = {(p["kind"], p["member"]) for p in json.loads(r.stdout)["problems"]}
+    assert r.exit_code == 1 and ("unsafe_member", "../../escape.jpg") in kinds and \
+        ("unsafe_member", f"{traversal.name}.link") not in kinds  # (named by member)
+    assert any(k == "unsafe_member" and m.endswith(".link") for k, m in kinds)
+
+
+# --- checkpoints crafted to run code --------------------------------------------------------------------------------
+@pytest.fixture
+def evil_ckpt(real_set, tmp_path):
+    marker = tmp_path / "MARKER"
+    classes = json.loads((real_set / "manifest.json").read_text())["classes"]
+    path = tmp_path / "evil.pt"
+    path.write_bytes(evil_torch(marker, {"arch": "resnet18", "num_classes": len(classes), "classes": classes,
+                                         "model": {}, "in_chans": 4}))
+    return path, marker
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "train --resume", "transfer", "distill", "fuse", "cooccurrence"])
+def test_crafted_checkpoint_is_refused(evil_ckpt, real_set, coco_sample, tmp_path, command):
+    path, marker = evil_ckpt
+    image = sorted((coco_sample / "val2017").glob("*.jpg"))[0]
+    run = tmp_path / "run"
+    if command == "train --resume":
+        run.mkdir()
+        shutil.copy(path, run / "last.pt")
+    args = {
+        "eval": ["eval", "-c", path, "--shards", real_set, "--out", tmp_path / "e"],
+        "predict": ["predict", image, "-c", path, "--box", "10,10,40,40"],
+        "train --resume": ["train", "--shards", real_set, "--val-shards", real_set, "--out", run, "--resume",
+                           "--device", "cpu"],
+        "transfer": ["transfer", "-c", path, "--train", real_set, "--val", real_set, "--out", tmp_path / "t"],
+        "distill": ["distill", "--teacher", path, "--shards", real_set, "--val-shards", real_set, "--out", tmp_path / "d"],
+        "fuse": ["fuse", "--context", path, "--object", path, "--shards", real_set, "--out", tmp_path / "f"],
+        "cooccurrence": ["cooccurrence", path, "--out", tmp_path / "c.png"],
+    }[command]
+    _one_line_error(_cli(*args), "refusing to load")
+    assert not marker.exists(), f"{command} ran code from a checkpoint"
+    torch.load(path, weights_only=False)  # the file does run code when unpickled
+    assert marker.exists()
