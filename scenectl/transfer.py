@@ -189,6 +189,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: 
 
 def evaluate_target(model: nn.Module, batches: Iterable[dict], device: torch.device, num_classes: int,
                     desc: str = "val") -> dict:
+    model.eval()  # BatchNorm running statistics, not batch statistics; nothing learnt from validation data
     out = run_model(model, batches, device, desc=desc)
     if not out.keys:
         raise ScenectlError("the validation set yielded no samples")
