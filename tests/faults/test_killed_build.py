@@ -123,6 +123,7 @@ def test_sigkill_then_resume_equals_uninterrupted(source, reference, tmp_path, p
     args = cli_args(source, out, **OPTS)
     if point == "writing manifest.json":
         w1 = _killed([sys.executable, "-c", DIE_IN_MANIFEST, *args], out, None)
+        assert not (out / "manifest.json").exists()  # the half-written manifest is not under its final name
         assert shard_hashes(out) == shard_hashes(reference)  # every shard was finished and renamed
         assert list(out.glob(".manifest.json.tmp-*")), "the kill was meant to land inside manifest.json's write"
     else:

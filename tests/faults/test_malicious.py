@@ -123,6 +123,7 @@ def _escapes(tmp_path):
                         tmp_path / "a" / "b" / "escape.jpg"] if p.exists()]
 
 
+@pytest.mark.slow
 def test_traversal_members_are_never_written_outside(traversal, real_ckpt, tmp_path):
     before = tree(tmp_path)
     r = _cli("eval", "-c", real_ckpt, "--shards", traversal, "--out", tmp_path / "out" / "eval", "--workers", "0",
