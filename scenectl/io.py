@@ -34,6 +34,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files left in `folder` by writers that were killed (their process no longer exists).
+
+    A SIGKILL inside `atomic_path` leaves `.NAME.tmp-PID` behind: never mistaken for output, but it holds disk.
+    Files of a live process (another writer still at work) are left alone.
+    """
+    removed = []
+    for p in Path(folder).glob(".*.tmp-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

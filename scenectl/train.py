@@ -31,7 +31,7 @@ from scenectl.checkpoint import classes_match, load_checkpoint, save_checkpoint
 from scenectl.data.loader import Augment, Loader, ShardSet, SkipCounter, make_eval_loader, make_train_loader, \
     open_shard_set
 from scenectl.errors import ScenectlError
-from scenectl.io import read_json, write_json_atomic
+from scenectl.io import read_json, remove_stale_tmp, write_json_atomic
 from scenectl.models import create_model, resolve_name
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "tensorboard")
@@ -189,6 +189,7 @@ def prepare_out(cfg: TrainConfig) -> dict | None:
     if cfg.resume:
         if not (out / "last.pt").is_file():
             raise ScenectlError(f"--resume: no last.pt in {out} to resume from")
+        remove_stale_tmp(out)  # a checkpoint half-written when the run was killed
         return load_checkpoint(out / "last.pt")
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:

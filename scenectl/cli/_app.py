@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from typing import Callable, TypeVar
@@ -28,6 +29,14 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable)
 
+# Filesystem failures the user fixes (a full disk, a read-only or wrong output path): one line, not a traceback.
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
+
+
+def _describe(e: OSError) -> str:
+    where = f": {e.filename}" if e.filename else ""
+    return f"{e.strerror or e}{where}"
+
 
 def command(name: str, **kwargs) -> Callable[[F], F]:
     """Register a subcommand whose ScenectlErrors become one line on stderr and exit status 2."""
@@ -39,6 +48,11 @@ def command(name: str, **kwargs) -> Callable[[F], F]:
                 return fn(*args, **kw)
             except ScenectlError as e:
                 typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(2) from None
+            except OSError as e:
+                if e.errno not in _USER_ERRNOS:
+                    raise
+                typer.echo(f"error: {_describe(e)}", err=True)
                 raise typer.Exit(2) from None
 
         app.command(name, **kwargs)(wrapper)

@@ -367,7 +367,8 @@ def _complete_shards(src: Iterator[dict], sizes: dict[str, int], handler) -> Ite
     def check():
         want = sizes.get(url, 0)
         if url is not None and want and n % want:
-            handler(ScenectlError(f"shard {url} ended after {n % want} of {want} samples (truncated or corrupt)"))
+            handler(ScenectlError(f"shard {url} gave {n} samples where its manifest lists {want} "
+                                 f"(truncated, corrupt or altered)"))
 
     for sample in src:
         if sample.get("__url__") != url:

@@ -37,7 +37,7 @@ from scenectl.data.masks import (
     FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, hidden_region, reduce_any,
 )
 from scenectl.errors import ScenectlError
-from scenectl.io import read_json, write_json_atomic
+from scenectl.io import read_json, remove_stale_tmp, write_json_atomic
 
 FORMAT = "scenectl-shards/1"
 TASKS = ("masked", "object")
@@ -481,6 +481,7 @@ def _prepare_out(out: Path, names: _Names, params: dict, source: dict, n_classes
             break
     else:
         journal = fresh
+    remove_stale_tmp(out)  # temporary files of a killed writer (e.g. a half-written manifest)
     # shards that are not journalled (a .partial, or renamed just before a kill) are rewritten identically
     done = {s["name"] for s in journal["shards"]}
     for p in list(out.glob(names.shard_glob + ".partial")) + list(out.glob(names.shard_glob)):

@@ -150,4 +150,5 @@ def test_sigkill_then_resume_equals_uninterrupted(source, reference, tmp_path, p
     assert final == shard_hashes(reference)
     assert m["shards"] == ref["shards"] and m["totals"] == ref["totals"] and m["skipped"] == ref["skipped"]
     assert not list(out.glob("*.partial")) and not (out / "progress.json").exists()
+    assert not list(out.glob(".*.tmp-*"))  # a killed writer's temporary file was cleared on resume
     assert verify_shards(out)["ok"]

@@ -62,3 +62,4 @@ def test_sigkill_while_saving_last_pt(real_set, tmp_path):
     assert resume["step"] == 2  # continued from the last whole checkpoint, not from zero
     assert [x["step"] for x in lines[lines.index(resume):] if x["kind"] == "step"] == [3, 4]
     assert load_checkpoint(out / "last.pt")["step"] == 4 and (out / "best.pt").is_file()
+    assert not list(out.glob(".*.tmp-*"))  # the killed writer's temporary file was cleared on resume
