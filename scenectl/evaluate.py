@@ -133,7 +133,17 @@ class Outputs:
 @torch.inference_mode()
 def run_model(model: torch.nn.Module, batches: Iterable[dict], device: torch.device, max_samples: int | None = None,
               desc: str = "eval") -> Outputs:
-    """Forward every batch; batches are dicts with input (B, C, H, W), label (B,), key [B], visible [B lists]."""
+    """Forward every batch in eval mode (BatchNorm running statistics; the model's mode is restored after);
+    batches are dicts with input (B, C, H, W), label (B,), key [B], visible [B lists]."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _run_model(model, batches, device, max_samples, desc)
+    finally:
+        model.train(was_training)
+
+
+def _run_model(model, batches, device, max_samples, desc) -> Outputs:
     logits, labels, keys, visible = [], [], [], []
     n, t0 = 0, time.perf_counter()
     for batch in tqdm(batches, desc=desc, unit="batch", leave=False):

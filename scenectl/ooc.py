@@ -22,7 +22,6 @@ the ROC AUC of the surprise -log p(true class) for OOC (positive) vs in-context,
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -42,10 +41,10 @@ from scenectl.checkpoint import classes_match
 from scenectl.data.coco import BadImage, ClassTable, decode_mask, file_sha256, load_coco, load_image, split_paths
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
+from scenectl.data.shards import encode_jpeg, encode_png
 from scenectl.errors import ScenectlError
 from scenectl.io import read_json, write_json_atomic
 
-JPEG_QUALITY = 90  # as build-shards
 SHRINK, SHRINK_TRIES = 0.8, 6  # a hidden region above max_area: shrink the pasted object (× 0.8, at most 6 times)
 
 
@@ -146,18 +145,6 @@ def candidate_hosts(c: int, donor_row: int, present: np.ndarray, cooc: Cooccurre
 # rendering one sample (masks.py: the geometry, fill and letterbox of build-shards)
 
 
-def _jpeg(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", quality=JPEG_QUALITY)
-    return buf.getvalue()
-
-
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG")
-    return buf.getvalue()
-
-
 @dataclass
 class Scene:
     """One decoded image in the upright frame: pixels, its record, its instance masks (id -> (H, W) bool)."""
@@ -228,9 +215,9 @@ def render(host: Scene, donor: Scene, ann: dict, p: dict, index: dict[int, int],
     }
     return {
         "__key__": f"{host.record['id']:012d}_{ann['id']:012d}",
-        "jpg": _jpeg(lb.image(Image.fromarray(filled))), "mask.png": _png(lb.mask(region)),
+        "jpg": encode_jpeg(lb.image(Image.fromarray(filled))), "mask.png": encode_png(lb.mask(region)),
         "cls": str(c).encode(), "json": json.dumps(meta, sort_keys=True).encode(),
-        "object.jpg": _jpeg(Letterbox(obj.width, obj.height, p["image_size"]).image(obj)),
+        "object.jpg": encode_jpeg(Letterbox(obj.width, obj.height, p["image_size"]).image(obj)),
     }, None
 
 

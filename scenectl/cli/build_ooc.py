@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from scenectl.cli._app import command
-from scenectl.ooc import OOCConfig, build_ooc, summary
 
 
 @command(
@@ -42,6 +41,8 @@ def build_ooc_cmd(
     seed: int = typer.Option(0, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an OOC set already in --out."),
 ) -> None:
+    from scenectl.ooc import OOCConfig, build_ooc, summary
+
     cfg = OOCConfig(coco_root=str(coco_root), split=split, train_cooccurrence=str(train_cooccurrence), out=str(out),
                     max_pairs=max_pairs, shape=shape, fill=fill, margin=margin, image_size=image_size,
                     max_area=max_area, min_area=min_area, seed=seed, overwrite=overwrite)

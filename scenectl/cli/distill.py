@@ -8,8 +8,6 @@ from typing import Optional
 import typer
 
 from scenectl.cli._app import command
-from scenectl.distill import DistillConfig, distill
-from scenectl.transfer import summary_text
 
 
 @command(
@@ -49,12 +47,16 @@ def distill_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the runs in --out from their last.pt."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the runs in --out."),
 ) -> None:
+    from scenectl.distill import DistillConfig, distill as run_distill
+
+    from scenectl.transfer import summary_text
+
     cfg = DistillConfig(teacher=str(teacher), student=student, shards=shards, val_shards=val_shards, out=str(out),
                         temperature=temperature, alpha=alpha, compare=compare, epochs=epochs, max_steps=max_steps,
                         batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                         image_size=image_size, workers=workers, device=device, seed=seed, resume=resume,
                         overwrite=overwrite)
-    rep = distill(cfg)
+    rep = run_distill(cfg)
     typer.echo("student on the validation object crops (kd = with the teacher, ce = without):")
     typer.echo(summary_text(rep))
     t = rep["teacher_val"]

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from scenectl.cli._app import command
-from scenectl.data.imagefolder import ExportConfig, export_imagefolder
 
 
 @command(
@@ -28,5 +27,7 @@ def export_imagefolder_cmd(
     member: str = typer.Option("auto", "--member", help="auto, object (object.jpg) or jpg."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in OUT."),
 ) -> None:
+    from scenectl.data.imagefolder import ExportConfig, export_imagefolder
+
     s = export_imagefolder(ExportConfig(shards=shards, out=str(out), member=member, overwrite=overwrite))
     typer.echo(f"wrote {s['images']} images of {s['classes']} classes from {s['member']} into {out}")

@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 
 from scenectl.cli._app import command
-from scenectl.fuse import DEFAULT_WEIGHTS, FuseConfig, fuse, summary_text
 
 
 @command(
@@ -37,6 +36,8 @@ def fuse_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report already in --out."),
 ) -> None:
+    from scenectl.fuse import DEFAULT_WEIGHTS, FuseConfig, fuse, summary_text
+
     cfg = FuseConfig(context=str(context), object=str(object_), shards=shards, ooc_shards=ooc_shards, out=str(out),
                      weights=list(weight or DEFAULT_WEIGHTS), batch_size=batch_size, workers=workers, device=device,
                      overwrite=overwrite)

@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from scenectl.cli._app import command
-from scenectl.transfer import TransferConfig, summary_text, transfer
 
 
 @command(
@@ -52,9 +51,11 @@ def transfer_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the runs in --out from their last.pt."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the runs in --out."),
 ) -> None:
+    from scenectl.transfer import TransferConfig, summary_text, transfer as run_transfer
+
     cfg = TransferConfig(checkpoint=str(checkpoint), train=train, val=val, mode=mode, init=init,
                          compare_scratch=compare_scratch, backbone_lr_scale=backbone_lr_scale, out=str(out),
                          epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, optimizer=optimizer,
                          weight_decay=weight_decay, image_size=image_size, workers=workers, device=device, seed=seed,
                          resume=resume, overwrite=overwrite)
-    typer.echo(summary_text(transfer(cfg)))
+    typer.echo(summary_text(run_transfer(cfg)))

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from scenectl.cli._app import command
-from scenectl.verify import VerifyConfig, format_report, main
 
 
 @command("verify-shards")
@@ -29,6 +28,8 @@ def verify_shards_cmd(
 
       scenectl verify-shards shards/val2017 --json > verify.json
     """
+    from scenectl.verify import VerifyConfig, format_report, main
+
     cfg = VerifyConfig(directory=directory, json=as_json, check_hashes=check_hashes, workers=workers,
                        progress=progress)
     report = main(cfg)

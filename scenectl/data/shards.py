@@ -196,13 +196,13 @@ def _run_task(task: tuple[int, dict, list]) -> ImageResult:
     return process_image(_JOB, *task)
 
 
-def _jpeg(arr: np.ndarray) -> bytes:
+def encode_jpeg(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "JPEG", quality=JPEG_QUALITY)
     return buf.getvalue()
 
 
-def _png(arr: np.ndarray) -> bytes:
+def encode_png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "PNG", compress_level=1)  # 2-3x faster than the default 6; masks stay ~0.5 kB
     return buf.getvalue()
@@ -315,14 +315,14 @@ def _sample(job, record, a, dec, lb, base, region, box, rect, frac, area, visibl
     sample = {"__key__": key, "cls": str(c).encode(), "json": json.dumps(meta, sort_keys=True).encode()}
     if p["task"] == "object" or p["with_object"]:  # decoded at full resolution (no draft)
         crop = dec.image.crop(crop_box(coco_box, *dec.size))
-        sample["object.jpg"] = _jpeg(Letterbox(crop.width, crop.height, p["image_size"]).image(crop))
+        sample["object.jpg"] = encode_jpeg(Letterbox(crop.width, crop.height, p["image_size"]).image(crop))
     if p["task"] == "object":
         sample["jpg"] = sample.pop("object.jpg")
         return sample, c, frac
-    sample["mask.png"] = _png(lb.mask(region, box))
+    sample["mask.png"] = encode_png(lb.mask(region, box))
     # per-sample randomness from (seed, image id, annotation id): independent of workers and order
     rng = np.random.default_rng([p["seed"], record["id"], a["id"]]) if p["fill"] in ("noise", "blur") else None
-    sample["jpg"] = _jpeg(mask_scene(dec, lb, base, region, box, p["fill"], rng, rect))
+    sample["jpg"] = encode_jpeg(mask_scene(dec, lb, base, region, box, p["fill"], rng, rect))
     return sample, c, frac
 
 
