@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import threading
@@ -58,7 +59,7 @@ class TrainConfig:
     weight_decay: float | None = None  # None: 1e-4 for sgd, 0.05 for adamw
     label_smoothing: float = 0.1
     warmup_steps: int | None = None  # None: 5% of all steps
-    workers: int = 4
+    workers: int = min(4, os.cpu_count() or 1)
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import typer
@@ -45,7 +46,8 @@ def train(
     weight_decay: Optional[float] = typer.Option(None, help="Weight decay; default 1e-4 (sgd), 0.05 (adamw)."),
     label_smoothing: float = typer.Option(0.1, help="Label smoothing of the training loss."),
     warmup_steps: Optional[int] = typer.Option(None, help="Linear warm-up steps; default 5% of all steps."),
-    workers: int = typer.Option(4, help="DataLoader worker processes per rank (0: load in the main process)."),
+    workers: int = typer.Option(min(4, os.cpu_count() or 1),
+                                help="DataLoader worker processes per rank (0: load in the main process)."),
     seed: int = typer.Option(0, help="Seed for weights, data order and augmentation."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     amp: bool = typer.Option(True, help="Mixed precision on CUDA (bf16, or fp16 with loss scaling)."),

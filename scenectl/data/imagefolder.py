@@ -37,7 +37,8 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
-from scenectl.data.loader import Augment, Loader, ShardSet, decode_sample, open_shard_set, to_input
+from scenectl.data.loader import (Augment, Loader, ShardSet, decode_sample, ignore_stop_signals, open_shard_set,
+                                  to_input)
 from scenectl.data.masks import Letterbox
 from scenectl.errors import ScenectlError
 from scenectl.io import atomic_path, read_json, write_json_atomic
@@ -282,12 +283,13 @@ def make_loader(target: Target, *, image_size: int, batch_size: int, train: bool
             order = order[start_step * batch_size: steps * batch_size]
         ds = FolderSamples(target.folder, image_size, train, seed, epoch, order)
         dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
-                        drop_last=train)
+                        drop_last=train, worker_init_fn=ignore_stop_signals)
         return Loader(dl, steps - start_step if train else None)
     ds = ShardObjects(target.shards, image_size, batch_size, train, seed, epoch, steps, start_step, teacher_size,
                       teacher_mask)
     nw = workers if train else min(workers, len(target.shards.urls))
-    return Loader(DataLoader(ds, batch_size=None, num_workers=nw), steps - start_step if train else None)
+    return Loader(DataLoader(ds, batch_size=None, num_workers=nw, worker_init_fn=ignore_stop_signals),
+                  steps - start_step if train else None)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import multiprocessing as mp
 import os
 import random
 import re
+import signal
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -497,6 +498,13 @@ class Loader:
         return self.counter.value
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker_init_fn: SIGINT / SIGTERM go to the whole process group (Ctrl-C, a cluster's time limit);
+    the workers ignore them so the main process can finish its step, save last.pt and shut them down itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_train_loader(shards: ShardSet, *, steps: int, batch_size: int, image_size: int, mask_channel: bool = True,
                       augment: Augment | None = None, seed: int = 0, epoch: int = 0, rank: int = 0,
                       world_size: int = 1, start_step: int = 0, workers: int = 0, shuffle_buffer: int = 1000,
@@ -508,7 +516,8 @@ def make_train_loader(shards: ShardSet, *, steps: int, batch_size: int, image_si
                       world_size=world_size, start_step=start_step, shuffle_buffer=shuffle_buffer,
                       skip_corrupt=skip_corrupt, counter=counter)
     dl = DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=False,
-                    pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None)
+                    pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None,
+                    worker_init_fn=ignore_stop_signals)
     return Loader(dl, steps - start_step, counter)
 
 
@@ -535,5 +544,5 @@ def make_eval_loader(shards: ShardSet, image_size: int, batch_size: int, workers
         stages.append(wds.slice(rank, None, world_size))
     stages += [lambda src: _decoded(src, handler, prepare), wds.batched(batch_size, collation_fn=_collate)]
     dl = DataLoader(wds.DataPipeline(*stages), batch_size=None, num_workers=min(workers, max(1, len(urls))),
-                    pin_memory=torch.cuda.is_available())
+                    pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals)
     return Loader(dl, None, counter)

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -63,3 +64,39 @@ def test_sigkill_while_saving_last_pt(real_set, tmp_path):
     assert [x["step"] for x in lines[lines.index(resume):] if x["kind"] == "step"] == [3, 4]
     assert load_checkpoint(out / "last.pt")["step"] == 4 and (out / "best.pt").is_file()
     assert not list(out.glob(".*.tmp-*"))  # the killed writer's temporary file was cleared on resume
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_stops_cleanly_with_workers(real_set, tmp_path):
+    """A cluster's time limit or Ctrl-C signals the whole process group, DataLoader workers included: the workers
+    ignore it, the main process finishes its step, saves last.pt and exits with one error line (exit 2)."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "scenectl", "train", "--shards", str(real_set), "--val-shards", str(real_set),
+           "--out", str(out), "--arch", "resnet18", "--image-size", "32", "--batch-size", "2", "--epochs", "1",
+           "--steps-per-epoch", "100000", "--workers", "1", "--device", "cpu", "--log-every", "1",
+           "--checkpoint-every", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not _steps(out) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)  # wait until training is under way (a step line in metrics.jsonl)
+        assert _steps(out), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no step in time"
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines = [x for x in err.decode().splitlines() if x.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and "--resume" in lines[0], err.decode()[-2000:]
+    assert "Traceback" not in err.decode()
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["step"] >= max(_steps(out))  # saved after the last logged step: nothing done is lost
+
+
+def _steps(out) -> list[int]:
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(x)["step"] for x in path.read_text().splitlines() if '"kind": "step"' in x]
