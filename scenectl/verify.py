@@ -298,7 +298,7 @@ def format_report(report: dict, limit: int = 50) -> str:
         lines.append(f"... and {len(report['problems']) - limit} more (--json lists them all)")
     kinds = Counter(p["kind"] for p in report["problems"])
     if report["ok"]:
-        lines.append(f"OK: {report['directory']}: {report['samples']} samples in {report['shards']} shards match "
+        lines.append(f"OK: {report['directory']}: {report['samples']} samples in {report['shards']} shard{'' if report['shards'] == 1 else 's'} match "
                      "manifest.json")
     else:
         lines.append(f"FAILED: {report['directory']}: {len(report['problems'])} problem(s) "

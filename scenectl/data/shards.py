@@ -589,7 +589,8 @@ def _fmt_skipped(skipped: dict) -> str:
 def summary(manifest: dict, out: Path) -> str:
     """The one-paragraph report printed at the end of a build."""
     t = manifest["totals"]
-    return (f"{out}: {t['samples']} samples in {t['shards']} shards from {t['images']} images "
+    shards = f"{t['shards']} shard" + ("" if t["shards"] == 1 else "s")
+    return (f"{out}: {t['samples']} samples in {shards} from {t['images']} images "
             f"({t['instances']} instances) in {manifest['seconds']:.1f} s; skipped: {_fmt_skipped(manifest['skipped'])}")
 
 
