@@ -312,6 +312,7 @@ def open_sets(cfg: EvalConfig, ckpt: dict):
         raise ScenectlError("no shard set given (--shards)")
     sets = [open_shard_set(s) for s in cfg.shards]
     for spec, ss in zip(cfg.shards, sets):
+        ss.require_masked("--shards")
         if not classes_match(ckpt["classes"], ss.classes):
             raise ScenectlError(f"--shards {spec}: its class list differs from the checkpoint's "
                                 f"({len(ss.classes)} vs {len(ckpt['classes'])} classes, or other names/ids)")

@@ -86,6 +86,8 @@ class TrainConfig:
 def load_data(cfg: TrainConfig) -> tuple[ShardSet, ShardSet]:
     """Open the training and validation shard sets and check that they name the same classes."""
     train_set, val_set = open_shard_set(cfg.shards), open_shard_set(cfg.val_shards)
+    train_set.require_masked("--shards")
+    val_set.require_masked("--val-shards")
     if not classes_match(train_set.classes, val_set.classes):
         raise ScenectlError(f"class lists differ between --shards {cfg.shards} ({len(train_set.classes)} classes) "
                             f"and --val-shards {cfg.val_shards} ({len(val_set.classes)} classes): build both "

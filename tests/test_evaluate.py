@@ -172,6 +172,20 @@ def test_bad_inputs_are_one_line_errors(data, tmp_path):
     assert not (tmp_path / "a" / "report.json").exists() and not (tmp_path / "b" / "report.json").exists()
 
 
+def test_object_crop_shards_are_refused_by_train_and_eval(data, tmp_path):
+    """`build-shards --task object` sets (crops, no mask.png) belong to transfer/distill; train and eval say so
+    up front instead of failing on the first sample's missing mask."""
+    crops = tmp_path / "crops"
+    build_shards(BuildConfig(out=crops, coco_root=data["train"].parent / "scenes", split="val2017", task="object",
+                             image_size=32, workers=1, progress=False), echo=lambda s: None)
+    r = runner.invoke(app, ["eval", "-c", str(data["ckpt"]), "--shards", str(crops), "--out", str(tmp_path / "e")])
+    assert r.exit_code == 2 and "--task object" in r.output and "transfer" in r.output, r.output
+    r = runner.invoke(app, ["train", "--shards", str(crops), "--val-shards", str(data["val"]),
+                            "--out", str(tmp_path / "t")])
+    assert r.exit_code == 2 and "--shards" in r.output and "--task object" in r.output, r.output
+    assert not (tmp_path / "e").exists() and not (tmp_path / "t" / "config.json").exists()
+
+
 def test_resolve_ks():
     assert resolve_ks([50], 80) == ([1, 5, 10, 50], [])
     ks, notes = resolve_ks([100, 1], 80)

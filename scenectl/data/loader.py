@@ -70,6 +70,14 @@ class ShardSet:
     classes: list[dict]
     location: str  # the folder or URL prefix holding manifest.json and cooccurrence.h5 (ends without "/")
 
+    def require_masked(self, option: str) -> None:
+        """Refuse a set of `build-shards --task object` crops where masked scenes are needed (train, eval)."""
+        task = self.manifest.get("task", "masked")
+        if task != "masked":
+            raise ScenectlError(f"{option} {self.location} holds --task {task} shards (unmasked object crops, no "
+                                "hidden region); train and eval read masked scenes: use these with transfer, distill "
+                                "or export-imagefolder")
+
     @property
     def num_samples(self) -> int:
         counts = {s["name"]: int(s["samples"]) for s in self.manifest.get("shards", [])}
