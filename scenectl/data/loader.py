@@ -492,6 +492,9 @@ class Loader:
             msg = str(e)
             if "Traceback" in msg:
                 msg = msg.strip().splitlines()[-1].split("ScenectlError: ", 1)[-1]
+                # drop the worker error's traceback: its frames hold the DataLoader iterator, whose worker processes
+                # would then outlive the error for as long as anything keeps the exception
+                e.__traceback__ = None
                 raise ScenectlError(msg) from None
             raise
 
