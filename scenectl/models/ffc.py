@@ -24,11 +24,13 @@ reference skips it), and the FFT always runs in float32 so mixed precision works
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from scenectl.models.head import ClassifierHead
 
 # A feature map inside an FFC network: (local, global); the global part is None where it has no channels.
 Pair = tuple[torch.Tensor, Optional[torch.Tensor]]
@@ -194,7 +196,7 @@ class Bottleneck(nn.Module):
         return _add_relu(self.conv3(self.conv2(self.conv1(x))), identity)
 
 
-class FFCResNet(nn.Module):
+class FFCResNet(ClassifierHead, nn.Module):
     """ResNet whose convolutions are FFCs. Input (B, in_chans, H, W) → logits (B, num_classes)."""
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], num_classes: int,
@@ -242,23 +244,6 @@ class FFCResNet(nn.Module):
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             pair = layer(pair)  # stages 1-3: (local, global); stage 4: (B, 512·e, H/32, W/32), None
         return torch.flatten(self.avgpool(pair[0]), 1)  # (B, num_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x))  # (B, num_classes)
-
-    # --- the interface shared with scenectl.models.resnet.ResNet ---
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes)
-
-    def head_parameter_names(self) -> list[str]:
-        return [f"fc.{n}" for n, _ in self.fc.named_parameters()]
-
-    def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        head = set(self.head_parameter_names())
-        return (p for n, p in self.named_parameters() if n not in head)
 
 
 def ffc_resnet18(num_classes: int, in_chans: int = 3, ratio: float = 0.5) -> FFCResNet:

@@ -7,14 +7,16 @@ without renaming, and our checkpoints load back into a plain torchvision model.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torchvision
 
+from scenectl.models.head import ClassifierHead
 
-class ResNet(nn.Module):
+
+class ResNet(ClassifierHead, nn.Module):
     """A torchvision ResNet plus forward_features / get_classifier / reset_classifier / head_parameter_names."""
 
     def __init__(self, builder: Callable[..., torchvision.models.ResNet], num_classes: int, in_chans: int = 3):
@@ -33,22 +35,6 @@ class ResNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, num_features, H/32, W/32)
         return torch.flatten(self.avgpool(x), 1)  # (B, num_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x))  # (B, num_classes)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes)
-
-    def head_parameter_names(self) -> list[str]:
-        return [f"fc.{n}" for n, _ in self.fc.named_parameters()]
-
-    def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        head = set(self.head_parameter_names())
-        return (p for n, p in self.named_parameters() if n not in head)
 
 
 def resnet18(num_classes: int, in_chans: int = 3) -> ResNet:
