@@ -1,12 +1,12 @@
-"""Checkpoints: one file holds everything needed to resume a run or evaluate it.
+"""Checkpoints: one file holds everything needed to resume a run or use its model; one reader parses it.
 
     {
       "format": "scenectl-checkpoint/1",
       "scenectl_version": str,
-      "kind": "context" | "transfer" | "distill" | ...,   # which command wrote it
-      "arch": str, "in_chans": int, "num_classes": int,
+      "kind": "context" | "transfer" | "distill",   # which command wrote it
+      "arch": str, "in_chans": int, "num_classes": int, "mask_channel": bool, "image_size": int,
       "model": state_dict, "optimizer": state_dict | None, "scheduler": state_dict | None, "scaler": state_dict | None,
-      "epoch": int, "step": int,
+      "epoch": int, "epoch_step": int, "step": int, "best_top1": float,
       "config": dict,                  # the command's config dataclass, asdict()
       "classes": [{"index", "coco_id", "name"}, ...],
       "cooccurrence": Cooccurrence.to_state() | None,   # the training split's counts
@@ -14,12 +14,14 @@
     }
 
 Saved atomically (temporary name, then rename) and always loaded with `torch.load(weights_only=True)`, so a file
-crafted to run code when unpickled is refused instead of executed.
+crafted to run code when unpickled is refused instead of executed. `read_checkpoint` validates every field a
+command relies on once and returns a `Checkpoint` record; no command reads the raw dict's facts itself.
 """
 
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ from scenectl.errors import ScenectlError
 from scenectl.io import atomic_path
 
 FORMAT = "scenectl-checkpoint/1"
+KINDS = ("context", "transfer", "distill")
+MAX_IMAGE_SIZE = 4096
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -39,17 +43,21 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a scenectl checkpoint safely; any other file gives a one-line ScenectlError."""
+    """The raw checkpoint dict, loaded safely; any file that is not a scenectl checkpoint is a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise ScenectlError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ScenectlError(f"refusing to load {path}: not a plain-weights checkpoint ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ScenectlError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from None
+        if "weights only load failed" in str(e).lower():  # a pickled object other than tensors and containers
+            raise ScenectlError(f"refusing to load {path}: it holds Python objects, not plain weights, and "
+                                "scenectl never unpickles code (not a scenectl checkpoint)") from None
+        raise ScenectlError(f"{path} is not a scenectl checkpoint (not a readable torch file)") from None
+    except Exception as e:  # torch.load raises many types for files that are not torch files (text, truncated zip)
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ScenectlError(f"{path} is not a scenectl checkpoint (truncated, corrupt or not a torch file: "
+                            f"{first})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ScenectlError(f"{path} is not a scenectl checkpoint (no '{FORMAT}' format tag)")
     return state
@@ -58,3 +66,113 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def classes_match(a: list[dict], b: list[dict]) -> bool:
     key = lambda cs: [(int(c["coco_id"]), str(c["name"])) for c in cs]  # noqa: E731
     return key(a) == key(b)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The facts of a checkpoint every command uses, validated once (`state` keeps the raw dict for resume)."""
+
+    path: Path
+    kind: str
+    arch: str
+    classes: list[dict]
+    in_chans: int
+    mask_channel: bool
+    image_size: int
+    config: dict
+    state: dict
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def names(self) -> list[str]:
+        return [str(c["name"]) for c in self.classes]
+
+    @property
+    def cooccurrence(self):
+        """The training split's co-occurrence counts (a Cooccurrence), or None when the checkpoint carries none."""
+        from scenectl.data.cooccurrence import Cooccurrence
+
+        raw = self.state.get("cooccurrence")
+        if raw is None:
+            return None
+        try:
+            cooc = Cooccurrence.from_state(raw)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ScenectlError(f"{self.path}: its co-occurrence counts are malformed ({e})") from None
+        if cooc.names != self.names:
+            raise ScenectlError(f"{self.path}: its co-occurrence counts name other classes than its head")
+        return cooc
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The model's weights; keys saved by a DistributedDataParallel wrapper lose their `module.` prefix."""
+        return {k.removeprefix("module."): v for k, v in self.state["model"].items()}
+
+    def build_model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
+        """The checkpoint's model with its weights, in eval mode on `device`."""
+        from scenectl.models import create_model
+
+        model = create_model(self.arch, self.num_classes, self.in_chans)
+        try:
+            model.load_state_dict(self.model_state())
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise ScenectlError(f"{self.path}: weights do not fit a {self.arch} model ({first})") from None
+        return model.to(device).eval()
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Load `path` (weights only) and validate the facts commands rely on, naming the file and the field at fault."""
+    path = Path(path)
+    raw = load_checkpoint(path)
+
+    def bad(field: str, why: str) -> ScenectlError:
+        return ScenectlError(f"{path}: field '{field}' {why}: not a usable scenectl model checkpoint")
+
+    from scenectl.models import resolve_name
+
+    if not isinstance(raw.get("arch"), str):
+        raise bad("arch", "is missing or not a name")
+    try:
+        arch = resolve_name(raw["arch"])
+    except ScenectlError as e:
+        raise bad("arch", f"names an unknown model ({raw['arch']!r})") from e
+    if not isinstance(raw.get("model"), dict) or not all(isinstance(v, torch.Tensor) for v in raw["model"].values()):
+        raise bad("model", "is missing or not a dict of tensors")
+    classes = _classes(raw, bad)
+    in_chans = _int(raw, "in_chans", bad, 3, 4)
+    mask = raw.get("mask_channel", in_chans == 4)
+    if not isinstance(mask, bool) or mask != (in_chans == 4):
+        raise bad("mask_channel", f"({mask!r}) disagrees with in_chans {in_chans}")
+    config = raw.get("config", {})
+    if not isinstance(config, dict):
+        raise bad("config", "is not a dict")
+    if "image_size" not in raw and "image_size" in config:  # written before image_size moved to the top level
+        raw = {**raw, "image_size": config["image_size"]}
+    image_size = _int(raw, "image_size", bad, 8, MAX_IMAGE_SIZE)
+    kind = raw.get("kind", "context")
+    if kind not in KINDS:
+        raise bad("kind", f"is {kind!r}, not one of {', '.join(KINDS)}")
+    return Checkpoint(path, kind, arch, classes, in_chans, mask, image_size, config, raw)
+
+
+def _int(raw: dict, field: str, bad, lo: int, hi: int) -> int:
+    v = raw.get(field)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise bad(field, f"is {v!r}, not an integer in [{lo}, {hi}]")
+    return v
+
+
+def _classes(raw: dict, bad) -> list[dict]:
+    classes, n = raw.get("classes"), raw.get("num_classes")
+    if not isinstance(classes, list) or not classes:
+        raise bad("classes", "is missing or empty")
+    for i, c in enumerate(classes):
+        if not (isinstance(c, dict) and c.get("index") == i and isinstance(c.get("name"), str)
+                and isinstance(c.get("coco_id"), int) and not isinstance(c.get("coco_id"), bool)):
+            raise bad("classes", f"entry {i} is not {{index: {i}, coco_id: int, name: str}}")
+    if n is not None and n != len(classes):
+        raise bad("num_classes", f"({n!r}) differs from the {len(classes)} classes listed")
+    return classes

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scenectl import distributed as D
+from scenectl.devices import parse_device
 from scenectl.checkpoint import classes_match
 from scenectl.data.imagefolder import REBUILD_HINT, Target, make_loader, object_member
 from scenectl.data.loader import make_eval_loader, open_shard_set
@@ -166,7 +167,7 @@ def teacher_accuracy(teacher: nn.Module, tckpt: dict, val_t: Target, cfg: Distil
 
 def distill(cfg: DistillConfig) -> dict:
     """Train the student with (and, with compare, without) the teacher; returns the report (OUT/report.json)."""
-    dev = D.DistInfo(device=D.pick_device(cfg.device))
+    dev = D.DistInfo(device=parse_device(cfg.device))
     teacher, tckpt = load_model(cfg.teacher, dev.device)  # eval mode, weights only
     if "classes" not in tckpt:
         raise ScenectlError(f"{cfg.teacher} names no classes: not a scenectl model checkpoint")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from scenectl.errors import ScenectlError
+from scenectl.devices import parse_device
 
 
 @dataclass
@@ -33,24 +33,11 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """--device auto|cpu|cuda: auto takes this process's GPU when there is one."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ScenectlError("--device cuda was asked for but torch sees no CUDA GPU")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ScenectlError(f"--device must be auto, cpu or cuda, not {name!r}")
-
-
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group when WORLD_SIZE > 1; otherwise a single process (rank 0 of 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local_rank)
+    dev = parse_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)

@@ -58,16 +58,7 @@ class EvalConfig:
 
 
 # --- 1. checkpoint, model, options --------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise ScenectlError(f"--device {name}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ScenectlError(f"--device {name}: CUDA is not available on this machine")
-    return dev
+from scenectl.devices import parse_device as resolve_device  # noqa: E402  (moved; the one --device parser)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from scenectl import distributed as D
+from scenectl.devices import parse_device
 from scenectl import metrics
 from scenectl.checkpoint import load_checkpoint, save_checkpoint
 from scenectl.data.imagefolder import Target, align_classes, make_loader, open_target
@@ -430,7 +431,7 @@ def transfer(cfg: TransferConfig) -> dict:
     out = Path(cfg.out)
     prepare_top(out, cfg.resume, cfg.overwrite, inits)
     write_json_atomic(out / "config.json", asdict(cfg))
-    dev = D.DistInfo(device=D.pick_device(cfg.device))
+    dev = D.DistInfo(device=parse_device(cfg.device))
     num_classes = len(train_t.classes)
     cooc = train_t.shards.cooccurrence().to_state() if train_t.shards is not None else None
     results = {}

@@ -1,0 +1,128 @@
+"""scenectl.folders: ownership markers, --resume/--overwrite rules, option changes, one writer per folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from scenectl.errors import ScenectlError
+from scenectl.folders import KINDS, LOCK, MARKER, check_file_target, claim, owner
+
+
+def test_fresh_folder_gets_a_marker_and_a_lock_while_claimed(tmp_path):
+    out = tmp_path / "a" / "run"
+    with claim(out, "run", config={"lr": 0.1}) as f:
+        assert f.fresh and (out / LOCK).is_file()
+        assert json.loads((out / MARKER).read_text())["kind"] == "run"
+    assert not (out / LOCK).exists() and owner(out) == "run"
+
+
+def test_refusal_leaves_nothing_behind(tmp_path):
+    with pytest.raises(ScenectlError, match="holds no training run to resume"):
+        with claim(tmp_path / "new" / "deeper", "run", resume=True):
+            pass
+    assert not (tmp_path / "new").exists()
+
+
+def test_own_kind_needs_resume_or_overwrite(tmp_path):
+    with claim(tmp_path / "r", "run", config={"lr": 0.1}):
+        (tmp_path / "r" / "last.pt").write_bytes(b"x")
+    with pytest.raises(ScenectlError, match="pass --resume to continue it or --overwrite"):
+        with claim(tmp_path / "r", "run"):
+            pass
+    with claim(tmp_path / "r", "run", resume=True, config={"lr": 0.1}) as f:
+        assert not f.fresh and (tmp_path / "r" / "last.pt").exists()
+    with claim(tmp_path / "r", "run", overwrite=True, config={"lr": 0.2}) as f:
+        assert f.fresh and not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_resume_names_each_changed_option_and_both_values(tmp_path):
+    cfg = {"optim": {"lr": 0.1, "optimizer": "sgd"}, "loop": {"workers": 2, "epochs": 3}, "mode": "linear"}
+    with claim(tmp_path / "r", "run", config=cfg):
+        pass
+    changed = {"optim": {"lr": 0.2, "optimizer": "sgd"}, "loop": {"workers": 4, "epochs": 3}, "mode": "finetune"}
+    with pytest.raises(ScenectlError) as e:
+        with claim(tmp_path / "r", "run", resume=True, config=changed, keep={"workers"}):
+            pass
+    msg = str(e.value)
+    assert "--lr: 0.1 -> 0.2" in msg and "--mode: 'linear' -> 'finetune'" in msg and "workers" not in msg
+    with claim(tmp_path / "r", "run", resume=True, config={**cfg, "loop": {"workers": 8, "epochs": 3}},
+               keep={"workers"}):
+        pass
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("other", sorted(KINDS))
+def test_never_touches_a_folder_of_another_kind(tmp_path, kind, other):
+    if kind == other:
+        return
+    with claim(tmp_path / "x", other):
+        (tmp_path / "x" / "config.json").write_text("{}")
+    before = sorted(p.name for p in (tmp_path / "x").iterdir())
+    for flags in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(ScenectlError, match=f"written by `scenectl {KINDS[other].command}`"):
+            with claim(tmp_path / "x", kind, **flags):
+                pass
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == before
+
+
+def test_folders_without_marker_are_recognised_by_their_files(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "manifest.json").write_text("{}")
+    assert owner(tmp_path / "s") == "shards"
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "notes.txt").write_text("mine")
+    with pytest.raises(ScenectlError, match=r"holds files scenectl did not write \(notes.txt"):
+        with claim(tmp_path / "f", "run", overwrite=True):
+            pass
+    assert (tmp_path / "f" / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_spares_a_nested_folder_of_another_kind(tmp_path):
+    with claim(tmp_path / "r", "run"):
+        (tmp_path / "r" / "best.pt").write_bytes(b"x")
+    with claim(tmp_path / "r" / "eval", "eval"):
+        (tmp_path / "r" / "eval" / "report.json").write_text("{}")
+    with claim(tmp_path / "r", "run", overwrite=True):
+        pass
+    assert not (tmp_path / "r" / "best.pt").exists() and (tmp_path / "r" / "eval" / "report.json").exists()
+
+
+def test_a_live_writer_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path, capsys):
+    out = tmp_path / "s"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom scenectl.folders import claim\n"
+        f"with claim({str(out)!r}, 'shards'):\n    print('held', flush=True)\n    time.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ScenectlError, match=r"is being written by `scenectl build-shards` \(pid"):
+            with claim(out, "shards", resume=True):
+                pass
+        assert (out / LOCK).exists() and (out / MARKER).exists()  # nothing of the writer's touched
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (out / LOCK).exists()  # SIGKILL: the lock stays behind, stale
+    with claim(out, "shards", resume=True):
+        pass
+    assert "removed the stale writer lock" in capsys.readouterr().err
+
+
+def test_parts_lock_separately(tmp_path):
+    with claim(tmp_path / "s", "shards", lock=".part-0-of-2"):
+        with claim(tmp_path / "s", "shards", lock=".part-1-of-2", resume=True):
+            assert {p.name for p in (tmp_path / "s").iterdir()} >= {LOCK + ".part-0-of-2", LOCK + ".part-1-of-2"}
+
+
+def test_file_outputs_stay_out_of_owned_folders(tmp_path):
+    with claim(tmp_path / "s", "shards"):
+        pass
+    with pytest.raises(ScenectlError, match="is inside a shard set"):
+        check_file_target(tmp_path / "s" / "sheet.png")
+    check_file_target(tmp_path / "sheet.png")
