@@ -19,10 +19,8 @@ is minutes, not hours.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -30,13 +28,14 @@ from typing import Iterable
 import h5py
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from scenectl import metrics, plots
 from scenectl.checkpoint import classes_match, load_checkpoint
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.errors import ScenectlError
+from scenectl.inference import Outputs, concat, run_model  # noqa: F401  (Outputs, run_model: re-exported)
 from scenectl.io import atomic_path, write_bytes_atomic, write_json_atomic
+from scenectl.report import pct, format_table
 
 REPORT_FORMAT = "scenectl-eval/1"
 PREDICTIONS_FORMAT = "scenectl-predictions/1"
@@ -111,53 +110,6 @@ def set_names(specs: list[str]) -> list[str]:
     return [b if base.count(b) == 1 else f"{b}-{i}" for i, b in enumerate(base)]
 
 
-# --- 2. streaming the model over a shard set ----------------------------------------------------------------------
-@dataclass
-class Outputs:
-    logits: np.ndarray  # (N, C) float32
-    labels: np.ndarray  # (N,) int64
-    keys: list[str]
-    visible: list[list[int]]  # the other visible classes of each scene (may be empty)
-    seconds: float = 0.0
-
-
-@torch.inference_mode()
-def run_model(model: torch.nn.Module, batches: Iterable[dict], device: torch.device, max_samples: int | None = None,
-              desc: str = "eval") -> Outputs:
-    """Forward every batch in eval mode (BatchNorm running statistics; the model's mode is restored after);
-    batches are dicts with input (B, C, H, W), label (B,), key [B], visible [B lists]."""
-    was_training = model.training
-    model.eval()
-    try:
-        return _run_model(model, batches, device, max_samples, desc)
-    finally:
-        model.train(was_training)
-
-
-def _run_model(model, batches, device, max_samples, desc) -> Outputs:
-    logits, labels, keys, visible = [], [], [], []
-    n, t0 = 0, time.perf_counter()
-    for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
-        x = batch["input"].to(device, non_blocking=True)  # (B, C, H, W)
-        logits.append(model(x).float().cpu())  # (B, num_classes)
-        labels.append(torch.as_tensor(batch["label"]).long().cpu())
-        keys.extend(str(k) for k in batch["key"])
-        visible.extend([int(v) for v in vs] for vs in batch["visible"])
-        n += x.shape[0]
-        if max_samples is not None and n >= max_samples:
-            break
-    if n == 0:
-        return Outputs(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), [], [], time.perf_counter() - t0)
-    cut = max_samples if max_samples is not None else n
-    return Outputs(torch.cat(logits).numpy()[:cut], torch.cat(labels).numpy()[:cut], keys[:cut], visible[:cut],
-                   time.perf_counter() - t0)
-
-
-def concat(outs: list[Outputs]) -> Outputs:
-    return Outputs(np.concatenate([o.logits for o in outs]), np.concatenate([o.labels for o in outs]),
-                   [k for o in outs for k in o.keys], [v for o in outs for v in o.visible], sum(o.seconds for o in outs))
-
-
 # --- 3. metrics ---------------------------------------------------------------------------------------------------
 def score(out: Outputs, cooc: Cooccurrence, ks: list[int], num_classes: int, seed: int) -> dict:
     """The model's metrics, the ground-truth plausibility ceiling and the three baselines on the same samples."""
@@ -205,10 +157,6 @@ def read_visible(f: h5py.File) -> list[list[int]]:
     return [flat[off[i]:off[i + 1]].tolist() for i in range(len(off) - 1)]
 
 
-def _pct(x) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.1f}"
-
-
 def metric_columns(ks: list[int]) -> list[str]:
     return [f"top-{k}" for k in ks] + [f"bal top-{k}" for k in ks] + ["plaus@10"]
 
@@ -218,18 +166,6 @@ def metric_row(rep: dict, ks: list[int]) -> dict[str, float | None]:
     row.update({f"bal top-{k}": rep["topk_balanced"][k] for k in ks})
     row["plaus@10"] = rep["plausibility@10"]
     return row
-
-
-def format_table(rows: dict[str, dict], columns: list[str], markdown: bool = False) -> str:
-    """A fixed-width (terminal) or Markdown table of percentages; rows = name → {column: fraction}."""
-    cells = [[name] + [_pct(r.get(c)) for c in columns] for name, r in rows.items()]
-    head = ["", *columns]
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
-    widths = [max(len(str(r[i])) for r in [head, *cells]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([fmt(head), "-" * len(fmt(head)), *map(fmt, cells)])
 
 
 def model_table_rows(rep: dict, ks: list[int], label: str = "model") -> dict[str, dict]:
@@ -264,7 +200,7 @@ def write_report_md(path: Path, rep: dict, ks: list[int], names: list[str], titl
         lines += ["## Per shard set (model)", "", format_table({s: metric_row(r, ks) for s, r in rep["sets"].items()},
                                                                 metric_columns(ks), markdown=True), ""]
     lines += ["## Per class (top-1)", "", "| class | samples | correct | accuracy |", "|---|---:|---:|---:|"]
-    lines += [f"| {names[r['class']]} | {r['support']} | {r['correct']} | {_pct(r['accuracy'])} |"
+    lines += [f"| {names[r['class']]} | {r['support']} | {r['correct']} | {pct(r['accuracy'])} |"
               for r in rep["per_class"] if r["support"]]
     write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
 

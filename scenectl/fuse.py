@@ -32,7 +32,8 @@ from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.imagefolder import Target, make_loader, object_member
 from scenectl.data.loader import open_shard_set
 from scenectl.errors import ScenectlError
-from scenectl.evaluate import format_table, load_model, resolve_device
+from scenectl.evaluate import load_model, resolve_device
+from scenectl.report import format_table
 from scenectl.io import atomic_path, write_bytes_atomic, write_json_atomic
 from scenectl.ooc import flag_report, log_softmax
 from scenectl.transfer import checkpoint_image_size

@@ -40,7 +40,8 @@ from scenectl import metrics
 from scenectl.checkpoint import load_checkpoint, save_checkpoint
 from scenectl.data.imagefolder import Target, align_classes, make_loader, open_target
 from scenectl.errors import ScenectlError
-from scenectl.evaluate import format_table, run_model
+from scenectl.inference import run_model
+from scenectl.report import format_table
 from scenectl.io import atomic_path, write_bytes_atomic, write_json_atomic
 from scenectl.models import create_model, resolve_name
 from scenectl.train import RunLog, State, StopRequest, amp_setup, build_scheduler, train_one_epoch

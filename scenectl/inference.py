@@ -1,0 +1,58 @@
+"""Running a model over batches: logits, labels, keys and visible classes of every sample, for every command that
+scores a model (eval, transfer and distill validation, fuse, compare)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+@dataclass
+class Outputs:
+    logits: np.ndarray  # (N, C) float32
+    labels: np.ndarray  # (N,) int64
+    keys: list[str]
+    visible: list[list[int]]  # the other visible classes of each scene (may be empty)
+    seconds: float = 0.0
+
+
+@torch.inference_mode()
+def run_model(model: torch.nn.Module, batches: Iterable[dict], device: torch.device, max_samples: int | None = None,
+              desc: str = "eval") -> Outputs:
+    """Forward every batch in eval mode (BatchNorm running statistics; the model's mode is restored after);
+    batches are dicts with input (B, C, H, W), label (B,), key [B], visible [B lists]."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _run_model(model, batches, device, max_samples, desc)
+    finally:
+        model.train(was_training)
+
+
+def _run_model(model, batches, device, max_samples, desc) -> Outputs:
+    logits, labels, keys, visible = [], [], [], []
+    n, t0 = 0, time.perf_counter()
+    for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
+        x = batch["input"].to(device, non_blocking=True)  # (B, C, H, W)
+        logits.append(model(x).float().cpu())  # (B, num_classes)
+        labels.append(torch.as_tensor(batch["label"]).long().cpu())
+        keys.extend(str(k) for k in batch["key"])
+        visible.extend([int(v) for v in vs] for vs in batch["visible"])
+        n += x.shape[0]
+        if max_samples is not None and n >= max_samples:
+            break
+    if n == 0:
+        return Outputs(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), [], [], time.perf_counter() - t0)
+    cut = max_samples if max_samples is not None else n
+    return Outputs(torch.cat(logits).numpy()[:cut], torch.cat(labels).numpy()[:cut], keys[:cut], visible[:cut],
+                   time.perf_counter() - t0)
+
+
+def concat(outs: list[Outputs]) -> Outputs:
+    return Outputs(np.concatenate([o.logits for o in outs]), np.concatenate([o.labels for o in outs]),
+                   [k for o in outs for k in o.keys], [v for o in outs for v in o.visible], sum(o.seconds for o in outs))
