@@ -63,7 +63,11 @@ def main() -> None:
     device = resolve_device(args.device)
     shards = open_shard_set(args.shards)
     model, size, mask_channel = build(args, len(shards.classes), device)
-    loader = lambda: make_eval_loader(shards, size, args.batch_size, args.workers, mask_channel)  # noqa: E731
+
+    def loader():
+        return make_eval_loader(shards, image_size=size, batch_size=args.batch_size, workers=args.workers,
+                                mask_channel=mask_channel)
+
     # the in-memory side: the very same batches, decoded once up front
     batches, n = [], 0
     for b in loader():

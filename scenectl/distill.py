@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from scenectl import distributed as D
 from scenectl.devices import parse_device
 from scenectl.checkpoint import classes_match
-from scenectl.data.imagefolder import REBUILD_HINT, Target, make_loader, object_member
-from scenectl.data.loader import make_eval_loader, open_shard_set
+from scenectl.data.imagefolder import Target, make_loader
+from scenectl.data.loader import REBUILD_HINT, make_eval_loader, open_shard_set
 from scenectl.errors import ScenectlError
 from scenectl.evaluate import load_model
 from scenectl.io import write_json_atomic
@@ -105,10 +105,10 @@ class KDCriterion:
 
 def with_teacher(batches: Iterable[dict], teacher: nn.Module, criterion: KDCriterion,
                  device: torch.device) -> Iterator[dict]:
-    """Yield each batch after binding the teacher's logits on its masked scenes (`teacher_input`) to criterion."""
+    """Yield each batch after binding the teacher's logits on its masked scenes (`scene_input`) to criterion."""
     for batch in batches:
         with torch.no_grad():
-            criterion.teacher_logits = teacher(batch["teacher_input"].to(device)).float()  # (B, C)
+            criterion.teacher_logits = teacher(batch["scene_input"].to(device)).float()  # (B, C)
         yield batch
 
 
@@ -123,7 +123,7 @@ def open_sets(cfg: DistillConfig, tckpt: dict) -> tuple[Target, Target]:
         if not s.manifest.get("params", {}).get("with_object"):
             raise ScenectlError(f"{option} {spec} has no object crops (object.jpg) beside the masked scenes; "
                                 f"{REBUILD_HINT.replace(' (or `--task object`)', '')}")
-        object_member(s)
+        s.object_member()
         if not classes_match(tckpt["classes"], s.classes):
             raise ScenectlError(f"{option} {spec}: its classes differ from the teacher's ({len(s.classes)} vs "
                                 f"{len(tckpt['classes'])} classes, or other names/ids); teacher and student must "
@@ -192,7 +192,7 @@ def distill(cfg: DistillConfig) -> dict:
         def batches(epoch: int, start: int, kd=kd, criterion=criterion):
             loader = make_loader(train_t, image_size=cfg.image_size, batch_size=cfg.batch_size, train=True,
                                  seed=cfg.seed, epoch=epoch, steps=cfg.steps_per_epoch, start_step=start,
-                                 workers=cfg.workers, teacher_size=t_size if kd else None, teacher_mask=t_mask)
+                                 workers=cfg.workers, scene_size=t_size if kd else None, scene_mask=t_mask)
             return with_teacher(loader, teacher, criterion, dev.device) if kd else loader
 
         run = Run(name=name, out=out / name, model=net, net=net,

@@ -29,7 +29,7 @@ import torch
 from scenectl import metrics
 from scenectl.checkpoint import classes_match
 from scenectl.data.cooccurrence import Cooccurrence
-from scenectl.data.imagefolder import Target, make_loader, object_member
+from scenectl.data.imagefolder import Target, make_loader
 from scenectl.data.loader import open_shard_set
 from scenectl.errors import ScenectlError
 from scenectl.evaluate import load_model, resolve_device
@@ -134,19 +134,19 @@ class Scores:
 def score_set(spec: str, obj, octx: dict, ctx, cctx: dict, cfg: FuseConfig, device: torch.device) -> Scores:
     """Both models over one shard set: the object model on object.jpg, the context model on the masked scene."""
     s = open_shard_set(spec)
-    object_member(s)
+    s.object_member()
     for name, ck in (("--context", cctx), ("--object", octx)):
         if not classes_match(ck["classes"], s.classes):
             raise ScenectlError(f"{spec}: its classes differ from the {name} model's ({len(s.classes)} vs "
                                 f"{len(ck['classes'])} classes, or other names/ids)")
     loader = make_loader(Target(spec, list(s.classes), shards=s), image_size=checkpoint_image_size(octx),
                          batch_size=cfg.batch_size, train=False, workers=cfg.workers,
-                         teacher_size=checkpoint_image_size(cctx),
-                         teacher_mask=bool(cctx.get("mask_channel", int(cctx.get("in_chans", 3)) == 4)))
+                         scene_size=checkpoint_image_size(cctx),
+                         scene_mask=bool(cctx.get("mask_channel", int(cctx.get("in_chans", 3)) == 4)))
     lo, lc, y, keys, vis, ooc = [], [], [], [], [], []
     for batch in loader:
         lo.append(obj(batch["input"].to(device)).float().cpu())  # (B, C)
-        lc.append(ctx(batch["teacher_input"].to(device)).float().cpu())  # (B, C)
+        lc.append(ctx(batch["scene_input"].to(device)).float().cpu())  # (B, C)
         y.append(batch["label"])
         keys += batch["key"]
         vis += batch["visible"]

@@ -6,7 +6,7 @@ The user's region plays the instance mask `M` of docs/shard-format.md: a `--box 
 a `--polygon x1,y1,x2,y2,...` (rasterised by pycocotools, as COCO polygons are) or a `--mask-file` (non-zero =
 object). From there the pixel work repeats build-shards' masked-sample steps with scenectl.data.masks: dilate by
 `margin`, fit the shape, draft-decode, fill, letterbox to the shard image size, JPEG round trip at the shards'
-quality; then the loader's `to_input` resizes and normalises as at evaluation. tests/test_predict.py checks the
+quality; then `transforms.to_input` resizes and normalises as at evaluation. tests/test_predict.py checks the
 result against build-shards' own mask.png and jpg, pixel for pixel. Shape, fill, margin and shard image size come
 from the manifest of the checkpoint's training shards when it can be opened (build-shards' defaults otherwise); the
 options override them. Coordinates are pixels of the upright image (EXIF orientation applied), as viewers show it.
@@ -167,7 +167,7 @@ def masked_sample(dec, obj: np.ndarray, params: dict, seed: int) -> tuple[np.nda
 
 def predict(cfg: PredictConfig) -> dict:
     """Top-`cfg.top` classes with probabilities for the hidden region; writes cfg.out when set."""
-    from scenectl.data.loader import to_input
+    from scenectl.data.transforms import to_input
     from scenectl.checkpoint import load_checkpoint
     from scenectl.evaluate import model_from_checkpoint, resolve_device
 

@@ -417,9 +417,10 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
                 if epoch_done:
                     state.epoch, state.epoch_step = state.epoch + 1, 0
                 # the plain module: DDP's forward would sync buffers, and ranks hold unequal numbers of val batches
-                val = evaluate(model, make_eval_loader(val_set, cfg.image_size, cfg.batch_size, cfg.workers,
-                                                     cfg.mask_channel, cfg.skip_corrupt, dev.rank, dev.world_size,
-                                                     counter), dev.device, amp_dtype)
+                val = evaluate(model, make_eval_loader(val_set, image_size=cfg.image_size, batch_size=cfg.batch_size,
+                                                     workers=cfg.workers, mask_channel=cfg.mask_channel,
+                                                     skip_corrupt=cfg.skip_corrupt, rank=dev.rank,
+                                                     world_size=dev.world_size, counter=counter), dev.device, amp_dtype)
                 skipped = int(D.all_reduce_sum(torch.tensor([counter.value], device=dev.device)).item())
                 state.metrics = {"epoch": state.epoch, "step": state.step, "train_loss": result["loss"], **val,
                                  "train_samples_per_s": result["samples_per_s"], "skipped_corrupt": skipped,

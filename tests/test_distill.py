@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from scenectl.checkpoint import save_checkpoint
 from scenectl.cli import app
-from scenectl.data.imagefolder import decode_object, make_loader, open_target
-from scenectl.data.loader import open_shard_set
+from scenectl.data.imagefolder import make_loader, open_target
+from scenectl.data.loader import decode_sample, open_shard_set
 from scenectl.distill import DistillConfig, KDCriterion, distill, kd_loss
 from scenectl.errors import ScenectlError
 from scenectl.evaluate import load_model
@@ -141,7 +141,7 @@ def test_distill_refuses_shards_without_object_crops(synthetic_shards, teacher, 
     assert "scenectl build-shards --with-object" in r.output and len(r.output.strip().splitlines()) == 1
     # the per-sample check says the same when a sample lacks the member
     with pytest.raises(ScenectlError, match="--with-object"):
-        decode_object({"__key__": "k", "jpg": b"", "cls": b"1", "json": b"{}"}, "object.jpg")
+        decode_sample({"__key__": "k", "jpg": b"", "cls": b"1", "json": b"{}"}, ("object.jpg",))
 
 
 def test_distill_refuses_a_teacher_with_other_classes(synthetic_shards, tmp_path):

@@ -28,10 +28,12 @@ CLASSES = [{"index": i, "coco_id": i + 1, "name": f"c{i}"} for i in range(4)]
 
 
 def write_shards(folder: Path, n: int = 24, per_shard: int = 8, size: int = 32, seed: int = 0,
-                 classes: list[dict] = CLASSES) -> Path:
+                 classes: list[dict] = CLASSES, with_object: bool = False, task: str = "masked") -> Path:
     """A small shard set in the documented format (docs/shard-format.md), written with webdataset.ShardWriter.
 
-    The class is written into the scene's context (the background colour), so a model can learn it.
+    The class is written into the scene's context (the background colour), so a model can learn it. with_object:
+    also `object.jpg` (the unmasked square under the hidden region); task "object": `jpg` is that crop and there is
+    no `mask.png` (as `build-shards --task object` writes).
     """
     folder.mkdir(parents=True, exist_ok=True)
     palette = np.random.default_rng(12345).integers(0, 256, (len(classes), 3))  # same context in every set
@@ -44,24 +46,37 @@ def write_shards(folder: Path, n: int = 24, per_shard: int = 8, size: int = 32, 
             mask = np.zeros((size, size), np.uint8)
             x, y, s = (int(v) for v in rng.integers(2, size // 2, 3))
             mask[y:y + s, x:x + s] = 255
+            crop = _jpeg(img[y:y + s, x:x + s])
             img[mask > 0] = 128
-            jpg, png = io.BytesIO(), io.BytesIO()
-            Image.fromarray(img).save(jpg, "JPEG")
+            png = io.BytesIO()
             Image.fromarray(mask).save(png, "PNG")
             visible = sorted({int(v) for v in rng.integers(len(classes), size=2)})
             meta = {"image_id": i, "annotation_id": 1000 + i, "cls": label, "visible_categories": visible}
-            sink.write({"__key__": f"{i:012d}_{1000 + i:012d}", "jpg": jpg.getvalue(), "mask.png": png.getvalue(),
-                        "cls": str(label).encode(), "json": json.dumps(meta).encode()})
+            sample = {"__key__": f"{i:012d}_{1000 + i:012d}", "jpg": _jpeg(img), "mask.png": png.getvalue(),
+                      "cls": str(label).encode(), "json": json.dumps(meta).encode()}
+            if with_object:
+                sample["object.jpg"] = crop
+            if task == "object":
+                sample["jpg"] = crop
+                del sample["mask.png"]
+            sink.write(sample)
             per_image.append([label] + visible)
     names = sorted(p.name for p in folder.glob("shard-*.tar"))
     for k, name in enumerate(names):
         shards.append({"name": name, "samples": min(per_shard, n - k * per_shard)})
-    manifest = {"format": "scenectl-shards/1", "task": "masked", "params": {"image_size": size},
+    manifest = {"format": "scenectl-shards/1", "task": task,
+                "params": {"image_size": size, "task": task, "with_object": with_object},
                 "classes": classes, "shards": shards, "totals": {"samples": n}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     Cooccurrence.count(per_image, [c["coco_id"] for c in classes], [c["name"] for c in classes]).save(
         folder / "cooccurrence.h5")
     return folder
+
+
+def _jpeg(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG")
+    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +183,7 @@ def _keys(loader) -> list[list[str]]:
 
 def test_eval_loader_every_sample_once(shardset_dir):
     s = open_shard_set(shardset_dir)
-    batches = list(make_eval_loader(s, 16, batch_size=5))
+    batches = list(make_eval_loader(s, image_size=16, batch_size=5))
     keys = [k for b in batches for k in b["key"]]
     assert len(keys) == 24 and len(set(keys)) == 24
     b = batches[0]
@@ -176,8 +191,8 @@ def test_eval_loader_every_sample_once(shardset_dir):
     assert len(b["visible"]) == 5 and isinstance(b["meta"][0], dict)
     # DDP: ranks split the shards (3 shards, 2 ranks) or the samples (3 shards, 4 ranks); together exactly once
     for world in (2, 4):
-        per_rank = [[k for b in make_eval_loader(s, 16, 8, rank=r, world_size=world) for k in b["key"]]
-                    for r in range(world)]
+        per_rank = [[k for b in make_eval_loader(s, image_size=16, batch_size=8, rank=r, world_size=world)
+                     for k in b["key"]] for r in range(world)]
         assert sorted(sum(per_rank, [])) == sorted(keys)
 
 
@@ -213,8 +228,8 @@ def test_truncated_shard_error_or_skip(tmp_path, shardset_dir):
     tar.write_bytes(tar.read_bytes()[:3000])
     s = open_shard_set(bad)
     with pytest.raises(ScenectlError, match="shard-000001.tar"):
-        list(make_eval_loader(s, 16, 4))
-    loader = make_eval_loader(s, 16, 4, skip_corrupt=True)
+        list(make_eval_loader(s, image_size=16, batch_size=4))
+    loader = make_eval_loader(s, image_size=16, batch_size=4, skip_corrupt=True)
     keys = [k for b in loader for k in b["key"]]
     assert loader.skipped >= 1 and 16 <= len(keys) < 24
 
@@ -229,8 +244,8 @@ def test_shard_cut_at_a_member_boundary_is_noticed(tmp_path, shardset_dir):
     tar.write_bytes(tar.read_bytes()[:end])
     s = open_shard_set(bad)
     with pytest.raises(ScenectlError, match=r"shard-000002.tar gave 3 samples where its manifest lists 8"):
-        list(make_eval_loader(s, 16, 4))
-    loader = make_eval_loader(s, 16, 4, skip_corrupt=True)
+        list(make_eval_loader(s, image_size=16, batch_size=4))
+    loader = make_eval_loader(s, image_size=16, batch_size=4, skip_corrupt=True)
     assert sum(len(b["key"]) for b in loader) == 19 and loader.skipped == 1
 
 
@@ -238,5 +253,101 @@ def test_pipe_spec_reads_manifest_through_the_same_command(shardset_dir):
     s = open_shard_set(f"pipe:cat {shardset_dir}/shard-{{000000..000001}}.tar")
     assert s.urls[0] == f"pipe:cat {shardset_dir}/shard-000000.tar" and s.num_samples == 16
     assert s.cooccurrence().n_images == 24  # cooccurrence.h5 fetched with `cat` too
-    keys = [k for b in make_eval_loader(s, 16, 8) for k in b["key"]]
+    keys = [k for b in make_eval_loader(s, image_size=16, batch_size=8) for k in b["key"]]
     assert len(keys) == 16
+
+
+# --- the manifest's shard list ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda shards: shards.append(dict(shards[0])), "lists shard shard-000000.tar twice"),
+    (lambda shards: shards[1].update(name="../shard-000001.tar"), "not a plain .tar file name"),
+    (lambda shards: shards[1].update(samples=0), "shard-000001.tar with 0 samples"),
+    (lambda shards: shards[1].update(samples="8"), "shard-000001.tar with '8' samples"),
+])
+def test_open_refuses_a_bad_shard_list(tmp_path, shardset_dir, edit, match):
+    bad = shutil.copytree(shardset_dir, tmp_path / "bad")
+    m = json.loads((bad / "manifest.json").read_text())
+    edit(m["shards"])
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ScenectlError, match=match):
+        open_shard_set(bad)
+
+
+def test_open_refuses_a_pattern_naming_a_shard_twice(shardset_dir):
+    with pytest.raises(ScenectlError, match="shard-000001.tar is named twice"):
+        open_shard_set(f"{shardset_dir}/shard-{{000000,000001,000001}}.tar")
+
+
+# --- decoding: cls agrees with the json and the manifest ---------------------------------------------------------
+
+def test_decode_sample_checks_cls_against_json_and_classes(shardset_dir):
+    raw = _raw(shardset_dir)
+    meta = json.loads(raw["json"])
+    other = dict(raw, cls=str((meta["cls"] + 1) % 4).encode())
+    with pytest.raises(ScenectlError, match=r"member 'cls' is \d but the json metadata says cls"):
+        decode_sample(other)
+    with pytest.raises(ScenectlError, match="says cls None"):
+        decode_sample(dict(raw, json=json.dumps({"visible_categories": []}).encode()))
+    out_of_range = dict(raw, cls=b"7", json=json.dumps({**meta, "cls": 7}).encode())
+    assert decode_sample(out_of_range)["label"] == 7
+    with pytest.raises(ScenectlError, match="is 7, outside the manifest's 4 classes"):
+        decode_sample(out_of_range, num_classes=4)
+    with pytest.raises(ScenectlError, match="'object.jpg' is missing.*--with-object"):
+        decode_sample(raw, ("object.jpg",))
+
+
+# --- views --------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def object_sets(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("views")
+    return {"with_object": write_shards(d / "with", n=12, per_shard=4, size=24, with_object=True),
+            "task_object": write_shards(d / "task", n=12, per_shard=4, size=24, task="object")}
+
+
+def test_object_view_with_and_without_the_scene(object_sets):
+    s = open_shard_set(object_sets["with_object"])
+    b = next(iter(make_eval_loader(s, view="object", image_size=20, batch_size=5)))
+    assert b["input"].shape == (5, 3, 20, 20) and "scene_input" not in b and len(b["url"]) == 5
+    b = next(iter(make_eval_loader(s, view="object", image_size=20, batch_size=5, scene_size=16, scene_mask=True)))
+    assert b["input"].shape == (5, 3, 20, 20) and b["scene_input"].shape == (5, 4, 16, 16)
+    scene = next(iter(make_eval_loader(s, image_size=16, batch_size=5)))
+    assert torch.equal(b["scene_input"], scene["input"]) and b["key"] == scene["key"]  # the same samples, in order
+    t = open_shard_set(object_sets["task_object"])
+    keys = [k for b in make_eval_loader(t, view="object", image_size=20, batch_size=5) for k in b["key"]]
+    assert keys == [k for b in make_eval_loader(s, view="object", image_size=20, batch_size=5) for k in b["key"]]
+
+
+def test_views_refuse_sets_that_lack_them(object_sets, shardset_dir):
+    plain, task = open_shard_set(shardset_dir), open_shard_set(object_sets["task_object"])
+    with pytest.raises(ScenectlError, match="no object crops.*--with-object"):
+        make_eval_loader(plain, view="object", image_size=16, batch_size=4)
+    with pytest.raises(ScenectlError, match="--task object"):
+        make_train_loader(task, steps=1, batch_size=4, image_size=16)
+    with pytest.raises(ScenectlError, match="--task object"):
+        make_eval_loader(task, view="object", image_size=16, batch_size=4, scene_size=16)
+    with pytest.raises(ValueError, match="unknown view"):
+        make_eval_loader(plain, view="crop", image_size=16, batch_size=4)
+
+
+def test_object_view_train_stream_is_the_scene_streams(object_sets):
+    """The object view draws the same samples in the same order as the scene view (one stream mechanism)."""
+    s = open_shard_set(object_sets["with_object"])
+    kw = dict(steps=6, batch_size=4, image_size=16, seed=3, shuffle_buffer=6)
+    obj = list(make_train_loader(s, view="object", **kw))
+    assert _keys(obj) == _keys(make_train_loader(s, **kw)) and obj[0]["input"].shape == (4, 3, 16, 16)
+    rest = list(make_train_loader(s, view="object", start_step=2, **kw))
+    assert _keys(rest) == _keys(obj)[2:] and torch.equal(rest[0]["input"], obj[2]["input"])
+    two = _keys(make_train_loader(s, view="object", workers=2, **kw))
+    assert len(two) == 6 and _keys(make_train_loader(s, view="object", workers=2, start_step=3, **kw)) == two[3:]
+
+
+def test_eval_workers_split_the_shards(shardset_dir):
+    """Each DataLoader worker reads its own shards: no batch mixes the shards of two workers."""
+    s = open_shard_set(shardset_dir)  # 3 shards of 8
+    batches = list(make_eval_loader(s, image_size=16, batch_size=16, workers=2))
+    keys = [k for b in batches for k in b["key"]]
+    assert len(keys) == 24 and len(set(keys)) == 24
+    names = [{u.rsplit("/", 1)[-1] for u in b["url"]} for b in batches]
+    assert all(n <= {"shard-000000.tar", "shard-000002.tar"} or n == {"shard-000001.tar"} for n in names), names

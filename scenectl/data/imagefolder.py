@@ -1,50 +1,44 @@
 """Image-classification views of the data, for `transfer` and `distill`.
 
-Two kinds of target, one batch format (the shard loader's: `input` (B, 3, S, S), `label` (B,), `key` [B]):
+Two kinds of target, one batch format (the shard reader's, scenectl.data.loader: `input` (B, 3, S, S), `label`
+(B,), `key`, ...):
 
 - a folder in torchvision's ImageFolder layout (`ROOT/<class name>/<image>`), read with
-  torchvision.datasets.ImageFolder (classes = sub-folders, sorted by name);
-- the object crops of a shard set: `object.jpg` (written with `build-shards --with-object`) or, for a
-  `--task object` set, `jpg` (which is then the unmasked crop). Optionally each sample also carries the context
-  model's view of the same instance (`teacher_input`: the masked scene + mask channel), for distillation.
+  torchvision.datasets.ImageFolder (classes = sub-folders, sorted by name), map-style;
+- a shard set, read by the shard reader's `object` view (its checks, worker split and errors included): the crops
+  in `object.jpg` (written with `build-shards --with-object`) or, for a `--task object` set, `jpg`. Optionally each
+  batch also carries a context model's view of the same samples (`scene_input`: the masked scene + mask channel).
 
-`export_imagefolder` turns a shard set's crops into an ImageFolder tree (`OUT/<class name>/<key>.jpg`).
+`export_imagefolder` turns a shard set's crops into an ImageFolder tree (`OUT/<class name>/<key>.jpg`), reading the
+set through the same reader (`loader.raw_samples`).
 
-Preprocessing is the shard loader's (scenectl.data.loader): images are letterboxed to a square like the shards
-(masks.Letterbox), training augmentation is loader.Augment (random crop, flip, colour jitter) with an empty mask,
-and `to_input` normalises with the ImageNet statistics. Per-sample randomness comes from (seed, epoch, sample), so
-batches do not depend on worker scheduling.
+Preprocessing is scenectl.data.transforms for both kinds: images are letterboxed to a square like the shards
+(`letterbox_input`), training augmentation is `Augment` (random crop, flip, colour jitter) with an empty mask, and
+inputs are normalised with the ImageNet statistics. An ImageFolder's per-sample randomness comes from (seed,
+epoch, image index), so its batches do not depend on worker scheduling.
 """
 
 from __future__ import annotations
 
-import io
-import itertools
-import json
 import random
 import re
-import zlib
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-import torch
-import webdataset as wds
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
-from scenectl.data.loader import (Augment, Loader, ShardSet, decode_sample, ignore_stop_signals, open_shard_set,
-                                  to_input)
-from scenectl.data.masks import Letterbox
+from scenectl.data.loader import (Loader, ShardSet, collate, decode_sample, ignore_stop_signals, make_eval_loader,
+                                  make_train_loader, open_shard_set, raw_samples)
+from scenectl.data.transforms import Augment, letterbox_input
 from scenectl.errors import ScenectlError
 from scenectl.io import atomic_path, read_json, write_json_atomic
 
 CLASSES_FILE = "classes.json"  # written by export_imagefolder beside the class folders: keeps COCO ids
-REBUILD_HINT = "rebuild it with `scenectl build-shards --with-object` (or `--task object`)"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -99,16 +93,6 @@ def align_classes(val: ImageFolder, classes: list[dict], option: str = "--val") 
     return dropped
 
 
-def object_member(shards: ShardSet) -> str:
-    """Which member holds the unmasked object: object.jpg (--with-object) or jpg (--task object)."""
-    params = shards.manifest.get("params", {})
-    if params.get("with_object"):
-        return "object"
-    if shards.manifest.get("task") == "object":
-        return "image"
-    raise ScenectlError(f"shard set {shards.location} has no object crops (object.jpg); {REBUILD_HINT}")
-
-
 @dataclass
 class Target:
     """A classification target: a map-style ImageFolder or a streamed shard set, plus its class list."""
@@ -126,29 +110,14 @@ class Target:
 def open_target(spec: str | Path, option: str = "--train") -> Target:
     if is_shard_set(spec):
         s = open_shard_set(spec)
-        object_member(s)  # fail now, not in a worker
+        s.object_member()  # fail now, not in a worker
         return Target(str(spec), list(s.classes), shards=s)
     ds = open_image_folder(spec, option)
     return Target(str(spec), folder_classes(ds), folder=ds)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Per-sample preprocessing
-
-
-def prepare_image(image: Image.Image, image_size: int, rng: np.random.Generator | None, augment: Augment) -> torch.Tensor:
-    """PIL RGB -> (3, S, S) normalised: letterbox to a square (as the shards are), augment when rng is given."""
-    if image.size != (image_size, image_size):
-        box = Letterbox(image.width, image.height, image_size)
-        image = Image.fromarray(box.image(image))
-    if rng is not None:
-        blank = Image.new("L", image.size, 0)  # no hidden region: the crop may fall anywhere
-        image, _ = augment(image, blank, rng)
-    return to_input(image, None, image_size, mask_channel=False)
-
-
-def sample_rng(seed: int, epoch: int, ident: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch, ident])
+# Batches
 
 
 class FolderSamples(Dataset):
@@ -168,128 +137,34 @@ class FolderSamples(Dataset):
             image = self.ds.loader(path)  # PIL RGB
         except Exception as e:  # PIL raises many types for bad bytes
             raise ScenectlError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
-        rng = sample_rng(self.seed, self.epoch, idx) if self.train else None
-        x = prepare_image(image, self.image_size, rng, self.augment)
-        return {"input": x, "label": label, "key": str(Path(path).relative_to(self.ds.root)), "visible": [], "meta": {}}
-
-
-def decode_object(raw: dict, member: str) -> dict:
-    """Decode the object view of a raw shard sample: `member` (object.jpg or jpg) as PIL RGB, label, metadata.
-
-    Only the documented members are read (never unpickled); a `--task object` set has no mask.png, so
-    loader.decode_sample (which requires it) is used only where the masked scene is wanted too.
-    """
-    url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
-    if member not in raw:
-        raise ScenectlError(f"sample {key} in {url} has no {member}; {REBUILD_HINT}")
-    try:
-        with Image.open(io.BytesIO(raw[member])) as im:
-            image = im.convert("RGB")
-        label = int(raw["cls"].decode("ascii").strip())
-        meta = json.loads(raw["json"])
-        visible = [int(v) for v in meta.get("visible_categories", [])]
-    except KeyError as e:
-        raise ScenectlError(f"corrupt sample {key} in shard {url}: member {e} is missing") from None
-    except Exception as e:  # PIL / JSON / int parsing raise many types for bad bytes
-        raise ScenectlError(f"corrupt sample {key} in shard {url}: {type(e).__name__}: {e}") from None
-    return {"key": key, "url": url, "object": image, "label": label, "meta": meta, "visible": visible}
-
-
-@dataclass
-class ShardObjects(IterableDataset):
-    """The object crops of a shard set as batches, optionally with the teacher's view of each sample.
-
-    train: an endless stream (shard order reshuffled each pass, a shuffle buffer) cut to exactly `steps` batches,
-    as loader.make_train_loader does: DataLoader worker w plays stream (w + start_step) % n and keeps every n-th
-    sample, so the batch sequence depends on (seed, epoch, workers) only and `start_step` resumes mid-epoch.
-    eval: every sample once, in shard order.
-    """
-
-    shards: ShardSet
-    image_size: int
-    batch_size: int
-    train: bool
-    seed: int = 0
-    epoch: int = 0
-    steps: int = 0  # train: batches in this epoch
-    start_step: int = 0
-    teacher_size: int | None = None  # also emit `teacher_input` (masked scene) at this size
-    teacher_mask: bool = True  # the teacher takes the mask as a 4th channel
-    shuffle_buffer: int = 1000
-
-    def __iter__(self) -> Iterator[dict]:
-        info = get_worker_info()
-        worker, nw = (info.id, info.num_workers) if info else (0, 1)
-        bs = self.batch_size
-        if not self.train:
-            return iter(wds.DataPipeline(
-                wds.SimpleShardList(self.shards.urls), wds.tarfile_to_samples(), wds.slice(worker, None, nw),
-                wds.map(self._prepare), wds.batched(bs, collation_fn=collate, partial=True)))
-        stream = (worker + self.start_step) % nw
-        skip = len(range(stream, self.start_step, nw))  # batches of this stream already consumed
-        todo = len(range(stream, self.steps, nw)) - skip
-        if todo <= 0:
-            return iter(())
-        return iter(wds.DataPipeline(
-            self._shard_cycle, wds.tarfile_to_samples(),
-            # the same buffer RNG in every worker: all see one order, then each keeps its slice
-            wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer,
-                        rng=random.Random(f"{self.seed}/{self.epoch}/buffer")),
-            wds.slice(stream, None, nw), wds.slice(skip * bs, None),  # skipped before decoding: cheap
-            wds.map(self._prepare), wds.batched(bs, collation_fn=collate, partial=False), wds.slice(todo)))
-
-    def _shard_cycle(self) -> Iterator[dict]:
-        for p in itertools.count():
-            urls = list(self.shards.urls)
-            random.Random(f"{self.seed}/{self.epoch}/{p}").shuffle(urls)
-            yield from ({"url": u} for u in urls)
-
-    def _prepare(self, raw: dict) -> dict:
-        member = {"object": "object.jpg", "image": "jpg"}[object_member(self.shards)]
-        s = decode_object(raw, member)
-        rng = sample_rng(self.seed, self.epoch, zlib.crc32(s["key"].encode())) if self.train else None
-        out = {"input": prepare_image(s["object"], self.image_size, rng, Augment()), "label": s["label"],
-               "key": s["key"], "visible": s["visible"], "meta": s["meta"]}
-        if self.teacher_size:  # the context model's eval view: masked scene (+ mask), never augmented
-            scene = decode_sample(raw)
-            out["teacher_input"] = to_input(scene["image"], scene["mask"], self.teacher_size, self.teacher_mask)
-        return out
-
-
-def collate(samples: list[dict]) -> dict:
-    out = {
-        "input": torch.stack([s["input"] for s in samples]),  # (B, 3, S, S)
-        "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),  # (B,)
-        "key": [s["key"] for s in samples],
-        "visible": [s["visible"] for s in samples],
-        "meta": [s["meta"] for s in samples],
-    }
-    if "teacher_input" in samples[0]:
-        out["teacher_input"] = torch.stack([s["teacher_input"] for s in samples])  # (B, C_t, S_t, S_t)
-    return out
+        rng = np.random.default_rng([self.seed, self.epoch, idx]) if self.train else None
+        x = letterbox_input(image, self.image_size, rng, self.augment)  # (3, S, S), as the shard reader's object view
+        return {"input": x, "label": label, "key": str(Path(path).relative_to(self.ds.root)), "visible": [],
+                "meta": {}, "url": path}
 
 
 def make_loader(target: Target, *, image_size: int, batch_size: int, train: bool, seed: int = 0, epoch: int = 0,
-                steps: int = 0, start_step: int = 0, workers: int = 0, teacher_size: int | None = None,
-                teacher_mask: bool = True) -> Loader:
+                steps: int = 0, start_step: int = 0, workers: int = 0, scene_size: int | None = None,
+                scene_mask: bool = True) -> Loader:
     """Batches over `target`. train: exactly `steps - start_step` shuffled, augmented batches of epoch `epoch`;
-    eval: every sample once, in order, not augmented."""
-    if target.folder is not None:
-        if teacher_size:
-            raise ScenectlError(f"{target.spec}: an ImageFolder has no scenes for a teacher; use a shard set")
-        order = list(range(len(target.folder)))
-        if train:
-            random.Random(f"{seed}/{epoch}").shuffle(order)
-            order = order[start_step * batch_size: steps * batch_size]
-        ds = FolderSamples(target.folder, image_size, train, seed, epoch, order)
-        dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
-                        drop_last=train, worker_init_fn=ignore_stop_signals)
-        return Loader(dl, steps - start_step if train else None)
-    ds = ShardObjects(target.shards, image_size, batch_size, train, seed, epoch, steps, start_step, teacher_size,
-                      teacher_mask)
-    nw = workers if train else min(workers, len(target.shards.urls))
-    return Loader(DataLoader(ds, batch_size=None, num_workers=nw, worker_init_fn=ignore_stop_signals),
-                  steps - start_step if train else None)
+    eval: every sample once, in order, not augmented. A shard set is read by the shard reader's object view
+    (with `scene_size`, also `scene_input`: the masked scene for a context model)."""
+    if target.shards is not None:
+        kw = dict(view="object", image_size=image_size, batch_size=batch_size, workers=workers,
+                  scene_size=scene_size, scene_mask=scene_mask)
+        if not train:
+            return make_eval_loader(target.shards, **kw)
+        return make_train_loader(target.shards, steps=steps, seed=seed, epoch=epoch, start_step=start_step, **kw)
+    if scene_size:
+        raise ScenectlError(f"{target.spec}: an ImageFolder has no scenes for a context model; use a shard set")
+    order = list(range(len(target.folder)))
+    if train:
+        random.Random(f"{seed}/{epoch}").shuffle(order)
+        order = order[start_step * batch_size: steps * batch_size]
+    ds = FolderSamples(target.folder, image_size, train, seed, epoch, order)
+    dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+                    drop_last=train, worker_init_fn=ignore_stop_signals)
+    return Loader(dl, steps - start_step if train else None)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -321,15 +196,13 @@ def export_imagefolder(cfg: ExportConfig) -> dict:
         raise ScenectlError(f"--member must be auto, object or jpg, got {cfg.member!r}")
     member = {"auto": None, "object": "object.jpg", "jpg": "jpg"}[cfg.member]
     if member is None:
-        member = "object.jpg" if object_member(shards) == "object" else "jpg"
+        member = shards.object_member()
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
             raise ScenectlError(f"--out {out} is not empty; pass --overwrite or choose another folder")
         if not (out / "export.json").is_file():
             raise ScenectlError(f"--out {out} is not empty and was not written by export-imagefolder; refusing to overwrite it")
-        import shutil
-
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", asdict(cfg))
@@ -338,14 +211,13 @@ def export_imagefolder(cfg: ExportConfig) -> dict:
     if len(set(dirs)) != len(dirs):
         raise ScenectlError(f"{cfg.shards}: two class names map to the same folder name")
     counts = [0] * len(names)
-    pipeline = wds.DataPipeline(wds.SimpleShardList(shards.urls), wds.tarfile_to_samples())
-    for raw in tqdm(pipeline, desc="export", unit="img", total=shards.num_samples):
-        key = raw.get("__key__", "?")
+    # the reader's checked stream: shard counts, unique keys (no file written twice); decode_sample checks that
+    # the image decodes and that the label parses, agrees with the json and names a manifest class
+    for raw in tqdm(raw_samples(shards), desc="export", unit="img", total=shards.num_samples):
+        key = raw["__key__"]
         if Path(key).name != key or key.startswith("."):  # a tar member named '../x.jpg' or '/abs/x.jpg'
             raise ScenectlError(f"sample key {key!r} in {raw.get('__url__')} is not a plain file name; not writing it")
-        label = decode_object(raw, member)["label"]  # checks that the image decodes and the label parses
-        if not 0 <= label < len(names):
-            raise ScenectlError(f"sample {key}: class {label} is outside the manifest's {len(names)} classes")
+        label = decode_sample(raw, (member,), len(names))["label"]
         folder = out / dirs[label]
         folder.mkdir(exist_ok=True)
         with atomic_path(folder / f"{key}.jpg") as tmp:

@@ -1,4 +1,5 @@
-"""Reading shard sets for training, evaluation and prediction.
+"""The one reader of shard sets: every command that reads samples (train, eval, transfer, distill, fuse,
+export-imagefolder) goes through it, so every command gets the same checks.
 
 A shard set (docs/shard-format.md) is opened from a local folder or from a webdataset URL pattern:
 
@@ -8,28 +9,46 @@ A shard set (docs/shard-format.md) is opened from a local folder or from a webda
     open_shard_set("pipe:aws s3 cp s3://bucket/val2017/shard-{000000..000099}.tar -")
     open_shard_set("https://host/data/val2017/")                        # a remote folder: shard list from its manifest
 
-`manifest.json` and `cooccurrence.h5` are always read from beside the shards (same folder or URL prefix).
+`manifest.json` and `cooccurrence.h5` are always read from beside the shards (same folder or URL prefix). A manifest
+that lists a shard twice, names a shard outside its folder or gives a shard no samples is refused here.
 
-Two pipelines read it, both plain webdataset (`wds.DataPipeline` of shard list -> `tarfile_to_samples` -> ...):
+Views: what a batch's `input` is made of (`scenectl.data.transforms` does the pixels).
+- `scene`: the masked scene `jpg` + `mask.png` -> (C, S, S), C = 4 with the mask channel (train, eval).
+- `object`: the unmasked crop, `object.jpg` of a `--with-object` set or `jpg` of a `--task object` set,
+  letterboxed -> (3, S, S) (transfer, distill's student, fuse's object model). With `scene_size` each batch also
+  carries `scene_input`: the same sample's masked scene as a context model sees it (distill's teacher, fuse),
+  never augmented.
 
+Two pipelines, both plain webdataset (`wds.DataPipeline` of shard list -> checked shard reads -> ...):
 - `make_train_loader`: an endless, shuffled, augmented stream cut into epochs of exactly `steps` batches per rank,
   so no rank of a DDP job starves or waits. Each (rank, DataLoader worker) pair is one *stream* with its own shards
   (when there are at least as many shards as streams; otherwise each stream resamples shards at random) and its own
-  RNG derived from (seed, epoch, rank, stream): the batch order depends only on the seed, the epoch, the world size
-  and the number of workers, and `start_step` resumes an epoch exactly where a checkpoint left it.
-- `make_eval_loader`: every sample exactly once, in shard order, not augmented (plain resize). Under DDP pass
-  rank/world_size: each rank reads every world_size-th shard (or every world_size-th sample when there are fewer
-  shards than ranks), and the caller all-reduces its sums.
+  RNG derived from (seed, epoch, rank, stream, sample number): the batch order depends only on the seed, the epoch,
+  the world size and the number of workers, and `start_step` resumes an epoch exactly where a checkpoint left it.
+- `make_eval_loader`: every sample exactly once, in shard order, not augmented. The shards are split across
+  (rank, worker) streams (each rank takes every world_size-th shard, or every world_size-th sample when there are
+  fewer shards than ranks; its DataLoader workers split its shards, never more workers than shards), and under DDP
+  the caller all-reduces its sums.
 
-Batches are dicts: `input` (B, C, H, W) float32 normalised (C = 4 with the mask channel), `label` (B,) int64,
-`key` list[str], `visible` list[list[int]], `meta` list[dict].
+Integrity, the same for every view: each read of a shard must give exactly the manifest's count (a shard that ends
+early, yields nothing, or holds more); a sample key may occur once per shard and in one shard only; `cls` must be an
+ASCII integer below the number of classes that agrees with the `json` metadata's `cls`; a truncated or corrupt tar
+or member is an error. Each is a one-line ScenectlError naming the shard (and sample, member), or with
+`skip_corrupt` is counted (SkipCounter: a bad shard read once, a bad or duplicate sample once) and left out.
+Keys are checked across the whole set in an eval pass (in the process that receives the batches, so duplicates
+split over DataLoader workers are caught; under DDP each rank checks its own share) and by `raw_samples`. A training
+stream checks the shards it reads: a key in two of its shards is caught, a key duplicated in shards read by
+another stream (another worker or rank) is not, and a shard the epoch never reaches is not read at all.
+
+Batches are dicts: `input` (B, C, H, W) float32 normalised, `label` (B,) int64, `key` list[str], `visible`
+list[list[int]], `meta` list[dict], `url` list[str] (the shard each sample came from), and `scene_input`
+(B, C', S', S') when asked for.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import multiprocessing as mp
 import os
 import random
@@ -38,23 +57,21 @@ import signal
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.data.transforms import Augment, letterbox_input, to_input
 from scenectl.errors import ScenectlError
-from scenectl.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
-# ImageNet statistics: the torchvision ResNets (and their pretrained weights) expect them.
-MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
-REQUIRED = ("jpg", "mask.png", "cls", "json")
+VIEWS = ("scene", "object")
+REBUILD_HINT = "rebuild it with `scenectl build-shards --with-object` (or `--task object`)"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -71,20 +88,28 @@ class ShardSet:
     location: str  # the folder or URL prefix holding manifest.json and cooccurrence.h5 (ends without "/")
 
     def require_masked(self, option: str) -> None:
-        """Refuse a set of `build-shards --task object` crops where masked scenes are needed (train, eval)."""
+        """Refuse a set of `build-shards --task object` crops where masked scenes are needed (train, eval, a
+        context model's view)."""
         task = self.manifest.get("task", "masked")
-        if task != "masked":
+        if task not in ("masked", "ooc"):  # an OOC set (scenectl build-ooc) holds masked scenes too
             raise ScenectlError(f"{option} {self.location} holds --task {task} shards (unmasked object crops, no "
                                 "hidden region); train and eval read masked scenes: use these with transfer, distill "
                                 "or export-imagefolder")
 
+    def object_member(self) -> str:
+        """The member holding the unmasked object crop: object.jpg (--with-object) or jpg (--task object)."""
+        if self.manifest.get("params", {}).get("with_object"):
+            return "object.jpg"
+        if self.manifest.get("task") == "object":
+            return "jpg"
+        raise ScenectlError(f"shard set {self.location} has no object crops (object.jpg); {REBUILD_HINT}")
+
     @property
     def num_samples(self) -> int:
-        counts = {s["name"]: int(s["samples"]) for s in self.manifest.get("shards", [])}
-        return sum(counts.get(_basename(u), 0) for u in self.urls)
+        return sum(self.shard_sizes().values())
 
     def shard_sizes(self) -> dict[str, int]:
-        """Samples the manifest records for each shard URL (to notice shards that end early)."""
+        """Samples the manifest records for each shard URL (every read of a shard must give exactly these)."""
         counts = {s["name"]: int(s["samples"]) for s in self.manifest.get("shards", [])}
         return {u: counts.get(_basename(u), 0) for u in self.urls}
 
@@ -167,12 +192,33 @@ def _load_manifest(location: str) -> dict:
     for k in ("classes", "shards"):
         if not isinstance(manifest.get(k), list):
             raise ScenectlError(f"manifest {where} has no '{k}' list")
+    _check_shard_entries(manifest["shards"], where)
     return manifest
+
+
+def _check_shard_entries(entries: list, where: str) -> None:
+    """Each listed shard once, as a plain `.tar` file name of its folder with a positive sample count."""
+    seen = set()
+    for s in entries:
+        name, n = (s.get("name"), s.get("samples")) if isinstance(s, dict) else (None, None)
+        if not isinstance(name, str) or not name.endswith(".tar") or Path(name).name != name or "\\" in name \
+                or name.startswith("."):
+            raise ScenectlError(f"manifest {where} lists shard {name!r}, which is not a plain .tar file name")
+        if type(n) is not int or n < 1:
+            raise ScenectlError(f"manifest {where} lists shard {name} with {n!r} samples (a shard holds at least one)")
+        if name in seen:
+            raise ScenectlError(f"manifest {where} lists shard {name} twice")
+        seen.add(name)
 
 
 def _checked(s: ShardSet) -> ShardSet:
     if not s.urls or s.num_samples == 0:
         raise ScenectlError(f"shard set {s.location} holds no samples")
+    seen = set()
+    for u in s.urls:
+        if u in seen:
+            raise ScenectlError(f"shard {u} is named twice (a shard set reads each shard once per pass)")
+        seen.add(u)
     return s
 
 
@@ -218,120 +264,107 @@ def _join(location: str, name: str) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # Decoding one sample (only the documented members; never pickle)
 
+IMAGE_MEMBERS = {"jpg": ("image", "RGB"), "mask.png": ("mask", "L"), "object.jpg": ("object", "RGB")}
+SCENE_MEMBERS = ("jpg", "mask.png")
 
-def decode_sample(raw: dict) -> dict:
-    """Decode a raw webdataset sample into PIL images, an int label and metadata.
 
-    Returns {key, url, image (PIL RGB), mask (PIL L), label, meta, visible, object (PIL RGB, only when present)}.
-    Any missing or undecodable member raises ScenectlError naming the shard and the member; unknown members are
-    ignored.
+def decode_sample(raw: dict, images: tuple[str, ...] | None = None, num_classes: int | None = None) -> dict:
+    """Decode a raw webdataset sample: the image members asked for as PIL images, the label and the metadata.
+
+    Returns {key, url, label, meta, visible} plus `image` (jpg, RGB), `mask` (mask.png, L) and `object` (object.jpg,
+    RGB) for those in `images` (default: jpg, mask.png, and object.jpg when present). `cls` must be an ASCII integer
+    equal to the json's `cls` (and below num_classes when given). Any missing or bad member raises ScenectlError
+    naming the sample, shard and member; other members are ignored.
     """
     url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
+    if images is None:
+        images = SCENE_MEMBERS + (("object.jpg",) if "object.jpg" in raw else ())
 
     def fail(member: str, why: str):
         raise ScenectlError(f"corrupt sample {key} in shard {url}: member '{member}' {why}")
 
-    for m in REQUIRED:
+    for m in (*images, "cls", "json"):
         if m not in raw:
-            fail(m, "is missing")
+            fail(m, "is missing" + (f"; {REBUILD_HINT}" if m == "object.jpg" else ""))
     out = {"key": key, "url": url}
-    for member, name, mode in (("jpg", "image", "RGB"), ("mask.png", "mask", "L"), ("object.jpg", "object", "RGB")):
-        if member not in raw:
-            continue
+    for member in images:
+        name, mode = IMAGE_MEMBERS[member]
         try:
             with Image.open(io.BytesIO(raw[member])) as im:
                 out[name] = im.convert(mode)
         except Exception as e:  # PIL raises many types for bad bytes
             fail(member, f"is not a readable image ({type(e).__name__}: {e})")
     try:
-        out["label"] = int(raw["cls"].decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
+        out["label"] = label = int(raw["cls"].decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError, AttributeError):
         fail("cls", "is not an ASCII integer")
+    if num_classes is not None and not 0 <= label < num_classes:
+        fail("cls", f"is {label}, outside the manifest's {num_classes} classes")
     try:
-        out["meta"] = json.loads(raw["json"])
-        out["visible"] = [int(v) for v in out["meta"].get("visible_categories", [])]
+        out["meta"] = meta = json.loads(raw["json"])
+        out["visible"] = [int(v) for v in meta.get("visible_categories", [])]
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as e:
         fail("json", f"is not valid metadata JSON ({e})")
-    if out["image"].size != out["mask"].size:
+    if type(meta.get("cls")) is not int or meta["cls"] != label:
+        fail("cls", f"is {label} but the json metadata says cls {meta.get('cls')!r}")
+    if "image" in out and "mask" in out and out["image"].size != out["mask"].size:
         fail("mask.png", f"has size {out['mask'].size}, the image {out['image'].size}")
     return out
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Images to model input, and training augmentation
+# Views: raw sample -> the tensors a model takes
 
 
-def to_input(image: Image.Image, mask: Image.Image | None, image_size: int, mask_channel: bool = True) -> torch.Tensor:
-    """(PIL RGB image, PIL L mask) -> model input (C, image_size, image_size): normalised RGB (+ mask channel).
+@dataclass(frozen=True)
+class View:
+    """What the reader makes of each sample (see the module docstring); `make_view` checks it fits the set."""
 
-    The mask channel is 1.0 where the object is hidden and 0.0 elsewhere (not normalised). This is the whole eval
-    preprocessing: a plain resize (the shards are already square, letterboxed).
-    """
-    size = [image_size, image_size]
-    x = TF.to_dtype(TF.to_image(image), torch.float32, scale=True)  # (3, H, W) in [0, 1]
-    if x.shape[-2:] != torch.Size(size):
-        x = TF.resize(x, size, antialias=True)
-    x = TF.normalize(x, MEAN, STD)
-    if not mask_channel:
-        return x
-    if mask is None:
-        raise ScenectlError("the model takes a mask channel but no mask was given")
-    m = TF.to_image(mask)  # (1, H, W) uint8
-    if m.shape[-2:] != torch.Size(size):
-        m = TF.resize(m, size, interpolation=TF.InterpolationMode.NEAREST)
-    return torch.cat([x, (m > 127).to(torch.float32)], 0)  # (4, S, S)
+    name: str  # "scene" or "object"
+    image_size: int
+    mask_channel: bool  # scene: the mask as a 4th input channel
+    augment: Augment  # applied when the pipeline gives a sample an RNG (training)
+    num_classes: int
+    object_member: str | None = None  # object: the member holding the crop (object.jpg, or jpg of a --task object set)
+    scene_size: int | None = None  # object: also `scene_input`, the masked scene at this size
+    scene_mask: bool = True  # ... with the mask channel
 
+    @property
+    def members(self) -> tuple[str, ...]:
+        if self.name == "scene":
+            return SCENE_MEMBERS
+        return (self.object_member,) + (SCENE_MEMBERS if self.scene_size else ())
 
-@dataclass
-class Augment:
-    """Training augmentation, applied identically to the image and the mask (colour jitter: image only).
-
-    A random crop of `min_scale`..1 of the image area and aspect ratio 3/4..4/3 that always contains the whole
-    hidden region's bounding box (the crop is grown when the box is larger), resized to the output size; a
-    horizontal flip with probability `flip`; brightness / contrast / saturation each scaled by a factor drawn from
-    [1 - jitter, 1 + jitter].
-    """
-
-    min_scale: float = 0.35
-    flip: float = 0.5
-    jitter: float = 0.2
-    enabled: bool = True
-
-    def __call__(self, image: Image.Image, mask: Image.Image, rng: np.random.Generator):
-        if not self.enabled:
-            return image, mask
-        W, H = image.size
-        box = _mask_bbox(mask)  # (x0, y0, x1, y1) exclusive, or None
-        area = W * H * rng.uniform(self.min_scale, 1.0)
-        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        w = min(W, max(1, round(math.sqrt(area * ratio))))
-        h = min(H, max(1, round(math.sqrt(area / ratio))))
-        if box is not None:  # grow the crop to hold the hidden region, then place it around the region
-            w, h = max(w, box[2] - box[0]), max(h, box[3] - box[1])
-            x = int(rng.integers(max(0, box[2] - w), min(box[0], W - w) + 1))
-            y = int(rng.integers(max(0, box[3] - h), min(box[1], H - h) + 1))
+    def __call__(self, raw: dict, rng: np.random.Generator | None) -> dict:
+        """Decode `raw` and add `input` (C, S, S) (+ `scene_input`); augmented when `rng` is given."""
+        s = decode_sample(raw, self.members, self.num_classes)
+        if self.name == "scene":
+            image, mask = (s["image"], s["mask"]) if rng is None else self.augment(s["image"], s["mask"], rng)
+            s["input"] = to_input(image, mask, self.image_size, self.mask_channel)  # (C, S, S)
         else:
-            x, y = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
-        image = image.crop((x, y, x + w, y + h)).resize((W, H), Image.BILINEAR)
-        mask = mask.crop((x, y, x + w, y + h)).resize((W, H), Image.NEAREST)
-        if rng.random() < self.flip:
-            image, mask = TF.horizontal_flip(image), TF.horizontal_flip(mask)
-        if self.jitter > 0:
-            b, c, s = rng.uniform(1 - self.jitter, 1 + self.jitter, size=3)
-            image = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(image, b), c), s)
-        return image, mask
+            crop = s[IMAGE_MEMBERS[self.object_member][0]]
+            s["input"] = letterbox_input(crop, self.image_size, rng, self.augment)  # (3, S, S)
+        if self.scene_size:  # the context model's view of the same sample: masked scene (+ mask), never augmented
+            s["scene_input"] = to_input(s["image"], s["mask"], self.scene_size, self.scene_mask)
+        return s
 
 
-def _mask_bbox(mask: Image.Image) -> tuple[int, int, int, int] | None:
-    m = np.asarray(mask) > 127  # (H, W)
-    if not m.any():
-        return None
-    ys, xs = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
-    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
+def make_view(shards: ShardSet, view: str, image_size: int, mask_channel: bool = True, augment: Augment | None = None,
+              scene_size: int | None = None, scene_mask: bool = True) -> View:
+    """The view `view` of `shards`, refusing (in the main process, before any worker starts) a set that lacks it."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r} (one of {', '.join(VIEWS)})")
+    if view == "scene" and scene_size:
+        raise ValueError("scene_size adds a context model's scene to the object view; the scene view has one")
+    member = shards.object_member() if view == "object" else None
+    if view == "scene" or scene_size:
+        shards.require_masked("shard set")
+    return View(view, image_size, mask_channel, augment or Augment(), len(shards.classes), member, scene_size,
+                scene_mask)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Pipelines
+# Integrity: checked shard reads, unique keys, errors and --skip-corrupt
 
 
 class SkipCounter:
@@ -349,62 +382,108 @@ class SkipCounter:
         return int(self._v.value)
 
 
-def _error_handler(skip_corrupt: bool, counter: SkipCounter) -> Callable[[Exception], bool]:
-    """A webdataset handler: count-and-continue, or a one-line ScenectlError naming the shard."""
+class Handler:
+    """What becomes of a bad shard or sample: a one-line ScenectlError naming it, or with skip_corrupt counted (once)
+    and left out. Also a webdataset handler (returning True = go on)."""
 
-    def handler(exn: Exception) -> bool:
-        if skip_corrupt:
-            counter.add()
+    def __init__(self, skip_corrupt: bool, counter: SkipCounter):
+        self.skip_corrupt, self.counter = skip_corrupt, counter
+
+    def __call__(self, exn: Exception, where: str = "?") -> bool:
+        if self.skip_corrupt:
+            self.counter.add()
             return True
-        if isinstance(exn, ScenectlError):
-            raise exn
-        url = next((a for a in reversed(exn.args) if isinstance(a, str) and re.search(r"\.tar\b", a)), "?")
+        if isinstance(exn, ScenectlError):  # webdataset's stages append (stream, url) to the args of passing errors
+            raise ScenectlError(str(exn.args[0])) from None
         first = str(exn.args[0]).split(" @ ")[0] if exn.args else type(exn).__name__
-        raise ScenectlError(f"cannot read shard {url} (truncated or corrupt?): {type(exn).__name__}: {first}")
+        raise ScenectlError(f"cannot read shard {where} (truncated or corrupt?): {type(exn).__name__}: {first}") \
+            from None
 
-    return handler
+
+class KeyLedger:
+    """The shard each sample key was read from: the same key from two shards is an error naming both."""
+
+    def __init__(self):
+        self.where: dict[str, str] = {}
+
+    def fresh(self, key: str, url: str, handler: Handler) -> bool:
+        """True for a key not seen in another shard; otherwise the handler raises (or counts it: False)."""
+        first = self.where.setdefault(key, url)
+        if first == url:
+            return True
+        handler(ScenectlError(f"sample key {key} is in two shards: {first} and {url} (a shard copied under "
+                              "another name, or samples written twice?)"))
+        return False
 
 
-def _complete_shards(src: Iterator[dict], sizes: dict[str, int], handler) -> Iterator[dict]:
-    """Pass samples through; when a shard ends, check it gave the manifest's count.
+def _read_shards(src: Iterable[dict], sizes: dict[str, int], handler: Handler,
+                 ledger: KeyLedger | None = None) -> Iterator[dict]:
+    """The raw samples of each shard in `src` ({"url": ...} items), read whole and checked (`_read_shard`)."""
+    for item in src:
+        yield from _read_shard(item["url"], sizes[item["url"]], handler, ledger)
 
-    Python's tarfile ends a stream quietly at a cut or damaged header, so a truncated shard would otherwise just
-    look short. (A shard read twice in a row counts double, hence the modulo.)
-    """
-    url, n = None, 0
 
-    def check():
-        want = sizes.get(url, 0)
-        if url is not None and want and n % want:
-            handler(ScenectlError(f"shard {url} gave {n} samples where its manifest lists {want} "
-                                 f"(truncated, corrupt or altered)"))
+def _read_shard(url: str, want: int, handler: Handler, ledger: KeyLedger | None) -> Iterator[dict]:
+    """One read of one shard: its raw samples, each key once (and, with a ledger, in no other shard); at its end it
+    must have given `want` samples (Python's tarfile ends a stream quietly at a cut or damaged header, so a
+    truncated shard would otherwise just look short, and a shard that yields nothing would go unnoticed)."""
+    failed = []
 
-    for sample in src:
-        if sample.get("__url__") != url:
-            check()
-            url, n = sample.get("__url__"), 0
+    def noted(exn: Exception) -> bool:  # a read error names (and counts) this shard once; its count is not checked
+        if failed and handler.skip_corrupt:
+            return True  # the same failure, passed up through webdataset's stages
+        failed.append(exn)
+        return handler(exn, url)
+
+    n, keys = 0, set()
+    for raw in wds.tarfile_to_samples(handler=noted)([{"url": url}]):
         n += 1
-        yield sample
-    check()
+        key = raw["__key__"]
+        if key in keys:
+            handler(ScenectlError(f"sample key {key} occurs twice in shard {url}"))
+            continue
+        keys.add(key)
+        if ledger is None or ledger.fresh(key, url, handler):
+            yield raw
+    if n != want and not failed:
+        handler(ScenectlError(f"shard {url} gave {n} samples where its manifest lists {want} "
+                              "(truncated, corrupt or altered)"))
 
 
-def _collate(samples: list[dict]) -> dict:
-    return {
+def raw_samples(shards: ShardSet, skip_corrupt: bool = False, counter: SkipCounter | None = None) -> Iterator[dict]:
+    """Every raw sample of the set once, in shard order, in this process, with the reader's shard and key checks:
+    for tools that copy members as stored (export-imagefolder). Decode with `decode_sample`."""
+    handler = Handler(skip_corrupt, counter or SkipCounter())
+    return _read_shards(({"url": u} for u in shards.urls), shards.shard_sizes(), handler, KeyLedger())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pipelines
+
+
+def collate(samples: list[dict]) -> dict:
+    """Prepared samples -> a batch (the one batch format of every reader, the ImageFolder path included)."""
+    out = {
         "input": torch.stack([s["input"] for s in samples]),  # (B, C, H, W)
         "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),  # (B,)
         "key": [s["key"] for s in samples],
         "visible": [s["visible"] for s in samples],
         "meta": [s["meta"] for s in samples],
+        "url": [s["url"] for s in samples],
     }
+    if "scene_input" in samples[0]:
+        out["scene_input"] = torch.stack([s["scene_input"] for s in samples])  # (B, C', S', S')
+    return out
 
 
-def _decoded(src: Iterator[dict], handler, prepare: Callable[[dict, int], dict], start: int = 0) -> Iterator[dict]:
+def _decoded(src: Iterator[dict], handler: Handler, prepare: Callable[[dict, int], dict],
+             start: int = 0) -> Iterator[dict]:
     """Decode + prepare each raw sample; `start` numbers the samples (the augmentation RNG uses the number)."""
     for i, raw in enumerate(src, start=start):
         try:
-            yield prepare(decode_sample(raw), i)
+            yield prepare(raw, i)
         except Exception as e:
-            if handler(e):
+            if handler(e, raw.get("__url__", "?")):
                 continue
             raise
 
@@ -415,11 +494,9 @@ class _TrainStream(IterableDataset):
 
     urls: list[str]
     sizes: dict[str, int]
+    view: View
     steps: int
     batch_size: int
-    image_size: int
-    mask_channel: bool
-    augment: Augment
     seed: int
     epoch: int
     rank: int
@@ -441,23 +518,19 @@ class _TrainStream(IterableDataset):
             return iter(())
         g, G = self.rank * nw + stream, self.world_size * nw
         ids = [self.seed, self.epoch, g, G]
-        handler = _error_handler(self.skip_corrupt, self.counter)
+        handler = Handler(self.skip_corrupt, self.counter)
         bs = self.batch_size
 
-        def prepare(s: dict, i: int) -> dict:
-            rng = np.random.default_rng(ids + [i])  # per-sample randomness: (seed, epoch, stream, sample number)
-            image, mask = self.augment(s["image"], s["mask"], rng)
-            s["input"] = to_input(image, mask, self.image_size, self.mask_channel)
-            return s
+        def prepare(raw: dict, i: int) -> dict:  # per-sample randomness: (seed, epoch, stream, sample number)
+            return self.view(raw, np.random.default_rng(ids + [i]))
 
         return iter(wds.DataPipeline(
             lambda: _shard_cycle(self.urls, ids, g, G),
-            wds.tarfile_to_samples(handler=handler),
-            lambda src: _complete_shards(src, self.sizes, handler),
+            lambda src: _read_shards(src, self.sizes, handler, KeyLedger()),  # keys across this stream's shards
             wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(str(ids))),
             wds.slice(skip * bs, None),
             lambda src: _decoded(src, handler, prepare, start=skip * bs),
-            wds.batched(bs, collation_fn=_collate, partial=False),
+            wds.batched(bs, collation_fn=collate, partial=False),
             wds.slice(todo),
         ))
 
@@ -477,17 +550,45 @@ def _shard_cycle(urls: list[str], ids: list[int], g: int, G: int) -> Iterator[di
         yield from ({"url": u} for u in order)
 
 
+def _eval_pipeline(shards: ShardSet, view: View, batch_size: int, rank: int, world_size: int,
+                   handler: Handler) -> tuple[wds.DataPipeline, int]:
+    """This rank's share of the set, every sample once, in shard order; also how many shards it reads."""
+    by_shard = len(shards.urls) >= world_size
+    urls = shards.urls[rank::world_size] if by_shard else shards.urls
+    stages = [
+        wds.SimpleShardList(urls),
+        wds.split_by_worker,  # DataLoader workers split the rank's shards (never more workers than shards)
+        lambda src: _read_shards(src, shards.shard_sizes(), handler),  # keys across shards: in Loader, see there
+    ]
+    if not by_shard:  # fewer shards than ranks: every rank reads all shards and keeps every world_size-th sample
+        stages.append(wds.slice(rank, None, world_size))
+    stages += [lambda src: _decoded(src, handler, lambda raw, i: view(raw, None)),
+               wds.batched(batch_size, collation_fn=collate)]
+    return wds.DataPipeline(*stages), len(urls)
+
+
 @dataclass
 class Loader:
-    """A DataLoader over a webdataset pipeline, plus what the caller needs to know about it."""
+    """A DataLoader over a webdataset pipeline, plus what the caller needs to know about it.
+
+    With `unique_keys` (eval) the batches are checked where they arrive, in this process: a key from two shards
+    is an error even when different DataLoader workers read them (or, with skip_corrupt, counted and dropped).
+    """
 
     loader: DataLoader
     steps: int | None  # batches it yields (train: exact; eval: None = until the data ends)
     counter: SkipCounter = field(default_factory=SkipCounter)
+    unique_keys: bool = False
+    skip_corrupt: bool = False
 
     def __iter__(self):
+        ledger, handler = KeyLedger(), Handler(self.skip_corrupt, self.counter)
         try:
-            yield from self.loader
+            for batch in self.loader:
+                if self.unique_keys:
+                    batch = _fresh_only(batch, ledger, handler)
+                if batch is not None:
+                    yield batch
         except ScenectlError as e:  # raised in a worker: the message carries its traceback; keep the last line
             msg = str(e)
             if "Traceback" in msg:
@@ -509,6 +610,16 @@ class Loader:
         return self.counter.value
 
 
+def _fresh_only(batch: dict, ledger: KeyLedger, handler: Handler) -> dict | None:
+    """The batch without samples whose key an earlier shard gave (the handler raises unless skipping); None if empty."""
+    keep = [i for i, (k, u) in enumerate(zip(batch["key"], batch["url"])) if ledger.fresh(k, u, handler)]
+    if len(keep) == len(batch["key"]):
+        return batch
+    if not keep:
+        return None
+    return {name: v[keep] if isinstance(v, torch.Tensor) else [v[i] for i in keep] for name, v in batch.items()}
+
+
 def ignore_stop_signals(worker_id: int) -> None:
     """DataLoader worker_init_fn: SIGINT / SIGTERM go to the whole process group (Ctrl-C, a cluster's time limit);
     the workers ignore them so the main process can finish its step, save last.pt and shut them down itself."""
@@ -516,44 +627,31 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def make_train_loader(shards: ShardSet, *, steps: int, batch_size: int, image_size: int, mask_channel: bool = True,
-                      augment: Augment | None = None, seed: int = 0, epoch: int = 0, rank: int = 0,
-                      world_size: int = 1, start_step: int = 0, workers: int = 0, shuffle_buffer: int = 1000,
-                      skip_corrupt: bool = False, counter: SkipCounter | None = None) -> Loader:
-    """Exactly `steps - start_step` shuffled, augmented batches: this rank's part of epoch `epoch`."""
+def make_train_loader(shards: ShardSet, *, view: str = "scene", steps: int, batch_size: int, image_size: int,
+                      mask_channel: bool = True, augment: Augment | None = None, seed: int = 0, epoch: int = 0,
+                      rank: int = 0, world_size: int = 1, start_step: int = 0, workers: int = 0,
+                      shuffle_buffer: int = 1000, skip_corrupt: bool = False, counter: SkipCounter | None = None,
+                      scene_size: int | None = None, scene_mask: bool = True) -> Loader:
+    """Exactly `steps - start_step` shuffled, augmented batches of `view`: this rank's part of epoch `epoch`."""
     counter = counter or SkipCounter()
-    ds = _TrainStream(shards.urls, shards.shard_sizes(), steps=steps, batch_size=batch_size, image_size=image_size,
-                      mask_channel=mask_channel, augment=augment or Augment(), seed=seed, epoch=epoch, rank=rank,
-                      world_size=world_size, start_step=start_step, shuffle_buffer=shuffle_buffer,
-                      skip_corrupt=skip_corrupt, counter=counter)
+    v = make_view(shards, view, image_size, mask_channel, augment, scene_size, scene_mask)
+    ds = _TrainStream(shards.urls, shards.shard_sizes(), v, steps=steps, batch_size=batch_size, seed=seed,
+                      epoch=epoch, rank=rank, world_size=world_size, start_step=start_step,
+                      shuffle_buffer=shuffle_buffer, skip_corrupt=skip_corrupt, counter=counter)
     dl = DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=False,
                     pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None,
                     worker_init_fn=ignore_stop_signals)
     return Loader(dl, steps - start_step, counter)
 
 
-def make_eval_loader(shards: ShardSet, image_size: int, batch_size: int, workers: int = 0,
+def make_eval_loader(shards: ShardSet, *, view: str = "scene", image_size: int, batch_size: int, workers: int = 0,
                      mask_channel: bool = True, skip_corrupt: bool = False, rank: int = 0, world_size: int = 1,
-                     counter: SkipCounter | None = None) -> Loader:
-    """Every sample once (this rank's share under DDP), plain resize to image_size, in shard order."""
+                     counter: SkipCounter | None = None, scene_size: int | None = None,
+                     scene_mask: bool = True) -> Loader:
+    """Every sample of `view` once (this rank's share under DDP), not augmented, in shard order."""
     counter = counter or SkipCounter()
-    handler = _error_handler(skip_corrupt, counter)
-    by_shard = len(shards.urls) >= world_size
-    urls = shards.urls[rank::world_size] if by_shard else shards.urls
-
-    def prepare(s: dict, i: int) -> dict:
-        s["input"] = to_input(s["image"], s["mask"], image_size, mask_channel)
-        return s
-
-    stages = [
-        wds.SimpleShardList(urls) if urls else [],
-        wds.split_by_worker,
-        wds.tarfile_to_samples(handler=handler),
-        lambda src: _complete_shards(src, shards.shard_sizes(), handler),
-    ]
-    if not by_shard:  # fewer shards than ranks: every rank reads all shards and keeps every world_size-th sample
-        stages.append(wds.slice(rank, None, world_size))
-    stages += [lambda src: _decoded(src, handler, prepare), wds.batched(batch_size, collation_fn=_collate)]
-    dl = DataLoader(wds.DataPipeline(*stages), batch_size=None, num_workers=min(workers, max(1, len(urls))),
+    v = make_view(shards, view, image_size, mask_channel, None, scene_size, scene_mask)
+    pipeline, n_urls = _eval_pipeline(shards, v, batch_size, rank, world_size, Handler(skip_corrupt, counter))
+    dl = DataLoader(pipeline, batch_size=None, num_workers=min(workers, max(1, n_urls)),
                     pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals)
-    return Loader(dl, None, counter)
+    return Loader(dl, None, counter, unique_keys=True, skip_corrupt=skip_corrupt)

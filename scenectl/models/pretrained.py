@@ -25,9 +25,6 @@ IMAGENET_WEIGHTS = {
     "resnet34": torchvision.models.ResNet34_Weights,
     "resnet50": torchvision.models.ResNet50_Weights,
 }
-# the input normalisation ImageNet weights expect (torchvision's transforms for them use the same numbers)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
