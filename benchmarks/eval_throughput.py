@@ -1,7 +1,7 @@
 """Evaluation throughput: `scenectl eval`'s streaming loop against the model's forward pass alone.
 
 Both sides run in this one process with the same model, batch size and device:
-  - eval:    scenectl.evaluate.run_model over make_eval_loader (tar reading, JPEG/PNG decoding, to_input, forward)
+  - eval:    scenectl.inference.run_model over make_eval_loader (tar reading, JPEG/PNG decoding, to_input, forward)
   - forward: the same batches, already decoded and held in memory as tensors, through model(x) alone
 The ratio eval / forward says how much of the model's speed the data pipeline keeps (target >= 0.9).
 Rounds alternate the two sides, so a burst of load from other processes slows both alike; medians are reported.
@@ -19,17 +19,18 @@ import time
 
 import torch
 
+from scenectl.checkpoint import read_checkpoint
 from scenectl.data.loader import make_eval_loader, open_shard_set
-from scenectl.evaluate import load_model, resolve_device, run_model
+from scenectl.devices import parse_device
+from scenectl.inference import run_model
 from scenectl.models import create_model
 
 
 def build(args, num_classes: int, device: torch.device):
     """The checkpoint's model (and its image size / mask channel), or a fresh one of --arch."""
     if args.checkpoint:
-        model, ckpt = load_model(args.checkpoint, device)
-        cfg = ckpt.get("config") or {}
-        return model, int(cfg.get("image_size", args.image_size)), bool(cfg.get("mask_channel", True))
+        ckpt = read_checkpoint(args.checkpoint)
+        return ckpt.build_model(device), ckpt.image_size, ckpt.mask_channel
     torch.manual_seed(0)
     return create_model(args.arch, num_classes, 4).to(device).eval(), args.image_size, True
 
@@ -60,7 +61,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     args = p.parse_args()
 
-    device = resolve_device(args.device)
+    device = parse_device(args.device)
     shards = open_shard_set(args.shards)
     model, size, mask_channel = build(args, len(shards.classes), device)
 

@@ -13,7 +13,8 @@ from a grid: highest top-1, ties broken by lower negative log-likelihood, then b
 therefore use a w fitted on them (optimistic); `val_crossfit` gives the honest estimate: w chosen on one half of
 the set (by key parity) and scored on the other, both ways. The OOC set (`--ooc-shards`, scenectl build-ooc) is
 never used for choosing w: it is reported as a whole and for its out-of-context and in-context halves, with
-ooc.flag_report on the context model. Writes report.json (last), report.md, weights.png and config.json.
+metrics.flag_report on the context model. Writes report.json (last), report.md, weights.png and config.json into
+an output folder of its own kind (scenectl.folders): --overwrite replaces only an earlier fusion report.
 """
 
 from __future__ import annotations
@@ -22,21 +23,21 @@ import math
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
-from scenectl import metrics
-from scenectl.checkpoint import classes_match
+from scenectl import metrics, plots
+from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint
 from scenectl.data.cooccurrence import Cooccurrence
-from scenectl.data.imagefolder import Target, make_loader
-from scenectl.data.loader import open_shard_set
+from scenectl.data.loader import ShardSet, make_eval_loader, open_shard_set
+from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
-from scenectl.evaluate import load_model, resolve_device
+from scenectl.folders import claim
+from scenectl.io import write_bytes_atomic, write_json_atomic
+from scenectl.metrics import flag_report, log_softmax
 from scenectl.report import format_table
-from scenectl.io import atomic_path, write_bytes_atomic, write_json_atomic
-from scenectl.ooc import flag_report, log_softmax
-from scenectl.transfer import checkpoint_image_size
 
 DEFAULT_WEIGHTS = [round(0.1 * i, 2) for i in range(21)]  # 0, 0.1, ..., 2.0
 
@@ -130,23 +131,28 @@ class Scores:
     ooc: np.ndarray  # (N,) bool (False where the json has no "ooc")
 
 
+def paired_batches(s: ShardSet, obj: Checkpoint, ctx: Checkpoint, cfg: FuseConfig) -> Iterator[tuple]:
+    """Every sample of `s` once, in order, as (object crops (B, 3, H, W) at the object model's size, masked scenes
+    (B, C, H', W') as the context model was trained, the batch); the one place fuse asks the shard reader."""
+    loader = make_eval_loader(s, view="object", image_size=obj.image_size, batch_size=cfg.batch_size,
+                              workers=cfg.workers, scene_size=ctx.image_size, scene_mask=ctx.mask_channel)
+    for batch in loader:
+        yield batch["input"], batch["scene_input"], batch
+
+
 @torch.inference_mode()
-def score_set(spec: str, obj, octx: dict, ctx, cctx: dict, cfg: FuseConfig, device: torch.device) -> Scores:
+def score_set(spec: str, obj: Checkpoint, obj_net, ctx: Checkpoint, ctx_net, cfg: FuseConfig,
+              device: torch.device) -> Scores:
     """Both models over one shard set: the object model on object.jpg, the context model on the masked scene."""
     s = open_shard_set(spec)
-    s.object_member()
-    for name, ck in (("--context", cctx), ("--object", octx)):
-        if not classes_match(ck["classes"], s.classes):
+    for name, ck in (("--context", ctx), ("--object", obj)):
+        if not classes_match(ck.classes, s.classes):
             raise ScenectlError(f"{spec}: its classes differ from the {name} model's ({len(s.classes)} vs "
-                                f"{len(ck['classes'])} classes, or other names/ids)")
-    loader = make_loader(Target(spec, list(s.classes), shards=s), image_size=checkpoint_image_size(octx),
-                         batch_size=cfg.batch_size, train=False, workers=cfg.workers,
-                         scene_size=checkpoint_image_size(cctx),
-                         scene_mask=bool(cctx.get("mask_channel", int(cctx.get("in_chans", 3)) == 4)))
+                                f"{ck.num_classes} classes, or other names/ids)")
     lo, lc, y, keys, vis, ooc = [], [], [], [], [], []
-    for batch in loader:
-        lo.append(obj(batch["input"].to(device)).float().cpu())  # (B, C)
-        lc.append(ctx(batch["scene_input"].to(device)).float().cpu())  # (B, C)
+    for crops, scenes, batch in paired_batches(s, obj, ctx, cfg):
+        lo.append(obj_net(crops.to(device)).float().cpu())  # (B, C)
+        lc.append(ctx_net(scenes.to(device)).float().cpu())  # (B, C)
         y.append(batch["label"])
         keys += batch["key"]
         vis += batch["visible"]
@@ -165,23 +171,6 @@ def _subset(sc: Scores, sel: np.ndarray) -> Scores:
 
 # --------------------------------------------------------------------------------------------------------------
 # reports
-
-
-def plot_weights(curve: list[dict], chosen: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["w"] for r in curve], [r["top1"] for r in curve], marker="o")
-    ax.axvline(chosen, color="grey", linestyle="--", label=f"chosen w = {chosen}")
-    ax.set_xlabel("context weight w   (log p_obj + w log p_ctx)")
-    ax.set_ylabel("validation top-1 (fused)")
-    ax.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def _rows(sets: dict[str, dict]) -> tuple[dict, list[str]]:
@@ -233,54 +222,60 @@ def write_report(out: Path, rep: dict) -> None:
 # main
 
 
+def load_models(cfg: FuseConfig, device: torch.device) -> tuple[Checkpoint, torch.nn.Module, Checkpoint,
+                                                                    torch.nn.Module]:
+    """(object checkpoint, its model, context checkpoint, its model), checked to fit together."""
+    ctx, obj = read_checkpoint(cfg.context), read_checkpoint(cfg.object)
+    if obj.in_chans != 3:
+        raise ScenectlError(f"--object {cfg.object} takes {obj.in_chans} input channels; an object "
+                            "classifier sees RGB crops (train one with `scenectl distill` or `scenectl transfer`)")
+    if not classes_match(ctx.classes, obj.classes):
+        raise ScenectlError(f"--object {cfg.object} and --context {cfg.context} name different classes")
+    return obj, obj.build_model(device), ctx, ctx.build_model(device)
+
+
+def ooc_sets(o: Scores, w: float, num_classes: int) -> dict[str, dict]:
+    """The OOC set scored as a whole and as its out-of-context and in-context halves."""
+    sets = {"ooc set (all)": compare(o.logp_obj, o.logp_ctx, o.labels, w, num_classes)}
+    for name, sel in (("ooc: out-of-context", o.ooc), ("ooc: in-context", ~o.ooc)):
+        if sel.any():
+            sub = _subset(o, sel)
+            sets[name] = compare(sub.logp_obj, sub.logp_ctx, sub.labels, w, num_classes)
+    return sets
+
+
 def fuse(cfg: FuseConfig) -> dict:
+    """Choose w on cfg.shards and report every set; writes cfg.out (a `fuse` folder), report.json last."""
     if not cfg.weights or any(not math.isfinite(w) or w < 0 for w in cfg.weights):
         raise ScenectlError(f"--weights must be finite values >= 0, got {cfg.weights}")
-    device = resolve_device(cfg.device)
-    ctx, cctx = load_model(cfg.context, device)
-    obj, octx = load_model(cfg.object, device)
-    if int(octx.get("in_chans", 3)) != 3:
-        raise ScenectlError(f"--object {cfg.object} takes {octx.get('in_chans')} input channels; an object "
-                            "classifier sees RGB crops (train one with `scenectl distill` or `scenectl transfer`)")
-    if not classes_match(cctx["classes"], octx["classes"]):
-        raise ScenectlError(f"--object {cfg.object} and --context {cfg.context} name different classes")
-    out = Path(cfg.out)
-    if (out / "report.json").exists() and not cfg.overwrite:
-        raise ScenectlError(f"{out} already holds a report (report.json); pass --overwrite or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").unlink(missing_ok=True)
-    write_json_atomic(out / "config.json", asdict(cfg))
-    num_classes = len(cctx["classes"])
-
-    val = score_set(cfg.shards, obj, octx, ctx, cctx, cfg, device)
-    w, curve = choose_weight(val.logp_obj, val.logp_ctx, val.labels, cfg.weights)
-    sets = {"val": compare(val.logp_obj, val.logp_ctx, val.labels, w, num_classes)}
-    rep = {"format": "scenectl-fuse/1", "out": str(out), "context": cfg.context, "object": cfg.object,
-           "shards": cfg.shards, "ooc_shards": cfg.ooc_shards, "w": w, "grid": sorted(set(cfg.weights)),
-           "weight_curve": curve,
-           "val_crossfit": crossfit(val.logp_obj, val.logp_ctx, val.labels, val.keys, cfg.weights, num_classes)}
-    if cfg.ooc_shards:
-        o = score_set(cfg.ooc_shards, obj, octx, ctx, cctx, cfg, device)
-        sets["ooc set (all)"] = compare(o.logp_obj, o.logp_ctx, o.labels, w, num_classes)
-        for name, sel in (("ooc: out-of-context", o.ooc), ("ooc: in-context", ~o.ooc)):
-            if sel.any():
-                sub = _subset(o, sel)
-                sets[name] = compare(sub.logp_obj, sub.logp_ctx, sub.labels, w, num_classes)
-        if o.ooc.any() and (~o.ooc).any():
-            cooc = cooccurrence_of(cctx, cfg.ooc_shards)
-            rep["ooc_flags"] = flag_report(o.logp_ctx, o.labels, o.ooc, o.visible, cooc)
-    rep["sets"] = sets
-    plot_weights(curve, w, out / "weights.png")
-    write_report(out, rep)
-    write_json_atomic(out / "report.json", rep)
+    device = parse_device(cfg.device)
+    obj, obj_net, ctx, ctx_net = load_models(cfg, device)
+    num_classes = ctx.num_classes
+    with claim(cfg.out, "fuse", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
+        write_json_atomic(folder.path / "config.json", asdict(cfg))
+        val = score_set(cfg.shards, obj, obj_net, ctx, ctx_net, cfg, device)
+        w, curve = choose_weight(val.logp_obj, val.logp_ctx, val.labels, cfg.weights)
+        rep = {"format": "scenectl-fuse/1", "out": str(folder.path), "context": cfg.context, "object": cfg.object,
+               "shards": cfg.shards, "ooc_shards": cfg.ooc_shards, "w": w, "grid": sorted(set(cfg.weights)),
+               "weight_curve": curve,
+               "val_crossfit": crossfit(val.logp_obj, val.logp_ctx, val.labels, val.keys, cfg.weights, num_classes),
+               "sets": {"val": compare(val.logp_obj, val.logp_ctx, val.labels, w, num_classes)}}
+        if cfg.ooc_shards:
+            o = score_set(cfg.ooc_shards, obj, obj_net, ctx, ctx_net, cfg, device)
+            rep["sets"].update(ooc_sets(o, w, num_classes))
+            if o.ooc.any() and (~o.ooc).any():
+                cooc = cooccurrence_of(ctx, cfg.ooc_shards)
+                rep["ooc_flags"] = flag_report(o.logp_ctx, o.labels, o.ooc, o.visible, cooc)
+        plots.plot_weights(curve, w, folder.path / "weights.png")
+        write_report(folder.path, rep)
+        write_json_atomic(folder.path / "report.json", rep)
     return rep
 
 
-def cooccurrence_of(cctx: dict, spec: str) -> Cooccurrence:
+def cooccurrence_of(ctx: Checkpoint, spec: str) -> Cooccurrence:
     """The context model's training counts (checkpoint), else the OOC set's copy of them."""
-    if cctx.get("cooccurrence") is not None:
-        return Cooccurrence.from_state(cctx["cooccurrence"])
-    return open_shard_set(spec).cooccurrence()
+    cooc = ctx.cooccurrence
+    return cooc if cooc is not None else open_shard_set(spec).cooccurrence()
 
 
 def summary_text(rep: dict) -> str:

@@ -1,4 +1,5 @@
-"""Evaluation metrics and label-only baselines. Pure functions on arrays: no I/O, no torch needed.
+"""Evaluation metrics, label-only baselines and out-of-context detection (ROC AUC). Pure functions on arrays: no I/O,
+no torch needed.
 
 Shapes: N samples, C classes. `scores` (N, C) are logits, probabilities or log-probabilities (only their order
 matters); `labels` (N,) are contiguous class indices; `visible[i]` lists the classes of the OTHER objects still
@@ -249,3 +250,59 @@ def baselines(labels, visible, cooc: Cooccurrence, plausible, ks: Iterable[int],
         "cooccurrence": summarize(cooccurrence_scores(visible, cooc), labels, visible, plausible, ks, num_classes),
         "random": summarize(random_scores(n, num_classes, seed), labels, visible, plausible, ks, num_classes),
     }
+
+
+# --- out-of-context detection (`scenectl fuse` on a `build-ooc` set) --------------------------------------------
+def log_softmax(z) -> np.ndarray:
+    """(N, C) normalised log-probabilities of scores `z` (float64, max-shifted so exp never overflows)."""
+    z = _np(z).astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def roc_auc(scores, positive) -> float:
+    """ROC AUC = P(score of a random positive > score of a random negative), ties counting 1/2.
+
+    Mann-Whitney from ranks: AUC = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg), with R_pos the sum of the
+    positives' ranks (1-based, ascending scores, tied scores sharing their average rank).
+    """
+    s = _np(scores).astype(np.float64)
+    pos = _np(positive).astype(bool)
+    if s.shape != pos.shape or s.ndim != 1:
+        raise ScenectlError(f"scores {s.shape} and labels {pos.shape} must be equal-length 1-d arrays")
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if n1 == 0 or n0 == 0:
+        raise ScenectlError(f"ROC AUC needs both classes, got {n1} positive and {n0} negative samples")
+    if np.isnan(s).any():
+        raise ScenectlError("scores contain NaN")
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)  # 1-based rank of the last member of each group of tied scores
+    ranks = (ends - (counts - 1) / 2.0)[inverse]  # (N,) average rank
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def flag_report(ctx_logits, labels, is_ooc, visible: Sequence[Iterable[int]], cooc: Cooccurrence) -> dict:
+    """How a context model reacts to out-of-context objects, per subset and as a detector (surprise = -log p(true)),
+    beside the label-only naive Bayes on the visible classes."""
+    logp = log_softmax(ctx_logits)  # (N, C)
+    y = _np(labels).astype(np.int64)
+    is_ooc = _np(is_ooc).astype(bool)
+    p_true = np.exp(logp[np.arange(len(y)), y])  # (N,)
+    plausible = plausible_matrix(cooc)
+    nb = log_softmax(cooccurrence_scores(visible, cooc))  # (N, C)
+    out = {"n": int(len(y)), "auc_context_model": roc_auc(-np.log(np.maximum(p_true, 1e-300)), is_ooc),
+           "auc_label_only_naive_bayes": roc_auc(-nb[np.arange(len(y)), y], is_ooc), "subsets": {}}
+    k5 = min(5, logp.shape[1])
+    for name, sel in (("out_of_context", is_ooc), ("in_context", ~is_ooc)):
+        if not sel.any():
+            continue
+        vis = [visible[i] for i in np.flatnonzero(sel)]
+        acc = topk_accuracy(logp[sel], y[sel], [1, k5])
+        out["subsets"][name] = {
+            "n": int(sel.sum()), "p_true_mean": float(p_true[sel].mean()),
+            "p_true_median": float(np.median(p_true[sel])),
+            "top1": acc[1], "top5": acc[k5],
+            "plausibility@10": plausibility_at_k(logp[sel], vis, plausible)["value"],
+            "true_class_plausible": plausibility_of_labels(y[sel], vis, plausible)["value"],
+        }
+    return out

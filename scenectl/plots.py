@@ -1,10 +1,12 @@
-"""The PNG figures of `scenectl eval`, `predict` and `cooccurrence` (matplotlib, Agg backend: no display needed).
+"""The PNG figures of `scenectl eval`, `predict`, `cooccurrence`, `fuse` and `inspect-shards` (matplotlib, Agg
+backend: no display needed).
 
 Every figure is written atomically: drawn to a temporary name in the target folder, renamed when whole.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -125,3 +127,37 @@ def plot_heatmap(matrix: np.ndarray, names: Sequence[str], path: str | Path, tit
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
     _save(fig, path)
+
+
+def plot_weights(curve: Sequence[Mapping[str, float]], chosen: float, path: str | Path) -> None:
+    """`scenectl fuse`: validation top-1 of the fused model against the context weight w, the chosen w marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["w"] for r in curve], [r["top1"] for r in curve], marker="o")
+    ax.axvline(chosen, color="grey", linestyle="--", label=f"chosen w = {chosen}")
+    ax.set_xlabel("context weight w   (log p_obj + w log p_ctx)")
+    ax.set_ylabel("validation top-1 (fused)")
+    ax.legend()
+    _save(fig, path)
+
+
+def plot_contact_sheet(samples: Sequence[Mapping], path: str | Path) -> None:
+    """`scenectl inspect-shards`: a grid of decoded samples ({"jpg", "mask.png", "json", "cls"}), each scene with
+    its hidden region outlined in red, titled with its label and hidden-area fraction."""
+    cols = max(1, math.ceil(math.sqrt(len(samples))))
+    rows = max(1, math.ceil(len(samples) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, s in zip(axes.flat, samples):
+        ax.imshow(s["jpg"])
+        if "mask.png" in s and s["mask.png"].any():
+            ax.contour(s["mask.png"] > 127, levels=[0.5], colors="red", linewidths=1.0)
+        meta = s.get("json", {})
+        title = meta.get("category_name", str(s.get("cls")))
+        if "area_fraction" in meta:
+            title += f" ({meta['area_fraction']:.2f})"
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

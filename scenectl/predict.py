@@ -15,7 +15,6 @@ options override them. Coordinates are pixels of the upright image (EXIF orienta
 from __future__ import annotations
 
 import io
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from scenectl.checkpoint import Checkpoint, read_checkpoint
 from scenectl.data import masks
+from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
-
+from scenectl.folders import check_file_target
 
 
 def default_params() -> dict:
@@ -53,11 +54,10 @@ class PredictConfig:
 
 
 # --- what the training shards did --------------------------------------------------------------------------------
-def shard_params(ckpt: dict) -> tuple[dict, str]:
-    """Build parameters of the checkpoint's training shards, and where they came from."""
+def shard_params(cfg: dict) -> tuple[dict, str]:
+    """Build parameters of the training shards named by a checkpoint's config, and where they came from."""
     from scenectl.data.loader import open_shard_set
 
-    cfg = ckpt.get("config") or {}
     for key in ("shard_params", "train_shard_params"):
         if isinstance(cfg.get(key), dict):
             return {**default_params(), **cfg[key]}, f"checkpoint config '{key}'"
@@ -165,17 +165,9 @@ def masked_sample(dec, obj: np.ndarray, params: dict, seed: int) -> tuple[np.nda
     return scene, lb.mask(region, box), float(region[box[1]:box[3], box[0]:box[2]].sum()) / region.size
 
 
-def predict(cfg: PredictConfig) -> dict:
-    """Top-`cfg.top` classes with probabilities for the hidden region; writes cfg.out when set."""
-    from scenectl.data.transforms import to_input
-    from scenectl.checkpoint import load_checkpoint
-    from scenectl.evaluate import model_from_checkpoint, resolve_device
-
-    if cfg.top < 1:
-        raise ScenectlError(f"--top must be a positive integer, got {cfg.top}")
-    device = resolve_device(cfg.device)
-    ckpt = load_checkpoint(cfg.checkpoint)  # the model itself is built once the inputs have passed their checks
-    params, source = shard_params(ckpt)
+def hiding_params(cfg: PredictConfig, ckpt: Checkpoint) -> tuple[dict, str]:
+    """How to hide the region: the training shards' parameters, overridden by the options given; and their source."""
+    params, source = shard_params(ckpt.config)
     for key in ("shape", "fill", "margin"):
         if getattr(cfg, key) is not None:
             params[key] = getattr(cfg, key)
@@ -185,22 +177,32 @@ def predict(cfg: PredictConfig) -> dict:
         raise ScenectlError(f"--fill must be one of {', '.join(masks.FILLS)}, got {params['fill']!r}")
     if int(params["margin"]) < 0:
         raise ScenectlError(f"--margin must be >= 0, got {params['margin']}")
+    return params, source
+
+
+def predict(cfg: PredictConfig) -> dict:
+    """Top-`cfg.top` classes with probabilities for the hidden region; writes cfg.out when set."""
+    from scenectl.data.transforms import to_input
+
+    if cfg.top < 1:
+        raise ScenectlError(f"--top must be a positive integer, got {cfg.top}")
+    if cfg.out:
+        check_file_target(cfg.out, "--out")
+    device = parse_device(cfg.device)
+    ckpt = read_checkpoint(cfg.checkpoint)  # the model itself is built once the inputs have passed their checks
+    params, source = hiding_params(cfg, ckpt)
     dec = load_upright(cfg.image, int(params["image_size"]))
     obj, notes = object_mask(cfg, *dec.size)
     scene, mask, fraction = masked_sample(dec, obj, params, cfg.seed)
     if fraction > float(params.get("max_area", 1.0)):
         notes.append(f"the hidden region covers {100 * fraction:.0f}% of the image, above the training shards' "
                      f"max_area {params['max_area']}: build-shards would have skipped it")
-    model = model_from_checkpoint(ckpt, cfg.checkpoint, device)
-    tcfg = ckpt.get("config") or {}
-    mask_channel = bool(tcfg.get("mask_channel", int(ckpt.get("in_chans", 3)) == 4))
-    x = to_input(Image.fromarray(scene), Image.fromarray(mask), int(tcfg.get("image_size", params["image_size"])),
-                 mask_channel)  # (C, S, S)
+    model = ckpt.build_model(device)
+    x = to_input(Image.fromarray(scene), Image.fromarray(mask), ckpt.image_size, ckpt.mask_channel)  # (C, S, S)
     with torch.inference_mode():
         probs = torch.softmax(model(x[None].to(device)).float(), dim=1)[0].cpu().numpy()  # (num_classes,)
     order = np.argsort(-probs, kind="stable")[: min(cfg.top, len(probs))]
-    names = [str(c["name"]) for c in ckpt["classes"]]
-    top = [{"class": names[i], "index": int(i), "probability": float(probs[i])} for i in order]
+    top = [{"class": ckpt.names[i], "index": int(i), "probability": float(probs[i])} for i in order]
     if cfg.out:
         from scenectl import plots
 

@@ -12,6 +12,9 @@ same chain on a real COCO layout (annotations/instances_{train,val}2017.json, tr
       run/                          # config.json, metrics.jsonl, last.pt, best.pt
       run/eval/                     # report.json, report.md, predictions.h5, confusion.png, per_class.png
       config.json                   # this QuickstartConfig
+
+OUT is a `quickstart` folder (scenectl.folders.claim); each step claims its own sub-folder as its command would,
+so --overwrite replaces an earlier quickstart step by step and never a folder another command wrote.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from scenectl.errors import ScenectlError
+from scenectl.folders import claim
 from scenectl.io import write_json_atomic
 
 
@@ -43,34 +47,46 @@ class QuickstartConfig:
     overwrite: bool = False
 
 
-def _check(cfg: QuickstartConfig, out: Path) -> None:
+def _check(cfg: QuickstartConfig) -> None:
     for name in ("train_images", "val_images", "image_size", "epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ScenectlError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if cfg.coco_root is not None and not Path(cfg.coco_root).is_dir():
         raise ScenectlError(f"--coco-root {cfg.coco_root} is not a folder")
-    if (out / "config.json").exists() and not cfg.overwrite:
-        raise ScenectlError(f"{out} already holds a quickstart run; pass --overwrite or choose another --out")
 
 
 def quickstart(cfg: QuickstartConfig, echo: Callable[[str], None] = print) -> dict:
     """Run the chain; returns the eval report (its files are in OUT/run/eval)."""
-    from scenectl.data.shards import BuildConfig, build_shards
-    from scenectl.data.synthetic import generate_scenes
-    from scenectl.evaluate import EvalConfig, main as evaluate, summary_text
-    from scenectl.train import TrainConfig, train
-
-    out = Path(cfg.out)
-    _check(cfg, out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", asdict(cfg))
+    _check(cfg)
     t0 = time.perf_counter()
+    with claim(cfg.out, "quickstart", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
+        out = folder.path
+        write_json_atomic(out / "config.json", asdict(cfg))
+        root = _scenes(cfg, out, echo)
+        shards = _shards(cfg, root, out, echo)
+        rep = _train_and_eval(cfg, shards, out / "run", echo)
+    echo(f"quickstart done in {time.perf_counter() - t0:.0f} s; read {rep['out']}/report.md and its plots "
+         f"(confusion.png, per_class.png)")
+    return rep
+
+
+def _scenes(cfg: QuickstartConfig, out: Path, echo: Callable[[str], None]) -> Path:
+    """[1/4] the COCO-layout root: synthetic scenes in OUT/scenes, or --coco-root as given."""
+    from scenectl.data.synthetic import generate_scenes
+
     root = Path(cfg.coco_root) if cfg.coco_root else out / "scenes"
     if cfg.coco_root is None:
         echo(f"[1/4] sample: {cfg.train_images} + {cfg.val_images} synthetic scenes -> {root}")
         generate_scenes(root, n_train=cfg.train_images, n_val=cfg.val_images, seed=cfg.seed, overwrite=cfg.overwrite)
     else:
         echo(f"[1/4] sample: skipped, using COCO at {root}")
+    return root
+
+
+def _shards(cfg: QuickstartConfig, root: Path, out: Path, echo: Callable[[str], None]) -> dict[str, Path]:
+    """[2/4] OUT/shards/{train2017,val2017}."""
+    from scenectl.data.shards import BuildConfig, build_shards
+
     shards = {}
     for split in ("train2017", "val2017"):
         shards[split] = out / "shards" / split
@@ -79,7 +95,14 @@ def quickstart(cfg: QuickstartConfig, echo: Callable[[str], None] = print) -> di
         build_shards(BuildConfig(out=shards[split], coco_root=root, split=split, shape=cfg.shape,
                                  max_area=cfg.max_area, image_size=cfg.image_size, seed=cfg.seed,
                                  workers=cfg.workers, overwrite=cfg.overwrite), echo=echo)
-    run = out / "run"
+    return shards
+
+
+def _train_and_eval(cfg: QuickstartConfig, shards: dict[str, Path], run: Path, echo: Callable[[str], None]) -> dict:
+    """[3/4] OUT/run, [4/4] OUT/run/eval; returns the eval report."""
+    from scenectl.evaluate import EvalConfig, main as evaluate, summary_text
+    from scenectl.train import TrainConfig, train
+
     echo(f"[3/4] train: {cfg.arch}, {cfg.epochs} epochs, batch {cfg.batch_size} -> {run}")
     train(TrainConfig(shards=str(shards["train2017"]), val_shards=str(shards["val2017"]), out=str(run),
                       arch=cfg.arch, image_size=cfg.image_size, epochs=cfg.epochs, batch_size=cfg.batch_size,
@@ -90,6 +113,4 @@ def quickstart(cfg: QuickstartConfig, echo: Callable[[str], None] = print) -> di
                               device=cfg.device, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
                               overwrite=cfg.overwrite))
     echo(summary_text(rep, rep["out"]))
-    echo(f"quickstart done in {time.perf_counter() - t0:.0f} s; read {rep['out']}/report.md and its plots "
-         f"(confusion.png, per_class.png)")
     return rep

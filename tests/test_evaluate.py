@@ -23,7 +23,9 @@ from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.shards import BuildConfig, build_shards
 from scenectl.data.synthetic import generate_scenes
 from scenectl.errors import ScenectlError
-from scenectl.evaluate import EvalConfig, main, read_visible, resolve_ks, top_companions
+from scenectl.companions import top_companions
+from scenectl.evaluate import EvalConfig, main, resolve_ks
+from scenectl.predictions import read_visible
 from scenectl.train import TrainConfig, train
 
 runner = CliRunner()
@@ -112,7 +114,7 @@ def test_cli_defaults_chain_and_refuses_to_overwrite(data, tmp_path, monkeypatch
     assert "prior baseline" in r.output and "top-50 clamped to top-16" in r.output
     assert (tmp_path / "runs" / "train" / "eval" / "report.json").is_file()
     again = runner.invoke(app, ["eval", "--workers", "0"])
-    assert again.exit_code == 2 and "already holds a report" in again.output
+    assert again.exit_code == 2 and "holds an evaluation report" in again.output and "--overwrite" in again.output
     assert runner.invoke(app, ["eval", "--workers", "0", "--overwrite", "--no-logits"]).exit_code == 0
     with h5py.File(tmp_path / "runs" / "train" / "eval" / "predictions.h5", "r") as f:
         assert "logits" not in f and f["topk_indices"].shape[1] == 10
@@ -156,7 +158,7 @@ def test_bad_inputs_are_one_line_errors(data, tmp_path):
     fails(["eval", "-c", str(foreign), "--shards", str(data["val"])], "not a scenectl checkpoint")
     headless = tmp_path / "headless.pt"
     save_checkpoint(headless, {"kind": "context"})
-    fails(["eval", "-c", str(headless), "--shards", str(data["val"])], "not a model checkpoint")
+    fails(["eval", "-c", str(headless), "--shards", str(data["val"])], "not a usable scenectl model checkpoint")
     fails(["eval", "-c", str(tmp_path / "missing.pt")], "checkpoint not found")
     # a shard set of other classes: same tars, one class renamed in the manifest
     other = tmp_path / "other"

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from scenectl.checkpoint import save_checkpoint
 from scenectl.cli import app
 from scenectl.data.loader import open_shard_set
+from scenectl.data.ooc import OOCConfig, build_ooc
 from scenectl.errors import ScenectlError
 from scenectl.fuse import FuseConfig, changes, choose_weight, crossfit, fuse, fuse_logprobs
 from scenectl.models import create_model
-from scenectl.ooc import OOCConfig, build_ooc
 
 runner = CliRunner()
 LOG = np.log

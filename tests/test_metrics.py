@@ -257,3 +257,44 @@ def test_baselines_on_toy_table():
     # V={0}: P(0|c) = c0 5/6, c1 3/4, c2 2/5, c3 1/2 -> c0 6/14*5/6 = .357, c1 3/14*3/4 = .161 -> 0 (miss) -> 2/4
     assert out["cooccurrence"]["topk"][1] == pytest.approx(0.5)
     assert out["random"] == M.baselines(labels, visible, cooc, p, ks=[1], num_classes=4, seed=0)["random"]
+
+
+# --- out-of-context detection: ROC AUC from ranks, flag_report -------------------------------------------------
+def test_roc_auc_hand_case_with_a_tie():
+    # positives score 0.9 and 0.4, negatives 0.4 and 0.1. Pairs (pos > neg): 0.9>0.4, 0.9>0.1, 0.4=0.4 (1/2),
+    # 0.4>0.1 -> 3.5 of 4 = 0.875. From ranks: 0.1 -> 1, the two 0.4 -> 2.5 each, 0.9 -> 4;
+    # R_pos = 4 + 2.5 = 6.5;  AUC = (6.5 - 2*3/2) / (2*2) = 3.5 / 4 = 0.875
+    assert M.roc_auc([0.9, 0.4, 0.4, 0.1], [True, True, False, False]) == pytest.approx(0.875)
+    assert M.roc_auc([3, 2, 1], [1, 0, 0]) == 1.0  # perfect separation
+    assert M.roc_auc([1, 2, 3], [1, 0, 0]) == 0.0  # perfectly wrong
+    assert M.roc_auc([5, 5, 5, 5], [1, 0, 1, 0]) == 0.5  # all tied: chance
+
+
+def test_roc_auc_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 5, 40).astype(float)  # many ties
+    y = rng.random(40) < 0.4
+    pairs = [(1.0 if a > b else 0.5 if a == b else 0.0) for a in s[y] for b in s[~y]]
+    assert M.roc_auc(s, y) == pytest.approx(np.mean(pairs))
+
+
+def test_roc_auc_refuses_one_class_and_nan():
+    with pytest.raises(ScenectlError, match="both classes"):
+        M.roc_auc([0.1, 0.2], [True, True])
+    with pytest.raises(ScenectlError, match="NaN"):
+        M.roc_auc([0.1, float("nan")], [True, False])
+
+
+def test_flag_report_on_a_hand_case():
+    cooc = Cooccurrence.count([[0, 1]] * 3 + [[2]] * 3, [1, 2, 3], ["a", "b", "c"])
+    logits = np.log(np.array([[0.8, 0.1, 0.1],    # class 0 in context: confident
+                              [0.6, 0.2, 0.2],    # class 0 in context
+                              [0.1, 0.1, 0.8],    # class 0 out of context: the model expects 2
+                              [0.3, 0.4, 0.3]]))  # class 0 out of context
+    rep = M.flag_report(logits, np.array([0, 0, 0, 0]), np.array([False, False, True, True]),
+                        [[1], [1], [2], [2]], cooc)
+    assert rep["auc_context_model"] == 1.0  # every OOC sample is more surprising than every in-context one
+    assert rep["subsets"]["in_context"]["p_true_mean"] == pytest.approx(0.7)
+    assert rep["subsets"]["out_of_context"]["p_true_mean"] == pytest.approx(0.2)
+    assert rep["subsets"]["out_of_context"]["true_class_plausible"] == 0.0
+    assert rep["subsets"]["in_context"]["true_class_plausible"] == 1.0

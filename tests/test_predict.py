@@ -45,9 +45,9 @@ def setup(tmp_path_factory) -> dict:
 
 
 def test_params_come_from_the_training_shards(setup):
-    from scenectl.checkpoint import load_checkpoint
+    from scenectl.checkpoint import read_checkpoint
 
-    params, source = shard_params(load_checkpoint(setup["ckpt"]))
+    params, source = shard_params(read_checkpoint(setup["ckpt"]).config)
     assert (params["shape"], params["margin"], params["image_size"]) == ("box", 5, 48) and "manifest" in source
 
 

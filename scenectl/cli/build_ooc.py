@@ -41,7 +41,7 @@ def build_ooc_cmd(
     seed: int = typer.Option(0, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an OOC set already in --out."),
 ) -> None:
-    from scenectl.ooc import OOCConfig, build_ooc, summary
+    from scenectl.data.ooc import OOCConfig, build_ooc, summary
 
     cfg = OOCConfig(coco_root=str(coco_root), split=split, train_cooccurrence=str(train_cooccurrence), out=str(out),
                     max_pairs=max_pairs, shape=shape, fill=fill, margin=margin, image_size=image_size,

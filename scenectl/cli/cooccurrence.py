@@ -31,7 +31,7 @@ def cooccurrence(
     out: Optional[Path] = typer.Option(Path("cooccurrence.png"), "--out", "-o", help="Heatmap PNG to write."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Print only; write no heatmap."),
 ) -> None:
-    from scenectl.evaluate import CooccurrenceConfig, cooccurrence_main
+    from scenectl.companions import CooccurrenceConfig, cooccurrence_main
 
     cfg = CooccurrenceConfig(source, top, by, min_count, None if no_plot or out is None else str(out))
     _, text = cooccurrence_main(cfg)

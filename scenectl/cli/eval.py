@@ -35,7 +35,8 @@ def eval_cmd(
         None, "--topk", "-k", help="Extra k to report (repeatable); 1, 5 and 10 are always reported; "
                                    "k above the class count is clamped."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: <checkpoint's folder>/eval]."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    device: str = typer.Option("auto", "--device",
+                               help="auto (a GPU when present, else cpu), cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward pass."),
     workers: int = typer.Option(2, "--workers", help="DataLoader processes decoding shards (0 = in process)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random baseline."),

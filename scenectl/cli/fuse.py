@@ -33,7 +33,8 @@ def fuse_cmd(
     weight: Optional[List[float]] = typer.Option(None, "--weight", "-w", help="Grid value of w (repeatable)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     workers: int = typer.Option(0, "--workers", help="DataLoader processes (0 = in process)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device",
+                               help="auto (a GPU when present, else cpu), cpu, cuda or cuda:N."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report already in --out."),
 ) -> None:
     from scenectl.fuse import DEFAULT_WEIGHTS, FuseConfig, fuse, summary_text

@@ -14,7 +14,8 @@ from scenectl.cli._app import command
 def inspect_shards_cmd(
     directory: Path = typer.Argument(..., help="Shard folder (with manifest.json)."),
     n: int = typer.Option(16, "--n", help="Samples on the contact sheet."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Contact sheet PNG. Default: DIR/contact-sheet.png."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Contact sheet PNG, outside any folder a scenectl "
+                                       "command owns. Default: DIR-contact-sheet.png beside DIR."),
 ) -> None:
     """Print samples per class, the hidden-area histogram and the build params; draw a contact sheet.
 

@@ -28,7 +28,7 @@ def verify_shards_cmd(
 
       scenectl verify-shards shards/val2017 --json > verify.json
     """
-    from scenectl.verify import VerifyConfig, format_report, main
+    from scenectl.data.verify import VerifyConfig, format_report, main
 
     cfg = VerifyConfig(directory=directory, json=as_json, check_hashes=check_hashes, workers=workers,
                        progress=progress)

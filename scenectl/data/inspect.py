@@ -1,11 +1,11 @@
 """inspect-shards: what a shard set holds (per-class counts, mask-area histogram, build params) and a contact
-sheet of its first samples (masked scene, outline of the hidden region, label)."""
+sheet of its first samples (masked scene, outline of the hidden region, label; drawn by scenectl.plots), written
+outside the set's folder, which belongs to build-shards (scenectl.folders.check_file_target)."""
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from pathlib import Path
 
@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from scenectl.errors import ScenectlError
-from scenectl.io import atomic_path, read_json
+from scenectl.folders import check_file_target
+from scenectl.io import read_json
 
 KNOWN_MEMBERS = ("jpg", "mask.png", "cls", "json", "object.jpg")  # decoded; anything else in a tar is ignored
 
@@ -75,41 +76,22 @@ def report(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def contact_sheet(samples: list[dict], path: str | os.PathLike) -> Path:
-    """A PNG grid: each sample's scene with the hidden region outlined in red, titled with its label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = max(1, math.ceil(math.sqrt(len(samples))))
-    rows = max(1, math.ceil(len(samples) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, s in zip(axes.flat, samples):
-        ax.imshow(s["jpg"])
-        if "mask.png" in s and s["mask.png"].any():
-            ax.contour(s["mask.png"] > 127, levels=[0.5], colors="red", linewidths=1.0)
-        meta = s.get("json", {})
-        title = meta.get("category_name", str(s.get("cls")))
-        if "area_fraction" in meta:
-            title += f" ({meta['area_fraction']:.2f})"
-        ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+def default_sheet(directory: str | os.PathLike) -> Path:
+    """Where the contact sheet goes without --out: beside the set, named after it (the set's folder is build-shards')."""
+    d = Path(directory).resolve()
+    return d.parent / f"{d.name}-contact-sheet.png"
 
 
 def inspect_shards(directory: str | os.PathLike, n: int = 16, out: str | os.PathLike | None = None) -> dict:
-    """Report on a shard set and write its contact sheet (default DIR/contact-sheet.png)."""
+    """Report on a shard set and write its contact sheet (default: DIR-contact-sheet.png beside DIR)."""
     if n < 1:
         raise ScenectlError(f"--n must be >= 1, got {n}")
     d = Path(directory)
+    sheet = Path(out) if out is not None else default_sheet(d)
+    check_file_target(sheet, "--out")
     manifest = load_manifest(d)
     samples = read_samples(d, n)
-    sheet = contact_sheet(samples, Path(out) if out is not None else d / "contact-sheet.png")
+    from scenectl.plots import plot_contact_sheet  # matplotlib: only when drawing
+
+    plot_contact_sheet(samples, sheet)
     return {"manifest": manifest, "text": report(manifest), "sheet": str(sheet), "keys": [s["__key__"] for s in samples]}

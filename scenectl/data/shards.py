@@ -10,6 +10,7 @@ parent writes them with webdataset's ShardWriter as `*.tar.partial`; each finish
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -21,7 +22,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -37,6 +38,7 @@ from scenectl.data.masks import (
     FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, hidden_region, reduce_any,
 )
 from scenectl.errors import ScenectlError
+from scenectl.folders import MARKER, Folder, claim, owner
 from scenectl.io import read_json, remove_stale_tmp, write_json_atomic
 
 FORMAT = "scenectl-shards/1"
@@ -443,47 +445,73 @@ class _Sink:
 
 
 def _own_files(out: Path, names: _Names) -> list[Path]:
-    """Files of this build (or part) that --overwrite removes; a part also removes the merged manifest."""
-    if names.part is None:
-        globs = ["shard-*.tar", "shard-*.tar.partial", "manifest*.json", "progress*.json", "config*.json", "cooccurrence.h5"]
-    else:
-        globs = [names.shard_glob, names.shard_glob + ".partial", names.manifest, names.progress, names.config, "manifest.json"]
+    """This build's (or part's) files, and the merged manifest: what a part's --overwrite removes (the other parts'
+    files stay), and what a build that found no sample removes again."""
+    globs = [names.shard_glob, names.shard_glob + ".partial", names.manifest, names.progress, names.config,
+             "manifest.json"]
     return sorted({p for g in globs for p in out.glob(g)})
 
 
-def _prepare_out(out: Path, names: _Names, params: dict, source: dict, n_classes: int, cfg: BuildConfig) -> dict:
+@contextlib.contextmanager
+def _output_folder(out: Path, cfg: BuildConfig, names: _Names) -> Iterator[Folder]:
+    """`out` claimed as a shard set (scenectl.folders: never a folder another command owns). A whole build takes
+    --resume / --overwrite as the guard has them. The n parts of a build share one folder, each with its own writer
+    lock: a part joins a set another part started, and its --resume / --overwrite concern its files (_start_journal)."""
+    with contextlib.ExitStack() as stack:
+        if names.part is None:
+            yield stack.enter_context(claim(out, "shards", resume=cfg.resume, overwrite=cfg.overwrite))
+            return
+        out.mkdir(parents=True, exist_ok=True)  # parts started together: none of them created (or removes) it
+        for retry in (False, True):
+            joining = owner(out) == "shards"
+            try:
+                folder = stack.enter_context(claim(out, "shards", resume=cfg.resume or joining, lock=names.tag))
+                break
+            except ScenectlError:
+                if retry or joining or owner(out) != "shards":
+                    raise
+                # another part claimed the new folder meanwhile: join it
+        yield folder
+
+
+def _start_journal(out: Path, names: _Names, params: dict, source: dict, n_classes: int, cfg: BuildConfig) -> dict:
     """Return the journal to continue (fresh or resumed), or a finished manifest (resume of a complete build)."""
     fresh = {"format": "scenectl-progress/1", "params": params, "source": source, "shards": [],
              "next": {"image": 0, "sample": 0}, "counters": _new_counters(n_classes), "seconds": 0.0}
-    existing = _own_files(out, names)
     if names.part is not None:  # other parts' files are expected; only this part's (and a merged manifest) clash
-        existing = [p for p in existing if p.name != "manifest.json" or cfg.overwrite]
-    if cfg.overwrite:
-        for p in existing:
-            p.unlink()
-        return fresh
-    manifest, progress = out / names.manifest, out / names.progress
+        mine = [p for p in _own_files(out, names) if p.name != "manifest.json" or cfg.overwrite]
+        if cfg.overwrite:
+            for p in mine:
+                p.unlink()
+            return fresh
+        if mine and not cfg.resume:
+            raise ScenectlError(f"{out} already holds part {cfg.part} of a build ({mine[0].name}); pass --resume to "
+                                "continue it or --overwrite to replace it")
     if not cfg.resume:
-        if existing:
-            raise ScenectlError(f"{out} already holds a build ({existing[0].name}); pass --resume to continue it "
-                                f"or --overwrite to replace it")
         return fresh
-    for path in (manifest, progress):
+    return _resumed_journal(out, names, params, source) or fresh
+
+
+def _resumed_journal(out: Path, names: _Names, params: dict, source: dict) -> dict | None:
+    """The journal (or finished manifest) to continue, checked to record this very build; None: nothing journalled.
+    Shards not in the journal (a .partial, or one renamed just before a kill) are removed: they are rewritten."""
+    journal = None
+    for path in (out / names.manifest, out / names.progress):
         if path.exists():
             old = read_json(path, "build record")
-            if old.get("params") != params or old.get("source", {}).get("annotations_sha256") != source["annotations_sha256"]:
-                raise ScenectlError(f"{path} records a build with other parameters or annotations; "
-                                    f"--resume needs the same options (or pass --overwrite)")
-            if path == manifest:
-                old["resumed_complete"] = True
-                return old
+            recorded = old.get("params") or {}
+            changed = sorted(k for k in {**params, **recorded} if recorded.get(k) != params.get(k))
+            if old.get("source", {}).get("annotations_sha256") != source["annotations_sha256"]:
+                changed.append("annotations")
+            if changed:
+                raise ScenectlError(f"{path} records a build with other parameters or annotations "
+                                    f"({', '.join(changed)}); --resume needs the same options (or pass --overwrite)")
+            if path.name == names.manifest:
+                return {**old, "resumed_complete": True}
             journal = old
             break
-    else:
-        journal = fresh
     remove_stale_tmp(out)  # temporary files of a killed writer (e.g. a half-written manifest)
-    # shards that are not journalled (a .partial, or renamed just before a kill) are rewritten identically
-    done = {s["name"] for s in journal["shards"]}
+    done = {s["name"] for s in journal["shards"]} if journal else set()
     for p in list(out.glob(names.shard_glob + ".partial")) + list(out.glob(names.shard_glob)):
         if p.name not in done:
             p.unlink()
@@ -499,50 +527,56 @@ def _part_images(image_ids: list[int], part: tuple[int, int] | None) -> list[int
     return image_ids if part is None else image_ids[part[0]::part[1]]
 
 
-def build_shards(cfg: BuildConfig, echo: Callable[[str], None] = print) -> dict:
-    """Build (or resume) one split's shard set in `cfg.out`; return its manifest (docs/shard-format.md)."""
-    started = time.time()
-    cfg.check()
+@dataclass
+class _Source:
+    """The annotation file (loaded once, in the parent), its image folder and what the manifest records of them."""
+
+    coco: Any
+    classes: ClassTable
+    annotations: Path
+    images: Path
+    split: str
+    record: dict  # the manifest's `source`
+
+
+def _open_source(cfg: BuildConfig, echo: Callable[[str], None]) -> _Source:
     ann_path, img_dir, split = cfg.source(echo)
     if not img_dir.is_dir():
         raise ScenectlError(f"image folder {img_dir} not found")
     coco = load_coco(ann_path)
-    classes = ClassTable.from_coco(coco)
-    params = cfg.params(split)
-    part = parse_part(cfg.part)
-    names = _Names(part)
-    source = {"annotations": str(ann_path.resolve()), "annotations_sha256": file_sha256(ann_path),
+    record = {"annotations": str(ann_path.resolve()), "annotations_sha256": file_sha256(ann_path),
               "images": str(img_dir.resolve())}
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    journal = _prepare_out(out, names, params, source, len(classes.coco_ids), cfg)
-    if journal.get("resumed_complete"):
-        journal.pop("resumed_complete")
-        return journal
-    write_json_atomic(out / names.config, _config_json(cfg))
+    return _Source(coco, ClassTable.from_coco(coco), ann_path, img_dir, split, record)
 
-    ids = _part_images(list(coco.imgs), part)
+
+def build_shards(cfg: BuildConfig, echo: Callable[[str], None] = print) -> dict:
+    """Build (or resume) one split's shard set in `cfg.out`; return its manifest (docs/shard-format.md)."""
+    started = time.time()
+    cfg.check()
+    src = _open_source(cfg, echo)
+    params, names, out = cfg.params(src.split), _Names(parse_part(cfg.part)), Path(cfg.out)
+    with _output_folder(out, cfg, names) as folder:
+        journal = _start_journal(out, names, params, src.record, len(src.classes.coco_ids), cfg)
+        if journal.pop("resumed_complete", False):
+            return journal
+        write_json_atomic(out / names.config, _config_json(cfg))
+        sink = _write_samples(cfg, src, params, out, names, journal, started)
+        return _finish(cfg, src, params, out, names, sink, folder.fresh)
+
+
+def _write_samples(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: _Names, journal: dict,
+                   started: float) -> _Sink:
+    """Stream this build's (or part's) images through the workers into shards, from where the journal says."""
+    ids = _part_images(list(src.coco.imgs), names.part)
     start, skip = journal["next"]["image"], journal["next"]["sample"]
-    job = Job(str(img_dir), split, params, classes.coco_ids, classes.names)
-    tasks = ((k, coco.imgs[i], coco.imgToAnns.get(i, [])) for k, i in enumerate(ids) if k >= start)
+    job = Job(str(src.images), src.split, params, src.classes.coco_ids, src.classes.names)
+    tasks = ((k, src.coco.imgs[i], src.coco.imgToAnns.get(i, [])) for k, i in enumerate(ids) if k >= start)
     workers = cfg.workers or len(os.sched_getaffinity(0))
     sink = _Sink(out, names, journal, cfg.maxcount, cfg.maxsize, started)
-    c = sink.counters
-    bar = tqdm(total=len(ids), initial=start, desc=f"build-shards {split}", unit="img", disable=not cfg.progress)
+    bar = tqdm(total=len(ids), initial=start, desc=f"build-shards {src.split}", unit="img", disable=not cfg.progress)
     try:
         for res in _results(tasks, job, workers):
-            for j, (sample, cls, frac) in enumerate(res.samples):
-                if res.index == start and j < skip:
-                    continue  # already inside a finished shard
-                sink.write(sample, (res.index, j))
-                c["samples"] += 1
-                c["per_class"][cls] += 1
-                c["area_hist"][min(int(frac / cfg.max_area * HIST_BINS), HIST_BINS - 1)] += 1
-            c["images"] += 1
-            c["bad_images"] += int(res.bad_image)
-            c["instances"] += res.instances
-            for reason, n in res.skipped.items():
-                c["skipped"][reason] += n
+            _take(sink, res, skip if res.index == start else 0, cfg.max_area)
             bar.update(1)
         sink.close(len(ids))
     except BaseException:
@@ -550,23 +584,49 @@ def build_shards(cfg: BuildConfig, echo: Callable[[str], None] = print) -> dict:
         raise
     finally:
         bar.close()
+    return sink
 
-    if c["samples"] == 0 and part is None:
+
+def _take(sink: _Sink, res: ImageResult, skip: int, max_area: float) -> None:
+    """Write one image's samples (but the first `skip`, already inside a finished shard) and count the image."""
+    c = sink.counters
+    for j, (sample, cls, frac) in enumerate(res.samples):
+        if j < skip:
+            continue
+        sink.write(sample, (res.index, j))
+        c["samples"] += 1
+        c["per_class"][cls] += 1
+        c["area_hist"][min(int(frac / max_area * HIST_BINS), HIST_BINS - 1)] += 1
+    c["images"] += 1
+    c["bad_images"] += int(res.bad_image)
+    c["instances"] += res.instances
+    for reason, n in res.skipped.items():
+        c["skipped"][reason] += n
+
+
+def _finish(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: _Names, sink: _Sink,
+            fresh: bool) -> dict:
+    """cooccurrence.h5, then the manifest (last: its presence means the set is complete); returns the manifest."""
+    c = sink.counters
+    if c["samples"] == 0 and names.part is None:
         for p in _own_files(out, names):
             p.unlink()
-        raise ScenectlError(f"no eligible instances in {ann_path} (skipped: {_fmt_skipped(c['skipped'])}); "
+        if fresh:  # nothing was built: the folder is left as it was found, not claimed
+            (out / MARKER).unlink(missing_ok=True)
+        raise ScenectlError(f"no eligible instances in {src.annotations} (skipped: {_fmt_skipped(c['skipped'])}); "
                             f"nothing written to {out}")
     from scenectl.data.cooccurrence import Cooccurrence  # h5py: parent only
 
-    image_classes = ([classes.index()[a["category_id"]] for a in coco.imgToAnns.get(i, [])] for i in sorted(coco.imgs))
-    Cooccurrence.count(image_classes, classes.coco_ids, classes.names).save(out / "cooccurrence.h5")
+    index = src.classes.index()
+    image_classes = ([index[a["category_id"]] for a in src.coco.imgToAnns.get(i, [])] for i in sorted(src.coco.imgs))
+    Cooccurrence.count(image_classes, src.classes.coco_ids, src.classes.names).save(out / "cooccurrence.h5")
     manifest = {
-        "format": FORMAT, "scenectl_version": __version__, "task": cfg.task, "params": params, "source": source,
-        "classes": classes.to_json(), "shards": journal["shards"],
-        "totals": _totals(c, classes, len(journal["shards"]), cfg.max_area),
+        "format": FORMAT, "scenectl_version": __version__, "task": cfg.task, "params": params, "source": src.record,
+        "classes": src.classes.to_json(), "shards": sink.journal["shards"],
+        "totals": _totals(c, src.classes, len(sink.journal["shards"]), cfg.max_area),
         "skipped": c["skipped"], "seconds": round(sink.journal["seconds"], 3),  # across resumed runs
     }
-    write_json_atomic(out / names.manifest, manifest)  # last: its presence means the set is complete
+    write_json_atomic(out / names.manifest, manifest)
     (out / names.progress).unlink(missing_ok=True)
     return manifest
 
@@ -637,5 +697,6 @@ def merge_manifests(directory: str | os.PathLike) -> dict:
     merged = {**first, "params": {**first["params"], "part": None}, "parts": n, "shards": shards, "totals": totals,
               "skipped": {k: sum(m["skipped"][k] for m in parts) for k in first["skipped"]},
               "seconds": round(sum(m["seconds"] for m in parts), 3)}
-    write_json_atomic(d / "manifest.json", merged)
+    with claim(d, "shards", resume=True, option="DIRECTORY"):  # the parts' shard set, never another kind's folder
+        write_json_atomic(d / "manifest.json", merged)
     return merged

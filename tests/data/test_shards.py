@@ -282,7 +282,7 @@ def test_resume_after_sigkill(coco_sample, tmp_path):
 
 
 def test_out_folder_guards(small, reference, tmp_path):
-    with pytest.raises(ScenectlError, match="already holds a build"):
+    with pytest.raises(ScenectlError, match="holds a shard set: pass --resume"):
         build(small, reference, maxcount=5)
     before = shard_hashes(reference)
     m = build(small, reference, maxcount=5, resume=True)  # complete: nothing to do

@@ -119,7 +119,8 @@ def test_eval_and_fuse_refuse_other_classes(real_ckpt, other_build, tmp_path):
     classes = json.loads((other_build / "manifest.json").read_text())["classes"]
     obj = tmp_path / "object.pt"
     save_checkpoint(obj, {"kind": "distill", "arch": "resnet18", "in_chans": 3, "num_classes": len(classes),
-                          "classes": classes, "model": create_model("resnet18", len(classes), 3).state_dict()})
+                          "image_size": 64, "classes": classes,
+                          "model": create_model("resnet18", len(classes), 3).state_dict()})
     r = runner.invoke(app, ["fuse", "--context", str(real_ckpt), "--object", str(obj), "--shards", str(other_build),
                             "--out", str(tmp_path / "f")])
     _one_line_error(r, "name different classes")

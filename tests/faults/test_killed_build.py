@@ -18,7 +18,7 @@ import pytest
 from faultkit import ROOT, build, cli_args, sha256, shard_hashes, subset, tar_members
 from scenectl.data.loader import open_shard_set
 from scenectl.errors import ScenectlError
-from scenectl.verify import verify_shards
+from scenectl.data.verify import verify_shards
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 OPTS = {"maxcount": 2, "seed": 3, "shape": "circle"}  # tiny shards: many renames to watch

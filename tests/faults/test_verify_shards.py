@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from faultkit import evil_pickle, member, rewrite_tar, set_manifest
 from scenectl.cli import app
 from scenectl.errors import ScenectlError
-from scenectl.verify import verify_shards
+from scenectl.data.verify import verify_shards
 
 runner = CliRunner()
 S0, S1 = "shard-000000.tar", "shard-000001.tar"

@@ -1,52 +1,24 @@
-"""scenectl.ooc: pasting geometry, host choice, ROC AUC from ranks, and build-ooc on real coco-sample images."""
+"""scenectl.data.ooc: pasting geometry, host choice, and build-ooc on real coco-sample images (its metrics,
+roc_auc and flag_report, are tested in test_metrics.py)."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import webdataset as wds
-from PIL import Image
 from typer.testing import CliRunner
 
 from scenectl.cli import app
 from scenectl.data.coco import ClassTable, load_coco
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.loader import decode_sample, open_shard_set
-from scenectl.errors import ScenectlError
 from scenectl.metrics import plausible_matrix
-from scenectl.ooc import OOCConfig, build_ooc, candidate_hosts, flag_report, paste, paste_scale, roc_auc
+from scenectl.data.ooc import OOCConfig, build_ooc, candidate_hosts, paste, paste_scale
 
 runner = CliRunner()
-
-
-# --- ROC AUC ----------------------------------------------------------------------------------------------------
-def test_roc_auc_hand_case_with_a_tie():
-    # positives score 0.9 and 0.4, negatives 0.4 and 0.1. Pairs (pos > neg): 0.9>0.4, 0.9>0.1, 0.4=0.4 (1/2),
-    # 0.4>0.1 -> 3.5 of 4 = 0.875. From ranks: 0.1 -> 1, the two 0.4 -> 2.5 each, 0.9 -> 4;
-    # R_pos = 4 + 2.5 = 6.5;  AUC = (6.5 - 2*3/2) / (2*2) = 3.5 / 4 = 0.875
-    assert roc_auc([0.9, 0.4, 0.4, 0.1], [True, True, False, False]) == pytest.approx(0.875)
-    assert roc_auc([3, 2, 1], [1, 0, 0]) == 1.0  # perfect separation
-    assert roc_auc([1, 2, 3], [1, 0, 0]) == 0.0  # perfectly wrong
-    assert roc_auc([5, 5, 5, 5], [1, 0, 1, 0]) == 0.5  # all tied: chance
-
-
-def test_roc_auc_matches_pairwise_definition():
-    rng = np.random.default_rng(0)
-    s = rng.integers(0, 5, 40).astype(float)  # many ties
-    y = rng.random(40) < 0.4
-    pairs = [(1.0 if a > b else 0.5 if a == b else 0.0) for a in s[y] for b in s[~y]]
-    assert roc_auc(s, y) == pytest.approx(np.mean(pairs))
-
-
-def test_roc_auc_refuses_one_class_and_nan():
-    with pytest.raises(ScenectlError, match="both classes"):
-        roc_auc([0.1, 0.2], [True, True])
-    with pytest.raises(ScenectlError, match="NaN"):
-        roc_auc([0.1, float("nan")], [True, False])
 
 
 # --- pasting ----------------------------------------------------------------------------------------------------
@@ -173,18 +145,3 @@ def test_build_ooc_bad_inputs(coco_sample, train_side, tmp_path):
     r = runner.invoke(app, args + ["--train-cooccurrence", str(other)])
     assert r.exit_code == 2 and "differ from the training shards' classes" in r.output
     assert len(r.output.strip().splitlines()) == 1
-
-
-def test_flag_report_on_a_hand_case():
-    cooc = Cooccurrence.count([[0, 1]] * 3 + [[2]] * 3, [1, 2, 3], ["a", "b", "c"])
-    logits = np.log(np.array([[0.8, 0.1, 0.1],    # class 0 in context: confident
-                              [0.6, 0.2, 0.2],    # class 0 in context
-                              [0.1, 0.1, 0.8],    # class 0 out of context: the model expects 2
-                              [0.3, 0.4, 0.3]]))  # class 0 out of context
-    rep = flag_report(logits, np.array([0, 0, 0, 0]), np.array([False, False, True, True]),
-                      [[1], [1], [2], [2]], cooc)
-    assert rep["auc_context_model"] == 1.0  # every OOC sample is more surprising than every in-context one
-    assert rep["subsets"]["in_context"]["p_true_mean"] == pytest.approx(0.7)
-    assert rep["subsets"]["out_of_context"]["p_true_mean"] == pytest.approx(0.2)
-    assert rep["subsets"]["out_of_context"]["true_class_plausible"] == 0.0
-    assert rep["subsets"]["in_context"]["true_class_plausible"] == 1.0

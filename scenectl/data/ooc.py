@@ -16,8 +16,8 @@ Reads top to bottom:
      fill and letterbox (as build-shards), `object.jpg` = the unmasked crop, `json` + ooc/host/donor fields
   5. shards + manifest (written last) + the training side's cooccurrence.h5 copied beside them
 
-`flag_report` measures how the context model flags OOC objects: the probability it gives the true class, and
-the ROC AUC of the surprise -log p(true class) for OOC (positive) vs in-context, with `roc_auc` from ranks.
+The output folder is an `ooc` folder (scenectl.folders.claim): --overwrite replaces only an earlier OOC set.
+How a context model flags OOC objects is measured by `metrics.flag_report` (`scenectl fuse --ooc-shards`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import webdataset as wds
@@ -43,6 +44,7 @@ from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
 from scenectl.data.shards import encode_jpeg, encode_png
 from scenectl.errors import ScenectlError
+from scenectl.folders import claim
 from scenectl.io import read_json, write_json_atomic
 
 SHRINK, SHRINK_TRIES = 0.8, 6  # a hidden region above max_area: shrink the pasted object (× 0.8, at most 6 times)
@@ -238,22 +240,38 @@ def resolve_params(cfg: OOCConfig, manifest: dict) -> dict:
     return {**p, "seed": cfg.seed, "with_object": True, "task": "ooc", "hide_same_class": False}
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        ours = all(p.name in ("manifest.json", "config.json", "cooccurrence.h5") or p.name.startswith("shard-")
-                   for p in out.iterdir())
-        if not overwrite:
-            raise ScenectlError(f"--out {out} is not empty; pass --overwrite or choose another folder")
-        if not ours:
-            raise ScenectlError(f"--out {out} holds files build-ooc did not write; refusing to --overwrite it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Split:
+    """One split as build-ooc uses it: the COCO index, which classes each image holds, the training counts."""
+
+    coco: Any
+    annotations: Path
+    folder: Path
+    name: str
+    classes: list[dict]  # the training side's class list (the manifest's)
+    index: dict[int, int]  # COCO category id -> class index
+    names: list[str]
+    images: list[int]  # image ids, sorted
+    present: np.ndarray  # (n_images, C) bool
+    cooc: Cooccurrence
+    plausible: np.ndarray  # (C, C) bool
+    params: dict
+    cache: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.row = {img: i for i, img in enumerate(self.images)}
+
+    def scene(self, image_id: int) -> Scene:
+        """The decoded image, from a small cache (hosts recur)."""
+        if image_id not in self.cache:
+            if len(self.cache) > 64:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[image_id] = open_image(self.coco, self.folder, image_id)
+        return self.cache[image_id]
 
 
-def build_ooc(cfg: OOCConfig) -> dict:
-    """Build the OOC set and its in-context controls; returns the manifest (written last)."""
-    t0 = time.time()
-    h5, train_manifest, cooc = train_side(cfg.train_cooccurrence)
+def open_split(cfg: OOCConfig, train_manifest: dict, cooc: Cooccurrence) -> Split:
+    """The split whose images are hosts and donors, checked against the training side's classes."""
     ann_path, img_dir = split_paths(cfg.coco_root, cfg.split)
     coco = load_coco(ann_path)
     table = ClassTable.from_coco(coco)
@@ -261,60 +279,64 @@ def build_ooc(cfg: OOCConfig) -> dict:
     if not classes_match(table.to_json(), classes):
         raise ScenectlError(f"{ann_path}: its categories differ from the training shards' classes "
                             f"({len(table.coco_ids)} vs {len(classes)})")
-    p = resolve_params(cfg, train_manifest)
-    out = Path(cfg.out)
-    prepare_out(out, cfg.overwrite)
-    write_json_atomic(out / "config.json", asdict(cfg))
+    params = resolve_params(cfg, train_manifest)
+    index, images = table.index(), sorted(coco.imgs)
+    return Split(coco, Path(ann_path), Path(img_dir), cfg.split, classes, index, list(table.names), images,
+                 host_classes(coco, images, index, len(table.names)), cooc, metrics.plausible_matrix(cooc), params)
 
-    index, names = table.index(), list(table.names)
-    images = sorted(coco.imgs)
-    row = {img: i for i, img in enumerate(images)}
-    present = host_classes(coco, images, index, len(names))  # (n_images, C)
-    plausible = metrics.plausible_matrix(cooc)  # (C, C)
-    seen = np.asarray(cooc.image_counts) > 0
-    donors = sorted((a for a in coco.dataset["annotations"] if not a.get("iscrowd", 0)
-                     and a.get("area", 0) >= p["min_area"] and seen[index[a["category_id"]]]), key=lambda a: a["id"])
-    rng = np.random.default_rng(cfg.seed)
-    donors = [donors[i] for i in rng.permutation(len(donors))]
 
-    cache: dict[int, Scene] = {}
+def shuffled_donors(s: Split, seed: int) -> tuple[list[dict], np.random.Generator]:
+    """Donor instances (not crowd, large enough, of a class seen in training) in a seeded random order, and the
+    generator that goes on to choose their hosts."""
+    seen = np.asarray(s.cooc.image_counts) > 0
+    donors = sorted((a for a in s.coco.dataset["annotations"] if not a.get("iscrowd", 0)
+                     and a.get("area", 0) >= s.params["min_area"] and seen[s.index[a["category_id"]]]),
+                    key=lambda a: a["id"])
+    rng = np.random.default_rng(seed)
+    return [donors[i] for i in rng.permutation(len(donors))], rng
 
-    def get(image_id: int) -> Scene:  # a small cache: hosts recur
-        if image_id not in cache:
-            if len(cache) > 64:
-                cache.pop(next(iter(cache)))
-            cache[image_id] = open_image(coco, img_dir, image_id)
-        return cache[image_id]
 
-    skipped, per_class, pairs = Counter(), [0] * len(names), 0
-    shards = []
-    with wds.ShardWriter(str(out / "shard-%06d.tar.partial"), maxcount=cfg.maxcount, verbose=0, mtime=0.0,
-                         post=lambda f: shards.append(f)) as sink:
+def make_pair(s: Split, ann: dict, rng: np.random.Generator) -> tuple[list[dict] | None, str | None]:
+    """The (out-of-context, in-context) samples of one donor instance, or (None, why it is skipped)."""
+    ooc_rows, ic_rows = candidate_hosts(s.index[ann["category_id"]], s.row[ann["image_id"]], s.present, s.cooc,
+                                        s.plausible)
+    if not len(ooc_rows) or not len(ic_rows):
+        return None, "no_host"
+    hosts = {True: s.images[int(rng.choice(ooc_rows))], False: s.images[int(rng.choice(ic_rows))]}
+    try:
+        donor = s.scene(ann["image_id"])
+        made = [render(s.scene(h), donor, ann, s.params, s.index, s.names, ooc, s.name) for ooc, h in hosts.items()]
+    except BadImage:
+        return None, "bad_image"
+    reasons = [why for sample, why in made if sample is None]
+    return (None, reasons[0]) if reasons else ([sample for sample, _ in made], None)
+
+
+def write_pairs(s: Split, out: Path, donors: list[dict], rng: np.random.Generator, max_pairs: int,
+                maxcount: int) -> tuple[list[dict], dict]:
+    """Write the pairs into OUT/shard-*.tar; returns (the shards' manifest entries, counts)."""
+    counts = {"pairs": 0, "per_class": [0] * len(s.names), "skipped": Counter()}
+    closed = []
+    with wds.ShardWriter(str(out / "shard-%06d.tar.partial"), maxcount=maxcount, verbose=0, mtime=0.0,
+                         post=closed.append) as sink:
         for ann in tqdm(donors, desc="build-ooc", unit="donor"):
-            if cfg.max_pairs and pairs >= cfg.max_pairs:
+            if max_pairs and counts["pairs"] >= max_pairs:
                 break
-            c = index[ann["category_id"]]
-            ooc_rows, ic_rows = candidate_hosts(c, row[ann["image_id"]], present, cooc, plausible)
-            if not len(ooc_rows) or not len(ic_rows):
-                skipped["no_host"] += 1
+            made, why = make_pair(s, ann, rng)
+            if made is None:
+                counts["skipped"][why] += 1
                 continue
-            hosts = {True: images[int(rng.choice(ooc_rows))], False: images[int(rng.choice(ic_rows))]}
-            try:
-                donor = get(ann["image_id"])
-                made = {ooc: render(get(h), donor, ann, p, index, names, ooc, cfg.split) for ooc, h in hosts.items()}
-            except BadImage:
-                skipped["bad_image"] += 1
-                continue
-            reasons = [why for s, why in made.values() if s is None]
-            if reasons:
-                skipped[reasons[0]] += 1
-                continue
-            for s, _ in made.values():
-                sink.write(s)
-            per_class[c] += 2
-            pairs += 1
+            for sample in made:
+                sink.write(sample)
+            counts["per_class"][s.index[ann["category_id"]]] += 2
+            counts["pairs"] += 1
+    return seal(closed), counts
+
+
+def seal(partials: list[str]) -> list[dict]:
+    """Rename each closed `.partial` (ShardWriter's post hook saw it whole) and list it: name, samples, sha256."""
     entries = []
-    for f in shards:  # ShardWriter's post hook saw each closed .partial: hash, rename
+    for f in partials:
         final = Path(f).with_name(Path(f).name[: -len(".partial")])
         os.replace(f, final)
         n = sum(1 for _ in wds.DataPipeline(wds.SimpleShardList([str(final)]), wds.tarfile_to_samples()))
@@ -322,23 +344,43 @@ def build_ooc(cfg: OOCConfig) -> dict:
             entries.append({"name": final.name, "samples": n, "sha256": file_sha256(final)})
         else:
             final.unlink()
-    if not pairs:
-        raise ScenectlError(f"no out-of-context pair could be built from {ann_path} (skipped: {dict(skipped)}); "
-                            "try a lower --min-area or a larger split")
-    shutil.copyfile(h5, out / "cooccurrence.h5")
-    manifest = {
+    return entries
+
+
+def ooc_manifest(cfg: OOCConfig, s: Split, h5: Path, entries: list[dict], counts: dict, seconds: float) -> dict:
+    pairs, names = counts["pairs"], s.names
+    return {
         "format": "scenectl-shards/1", "scenectl_version": __version__, "task": "ooc",
-        "params": {**p, "split": cfg.split, "maxcount": cfg.maxcount, "max_pairs": cfg.max_pairs},
-        "source": {"annotations": str(Path(ann_path).resolve()), "annotations_sha256": file_sha256(ann_path),
-                   "images": str(Path(img_dir).resolve()), "train_cooccurrence": str(Path(h5).resolve()),
+        "params": {**s.params, "split": cfg.split, "maxcount": cfg.maxcount, "max_pairs": cfg.max_pairs},
+        "source": {"annotations": str(s.annotations.resolve()), "annotations_sha256": file_sha256(s.annotations),
+                   "images": str(s.folder.resolve()), "train_cooccurrence": str(Path(h5).resolve()),
                    "train_manifest": str((Path(h5).parent / "manifest.json").resolve())},
-        "classes": classes, "shards": entries,
-        "totals": {"images": len(images), "pairs": pairs, "samples": 2 * pairs, "ooc": pairs, "in_context": pairs,
-                   "shards": len(entries), "per_class": {names[i]: per_class[i] for i in range(len(names))}},
-        "skipped": {k: skipped.get(k, 0) for k in ("no_host", "too_small", "too_large", "bad_image", "bad_annotation")},
-        "seconds": round(time.time() - t0, 2),
+        "classes": s.classes, "shards": entries,
+        "totals": {"images": len(s.images), "pairs": pairs, "samples": 2 * pairs, "ooc": pairs, "in_context": pairs,
+                   "shards": len(entries), "per_class": {names[i]: counts["per_class"][i] for i in range(len(names))}},
+        "skipped": {k: counts["skipped"].get(k, 0) for k in ("no_host", "too_small", "too_large", "bad_image",
+                                                             "bad_annotation")},
+        "seconds": round(seconds, 2),
     }
-    write_json_atomic(out / "manifest.json", manifest)
+
+
+def build_ooc(cfg: OOCConfig) -> dict:
+    """Build the OOC set and its in-context controls in cfg.out (an `ooc` folder, scenectl.folders); returns the
+    manifest (written last)."""
+    t0 = time.time()
+    h5, train_manifest, cooc = train_side(cfg.train_cooccurrence)
+    s = open_split(cfg, train_manifest, cooc)
+    with claim(cfg.out, "ooc", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
+        out = folder.path
+        write_json_atomic(out / "config.json", asdict(cfg))
+        donors, rng = shuffled_donors(s, cfg.seed)
+        entries, counts = write_pairs(s, out, donors, rng, cfg.max_pairs, cfg.maxcount)
+        if not counts["pairs"]:
+            raise ScenectlError(f"no out-of-context pair could be built from {s.annotations} (skipped: "
+                                f"{dict(counts['skipped'])}); try a lower --min-area or a larger split")
+        shutil.copyfile(h5, out / "cooccurrence.h5")
+        manifest = ooc_manifest(cfg, s, h5, entries, counts, time.time() - t0)
+        write_json_atomic(out / "manifest.json", manifest)
     return manifest
 
 
@@ -347,59 +389,3 @@ def summary(manifest: dict, out: str | Path) -> str:
     return (f"{t['pairs']} pairs ({t['ooc']} out-of-context + {t['in_context']} in-context samples) in "
             f"{t['shards']} shard(s) at {out}; skipped donors: " + ", ".join(f"{k} {v}" for k, v in s.items()))
 
-
-# --------------------------------------------------------------------------------------------------------------
-# how the context model flags OOC objects
-
-
-def roc_auc(scores, positive) -> float:
-    """ROC AUC = P(score of a random positive > score of a random negative), ties counting 1/2.
-
-    Mann-Whitney from ranks: AUC = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg), with R_pos the sum of the
-    positives' ranks (1-based, ascending scores, tied scores sharing their average rank).
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    pos = np.asarray(positive, dtype=bool)
-    if s.shape != pos.shape or s.ndim != 1:
-        raise ScenectlError(f"scores {s.shape} and labels {pos.shape} must be equal-length 1-d arrays")
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if n1 == 0 or n0 == 0:
-        raise ScenectlError(f"ROC AUC needs both classes, got {n1} positive and {n0} negative samples")
-    if np.isnan(s).any():
-        raise ScenectlError("scores contain NaN")
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)  # 1-based rank of the last member of each group of tied scores
-    ranks = (ends - (counts - 1) / 2.0)[inverse]  # (N,) average rank
-    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def flag_report(ctx_logits: np.ndarray, labels: np.ndarray, is_ooc: np.ndarray, visible: list[list[int]],
-                cooc: Cooccurrence) -> dict:
-    """How the context model reacts to OOC objects, per subset and as a detector (surprise = -log p(true))."""
-    logp = log_softmax(ctx_logits)  # (N, C)
-    y = np.asarray(labels, np.int64)
-    is_ooc = np.asarray(is_ooc, bool)
-    p_true = np.exp(logp[np.arange(len(y)), y])  # (N,)
-    plausible = metrics.plausible_matrix(cooc)
-    nb = log_softmax(metrics.cooccurrence_scores(visible, cooc))  # label-only naive Bayes, for reference
-    out = {"n": int(len(y)), "auc_context_model": roc_auc(-np.log(np.maximum(p_true, 1e-300)), is_ooc),
-           "auc_label_only_naive_bayes": roc_auc(-nb[np.arange(len(y)), y], is_ooc), "subsets": {}}
-    num_classes = logp.shape[1]
-    for name, sel in (("out_of_context", is_ooc), ("in_context", ~is_ooc)):
-        if not sel.any():
-            continue
-        vis = [visible[i] for i in np.flatnonzero(sel)]
-        acc = metrics.topk_accuracy(logp[sel], y[sel], [1, min(5, num_classes)])
-        out["subsets"][name] = {
-            "n": int(sel.sum()), "p_true_mean": float(p_true[sel].mean()), "p_true_median": float(np.median(p_true[sel])),
-            "top1": acc[1], "top5": acc[min(5, num_classes)],
-            "plausibility@10": metrics.plausibility_at_k(logp[sel], vis, plausible)["value"],
-            "true_class_plausible": metrics.plausibility_of_labels(y[sel], vis, plausible)["value"],
-        }
-    return out
