@@ -127,3 +127,16 @@ def test_coco_index_is_pycocotools(val, coco_sample):
     data = json.loads((coco_sample / "annotations" / "instances_val2017.json").read_text())
     assert isinstance(val, COCO) and len(val.imgs) == len(data["images"]) and len(val.anns) == len(data["annotations"])
     assert len(val.cats) == len(data["categories"]) and set(val.imgToAnns) <= set(val.imgs)
+
+
+def test_shared_data_layout(shared_data):
+    """../shared/data (or its synthetic stand-in): coco128 is the first 128 train2017 images of coco-sample (by id),
+    with all their annotations, in COCO's layout."""
+    sample = json.loads((shared_data / "coco-sample" / "annotations" / "instances_train2017.json").read_text())
+    c128 = json.loads((shared_data / "coco128" / "annotations" / "instances_train2017.json").read_text())
+    ids = sorted(im["id"] for im in sample["images"])[:128]
+    assert sorted(im["id"] for im in c128["images"]) == ids and len(ids) == 128
+    assert sorted(a["id"] for a in c128["annotations"]) == sorted(a["id"] for a in sample["annotations"]
+                                                                   if a["image_id"] in set(ids))
+    for im in c128["images"]:
+        assert (shared_data / "coco128" / "train2017" / im["file_name"]).is_file()
