@@ -16,7 +16,9 @@ Layout written under `out/` (what build-shards reads with `--coco-root out`):
     .scenectl-synthetic                    # marker: this folder is ours, so --overwrite may clear it
 
 Deterministic: image i of a split is drawn from `numpy.random.default_rng([seed, split_number, i])` and saved as a
-JPEG with fixed quality and subsampling, so the same seed gives byte-identical files.
+JPEG with fixed quality and subsampling, so the same seed gives byte-identical files. With `crowd_every=k`, every
+k-th image also holds one crowd (a row of small objects of one class, one `iscrowd` annotation in uncompressed RLE,
+as COCO writes them); its randomness comes from its own stream, so every other file is unchanged.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ SPLITS = (("train2017", 0, 1), ("val2017", 1, 900_001))  # (name, rng stream, fi
 IMAGE_SIZES = ((320, 240), (288, 224), (240, 320))  # (width, height); ~76k pixels each
 IMAGE_SIZE_P = (0.6, 0.2, 0.2)
 MAX_CIRCLE_FRACTION = 0.25  # an object's circumscribed circle (+3 px margin) stays under this share of the image
+CROWD_SIZE = (3, 6)  # members of a crowd (inclusive)
+CROWD_SCALES = (0.3, 0.2, 0.12)  # a member's area as a share of its class's usual area; the smaller one if the row won't fit
 
 
 @dataclass
@@ -52,6 +56,7 @@ class SampleConfig:
     n_val: int = 100
     seed: int = 0
     overwrite: bool = False
+    crowd_every: int = 0  # 0: no crowds; k: images 0, k, 2k, ... of each split also hold one crowd annotation
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -245,8 +250,31 @@ def _place(rng, pts, zone, hy, w, h, boxes) -> np.ndarray | None:
     return None
 
 
-def draw_scene(rng: np.random.Generator) -> tuple[Image.Image, str, list[tuple[ObjectClass, np.ndarray]]]:
-    """One scene: the RGB image, its scene type and the (class, (K, 2) integer polygon) of every object drawn."""
+def _crowd(rng: np.random.Generator, scene: SceneType, hy, w, h, boxes) -> tuple[ObjectClass, list[np.ndarray]] | None:
+    """A crowd: 3-6 small objects of one class side by side (each overlapping the last by a fifth of its width),
+    placed as one group clear of every other object; its class and member polygons, or None if no row fits."""
+    names, weights = zip(*scene.weights.items())
+    cls = CLASS_BY_NAME[names[rng.choice(len(names), p=np.asarray(weights) / sum(weights))]]
+    k = int(rng.integers(CROWD_SIZE[0], CROWD_SIZE[1] + 1))
+    for scale in CROWD_SCALES:
+        members, right = [], 0.0
+        for _ in range(k):
+            pts = _polygon(rng, cls, scale)
+            width = np.ptp(pts[:, 0])
+            pts = pts + [right - pts[:, 0].min() - (0.2 * width if members else 0.0), rng.uniform(-0.1, 0.1) * width]
+            right = pts[:, 0].max()
+            members.append(pts)
+        placed = _place(rng, np.concatenate(members), cls.zone, hy, w, h, boxes)
+        if placed is not None:
+            return cls, np.split(placed, np.cumsum([len(m) for m in members])[:-1])
+    return None
+
+
+def draw_scene(rng: np.random.Generator, crowd_rng: np.random.Generator | None = None
+               ) -> tuple[Image.Image, str, list[tuple[ObjectClass, np.ndarray]], tuple | None]:
+    """One scene: the RGB image, its scene type, the (class, (K, 2) integer polygon) of every object drawn, and
+    the crowd drawn from `crowd_rng` ((class, [member polygons]), or None). `rng` draws exactly as without a crowd,
+    so a crowd changes only its own pixels."""
     w, h = IMAGE_SIZES[rng.choice(len(IMAGE_SIZES), p=IMAGE_SIZE_P)]
     scene = SCENES[rng.integers(len(SCENES))]
     names, weights = zip(*scene.weights.items())
@@ -268,9 +296,13 @@ def draw_scene(rng: np.random.Generator) -> tuple[Image.Image, str, list[tuple[O
         draw.polygon([tuple(v) for v in p.tolist()], fill=fill, outline=outline, width=2)
         boxes.append((*p.min(0), *p.max(0)))
         objects.append((cls, p))
+    crowd = _crowd(crowd_rng, scene, hy, w, h, boxes) if crowd_rng is not None else None
+    for p in crowd[1] if crowd else ():
+        fill = tuple(int(v) for v in _jitter(crowd_rng, crowd[0].color, 15))
+        draw.polygon([tuple(v) for v in p.tolist()], fill=fill, outline=tuple(int(v * 0.6) for v in fill), width=2)
     # Sensor-like noise over everything, so neither background nor objects are flat colour.
     arr = np.asarray(img, dtype=np.float64) + rng.normal(0, 5, (h, w, 1)) + rng.normal(0, 2, (h, w, 3))
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), scene.name, objects
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), scene.name, objects, crowd
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -283,6 +315,19 @@ def _annotation(ann_id: int, image_id: int, cls: ObjectClass, p: np.ndarray, w: 
     x, y, bw, bh = (float(v) for v in mask_utils.toBbox(rle))
     return {"id": ann_id, "image_id": image_id, "category_id": cls.coco_id, "segmentation": [poly],
             "area": float(mask_utils.area(rle)), "bbox": [x, y, bw, bh], "iscrowd": 0}
+
+
+def _crowd_annotation(ann_id: int, image_id: int, cls: ObjectClass, members: list[np.ndarray], w: int, h: int) -> dict:
+    """One iscrowd annotation over the union of the members, as uncompressed RLE (COCO's form for crowds):
+    run lengths of the (H, W) mask read column by column, starting with a run of zeros."""
+    rle = mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p.reshape(-1)] for p in members], h, w))
+    flat = mask_utils.decode(rle).reshape(-1, order="F")  # (H * W,) column-major, as COCO counts
+    edges = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    counts = ([0] if flat[0] else []) + np.diff(edges).tolist()
+    x, y, bw, bh = (float(v) for v in mask_utils.toBbox(rle))
+    return {"id": ann_id, "image_id": image_id, "category_id": cls.coco_id,
+            "segmentation": {"counts": counts, "size": [h, w]}, "area": float(mask_utils.area(rle)),
+            "bbox": [x, y, bw, bh], "iscrowd": 1}
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
@@ -303,12 +348,13 @@ def _prepare(out: Path, overwrite: bool) -> None:
             p.unlink()
 
 
-def _write_split(out: Path, split: str, stream: int, first_id: int, n: int, seed: int) -> dict:
+def _write_split(out: Path, split: str, stream: int, first_id: int, n: int, seed: int, crowd_every: int) -> dict:
     (out / split).mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for i in tqdm(range(n), desc=f"sample {split}", unit="img", leave=False):
         rng = np.random.default_rng([seed, stream, i])  # per-image stream: independent of n and of order
-        img, scene, objects = draw_scene(rng)
+        crowd_rng = np.random.default_rng([seed, stream, i, 1]) if crowd_every and i % crowd_every == 0 else None
+        img, scene, objects, crowd = draw_scene(rng, crowd_rng)
         image_id, (w, h) = first_id + i, img.size
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
@@ -317,19 +363,24 @@ def _write_split(out: Path, split: str, stream: int, first_id: int, n: int, seed
                        "license": 1, "scene_type": scene})
         # Annotation ids are image_id * 100 + k: unique across splits and stable whatever n is.
         annotations += [_annotation(image_id * 100 + k, image_id, c, p, w, h) for k, (c, p) in enumerate(objects)]
+        if crowd:
+            annotations.append(_crowd_annotation(image_id * 100 + len(objects), image_id, *crowd, w, h))
     return {"images": images, "annotations": annotations}
 
 
-def generate_scenes(out: Path, n_train: int = 300, n_val: int = 100, seed: int = 0, overwrite: bool = False) -> dict:
+def generate_scenes(out: Path, n_train: int = 300, n_val: int = 100, seed: int = 0, overwrite: bool = False,
+                    crowd_every: int = 0) -> dict:
     """Write synthetic scenes in COCO 2017's layout under `out`; return {splits: {name: {images, annotations}}, ...}."""
     out = Path(out)
     for name, n in (("--train-images", n_train), ("--val-images", n_val)):
         if int(n) < 1:
             raise ScenectlError(f"{name} must be at least 1, got {n}")
+    if int(crowd_every) < 0:
+        raise ScenectlError(f"crowd_every must be 0 (no crowds) or positive, got {crowd_every}")
     _prepare(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by scenectl sample; --overwrite may delete this folder's dataset\n")
-    write_json_atomic(out / "config.json", asdict(SampleConfig(str(out), n_train, n_val, seed, overwrite)))
+    write_json_atomic(out / "config.json", asdict(SampleConfig(str(out), n_train, n_val, seed, overwrite, crowd_every)))
     categories = [{"id": c.coco_id, "name": c.name, "supercategory": c.supercategory} for c in CLASSES]
     header = {
         "info": {"description": f"{DESCRIPTION} (seed {seed})", "version": "1.0", "year": 2017,
@@ -341,7 +392,7 @@ def generate_scenes(out: Path, n_train: int = 300, n_val: int = 100, seed: int =
     splits = {}
     bodies = {}
     for (split, stream, first_id), n in zip(SPLITS, (n_train, n_val)):
-        bodies[split] = _write_split(out, split, stream, first_id, int(n), seed)
+        bodies[split] = _write_split(out, split, stream, first_id, int(n), seed, int(crowd_every))
         splits[split] = {"images": len(bodies[split]["images"]), "annotations": len(bodies[split]["annotations"])}
     (out / "annotations").mkdir(exist_ok=True)
     for split, body in bodies.items():  # last and atomic: their presence means the dataset is complete

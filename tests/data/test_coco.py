@@ -1,4 +1,5 @@
-"""COCO inputs (scenectl.data.coco) on the real excerpts in ../shared/data/coco-sample."""
+"""COCO inputs (scenectl.data.coco) on coco_sample: the real excerpts in ../shared/data/coco-sample, or their
+synthetic stand-in (tests/conftest.py); what a test expects is read from the annotation file."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from scenectl.data.masks import bbox
 from scenectl.errors import ScenectlError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' numpy-2 notice
-IMAGE = "000000000139.jpg"  # val2017, 640 × 426
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,15 @@ def val(coco_sample):
     return C.load_coco(coco_sample / "annotations" / "instances_val2017.json")
 
 
+@pytest.fixture(scope="module")
+def first_image(coco_sample, val):
+    """The val2017 JPEG of the smallest image id (real COCO: 000000000139.jpg, 640 × 426)."""
+    return coco_sample / "val2017" / val.imgs[min(val.imgs)]["file_name"]
+
+
 def test_masks_equal_pycocotools_anntomask(val):
     """Every annotation (polygons and crowd RLE) decodes exactly as COCO.annToMask does."""
+    assert {type(a["segmentation"]) for a in val.dataset["annotations"]} == {list, dict}  # both kinds are tried
     for ann in val.dataset["annotations"]:
         rec = val.imgs[ann["image_id"]]
         m = C.decode_mask(ann["segmentation"], rec["height"], rec["width"])
@@ -71,14 +78,15 @@ def test_split_paths(coco_sample, tmp_path):
 
 def test_class_table_is_sorted_by_coco_id(val):
     t = C.ClassTable.from_coco(val)
-    assert list(t.coco_ids) == sorted(c["id"] for c in val.dataset["categories"]) and len(t.names) == 80
+    cats = sorted(val.dataset["categories"], key=lambda c: c["id"])
+    assert list(t.coco_ids) == [c["id"] for c in cats] and list(t.names) == [c["name"] for c in cats]
     assert t.to_json()[0] == {"index": 0, "coco_id": 1, "name": "person"}
 
 
-def test_load_image_variants(coco_sample, tmp_path):
-    src = Image.open(coco_sample / "val2017" / IMAGE)
+def test_load_image_variants(first_image, tmp_path):
+    src = Image.open(first_image)
     w, h = src.size
-    ref = C.load_image(coco_sample / "val2017" / IMAGE, w, h)
+    ref = C.load_image(first_image, w, h)
     assert ref.image.mode == "RGB" and ref.turn is None and ref.reduce == 1 and ref.size == (w, h)
     src.convert("L").save(tmp_path / "grey.jpg")
     src.convert("CMYK").save(tmp_path / "cmyk.jpg")
@@ -94,13 +102,13 @@ def test_load_image_variants(coco_sample, tmp_path):
     assert d.turn == Image.Transpose.ROTATE_270 and d.image.size == (h, w) and d.size == (h, w)
     # the same file described in its upright frame (width/height swapped) needs no turn
     assert C.load_image(tmp_path / "rot.jpg", h, w).turn is None
-    # draft decoding for a 256-px letterbox: half resolution
-    d = C.load_image(coco_sample / "val2017" / IMAGE, w, h, draft=256)
+    # draft decoding for a letterbox of half the longer side: half resolution
+    d = C.load_image(first_image, w, h, draft=max(w, h) // 2)
     assert d.reduce == 2 and d.image.size == (w // 2, h // 2) and d.size == (w, h)
     (tmp_path / "empty.jpg").write_bytes(b"")
-    (tmp_path / "cut.jpg").write_bytes((coco_sample / "val2017" / IMAGE).read_bytes()[:5000])
-    for name, size in [("empty.jpg", (w, h)), ("cut.jpg", (w, h)), ("missing.jpg", (w, h)), (IMAGE, (w + 1, h))]:
-        folder = coco_sample / "val2017" if name == IMAGE else tmp_path
+    (tmp_path / "cut.jpg").write_bytes(first_image.read_bytes()[:5000])
+    for name, size in [("empty.jpg", (w, h)), ("cut.jpg", (w, h)), ("missing.jpg", (w, h)), (first_image.name, (w + 1, h))]:
+        folder = first_image.parent if name == first_image.name else tmp_path
         with pytest.raises(C.BadImage):
             C.load_image(folder / name, *size)
 
@@ -115,5 +123,20 @@ def test_transpose_box_follows_the_pixels(turn):
     assert C.transpose_box([30, 5, 31, 7], None, 70, 40) == [30, 5, 31, 7]
 
 
-def test_coco_index_is_pycocotools(val):
-    assert isinstance(val, COCO) and len(val.imgs) == 128 and len(val.anns) == 987
+def test_coco_index_is_pycocotools(val, coco_sample):
+    data = json.loads((coco_sample / "annotations" / "instances_val2017.json").read_text())
+    assert isinstance(val, COCO) and len(val.imgs) == len(data["images"]) and len(val.anns) == len(data["annotations"])
+    assert len(val.cats) == len(data["categories"]) and set(val.imgToAnns) <= set(val.imgs)
+
+
+def test_shared_data_layout(shared_data):
+    """../shared/data (or its synthetic stand-in): coco128 is the first 128 train2017 images of coco-sample (by id),
+    with all their annotations, in COCO's layout."""
+    sample = json.loads((shared_data / "coco-sample" / "annotations" / "instances_train2017.json").read_text())
+    c128 = json.loads((shared_data / "coco128" / "annotations" / "instances_train2017.json").read_text())
+    ids = sorted(im["id"] for im in sample["images"])[:128]
+    assert sorted(im["id"] for im in c128["images"]) == ids and len(ids) == 128
+    assert sorted(a["id"] for a in c128["annotations"]) == sorted(a["id"] for a in sample["annotations"]
+                                                                   if a["image_id"] in set(ids))
+    for im in c128["images"]:
+        assert (shared_data / "coco128" / "train2017" / im["file_name"]).is_file()

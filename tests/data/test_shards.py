@@ -1,5 +1,6 @@
-"""build-shards as a library (scenectl.data.shards) on real COCO excerpts: geometry vs pycocotools, fills,
-thresholds, determinism, resume after interruption (including a real SIGKILL), parts, guards and bad input."""
+"""build-shards as a library (scenectl.data.shards) on coco_sample (real COCO excerpts, or their synthetic stand-in):
+geometry vs pycocotools, fills, thresholds, determinism, resume after interruption (including a real SIGKILL),
+parts, guards and bad input. Expected counts and images are read from the annotation file."""
 
 from __future__ import annotations
 
@@ -27,8 +28,6 @@ from scenectl.data.masks import MEAN_RGB, SHAPES, Letterbox
 from scenectl.errors import ScenectlError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' numpy-2 notice
-MULTI_CAR = 17627  # val2017 image with 7 cars
-CROWDED = 34417  # val2017 image with a crowd annotation
 
 
 # --- helpers --------------------------------------------------------------------------------------------------
@@ -179,27 +178,46 @@ def test_determinism_across_workers(small, reference, tmp_path):
 
 # --- thresholds and hide-same-class ---------------------------------------------------------------------------
 def test_min_area_counts_match_pycocotools(small, val, tmp_path):
-    m = build(small, tmp_path / "o", min_area=5000, max_area=1.0)
     ann = json.loads(small[0].read_text())["annotations"]
     targets = [a for a in ann if not a["iscrowd"]]
-    too_small = sum(val.annToMask(val.anns[a["id"]]).sum() < 5000 for a in targets)
+    pixels = sorted(int(val.annToMask(val.anns[a["id"]]).sum()) for a in targets)
+    min_area = pixels[len(pixels) // 2]  # the median instance: about half are too small
+    too_small = sum(p < min_area for p in pixels)
+    assert 0 < too_small < len(targets)
+    m = build(small, tmp_path / "o", min_area=min_area, max_area=1.0)
     assert m["skipped"]["too_small"] == too_small and m["skipped"]["too_large"] == 0
     assert m["totals"]["samples"] == len(targets) - too_small
     assert m["skipped"]["crowd"] == len(ann) - len(targets)
-    assert all(s["json"]["instance_area"] >= 5000 and s["json"]["min_area"] == 5000 for s in samples(tmp_path / "o"))
-    m = build(small, tmp_path / "lo", min_area=0, max_area=0.02)
-    assert m["skipped"]["too_small"] == 0 and m["skipped"]["too_large"] > 0
-    assert max(s["json"]["area_fraction"] for s in samples(tmp_path / "lo")) <= 0.02
+    got = samples(tmp_path / "o")
+    assert all(s["json"]["instance_area"] >= min_area and s["json"]["min_area"] == min_area for s in got)
+    build(small, tmp_path / "all", min_area=0, max_area=1.0)
+    fractions = sorted(s["json"]["area_fraction"] for s in samples(tmp_path / "all"))
+    max_area = fractions[len(fractions) // 2]  # the median hidden region: about half are too large
+    m = build(small, tmp_path / "lo", min_area=0, max_area=max_area)
+    assert m["skipped"]["too_small"] == 0 and m["skipped"]["too_large"] == sum(f > max_area for f in fractions) > 0
+    assert max(s["json"]["area_fraction"] for s in samples(tmp_path / "lo")) <= max_area
+
+
+def _same_class_image(val: COCO) -> tuple[int, int]:
+    """(image id, category id): the first val2017 image (by id) holding two or more non-crowd instances of one
+    category, each well over the test's min_area (e.g. several cars)."""
+    for image_id in sorted(val.imgToAnns):
+        counts = np.bincount([a["category_id"] for a in val.imgToAnns[image_id]
+                              if not a["iscrowd"] and a["area"] >= 1000], minlength=1)
+        if counts.max() >= 2:
+            return image_id, int(counts.argmax())
+    raise AssertionError("no val2017 image holds two instances of one category")
 
 
 def test_hide_same_class(coco_sample, val, tmp_path):
-    source = subset(coco_sample, tmp_path / "src", ids=[MULTI_CAR])
-    car = [c["id"] for c in val.dataset["categories"]].index(3)
+    image_id, cat = _same_class_image(val)
+    source = subset(coco_sample, tmp_path / "src", ids=[image_id])
+    car = sorted(val.cats).index(cat)  # class index of that category (say, car)
     kw = {"min_area": 500, "max_area": 1.0, "shape": "instance", "image_size": 128}
     plain = {s["key"]: s for s in samples_of(build, source, tmp_path / "plain", kw)}
     hidden = {s["key"]: s for s in samples_of(build, source, tmp_path / "hide", {**kw, "hide_same_class": True})}
-    rec = val.imgs[MULTI_CAR]
-    cars = [a for a in val.imgToAnns[MULTI_CAR] if a["category_id"] == 3]
+    rec = val.imgs[image_id]
+    cars = [a for a in val.imgToAnns[image_id] if a["category_id"] == cat]
     every_car = Letterbox(rec["width"], rec["height"], 128).mask(
         np.logical_or.reduce([val.annToMask(a).astype(bool) for a in cars]))
     car_keys = [k for k, s in hidden.items() if s["cls"] == car]
@@ -404,7 +422,7 @@ def test_zero_eligible_instances_leave_nothing(small, tmp_path):
 # --- the rest of the contract ---------------------------------------------------------------------------------
 def test_manifest_cooccurrence_and_config(small, reference, val):
     m = json.loads((reference / "manifest.json").read_text())
-    assert m["format"] == "scenectl-shards/1" and m["task"] == "masked" and len(m["classes"]) == 80
+    assert m["format"] == "scenectl-shards/1" and m["task"] == "masked" and len(m["classes"]) == len(val.cats)
     assert m["source"]["annotations_sha256"] == hashlib.sha256(small[0].read_bytes()).hexdigest()
     for s in m["shards"]:
         assert hashlib.sha256((reference / s["name"]).read_bytes()).hexdigest() == s["sha256"]

@@ -97,6 +97,37 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     assert all(da[k] != dc[k] for k in da if k.endswith(".jpg") or k.endswith(".json"))
 
 
+def test_crowds_are_uncompressed_rle_of_drawn_pixels_and_change_nothing_else(tmp_path):
+    """crowd_every=k: images 0, k, 2k, ... gain one iscrowd annotation (COCO's uncompressed RLE over a row of
+    same-class objects, clear of the other objects) where it fits; every other file stays byte-identical."""
+    generate_scenes(tmp_path / "plain", 12, 12, seed=0)
+    generate_scenes(tmp_path / "crowd", 12, 12, seed=0, crowd_every=3)
+    plain, crowd = _digest(tmp_path / "plain"), _digest(tmp_path / "crowd")
+    assert json.loads((tmp_path / "crowd" / "config.json").read_text())["crowd_every"] == 3
+    colors = {c.coco_id: np.array(c.color, dtype=np.float64) for c in synthetic.CLASSES}
+    crowded = set()
+    for split in ("train2017", "val2017"):
+        before = json.loads((tmp_path / "plain" / "annotations" / f"instances_{split}.json").read_text())
+        coco = COCO(str(tmp_path / "crowd" / "annotations" / f"instances_{split}.json"))
+        crowds = [a for a in coco.dataset["annotations"] if a["iscrowd"]]
+        assert [a for a in coco.dataset["annotations"] if not a["iscrowd"]] == before["annotations"]
+        for a in crowds:
+            img = coco.imgs[a["image_id"]]
+            assert (img["id"] - min(coco.imgs)) % 3 == 0  # image 0, 3, 6, ... of the split
+            seg = a["segmentation"]
+            assert seg["size"] == [img["height"], img["width"]] and sum(seg["counts"]) == img["height"] * img["width"]
+            m = coco.annToMask(a).astype(bool)  # (H, W)
+            assert m.sum() == a["area"] > 0
+            others = [coco.annToMask(o).astype(bool) for o in coco.imgToAnns[img["id"]] if o is not a]
+            assert not any((m & o).any() for o in others), "a crowd keeps clear of the other objects"
+            pixels = np.asarray(Image.open(tmp_path / "crowd" / split / img["file_name"]), dtype=np.float64)
+            assert np.abs(pixels[_erode(m, 3)].mean(0) - colors[a["category_id"]]).max() < 25
+            crowded.add(f"{split}/{img['file_name']}")
+    assert len(crowded) >= 3, "most eligible images (0, 3, 6, 9 of each split) have room for a crowd"
+    assert {k for k in plain if plain[k] != crowd[k]} == crowded | {f"annotations/instances_{s}.json" for s in
+                                                                     ("train2017", "val2017")}
+
+
 def _label_only_topk(root: Path, k: int = 3) -> dict[str, float]:
     """Name each val object from labels alone: class prior vs co-occurrence naive Bayes on the other objects."""
 
@@ -165,11 +196,11 @@ def test_interrupted_run_does_not_look_complete(tmp_path, monkeypatch):
     calls = []
     real = synthetic.draw_scene
 
-    def failing(rng):
+    def failing(rng, *rest):
         calls.append(1)
         if len(calls) > 3:
             raise KeyboardInterrupt
-        return real(rng)
+        return real(rng, *rest)
 
     monkeypatch.setattr(synthetic, "draw_scene", failing)
     with pytest.raises(KeyboardInterrupt):

@@ -1,6 +1,9 @@
-"""Fixtures of the fault suite: one small real-COCO shard set and a briefly trained checkpoint on it.
+"""Fixtures of the fault suite: one small shard set of COCO-format images and a briefly trained checkpoint on it.
 
-    real_source   (annotations, images): the first 10 val2017 images of ../shared/data/coco-sample
+"real" means built by the product from an annotation file and its JPEGs (coco_sample: ../shared/data/coco-sample,
+or its synthetic stand-in where that is absent), as opposed to the hand-made inputs of single tests.
+
+    real_source   (annotations, images): the first 10 val2017 images of coco_sample
     real_set      shard set of real_source: 48 px, --with-object, maxcount 8 (several shards)
     real_ckpt     best.pt of 2 training steps (resnet18, CPU) on real_set
 """

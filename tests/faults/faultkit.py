@@ -1,4 +1,4 @@
-"""Helpers of the fault suite: small real-COCO builds, tar surgery, and files that would run code if unpickled."""
+"""Helpers of the fault suite: small builds from coco_sample, tar surgery, and files that would run code if unpickled."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 def subset(coco_sample: Path, dst: Path, n: int = 8, edit: Callable[[dict], None] | None = None,
            split: str = "val2017") -> tuple[Path, Path]:
-    """An annotation file of the first `n` images (by id) of a real split, beside the real JPEGs (not copied)."""
+    """An annotation file of the first `n` images (by id) of a coco_sample split, beside its JPEGs (not copied)."""
     data = json.loads((coco_sample / "annotations" / f"instances_{split}.json").read_text())
     images = sorted(data["images"], key=lambda im: im["id"])[:n]
     keep = {im["id"] for im in images}

@@ -63,7 +63,7 @@ def reference(source, tmp_path_factory):
 
 def test_build_disk_full_mid_shard_then_resume(source, reference, tmp_path, monkeypatch):
     out = tmp_path / "set"
-    sizes = sorted(p.stat().st_size for p in reference.glob("*.tar"))
+    sizes = [p.stat().st_size for p in sorted(reference.glob("*.tar"))]  # shard 0, shard 1, ...
     FillingDisk.room = sizes[0] + sizes[1] // 2  # the disk fills in the middle of the second shard
     monkeypatch.setattr(webdataset.writer, "gopen", lambda path, mode="wb": FillingDisk(path, mode))
     with pytest.raises(OSError) as e:

@@ -66,6 +66,18 @@ def _duplicate_key(folder: Path):
     rewrite_tar(folder / S1, lambda ms: ms + [(m, d) for m, d in first if m.name.startswith(key + ".")])
 
 
+def _n_classes(folder: Path) -> int:
+    return len(json.loads((folder / "manifest.json").read_text())["classes"])
+
+
+def _cls_unlike_json(folder: Path):
+    """The first sample's cls becomes another valid class index than its json says."""
+    def edit(members):
+        cls = next(int(d) for m, d in members if m.name.endswith(".cls"))
+        return _replace("cls", str((cls + 1) % _n_classes(folder)).encode())(members)
+    rewrite_tar(folder / S1, edit)
+
+
 # damage name -> (function of the copied folder, expected problem kind, shard named in the problem)
 DAMAGE = {
     "missing shard": (lambda d: (d / S1).unlink(), "missing_shard", S1),
@@ -77,8 +89,9 @@ DAMAGE = {
     "jpg not a JPEG": (lambda d: rewrite_tar(d / S1, _replace("jpg", b"not a jpeg")), "undecodable", S1),
     "mask.png cut": (lambda d: rewrite_tar(d / S1, _replace("mask.png", b"\x89PNG\r\n\x1a\n\0\0")), "undecodable", S1),
     "json not JSON": (lambda d: rewrite_tar(d / S1, _replace("json", b"{")), "undecodable", S1),
-    "cls outside the class list": (lambda d: rewrite_tar(d / S1, _replace("cls", b"80")), "bad_value", S1),
-    "cls unlike json": (lambda d: rewrite_tar(d / S1, _replace("cls", b"79")), "inconsistent", S1),
+    "cls outside the class list": (lambda d: rewrite_tar(d / S1, _replace("cls", str(_n_classes(d)).encode())),
+                                   "bad_value", S1),
+    "cls unlike json": (_cls_unlike_json, "inconsistent", S1),
     "unexpected .pyd member": (lambda d: rewrite_tar(d / S1, lambda ms: ms[:4] + [
         member(ms[0][0].name.split(".", 1)[0] + ".pyd", evil_pickle(d.parent / "MARKER"))] + ms[4:]),
         "unexpected_member", S1),
