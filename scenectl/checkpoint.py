@@ -56,7 +56,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ScenectlError(f"{path} is not a scenectl checkpoint (not a readable torch file)") from None
     except Exception as e:  # torch.load raises many types for files that are not torch files (text, truncated zip)
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise ScenectlError(f"{path} is not a scenectl checkpoint (truncated, corrupt or not a torch file: "
+        raise ScenectlError(f"{path} is not a readable scenectl checkpoint (truncated or corrupt, or not a torch file: "
                             f"{first})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ScenectlError(f"{path} is not a scenectl checkpoint (no '{FORMAT}' format tag)")

@@ -42,28 +42,29 @@ class Kind:
     what: str  # how messages name it
     own: tuple[str, ...]  # glob patterns of the files (and sub-folders) this kind writes: what --overwrite removes
     signature: tuple[str, ...] = ()  # files that identify a folder written before markers existed
+    resumable: bool = False  # the command has --resume
 
 
 KINDS: dict[str, Kind] = {
     "shards": Kind("build-shards", "a shard set",
                    ("shard-*.tar", "shard-*.tar.partial", "manifest*.json", "progress*.json", "config*.json",
                     "cooccurrence.h5"),
-                   ("manifest.json", "progress.json", "manifest.part-*.json", "progress.part-*.json")),
+                   ("manifest.json", "progress.json", "manifest.part-*.json", "progress.part-*.json"), True),
     "run": Kind("train", "a training run", ("config.json", "metrics.jsonl", "last.pt", "best.pt", "tensorboard",
-                                            "curves.png"), ("last.pt", "metrics.jsonl")),
+                                            "curves.png"), ("last.pt", "metrics.jsonl"), True),
     "eval": Kind("eval", "an evaluation report", ("config.json", "report.json", "report.md", "predictions.h5", "*.png",
                                                    "sets"), ("predictions.h5",)),
     "transfer": Kind("transfer", "a transfer experiment", ("config.json", "report.json", "report.md", "curves.png",
-                                                           "context", "scratch"), ("context", "scratch")),
+                                                           "context", "scratch"), ("context", "scratch"), True),
     "distill": Kind("distill", "a distillation experiment", ("config.json", "report.json", "report.md", "curves.png",
-                                                             "kd", "ce"), ("kd", "ce")),
+                                                             "kd", "ce"), ("kd", "ce"), True),
     "fuse": Kind("fuse", "a fusion report", ("config.json", "report.json", "report.md", "*.png"), ()),
     "ooc": Kind("build-ooc", "an out-of-context set", ("shard-*.tar", "shard-*.tar.partial", "manifest.json",
                                                        "config.json", "cooccurrence.h5"), ()),
     "export": Kind("export-imagefolder", "an ImageFolder export", ("*",), ("export.json",)),
     "scenes": Kind("sample", "synthetic scenes", ("annotations", "train2017", "val2017", "README.md",
                                                   ".scenectl-synthetic"), (".scenectl-synthetic",)),
-    "quickstart": Kind("quickstart", "a quickstart run", ("config.json",), ()),
+    "quickstart": Kind("quickstart", "a quickstart run", ("config.json",), ("shards/*/manifest.json",)),
     "compare": Kind("compare", "a comparison report", ("config.json", "report.json", "report.md", "*.png"), ()),
 }
 _INTERNAL = (MARKER, LOCK)
@@ -96,8 +97,14 @@ def owner(path: Path) -> str | None:
         return None
     for kind, k in KINDS.items():
         if any(next(path.glob(s), None) is not None for s in k.signature):
-            return kind
+            return "ooc" if kind == "shards" and _manifest_task(path) == "ooc" else kind
     return "foreign"
+
+
+def _manifest_task(path: Path) -> str | None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return json.loads((path / "manifest.json").read_text()).get("task")
+    return None
 
 
 def _refuse_other(path: Path, kind: str, found: str, option: str) -> None:
@@ -133,18 +140,12 @@ def claim(path: str | os.PathLike, kind: str, *, resume: bool = False, overwrite
         raise ScenectlError(f"{option} {path} exists and is not a folder")
     created = _first_missing(path)
     path.mkdir(parents=True, exist_ok=True)
-    try:
-        held = _acquire(path, kind, lock, option)
-    except BaseException:
-        _remove_created(created)
-        raise
+    held = _acquire(path, kind, lock, option)  # refused: another process writes here, so nothing is ours to remove
     try:
         try:
             folder = _enter(path, kind, resume, overwrite, config, set(keep), option)
         except BaseException:
-            _release(held)
-            held = None
-            _remove_created(created)
+            _remove_created(created)  # still holding the lock: no other writer can have moved in
             raise
         yield folder
     finally:
@@ -162,7 +163,9 @@ def _enter(path: Path, kind: str, resume: bool, overwrite: bool, config: dict | 
         raise ScenectlError(f"--resume: {option} {path} holds no {what.split(' ', 1)[1]} to resume; "
                             "start it without --resume")
     if found == kind and not (resume or overwrite):
-        raise ScenectlError(f"{option} {path} holds {what}: pass --resume to continue it or --overwrite to replace it")
+        how = "pass --resume to continue it or --overwrite to replace it" if KINDS[kind].resumable else \
+            "pass --overwrite to replace it"
+        raise ScenectlError(f"{option} {path} holds {what}: {how}")
     if found == kind and resume:
         if config is not None:
             check_same_options(path, config, keep, option)

@@ -44,7 +44,7 @@ def test_bad_fields_are_named(tmp_path, field, value, why):
 
 def test_files_that_are_not_checkpoints(tmp_path):
     (tmp_path / "t.pt").write_text("hello world\n")
-    with pytest.raises(ScenectlError, match="is not a scenectl checkpoint"):
+    with pytest.raises(ScenectlError, match="is not a readable scenectl checkpoint .truncated or corrupt"):
         read_checkpoint(tmp_path / "t.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
     with pytest.raises(ScenectlError, match="no 'scenectl-checkpoint/1' format tag"):

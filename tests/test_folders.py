@@ -120,6 +120,33 @@ def test_parts_lock_separately(tmp_path):
             assert {p.name for p in (tmp_path / "s").iterdir()} >= {LOCK + ".part-0-of-2", LOCK + ".part-1-of-2"}
 
 
+def test_commands_without_resume_are_not_told_to_resume(tmp_path):
+    with claim(tmp_path / "e", "eval"):
+        pass
+    with pytest.raises(ScenectlError, match="holds an evaluation report: pass --overwrite to replace it$"):
+        with claim(tmp_path / "e", "eval"):
+            pass
+
+
+def test_a_refused_claim_never_removes_a_folder_another_writer_holds(tmp_path):
+    out = tmp_path / "new"
+    with claim(out, "run"):
+        (out / "last.pt").write_bytes(b"x")
+        with pytest.raises(ScenectlError, match="is being written by"):
+            with claim(out, "run", resume=True):
+                pass
+        assert (out / "last.pt").exists()
+
+
+def test_older_folders_of_ooc_and_quickstart_are_recognised(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "manifest.json").write_text(json.dumps({"task": "ooc"}))
+    assert owner(tmp_path / "o") == "ooc"
+    (tmp_path / "q" / "shards" / "val2017").mkdir(parents=True)
+    (tmp_path / "q" / "shards" / "val2017" / "manifest.json").write_text("{}")
+    assert owner(tmp_path / "q") == "quickstart"
+
+
 def test_file_outputs_stay_out_of_owned_folders(tmp_path):
     with claim(tmp_path / "s", "shards"):
         pass

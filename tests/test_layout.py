@@ -83,7 +83,6 @@ def test_no_function_in_scenectl_is_longer_than_60_lines():
     assert not offenders, f"{len(offenders)} functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(offenders)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11 in progress")
 def test_data_imports_nothing_from_models_or_the_engine():
     offenders = forbidden_imports()
     assert not offenders, "scenectl/data/ must not import the models or the engine:\n" + "\n".join(offenders)
