@@ -66,9 +66,9 @@ def shard_params(cfg: dict) -> tuple[dict, str]:
         spec = spec[0] if isinstance(spec, list) and spec else spec
         if isinstance(spec, str):
             try:
-                params = open_shard_set(spec).manifest.get("params", {})
+                params = open_shard_set(spec, from_file="the checkpoint's config").manifest.get("params", {})
             except ScenectlError:
-                continue  # moved or on another machine: fall back to the defaults
+                continue  # moved, on another machine, or a URL / command (never run from a file): the defaults
             return {**default_params(), **params}, f"manifest of {spec}"
     return default_params(), "build-shards defaults (the checkpoint names no reachable training shards)"
 

@@ -351,3 +351,96 @@ def test_eval_workers_split_the_shards(shardset_dir):
     assert len(keys) == 24 and len(set(keys)) == 24
     names = [{u.rsplit("/", 1)[-1] for u in b["url"]} for b in batches]
     assert all(n <= {"shard-000000.tar", "shard-000002.tar"} or n == {"shard-000001.tar"} for n in names), names
+
+
+# --- names read from a manifest are data: never a command, a URL or a path out of the folder -----------------------
+
+HOSTILE = ["pipe:touch marker.tar", "pipe:touch /tmp/x", "http://evil/x.tar", "file:x.tar", "../x.tar", "/abs/x.tar",
+           "a/b.tar", "a\\b.tar", "x\0.tar", "x\n.tar", "x;touch marker;.tar", ".hidden.tar", "x..tar", " x.tar", 7]
+
+
+def _with_first_shard_named(src: Path, dst: Path, name) -> Path:
+    bad = shutil.copytree(src, dst)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["shards"][0]["name"] = name
+    (bad / "manifest.json").write_text(json.dumps(m))
+    if isinstance(name, str) and "/" not in name and "\0" not in name:
+        (bad / "shard-000000.tar").rename(bad / name)  # the file is there too: only the name check can refuse it
+    return bad
+
+
+@pytest.mark.parametrize("name", HOSTILE, ids=repr)
+def test_hostile_shard_names_are_refused_and_never_run(tmp_path, shardset_dir, monkeypatch, name):
+    from scenectl.data.verify import verify_shards
+
+    bad = _with_first_shard_named(shardset_dir, tmp_path / "set", name)
+    monkeypatch.chdir(bad)  # `--shards .`: the name alone would be the URL webdataset opens
+    for spec in (".", str(bad), f"pipe:cat {bad}/"):  # a local folder; a pipe: folder whose names join the command
+        with pytest.raises(ScenectlError, match=r"manifest .* lists shard .*which is not a plain \.tar file name"):
+            open_shard_set(spec)
+    report = verify_shards(bad)
+    assert not report["ok"] and any(p["kind"] == "manifest" for p in report["problems"])
+    assert not (bad / "marker.tar").exists() and not (bad / "marker").exists() and not Path("/tmp/x").exists()
+
+
+def test_a_pipe_folder_reads_plain_names_through_the_users_command(shardset_dir):
+    s = open_shard_set(f"pipe:cat {shardset_dir}/")
+    assert s.urls[1] == f"pipe:cat {shardset_dir}/shard-000001.tar" and s.num_samples == 24
+
+
+# --- shard sets are whole or refused: cooccurrence.h5 against the manifest's files{} sha256 ----------------------
+
+def test_cooccurrence_is_checked_against_the_manifests_sha256(tmp_path, shardset_dir):
+    import hashlib
+
+    d = shutil.copytree(shardset_dir, tmp_path / "set")
+    assert open_shard_set(d).cooccurrence().n_images == 24  # an older set without `files`: taken as it is
+    m = json.loads((d / "manifest.json").read_text())
+    m["files"] = {"cooccurrence.h5": hashlib.sha256((d / "cooccurrence.h5").read_bytes()).hexdigest()}
+    (d / "manifest.json").write_text(json.dumps(m))
+    assert open_shard_set(d).cooccurrence().n_images == 24
+    write_shards(tmp_path / "other", n=16, seed=5)  # another split's statistics standing in
+    shutil.copy(tmp_path / "other" / "cooccurrence.h5", d / "cooccurrence.h5")
+    with pytest.raises(ScenectlError, match=r"^\S*cooccurrence.h5: sha256 \w+\.\.\. differs from the manifest's"):
+        open_shard_set(d).cooccurrence()
+    with pytest.raises(ScenectlError, match=r"cooccurrence.h5: sha256"):
+        open_shard_set(f"pipe:cat {d}/").cooccurrence()  # remote sets: the same check on the fetched bytes
+    for files, match in [({"../cooccurrence.h5": "0" * 64}, "'files' names '../cooccurrence.h5', which is not"),
+                         ({"cooccurrence.h5": "abc"}, "'files' gives cooccurrence.h5 the sha256 'abc'"),
+                         (["cooccurrence.h5"], "'files' is not a mapping")]:
+        (d / "manifest.json").write_text(json.dumps({**m, "files": files}))
+        with pytest.raises(ScenectlError, match=match):
+            open_shard_set(d)
+
+
+# --- bounded failure: --skip-corrupt over nothing but failures stops, naming the bound -----------------------------
+
+@pytest.mark.parametrize("damage", ["shards", "samples"])
+def test_skip_corrupt_over_nothing_but_failures_stops(tmp_path, shardset_dir, damage):
+    from damaged_sets import read_samples, write_samples
+    from scenectl.data.loader import FAILURES_IN_A_ROW
+
+    bad = shutil.copytree(shardset_dir, tmp_path / "bad")
+    for tar in sorted(bad.glob("*.tar")):
+        if damage == "shards":  # no shard can be read at all
+            tar.write_bytes(b"not a tar" * 100)
+        else:  # every shard reads, every sample's image is junk
+            write_samples(tar, [(k, [(m, b"junk" if m == "jpg" else d) for m, d in ms]) for k, ms in read_samples(tar)])
+    s = open_shard_set(bad)
+    loader = make_train_loader(s, steps=2, batch_size=4, image_size=16, skip_corrupt=True)
+    with pytest.raises(ScenectlError, match=rf"stopped: {FAILURES_IN_A_ROW} failures in a row with --skip-corrupt "
+                                            rf"and no usable sample between them \(the limit is {FAILURES_IN_A_ROW}\)"):
+        list(loader)
+    assert loader.skipped == FAILURES_IN_A_ROW
+
+
+def test_skip_corrupt_goes_on_while_some_samples_are_usable(tmp_path, shardset_dir, monkeypatch):
+    import scenectl.data.loader as loader_module
+
+    monkeypatch.setattr(loader_module, "FAILURES_IN_A_ROW", 5)
+    bad = shutil.copytree(shardset_dir, tmp_path / "bad")
+    for tar in ("shard-000000.tar", "shard-000001.tar"):  # two of three shards unreadable, read again and again
+        (bad / tar).write_bytes(b"not a tar" * 100)
+    loader = make_train_loader(open_shard_set(bad), steps=20, batch_size=8, image_size=16, skip_corrupt=True,
+                               shuffle_buffer=8)
+    assert sum(1 for _ in loader) == 20 and loader.skipped > 5  # more failures than the bound, never 5 in a row

@@ -5,12 +5,17 @@ A shard set (docs/shard-format.md) is opened from a local folder or from a webda
 
     open_shard_set("shards/val2017")                                    # a folder written by build-shards
     open_shard_set("shards/val2017/shard-{000000..000003}.tar")         # a subset, brace notation
-    open_shard_set("https://host/data/val2017/shard-{000000..000099}.tar")   # streamed with curl (webdataset gopen)
+    open_shard_set("https://host/data/val2017/shard-{000000..000099}.tar")   # streamed over HTTP, with retries
     open_shard_set("pipe:aws s3 cp s3://bucket/val2017/shard-{000000..000099}.tar -")
     open_shard_set("https://host/data/val2017/")                        # a remote folder: shard list from its manifest
+    open_shard_set(spec, net_options(retries=5, timeout=60))            # how remote reads retry (scenectl.data.remote)
 
 `manifest.json` and `cooccurrence.h5` are always read from beside the shards (same folder or URL prefix). A manifest
-that lists a shard twice, names a shard outside its folder or gives a shard no samples is refused here.
+that lists a shard twice, names a shard that is not a plain file name of its folder (no scheme, separator or `..`)
+or gives a shard no samples is refused here; schemes are honoured only in the spec the user typed. Every byte of a
+set — manifest, cooccurrence.h5 (checked against the manifest's `files` sha256 when it has one), shards — is read
+through `scenectl.data.remote.open_stream`: remote reads survive transient network faults, resumed at the byte
+reached, and fail for good in one line naming the URL.
 
 Views: what a batch's `input` is made of (`scenectl.data.transforms` does the pixels).
 - `scene`: the masked scene `jpg` + `mask.png` -> (C, S, S), C = 4 with the mask channel (train, eval).
@@ -34,7 +39,9 @@ Integrity, the same for every view: each read of a shard must give exactly the m
 early, yields nothing, or holds more); a sample key may occur once per shard and in one shard only; `cls` must be an
 ASCII integer below the number of classes that agrees with the `json` metadata's `cls`; a truncated or corrupt tar
 or member is an error. Each is a one-line ScenectlError naming the shard (and sample, member), or with
-`skip_corrupt` is counted (SkipCounter: a bad shard read once, a bad or duplicate sample once) and left out.
+`skip_corrupt` is counted (SkipCounter: a bad shard read once, a bad or duplicate sample once) and left out; a
+stream that meets FAILURES_IN_A_ROW failures with no usable sample between them stops with an error (an endless
+training stream over unreadable data would otherwise never end).
 Keys are checked across the whole set in an eval pass (in the process that receives the batches, so duplicates
 split over DataLoader workers are caught; under DDP each rank checks its own share) and by `raw_samples`. A training
 stream checks the shards it reads: a key in two of its shards is caught, a key duplicated in shards read by
@@ -47,6 +54,7 @@ list[list[int]], `meta` list[dict], `url` list[str] (the shard each sample came 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import multiprocessing as mp
@@ -58,7 +66,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -67,11 +74,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
+                                  plain_name_problem, read_remote, scheme_of)
 from scenectl.data.transforms import Augment, letterbox_input, to_input
 from scenectl.errors import ScenectlError
 
 VIEWS = ("scene", "object")
 REBUILD_HINT = "rebuild it with `scenectl build-shards --with-object` (or `--task object`)"
+FAILURES_IN_A_ROW = 1000  # --skip-corrupt: a stream stops after this many failures with no usable sample between
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -86,6 +96,7 @@ class ShardSet:
     manifest: dict
     classes: list[dict]
     location: str  # the folder or URL prefix holding manifest.json and cooccurrence.h5 (ends without "/")
+    net: NetOptions = field(default_factory=NetOptions)  # how its remote reads retry (scenectl.data.remote)
 
     def require_masked(self, option: str) -> None:
         """Refuse a set of `build-shards --task object` crops where masked scenes are needed (train, eval, a
@@ -118,60 +129,80 @@ class ShardSet:
         return int(self.manifest.get("params", {}).get("image_size", 256))
 
     def cooccurrence(self) -> Cooccurrence:
-        """The source split's co-occurrence counts (cooccurrence.h5 beside the shards)."""
+        """The source split's co-occurrence counts (cooccurrence.h5 beside the shards), checked against the
+        manifest's `files` sha256 when it records one (sets built before that field are taken as they are)."""
         where = _join(self.location, "cooccurrence.h5")
-        if _is_local(self.location):
-            return Cooccurrence.load(where)
-        data = _read_remote(where, "co-occurrence file")
+        want = self.manifest.get("files", {}).get("cooccurrence.h5")
+        if is_local(self.location):
+            if want is not None and Path(local_path(where)).is_file():
+                _check_sha256(Path(local_path(where)).read_bytes(), want, where)
+            return Cooccurrence.load(local_path(where))
+        data = read_remote(where, self.net, "co-occurrence file")
+        if want is not None:
+            _check_sha256(data, want, where)
         with tempfile.TemporaryDirectory() as tmp:  # h5py wants a real file
             path = Path(tmp) / "cooccurrence.h5"
             path.write_bytes(data)
             return Cooccurrence.load(path)
 
 
-def open_shard_set(spec: str | os.PathLike) -> ShardSet:
-    """Open a shard-set folder or a webdataset URL pattern; errors name the place at fault."""
+def open_shard_set(spec: str | os.PathLike, net: NetOptions | None = None, from_file: str | None = None) -> ShardSet:
+    """Open a shard-set folder or a webdataset URL pattern; errors name the place at fault.
+
+    `net`: how remote reads retry (default `net_options()`: the environment's settings, else the defaults).
+    `from_file`: the file `spec` was read from (e.g. a checkpoint's config): then only a local path is opened, never a
+    URL or a command (schemes are honoured only where the user typed them)."""
     spec = str(spec)
-    if _is_local(spec) and Path(_strip_file(spec)).is_dir():
-        return _open_local_folder(Path(_strip_file(spec)))
-    if _is_local(spec) and spec.endswith("manifest.json"):
-        return _open_local_folder(Path(_strip_file(spec)).parent)
-    if _is_local(spec) and not re.search(r"\.tar\b", spec):
+    check_scheme(spec)
+    if from_file is not None and scheme_of(spec):
+        raise ScenectlError(f"{from_file} names the shard set {spec!r}: a URL or pipe: command read from a file is "
+                            "not opened (give it on the command line)")
+    net = net or net_options()
+    if is_local(spec) and Path(local_path(spec)).is_dir():
+        return _open_local_folder(Path(local_path(spec)), net)
+    if is_local(spec) and spec.endswith("manifest.json"):
+        return _open_local_folder(Path(local_path(spec)).parent, net)
+    if is_local(spec) and not re.search(r"\.tar\b", spec):
         raise ScenectlError(f"shard set not found: {spec} (no such folder; write it with `scenectl build-shards`)")
     if not re.search(r"\.tar\b", spec):  # a remote folder: https://host/dir/
         location = spec.rstrip("/")
-        manifest = _load_manifest(location)
+        manifest = _load_manifest(location, net)
         urls = [_join(location, s["name"]) for s in manifest["shards"]]
-        return _checked(ShardSet(urls, manifest, manifest["classes"], location))
+        return _checked(ShardSet(urls, manifest, manifest["classes"], location, net))
+    return _open_pattern(spec, net)
+
+
+def _open_pattern(spec: str, net: NetOptions) -> ShardSet:
+    """A brace pattern of shards (local or remote) whose manifest lies beside them."""
     urls = wds.shardlists.expand_urls(spec)
     location = _parent(spec)
-    if _is_local(location) and not Path(_strip_file(location)).is_dir():
+    if is_local(location) and not Path(local_path(location)).is_dir():
         raise ScenectlError(f"shard folder not found: {location} (from --shards {spec})")
-    manifest = _load_manifest(location)
+    manifest = _load_manifest(location, net)
     listed = {s["name"] for s in manifest["shards"]}
     for u in urls:
         if _basename(u) not in listed:
             raise ScenectlError(f"shard {u} is not listed in {_join(location, 'manifest.json')}")
-        if _is_local(u) and not Path(_strip_file(u)).is_file():
+        if is_local(u) and not Path(local_path(u)).is_file():
             raise ScenectlError(f"shard not found: {u}")
-    return _checked(ShardSet(urls, manifest, manifest["classes"], location))
+    return _checked(ShardSet(urls, manifest, manifest["classes"], location, net))
 
 
-def _open_local_folder(folder: Path) -> ShardSet:
-    manifest = _load_manifest(str(folder))
+def _open_local_folder(folder: Path, net: NetOptions) -> ShardSet:
+    manifest = _load_manifest(str(folder), net)
     urls = []
     for s in manifest["shards"]:
         path = folder / s["name"]
         if not path.is_file():
             raise ScenectlError(f"shard {path} is listed in {folder / 'manifest.json'} but missing")
         urls.append(str(path))
-    return _checked(ShardSet(urls, manifest, manifest["classes"], str(folder)))
+    return _checked(ShardSet(urls, manifest, manifest["classes"], str(folder), net))
 
 
-def _load_manifest(location: str) -> dict:
+def _load_manifest(location: str, net: NetOptions) -> dict:
     where = _join(location, "manifest.json")
-    if _is_local(location):
-        folder = Path(_strip_file(location))
+    if is_local(location):
+        folder = Path(local_path(location))
         if not (folder / "manifest.json").is_file():
             partial = [p.name for p in folder.glob("*") if p.name == "progress.json" or p.suffix == ".partial"
                        or p.name.startswith("manifest.part-")]
@@ -182,7 +213,7 @@ def _load_manifest(location: str) -> dict:
             raise ScenectlError(f"no manifest.json in {folder}: not a shard set written by scenectl build-shards")
         data = (folder / "manifest.json").read_bytes()
     else:
-        data = _read_remote(where, "manifest")
+        data = read_remote(where, net, "manifest")
     try:
         manifest = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -193,6 +224,7 @@ def _load_manifest(location: str) -> dict:
         if not isinstance(manifest.get(k), list):
             raise ScenectlError(f"manifest {where} has no '{k}' list")
     _check_shard_entries(manifest["shards"], where)
+    _check_files_entry(manifest.get("files", {}), where)
     return manifest
 
 
@@ -201,14 +233,33 @@ def _check_shard_entries(entries: list, where: str) -> None:
     seen = set()
     for s in entries:
         name, n = (s.get("name"), s.get("samples")) if isinstance(s, dict) else (None, None)
-        if not isinstance(name, str) or not name.endswith(".tar") or Path(name).name != name or "\\" in name \
-                or name.startswith("."):
-            raise ScenectlError(f"manifest {where} lists shard {name!r}, which is not a plain .tar file name")
+        problem = plain_name_problem(name, ".tar")
+        if problem:
+            raise ScenectlError(f"manifest {where} lists shard {problem}")
         if type(n) is not int or n < 1:
             raise ScenectlError(f"manifest {where} lists shard {name} with {n!r} samples (a shard holds at least one)")
         if name in seen:
             raise ScenectlError(f"manifest {where} lists shard {name} twice")
         seen.add(name)
+
+
+def _check_files_entry(files: object, where: str) -> None:
+    """`files` (written by newer builds): the set's other files, each a plain file name with its sha256."""
+    if not isinstance(files, dict):
+        raise ScenectlError(f"manifest {where}: 'files' is not a mapping of file names to sha256")
+    for name, digest in files.items():
+        problem = plain_name_problem(name)
+        if problem:
+            raise ScenectlError(f"manifest {where}: 'files' names {problem}")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ScenectlError(f"manifest {where}: 'files' gives {name} the sha256 {digest!r} (64 hex digits expected)")
+
+
+def _check_sha256(data: bytes, want: str, where: str) -> None:
+    got = hashlib.sha256(data).hexdigest()
+    if got != want:
+        raise ScenectlError(f"{where}: sha256 {got[:12]}... differs from the manifest's {want[:12]}... (a file of "
+                            "another build, or changed since: the set is not whole)")
 
 
 def _checked(s: ShardSet) -> ShardSet:
@@ -220,26 +271,6 @@ def _checked(s: ShardSet) -> ShardSet:
             raise ScenectlError(f"shard {u} is named twice (a shard set reads each shard once per pass)")
         seen.add(u)
     return s
-
-
-def _read_remote(url: str, what: str) -> bytes:
-    try:
-        with wds.gopen(url) as f:
-            data = f.read()
-    except Exception as e:  # curl / pipe failures surface as various exception types
-        raise ScenectlError(f"cannot read {what} {url}: {e}") from None
-    if not data:
-        raise ScenectlError(f"cannot read {what} {url} (missing or empty)")
-    return data
-
-
-def _is_local(spec: str) -> bool:
-    scheme = urlparse(spec).scheme
-    return scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt")
-
-
-def _strip_file(spec: str) -> str:
-    return urlparse(spec).path if spec.startswith("file:") else spec
 
 
 def _basename(url: str) -> str:
@@ -384,20 +415,30 @@ class SkipCounter:
 
 class Handler:
     """What becomes of a bad shard or sample: a one-line ScenectlError naming it, or with skip_corrupt counted (once)
-    and left out. Also a webdataset handler (returning True = go on)."""
+    and left out. Also a webdataset handler (returning True = go on). With skip_corrupt, FAILURES_IN_A_ROW failures
+    with no usable sample between them (`good()` marks one) end the stream with an error: the data cannot be read."""
 
     def __init__(self, skip_corrupt: bool, counter: SkipCounter):
         self.skip_corrupt, self.counter = skip_corrupt, counter
+        self.in_row = 0
 
     def __call__(self, exn: Exception, where: str = "?") -> bool:
-        if self.skip_corrupt:
-            self.counter.add()
-            return True
-        if isinstance(exn, ScenectlError):  # webdataset's stages append (stream, url) to the args of passing errors
-            raise ScenectlError(str(exn.args[0])) from None
+        # webdataset's stages append " @ stream" to the message and (stream, url) to the args of passing errors
         first = str(exn.args[0]).split(" @ ")[0] if exn.args else type(exn).__name__
-        raise ScenectlError(f"cannot read shard {where} (truncated or corrupt?): {type(exn).__name__}: {first}") \
-            from None
+        message = first if isinstance(exn, ScenectlError) else \
+            f"cannot read shard {where} (truncated or corrupt?): {type(exn).__name__}: {first}"
+        if not self.skip_corrupt:
+            raise ScenectlError(message) from None
+        self.counter.add()
+        self.in_row += 1
+        if self.in_row >= FAILURES_IN_A_ROW:
+            raise ScenectlError(f"stopped: {self.in_row} failures in a row with --skip-corrupt and no usable sample "
+                                f"between them (the limit is {FAILURES_IN_A_ROW}); the last: {message}") from None
+        return True
+
+    def good(self) -> None:
+        """A usable sample: the failures before it were not in a row with those after."""
+        self.in_row = 0
 
 
 class KeyLedger:
@@ -416,14 +457,30 @@ class KeyLedger:
         return False
 
 
-def _read_shards(src: Iterable[dict], sizes: dict[str, int], handler: Handler,
+def _read_shards(src: Iterable[dict], sizes: dict[str, int], handler: Handler, net: NetOptions,
                  ledger: KeyLedger | None = None) -> Iterator[dict]:
     """The raw samples of each shard in `src` ({"url": ...} items), read whole and checked (`_read_shard`)."""
     for item in src:
-        yield from _read_shard(item["url"], sizes[item["url"]], handler, ledger)
+        yield from _read_shard(item["url"], sizes[item["url"]], handler, ledger, net)
 
 
-def _read_shard(url: str, want: int, handler: Handler, ledger: KeyLedger | None) -> Iterator[dict]:
+def _tar_samples(url: str, net: NetOptions, handler: Callable[[Exception], bool]) -> Iterator[dict]:
+    """webdataset's own tar expansion and grouping by key, over the one opener of shard bytes
+    (`scenectl.data.remote.open_stream`: remote reads retried and resumed at the byte reached). The stream is closed
+    when the shard ends or its reader is dropped."""
+    try:
+        stream = open_stream(url, net)
+    except Exception as e:  # a permanent remote fault (RemoteError) or a missing file
+        handler(e)
+        return
+    try:
+        files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}], handler=handler)
+        yield from wds.tariterators.group_by_keys(files, handler=handler)
+    finally:
+        stream.close()
+
+
+def _read_shard(url: str, want: int, handler: Handler, ledger: KeyLedger | None, net: NetOptions) -> Iterator[dict]:
     """One read of one shard: its raw samples, each key once (and, with a ledger, in no other shard); at its end it
     must have given `want` samples (Python's tarfile ends a stream quietly at a cut or damaged header, so a
     truncated shard would otherwise just look short, and a shard that yields nothing would go unnoticed)."""
@@ -436,7 +493,7 @@ def _read_shard(url: str, want: int, handler: Handler, ledger: KeyLedger | None)
         return handler(exn, url)
 
     n, keys = 0, set()
-    for raw in wds.tarfile_to_samples(handler=noted)([{"url": url}]):
+    for raw in _tar_samples(url, net, noted):
         n += 1
         key = raw["__key__"]
         if key in keys:
@@ -454,7 +511,7 @@ def raw_samples(shards: ShardSet, skip_corrupt: bool = False, counter: SkipCount
     """Every raw sample of the set once, in shard order, in this process, with the reader's shard and key checks:
     for tools that copy members as stored (export-imagefolder). Decode with `decode_sample`."""
     handler = Handler(skip_corrupt, counter or SkipCounter())
-    return _read_shards(({"url": u} for u in shards.urls), shards.shard_sizes(), handler, KeyLedger())
+    return _read_shards(({"url": u} for u in shards.urls), shards.shard_sizes(), handler, shards.net, KeyLedger())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -481,11 +538,13 @@ def _decoded(src: Iterator[dict], handler: Handler, prepare: Callable[[dict, int
     """Decode + prepare each raw sample; `start` numbers the samples (the augmentation RNG uses the number)."""
     for i, raw in enumerate(src, start=start):
         try:
-            yield prepare(raw, i)
+            sample = prepare(raw, i)
         except Exception as e:
             if handler(e, raw.get("__url__", "?")):
                 continue
             raise
+        handler.good()
+        yield sample
 
 
 @dataclass
@@ -505,6 +564,7 @@ class _TrainStream(IterableDataset):
     shuffle_buffer: int
     skip_corrupt: bool
     counter: SkipCounter
+    net: NetOptions
 
     def __iter__(self):
         info = get_worker_info()
@@ -526,7 +586,7 @@ class _TrainStream(IterableDataset):
 
         return iter(wds.DataPipeline(
             lambda: _shard_cycle(self.urls, ids, g, G),
-            lambda src: _read_shards(src, self.sizes, handler, KeyLedger()),  # keys across this stream's shards
+            lambda src: _read_shards(src, self.sizes, handler, self.net, KeyLedger()),  # keys across its shards
             wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(str(ids))),
             wds.slice(skip * bs, None),
             lambda src: _decoded(src, handler, prepare, start=skip * bs),
@@ -558,7 +618,7 @@ def _eval_pipeline(shards: ShardSet, view: View, batch_size: int, rank: int, wor
     stages = [
         wds.SimpleShardList(urls),
         wds.split_by_worker,  # DataLoader workers split the rank's shards (never more workers than shards)
-        lambda src: _read_shards(src, shards.shard_sizes(), handler),  # keys across shards: in Loader, see there
+        lambda src: _read_shards(src, shards.shard_sizes(), handler, shards.net),  # keys across shards: Loader
     ]
     if not by_shard:  # fewer shards than ranks: every rank reads all shards and keeps every world_size-th sample
         stages.append(wds.slice(rank, None, world_size))
@@ -588,6 +648,7 @@ class Loader:
                 if self.unique_keys:
                     batch = _fresh_only(batch, ledger, handler)
                 if batch is not None:
+                    handler.good()
                     yield batch
         except ScenectlError as e:  # raised in a worker: the message carries its traceback; keep the last line
             msg = str(e)
@@ -637,7 +698,7 @@ def make_train_loader(shards: ShardSet, *, view: str = "scene", steps: int, batc
     v = make_view(shards, view, image_size, mask_channel, augment, scene_size, scene_mask)
     ds = _TrainStream(shards.urls, shards.shard_sizes(), v, steps=steps, batch_size=batch_size, seed=seed,
                       epoch=epoch, rank=rank, world_size=world_size, start_step=start_step,
-                      shuffle_buffer=shuffle_buffer, skip_corrupt=skip_corrupt, counter=counter)
+                      shuffle_buffer=shuffle_buffer, skip_corrupt=skip_corrupt, counter=counter, net=shards.net)
     dl = DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=False,
                     pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None,
                     worker_init_fn=ignore_stop_signals)

@@ -1,0 +1,373 @@
+"""Opening the bytes of a shard set where the user said they are: a local file, an http(s) URL (the standard
+library's HTTP client) or the user's own `pipe:COMMAND`; remote reads survive the network.
+
+    net = net_options(retries=5, timeout=60, backoff=1)   # None: $SCENECTL_RETRIES / _TIMEOUT / _BACKOFF, else these
+    with open_stream("https://host/val2017/shard-000003.tar", net) as f:   # a file object, read front to back
+        ...
+    data = read_remote("https://host/val2017/manifest.json", net, "manifest")
+
+The retry policy (docs/reliability.md, "Network faults"):
+- *Transient* faults are retried: a refused or reset connection, a transfer that ends before its Content-Length
+  (or a chunked body cut short), no data for `timeout` seconds (a stalled transfer), HTTP 5xx, 408 and 429, and a
+  `pipe:` command that exits with a non-zero status or goes quiet. Before each new attempt the reader waits
+  `backoff * 2**k` seconds (k = 0, 1, ... for the failures in a row; at most MAX_WAIT, longer when the server asks
+  with Retry-After), then re-opens the source *at the byte already reached*: an HTTP `Range` request guarded by
+  `If-Range` (the first answer's ETag or Last-Modified); a 206 answer must start at that byte and give the same total
+  length. A server that answers 200 instead (no range support), and a re-run `pipe:` command, are read from the
+  start and the bytes already delivered are skipped after checking that they are the same (crc32). The consumer (the
+  tar reader) sees one uninterrupted byte stream, so no sample is read twice or lost.
+- `retries` counts failures in a row without new data: a transfer that fails again after delivering more bytes
+  starts the count afresh, a dead server is given up after `retries` re-tries.
+- *Permanent* faults fail at once: HTTP 401, 403, 404 and every other 4xx, a URL that is not valid, a certificate
+  that does not verify, a resource that changed between two attempts. The error (RemoteError, one line) names the
+  URL, the attempts made and the last cause; the reader's `--skip-corrupt` then skips and counts the shard like a
+  corrupt one.
+
+Only URLs the user typed reach here with a scheme: a name read from a file (a manifest's shard list, its `files`)
+must pass `plain_name_problem` before it is joined to the set's location. Local files are opened as they are (a
+local fault is not transient).
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import re
+import select
+import signal
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from scenectl.errors import ScenectlError
+
+MAX_WAIT = 60.0  # longest wait between two attempts, seconds
+SCHEMES = ("", "file", "http", "https", "pipe")
+# a name read from a file (a manifest's shard list): a plain file name of the set's folder
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+DEFAULTS = {"retries": 5, "timeout": 60.0, "backoff": 1.0}
+ENV = {"retries": "SCENECTL_RETRIES", "timeout": "SCENECTL_TIMEOUT", "backoff": "SCENECTL_BACKOFF"}
+# --help text of the options every command that reads shard sets carries (one text for all of them)
+NET_HELP = {
+    "retries": "Re-tries of a remote shard read (http(s), pipe:) after a transient fault, counted in a row without "
+               f"new data [default: {DEFAULTS['retries']}, or ${ENV['retries']}].",
+    "timeout": "Seconds without data before a stalled remote transfer is abandoned and retried "
+               f"[default: {DEFAULTS['timeout']:g}, or ${ENV['timeout']}].",
+    "backoff": "Seconds before the first re-try; doubled for each further one in a row, at most "
+               f"{MAX_WAIT:g} [default: {DEFAULTS['backoff']:g}, or ${ENV['backoff']}].",
+}
+
+
+@dataclass(frozen=True)
+class NetOptions:
+    """How remote reads behave (see the module docstring); one object, carried by the ShardSet to every read."""
+
+    retries: int = DEFAULTS["retries"]
+    timeout: float = DEFAULTS["timeout"]
+    backoff: float = DEFAULTS["backoff"]
+
+
+def net_options(retries: int | None = None, timeout: float | None = None,
+                backoff: float | None = None) -> NetOptions:
+    """The settings of remote reads: each value given (a command's --retries / --timeout / --backoff), else the
+    environment's ($SCENECTL_RETRIES, ...), else the default; each checked, naming the option or variable at fault."""
+    given = {"retries": retries, "timeout": timeout, "backoff": backoff}
+    out = {}
+    for name, value in given.items():
+        where = f"--{name}"
+        if value is None and os.environ.get(ENV[name], "").strip():
+            where, value = f"${ENV[name]}", os.environ[ENV[name]].strip()
+        out[name] = DEFAULTS[name] if value is None else _checked_option(name, value, where)
+    return NetOptions(**out)
+
+
+def _checked_option(name: str, value, where: str) -> int | float:
+    try:
+        v = int(value) if name == "retries" else float(value)
+    except (TypeError, ValueError):
+        v = None
+    if name == "retries" and (v is None or not 0 <= v <= 1000 or str(value).strip() != str(v)):
+        raise ScenectlError(f"{where} must be an integer from 0 to 1000, got {value!r}")
+    if name == "timeout" and (v is None or not 0 < v <= 86400):
+        raise ScenectlError(f"{where} must be a number of seconds above 0 (at most 86400), got {value!r}")
+    if name == "backoff" and (v is None or not 0 <= v <= MAX_WAIT):
+        raise ScenectlError(f"{where} must be a number of seconds from 0 to {MAX_WAIT:g}, got {value!r}")
+    return v
+
+
+class RemoteError(ScenectlError):
+    """A remote read that failed for good: one line naming the URL, the attempts and the last cause."""
+
+
+class _Transient(Exception):
+    """A fault worth another attempt (`wait`: seconds the server asked for, Retry-After)."""
+
+    def __init__(self, cause: str, wait: float = 0.0):
+        super().__init__(cause)
+        self.wait = wait
+
+
+class _Permanent(Exception):
+    """A fault another attempt cannot cure."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# where a URL points
+
+
+def scheme_of(url: str) -> str:
+    """The URL's scheme ('' for a plain path; a one-letter scheme is a Windows drive)."""
+    scheme = urlparse(url).scheme
+    return "" if len(scheme) == 1 else scheme
+
+
+def is_local(url: str) -> bool:
+    return scheme_of(url) in ("", "file")
+
+
+def local_path(url: str) -> str:
+    """The path of a local file URL (`file:` stripped)."""
+    return url2pathname(urlparse(url).path) if scheme_of(url) == "file" else url
+
+
+def check_scheme(spec: str, option: str = "shard set") -> None:
+    """Refuse a scheme the reader does not open (only plain paths, file:, http(s):// and pipe: are)."""
+    scheme = scheme_of(spec)
+    if scheme not in SCHEMES:
+        raise ScenectlError(f"{option} {spec}: the scheme '{scheme}:' is not read here; use a folder, file:, "
+                            "http(s):// or pipe:COMMAND (e.g. 'pipe:gsutil cat gs://bucket/shard-000000.tar')")
+
+
+def plain_name_problem(name: object, suffix: str = "") -> str | None:
+    """Why `name` (read from a file) is not a plain file name of a set's folder ending in `suffix`, or None: no URL
+    scheme, no path separator, no `..`, no leading dot, no space, NUL, newline or other control character."""
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or ".." in name or not name.endswith(suffix):
+        return f"{name!r}, which is not a plain {suffix + ' ' if suffix else ''}file name of its folder (letters, " \
+               "digits, '_', '.', '-'; no scheme, separator or '..')"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# opening
+
+
+def open_stream(url: str, net: NetOptions, what: str = "shard") -> BinaryIO:
+    """The bytes of `url` as a file object read front to back: a local file as it is; http(s) and pipe: through
+    transient faults (see the module docstring). Raises RemoteError (a ScenectlError) for a permanent fault."""
+    check_scheme(url)
+    scheme = scheme_of(url)
+    if scheme in ("", "file"):
+        return open(local_path(url), "rb")
+    source = _Http(url, net.timeout) if scheme in ("http", "https") else _Pipe(url[len("pipe:"):], net.timeout)
+    return io.BufferedReader(_Retrying(source, url, net, what), buffer_size=1 << 16)
+
+
+def read_remote(url: str, net: NetOptions, what: str) -> bytes:
+    """All the bytes of a remote file (a manifest, cooccurrence.h5), through the same retrying reader."""
+    with open_stream(url, net, what) as f:
+        data = f.read()
+    if not data:
+        raise ScenectlError(f"cannot read {what} {url} (missing or empty)")
+    return data
+
+
+class _Retrying(io.RawIOBase):
+    """One URL's bytes through transient faults: after a fault, wait and re-open the source at the byte reached."""
+
+    def __init__(self, source, url: str, net: NetOptions, what: str):
+        self.source, self.url, self.net, self.what = source, url, net, what
+        self.pos = 0  # bytes delivered
+        self.crc = 0  # crc32 of the bytes delivered (to check a source re-read from the start)
+        self.attempts = 0
+        self.in_row = 0  # failures in a row without new data
+        self._connect(None)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while True:
+            try:
+                n = self.source.readinto(b)
+            except _Transient as e:
+                self._connect(e)
+                continue
+            if n:
+                self.crc = zlib.crc32(memoryview(b)[:n], self.crc)
+                self.pos += n
+                self.in_row = 0
+            return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self.source.close()
+        super().close()
+
+    def _connect(self, fault: _Transient | None) -> None:
+        """(Re-)open the source at self.pos: after `fault`, wait first; give up after net.retries in a row."""
+        while True:
+            if fault is not None:
+                self.in_row += 1
+                if self.in_row > self.net.retries:
+                    self.source.close()
+                    raise self._error(f"{self.attempts} attempts failed (--retries {self.net.retries}); the last: "
+                                      f"{fault}")
+                time.sleep(min(MAX_WAIT, max(self.net.backoff * 2 ** (self.in_row - 1), fault.wait)))
+            self.attempts += 1
+            try:
+                if not self.source.open(self.pos):  # the source starts again at byte 0: skip what was delivered
+                    self._skip_delivered()
+                return
+            except _Transient as e:
+                fault = e
+            except _Permanent as e:
+                self.source.close()
+                raise self._error(f"{e} (attempt {self.attempts}; not retried)") from None
+
+    def _skip_delivered(self) -> None:
+        """Read the bytes already delivered again and check they are the same ones."""
+        crc, at, buf = 0, 0, bytearray(1 << 16)
+        while at < self.pos:
+            n = self.source.readinto(memoryview(buf)[: min(len(buf), self.pos - at)])
+            if not n:
+                raise _Transient(f"the new transfer ended after {at} bytes, before the {self.pos} already read")
+            crc, at = zlib.crc32(memoryview(buf)[:n], crc), at + n
+        if crc != self.crc:
+            raise _Permanent(f"its first {self.pos} bytes differ from those read before the fault (changed on the "
+                             "server during the read?)")
+
+    def _error(self, why: str) -> RemoteError:
+        return RemoteError(f"cannot read {self.what} {self.url}: {why}")
+
+
+class _Http:
+    """An http(s) URL through urllib: `open(offset)` asks for the bytes from `offset` on (Range + If-Range)."""
+
+    def __init__(self, url: str, timeout: float):
+        self.url, self.timeout = url, timeout
+        self.resp: http.client.HTTPResponse | None = None
+        self.total: int | None = None  # the whole length, from the first answer
+        self.tag: str | None = None  # its strong validator (ETag, else Last-Modified)
+        self.left: int | None = None  # bytes this answer still owes (its Content-Length)
+
+    def open(self, offset: int) -> bool:
+        """Connect; True when the answer starts at `offset`, False when it starts at byte 0."""
+        self.close()
+        headers = {"User-Agent": "scenectl", "Accept-Encoding": "identity"}
+        if offset and self.tag and self.total:  # without a validator the bytes could be another file's: from 0
+            headers.update({"Range": f"bytes={offset}-", "If-Range": self.tag})
+        try:
+            self.resp = urllib.request.urlopen(urllib.request.Request(self.url, headers=headers), timeout=self.timeout)
+        except urllib.error.HTTPError as e:
+            e.close()
+            raise _http_fault(e) from None
+        except urllib.error.URLError as e:
+            raise _network_fault(e.reason, self.timeout) from None
+        except (OSError, http.client.HTTPException) as e:
+            raise _network_fault(e, self.timeout) from None
+        except ValueError as e:  # not a valid URL
+            raise _Permanent(str(e)) from None
+        return self._check_answer(offset)
+
+    def _check_answer(self, offset: int) -> bool:
+        h = self.resp.headers
+        length = int(h["Content-Length"]) if (h.get("Content-Length") or "").isdigit() else None
+        tag = h.get("ETag") if h.get("ETag") and not h["ETag"].startswith("W/") else h.get("Last-Modified")
+        if self.resp.status == 206:
+            m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", (h.get("Content-Range") or "").strip())
+            if not m or int(m.group(1)) != offset or int(m.group(3)) != self.total:
+                raise _Permanent(f"asked for its bytes from {offset} of {self.total}, the server answered "
+                                 f"Content-Range {h.get('Content-Range')!r}")
+            self.left = length
+            return True
+        if offset and ((self.tag and tag != self.tag) or (length is not None and length != self.total)):
+            raise _Permanent(f"it changed on the server during the read ({self.tag!r}, {self.total} bytes before; "
+                             f"{tag!r}, {length} bytes now)")
+        if not offset:
+            self.total, self.tag = length, tag
+        self.left = length
+        return offset == 0
+
+    def readinto(self, b) -> int:
+        try:
+            n = self.resp.readinto(b)
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            raise _network_fault(e, self.timeout) from None
+        if not n and self.left:
+            raise _Transient(f"partial transfer: the connection ended {self.left} bytes before its Content-Length")
+        if self.left is not None:
+            self.left -= n
+        return n
+
+    def close(self) -> None:
+        if self.resp is not None:
+            self.resp.close()
+            self.resp = None
+
+
+def _http_fault(e: urllib.error.HTTPError) -> Exception:
+    cause = f"HTTP {e.code} {e.reason}"
+    if e.code >= 500 or e.code in (408, 429):
+        after = (e.headers.get("Retry-After") or "").strip() if e.headers else ""
+        return _Transient(cause, float(after) if after.isdigit() else 0.0)
+    return _Permanent(cause)
+
+
+def _network_fault(e, timeout: float) -> Exception:
+    if not isinstance(e, Exception):  # urllib's own reasons ('unknown url type', 'no host given')
+        return _Permanent(str(e))
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return _Permanent(f"{type(e).__name__}: {e}")
+    if isinstance(e, TimeoutError):  # socket.timeout: no data within the timeout
+        return _Transient(f"no data for {timeout:g} s (--timeout)")
+    if isinstance(e, http.client.IncompleteRead):
+        return _Transient(f"partial transfer: the connection ended {e.expected} bytes early")
+    return _Transient(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+
+
+class _Pipe:
+    """The user's own `pipe:COMMAND` (typed on the command line): each attempt runs it again from the start."""
+
+    def __init__(self, command: str, timeout: float):
+        self.command, self.timeout = command, timeout
+        self.proc: subprocess.Popen | None = None
+
+    def open(self, offset: int) -> bool:
+        self.close()
+        try:  # a shell runs it, as webdataset's pipe: does: the user typed this command
+            self.proc = subprocess.Popen(self.command, shell=True, stdout=subprocess.PIPE, bufsize=0,
+                                         start_new_session=True)  # its own group: closing ends its children too
+        except OSError as e:
+            raise _Transient(f"cannot start `{self.command}`: {e}") from None
+        return False
+
+    def readinto(self, b) -> int:
+        fd = self.proc.stdout.fileno()
+        if not select.select([fd], [], [], self.timeout)[0]:
+            raise _Transient(f"no data for {self.timeout:g} s (--timeout) from `{self.command}`")
+        data = os.read(fd, len(b))
+        if not data:
+            try:
+                status = self.proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                raise _Transient(f"`{self.command}` closed its output but did not exit") from None
+            if status:
+                raise _Transient(f"`{self.command}` exited with status {status}")
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdout.close()
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
