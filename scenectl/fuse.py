@@ -32,6 +32,7 @@ from scenectl import metrics, plots
 from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.loader import ShardSet, make_eval_loader, open_shard_set
+from scenectl.data.remote import NetOptions
 from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
@@ -54,6 +55,7 @@ class FuseConfig:
     workers: int = 0
     device: str = "auto"
     overwrite: bool = False
+    net: NetOptions | None = None  # how remote reads retry (None: scenectl.data.remote.net_options())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -144,7 +146,7 @@ def paired_batches(s: ShardSet, obj: Checkpoint, ctx: Checkpoint, cfg: FuseConfi
 def score_set(spec: str, obj: Checkpoint, obj_net, ctx: Checkpoint, ctx_net, cfg: FuseConfig,
               device: torch.device) -> Scores:
     """Both models over one shard set: the object model on object.jpg, the context model on the masked scene."""
-    s = open_shard_set(spec)
+    s = open_shard_set(spec, cfg.net)
     for name, ck in (("--context", ctx), ("--object", obj)):
         if not classes_match(ck.classes, s.classes):
             raise ScenectlError(f"{spec}: its classes differ from the {name} model's ({len(s.classes)} vs "
@@ -264,7 +266,7 @@ def fuse(cfg: FuseConfig) -> dict:
             o = score_set(cfg.ooc_shards, obj, obj_net, ctx, ctx_net, cfg, device)
             rep["sets"].update(ooc_sets(o, w, num_classes))
             if o.ooc.any() and (~o.ooc).any():
-                cooc = cooccurrence_of(ctx, cfg.ooc_shards)
+                cooc = cooccurrence_of(ctx, cfg.ooc_shards, cfg.net)
                 rep["ooc_flags"] = flag_report(o.logp_ctx, o.labels, o.ooc, o.visible, cooc)
         plots.plot_weights(curve, w, folder.path / "weights.png")
         write_report(folder.path, rep)
@@ -272,10 +274,10 @@ def fuse(cfg: FuseConfig) -> dict:
     return rep
 
 
-def cooccurrence_of(ctx: Checkpoint, spec: str) -> Cooccurrence:
+def cooccurrence_of(ctx: Checkpoint, spec: str, net: NetOptions | None = None) -> Cooccurrence:
     """The context model's training counts (checkpoint), else the OOC set's copy of them."""
     cooc = ctx.cooccurrence
-    return cooc if cooc is not None else open_shard_set(spec).cooccurrence()
+    return cooc if cooc is not None else open_shard_set(spec, net).cooccurrence()
 
 
 def summary_text(rep: dict) -> str:

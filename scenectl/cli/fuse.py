@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from scenectl.cli._app import command
+from scenectl.cli._net import BACKOFF, RETRIES, TIMEOUT
 
 
 @command(
@@ -36,10 +37,14 @@ def fuse_cmd(
     device: str = typer.Option("auto", "--device",
                                help="auto (a GPU when present, else cpu), cpu, cuda or cuda:N."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report already in --out."),
+    retries: Optional[int] = RETRIES,
+    timeout: Optional[float] = TIMEOUT,
+    backoff: Optional[float] = BACKOFF,
 ) -> None:
+    from scenectl.data.remote import net_options
     from scenectl.fuse import DEFAULT_WEIGHTS, FuseConfig, fuse, summary_text
 
     cfg = FuseConfig(context=str(context), object=str(object_), shards=shards, ooc_shards=ooc_shards, out=str(out),
                      weights=list(weight or DEFAULT_WEIGHTS), batch_size=batch_size, workers=workers, device=device,
-                     overwrite=overwrite)
+                     overwrite=overwrite, net=net_options(retries, timeout, backoff))
     typer.echo(summary_text(fuse(cfg)))

@@ -8,14 +8,19 @@ from typing import Optional
 import typer
 
 from scenectl.cli._app import command
+from scenectl.cli._net import BACKOFF, RETRIES, TIMEOUT
 
 
 @command("inspect-shards")
 def inspect_shards_cmd(
-    directory: Path = typer.Argument(..., help="Shard folder (with manifest.json)."),
+    directory: str = typer.Argument(..., help="Shard set: a folder (with manifest.json), a brace pattern or a URL "
+                                    "(https://host/dir/, pipe:COMMAND)."),
     n: int = typer.Option(16, "--n", help="Samples on the contact sheet."),
     out: Optional[Path] = typer.Option(None, "--out", help="Contact sheet PNG, outside any folder a scenectl "
                                        "command owns. Default: DIR-contact-sheet.png beside DIR."),
+    retries: Optional[int] = RETRIES,
+    timeout: Optional[float] = TIMEOUT,
+    backoff: Optional[float] = BACKOFF,
 ) -> None:
     """Print samples per class, the hidden-area histogram and the build params; draw a contact sheet.
 
@@ -24,7 +29,8 @@ def inspect_shards_cmd(
       scenectl inspect-shards shards/val2017 --n 16 --out sheet.png
     """
     from scenectl.data.inspect import inspect_shards
+    from scenectl.data.remote import net_options
 
-    result = inspect_shards(directory, n=n, out=out)
+    result = inspect_shards(directory, n=n, out=out, net=net_options(retries, timeout, backoff))
     typer.echo(result["text"])
     typer.echo(f"contact sheet: {result['sheet']}")

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import Optional
 
 import typer
 
 from scenectl.cli._app import command
+from scenectl.cli._net import BACKOFF, RETRIES, TIMEOUT
 
 
 @command("verify-shards")
 def verify_shards_cmd(
-    directory: Path = typer.Argument(..., help="Shard-set folder (with manifest.json)."),
+    directory: str = typer.Argument(..., help="Shard-set folder (with manifest.json), or a remote set's folder URL "
+                                    "(https://host/dir/, pipe:COMMAND-PREFIX/)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (machine-readable)."),
     check_hashes: bool = typer.Option(True, "--hashes/--no-hashes", help="Compare each shard's sha256 with the manifest's."),
     workers: int = typer.Option(1, "--workers", help="Shards verified in parallel (processes)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    retries: Optional[int] = RETRIES,
+    timeout: Optional[float] = TIMEOUT,
+    backoff: Optional[float] = BACKOFF,
 ) -> None:
     """Check a shard set before trusting it: every shard listed and whole (sha256), every sample complete and
     decodable, cls within the class list and equal to the json's, counts equal to the manifest's, no unexpected
@@ -28,10 +33,11 @@ def verify_shards_cmd(
 
       scenectl verify-shards shards/val2017 --json > verify.json
     """
+    from scenectl.data.remote import net_options
     from scenectl.data.verify import VerifyConfig, format_report, main
 
     cfg = VerifyConfig(directory=directory, json=as_json, check_hashes=check_hashes, workers=workers,
-                       progress=progress)
+                       progress=progress, net=net_options(retries, timeout, backoff))
     report = main(cfg)
     typer.echo(json.dumps(report, indent=2) if cfg.json else format_report(report))
     if not report["ok"]:

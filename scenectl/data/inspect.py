@@ -1,17 +1,21 @@
 """inspect-shards: what a shard set holds (per-class counts, mask-area histogram, build params) and a contact
 sheet of its first samples (masked scene, outline of the hidden region, label; drawn by scenectl.plots), written
-outside the set's folder, which belongs to build-shards (scenectl.folders.check_file_target)."""
+outside the set's folder, which belongs to build-shards (scenectl.folders.check_file_target). The set is opened and
+read by the one shard reader (scenectl.data.loader: a folder, a pattern or a URL, with its checks and retries)."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from scenectl.data.loader import ShardSet, open_shard_set, raw_samples
+from scenectl.data.remote import NetOptions, is_local, local_path
 from scenectl.errors import ScenectlError
 from scenectl.folders import check_file_target
 from scenectl.io import read_json
@@ -30,14 +34,10 @@ def load_manifest(directory: str | os.PathLike) -> dict:
     return read_json(d / "manifest.json", "manifest")
 
 
-def read_samples(directory: str | os.PathLike, n: int) -> list[dict]:
+def read_samples(shards: ShardSet, n: int) -> list[dict]:
     """The first `n` samples in shard order, with only the known members decoded (no pickle, ever)."""
-    import webdataset as wds
-
-    d = Path(directory)
-    urls = [str(d / s["name"]) for s in load_manifest(d)["shards"]]
     out = []
-    for raw in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+    for raw in raw_samples(shards):
         s = {"__key__": raw["__key__"]}
         for k in KNOWN_MEMBERS:
             if k in raw:
@@ -76,21 +76,26 @@ def report(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def default_sheet(directory: str | os.PathLike) -> Path:
-    """Where the contact sheet goes without --out: beside the set, named after it (the set's folder is build-shards')."""
-    d = Path(directory).resolve()
+def default_sheet(location: str) -> Path:
+    """Where the contact sheet goes without --out: beside a local set, named after it (the set's folder is
+    build-shards'); for a remote set, in the current folder."""
+    if not is_local(location):
+        name = re.sub(r"[^A-Za-z0-9_.-]", "", location.split("\0")[0].rstrip("/").rsplit("/", 1)[-1])
+        return Path(f"{name or 'shards'}-contact-sheet.png")
+    d = Path(local_path(location)).resolve()
     return d.parent / f"{d.name}-contact-sheet.png"
 
 
-def inspect_shards(directory: str | os.PathLike, n: int = 16, out: str | os.PathLike | None = None) -> dict:
+def inspect_shards(spec: str | os.PathLike, n: int = 16, out: str | os.PathLike | None = None,
+                   net: NetOptions | None = None) -> dict:
     """Report on a shard set and write its contact sheet (default: DIR-contact-sheet.png beside DIR)."""
     if n < 1:
         raise ScenectlError(f"--n must be >= 1, got {n}")
-    d = Path(directory)
-    sheet = Path(out) if out is not None else default_sheet(d)
+    shards = open_shard_set(spec, net)
+    sheet = Path(out) if out is not None else default_sheet(shards.location)
     check_file_target(sheet, "--out")
-    manifest = load_manifest(d)
-    samples = read_samples(d, n)
+    manifest = shards.manifest
+    samples = read_samples(shards, n)
     from scenectl.plots import plot_contact_sheet  # matplotlib: only when drawing
 
     plot_contact_sheet(samples, sheet)

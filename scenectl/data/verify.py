@@ -7,8 +7,12 @@ Shard sets travel between people and clusters; a copy can arrive truncated, a bu
 tar can be tampered with. This reads every shard with Python's `tarfile` (members are never extracted to disk and
 nothing is unpickled: only jpg, mask.png, cls, json and object.jpg are decoded, with PIL / json / int) and checks:
 
-  - the folder: manifest.json present and valid; no leftover `*.partial` or `progress*.json` (an unfinished
-    build); no unmerged part manifests; no `shard-*.tar` that the manifest does not list
+  - the folder: manifest.json present and valid, every name it lists a plain file name of the folder (no scheme,
+    separator or `..`); no leftover `*.partial` or `progress*.json` (an unfinished build); no unmerged part
+    manifests; no `shard-*.tar` that the manifest does not list (a remote folder cannot be listed: these two are
+    not looked for there)
+  - the set's other files: `cooccurrence.h5` and the build's config against the manifest's `files` sha256 (sets
+    built before that field have none)
   - each listed shard: the file exists; its sha256 equals the manifest's (when recorded); it reads to the end
     (a truncated or corrupt tar is reported); every member is a regular file with a safe name (no absolute path,
     no `..`); members are grouped into samples by key exactly as webdataset does
@@ -19,8 +23,10 @@ nothing is unpickled: only jpg, mask.png, cls, json and object.jpg are decoded, 
     `{image_id:012d}_{annotation_id:012d}` of the json and appears once in the whole set
   - counts: samples per shard, total and per class equal the manifest's
 
-Every problem names the shard (and sample and member where there is one). The CLI prints them and exits 1 when
-there is any (`--json` for a machine-readable report); a path that is not a folder is a usage error (exit 2).
+Each shard is read once, as a stream, through the reader's opener (`scenectl.data.remote.open_stream`), so a remote
+set (`https://host/dir/`, `pipe:COMMAND-PREFIX/`) is verified with the same retries as every other read. Every
+problem names the shard (and sample and member where there is one). The CLI prints them and exits 1 when there is
+any (`--json` for a machine-readable report); a path that is not a folder is a usage error (exit 2).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
+                                  plain_name_problem, read_remote)
 from scenectl.errors import ScenectlError
 
 KNOWN = ("jpg", "mask.png", "cls", "json", "object.jpg")  # the only members scenectl writes (and decodes)
@@ -48,11 +56,12 @@ _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext:
 
 @dataclass
 class VerifyConfig:
-    directory: Path = Path("shards/val2017")
+    directory: str | Path = "shards/val2017"  # a folder, or a remote folder's URL / pipe: prefix
     json: bool = False  # print the report as JSON
     check_hashes: bool = True  # compare each shard's sha256 with the manifest's
     workers: int = 1  # shards verified in parallel (processes)
     progress: bool = True  # tqdm bar on stderr
+    net: NetOptions | None = None  # remote reads (None: net_options())
 
 
 @dataclass(frozen=True)
@@ -72,53 +81,84 @@ def _problem(kind: str, message: str, shard: str | None = None, sample: str | No
 
 
 # --- one shard ---------------------------------------------------------------------------------------------------
-def verify_shard(path: str | os.PathLike, entry: dict, expect: _Expect) -> dict:
-    """Check one shard; returns {problems, samples, keys, per_class} (keys in order, per_class as a list)."""
-    path = Path(path)
-    name = path.name
+def verify_shard(url: str | os.PathLike, entry: dict, expect: _Expect, net: NetOptions = NetOptions()) -> dict:
+    """Check one shard (a local path or a URL); returns {problems, samples, keys, per_class} (keys in order,
+    per_class as a list)."""
+    url = str(url)
+    name = entry.get("name") or Path(url).name
     res = {"shard": name, "problems": [], "samples": 0, "keys": [], "per_class": [0] * expect.num_classes}
     add = lambda kind, msg, **kw: res["problems"].append(_problem(kind, f"{name}: {msg}", shard=name, **kw))  # noqa: E731
-    if not path.is_file():
+    if is_local(url) and not Path(local_path(url)).is_file():
         add("missing_shard", "listed in manifest.json but missing")
         return res
-    if expect.check_hashes and entry.get("sha256"):
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        if h.hexdigest() != entry["sha256"]:
-            add("checksum", f"sha256 {h.hexdigest()[:12]}... differs from the manifest's {entry['sha256'][:12]}...")
-    groups: list[tuple[str, dict]] = []  # samples in tar order: (key, {suffix: bytes})
-    try:
-        with tarfile.open(path, "r:") as tar:  # plain POSIX tar; read member by member, never extracted
-            for info in tar:
-                member = info.name
-                if not info.isreg():
-                    add("unsafe_member", f"member {member!r} is not a regular file (type {info.type!r})", member=member)
-                    continue
-                if member.startswith("/") or ".." in Path(member).parts:
-                    add("unsafe_member", f"member {member!r} has an absolute or '..' path", member=member)
-                    continue
-                m = _KEY.match(member)
-                if not m:
-                    add("unexpected_member", f"member {member!r} has no key.suffix name", member=member)
-                    continue
-                key, suffix = m.group(1), m.group(2)
-                if not groups or groups[-1][0] != key:
-                    groups.append((key, {}))
-                if suffix in groups[-1][1]:
-                    add("duplicate_member", f"sample {key}: member {suffix!r} appears twice", sample=key, member=suffix)
-                data = tar.extractfile(info).read()  # (regular file: bytes in memory)
-                if len(data) != info.size:
-                    raise EOFError(f"member {member!r} cut short")
-                groups[-1][1][suffix] = data
-    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-        add("unreadable", f"cannot read the tar to its end (truncated or corrupt?): {type(e).__name__}: {e}")
+    groups, digest = _read_tar(url, net, add)
+    if expect.check_hashes and entry.get("sha256") and digest and digest != entry["sha256"]:
+        add("checksum", f"sha256 {digest[:12]}... differs from the manifest's {entry['sha256'][:12]}...")
     for key, members in groups:
         _check_sample(key, members, expect, add, res)
     if res["samples"] != int(entry.get("samples", -1)):
         add("count", f"holds {res['samples']} samples, the manifest says {entry.get('samples')}")
     return res
+
+
+class _Hashing(io.RawIOBase):
+    """A file read front to back, hashed on the way (sha256 of every byte read)."""
+
+    def __init__(self, f):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self.f.readinto(b)
+        self.sha.update(memoryview(b)[:n])
+        return n
+
+
+def _read_tar(url: str, net: NetOptions, add: Callable) -> tuple[list[tuple[str, dict]], str | None]:
+    """The samples of one shard in tar order, (key, {suffix: bytes}), read once as a stream through the reader's
+    opener (remote reads retried), with the sha256 of all its bytes (None when the bytes could not all be read)."""
+    groups: list[tuple[str, dict]] = []
+    try:
+        with open_stream(url, net) as raw:
+            f = _Hashing(raw)
+            try:
+                with tarfile.open(fileobj=f, mode="r|") as tar:  # plain POSIX tar, member by member, never extracted
+                    _tar_members(tar, groups, add)
+            except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+                add("unreadable", f"cannot read the tar to its end (truncated or corrupt?): {type(e).__name__}: {e}")
+            while f.read(1 << 20):  # the end-of-archive padding the tar reader leaves, for the checksum
+                pass
+            return groups, f.sha.hexdigest()
+    except (ScenectlError, OSError) as e:  # RemoteError: a remote read that failed for good
+        add("unreadable", str(e))
+        return groups, None
+
+
+def _tar_members(tar: tarfile.TarFile, groups: list[tuple[str, dict]], add: Callable) -> None:
+    """Members grouped by key exactly as webdataset does; unsafe or unexpected members reported, not read."""
+    for info in tar:
+        member = info.name
+        if not info.isreg():
+            add("unsafe_member", f"member {member!r} is not a regular file (type {info.type!r})", member=member)
+            continue
+        if member.startswith("/") or ".." in Path(member).parts:
+            add("unsafe_member", f"member {member!r} has an absolute or '..' path", member=member)
+            continue
+        m = _KEY.match(member)
+        if not m:
+            add("unexpected_member", f"member {member!r} has no key.suffix name", member=member)
+            continue
+        key, suffix = m.group(1), m.group(2)
+        if not groups or groups[-1][0] != key:
+            groups.append((key, {}))
+        if suffix in groups[-1][1]:
+            add("duplicate_member", f"sample {key}: member {suffix!r} appears twice", sample=key, member=suffix)
+        data = tar.extractfile(info).read()  # (regular file: bytes in memory)
+        if len(data) != info.size:
+            raise EOFError(f"member {member!r} cut short")
+        groups[-1][1][suffix] = data
 
 
 def _check_sample(key: str, members: dict, expect: _Expect, add: Callable, res: dict) -> None:
@@ -196,7 +236,7 @@ def _check_meta(key: str, meta: dict, cls: int | None, expect: _Expect, add: Cal
 
 # --- the whole set -----------------------------------------------------------------------------------------------
 def _folder_problems(d: Path) -> tuple[dict | None, list[dict]]:
-    """The manifest (or None) and the problems of the folder itself."""
+    """The manifest (or None) and the problems of a local folder: leftovers of a build, unlisted shards."""
     problems = []
     for p in sorted(d.glob("*.partial")):
         problems.append(_problem("leftover", f"{p.name}: a partly written shard (an interrupted build; finish it with "
@@ -209,26 +249,76 @@ def _folder_problems(d: Path) -> tuple[dict | None, list[dict]]:
                "not a shard set written by scenectl build-shards, or an unfinished build")
         problems.append(_problem("manifest", f"manifest.json missing: {why}"))
         return None, problems
+    manifest = _parse_manifest((d / "manifest.json").read_bytes(), problems)
+    if manifest is not None:
+        listed = {s["name"] for s in manifest["shards"]}
+        for p in sorted(d.glob("*.tar")):
+            if p.name not in listed:
+                problems.append(_problem("unlisted_shard", f"{p.name}: a shard the manifest does not list",
+                                         shard=p.name))
+    return manifest, problems
+
+
+def _parse_manifest(data: bytes, problems: list[dict]) -> dict | None:
+    """The manifest from its bytes, or None; its problems (not JSON, not scenectl's, names that are not plain file
+    names of the folder: no scheme, separator or '..') added to `problems`."""
     try:
-        manifest = json.loads((d / "manifest.json").read_bytes())
+        manifest = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         problems.append(_problem("manifest", f"manifest.json is not valid JSON: {e}"))
-        return None, problems
+        return None
     ok = (isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("scenectl-shards/")
           and isinstance(manifest.get("classes"), list) and isinstance(manifest.get("shards"), list)
-          and all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in manifest["shards"]))
+          and all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in manifest["shards"])
+          and isinstance(manifest.get("files", {}), dict))
     if not ok:
         problems.append(_problem("manifest", "manifest.json is not a scenectl shard manifest (format tag, 'classes' "
-                                             "and 'shards' lists)"))
+                                             "and 'shards' lists, 'files' mapping)"))
+        return None
+    for name in [s["name"] for s in manifest["shards"]]:
+        if plain_name_problem(name, ".tar"):
+            problems.append(_problem("manifest", f"manifest.json lists shard {plain_name_problem(name, '.tar')}"))
+    for name in manifest.get("files", {}):
+        if plain_name_problem(name):
+            problems.append(_problem("manifest", f"manifest.json 'files' names {plain_name_problem(name)}"))
+    return manifest
+
+
+def _files_problems(location: str, manifest: dict, net: NetOptions) -> list[dict]:
+    """The set's other files (`files`: cooccurrence.h5, config.json) against their sha256, when the manifest
+    records them (sets built before the field have none to check)."""
+    problems = []
+    for name, want in manifest.get("files", {}).items():
+        if plain_name_problem(name):
+            continue
+        where = _join(location, name)
+        try:
+            got = hashlib.sha256(open_stream(where, net, "file").read()).hexdigest()
+        except FileNotFoundError:
+            problems.append(_problem("missing_file", f"{name}: listed in manifest.json 'files' but missing"))
+            continue
+        except (ScenectlError, OSError) as e:
+            problems.append(_problem("unreadable", f"{name}: {e}"))
+            continue
+        if got != want:
+            problems.append(_problem("checksum", f"{name}: sha256 {got[:12]}... differs from the manifest's "
+                                                 f"{str(want)[:12]}... (a file of another build?)"))
+    return problems
+
+
+def _remote_manifest(location: str, net: NetOptions) -> tuple[dict | None, list[dict]]:
+    """The manifest of a remote set (a folder URL or pipe: command prefix) and its problems."""
+    problems: list[dict] = []
+    try:
+        data = read_remote(_join(location, "manifest.json"), net, "manifest")
+    except ScenectlError as e:
+        problems.append(_problem("manifest", f"manifest.json: {e}"))
         return None, problems
-    listed = {s["name"] for s in manifest["shards"]}
-    for s in manifest["shards"]:
-        if Path(s["name"]).name != s["name"]:
-            problems.append(_problem("manifest", f"manifest.json lists {s['name']!r}, which is not a plain file name"))
-    for p in sorted(d.glob("*.tar")):
-        if p.name not in listed:
-            problems.append(_problem("unlisted_shard", f"{p.name}: a shard the manifest does not list", shard=p.name))
-    return manifest, problems
+    return _parse_manifest(data, problems), problems
+
+
+def _join(location: str, name: str) -> str:
+    return str(Path(local_path(location)) / name) if is_local(location) else f"{location.rstrip('/')}/{name}"
 
 
 def _expect(manifest: dict, check_hashes: bool) -> _Expect:
@@ -246,20 +336,33 @@ def _verify_one(args: tuple) -> dict:
 
 
 def verify_shards(directory: str | os.PathLike, check_hashes: bool = True, workers: int = 1,
-                  progress: bool = False) -> dict[str, Any]:
-    """Verify a shard-set folder; returns the report (problems: [{kind, shard, sample, member, message}])."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise ScenectlError(f"shard set not found: {d} (no such folder)")
-    manifest, problems = _folder_problems(d)
-    report = {"format": "scenectl-verify/1", "directory": str(d), "shards": 0, "samples": 0, "problems": problems}
+                  progress: bool = False, net: NetOptions | None = None) -> dict[str, Any]:
+    """Verify a shard set: a local folder, or a remote one (a folder URL `https://host/dir/` or a `pipe:` command
+    prefix, read through the reader's retrying opener; a remote folder cannot be listed, so leftovers and unlisted
+    shards are not looked for). Returns the report (problems: [{kind, shard, sample, member, message}])."""
+    spec = str(directory)
+    check_scheme(spec, "verify-shards")
+    net = net or net_options()
+    if is_local(spec):
+        d = Path(local_path(spec))
+        if not d.is_dir():
+            raise ScenectlError(f"shard set not found: {d} (no such folder)")
+        manifest, problems = _folder_problems(d)
+    else:
+        if re.search(r"\.tar\b", spec):
+            raise ScenectlError(f"verify-shards {spec}: give the set's folder (a URL ending in '/'), not shards")
+        manifest, problems = _remote_manifest(spec, net)
+    report = {"format": "scenectl-verify/1", "directory": spec, "shards": 0, "samples": 0, "problems": problems}
     if manifest is None:
         report["ok"] = False
         return report
     expect = _expect(manifest, check_hashes)
-    entries = [s for s in manifest["shards"] if Path(s["name"]).name == s["name"]]
-    jobs = [(d / s["name"], s, expect) for s in entries]
-    bar = dict(total=len(jobs), desc=f"verify {d.name}", unit="shard", disable=not progress)
+    if check_hashes:
+        problems += _files_problems(spec, manifest, net)
+    jobs = [(_join(spec, s["name"]), s, expect, net) for s in manifest["shards"]
+            if not plain_name_problem(s["name"], ".tar")]
+    bar = dict(total=len(jobs), desc=f"verify {spec.rstrip('/').rsplit('/', 1)[-1]}", unit="shard",
+               disable=not progress)
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
@@ -267,6 +370,13 @@ def verify_shards(directory: str | os.PathLike, check_hashes: bool = True, worke
             results = list(tqdm(pool.imap(_verify_one, jobs), **bar))
     else:
         results = [verify_shard(*j) for j in tqdm(jobs, **bar)]
+    _set_problems(manifest, expect, results, problems)
+    report.update(shards=len(results), samples=sum(r["samples"] for r in results), ok=not problems)
+    return report
+
+
+def _set_problems(manifest: dict, expect: _Expect, results: list[dict], problems: list[dict]) -> None:
+    """Keys across shards and the totals against the manifest's, added to `problems`."""
     seen: dict[str, str] = {}
     per_class = np.zeros(expect.num_classes, np.int64)
     for r in results:
@@ -287,8 +397,6 @@ def verify_shards(directory: str | os.PathLike, check_hashes: bool = True, worke
             if declared.get(name, 0) != got:
                 problems.append(_problem("count", f"manifest.json: totals.per_class[{name!r}] is "
                                                   f"{declared.get(name, 0)}, the shards hold {got}"))
-    report.update(shards=len(results), samples=n, ok=not problems)
-    return report
 
 
 def format_report(report: dict, limit: int = 50) -> str:
@@ -308,4 +416,4 @@ def format_report(report: dict, limit: int = 50) -> str:
 
 
 def main(cfg: VerifyConfig) -> dict:
-    return verify_shards(cfg.directory, cfg.check_hashes, cfg.workers, cfg.progress)
+    return verify_shards(cfg.directory, cfg.check_hashes, cfg.workers, cfg.progress, cfg.net)
