@@ -4,7 +4,7 @@ scores a model (eval, transfer and distill validation, fuse, compare)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
@@ -19,6 +19,9 @@ class Outputs:
     keys: list[str]
     visible: list[list[int]]  # the other visible classes of each scene (may be empty)
     seconds: float = 0.0
+    # (N,) int64: each sample's source image (metadata `image_id`; -1 where a sample has none): the unit that
+    # bootstrap intervals resample, since the instances of one image share a scene
+    image_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @torch.inference_mode()
@@ -35,7 +38,7 @@ def run_model(model: torch.nn.Module, batches: Iterable[dict], device: torch.dev
 
 
 def _run_model(model, batches, device, max_samples, desc) -> Outputs:
-    logits, labels, keys, visible = [], [], [], []
+    logits, labels, keys, visible, images = [], [], [], [], []
     n, t0 = 0, time.perf_counter()
     for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
         x = batch["input"].to(device, non_blocking=True)  # (B, C, H, W)
@@ -43,6 +46,7 @@ def _run_model(model, batches, device, max_samples, desc) -> Outputs:
         labels.append(torch.as_tensor(batch["label"]).long().cpu())
         keys.extend(str(k) for k in batch["key"])
         visible.extend([int(v) for v in vs] for vs in batch["visible"])
+        images.extend(image_id(m) for m in batch.get("meta") or [{}] * x.shape[0])
         n += x.shape[0]
         if max_samples is not None and n >= max_samples:
             break
@@ -50,9 +54,16 @@ def _run_model(model, batches, device, max_samples, desc) -> Outputs:
         return Outputs(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), [], [], time.perf_counter() - t0)
     cut = max_samples if max_samples is not None else n
     return Outputs(torch.cat(logits).numpy()[:cut], torch.cat(labels).numpy()[:cut], keys[:cut], visible[:cut],
-                   time.perf_counter() - t0)
+                   time.perf_counter() - t0, np.array(images[:cut], dtype=np.int64))
+
+
+def image_id(meta: dict) -> int:
+    """A sample's source image id from its metadata (an integer read from a shard: anything else counts as none, -1)."""
+    v = meta.get("image_id") if isinstance(meta, dict) else None
+    return v if type(v) is int and v >= 0 else -1
 
 
 def concat(outs: list[Outputs]) -> Outputs:
     return Outputs(np.concatenate([o.logits for o in outs]), np.concatenate([o.labels for o in outs]),
-                   [k for o in outs for k in o.keys], [v for o in outs for v in o.visible], sum(o.seconds for o in outs))
+                   [k for o in outs for k in o.keys], [v for o in outs for v in o.visible],
+                   sum(o.seconds for o in outs), np.concatenate([o.image_ids for o in outs]))
