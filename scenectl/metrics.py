@@ -1,5 +1,5 @@
-"""Evaluation metrics, label-only baselines and out-of-context detection (ROC AUC). Pure functions on arrays: no I/O,
-no torch needed.
+"""Evaluation metrics, label-only baselines, bootstrap intervals over images and out-of-context detection (ROC AUC).
+Pure functions on arrays: no I/O, no torch needed.
 
 Shapes: N samples, C classes. `scores` (N, C) are logits, probabilities or log-probabilities (only their order
 matters); `labels` (N,) are contiguous class indices; `visible[i]` lists the classes of the OTHER objects still
@@ -13,6 +13,7 @@ Rules that every function here shares:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -162,6 +163,15 @@ def plausibility_at_k(pred, visible: Sequence[Iterable[int]], plausible: np.ndar
     `pred`: scores (N, C) float, or ranked class indices (N, >= k) int (a 1-D int array is one prediction each).
     Returns {"value": float | None (None when no scene qualifies), "n": scenes used, "excluded": scenes with empty V}.
     """
+    share, has_v = plausible_shares(pred, visible, plausible, k)
+    n = int(has_v.sum())
+    return {"value": float(share[has_v].mean()) if n else None, "n": n, "excluded": int((~has_v).sum())}
+
+
+def plausible_shares(pred, visible: Sequence[Iterable[int]], plausible: np.ndarray,
+                     k: int = PLAUSIBILITY_K) -> tuple[np.ndarray, np.ndarray]:
+    """Per scene: (share of its top-k that is plausible with some visible class (N,) float, has a visible class
+    (N,) bool). plausibility@k is the mean of the first over the scenes where the second holds."""
     plausible = np.asarray(plausible, dtype=bool)
     c = plausible.shape[0]
     top, k = _topk_indices(pred, k, c)  # (N, k)
@@ -170,10 +180,7 @@ def plausibility_at_k(pred, visible: Sequence[Iterable[int]], plausible: np.ndar
     vis = visible_mask(visible, c)  # (N, C)
     # ok[i, c] = class c is plausible with at least one visible class of scene i
     ok = (vis.astype(np.int64) @ plausible.T.astype(np.int64)) > 0  # (N, C)
-    has_v = vis.any(axis=1)  # (N,)
-    share = np.take_along_axis(ok, top, axis=1).mean(axis=1)  # (N,)
-    n = int(has_v.sum())
-    return {"value": float(share[has_v].mean()) if n else None, "n": n, "excluded": int((~has_v).sum())}
+    return np.take_along_axis(ok, top, axis=1).mean(axis=1), vis.any(axis=1)  # (N,), (N,)
 
 
 def plausibility_of_labels(labels, visible: Sequence[Iterable[int]], plausible: np.ndarray) -> dict:
@@ -237,19 +244,23 @@ def summarize(scores, labels, visible, plausible, ks: Iterable[int], num_classes
     }
 
 
-def baselines(labels, visible, cooc: Cooccurrence, plausible, ks: Iterable[int], num_classes: int, seed: int) -> dict:
-    """summarize() of the three label-only baselines on the same samples: prior, co-occurrence naive Bayes, random."""
+def baseline_scores(labels, visible, cooc: Cooccurrence, num_classes: int, seed: int) -> dict[str, np.ndarray]:
+    """The scores (N, C) of the three label-only baselines on these samples: prior, co-occurrence naive Bayes and
+    random."""
     if len(cooc.image_counts) != num_classes:
         raise ScenectlError(f"co-occurrence table has {len(cooc.image_counts)} classes, expected {num_classes}")
     n = len(_np(labels))
     if len(visible) != n:
         raise ScenectlError(f"visible has {len(visible)} entries but there are {n} labels")
+    return {"prior": prior_scores(cooc, n), "cooccurrence": cooccurrence_scores(visible, cooc),
+            "random": random_scores(n, num_classes, seed)}
+
+
+def baselines(labels, visible, cooc: Cooccurrence, plausible, ks: Iterable[int], num_classes: int, seed: int) -> dict:
+    """summarize() of the three label-only baselines on the same samples: prior, co-occurrence naive Bayes, random."""
     ks = list(ks)
-    return {
-        "prior": summarize(prior_scores(cooc, n), labels, visible, plausible, ks, num_classes),
-        "cooccurrence": summarize(cooccurrence_scores(visible, cooc), labels, visible, plausible, ks, num_classes),
-        "random": summarize(random_scores(n, num_classes, seed), labels, visible, plausible, ks, num_classes),
-    }
+    return {name: summarize(s, labels, visible, plausible, ks, num_classes)
+            for name, s in baseline_scores(labels, visible, cooc, num_classes, seed).items()}
 
 
 # --- out-of-context detection (`scenectl fuse` on a `build-ooc` set) --------------------------------------------
@@ -305,4 +316,166 @@ def flag_report(ctx_logits, labels, is_ooc, visible: Sequence[Iterable[int]], co
             "plausibility@10": plausibility_at_k(logp[sel], vis, plausible)["value"],
             "true_class_plausible": plausibility_of_labels(y[sel], vis, plausible)["value"],
         }
+    return out
+
+
+# --- 95% intervals: percentile bootstrap over images (docs/metrics.md) -------------------------------------------
+LEVEL = 0.95
+
+
+def metric_names(ks: Iterable[int]) -> list[str]:
+    """The flat metric names of tables and resampled distributions: top-k, bal top-k (each k), plaus@10."""
+    ks = _check_ks(ks)
+    return [f"top-{k}" for k in ks] + [f"bal top-{k}" for k in ks] + ["plaus@10"]
+
+
+def nest(flat: dict, ks: Iterable[int]) -> dict:
+    """{"top-1": x, "bal top-1": y, "plaus@10": z} -> {"topk": {1: x}, "topk_balanced": {1: y}, "plausibility@10": z}
+    (the layout of summarize() and of report.json); a metric missing from `flat` becomes None."""
+    ks = _check_ks(ks)
+    return {"topk": {k: flat.get(f"top-{k}") for k in ks}, "topk_balanced": {k: flat.get(f"bal top-{k}") for k in ks},
+            "plausibility@10": flat.get("plaus@10")}
+
+
+@dataclass(frozen=True)
+class Resamples:
+    """B bootstrap resamples of the G images behind N samples, drawn once and shared by every set of predictions
+    scored on these samples, so that differences between them are paired."""
+
+    groups: np.ndarray  # (N,) int64: the image of each sample, in [0, G)
+    # (B, G) float32: how often resample b draws image g (each row sums to G); float32 halves the cost of the
+    # products and holds every count and per-image sum exactly (integers below 2^24)
+    weights: np.ndarray
+    seed: int
+    unknown: int = 0  # samples without an image id, each resampled as an image of its own
+
+    @property
+    def n_resamples(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def n_images(self) -> int:
+        return int(self.weights.shape[1])
+
+    def identity(self) -> Resamples:
+        """The original sample as the single "resample" (every image once): its metrics are the point estimates."""
+        return Resamples(self.groups, np.ones((1, self.n_images)), self.seed, self.unknown)  # float64: exact
+
+
+def image_resamples(image_ids, n_resamples: int, seed: int) -> Resamples:
+    """Draw `n_resamples` resamples of the images (G draws with replacement from the G distinct ids) from numpy's
+    PCG64 seeded with `seed` (0 resamples: only the grouping, for point estimates). An id below 0 means "unknown":
+    such a sample is an image of its own."""
+    ids = _np(image_ids).astype(np.int64)
+    if ids.ndim != 1 or ids.size == 0:
+        raise ScenectlError(f"image ids must be a non-empty (N,) array, got shape {ids.shape}")
+    if int(n_resamples) < 0:
+        raise ScenectlError(f"the number of bootstrap resamples must be >= 0, got {n_resamples}")
+    unknown = ids < 0
+    ids = np.where(unknown, ids.max() + 1 + np.arange(ids.size), ids)  # unknowns: distinct new ids
+    _, groups = np.unique(ids, return_inverse=True)
+    b, g = int(n_resamples), int(groups.max()) + 1
+    draws = np.random.default_rng(seed).integers(0, g, size=(b, g))  # (B, G) drawn image indices
+    rows = np.arange(b, dtype=np.int64)[:, None] * g
+    counts = np.bincount((draws + rows).ravel(), minlength=b * g).reshape(b, g)  # (B, G) times drawn
+    return Resamples(groups.astype(np.int64), counts.astype(np.float32), int(seed), int(unknown.sum()))
+
+
+def _per_image(rs: Resamples, values: np.ndarray) -> np.ndarray:
+    """(G,) sum of `values` (N,) over each image's samples."""
+    return np.bincount(rs.groups, weights=values, minlength=rs.n_images).astype(rs.weights.dtype)
+
+
+def _per_image_class(rs: Resamples, labels: np.ndarray, values: np.ndarray, c: int) -> np.ndarray:
+    """(G, C) sum of `values` (N,) over each image's samples of each class."""
+    flat = np.bincount(rs.groups * c + labels, weights=values, minlength=rs.n_images * c)
+    return flat.reshape(rs.n_images, c).astype(rs.weights.dtype)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den elementwise in float64, NaN where den is 0 (a resample with nothing to average)."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+
+
+def resampled_metrics(pred, labels, visible, plausible, ks: Iterable[int], rs: Resamples) -> dict[str, np.ndarray]:
+    """summarize()'s metrics on every resample of `rs`: {"top-k": (B,), "bal top-k": (B,), "plaus@10": (B,),
+    "per_class": (B, C) top-1 accuracy}; NaN where a resample has nothing to average (no scene with a visible
+    class, no sample of a class). `pred`: scores (N, C), or ranked class indices (N, >= max(ks, 10)).
+
+    Every metric is a ratio of per-image sums, so a resample costs one (B, G) @ (G, ...) product per metric."""
+    plausible = np.asarray(plausible, dtype=bool)
+    c = plausible.shape[0]
+    y = _check_labels(labels, rs.groups.shape[0], c)
+    ks = _check_ks(ks)
+    top, _ = _topk_indices(pred, max(ks + [PLAUSIBILITY_K]), c)  # (N, K)
+    w, ones = rs.weights, np.ones(y.shape[0])
+    n = w @ _per_image(rs, ones)  # (B,) samples in each resample
+    support = w @ _per_image_class(rs, y, ones, c)  # (B, C)
+    present = (support > 0).sum(axis=1)  # (B,) classes in each resample
+    out = {}
+    for k in ks:
+        hits = (top[:, :min(k, c)] == y[:, None]).any(axis=1).astype(np.float64)  # (N,)
+        out[f"top-{k}"] = _ratio(w @ _per_image(rs, hits), n)
+        per_class = _ratio(w @ _per_image_class(rs, y, hits, c), support)  # (B, C)
+        out[f"bal top-{k}"] = _ratio(np.nansum(per_class, axis=1), present)
+        if k == 1:
+            out["per_class"] = per_class
+    out["plaus@10"] = resampled_mean(*plausible_shares(top, visible, plausible), rs)
+    return out
+
+
+def resampled_mean(values: np.ndarray, where: np.ndarray, rs: Resamples) -> np.ndarray:
+    """(B,) the mean of `values` (N,) over the samples where `where` (N,) bool holds, on each resample (NaN where
+    a resample holds none of them)."""
+    where = np.asarray(where, dtype=np.float64)
+    return _ratio(rs.weights @ _per_image(rs, np.asarray(values) * where), rs.weights @ _per_image(rs, where))
+
+
+def point_metrics(pred, labels, visible, plausible, ks: Iterable[int], rs: Resamples) -> dict[str, float | None]:
+    """The metrics of resampled_metrics() on the original samples (None where undefined), per_class left out."""
+    dists = resampled_metrics(pred, labels, visible, plausible, ks, rs.identity())
+    return {m: (float(d[0]) if np.isfinite(d[0]) else None) for m, d in dists.items() if m != "per_class"}
+
+
+def ci_fields(dists: dict[str, np.ndarray], ks: Iterable[int], level: float = LEVEL) -> dict:
+    """The intervals of every metric in report.json's layout: {"topk_ci": {k: [lo, hi]}, "topk_balanced_ci": {...},
+    "plausibility@10_ci": [lo, hi]} (None where no resample defines the metric)."""
+    nested = nest({m: interval(dists[m], level) for m in metric_names(ks)}, ks)
+    return {f"{key}_ci": v for key, v in nested.items()}
+
+
+def interval(dist: np.ndarray, level: float = LEVEL) -> list[float] | None:
+    """The percentile interval [lo, hi] (central `level`) of the finite values of a bootstrap distribution (B,),
+    or None when there are none."""
+    d = np.asarray(dist, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return None
+    lo, hi = np.percentile(d, [50 * (1 - level), 50 * (1 + level)])
+    return [float(lo), float(hi)]
+
+
+def class_intervals(per_class: np.ndarray, level: float = LEVEL) -> list[list[float] | None]:
+    """interval() of each column of a (B, C) distribution."""
+    return [interval(per_class[:, j], level) for j in range(per_class.shape[1])]
+
+
+def verdict(ci: list[float] | None) -> str | None:
+    """How a paired difference's interval reads in words: "no difference" when it contains 0, else higher/lower."""
+    if ci is None:
+        return None
+    return "no difference" if ci[0] <= 0 <= ci[1] else ("higher" if ci[0] > 0 else "lower")
+
+
+def paired_differences(a: dict[str, np.ndarray], b: dict[str, np.ndarray], a_point: dict[str, float],
+                       b_point: dict[str, float], level: float = LEVEL) -> dict[str, dict]:
+    """a - b for every metric both share, from distributions drawn on the SAME resamples (paired):
+    {metric: {"difference": point a - b, "ci": [lo, hi] | None, "verdict": ...}} (per_class left out)."""
+    out = {}
+    for m in a_point:
+        if m == "per_class" or m not in b_point or a_point[m] is None or b_point[m] is None:
+            continue
+        ci = interval(a[m] - b[m], level)
+        out[m] = {"difference": float(a_point[m] - b_point[m]), "ci": ci, "verdict": verdict(ci)}
     return out

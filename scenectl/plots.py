@@ -1,5 +1,5 @@
-"""The PNG figures of `scenectl eval`, `predict`, `cooccurrence`, `fuse` and `inspect-shards` (matplotlib, Agg
-backend: no display needed).
+"""The PNG figures of `scenectl eval`, `compare`, `predict`, `cooccurrence`, `fuse` and `inspect-shards`
+(matplotlib, Agg backend: no display needed).
 
 Every figure is written atomically: drawn to a temporary name in the target folder, renamed when whole.
 """
@@ -56,16 +56,27 @@ def plot_confusion(conf: np.ndarray, names: Sequence[str], path: str | Path, tit
     _save(fig, path)
 
 
+def _yerr(values: Sequence[float], intervals: Sequence | None) -> np.ndarray | None:
+    """(2, n) distances below / above each value of its [lo, hi] interval for matplotlib's yerr (0 where none)."""
+    if intervals is None or all(ci is None for ci in intervals):
+        return None
+    return np.array([[max(0.0, v - ci[0]) if ci else 0.0 for v, ci in zip(values, intervals)],
+                     [max(0.0, ci[1] - v) if ci else 0.0 for v, ci in zip(values, intervals)]])
+
+
 def plot_per_class(
-    per_class: Sequence[float | None], counts: Sequence[int], names: Sequence[str], path: str | Path, title: str = ""
+    per_class: Sequence[float | None], counts: Sequence[int], names: Sequence[str], path: str | Path, title: str = "",
+    intervals: Sequence[Sequence[float] | None] | None = None,
 ) -> None:
-    """Top-1 accuracy per class, sorted best first; classes without samples are left out and counted in the title."""
+    """Top-1 accuracy per class, sorted best first; classes without samples are left out and counted in the title.
+    `intervals`: optional [lo, hi] per class, drawn as error bars."""
     idx = [i for i in range(len(names)) if counts[i] > 0 and per_class[i] is not None]
     idx.sort(key=lambda i: -float(per_class[i]))
     acc = [float(per_class[i]) for i in idx]
     n = max(len(idx), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, min(20.0, 0.18 * n + 2)), 4.5))
-    ax.bar(range(len(idx)), acc, color="tab:blue")
+    ax.bar(range(len(idx)), acc, color="tab:blue",
+           yerr=_yerr(acc, [intervals[i] for i in idx] if intervals else None), ecolor="black", capsize=1.5)
     ax.set_xticks(range(len(idx)), [f"{names[i]} ({counts[i]})" for i in idx], rotation=90, fontsize=_tick_size(n))
     ax.set_ylim(0, 1)
     ax.set_ylabel("top-1 accuracy")
@@ -74,21 +85,50 @@ def plot_per_class(
     _save(fig, path)
 
 
-def plot_comparison(rows: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> None:
-    """Grouped bars: one group per metric (columns of `rows`), one bar per shard set or model (keys of `rows`)."""
+def plot_comparison(rows: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "",
+                    errors: Mapping[str, Mapping[str, Sequence[float] | None]] | None = None) -> None:
+    """Grouped bars: one group per metric (columns of `rows`), one bar per shard set or model (keys of `rows`);
+    `errors`: optional [lo, hi] per name and metric, drawn as error bars. Missing values (None) are left blank."""
     names = list(rows)
     metrics = list(next(iter(rows.values())).keys()) if rows else []
     width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(metrics) * max(1, len(names)) * 0.5 + 3), 4.5))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 1.2 * len(metrics) * max(1, len(names)) * 0.5 + 3)), 4.5))
     x = np.arange(len(metrics))
     for j, name in enumerate(names):
-        vals = [float(rows[name].get(m, np.nan)) for m in metrics]
-        ax.bar(x + (j - (len(names) - 1) / 2) * width, vals, width, label=name)
+        vals = [np.nan if rows[name].get(m) is None else float(rows[name][m]) for m in metrics]
+        cis = [(errors.get(name) or {}).get(m) for m in metrics] if errors else None
+        ax.bar(x + (j - (len(names) - 1) / 2) * width, vals, width, label=name,
+               yerr=_yerr(np.nan_to_num(vals), cis), ecolor="black", capsize=2)
     ax.set_xticks(x, metrics, rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("fraction")
     ax.legend(fontsize=8)
     ax.set_title(title or "comparison")
+    _save(fig, path)
+
+
+def plot_differences(diffs: Mapping[str, Mapping[str, Mapping]], path: str | Path, reference: str,
+                     title: str = "") -> None:
+    """`scenectl compare`: each model's paired difference to the reference, per metric (groups), in percentage
+    points, with its 95% interval as error bars and a line at zero (no difference).
+    diffs: {model: {metric: {"difference": float, "ci": [lo, hi] | None}}}."""
+    names = list(diffs)
+    metrics = list(next(iter(diffs.values())).keys()) if diffs else []
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.6 * len(metrics) * max(1, len(names)) + 3)), 4.5))
+    x = np.arange(len(metrics))
+    for j, name in enumerate(names):
+        d = [diffs[name].get(m) or {} for m in metrics]
+        vals = [100 * r["difference"] if "difference" in r else np.nan for r in d]
+        cis = [[100 * v for v in r["ci"]] if r.get("ci") else None for r in d]
+        ax.bar(x + (j - (len(names) - 1) / 2) * width, vals, width, label=name,
+               yerr=_yerr(np.nan_to_num(vals), cis) if any(cis) else None, ecolor="black", capsize=2)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, metrics, rotation=30, ha="right")
+    ax.set_xlabel("metric")
+    ax.set_ylabel(f"model − {reference} (percentage points)")
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"difference to {reference} (paired, 95% intervals)")
     _save(fig, path)
 
 

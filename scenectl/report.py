@@ -1,17 +1,46 @@
-"""Result tables for the terminal and for Markdown reports (percentages), shared by every command that reports."""
+"""Result tables for the terminal and for Markdown reports (percentages, with 95% intervals where there are some),
+shared by every command that reports (eval, compare, transfer, distill, fuse).
+
+    cells = metric_cells(summary, ks)          # {"top-1": "22.0 [19.1, 25.0]", ...} of a summarize()-layout dict
+    print(format_table(by_metric({"model": cells, "prior": ...}), ["model", "prior"]))
+"""
 
 from __future__ import annotations
 
 import math
+
+from scenectl import metrics
 
 
 def pct(x) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.1f}"
 
 
+def pct_ci(x, ci=None) -> str:
+    """A percentage with its interval, "22.0 [19.1, 25.0]" (the value alone without one)."""
+    if ci is None or x is None:
+        return pct(x).strip()
+    return f"{pct(x).strip()} [{pct(ci[0]).strip()}, {pct(ci[1]).strip()}]"
+
+
+def signed_ci(d: dict | None) -> str:
+    """A paired difference {"difference", "ci", "verdict"} in percentage points: "+2.1 [-0.5, +4.7] no difference"."""
+    if not d:
+        return "—"
+    text = f"{100 * d['difference']:+.1f}"
+    if d.get("ci") is not None:
+        text += f" [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] {d['verdict']}"
+    return text
+
+
+def _cell(v) -> str:
+    return v if isinstance(v, str) else pct(v)
+
+
 def format_table(rows: dict[str, dict], columns: list[str], markdown: bool = False) -> str:
-    """A fixed-width (terminal) or Markdown table of percentages; rows = name → {column: fraction}."""
-    cells = [[name] + [pct(r.get(c)) for c in columns] for name, r in rows.items()]
+    """A fixed-width (terminal) or Markdown table; rows = name → {column: fraction or text} (fractions shown as
+    percentages, missing cells as —)."""
+    cells = [[name] + [_cell(r.get(c)) for c in columns] for name, r in rows.items()]
     head = ["", *columns]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
@@ -19,3 +48,57 @@ def format_table(rows: dict[str, dict], columns: list[str], markdown: bool = Fal
     widths = [max(len(str(r[i])) for r in [head, *cells]) for i in range(len(head))]
     fmt = lambda r: "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([fmt(head), "-" * len(fmt(head)), *map(fmt, cells)])
+
+
+def flat(summary: dict, ks: list[int], suffix: str = "") -> dict[str, object]:
+    """summarize()'s nested layout (or its `_ci` twins with suffix="_ci") -> {"top-1": ..., "bal top-1": ...,
+    "plaus@10": ...}; missing entries are None. Keys may be ints or (read back from JSON) strings."""
+    def get(group: str, k: int):
+        g = summary.get(group + suffix) or {}
+        return g.get(k, g.get(str(k)))
+
+    out = {f"top-{k}": get("topk", k) for k in ks}
+    out.update({f"bal top-{k}": get("topk_balanced", k) for k in ks})
+    out["plaus@10"] = summary.get("plausibility@10" + suffix)
+    return out
+
+
+def outside_interval(summary: dict, ks: list[int]) -> list[str]:
+    """The metrics of a summarize()-layout dict whose point estimate lies outside its own interval (by more than
+    float32 rounding of the resampled sums: 1e-6, far below the 0.1 points shown)."""
+    values, cis = flat(summary, ks), flat(summary, ks, "_ci")
+    return [m for m, v in values.items() if v is not None and cis[m] is not None
+            and not cis[m][0] - 1e-6 <= v <= cis[m][1] + 1e-6]
+
+
+def metric_cells(summary: dict, ks: list[int]) -> dict[str, str]:
+    """{metric: "value [lo, hi]"} of one summarize()-layout dict (intervals where it has `_ci` keys)."""
+    values, cis = flat(summary, ks), flat(summary, ks, "_ci")
+    return {m: pct_ci(values[m], cis[m]) for m in values}
+
+
+def difference_cells(diffs: dict, ks: list[int]) -> dict[str, str]:
+    """{metric: "+2.1 [-0.5, +4.7] no difference"} of a nested paired-difference dict (metrics.nest layout)."""
+    return {m: signed_ci(d) for m, d in flat(diffs, ks).items()}
+
+
+def bootstrap_text(b: dict, also: str = "the instances of one image are resampled together") -> str:
+    """How a report's intervals were made, from its `bootstrap` record."""
+    if not b["resamples"]:
+        return "no intervals (--bootstrap 0)"
+    return (f"[lo, hi] = 95 % percentile-bootstrap interval, {b['resamples']} resamples of the {b['images']} images "
+            f"(seed {b['seed']}; {also})")
+
+
+def jsonable(x):
+    """A report as JSON takes it: int keys (k of top-k) -> str, recursively."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [jsonable(v) for v in x]
+    return x
+
+
+def by_metric(columns: dict[str, dict[str, str]], ks: list[int]) -> dict[str, dict[str, str]]:
+    """Transpose {column: {metric: cell}} into table rows {metric: {column: cell}} in metric order."""
+    return {m: {c: cells[m] for c, cells in columns.items() if m in cells} for m in metrics.metric_names(ks)}

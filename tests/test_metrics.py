@@ -298,3 +298,93 @@ def test_flag_report_on_a_hand_case():
     assert rep["subsets"]["out_of_context"]["p_true_mean"] == pytest.approx(0.2)
     assert rep["subsets"]["out_of_context"]["true_class_plausible"] == 0.0
     assert rep["subsets"]["in_context"]["true_class_plausible"] == 1.0
+
+
+# --- bootstrap intervals over images -----------------------------------------------------------------------------
+def _simulated(rng, n_images: int, per_image: int, p: float, correlated: bool, c: int = 5):
+    """One-hot predictions whose hits have expected rate p: independent across samples, or (correlated) with each
+    image's own hit rate drawn from Beta(0.6, 0.4) (mean 0.6, intra-image correlation 0.5), so the instances of an
+    image tend to be all right or all wrong, as the objects of one scene are."""
+    image_ids = np.repeat(np.arange(n_images), per_image) * 7 + 1000  # ids need not be contiguous
+    rate = rng.beta(0.6, 0.4, n_images) if correlated else np.full(n_images, p)
+    hits = rng.random(image_ids.size) < np.repeat(rate, per_image)
+    labels = rng.integers(0, c, image_ids.size)
+    scores = np.eye(c)[np.where(hits, labels, (labels + 1) % c)]  # (N, C): the label ranks first iff a hit
+    return scores, labels, image_ids
+
+
+def _coverage(correlated: bool, by_image: bool, draws: int = 200, p: float = 0.6) -> float:
+    """Share of `draws` simulated evaluations whose 95% top-1 interval holds the true accuracy p."""
+    rng = np.random.default_rng(1)
+    covered = 0
+    for d in range(draws):
+        scores, labels, image_ids = _simulated(rng, 100, 8, p, correlated)
+        units = image_ids if by_image else np.arange(labels.size)  # instance level: every sample its own unit
+        rs = M.image_resamples(units, 1000, seed=d)
+        no_context = [[] for _ in labels]
+        ci = M.interval(M.resampled_metrics(scores, labels, no_context, np.zeros((5, 5), bool), [1], rs)["top-1"])
+        covered += ci[0] <= p <= ci[1]
+    return covered / draws
+
+
+def test_image_bootstrap_covers_the_true_accuracy():
+    assert 0.90 <= _coverage(correlated=False, by_image=True) <= 0.99
+    assert 0.90 <= _coverage(correlated=True, by_image=True) <= 0.99
+
+
+def test_instance_bootstrap_is_too_narrow_when_instances_of_an_image_correlate():
+    # design effect 1 + (8 - 1) * 0.5 = 4.5: instance-level intervals are about 1/sqrt(4.5) as wide as they should be
+    assert _coverage(correlated=True, by_image=False) < 0.80
+
+
+def test_resamples_draw_whole_images_reproducibly():
+    ids = np.array([5, 5, 9, 2, 9, 9, -1, -1])  # -1: no image id, each such sample an image of its own
+    rs = M.image_resamples(ids, 50, seed=3)
+    assert rs.n_images == 5 and rs.unknown == 2 and rs.weights.shape == (50, 5)
+    assert (rs.weights.sum(axis=1) == 5).all()  # every resample draws as many images as there are
+    assert rs.groups[0] == rs.groups[1] and rs.groups[2] == rs.groups[4] == rs.groups[5] != rs.groups[0]
+    assert rs.groups[6] != rs.groups[7]
+    assert np.array_equal(rs.weights, M.image_resamples(ids, 50, seed=3).weights)
+    assert not np.array_equal(rs.weights, M.image_resamples(ids, 50, seed=4).weights)
+    assert M.image_resamples(ids, 0, seed=3).weights.shape == (0, 5)  # --bootstrap 0: grouping only
+    with pytest.raises(ScenectlError):
+        M.image_resamples([], 10, 0)
+
+
+def test_resampled_metrics_on_the_original_sample_equal_summarize():
+    rng = np.random.default_rng(0)
+    n, c = 300, 6
+    scores, labels = rng.random((n, c)), rng.integers(0, c, n)
+    labels[labels == 5] = 4  # class 5 absent: excluded from the balanced mean, as in summarize
+    visible = [rng.choice(c, size=rng.integers(0, 3), replace=False).tolist() for _ in range(n)]
+    plausible = rng.random((c, c)) < 0.4
+    plausible |= plausible.T
+    rs = M.image_resamples(rng.integers(0, 60, n), 20, seed=0)
+    point = M.point_metrics(scores, labels, visible, plausible, [1, 3, 5, 10], rs)
+    expect = M.summarize(scores, labels, visible, plausible, [1, 3], c)
+    for k in (1, 3, 5, 10):
+        assert point[f"top-{k}"] == pytest.approx(expect["topk"][k])
+        assert point[f"bal top-{k}"] == pytest.approx(expect["topk_balanced"][k])
+    assert point["plaus@10"] == pytest.approx(expect["plausibility@10"])
+    # ranked indices give the same numbers as the scores they were ranked from (eval --no-logits)
+    assert M.point_metrics(M.ranking(scores)[:, :10], labels, visible, plausible, [1, 3, 5, 10], rs) == point
+    # every resample's micro top-1 is the weighted mean of the hits, weights = times each image was drawn
+    dist = M.resampled_metrics(scores, labels, visible, plausible, [1], rs)
+    hits = M.topk_hits(scores, labels, [1])[1]
+    w = rs.weights[:, rs.groups]  # (B, N)
+    assert np.allclose(dist["top-1"], (w * hits).sum(1) / w.sum(1))
+    assert dist["per_class"].shape == (20, c) and np.isnan(dist["per_class"][:, 5]).all()
+
+
+def test_intervals_paired_differences_and_verdicts():
+    assert M.interval(np.arange(101.0)) == pytest.approx([2.5, 97.5])
+    assert M.interval([np.nan, np.nan]) is None
+    assert M.interval([np.nan, 1.0, 3.0], level=1.0) == [1.0, 3.0]  # NaN resamples (metric undefined) left out
+    assert M.verdict([-0.1, 0.2]) == "no difference" and M.verdict([0.0, 0.2]) == "no difference"
+    assert M.verdict([0.01, 0.2]) == "higher" and M.verdict([-0.3, -0.01]) == "lower" and M.verdict(None) is None
+    a = {"top-1": np.array([0.5, 0.6, 0.7]), "plaus@10": np.array([0.2, 0.2, 0.2])}
+    b = {"top-1": np.array([0.4, 0.4, 0.4]), "plaus@10": np.array([0.2, 0.3, 0.1])}
+    d = M.paired_differences(a, b, {"top-1": 0.6, "plaus@10": 0.2}, {"top-1": 0.4, "plaus@10": None}, level=1.0)
+    assert d == {"top-1": {"difference": pytest.approx(0.2), "ci": pytest.approx([0.1, 0.3]), "verdict": "higher"}}
+    nested = M.nest({"top-1": 1, "bal top-1": 2, "plaus@10": 3}, [1])
+    assert nested == {"topk": {1: 1}, "topk_balanced": {1: 2}, "plausibility@10": 3}
