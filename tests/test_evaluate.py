@@ -51,13 +51,21 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return {**sets, "ckpt": d / "run" / "best.pt"}
 
 
-def _shard_samples(folder: Path) -> dict[str, tuple[int, list[int]]]:
-    """key -> (cls, visible_categories), read straight from the tars."""
+def _shard_samples(folder: Path) -> dict[str, tuple[int, list[int], int]]:
+    """key -> (cls, visible_categories, image_id), read straight from the tars."""
     out = {}
     for tar in sorted(folder.glob("*.tar")):
         for s in wds.WebDataset(str(tar), shardshuffle=False):
-            out[s["__key__"]] = (int(s["cls"]), json.loads(s["json"])["visible_categories"])
+            meta = json.loads(s["json"])
+            out[s["__key__"]] = (int(s["cls"]), meta["visible_categories"], meta["image_id"])
     return out
+
+
+def _flat_cis(rep: dict) -> list[tuple[float, list[float]]]:
+    """(value, [lo, hi]) of the micro top-k and plausibility@10 of a report's summary (balanced accuracy's interval
+    may miss its point estimate: resamples without a rare class shift it, and the report says so)."""
+    pairs = [(rep["topk"][k], rep["topk_ci"][k]) for k in rep["topk"]]
+    return pairs + [(rep["plausibility@10"], rep["plausibility@10_ci"])]
 
 
 @pytest.mark.slow
@@ -74,12 +82,14 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
         labels, top, logits = f["labels"][()], f["topk_indices"][()], f["logits"][()]
         keys = [k.decode() for k in f["keys"][()]]
         visible = read_visible(f)
+        image_ids = f["image_ids"][()].tolist()
         assert [n.decode() for n in f["class_names"][()]] == names and f.attrs["k"] == 16
         assert np.allclose(f["topk_scores"][()].sum(1), 1.0, atol=1e-4)  # top-16 of 16 = all the probability
     truth = _shard_samples(data["val"])
     assert sorted(keys) == sorted(truth) and disk["n"] == len(keys) == rep["n"]  # every sample exactly once
     assert [truth[k][0] for k in keys] == labels.tolist()
     assert [truth[k][1] for k in keys] == visible
+    assert [truth[k][2] for k in keys] == image_ids  # the bootstrap's unit, from each sample's metadata
     assert (top == np.argsort(-logits, axis=1, kind="stable")[:, :16]).all()
     for k in disk["ks"]:
         hits = (top[:, :k] == labels[:, None]).any(1)
@@ -96,9 +106,32 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
     assert disk["plausibility_excluded"] == sum(1 for v in visible if not v)
     assert 0 <= disk["plausibility@10"] <= 1 and 0 <= disk["plausibility_ceiling"] <= 1
     assert disk["cooccurrence_source"].startswith("checkpoint")
-    for f in ("config.json", "report.md", "confusion.png", "per_class.png"):
+    # intervals: over the images, for the model and every baseline, each holding its point estimate
+    boot = disk["bootstrap"]
+    assert boot["resamples"] == 1000 and boot["unit"] == "image" and boot["images"] == len(set(image_ids))
+    for summary in [disk, *disk["baselines"].values()]:
+        for value, (lo, hi) in _flat_cis(summary):
+            assert lo - 1e-6 <= value <= hi + 1e-6
+    outside = [f"{name} bal top-{k}" for name, s in [("model", disk), *disk["baselines"].items()]
+               for k, v in s["topk_balanced"].items()
+               if not s["topk_balanced_ci"][k][0] - 1e-6 <= v <= s["topk_balanced_ci"][k][1] + 1e-6]
+    assert len(boot["outside"]) == len(outside) and (not outside or any("does not hold" in n for n in disk["notes"]))
+    lo, hi = disk["plausibility_ceiling_ci"]
+    assert lo <= disk["plausibility_ceiling"] <= hi
+    assert all(r["ci"] is not None for r in disk["per_class"] if r["support"])
+    assert set(disk["vs_baselines"]) == {"prior", "cooccurrence", "random", "mask_only"}
+    d = disk["vs_baselines"]["prior"]["topk"]["1"]
+    assert d["difference"] == pytest.approx(disk["topk"]["1"] - disk["baselines"]["prior"]["topk"]["1"])
+    assert d["verdict"] == ("no difference" if d["ci"][0] <= 0 <= d["ci"][1] else "higher" if d["ci"][0] > 0 else "lower")
+    # the shape-leakage control, fitted on the checkpoint's training shards
+    assert disk["mask_only"]["run"] and disk["mask_only"]["train_shards"] == str(data["train"])
+    assert disk["mask_only"]["train_samples"] == len(_shard_samples(data["train"]))
+    assert disk["baselines"]["mask_only"]["n"] == disk["n"] and "vs_prior" in disk["baselines"]["mask_only"]
+    for f in ("config.json", "report.md", "confusion.png", "per_class.png", "baselines.png"):
         assert (out / f).stat().st_size > 0, f
-    assert "prior baseline" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "|  | model | prior | co-occurrence | mask-only | random |" in md
+    assert "Mask-only baseline (shape-leakage control" in md and "model - prior" in md
     assert not list(out.glob(".*tmp*"))  # nothing half-written left behind
 
 
@@ -111,7 +144,8 @@ def test_cli_defaults_chain_and_refuses_to_overwrite(data, tmp_path, monkeypatch
     (tmp_path / "shards" / "val2017").symlink_to(data["val"])
     r = runner.invoke(app, ["eval", "--topk", "50", "--workers", "0"])
     assert r.exit_code == 0, r.output
-    assert "prior baseline" in r.output and "top-50 clamped to top-16" in r.output
+    assert "model - prior" in r.output and "mask-only" in r.output and "top-50 clamped to top-16" in r.output
+    assert "percentile-bootstrap interval, 1000 resamples" in r.output
     assert (tmp_path / "runs" / "train" / "eval" / "report.json").is_file()
     again = runner.invoke(app, ["eval", "--workers", "0"])
     assert again.exit_code == 2 and "holds an evaluation report" in again.output and "--overwrite" in again.output
@@ -230,3 +264,68 @@ def test_cooccurrence_cli(data, tmp_path):
     assert r.exit_code == 2 and "--by" in r.output
     r = runner.invoke(app, ["cooccurrence", str(tmp_path / "nowhere")])
     assert r.exit_code == 2
+
+
+# --- intervals and the shape-leakage control -------------------------------------------------------------------
+
+def test_bootstrap_and_mask_only_options(data, tmp_path):
+    """--bootstrap 0 leaves the intervals out; a checkpoint whose training shards cannot be read still gets its
+    report, which says the mask-only control was not run and why; a bad --mask-only-train is refused up front."""
+    moved = tmp_path / "moved.pt"
+    ckpt = torch.load(data["ckpt"], weights_only=True)
+    ckpt["config"] = {**ckpt["config"], "shards": str(tmp_path / "gone")}
+    save_checkpoint(moved, ckpt)
+    rep = main(EvalConfig(checkpoint=str(moved), shards=[str(data["val"])], out=str(tmp_path / "e"), workers=0,
+                          device="cpu", bootstrap=0))
+    assert rep["bootstrap"] == {"resamples": 0} and "topk_ci" not in rep and "vs_baselines" not in rep
+    assert not rep["mask_only"]["run"] and "gone" in rep["mask_only"]["reason"]
+    assert "mask_only" not in rep["baselines"] and "not run" in (tmp_path / "e" / "report.md").read_text()
+    for args, text in ((["--mask-only-train", str(tmp_path / "none")], "shard set not found"),
+                       (["--bootstrap", "-1"], "--bootstrap")):
+        r = runner.invoke(app, ["eval", "-c", str(moved), "--shards", str(data["val"]), "--out", str(tmp_path / "f"),
+                                "--workers", "0", *args])
+        assert r.exit_code == 2 and text in r.output, r.output
+        assert not (tmp_path / "f").exists()
+    r = runner.invoke(app, ["eval", "-c", str(data["ckpt"]), "--shards", str(data["val"]), "--out",
+                            str(tmp_path / "g"), "--workers", "0", "--no-mask-only", "--bootstrap", "20"])
+    assert r.exit_code == 0 and "not run (--no-mask-only)" in r.output, r.output
+
+
+@pytest.fixture(scope="module")
+def holes(synthetic_scenes, tmp_path_factory) -> dict[str, Path]:
+    """Instance- and square-shaped holes over the same synthetic scenes (their classes have their own shapes)."""
+    d = tmp_path_factory.mktemp("holes")
+    return {f"{shape}-{split}": _build(synthetic_scenes, f"{split}2017", d / f"{shape}-{split}", shape)
+            for shape in ("instance", "square") for split in ("train", "val")}
+
+
+def _untrained(path: Path, train_shards: Path) -> Path:
+    """A random-weight context checkpoint whose config names its training shards (the mask-only control's data)."""
+    from scenectl.data.loader import open_shard_set
+    from scenectl.models import create_model
+
+    classes = open_shard_set(train_shards).classes
+    torch.manual_seed(0)
+    model = create_model("resnet18", len(classes), in_chans=4)
+    save_checkpoint(path, {"kind": "context", "arch": "resnet18", "in_chans": 4, "num_classes": len(classes),
+                           "model": model.state_dict(), "classes": classes, "image_size": 32, "mask_channel": True,
+                           "config": {"data": {"shards": str(train_shards)}}, "cooccurrence": None, "metrics": {}})
+    return path
+
+
+@pytest.mark.slow
+def test_mask_only_reads_the_class_from_instance_shaped_holes(holes, tmp_path):
+    gain = {}
+    for shape in ("instance", "square"):
+        ckpt = _untrained(tmp_path / f"{shape}.pt", holes[f"{shape}-train"])
+        rep = main(EvalConfig(checkpoint=str(ckpt), shards=[str(holes[f"{shape}-val"])], out=str(tmp_path / shape),
+                              workers=0, device="cpu", bootstrap=500))
+        hole, prior = rep["baselines"]["mask_only"], rep["baselines"]["prior"]
+        gain[shape] = hole["topk"][1] - prior["topk"][1]
+        assert rep["mask_only"]["train_shards"] == str(holes[f"{shape}-train"])  # from config["data"]["shards"]
+        if shape == "instance":  # the silhouette names the class: far above the prior, paired interval above 0
+            assert hole["topk_ci"][1][0] > prior["topk"][1] and hole["vs_prior"]["topk"][1]["verdict"] == "higher"
+            md = (tmp_path / shape / "report.md").read_text()
+            assert "Mask-only baseline (shape-leakage control" in md and "mask-only minus prior: +" in md
+    # a square keeps only size and position: it tells much less than the silhouette
+    assert gain["square"] < gain["instance"] - 0.05, gain

@@ -21,7 +21,7 @@ def test_quickstart_chain_beats_the_prior(tmp_path):
     rep = quickstart(QuickstartConfig(out=str(out), train_images=120, val_images=40, image_size=32, epochs=4,
                                       batch_size=16, workers=0, device="cpu"), echo=lines.append)
     text = "\n".join(lines)
-    assert "[4/4] eval" in text and "prior baseline" in text and str(out / "run" / "eval") in text
+    assert "[4/4] eval" in text and "model - prior" in text and str(out / "run" / "eval") in text
     ev = out / "run" / "eval"
     for f in ("report.json", "report.md", "predictions.h5", "confusion.png", "per_class.png", "config.json"):
         assert (ev / f).is_file(), f
