@@ -16,6 +16,7 @@ from scenectl.cli import inspect_shards as _inspect_shards  # noqa: F401,E402
 from scenectl.cli import verify_shards as _verify_shards  # noqa: F401,E402
 from scenectl.cli import train as _train  # noqa: F401,E402
 from scenectl.cli import eval as _eval  # noqa: F401,E402
+from scenectl.cli import compare as _compare  # noqa: F401,E402
 from scenectl.cli import predict as _predict  # noqa: F401,E402
 from scenectl.cli import cooccurrence as _cooccurrence  # noqa: F401,E402
 from scenectl.cli import transfer as _transfer  # noqa: F401,E402

@@ -1,0 +1,155 @@
+"""`scenectl compare` on prediction files written by scenectl.predictions (as eval writes them), with planted
+differences, and on checkpoints run over a shard set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from scenectl import metrics
+from scenectl.checkpoint import save_checkpoint
+from scenectl.cli import app
+from scenectl.compare import CompareConfig, compare, model_names
+from scenectl.errors import ScenectlError
+from scenectl.inference import Outputs
+from scenectl.models import create_model
+from scenectl.predictions import write_predictions
+
+runner = CliRunner()
+C = 12
+NAMES = [f"class{i}" for i in range(C)]
+PLAUSIBLE = np.eye(C, dtype=bool) | np.eye(C, k=1, dtype=bool) | np.eye(C, k=-1, dtype=bool)
+
+
+def _samples(n_images: int = 150, per_image: int = 4, seed: int = 0):
+    """Keys, labels, image ids and visible classes of n_images * per_image samples (build-shards' key form)."""
+    rng = np.random.default_rng(seed)
+    image_ids = np.repeat(np.arange(1, n_images + 1) * 3, per_image)
+    keys = [f"{i:012d}_{i * 100 + j % per_image:012d}" for j, i in enumerate(image_ids)]
+    labels = rng.integers(0, C, image_ids.size)
+    visible = [[int((y + 1) % C)] if j % 3 else [] for j, y in enumerate(labels)]
+    return keys, labels, image_ids, visible
+
+
+def _write(path: Path, accuracy: float, seed: int, samples=None, drop: int = 0) -> Path:
+    """predictions.h5 of a model whose top-1 is right with probability `accuracy` (the last `drop` samples left out)."""
+    keys, labels, image_ids, visible = samples or _samples()
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(len(keys), C)).astype(np.float32)
+    hit = rng.random(len(keys)) < accuracy
+    logits[np.arange(len(keys)), labels] = np.where(hit, 10.0, -10.0)  # (N,): first, or last, place for the label
+    n = len(keys) - drop
+    out = Outputs(logits[:n], labels[:n], keys[:n], visible[:n], 1.0, image_ids[:n])
+    path.mkdir(parents=True, exist_ok=True)
+    write_predictions(path / "predictions.h5", out, NAMES, 10, plausible=PLAUSIBLE)
+    return path
+
+
+def test_a_planted_difference_is_found_and_its_size_recovered(tmp_path):
+    a, b = _write(tmp_path / "a" / "eval", 0.70, seed=1), _write(tmp_path / "b" / "eval", 0.45, seed=2)
+    rep = compare(CompareConfig(inputs=[str(a), str(b)], out=str(tmp_path / "cmp"), bootstrap=500))
+    assert rep["reference"] == "a/eval" and [m["name"] for m in rep["models"]] == ["a/eval", "b/eval"]
+    top1 = rep["differences"]["b/eval"]["topk"][1]
+    with h5py.File(a / "predictions.h5") as fa, h5py.File(b / "predictions.h5") as fb:
+        acc = [(f["topk_indices"][:, 0] == f["labels"][()]).mean() for f in (fa, fb)]
+    assert rep["scores"]["a/eval"]["topk"][1] == pytest.approx(acc[0])
+    assert top1["difference"] == pytest.approx(acc[1] - acc[0])
+    assert top1["verdict"] == "lower" and top1["ci"][1] < 0 and top1["ci"][0] < acc[1] - acc[0] < top1["ci"][1]
+    lo, hi = rep["scores"]["b/eval"]["topk_ci"][1]
+    assert lo < acc[1] < hi
+    disk = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert disk["differences"]["b/eval"]["topk"]["1"]["verdict"] == "lower"
+    assert disk["bootstrap"]["images"] == 150 and disk["bootstrap"]["unit"] == "image"
+    md = (tmp_path / "cmp" / "report.md").read_text()
+    assert "b/eval vs a/eval: lower on top-1" in md
+    for f in ("scores.png", "differences.png", "config.json"):
+        assert (tmp_path / "cmp" / f).stat().st_size > 0
+
+
+def test_identical_predictions_show_no_difference(tmp_path):
+    a = _write(tmp_path / "r18", 0.6, seed=1)
+    b = tmp_path / "copy"
+    shutil.copytree(a, b)
+    r = runner.invoke(app, ["compare", str(a), str(b), "--reference", str(b), "--out", str(tmp_path / "cmp"),
+                            "--bootstrap", "200", "--topk", "3"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert rep["reference"] == "copy" and rep["ks"] == [1, 3, 5, 10]
+    diffs = rep["differences"]["r18"]
+    for group in ("topk", "topk_balanced"):
+        for d in diffs[group].values():
+            assert d == {"difference": 0.0, "ci": [0.0, 0.0], "verdict": "no difference"}
+    assert diffs["plausibility@10"]["verdict"] == "no difference"
+    assert "r18 vs copy: no difference on top-1, top-3" in r.output
+
+
+def test_inputs_over_other_samples_are_refused_naming_them(tmp_path):
+    a = _write(tmp_path / "a", 0.6, seed=1)
+    b = _write(tmp_path / "b", 0.6, seed=2, drop=5)
+    r = runner.invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "cmp")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "do not cover the same samples (595 vs 600)" in r.output
+    assert "5 only in a" in r.output and "000000000450_" in r.output and "0 only in b (none)" in r.output
+    assert not (tmp_path / "cmp").exists()  # refused before anything was written
+    # same keys, another label for one of them: not the same samples either
+    keys, labels, image_ids, visible = _samples()
+    labels = labels.copy()
+    labels[7] = (labels[7] + 1) % C
+    c = _write(tmp_path / "c", 0.6, seed=3, samples=(keys, labels, image_ids, visible))
+    with pytest.raises(ScenectlError, match="1 samples different labels"):
+        compare(CompareConfig(inputs=[str(a), str(c)], out=str(tmp_path / "cmp")))
+    with pytest.raises(ScenectlError, match="--reference"):
+        compare(CompareConfig(inputs=[str(a), str(a)], reference="nope", out=str(tmp_path / "cmp")))
+    with pytest.raises(ScenectlError, match="at least two"):
+        compare(CompareConfig(inputs=[str(a)], out=str(tmp_path / "cmp")))
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_older_files_and_top_k_only_files(tmp_path):
+    """A predictions.h5 without image_ids (written before they were stored) resamples by the keys' image ids; one
+    written with --no-logits is scored from its ranked top-10."""
+    a = _write(tmp_path / "a", 0.6, seed=1)
+    with h5py.File(a / "predictions.h5", "a") as f:
+        del f["image_ids"], f["logits"]
+    b = _write(tmp_path / "b", 0.6, seed=2)
+    rep = compare(CompareConfig(inputs=[str(a), str(b)], out=str(tmp_path / "cmp"), bootstrap=50))
+    assert rep["bootstrap"]["images"] == 150 and any("image ids read from the sample keys" in n for n in rep["notes"])
+    with pytest.raises(ScenectlError, match="stores only its top-10"):
+        compare(CompareConfig(inputs=[str(a), str(b)], out=str(tmp_path / "cmp2"), topk=[20]))
+
+
+def test_model_names_are_the_shortest_unique_tails():
+    assert model_names(["runs/r18/eval", "runs/ffc18/eval/"]) == ["r18/eval", "ffc18/eval"]
+    assert model_names(["x/a.h5", "y/b.h5"]) == ["a.h5", "b.h5"]
+
+
+@pytest.mark.slow
+def test_checkpoints_are_run_on_the_shards(synthetic_shards, tmp_path):
+    from scenectl.data.loader import open_shard_set
+
+    classes = open_shard_set(synthetic_shards["val"]).classes
+    torch.manual_seed(0)
+    model = create_model("resnet18", len(classes), in_chans=4)
+    ckpt = tmp_path / "r18" / "best.pt"
+    ckpt.parent.mkdir()
+    save_checkpoint(ckpt, {"kind": "context", "arch": "resnet18", "in_chans": 4, "num_classes": len(classes),
+                           "model": model.state_dict(), "classes": classes, "image_size": 32, "mask_channel": True,
+                           "config": {}, "cooccurrence": None, "metrics": {}, "epoch": 1, "step": 1})
+    (tmp_path / "copy").mkdir()
+    shutil.copy(ckpt, tmp_path / "copy" / "best.pt")
+    rep = compare(CompareConfig(inputs=[str(ckpt), str(tmp_path / "copy" / "best.pt")], shards=[str(synthetic_shards["val"])],
+                                out=str(tmp_path / "cmp"), bootstrap=100, device="cpu", workers=0, batch_size=32))
+    n = open_shard_set(synthetic_shards["val"]).num_samples
+    assert rep["n"] == n and [m["kind"] for m in rep["models"]] == ["checkpoint", "checkpoint"]
+    assert all(d["verdict"] == "no difference" for d in rep["differences"]["copy/best.pt"]["topk"].values())
+    assert 0.0 <= rep["scores"]["r18/best.pt"]["topk"][1] <= 1.0
+    with pytest.raises(ScenectlError, match="pass --shards"):
+        compare(CompareConfig(inputs=[str(ckpt), str(ckpt)], out=str(tmp_path / "cmp2")))
+    assert metrics.verdict(rep["differences"]["copy/best.pt"]["topk"][1]["ci"]) == "no difference"
