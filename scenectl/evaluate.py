@@ -159,8 +159,8 @@ def mask_only_source(cfg: EvalConfig, ckpt: Checkpoint) -> tuple[object, str | N
     spec = cfg.mask_only_train or maskonly.training_shards(ckpt.config)
     if spec is None:
         return None, None, "not run: the checkpoint's config names no training shards (pass --mask-only-train)"
-    try:
-        ss = open_shard_set(spec)
+    try:  # a spec read from the checkpoint is data: only a local folder is opened, never a URL or a command
+        ss = open_shard_set(spec, from_file=None if cfg.mask_only_train else f"{ckpt.path}'s config")
         ss.require_masked("--mask-only-train")
         if not classes_match(ckpt.classes, ss.classes):
             raise ScenectlError(f"--mask-only-train {spec}: its class list differs from the checkpoint's")

@@ -329,3 +329,14 @@ def test_mask_only_reads_the_class_from_instance_shaped_holes(holes, tmp_path):
             assert "Mask-only baseline (shape-leakage control" in md and "mask-only minus prior: +" in md
     # a square keeps only size and position: it tells much less than the silhouette
     assert gain["square"] < gain["instance"] - 0.05, gain
+
+
+def test_training_shards_named_by_a_checkpoint_are_data(data, tmp_path):
+    """A checkpoint's config is read from a file: a URL or pipe: command found there is never opened or run."""
+    ckpt = torch.load(data["ckpt"], weights_only=True)
+    marker = tmp_path / "ran"
+    ckpt["config"] = {**ckpt["config"], "shards": f"pipe:touch {marker}; cat {data['train']}/shard-000000.tar"}
+    save_checkpoint(tmp_path / "c.pt", ckpt)
+    rep = main(EvalConfig(checkpoint=str(tmp_path / "c.pt"), shards=[str(data["val"])], out=str(tmp_path / "e"),
+                          workers=0, device="cpu", bootstrap=0))
+    assert not rep["mask_only"]["run"] and "not opened" in rep["mask_only"]["reason"] and not marker.exists()
