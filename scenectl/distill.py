@@ -13,61 +13,34 @@ The two models look at the same instance through complementary views (docs/trans
 
 T^2 keeps the soft term's gradient on the scale of the hard term's as T changes (Hinton et al., sec. 2). With
 `compare` (default) the same student is also trained with alpha = 0 (plain cross-entropy) at the same budget and
-seed, so the report shows what the teacher adds. Output: OUT/kd/ and OUT/ce/ are run folders like `train`'s;
-OUT/report.json (last), report.md and curves.png compare them.
+seed, so the report shows what the teacher adds. The loss is a function of (student, batch) alone
+(`distillation_loss`): the teacher's logits are computed inside it from the batch's masked scenes, so nothing is
+handed to the loss on the side. Both runs are trained by scenectl.engine. Output: OUT/kd/ and OUT/ce/ are run
+folders like `train`'s; OUT/report.json (last), report.md and curves.png compare them.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import functools
+from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from scenectl import distributed as D
-from scenectl.devices import parse_device
-from scenectl.checkpoint import classes_match
+from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint
+from scenectl.config import DistillConfig, check, resolve_schedule
 from scenectl.data.imagefolder import Target, make_loader
-from scenectl.data.loader import REBUILD_HINT, make_eval_loader, open_shard_set
+from scenectl.data.loader import REBUILD_HINT, Loader, make_eval_loader, open_shard_set
+from scenectl.devices import parse_device
+from scenectl.engine import LossFn, Run, cross_entropy, fit_experiment
 from scenectl.errors import ScenectlError
-from scenectl.evaluate import load_model
-from scenectl.io import write_json_atomic
 from scenectl.models import create_model, resolve_name
-from scenectl.transfer import (Run, checkpoint_image_size, evaluate_target, fit, param_groups, prepare_top,
-                               write_report)
+from scenectl.transfer import evaluate_target, param_groups, write_report
 
-
-@dataclass
-class DistillConfig:
-    teacher: str = "runs/train/best.pt"  # a context checkpoint (`scenectl train`)
-    student: str = "resnet18"  # architecture of the object classifier
-    shards: str = "shards/train2017"  # built with --with-object
-    val_shards: str = "shards/val2017"
-    out: str = "runs/distill"
-    temperature: float = 4.0
-    alpha: float = 0.5
-    compare: bool = True  # also train the student without the teacher (alpha = 0)
-    epochs: int = 10
-    max_steps: int = 0
-    steps_per_epoch: int | None = None  # None: training samples // batch_size
-    batch_size: int = 32
-    lr: float = 1e-3
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    weight_decay: float = 0.05
-    warmup_steps: int | None = None
-    image_size: int | None = None  # student input size; None: the shards' image size
-    workers: int = 0
-    device: str = "auto"
-    seed: int = 0
-    amp: bool = True
-    resume: bool = False
-    overwrite: bool = False
-    log_every: int = 10
-    checkpoint_every: int = 0
+SCENE = "scene_input"  # the batch key of the teacher's view (the masked scene), as the reader names it
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -75,12 +48,12 @@ class DistillConfig:
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float,
-            alpha: float) -> dict[str, torch.Tensor]:
+            alpha: float, label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
     """Hinton's distillation loss, batch-mean. Returns {'loss', 'ce', 'kl'} (kl before the T^2 factor).
 
-    student_logits, teacher_logits: (B, C); labels: (B,) int64.
+    student_logits, teacher_logits: (B, C); labels: (B,) int64; label_smoothing applies to the hard term.
     """
-    ce = F.cross_entropy(student_logits, labels)
+    ce = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)  # (B, C)
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)  # (B, C)
     # KL(p_t || p_s) = sum_c p_t(c) (log p_t(c) - log p_s(c)), averaged over the batch
@@ -88,139 +61,119 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     return {"loss": (1 - alpha) * ce + alpha * temperature ** 2 * kl, "ce": ce, "kl": kl}
 
 
-class KDCriterion:
-    """criterion(student_logits, labels) for scenectl.train.train_one_epoch; the teacher's logits of the same
-    batch are bound just before (see `with_teacher`), because that loop passes only (logits, labels)."""
+def distillation_loss(teacher: nn.Module, temperature: float, alpha: float, label_smoothing: float = 0.0) -> LossFn:
+    """The engine's loss_fn(student, batch): the frozen teacher's logits on the batch's masked scenes, then kd_loss.
+    A function of its arguments alone: nothing is bound to it between batches."""
 
-    def __init__(self, temperature: float, alpha: float):
-        self.temperature, self.alpha = temperature, alpha
-        self.teacher_logits: torch.Tensor | None = None
-
-    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.teacher_logits is None or self.teacher_logits.shape != logits.shape:
-            raise RuntimeError("KDCriterion: no teacher logits bound for this batch")
-        t, self.teacher_logits = self.teacher_logits, None  # one batch only
-        return kd_loss(logits, t, labels, self.temperature, self.alpha)["loss"]
-
-
-def with_teacher(batches: Iterable[dict], teacher: nn.Module, criterion: KDCriterion,
-                 device: torch.device) -> Iterator[dict]:
-    """Yield each batch after binding the teacher's logits on its masked scenes (`scene_input`) to criterion."""
-    for batch in batches:
+    def loss(student: nn.Module, batch: dict) -> torch.Tensor:
         with torch.no_grad():
-            criterion.teacher_logits = teacher(batch["scene_input"].to(device)).float()  # (B, C)
-        yield batch
+            t = teacher(batch[SCENE]).float()  # (B, C)
+        return kd_loss(student(batch["input"]), t, batch["label"], temperature, alpha, label_smoothing)["loss"]
+
+    return loss
+
+
+# --------------------------------------------------------------------------------------------------------------
+# data
+
+
+def open_sets(cfg: DistillConfig, teacher: Checkpoint) -> tuple[Target, Target]:
+    """The training and validation shard sets: object crops beside the masked scenes, the teacher's classes."""
+    sets = {}
+    for option, spec in (("--shards", cfg.data.shards), ("--val-shards", cfg.data.val_shards)):
+        s = open_shard_set(spec)
+        if not s.manifest.get("params", {}).get("with_object"):
+            raise ScenectlError(f"{option} {spec} has no object crops (object.jpg) beside the masked scenes; "
+                                f"{REBUILD_HINT.replace(' (or `--task object`)', '')}")
+        s.object_member()
+        if not classes_match(teacher.classes, s.classes):
+            raise ScenectlError(f"{option} {spec}: its classes differ from the teacher's ({len(s.classes)} vs "
+                                f"{teacher.num_classes} classes, or other names/ids); teacher and student must "
+                                "name the same classes")
+        sets[option] = Target(spec, list(s.classes), shards=s)
+    return sets["--shards"], sets["--val-shards"]
+
+
+def data_stream(cfg: DistillConfig, target: Target, *, epoch: int | None = None, start: int = 0,
+                teacher: Checkpoint | None = None, view: str = "object") -> Loader:
+    """Every read of distill's data. view "object": the student's crops, training batches of `epoch` from step
+    `start` or (epoch None) every sample once; with `teacher`, also each sample's masked scene at the teacher's
+    size (batch key SCENE). view "scene": the teacher's own view of every sample once (its reference score)."""
+    loop = cfg.loop
+    if view == "scene":
+        return make_eval_loader(target.shards, image_size=teacher.image_size, batch_size=loop.batch_size,
+                                workers=loop.workers, mask_channel=teacher.mask_channel)
+    return make_loader(target, image_size=cfg.data.image_size, batch_size=loop.batch_size, train=epoch is not None,
+                       seed=loop.seed, epoch=epoch or 0, steps=loop.steps_per_epoch, start_step=start,
+                       workers=loop.workers, scene_size=teacher.image_size if teacher else None,
+                       scene_mask=teacher.mask_channel if teacher else True)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # main
 
 
-def open_sets(cfg: DistillConfig, tckpt: dict) -> tuple[Target, Target]:
-    sets = {}
-    for option, spec in (("--shards", cfg.shards), ("--val-shards", cfg.val_shards)):
-        s = open_shard_set(spec)
-        if not s.manifest.get("params", {}).get("with_object"):
-            raise ScenectlError(f"{option} {spec} has no object crops (object.jpg) beside the masked scenes; "
-                                f"{REBUILD_HINT.replace(' (or `--task object`)', '')}")
-        s.object_member()
-        if not classes_match(tckpt["classes"], s.classes):
-            raise ScenectlError(f"{option} {spec}: its classes differ from the teacher's ({len(s.classes)} vs "
-                                f"{len(tckpt['classes'])} classes, or other names/ids); teacher and student must "
-                                "name the same classes")
-        sets[option] = Target(spec, list(s.classes), shards=s)
-    return sets["--shards"], sets["--val-shards"]
-
-
 def resolve(cfg: DistillConfig, train_t: Target) -> DistillConfig:
-    c = replace(cfg, student=resolve_name(cfg.student))
-    if not c.temperature > 0:
-        raise ScenectlError(f"--temperature must be > 0, got {c.temperature}")
-    if not 0 <= c.alpha <= 1:
-        raise ScenectlError(f"--alpha must be in [0, 1], got {c.alpha}")
-    for name in ("epochs", "batch_size"):
-        if getattr(c, name) < 1:
-            raise ScenectlError(f"--{name.replace('_', '-')} must be at least 1")
-    c.image_size = c.image_size or train_t.shards.image_size
-    n = train_t.num_samples
-    if n < c.batch_size:
-        raise ScenectlError(f"--shards {c.shards}: {n} samples, fewer than one batch (--batch-size {c.batch_size})")
-    c.steps_per_epoch = c.steps_per_epoch or n // c.batch_size
-    if c.warmup_steps is None:
-        c.warmup_steps = round(0.05 * c.epochs * c.steps_per_epoch)
+    c = resolve_schedule(cfg, train_t.num_samples, data_option=f"--shards {cfg.data.shards}", whole_batch=True)
+    c.student = resolve_name(c.student)
+    c.data.image_size = c.data.image_size or train_t.shards.image_size
     return c
 
 
-def teacher_view(tckpt: dict) -> tuple[int, bool]:
-    """(image size, mask channel) the teacher was trained with."""
-    mask = bool(tckpt.get("mask_channel", int(tckpt.get("in_chans", 3)) == 4))
-    return checkpoint_image_size(tckpt), mask
-
-
-def teacher_accuracy(teacher: nn.Module, tckpt: dict, val_t: Target, cfg: DistillConfig, dev) -> dict:
-    """The teacher's own score on the validation scenes (context only), for reference."""
-    size, mask = teacher_view(tckpt)
-    loader = make_eval_loader(val_t.shards, image_size=size, batch_size=cfg.batch_size, workers=cfg.workers,
-                              mask_channel=mask)
-    return evaluate_target(teacher, loader, dev.device, len(val_t.classes), desc="teacher")
+def make_run(cfg: DistillConfig, name: str, teacher: nn.Module, tck: Checkpoint, train_t: Target, val_t: Target,
+             cooc: dict, dev: D.DistInfo) -> Run:
+    """The student's run with the teacher ("kd") or without ("ce"): same initial weights, data order and budget."""
+    torch.manual_seed(cfg.loop.seed)  # the same initial student for both runs
+    n = len(train_t.classes)
+    net = create_model(cfg.student, n, in_chans=3)
+    kd, smoothing = name == "kd", cfg.optim.label_smoothing
+    return Run(
+        name=name, out=Path(cfg.out) / name, kind="distill", net=net, classes=train_t.classes,
+        groups=param_groups(net, cfg.optim, 1.0, linear=False),
+        loss_fn=distillation_loss(teacher, cfg.temperature, cfg.alpha, smoothing) if kd else cross_entropy(smoothing),
+        batches=lambda epoch, start: data_stream(cfg, train_t, epoch=epoch, start=start, teacher=tck if kd else None),
+        validate=lambda model: evaluate_target(model, data_stream(cfg, val_t), dev.device, n, desc=f"val {name}"),
+        config={**asdict(cfg), "run": name}, title=f"distill, {name} student {cfg.student}: {cfg.out}/{name}",
+        facts={"kind": "distill", "arch": net.arch, "in_chans": 3, "num_classes": n, "classes": train_t.classes,
+               "cooccurrence": cooc, "image_size": cfg.data.image_size, "mask_channel": False, "view": "object",
+               "teacher": str(cfg.teacher) if kd else None, "temperature": cfg.temperature,
+               "alpha": cfg.alpha if kd else 0.0})
 
 
 def distill(cfg: DistillConfig) -> dict:
     """Train the student with (and, with compare, without) the teacher; returns the report (OUT/report.json)."""
-    dev = D.DistInfo(device=parse_device(cfg.device))
-    teacher, tckpt = load_model(cfg.teacher, dev.device)  # eval mode, weights only
-    if "classes" not in tckpt:
-        raise ScenectlError(f"{cfg.teacher} names no classes: not a scenectl model checkpoint")
-    train_t, val_t = open_sets(cfg, tckpt)
+    check(cfg)
+    dev = D.DistInfo(device=parse_device(cfg.loop.device))
+    tck = read_checkpoint(cfg.teacher)
+    train_t, val_t = open_sets(cfg, tck)
     cfg = resolve(cfg, train_t)
-    runs = ["kd", "ce"] if cfg.compare and cfg.alpha > 0 else ["kd" if cfg.alpha > 0 else "ce"]
-    out = Path(cfg.out)
-    prepare_top(out, cfg.resume, cfg.overwrite, runs)
-    write_json_atomic(out / "config.json", asdict(cfg))
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    t_size, t_mask = teacher_view(tckpt)
-    num_classes = len(train_t.classes)
+    teacher = tck.build_model(dev.device).requires_grad_(False)  # eval mode, frozen
+    names = ["kd", "ce"] if cfg.compare and cfg.alpha > 0 else ["kd" if cfg.alpha > 0 else "ce"]
     cooc = train_t.shards.cooccurrence().to_state()
-    results = {}
-    for name in runs:
-        torch.manual_seed(cfg.seed)  # the same initial student for both runs
-        net = create_model(cfg.student, num_classes, in_chans=3)
-        kd = name == "kd"
-        criterion = KDCriterion(cfg.temperature, cfg.alpha) if kd else nn.CrossEntropyLoss()
+    runs = {name: functools.partial(make_run, cfg, name, teacher, tck, train_t, val_t, cooc, dev) for name in names}
+    return fit_experiment(cfg, "distill", dev, runs,
+                          lambda results: finish(cfg, tck, teacher, train_t, val_t, dev, results))
 
-        def batches(epoch: int, start: int, kd=kd, criterion=criterion):
-            loader = make_loader(train_t, image_size=cfg.image_size, batch_size=cfg.batch_size, train=True,
-                                 seed=cfg.seed, epoch=epoch, steps=cfg.steps_per_epoch, start_step=start,
-                                 workers=cfg.workers, scene_size=t_size if kd else None, scene_mask=t_mask)
-            return with_teacher(loader, teacher, criterion, dev.device) if kd else loader
 
-        run = Run(name=name, out=out / name, model=net, net=net,
-                  groups=param_groups(net, cfg.lr, cfg.weight_decay, 1.0, linear=False), criterion=criterion,
-                  batches=batches,
-                  val_batches=lambda: make_loader(val_t, image_size=cfg.image_size, batch_size=cfg.batch_size,
-                                                  train=False, workers=cfg.workers),
-                  checkpoint_extra={"kind": "distill", "classes": train_t.classes, "cooccurrence": cooc,
-                                    "image_size": cfg.image_size, "view": "object",
-                                    "teacher": str(cfg.teacher) if kd else None,
-                                    "temperature": cfg.temperature, "alpha": cfg.alpha if kd else 0.0})
-        results[name] = fit(run, cfg, dev, num_classes)
-    teacher_scores = teacher_accuracy(teacher, tckpt, val_t, cfg, dev)
-    steps = cfg.steps_per_epoch * cfg.epochs
-    report = {"format": "scenectl-distill/1", "out": str(out), "teacher": str(cfg.teacher),
-              "teacher_arch": tckpt["arch"], "student": cfg.student, "temperature": cfg.temperature,
-              "alpha": cfg.alpha, "shards": cfg.shards, "val_shards": cfg.val_shards,
+def finish(cfg: DistillConfig, tck: Checkpoint, teacher: nn.Module, train_t: Target, val_t: Target,
+           dev: D.DistInfo, results: dict[str, dict]) -> dict:
+    """The teacher's own score on the validation scenes (context only), then the report."""
+    t = evaluate_target(teacher, data_stream(cfg, val_t, view="scene", teacher=tck), dev.device, len(val_t.classes),
+                        desc="teacher")
+    loop, steps = cfg.loop, cfg.loop.steps_per_epoch * cfg.loop.epochs
+    report = {"format": "scenectl-distill/1", "out": str(cfg.out), "teacher": str(cfg.teacher),
+              "teacher_arch": tck.arch, "student": cfg.student, "temperature": cfg.temperature,
+              "alpha": cfg.alpha, "shards": cfg.data.shards, "val_shards": cfg.data.val_shards,
               "train_samples": train_t.num_samples, "val_samples": val_t.num_samples,
-              "steps": min(cfg.max_steps, steps) if cfg.max_steps else steps, "runs": results,
-              "teacher_val": teacher_scores}
-    notes = [f"teacher `{cfg.teacher}` ({tckpt['arch']}) sees the masked scene; student {cfg.student} sees "
+              "steps": min(loop.max_steps, steps) if loop.max_steps else steps, "runs": results, "teacher_val": t}
+    notes = [f"teacher `{cfg.teacher}` ({tck.arch}) sees the masked scene; student {cfg.student} sees "
              "object.jpg", f"kd: (1 - {cfg.alpha}) CE + {cfg.alpha} T^2 KL, T = {cfg.temperature}; ce: alpha = 0",
-             f"train `{cfg.shards}` ({train_t.num_samples} samples), val `{cfg.val_shards}` ({val_t.num_samples})",
-             f"{report['steps']} steps of batch {cfg.batch_size}, lr {cfg.lr} ({cfg.optimizer}), image size "
-             f"{cfg.image_size}, seed {cfg.seed}",
-             f"teacher on the validation scenes (context only): top-1 {100 * teacher_scores['val_top1']:.1f}, "
-             f"top-5 {100 * teacher_scores['val_top5']:.1f}, balanced top-1 {100 * teacher_scores['val_bal_top1']:.1f}"]
-    write_report(out, report, "distillation: student with and without the context teacher", notes)
+             f"train `{cfg.data.shards}` ({train_t.num_samples} samples), val `{cfg.data.val_shards}` "
+             f"({val_t.num_samples})", f"{report['steps']} steps of batch {loop.batch_size}, lr {cfg.optim.lr} "
+             f"({cfg.optim.optimizer}), image size {cfg.data.image_size}, seed {loop.seed}",
+             f"teacher on the validation scenes (context only): top-1 {100 * t['val_top1']:.1f}, "
+             f"top-5 {100 * t['val_top5']:.1f}, balanced top-1 {100 * t['val_bal_top1']:.1f}"]
+    write_report(Path(cfg.out), report, "distillation: student with and without the context teacher", notes)
     return report
 
 

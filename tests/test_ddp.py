@@ -38,12 +38,13 @@ def test_torchrun_two_processes_gloo(tmp_path):
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())
-    assert config["world_size"] == 2 and config["steps_per_epoch"] == 32 // (4 * 2)
+    assert config["loop"]["world_size"] == 2 and config["loop"]["steps_per_epoch"] == 32 // (4 * 2)
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if x["kind"] == "step"] == list(range(1, 5))  # rank 0 alone logs, once a step
     epochs = [x for x in lines if x["kind"] == "epoch"]
     assert len(epochs) == 1 and all(x["val_samples"] == 12 for x in epochs)  # all-reduced over both ranks
     ck = load_checkpoint(out / "last.pt")
-    assert ck["step"] == 4 and ck["config"]["world_size"] == 2
+    assert ck["step"] == 4 and ck["config"]["loop"]["world_size"] == 2
     assert not any(k.startswith("module.") for k in ck["model"])  # the plain model, loadable without DDP
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [".scenectl.json", "best.pt", "config.json", "curves.png", "last.pt",
+                                                     "metrics.jsonl"]  # one writer: no second copy, no lock left

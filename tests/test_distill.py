@@ -15,7 +15,7 @@ from scenectl.checkpoint import save_checkpoint
 from scenectl.cli import app
 from scenectl.data.imagefolder import make_loader, open_target
 from scenectl.data.loader import decode_sample, open_shard_set
-from scenectl.distill import DistillConfig, KDCriterion, distill, kd_loss
+from scenectl.distill import SCENE, DistillConfig, distill, distillation_loss, kd_loss
 from scenectl.errors import ScenectlError
 from scenectl.evaluate import load_model
 from scenectl.models import create_model
@@ -65,12 +65,20 @@ def test_kd_loss_gradient_pulls_student_toward_teacher():
     assert s.grad[0, 0] > 0 > s.grad[0, 1]  # descending lowers class 0 and raises class 1, the teacher's choice
 
 
-def test_kd_criterion_needs_bound_teacher_logits():
-    crit = KDCriterion(2.0, 0.5)
-    crit.teacher_logits = torch.zeros(1, 2)
-    assert math.isfinite(crit(torch.zeros(1, 2), torch.tensor([0])).item())
-    with pytest.raises(RuntimeError):  # bound logits are used once: a second batch without new ones is a bug
-        crit(torch.zeros(1, 2), torch.tensor([0]))
+def test_distillation_loss_is_a_function_of_model_and_batch_alone():
+    torch.manual_seed(0)
+    teacher, student = torch.nn.Linear(6, 3), torch.nn.Linear(4, 3)  # stand-ins: scene (B, 6), crop (B, 4) -> (B, 3)
+    teacher.requires_grad_(False)
+    batch = {"input": torch.randn(5, 4), SCENE: torch.randn(5, 6), "label": torch.tensor([0, 1, 2, 0, 1])}
+    loss_fn = distillation_loss(teacher, temperature=2.0, alpha=0.5)
+    want = kd_loss(student(batch["input"]), teacher(batch[SCENE]), batch["label"], 2.0, 0.5)["loss"]
+    assert torch.equal(loss_fn(student, batch), want)
+    other = {**batch, SCENE: torch.randn(5, 6)}
+    assert not torch.equal(loss_fn(student, other), want)  # the teacher sees this batch's scenes ...
+    assert torch.equal(loss_fn(student, batch), want)  # ... and nothing is carried from one call to the next
+    assert math.isfinite(want.item()) and not [k for k in vars(loss_fn) if not k.startswith("__")]
+    loss_fn(student, batch).backward()
+    assert teacher.weight.grad is None and student.weight.grad is not None
 
 
 def context_checkpoint(path: Path, classes: list[dict], image_size: int = 32, seed: int = 0) -> Path:
@@ -163,3 +171,17 @@ def test_distill_refuses_bad_options_and_non_checkpoints(synthetic_shards, teach
     torch.save({"weights": torch.zeros(2)}, fake)
     with pytest.raises(ScenectlError, match="not a scenectl checkpoint"):
         distill(DistillConfig(**{**base, "teacher": str(fake)}))
+
+
+def test_distill_resume_with_a_changed_option_is_refused_naming_it(synthetic_shards, teacher, tmp_path):
+    out = tmp_path / "d"
+    args = ["distill", "--teacher", str(teacher), "--shards", str(synthetic_shards["train"]), "--val-shards",
+            str(synthetic_shards["val"]), "--out", str(out), "--max-steps", "1", "--epochs", "1", "--batch-size", "8",
+            "--image-size", "32", "--device", "cpu", "--no-compare"]
+    r = runner.invoke(app, args + ["-T", "2"])
+    assert r.exit_code == 0, r.output
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert out / "report.json" in before and (out / "kd" / "curves.png") in before
+    r = runner.invoke(app, args + ["-T", "3", "--resume"])
+    assert r.exit_code == 2 and "--temperature: 2.0 -> 3.0" in r.output and len(r.output.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before  # nothing deleted

@@ -65,13 +65,13 @@ def test_resume_mid_epoch_gives_the_same_weights(tiny, tmp_path):
     # the run folder and the checkpoint contract
     files = {p.name for p in run.iterdir()}
     assert {"config.json", "metrics.jsonl", "last.pt", "best.pt"} <= files
-    assert json.loads((run / "config.json").read_text())["image_size"] == 32  # resolved from the manifest
+    assert json.loads((run / "config.json").read_text())["data"]["image_size"] == 32  # resolved from the manifest
     kinds = [r["kind"] for r in _lines(run)]
     assert kinds.count("epoch") == 2 and "resume" in kinds and kinds.count("step") == 6
     assert b["arch"] == "resnet18" and b["in_chans"] == 4 and b["num_classes"] == 4 and b["classes"] == CLASSES
     cooc = Cooccurrence.from_state(b["cooccurrence"])
     assert cooc.n_images == 48 and cooc.names == [c["name"] for c in CLASSES]  # the TRAINING split's counts
-    assert {"val_top1", "val_top5", "val_loss"} <= set(b["metrics"]) and b["scheduler"] and b["config"]["seed"] == 0
+    assert {"val_top1", "val_top5", "val_loss"} <= set(b["metrics"]) and b["scheduler"] and b["config"]["loop"]["seed"] == 0
 
 
 # --- bad input -------------------------------------------------------------------------------------------------
@@ -87,23 +87,25 @@ def test_refuses_mismatched_classes(tiny, tmp_path):
 def test_refuses_out_folder_with_another_run(tiny, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.json").write_text("{}")
+    (out / "metrics.jsonl").write_text("")  # a run folder written before folders had markers
     with pytest.raises(ScenectlError, match="--resume to continue it or --overwrite"):
         train(_cfg(tiny, out))
     (tmp_path / "stranger").mkdir()
     (tmp_path / "stranger" / "notes.txt").write_text("mine")
-    with pytest.raises(ScenectlError, match="holds no run"):
+    with pytest.raises(ScenectlError, match="holds files scenectl did not write"):
         train(_cfg(tiny, tmp_path / "stranger", overwrite=True))
-    with pytest.raises(ScenectlError, match="no last.pt"):
+    assert [p.name for p in (tmp_path / "stranger").iterdir()] == ["notes.txt"]
+    with pytest.raises(ScenectlError, match="holds no training run to resume"):
         train(_cfg(tiny, tmp_path / "fresh", resume=True))
+    assert not (tmp_path / "fresh").exists()
 
 
 def test_refuses_resume_with_another_arch_or_options(tiny, tmp_path):
     out = tmp_path / "run"
     train(_cfg(tiny, out, max_steps=1, epochs=1, steps_per_epoch=1))
-    with pytest.raises(ScenectlError, match="holds a resnet18 model, not resnet34"):
+    with pytest.raises(ScenectlError, match="--arch: 'resnet18' -> 'resnet34'"):
         train(_cfg(tiny, out, max_steps=1, epochs=1, steps_per_epoch=1, arch="resnet34", resume=True))
-    with pytest.raises(ScenectlError, match="options differ.*batch_size"):
+    with pytest.raises(ScenectlError, match="options differ.*--batch-size: 4 -> 2"):
         train(_cfg(tiny, out, epochs=1, steps_per_epoch=1, batch_size=2, resume=True))
     # --overwrite replaces the run
     train(_cfg(tiny, out, max_steps=1, epochs=1, steps_per_epoch=1, overwrite=True))
@@ -126,6 +128,7 @@ def test_tensorboard_missing_is_a_clear_error(tiny, tmp_path):
         pass
     with pytest.raises(ScenectlError, match=r"pip install 'scenectl\[tensorboard\]'"):
         train(_cfg(tiny, tmp_path / "tb", tensorboard=True, max_steps=1))
+    assert not (tmp_path / "tb").exists()  # refused before the run folder was created
 
 
 def test_truncated_training_shard_error_or_skip(tiny, tmp_path):
@@ -148,6 +151,104 @@ def test_truncated_training_shard_error_or_skip(tiny, tmp_path):
 def test_help_shows_example():
     r = CliRunner().invoke(app, ["train", "--help"])
     assert r.exit_code == 0 and "scenectl train --arch ffc" in r.output and "--checkpoint-every" in r.output
+
+
+# --- one engine: resume refuses changed options, curves, a failing stream, --config ------------------------------
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_with_a_changed_option_is_refused_naming_it_and_deletes_nothing(tiny, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(tiny, out, epochs=1, steps_per_epoch=1, lr=0.01))
+    before = _snapshot(out)
+    r = CliRunner().invoke(app, ["train", "--shards", str(tiny["train"]), "--val-shards", str(tiny["val"]), "--out",
+                                 str(out), "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--lr",
+                                 "0.02", "--workers", "0", "--device", "cpu", "--resume"])
+    assert r.exit_code == 2 and "--lr: 0.01 -> 0.02" in r.output and len(r.output.strip().splitlines()) == 1
+    assert _snapshot(out) == before
+    # options that only change speed or logging may change: the finished run just reports again
+    assert train(_cfg(tiny, out, epochs=1, steps_per_epoch=1, lr=0.01, log_every=5, resume=True))["step"] == 1
+
+
+def test_curves_png_is_drawn_after_every_epoch(tiny, tmp_path, monkeypatch):
+    import scenectl.engine as engine
+
+    out, real, seen = tmp_path / "run", engine.plot_curves, []
+
+    def spy(runs, path, title):
+        real(runs, path, title)
+        seen.append((Path(path).read_bytes()[:8], sum(x["kind"] == "epoch" for x in _lines(out))))
+
+    monkeypatch.setattr(engine, "plot_curves", spy)
+    train(_cfg(tiny, out))  # 2 epochs
+    assert seen == [(b"\x89PNG\r\n\x1a\n", 1), (b"\x89PNG\r\n\x1a\n", 2)]
+    epochs = [x for x in _lines(out) if x["kind"] == "epoch"]
+    assert epochs[0]["lr"] > epochs[1]["lr"] == 0.0  # the learning-rate panel's points: cosine decay to 0
+
+
+def test_a_failing_data_stream_saves_last_pt_and_resume_continues(tiny, tmp_path, monkeypatch):
+    import scenectl.train as T
+
+    real = T.make_train_loader
+
+    def failing(*args, **kwargs):  # the reader fails on the third batch, as a dropped connection would
+        def batches():
+            for i, batch in enumerate(real(*args, **kwargs)):
+                if i == 2:
+                    raise ScenectlError("cannot read shard http://127.0.0.1/shard-000001.tar (connection reset)")
+                yield batch
+        return batches()
+
+    monkeypatch.setattr(T, "make_train_loader", failing)
+    out = tmp_path / "run"
+    with pytest.raises(ScenectlError, match=r"connection reset\) \(saved .*last.pt at step 2; continue with --resume"):
+        train(_cfg(tiny, out))
+    ck = load_checkpoint(out / "last.pt")
+    assert (ck["epoch"], ck["epoch_step"], ck["step"]) == (0, 2, 2)
+    monkeypatch.setattr(T, "make_train_loader", real)
+    assert train(_cfg(tiny, out, resume=True))["step"] == 6
+    lines = _lines(out)
+    resume = next(x for x in lines if x["kind"] == "resume")
+    assert (resume["step"], resume["epoch_step"]) == (2, 2)
+    assert [x["step"] for x in lines[lines.index(resume):] if x["kind"] == "step"] == [3, 4, 5, 6]
+
+
+def test_config_file_reruns_a_run_and_command_line_flags_override_it(tiny, tmp_path):
+    first = tmp_path / "first"
+    train(_cfg(tiny, first, epochs=1, steps_per_epoch=2))
+    recorded = json.loads((first / "config.json").read_text())
+    assert recorded["optim"]["lr"] == 0.1 * 4 / 256 and recorded["scenectl"]["version"]  # resolved; provenance
+    again = tmp_path / "again"
+    r = CliRunner().invoke(app, ["train", "--config", str(first / "config.json"), "--out", str(again)])
+    assert r.exit_code == 0, r.output
+    losses = [[x["loss"] for x in _lines(run) if x["kind"] == "step"] for run in (first, again)]
+    assert len(losses[0]) == 2 and losses[0] == losses[1]  # the same run, bit for bit
+    r = CliRunner().invoke(app, ["train", "--config", str(first / "config.json"), "--out", str(tmp_path / "lr"),
+                                 "--lr", "0.5", "--max-steps", "1"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "lr" / "config.json").read_text())
+    assert cfg["optim"]["lr"] == 0.5 and cfg["loop"]["steps_per_epoch"] == 2 and cfg["data"]["shards"] == str(tiny["train"])
+
+
+def test_bad_options_and_config_files_are_refused_before_anything_is_created(tiny, tmp_path):
+    def run(*args):
+        return CliRunner().invoke(app, ["train", "--out", str(tmp_path / "o"), "--device", "cpu", *args])
+
+    bad = tmp_path / "bad.json"
+    for content, msg in ((["x"], "not a JSON object"), ({"optim": {"lr": "fast"}}, "option 'optim.lr' is 'fast'"),
+                         ({"epochs": True}, "option 'epochs' is True"), ({"loop": {"speed": 1}}, "'loop.speed'"),
+                         ({"colour": "red"}, "unknown option 'colour'")):
+        bad.write_text(json.dumps(content))
+        r = run("--config", str(bad))
+        assert r.exit_code == 2 and msg in r.output and len(r.output.strip().splitlines()) == 1, (content, r.output)
+    for args, msg in ((["--epochs", "0"], "--epochs must be at least 1"), (["--optimizer", "lion"], "--optimizer"),
+                      (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
+                      (["--resume", "--overwrite"], "exclude each other")):
+        r = run("--shards", str(tiny["train"]), "--val-shards", str(tiny["val"]), *args)
+        assert r.exit_code == 2 and msg in r.output, (args, r.output)
+    assert not (tmp_path / "o").exists()
 
 
 # --- streaming over HTTP (loopback only) ------------------------------------------------------------------------

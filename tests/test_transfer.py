@@ -11,13 +11,13 @@ import torch
 import webdataset as wds
 from typer.testing import CliRunner
 
-from scenectl.checkpoint import save_checkpoint
+from scenectl.checkpoint import read_checkpoint, save_checkpoint
 from scenectl.cli import app
 from scenectl.data.imagefolder import ExportConfig, export_imagefolder, open_image_folder
 from scenectl.data.loader import open_shard_set
 from scenectl.errors import ScenectlError
 from scenectl.models import create_model
-from scenectl.transfer import TransferConfig, adapt_state, build_model, load_context, transfer
+from scenectl.transfer import TransferConfig, adapt_state, build_model, transfer
 
 runner = CliRunner()
 
@@ -77,9 +77,9 @@ def test_export_imagefolder_copies_every_object_crop(synthetic_shards, folders):
 
 
 def test_dropping_the_mask_channel_equals_an_all_zero_mask(synthetic_shards, ctx):
-    ck = load_context(ctx)
-    m4 = create_model("resnet18", ck["num_classes"], in_chans=4)
-    m4.load_state_dict(ck["model"])
+    ck = read_checkpoint(ctx)
+    m4 = create_model("resnet18", ck.num_classes, in_chans=4)
+    m4.load_state_dict(ck.model_state())
     m3 = build_model(ck, "context", num_classes=3, seed=0)
     x = torch.randn(2, 3, 32, 32)
     m3.eval(), m4.eval()
@@ -87,7 +87,7 @@ def test_dropping_the_mask_channel_equals_an_all_zero_mask(synthetic_shards, ctx
         want = m4.forward_features(torch.cat([x, torch.zeros(2, 1, 32, 32)], 1))
         assert torch.allclose(m3.forward_features(x), want, atol=1e-5)
     assert m3.get_classifier().out_features == 3
-    assert "fc.weight" not in adapt_state(ck["model"], m3)  # a fresh head, never the old one
+    assert "fc.weight" not in adapt_state(ck.model_state(), m3)  # a fresh head, never the old one
 
 
 def _backbone(state: dict) -> dict:
@@ -96,8 +96,8 @@ def _backbone(state: dict) -> dict:
 
 @pytest.mark.slow
 def test_linear_probe_leaves_backbone_bit_identical_and_finetune_does_not(folders, ctx, tmp_path):
-    ck = load_context(ctx)
-    start = _backbone(adapt_state(ck["model"], create_model("resnet18", 3, in_chans=3)))
+    ck = read_checkpoint(ctx)
+    start = _backbone(adapt_state(ck.model_state(), create_model("resnet18", 3, in_chans=3)))
     base = dict(checkpoint=str(ctx), train=str(folders["train"]), val=str(folders["val"]), epochs=1, max_steps=3,
                 batch_size=8, image_size=32, device="cpu")
     transfer(TransferConfig(**base, mode="linear", out=str(tmp_path / "lin")))
@@ -168,3 +168,28 @@ def test_bad_targets_and_checkpoints_are_refused(folders, ctx, tmp_path):
     assert r.exit_code == 2 and "not a scenectl checkpoint" in r.output
     r = run("--checkpoint", str(ctx), "--train", str(folders["train"]), "--val", str(folders["val"]), "--mode", "frozen")
     assert r.exit_code == 2 and "--mode" in r.output
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_with_changed_options_is_refused_before_anything_is_deleted(folders, ctx, tmp_path):
+    out = tmp_path / "t"
+    args = ["transfer", "--checkpoint", str(ctx), "--train", str(folders["train"]), "--val", str(folders["val"]),
+            "--max-steps", "1", "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--device", "cpu",
+            "--out", str(out)]
+    r = runner.invoke(app, args + ["--mode", "linear"])
+    assert r.exit_code == 0, r.output
+    assert all((d / "curves.png").is_file() for d in (out, out / "context"))  # the run's and the comparison's
+    before = _snapshot(out)
+    assert "report.json" in before and "context/last.pt" in before
+    for extra, msg in ((["--mode", "finetune"], "--mode: 'linear' -> 'finetune'"),
+                       (["--mode", "linear", "--lr", "0.01"], "--lr: 0.001 -> 0.01")):
+        r = runner.invoke(app, args + extra + ["--resume"])
+        assert r.exit_code == 2 and msg in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1 and isinstance(r.exception, SystemExit)  # no traceback
+        assert _snapshot(out) == before  # the finished report and both run folders untouched
+    r = runner.invoke(app, args + ["--mode", "linear", "--resume"])  # the same options: the finished run reports
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "report.json").read_text())["runs"]["context"]["step"] == 1

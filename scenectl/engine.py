@@ -1,0 +1,432 @@
+"""The training engine: every training run of scenectl (`train`, `transfer`, `distill`) goes through `fit`.
+
+    run = Run(name="train", out=Path("runs/train"), kind="run", net=model, classes=classes,
+              groups=decay_groups(model.parameters(), cfg.optim.weight_decay),
+              loss_fn=cross_entropy(cfg.optim.label_smoothing),        # loss_fn(model, batch) -> loss tensor
+              batches=lambda epoch, start_step: loader,                 # the rest of epoch `epoch`
+              validate=lambda net: {"val_loss": ..., "val_top1": ..., "val_top5": ...},
+              config=asdict(cfg), facts={"kind": "context", "arch": ..., ...})
+    metrics = fit(run, cfg, dev, resume=cfg.loop.resume, overwrite=cfg.loop.overwrite)
+
+A command says what is trained (the model, its parameter groups, its loss as a function of the model and a batch,
+its data, its validation); the engine owns everything else, the same for every command:
+- the run folder, claimed with scenectl.folders.claim (ownership marker, --resume/--overwrite, one writer, and a
+  resume with a changed option refused, naming it, before anything is deleted); config.json (the options and the
+  scenectl version / git commit that ran them);
+- the epoch loop (`train_one_epoch`): AMP (bf16, or fp16 with a GradScaler), DistributedDataParallel under
+  torchrun, a NaN loss stopping before the update, metrics.jsonl (one line per logged step and per epoch);
+- last.pt (every epoch, every --checkpoint-every steps, on SIGINT/SIGTERM, and when the data stream fails),
+  best.pt (best validation top-1), curves.png after every epoch;
+- resume: model, optimiser, scheduler, scaler and the position (epoch, step inside the epoch, step, best).
+`fit_experiment` runs several such runs side by side in OUT/<name>/ under one claimed folder (transfer, distill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from scenectl import distributed as D
+from scenectl import folders
+from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint, save_checkpoint
+from scenectl.config import RESUMABLE, Optim, Options, provenance
+from scenectl.curves import plot_curves
+from scenectl.errors import ScenectlError
+from scenectl.io import remove_stale_tmp, write_json_atomic
+
+LossFn = Callable[[nn.Module, dict], torch.Tensor]
+
+
+@dataclass
+class Run:
+    """One training run: what is trained and how; everything the engine cannot know."""
+
+    name: str  # names the run in log lines and plots ("train", "context", "kd", ...)
+    out: Path  # its run folder
+    kind: str  # the folders.KINDS kind that owns the folder
+    net: nn.Module  # the plain model: saved, validated, resumed
+    classes: list[dict]  # its head's classes (a resume must have the same)
+    groups: list[dict]  # optimiser parameter groups (decay_groups)
+    loss_fn: LossFn  # (model, batch on the device) -> scalar loss; called under autocast
+    batches: Callable[[int, int], Iterable[dict]]  # (epoch, start_step) -> the rest of that epoch's batches
+    validate: Callable[[nn.Module], dict]  # net -> {"val_loss", "val_top1", "val_top5", ...}; under no_grad, autocast
+    config: dict  # the options (asdict), recorded in config.json, the folder's marker and every checkpoint
+    facts: dict  # checkpoint fields beside the training state: kind, arch, classes, in_chans, image_size, ...
+    trained: nn.Module | None = None  # what the loss sees when it is not `net` (e.g. a frozen-backbone wrapper)
+    tensorboard: bool = False
+    title: str = ""  # curves.png's title
+
+
+def cross_entropy(label_smoothing: float = 0.0) -> LossFn:
+    """The classifier loss: cross-entropy of model(batch['input']) (B, C) against batch['label'] (B,)."""
+    return lambda model, batch: F.cross_entropy(model(batch["input"]), batch["label"], label_smoothing=label_smoothing)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# optimiser, schedule, mixed precision
+
+
+def decay_groups(params: Iterable[nn.Parameter], weight_decay: float, lr: float | None = None) -> list[dict]:
+    """Parameter groups: weight decay on weights, none on norms and biases (1-d), as the torchvision references;
+    `lr` sets the groups' own rate (default: the optimiser's). Empty groups are left out."""
+    params = list(params)
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return [{**g, **({"lr": lr} if lr is not None else {})} for g in groups if g["params"]]
+
+
+def build_optimizer(groups: list[dict], optim: Optim) -> torch.optim.Optimizer:
+    """The one optimiser factory: SGD (Nesterov when momentum > 0) or AdamW over `groups`."""
+    if optim.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.momentum > 0)
+    return torch.optim.AdamW(groups, lr=optim.lr)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up then cosine decay to zero, stepped once per optimisation step."""
+    warm = min(warmup_steps, total_steps - 1)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps - warm))
+    if warm <= 0:
+        return cosine
+    linear = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=warm)
+    return torch.optim.lr_scheduler.SequentialLR(opt, [linear, cosine], milestones=[warm])
+
+
+def amp_setup(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
+    """bf16 autocast where the GPU supports it (no scaler needed), else fp16 with a GradScaler; off on CPU."""
+    if device.type != "cuda" or not enabled:
+        return None, torch.amp.GradScaler("cuda", enabled=False)
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, torch.amp.GradScaler("cuda", enabled=False)
+    return torch.float16, torch.amp.GradScaler("cuda", enabled=True)
+
+
+def require_tensorboard() -> None:
+    """--tensorboard needs the package: checked before any folder is created."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise ScenectlError("--tensorboard needs the tensorboard package: pip install 'scenectl[tensorboard]'") \
+            from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the run folder
+
+
+class RunLog:
+    """metrics.jsonl (rank 0 only), written and flushed one line at a time; optional TensorBoard mirror."""
+
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool):
+        self.enabled = enabled
+        self.f = open(out / "metrics.jsonl", "a", buffering=1) if enabled else None
+        self.tb = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.f.write(json.dumps(record) + "\n")
+        self.f.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{record['kind']}/{k}", v, record["step"])
+
+    def close(self) -> None:
+        if self.f:
+            self.f.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+@contextlib.contextmanager
+def claimed(out: Path, kind: str, dev: D.DistInfo, *, resume: bool, overwrite: bool, config: dict) -> Iterator[None]:
+    """`out` claimed (folders.claim) by rank 0 for the whole block; every rank learns the verdict, so none is left
+    waiting on the others. Options in config.RESUMABLE may change on --resume; any other change is refused."""
+    with contextlib.ExitStack() as stack:
+        verdict = None
+        if dev.is_main:
+            try:
+                stack.enter_context(folders.claim(out, kind, resume=resume, overwrite=overwrite, config=config,
+                                                  keep=RESUMABLE))
+            except ScenectlError as e:
+                verdict = str(e)
+        verdict = D.broadcast_object(verdict)
+        if verdict:
+            raise ScenectlError(verdict)
+        yield
+
+
+def write_config(out: Path, config: dict) -> None:
+    """config.json: the run's options (nested, as asdict) and which scenectl ran them (`--config FILE` reads it)."""
+    write_json_atomic(out / "config.json", {**config, "scenectl": provenance()})
+
+
+def resume_point(run: Run, dev: D.DistInfo) -> Checkpoint:
+    """The run's last.pt, which must hold the same architecture and classes."""
+    path = run.out / "last.pt"
+    if not path.is_file():
+        raise ScenectlError(f"--resume: no last.pt in {run.out} to resume from")
+    if dev.is_main:
+        remove_stale_tmp(run.out)  # a checkpoint half-written when the run was killed
+    ckpt = read_checkpoint(path)
+    if ckpt.arch != run.net.arch:
+        raise ScenectlError(f"--resume: {path} holds a {ckpt.arch} model, not {run.net.arch}")
+    if not classes_match(ckpt.classes, run.classes):
+        raise ScenectlError(f"--resume: {path} was trained on another class list than this run's data")
+    return ckpt
+
+
+# --------------------------------------------------------------------------------------------------------------
+# where a run stands, stop signals, the data stream
+
+
+@dataclass
+class State:
+    """Where the run stands; saved in every checkpoint."""
+
+    epoch: int = 0  # completed epochs
+    epoch_step: int = 0  # steps done within the current epoch
+    step: int = 0  # steps done in all
+    best_top1: float = -1.0
+    metrics: dict | None = None
+
+
+class StopRequest:
+    """SIGINT / SIGTERM set a flag; the loop finishes its step, saves last.pt and stops (no half-applied step)."""
+
+    def __init__(self):
+        self.flag = False
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._set)
+        return self
+
+    def _set(self, signum, frame):
+        self.flag = True
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def guarded(batches: Iterable[dict], failed: Callable[[Exception], None]) -> Iterator[dict]:
+    """`batches`, with an error of the data stream itself (a shard that cannot be read, a dropped connection)
+    handed to `failed` (which saves last.pt and raises) before it ends the run; errors of the step are not."""
+    try:
+        it = iter(batches)
+    except Exception as e:
+        failed(e)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except Exception as e:
+            failed(e)
+        yield batch
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# one run
+
+
+class Session:
+    """A run in progress: its model (DDP-wrapped under torchrun), optimiser, schedule, scaler, state and log."""
+
+    def __init__(self, run: Run, cfg: Options, dev: D.DistInfo, ckpt: Checkpoint | None):
+        self.run, self.cfg, self.dev = run, cfg, dev
+        trained = run.trained or run.net
+        trained.to(dev.device)  # before the optimiser: a resumed optimiser state follows its parameters' device
+        self.optimizer = build_optimizer(run.groups, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.loop.epochs * cfg.loop.steps_per_epoch,
+                                         cfg.optim.warmup_steps)
+        self.amp_dtype, self.scaler = amp_setup(dev.device, cfg.loop.amp)
+        self.state = State()
+        if ckpt is not None:
+            raw = ckpt.state
+            run.net.load_state_dict(ckpt.model_state())
+            self.optimizer.load_state_dict(raw["optimizer"])
+            self.scheduler.load_state_dict(raw["scheduler"])
+            if raw.get("scaler"):
+                self.scaler.load_state_dict(raw["scaler"])
+            self.state = State(raw["epoch"], raw.get("epoch_step", 0), raw["step"], raw.get("best_top1", -1.0),
+                               raw.get("metrics"))
+        self.model = nn.parallel.DistributedDataParallel(
+            trained, device_ids=[dev.device.index] if dev.device.type == "cuda" else None) if dev.distributed else trained
+        self.log = RunLog(run.out, dev.is_main, run.tensorboard)
+
+    @property
+    def lr(self) -> float:
+        return max(g["lr"] for g in self.optimizer.param_groups)  # the head's, where the backbone's is scaled down
+
+    def autocast(self):
+        return torch.autocast(self.dev.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def step(self, batch: dict, stop: bool) -> tuple[float, float]:
+        """One optimisation step on `batch`; returns (loss averaged over ranks, ranks asking to stop)."""
+        batch = to_device(batch, self.dev.device)
+        with self.autocast():
+            loss = self.run.loss_fn(self.model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        # the loss and the stop flag travel together: all ranks agree on NaN and on stopping at the same step
+        flags = torch.stack([loss.detach().float(), torch.tensor(float(stop), device=self.dev.device)])
+        loss_sum, votes = D.all_reduce_sum(flags).tolist()
+        mean_loss = loss_sum / self.dev.world_size
+        if not math.isfinite(mean_loss):
+            st = self.state
+            raise ScenectlError(f"loss is {mean_loss} at step {st.step + 1} (epoch {st.epoch + 1}): stopped; "
+                                f"the last good checkpoint stays in {self.run.out / 'last.pt'} (try a lower --lr)")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return mean_loss, votes
+
+    def save(self, name: str) -> None:
+        if not self.dev.is_main:
+            return
+        st = self.state
+        save_checkpoint(self.run.out / name, {
+            **self.run.facts, "model": self.run.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": st.epoch,
+            "epoch_step": st.epoch_step, "step": st.step, "best_top1": st.best_top1, "config": self.run.config,
+            "metrics": st.metrics or {},
+        })
+
+    def stream_failed(self, e: Exception) -> None:
+        """The data stream failed mid-epoch: keep the steps done (last.pt), then let the error end the run."""
+        self.save("last.pt")
+        note = f"saved {self.run.out / 'last.pt'} at step {self.state.step}; continue with --resume"
+        if isinstance(e, ScenectlError):
+            raise ScenectlError(f"{e} ({note})") from None
+        e.add_note(note)
+        raise e
+
+    def end_epoch(self, result: dict, t0: float) -> None:
+        """Validate, log, keep best.pt / last.pt and redraw curves.png (the epoch may be cut short by --max-steps)."""
+        st, loop = self.state, self.cfg.loop
+        epoch_done = st.epoch_step >= loop.steps_per_epoch
+        if epoch_done:
+            st.epoch, st.epoch_step = st.epoch + 1, 0
+        with torch.no_grad(), self.autocast():
+            val = self.run.validate(self.run.net)  # the plain module: DDP's forward would sync buffers
+        st.metrics = {"epoch": st.epoch, "step": st.step, "train_loss": result["loss"], **val,
+                      "train_samples_per_s": result["samples_per_s"], "seconds": time.perf_counter() - t0}
+        self.log.write({"kind": "epoch" if epoch_done else "partial_epoch", **st.metrics, "lr": self.lr})
+        if self.dev.is_main:
+            tqdm.write(f"[{self.run.name}] epoch {st.epoch} step {st.step}: train loss {result['loss']:.3f}, "
+                       f"val loss {val['val_loss']:.3f}, top-1 {val['val_top1']:.3f}, top-5 {val['val_top5']:.3f}"
+                       + (f", balanced top-1 {val['val_bal_top1']:.3f}" if "val_bal_top1" in val else ""))
+        if val["val_top1"] > st.best_top1:
+            st.best_top1 = val["val_top1"]
+            self.save("best.pt")
+        self.save("last.pt")
+        if self.dev.is_main:
+            plot_curves({self.run.name: self.run.out}, self.run.out / "curves.png", self.run.title or self.run.name)
+
+    def loop(self, resumed: bool) -> dict:
+        st, loop = self.state, self.cfg.loop
+        if resumed:
+            self.log.write({"kind": "resume", "epoch": st.epoch, "step": st.step, "epoch_step": st.epoch_step})
+        with StopRequest() as stop:
+            while st.epoch < loop.epochs and not (loop.max_steps and st.step >= loop.max_steps):
+                t0 = time.perf_counter()
+                result = train_one_epoch(self, self.run.batches(st.epoch, st.epoch_step), stop)
+                if result["stopped"] == "signal":
+                    self.save("last.pt")
+                    raise ScenectlError(f"interrupted at step {st.step}: saved {self.run.out / 'last.pt'}; "
+                                        "continue with --resume")
+                self.end_epoch(result, t0)
+        if not st.metrics:
+            raise ScenectlError(f"{self.run.out}: nothing left to train (step {st.step} reached) and no validation "
+                                "recorded; raise --max-steps, or start afresh with --overwrite")
+        return {**st.metrics, "best_top1": st.best_top1}
+
+
+def train_one_epoch(s: Session, batches: Iterable[dict], stop: StopRequest) -> dict:
+    """Train over `batches` (the rest of epoch s.state.epoch). Returns {'loss', 'steps', 'stopped', 'samples_per_s'}."""
+    loop, st, dev = s.cfg.loop, s.state, s.dev
+    s.model.train()
+    total_loss, n_steps, t0, seen, stopped = 0.0, 0, time.perf_counter(), 0, None
+    bar = tqdm(total=loop.steps_per_epoch, initial=st.epoch_step, desc=f"{s.run.name} epoch {st.epoch + 1}/"
+               f"{loop.epochs}", disable=not dev.is_main, dynamic_ncols=True, leave=False)
+    for batch in guarded(batches, s.stream_failed):
+        mean_loss, stop_votes = s.step(batch, stop.flag)
+        st.step, st.epoch_step, n_steps = st.step + 1, st.epoch_step + 1, n_steps + 1
+        total_loss += mean_loss
+        seen += len(batch["label"]) * dev.world_size
+        rate = seen / (time.perf_counter() - t0)
+        bar.update(1)
+        bar.set_postfix(loss=f"{mean_loss:.3f}", samples_s=f"{rate:.0f}")
+        if loop.log_every and st.step % loop.log_every == 0:
+            s.log.write({"kind": "step", "epoch": st.epoch, "step": st.step, "loss": mean_loss, "lr": s.lr,
+                         "samples_per_s": rate})
+        if stop_votes > 0:
+            stopped = "signal"
+        elif loop.max_steps and st.step >= loop.max_steps:
+            stopped = "max_steps"
+        elif loop.checkpoint_every and st.step % loop.checkpoint_every == 0 and st.epoch_step < loop.steps_per_epoch:
+            s.save("last.pt")
+        if stopped:
+            break
+    bar.close()
+    return {"loss": total_loss / max(1, n_steps), "steps": n_steps, "stopped": stopped,
+            "samples_per_s": seen / max(1e-9, time.perf_counter() - t0)}
+
+
+def fit(run: Run, cfg: Options, dev: D.DistInfo, *, resume: bool, overwrite: bool) -> dict:
+    """Run (or resume) `run` in its folder; returns the last validation metrics and best_top1."""
+    with claimed(run.out, run.kind, dev, resume=resume, overwrite=overwrite, config=run.config):
+        ckpt = resume_point(run, dev) if resume else None
+        if dev.is_main:
+            write_config(run.out, run.config)
+        session = Session(run, cfg, dev, ckpt)
+        try:
+            return session.loop(resumed=ckpt is not None)
+        finally:
+            session.log.close()
+
+
+def fit_experiment(cfg: Options, kind: str, dev: D.DistInfo, runs: dict[str, Callable[[], Run]],
+                   finish: Callable[[dict[str, dict]], dict]) -> dict:
+    """transfer / distill: the runs side by side in OUT/<name>/ (each a run folder of `kind`) under OUT, claimed as
+    a whole; `finish(results)` writes the comparison (report.json last) while the folder is still held."""
+    out = Path(cfg.out)
+    with claimed(out, kind, dev, resume=cfg.loop.resume, overwrite=cfg.loop.overwrite, config=asdict(cfg)):
+        (out / "report.json").unlink(missing_ok=True)  # until the new one is whole, the folder must not look complete
+        write_config(out, asdict(cfg))
+        results = {}
+        for name, make in runs.items():
+            run = make()  # built here, in order: each run seeds its own initial weights
+            resume = cfg.loop.resume and (run.out / "last.pt").is_file()
+            results[name] = fit(run, cfg, dev, resume=resume, overwrite=not resume)
+        return finish(results)
+
+
+__all__ = ["Run", "State", "Session", "fit", "fit_experiment", "train_one_epoch", "cross_entropy", "decay_groups",
+           "build_optimizer", "build_scheduler", "amp_setup", "require_tensorboard", "RunLog", "StopRequest",
+           "guarded", "write_config"]
