@@ -4,11 +4,13 @@
     cfg.optim.lr, cfg.loop.epochs, cfg.data.shards                       # ... land in their group
     asdict(cfg)      # what config.json holds: {"arch": ..., "data": {...}, "optim": {...}, "loop": {...}, ...}
 
-Groups shared by `train`, `transfer` and `distill`:
+Groups shared by the training commands:
     Optim   optimizer, lr, momentum, weight_decay, warmup_steps, label_smoothing
     Loop    epochs, max_steps, steps_per_epoch, batch_size, seed, device, amp, workers, log_every,
             checkpoint_every, resume, overwrite (+ world_size, filled in)
     Data    shards, val_shards, image_size (train and distill; transfer names its targets --train / --val)
+    Net     retries, timeout, backoff: how remote shard reads retry (scenectl.data.remote; unset: the
+            environment's $SCENECTL_*, else the defaults) (train and distill)
 Each command states only its own defaults (`group(Loop, epochs=30)`). Every field carries its --help text, so the
 command line options are generated from these classes (scenectl/cli/_config.py) and a default lives in one place.
 Option names are unique across a config's groups: `--lr` is `cfg.optim.lr` whatever the command.
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from scenectl import __version__
-from scenectl.devices import DEVICE_HELP, parse_device
+from scenectl.data.remote import NET_HELP, net_options
 from scenectl.errors import ScenectlError
 from scenectl.io import read_json
 
@@ -34,7 +36,8 @@ OPTIMIZERS = ("sgd", "adamw")
 # options that may change between the sessions of one run (--resume): they change speed, logging or where the
 # data is read from, not what is computed (another --workers changes the batch order; docs/training.md)
 RESUMABLE = frozenset({"max_steps", "workers", "log_every", "checkpoint_every", "tensorboard", "skip_corrupt",
-                       "resume", "overwrite", "device", "shards", "val_shards", "train", "val", "out"})
+                       "resume", "overwrite", "device", "shards", "val_shards", "train", "val", "out", "retries",
+                       "timeout", "backoff"})
 # keys a run folder's config.json holds beside the options: never read back as options
 RECORD_ONLY = ("scenectl", "run")
 
@@ -71,7 +74,7 @@ class Loop:
     steps_per_epoch: int | None = option(None, "Steps per epoch; unset: training samples // (batch x processes).")
     batch_size: int = option(32, "Batch size per process.")
     seed: int = option(0, "Seed for weights, data order and augmentation.")
-    device: str = option("auto", DEVICE_HELP)
+    device: str = option("auto", "auto (this process's GPU when torch sees one, else the CPU), cpu, cuda or cuda:N.")
     amp: bool = option(True, "Mixed precision on CUDA (bf16, or fp16 with loss scaling).")
     workers: int = option(0, "DataLoader worker processes per process (0: load in the main process).")
     log_every: int = option(10, "Write a metrics.jsonl line every N steps (0: epochs only).")
@@ -87,6 +90,17 @@ class Data:
     shards: str = option("shards/train2017", "Training shard set: folder, brace pattern or URL.")
     val_shards: str = option("shards/val2017", "Validation shard set (same forms as --shards), the same classes.")
     image_size: int | None = option(None, "Input size in pixels; unset: the training shards' size.")
+
+
+@dataclass
+class Net:
+    retries: int | None = option(None, NET_HELP["retries"])
+    timeout: float | None = option(None, NET_HELP["timeout"])
+    backoff: float | None = option(None, NET_HELP["backoff"])
+
+    def options(self):
+        """The scenectl.data.remote.NetOptions these stand for (each checked, naming its option)."""
+        return net_options(self.retries, self.timeout, self.backoff)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -180,6 +194,7 @@ class TrainConfig(Options):
     pretrained: str | None = option(None, "'imagenet' or a torchvision state-dict file (ResNets).")
     tensorboard: bool = option(False, "Also log to OUT/tensorboard (needs scenectl[tensorboard]).")
     augmentation: Augmentation = group(Augmentation)
+    net: Net = group(Net)
     optim: Optim = group(Optim, optimizer="sgd", lr=None, weight_decay=None, label_smoothing=0.1)
     loop: Loop = group(Loop, epochs=30, batch_size=64, workers=min(4, os.cpu_count() or 1), log_every=50,
                        checkpoint_every=500)
@@ -216,6 +231,7 @@ class DistillConfig(Options):
     compare: bool = option(True, "Also train the student without the teacher (alpha = 0).")
     out: str = option("runs/distill", "Output folder: OUT/kd/ and OUT/ce/ run folders, report and curves.",
                       "--out", "-o")
+    net: Net = group(Net)
     optim: Optim = group(Optim)
     loop: Loop = group(Loop)
 
@@ -258,7 +274,11 @@ def check(cfg: Options) -> None:
             raise ScenectlError(f"--{name.replace('_', '-')} must be {what}, not {v}")
     if values["resume"] and values["overwrite"]:
         raise ScenectlError("--resume and --overwrite exclude each other")
+    from scenectl.devices import parse_device  # (torch: imported only when a command runs, not for --help)
+
     parse_device(values["device"])
+    if hasattr(cfg, "net"):
+        cfg.net.options()
 
 
 def resolve_schedule(cfg: Options, num_samples: int, world_size: int = 1, *, data_option: str,
@@ -361,5 +381,5 @@ def provenance() -> dict:
     return out
 
 
-__all__ = ["Optim", "Loop", "Data", "TrainData", "Augmentation", "TrainConfig", "TransferConfig", "DistillConfig", "Options", "option", "group", "leaves", "option_specs", "flat", "check",
+__all__ = ["Optim", "Loop", "Data", "Net", "TrainData", "Augmentation", "TrainConfig", "TransferConfig", "DistillConfig", "Options", "option", "group", "leaves", "option_specs", "flat", "check",
            "resolve_schedule", "load_config", "from_command_line", "provenance", "RESUMABLE"]

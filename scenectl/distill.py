@@ -81,7 +81,7 @@ def open_sets(cfg: DistillConfig, teacher: Checkpoint) -> tuple[Target, Target]:
     """The training and validation shard sets: object crops beside the masked scenes, the teacher's classes."""
     sets = {}
     for option, spec in (("--shards", cfg.data.shards), ("--val-shards", cfg.data.val_shards)):
-        s = open_shard_set(spec)
+        s = open_shard_set(spec, cfg.net.options())
         if not s.manifest.get("params", {}).get("with_object"):
             raise ScenectlError(f"{option} {spec} has no object crops (object.jpg) beside the masked scenes; "
                                 f"{REBUILD_HINT.replace(' (or `--task object`)', '')}")

@@ -42,7 +42,7 @@ from scenectl import distributed as D
 from scenectl import folders
 from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint, save_checkpoint
 from scenectl.config import RESUMABLE, Optim, Options, provenance
-from scenectl.curves import plot_curves
+from scenectl.plots import plot_training_curves
 from scenectl.errors import ScenectlError
 from scenectl.io import remove_stale_tmp, write_json_atomic
 
@@ -129,9 +129,10 @@ def require_tensorboard() -> None:
 class RunLog:
     """metrics.jsonl (rank 0 only), written and flushed one line at a time; optional TensorBoard mirror."""
 
-    def __init__(self, out: Path, enabled: bool, tensorboard: bool):
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool, fresh: bool = False):
         self.enabled = enabled
-        self.f = open(out / "metrics.jsonl", "a", buffering=1) if enabled else None
+        # a fresh run starts its own log; a resumed one continues it
+        self.f = open(out / "metrics.jsonl", "w" if fresh else "a", buffering=1) if enabled else None
         self.tb = None
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -156,21 +157,48 @@ class RunLog:
 
 
 @contextlib.contextmanager
-def claimed(out: Path, kind: str, dev: D.DistInfo, *, resume: bool, overwrite: bool, config: dict) -> Iterator[None]:
-    """`out` claimed (folders.claim) by rank 0 for the whole block; every rank learns the verdict, so none is left
-    waiting on the others. Options in config.RESUMABLE may change on --resume; any other change is refused."""
+def claimed(out: Path, kind: str, dev: D.DistInfo, *, resume: bool, overwrite: bool, config: dict) -> Iterator[bool]:
+    """`out` claimed (folders.claim) by rank 0 for the whole block, which gets whether the folder is fresh (new,
+    empty or overwritten); every rank learns the verdict, so none is left waiting on the others. Options in
+    config.RESUMABLE may change on --resume; a change of any other is refused, naming it, before anything is deleted."""
     with contextlib.ExitStack() as stack:
         verdict = None
         if dev.is_main:
             try:
-                stack.enter_context(folders.claim(out, kind, resume=resume, overwrite=overwrite, config=config,
-                                                  keep=RESUMABLE))
+                folder = stack.enter_context(folders.claim(out, kind, resume=resume, overwrite=overwrite,
+                                                           config=config, keep=RESUMABLE))
+                verdict = ("", folder.fresh)
             except ScenectlError as e:
-                verdict = str(e)
-        verdict = D.broadcast_object(verdict)
-        if verdict:
-            raise ScenectlError(verdict)
-        yield
+                verdict = (str(e), False)
+        error, fresh = D.broadcast_object(verdict)
+        if error:
+            raise ScenectlError(error)
+        yield fresh
+
+
+def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(step records, epoch records) of run_dir/metrics.jsonl in step order. After a resume the latest record of a
+    step wins; a line that does not parse (cut short by a kill) is passed over."""
+    steps: dict[int, dict] = {}
+    epochs: dict[int, dict] = {}
+    path = Path(run_dir) / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(r, dict) or type(r.get("step")) is not int:
+            continue
+        if r.get("kind") == "step":
+            steps[r["step"]] = r
+        elif r.get("kind") in ("epoch", "partial_epoch"):
+            epochs[r["step"]] = r
+    return [steps[k] for k in sorted(steps)], [epochs[k] for k in sorted(epochs)]
+
+
+def plot_curves(runs: dict[str, Path], path: Path, title: str) -> None:
+    """curves.png of the runs in these folders (their metrics.jsonl), side by side."""
+    plot_training_curves({name: read_metrics(d) for name, d in runs.items()}, path, title)
 
 
 def write_config(out: Path, config: dict) -> None:
@@ -257,7 +285,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 class Session:
     """A run in progress: its model (DDP-wrapped under torchrun), optimiser, schedule, scaler, state and log."""
 
-    def __init__(self, run: Run, cfg: Options, dev: D.DistInfo, ckpt: Checkpoint | None):
+    def __init__(self, run: Run, cfg: Options, dev: D.DistInfo, ckpt: Checkpoint | None, fresh: bool):
         self.run, self.cfg, self.dev = run, cfg, dev
         trained = run.trained or run.net
         trained.to(dev.device)  # before the optimiser: a resumed optimiser state follows its parameters' device
@@ -277,7 +305,7 @@ class Session:
                                raw.get("metrics"))
         self.model = nn.parallel.DistributedDataParallel(
             trained, device_ids=[dev.device.index] if dev.device.type == "cuda" else None) if dev.distributed else trained
-        self.log = RunLog(run.out, dev.is_main, run.tensorboard)
+        self.log = RunLog(run.out, dev.is_main, run.tensorboard, fresh)
 
     @property
     def lr(self) -> float:
@@ -400,11 +428,11 @@ def train_one_epoch(s: Session, batches: Iterable[dict], stop: StopRequest) -> d
 
 def fit(run: Run, cfg: Options, dev: D.DistInfo, *, resume: bool, overwrite: bool) -> dict:
     """Run (or resume) `run` in its folder; returns the last validation metrics and best_top1."""
-    with claimed(run.out, run.kind, dev, resume=resume, overwrite=overwrite, config=run.config):
+    with claimed(run.out, run.kind, dev, resume=resume, overwrite=overwrite, config=run.config) as fresh:
         ckpt = resume_point(run, dev) if resume else None
         if dev.is_main:
             write_config(run.out, run.config)
-        session = Session(run, cfg, dev, ckpt)
+        session = Session(run, cfg, dev, ckpt, fresh)
         try:
             return session.loop(resumed=ckpt is not None)
         finally:
@@ -428,5 +456,6 @@ def fit_experiment(cfg: Options, kind: str, dev: D.DistInfo, runs: dict[str, Cal
 
 
 __all__ = ["Run", "State", "Session", "fit", "fit_experiment", "train_one_epoch", "cross_entropy", "decay_groups",
+           "read_metrics", "plot_curves",
            "build_optimizer", "build_scheduler", "amp_setup", "require_tensorboard", "RunLog", "StopRequest",
            "guarded", "write_config"]

@@ -1,5 +1,5 @@
-"""The PNG figures of `scenectl eval`, `compare`, `predict`, `cooccurrence`, `fuse` and `inspect-shards`
-(matplotlib, Agg backend: no display needed).
+"""The PNG figures of `scenectl eval`, `compare`, `predict`, `cooccurrence`, `fuse`, `inspect-shards` and the
+training curves of `train`, `transfer` and `distill` (matplotlib, Agg backend: no display needed).
 
 Every figure is written atomically: drawn to a temporary name in the target folder, renamed when whole.
 """
@@ -201,3 +201,52 @@ def plot_contact_sheet(samples: Sequence[Mapping], path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+# --- training curves (curves.png) ----------------------------------------------------------------------------------
+CURVES_FONT = 10  # points; at the saved 110 dpi every label stays legible at 100 %
+
+
+def _column(records: list[dict], key: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
+    rows = [r for r in records if isinstance(r.get(key), (int, float))]
+    return [r["step"] for r in rows], [scale * r[key] for r in rows]
+
+
+def _draw_run(axes, name: str, steps: list[dict], epochs: list[dict], color: str, prefix: str) -> None:
+    a_loss, a_acc, a_lr = axes
+    if steps:
+        a_loss.plot(*_column(steps, "loss"), color=color, alpha=0.35, lw=0.8, label=f"{prefix}training (per step)")
+    a_loss.plot(*_column(epochs, "train_loss"), "o-", color=color, label=f"{prefix}training (epoch mean)")
+    a_loss.plot(*_column(epochs, "val_loss"), "s--", color=color, label=f"{prefix}validation")
+    a_acc.plot(*_column(epochs, "val_top1", 100), "o-", color=color, label=f"{prefix}top-1")
+    a_acc.plot(*_column(epochs, "val_top5", 100), "^--", color=color, label=f"{prefix}top-5")
+    if any("val_bal_top1" in r for r in epochs):
+        a_acc.plot(*_column(epochs, "val_bal_top1", 100), "d:", color=color, label=f"{prefix}balanced top-1")
+    lr = _column(steps, "lr") if steps else _column(epochs, "lr")
+    a_lr.plot(*lr, "-" if steps else "o-", color=color, label=name)
+
+
+def plot_training_curves(runs: Mapping[str, tuple[list[dict], list[dict]]], path: str | Path, title: str) -> None:
+    """curves.png of `train`, `transfer` and `distill`: three panels against the optimisation step — loss (per
+    logged step, epoch mean, validation), validation top-1 / top-5 in percent (and class-balanced top-1 where
+    logged), learning rate; one colour per run. runs: name -> (step records, epoch records) of its metrics.jsonl."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharex=True, constrained_layout=True)
+    for i, (name, (steps, epochs)) in enumerate(runs.items()):
+        _draw_run(axes, name, steps, epochs, f"C{i}", f"{name}: " if len(runs) > 1 else "")
+    labels = [("Loss", "cross-entropy (nats)"), ("Validation accuracy", "accuracy (%)"),
+              ("Learning rate", "learning rate (per step)")]
+    for ax, (head, ylabel) in zip(axes, labels):
+        ax.set_title(head, fontsize=CURVES_FONT + 1)
+        ax.set_xlabel("optimisation step", fontsize=CURVES_FONT)
+        ax.set_ylabel(ylabel, fontsize=CURVES_FONT)
+        ax.tick_params(labelsize=CURVES_FONT - 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=CURVES_FONT - 2)
+    axes[1].set_ylim(0, 100)
+    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    fig.suptitle(title, fontsize=CURVES_FONT + 2)
+    _save(fig, path)

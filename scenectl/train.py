@@ -32,7 +32,8 @@ from scenectl.models import create_model, resolve_name
 def load_data(cfg: TrainConfig) -> tuple[ShardSet, ShardSet]:
     """Open the training and validation shard sets and check that they name the same classes."""
     data = cfg.data
-    train_set, val_set = open_shard_set(data.shards), open_shard_set(data.val_shards)
+    net = cfg.net.options()
+    train_set, val_set = open_shard_set(data.shards, net), open_shard_set(data.val_shards, net)
     train_set.require_masked("--shards")
     val_set.require_masked("--val-shards")
     if not classes_match(train_set.classes, val_set.classes):

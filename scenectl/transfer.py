@@ -37,11 +37,10 @@ from scenectl import distributed as D
 from scenectl import metrics
 from scenectl.checkpoint import Checkpoint, read_checkpoint
 from scenectl.config import Optim, TransferConfig, check, resolve_schedule
-from scenectl.curves import plot_curves
 from scenectl.data.imagefolder import Target, align_classes, make_loader, open_target
 from scenectl.data.loader import Loader
 from scenectl.devices import parse_device
-from scenectl.engine import Run, cross_entropy, decay_groups, fit_experiment
+from scenectl.engine import Run, cross_entropy, decay_groups, fit_experiment, plot_curves
 from scenectl.errors import ScenectlError
 from scenectl.inference import run_model
 from scenectl.io import write_bytes_atomic, write_json_atomic
@@ -117,12 +116,6 @@ def param_groups(net: nn.Module, optim: Optim, backbone_scale: float, linear: bo
     backbone = [] if linear else [p for n, p in named if n not in head]
     return (decay_groups(backbone, optim.weight_decay, optim.lr * backbone_scale)
             + decay_groups([p for n, p in named if n in head], optim.weight_decay, optim.lr))
-
-
-def checkpoint_image_size(ckpt: dict) -> int:
-    """The image size of a raw checkpoint dict. Kept for scenectl/fuse.py until it reads Checkpoint.image_size
-    (scenectl.checkpoint.read_checkpoint); nothing here uses it."""
-    return int(ckpt.get("image_size") or (ckpt.get("config") or {}).get("image_size") or 224)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -368,7 +368,6 @@ class GoneMidRun:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="needs the engine's save-on-stream-error")
 def test_a_404_mid_run_fails_in_one_line_after_saving_and_resume_finishes(sets, serve, local_run, tmp_path,
                                                                            short_net):
     from scenectl.checkpoint import load_checkpoint
