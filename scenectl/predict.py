@@ -61,8 +61,8 @@ def shard_params(cfg: dict) -> tuple[dict, str]:
     for key in ("shard_params", "train_shard_params"):
         if isinstance(cfg.get(key), dict):
             return {**default_params(), **cfg[key]}, f"checkpoint config '{key}'"
-    for key in ("train_shards", "shards"):
-        spec = cfg.get(key)
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}  # train's config: {"data": {"shards": ...}}
+    for spec in (cfg.get("train_shards"), cfg.get("shards"), data.get("shards")):
         spec = spec[0] if isinstance(spec, list) and spec else spec
         if isinstance(spec, str):
             try:

@@ -273,7 +273,7 @@ def test_bootstrap_and_mask_only_options(data, tmp_path):
     report, which says the mask-only control was not run and why; a bad --mask-only-train is refused up front."""
     moved = tmp_path / "moved.pt"
     ckpt = torch.load(data["ckpt"], weights_only=True)
-    ckpt["config"] = {**ckpt["config"], "shards": str(tmp_path / "gone")}
+    ckpt["config"]["data"]["shards"] = str(tmp_path / "gone")  # (the nested config train writes)
     save_checkpoint(moved, ckpt)
     rep = main(EvalConfig(checkpoint=str(moved), shards=[str(data["val"])], out=str(tmp_path / "e"), workers=0,
                           device="cpu", bootstrap=0))
@@ -335,7 +335,7 @@ def test_training_shards_named_by_a_checkpoint_are_data(data, tmp_path):
     """A checkpoint's config is read from a file: a URL or pipe: command found there is never opened or run."""
     ckpt = torch.load(data["ckpt"], weights_only=True)
     marker = tmp_path / "ran"
-    ckpt["config"] = {**ckpt["config"], "shards": f"pipe:touch {marker}; cat {data['train']}/shard-000000.tar"}
+    ckpt["config"]["data"]["shards"] = f"pipe:touch {marker}; cat {data['train']}/shard-000000.tar"
     save_checkpoint(tmp_path / "c.pt", ckpt)
     rep = main(EvalConfig(checkpoint=str(tmp_path / "c.pt"), shards=[str(data["val"])], out=str(tmp_path / "e"),
                           workers=0, device="cpu", bootstrap=0))
