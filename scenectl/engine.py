@@ -257,6 +257,29 @@ class StopRequest:
             signal.signal(s, h)
 
 
+def resume_state(ckpt: Checkpoint) -> State:
+    """Where a checkpoint's run stands, each field checked (it is read from a file) before the run relies on it."""
+    raw = ckpt.state
+
+    def bad(field: str) -> ScenectlError:
+        return ScenectlError(f"--resume: {ckpt.path}: field '{field}' is missing or malformed; not a resumable "
+                             "scenectl checkpoint")
+
+    for field in ("optimizer", "scheduler"):
+        if not isinstance(raw.get(field), dict):
+            raise bad(field)
+    ints = [raw.get("epoch"), raw.get("epoch_step", 0), raw.get("step")]
+    for field, v in zip(("epoch", "epoch_step", "step"), ints):
+        if type(v) is not int or v < 0:
+            raise bad(field)
+    best, metrics = raw.get("best_top1", -1.0), raw.get("metrics")
+    if type(best) not in (int, float):
+        raise bad("best_top1")
+    if metrics is not None and not isinstance(metrics, dict):
+        raise bad("metrics")
+    return State(*ints, float(best), metrics)
+
+
 def guarded(batches: Iterable[dict], failed: Callable[[Exception], None]) -> Iterator[dict]:
     """`batches`, with an error of the data stream itself (a shard that cannot be read, a dropped connection)
     handed to `failed` (which saves last.pt and raises) before it ends the run; errors of the step are not."""
@@ -295,14 +318,13 @@ class Session:
         self.amp_dtype, self.scaler = amp_setup(dev.device, cfg.loop.amp)
         self.state = State()
         if ckpt is not None:
+            self.state = resume_state(ckpt)
             raw = ckpt.state
             run.net.load_state_dict(ckpt.model_state())
             self.optimizer.load_state_dict(raw["optimizer"])
             self.scheduler.load_state_dict(raw["scheduler"])
             if raw.get("scaler"):
                 self.scaler.load_state_dict(raw["scaler"])
-            self.state = State(raw["epoch"], raw.get("epoch_step", 0), raw["step"], raw.get("best_top1", -1.0),
-                               raw.get("metrics"))
         self.model = nn.parallel.DistributedDataParallel(
             trained, device_ids=[dev.device.index] if dev.device.type == "cuda" else None) if dev.distributed else trained
         self.log = RunLog(run.out, dev.is_main, run.tensorboard, fresh)

@@ -345,3 +345,13 @@ def test_coco_train_killed_and_resumed(coco_shards, tmp_path, arch):
     assert steps_after == list(range(saved + 1, 5))
     assert (out / "best.pt").exists() and json.loads((out / "config.json").read_text())["arch"] == ck["arch"]
 
+
+
+def test_resume_refuses_a_last_pt_whose_position_is_malformed(tiny, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(tiny, out, epochs=1, steps_per_epoch=1))
+    ck = load_checkpoint(out / "last.pt")
+    ck["step"] = "many"  # read from a file: checked before the run relies on it
+    torch.save(ck, out / "last.pt")
+    with pytest.raises(ScenectlError, match=r"last.pt: field 'step' is missing or malformed"):
+        train(_cfg(tiny, out, epochs=1, steps_per_epoch=1, resume=True))
