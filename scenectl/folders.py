@@ -45,19 +45,20 @@ class Kind:
     resumable: bool = False  # the command has --resume
 
 
+_RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "tensorboard", "curves.png")
+_EXPERIMENT_FILES = (*_RUN_FILES, "report.json", "report.md")
 KINDS: dict[str, Kind] = {
     "shards": Kind("build-shards", "a shard set",
                    ("shard-*.tar", "shard-*.tar.partial", "manifest*.json", "progress*.json", "config*.json",
                     "cooccurrence.h5"),
                    ("manifest.json", "progress.json", "manifest.part-*.json", "progress.part-*.json"), True),
-    "run": Kind("train", "a training run", ("config.json", "metrics.jsonl", "last.pt", "best.pt", "tensorboard",
-                                            "curves.png"), ("last.pt", "metrics.jsonl"), True),
+    "run": Kind("train", "a training run", _RUN_FILES, ("last.pt", "metrics.jsonl"), True),
     "eval": Kind("eval", "an evaluation report", ("config.json", "report.json", "report.md", "predictions.h5", "*.png",
                                                    "sets"), ("predictions.h5",)),
-    "transfer": Kind("transfer", "a transfer experiment", ("config.json", "report.json", "report.md", "curves.png",
-                                                           "context", "scratch"), ("context", "scratch"), True),
-    "distill": Kind("distill", "a distillation experiment", ("config.json", "report.json", "report.md", "curves.png",
-                                                             "kd", "ce"), ("kd", "ce"), True),
+    # an experiment's top folder and its per-run sub-folders (context/, scratch/; kd/, ce/) are all of its kind
+    "transfer": Kind("transfer", "a transfer experiment", ("context", "scratch", *_EXPERIMENT_FILES),
+                     ("context", "scratch"), True),
+    "distill": Kind("distill", "a distillation experiment", ("kd", "ce", *_EXPERIMENT_FILES), ("kd", "ce"), True),
     "fuse": Kind("fuse", "a fusion report", ("config.json", "report.json", "report.md", "*.png"), ()),
     "ooc": Kind("build-ooc", "an out-of-context set", ("shard-*.tar", "shard-*.tar.partial", "manifest.json",
                                                        "config.json", "cooccurrence.h5"), ()),

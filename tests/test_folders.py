@@ -151,3 +151,12 @@ def test_file_outputs_stay_out_of_owned_folders(tmp_path):
     with pytest.raises(ScenectlError, match="is inside a shard set"):
         check_file_target(tmp_path / "s" / "sheet.png")
     check_file_target(tmp_path / "sheet.png")
+
+
+def test_overwriting_an_experiment_sub_run_removes_its_run_files(tmp_path):
+    with claim(tmp_path / "t", "transfer"):
+        with claim(tmp_path / "t" / "context", "transfer"):
+            for name in ("metrics.jsonl", "last.pt", "best.pt", "curves.png"):
+                (tmp_path / "t" / "context" / name).write_bytes(b"x")
+    with claim(tmp_path / "t" / "context", "transfer", overwrite=True):
+        assert sorted(p.name for p in (tmp_path / "t" / "context").iterdir()) == [LOCK, MARKER]

@@ -77,7 +77,6 @@ def test_checks_find_what_they_look_for(tmp_path):
         "scenectl/data/b.py:9 imports scenectl.models"]
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11 in progress")
 def test_no_function_in_scenectl_is_longer_than_60_lines():
     offenders = long_functions()
     assert not offenders, f"{len(offenders)} functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(offenders)
