@@ -40,7 +40,8 @@ def build_shards_cmd(
     with_object: bool = typer.Option(False, "--with-object", help="Also store object.jpg, the unmasked instance crop."),
     task: str = typer.Option("masked", "--task", help="masked (scene with the object hidden) | object (unmasked "
                              "instance crops as jpg, for object classification)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the noise/blur fills; same inputs + seed -> same bytes."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the image order (a seeded shuffle: every shard a random "
+                             "sample of the split) and of the noise/blur fills; same inputs + seed -> same bytes."),
     workers: int = typer.Option(0, "--workers", help="Worker processes (0 = all cores, 1 = none)."),
     maxcount: int = typer.Option(1000, "--maxcount", help="Samples per shard at most."),
     maxsize: float = typer.Option(1e9, "--maxsize", help="Bytes per shard at most (about)."),

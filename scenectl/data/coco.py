@@ -11,6 +11,7 @@ import hashlib
 import io
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from scenectl.data.masks import MEAN_RGB, shape_problem
 from scenectl.errors import ScenectlError
 from scenectl.io import read_json
 
@@ -51,33 +53,73 @@ def split_paths(coco_root: str | os.PathLike, split: str) -> tuple[Path, Path]:
 def load_coco(path: str | os.PathLike) -> COCO:
     """Read and check an instance annotation file; return a pycocotools COCO index over it.
 
-    Raises ScenectlError for a missing or malformed file, and for an annotation whose image or category is not
-    declared (naming the annotation), so that no worker meets an inconsistent record later.
+    Raises one ScenectlError naming the file and its problems (`integrity_problems`) for a missing, malformed or
+    inconsistent file, before anything is written, so that no worker meets an inconsistent record later.
     """
     path = Path(path)
     data = read_json(path, "annotation file")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
         raise ScenectlError(f"annotation file {path} is not COCO instance format (needs lists 'images', 'annotations', 'categories')")
-    try:
-        cat_ids = {int(c["id"]) for c in data["categories"]}
-        img_ids = {int(im["id"]) for im in data["images"]}
-        for im in data["images"]:
-            im["file_name"], int(im["width"]), int(im["height"])  # noqa: B018 (presence check)
-        for a in data["annotations"]:
-            if a["category_id"] not in cat_ids:
-                raise ScenectlError(
-                    f"annotation {a.get('id')} in {path} has category_id {a['category_id']}, which is not in 'categories'"
-                )
-            if a["image_id"] not in img_ids:
-                raise ScenectlError(f"annotation {a.get('id')} in {path} refers to image_id {a['image_id']}, which is not in 'images'")
-            int(a["id"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ScenectlError(f"annotation file {path} is malformed: missing or bad field {e}") from None
+    problems = integrity_problems(data)
+    if problems:
+        more = f" (and {len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""
+        raise ScenectlError(f"annotation file {path} is malformed: {'; '.join(problems[:MAX_PROBLEMS])}{more}")
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
         coco.createIndex()
     return coco
+
+
+MAX_PROBLEMS = 5  # problems named in load_coco's message
+
+
+def integrity_problems(data: dict) -> list[str]:
+    """Every problem of a COCO instance file's records (lists 'images', 'annotations', 'categories'), as phrases:
+    a record that is not an object, ids that are not integers (bools, floats and strings are not), duplicate
+    image, category or annotation ids, duplicate category names, image sizes that are not positive integers, a
+    `file_name` that is not a relative path inside the image folder, and annotations naming an undeclared image
+    or category. Geometry is checked per annotation later (a bad one is skipped, not fatal)."""
+    problems: list[str] = []
+    records = {k: [r for r in data[k] if isinstance(r, dict)] for k in ("images", "categories", "annotations")}
+    for k in records:
+        if len(records[k]) != len(data[k]):
+            problems.append(f"'{k}' holds {len(data[k]) - len(records[k])} entries that are not objects")
+    img_ids = _ids(records["images"], "image", problems)
+    cat_ids = _ids(records["categories"], "category", problems)
+    _ids(records["annotations"], "annotation", problems)
+    names = Counter(c["name"] for c in records["categories"] if isinstance(c.get("name"), str))
+    problems += [f"category name {n!r} appears {k} times" for n, k in names.items() if k > 1]
+    problems += [f"category {c.get('id')!r} has no name string" for c in records["categories"]
+                 if not isinstance(c.get("name"), str)]
+    for im in records["images"]:
+        if not all(_is_int(im.get(k)) and im[k] > 0 for k in ("width", "height")):
+            problems.append(f"image {im.get('id')!r} has no positive integer 'width' and 'height'")
+        if not _safe_file_name(im.get("file_name")):
+            problems.append(f"image {im.get('id')!r} has file_name {im.get('file_name')!r}, not a relative path "
+                            f"inside the image folder")
+    for a in records["annotations"]:
+        for field, known, what in (("image_id", img_ids, "images"), ("category_id", cat_ids, "categories")):
+            if not (_is_int(a.get(field)) and a[field] in known):
+                problems.append(f"annotation {a.get('id')!r} has {field} {a.get(field)!r}, which is not in '{what}'")
+    return problems
+
+
+def _ids(records: list[dict], what: str, problems: list[str]) -> set[int]:
+    """The integer ids of `records`; non-integer and duplicate ids are added to `problems`."""
+    ids = [r.get("id") for r in records]
+    problems += [f"{what} id {v!r} is not an integer" for v in ids if not _is_int(v)]
+    counts = Counter(v for v in ids if _is_int(v))
+    problems += [f"{what} id {v} appears {k} times" for v, k in counts.items() if k > 1]
+    return set(counts)
+
+
+def _safe_file_name(name) -> bool:
+    """A non-empty relative POSIX path with no '..' or backslash: it stays inside the image folder."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    parts = name.split("/")
+    return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
 
 
 @dataclass(frozen=True)
@@ -109,31 +151,99 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 # --- masks ----------------------------------------------------------------------------------------------------
 def to_rle(segmentation, height: int, width: int) -> dict | None:
-    """pycocotools' RLE of one annotation (the steps of COCO.annToRLE), or None when degenerate.
+    """pycocotools' RLE of one annotation (the steps of COCO.annToRLE), or None when degenerate or hostile.
 
-    Polygons with fewer than 3 points (or an odd coordinate count) are dropped first: pycocotools would read a
-    4-number polygon as a box. Degenerate = no usable polygon, a malformed RLE, an RLE of another size, or a mask
-    with zero pixels.
+    Everything is checked before pycocotools sees it (its C code trusts its input: a NaN or huge coordinate
+    crashes it or makes it allocate in proportion to the value, an RLE whose counts overrun the image writes out
+    of bounds): every polygon coordinate must pass `masks.shape_problem` (finite, within one image size of the
+    image); an RLE must have `size == [height, width]` and non-negative integer counts summing to height × width.
+    Polygons with fewer than 3 points (or an odd coordinate count) are dropped: pycocotools would read a 4-number
+    polygon as a box. Degenerate = no usable polygon, or a mask with zero pixels.
     """
+    if not (_is_int(height) and _is_int(width) and height > 0 and width > 0):
+        return None
     try:
         if isinstance(segmentation, list):
-            polys = [p for p in segmentation if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
+            if not all(isinstance(p, list) and shape_problem("points", p, width, height) is None for p in segmentation):
+                return None
+            polys = [p for p in segmentation if len(p) >= 6 and len(p) % 2 == 0]
             if not polys:
                 return None
             rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
-        elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
-            rle = mask_utils.frPyObjects(segmentation, height, width)  # uncompressed RLE (crowd regions)
         elif isinstance(segmentation, dict):
-            rle = dict(segmentation)
-            if isinstance(rle.get("counts"), str):
-                rle["counts"] = rle["counts"].encode()
+            rle = _checked_rle(segmentation, height, width)
         else:
             return None
-        if list(rle["size"]) != [height, width] or mask_utils.area(rle) == 0:
+        if rle is None or mask_utils.area(rle) == 0:
             return None
-    except (TypeError, ValueError, KeyError, IndexError):
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError):
         return None
     return rle
+
+
+def _checked_rle(segmentation: dict, height: int, width: int) -> dict | None:
+    """A COCO RLE (`counts` a list: uncompressed; a string: compressed) as pycocotools' compressed RLE, or None
+    unless its size is [height, width] and its run lengths are non-negative and sum to height × width."""
+    size, counts = segmentation.get("size"), segmentation.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size) and size == [height, width]):
+        return None
+    if isinstance(counts, list):  # uncompressed (crowd regions)
+        if not all(_is_int(c) and c >= 0 for c in counts) or sum(counts) != height * width:
+            return None
+        return mask_utils.frPyObjects({"size": size, "counts": counts}, height, width)
+    if isinstance(counts, str):
+        counts = counts.encode("utf-8")  # a non-ASCII character is outside the alphabet: refused below
+    runs = rle_string_counts(counts) if isinstance(counts, bytes) else None
+    if runs is None or sum(runs) != height * width:
+        return None
+    return {"size": [height, width], "counts": counts}
+
+
+def rle_string_counts(s: bytes) -> list[int] | None:
+    """The run lengths of a compressed COCO RLE string, decoded as pycocotools' rleFrString does (6 bits a
+    character from '0', 5 of data and a continuation flag, the last carrying a sign; from the fourth run on each
+    is a difference to the run two before), or None when a run is negative or the string is malformed."""
+    counts: list[int] = []
+    x = k = 0
+    for byte in s:
+        c = byte - 48
+        if not 0 <= c < 64 or k >= 6:  # outside pycocotools' alphabet, or a run of more than 30 bits
+            return None
+        x |= (c & 0x1F) << (5 * k)
+        k += 1
+        if c & 0x20:
+            continue
+        if c & 0x10:
+            x -= 1 << (5 * k)  # sign extension
+        if len(counts) > 2:
+            x += counts[-2]
+        if x < 0:
+            return None
+        counts.append(x)
+        x = k = 0
+    return counts if k == 0 else None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def annotation_box(a: dict, rle: dict, width: int, height: int) -> list[float] | None:
+    """The annotation's COCO `bbox` [x, y, w, h]; a missing or zero-size one (w or h 0) is replaced by its
+    segmentation's box (`rle`, already checked); None when the bbox is malformed, non-finite or out of range."""
+    box = a.get("bbox")
+    if box is None or box == []:
+        return _rle_xywh(rle)
+    if shape_problem("box", box, width, height) is not None:
+        return None
+    if box[2] <= 0 or box[3] <= 0:
+        return _rle_xywh(rle)
+    return [float(v) for v in box]
+
+
+def _rle_xywh(rle: dict) -> list[float]:
+    x0, y0, x1, y1 = rle_box(rle)
+    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
 
 
 def rle_box(rle: dict) -> tuple[int, int, int, int]:
@@ -169,7 +279,8 @@ def load_image(path: str | os.PathLike, width: int, height: int, draft: int | No
     COCO's `width`/`height` (and so its polygons) describe the pixels as stored in the file, before EXIF
     orientation. We output upright images (ImageOps.exif_transpose), so masks computed in the stored frame are
     turned the same way (`turn`). An annotation file that already describes the upright frame (its size equals
-    the rotated size) is also accepted. Greyscale, CMYK, palette and 16-bit images are converted to RGB.
+    the rotated size) is also accepted. Every other mode is converted to RGB by `to_rgb`. The one image decoder
+    of build-shards, predict and build-ooc.
 
     `draft`: the letterbox size the pixels are for; a JPEG is then decoded at 1/2, 1/4 or 1/8 scale where that
     still leaves at least `draft` pixels on the longer side (libjpeg's DCT scaling: faster, and the output is
@@ -187,8 +298,7 @@ def load_image(path: str | os.PathLike, width: int, height: int, draft: int | No
             orientation = im.getexif().get(EXIF_ORIENTATION, 1)
             # exif_transpose and convert each copy the pixels even when there is nothing to do: call them only
             # when needed (the image object stays usable after the file is closed: it is loaded)
-            rgb = ImageOps.exif_transpose(im) if orientation in ORIENTATION_TRANSPOSE else im
-            rgb = rgb.convert("RGB") if rgb.mode != "RGB" else rgb
+            rgb = to_rgb(ImageOps.exif_transpose(im) if orientation in ORIENTATION_TRANSPOSE else im)
     except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImage(f"{path}: {e}") from None
     turn = ORIENTATION_TRANSPOSE.get(orientation)
@@ -200,6 +310,31 @@ def load_image(path: str | os.PathLike, width: int, height: int, draft: int | No
     if upright == (width, height):
         return Decoded(rgb, None, reduce, upright)  # annotations already in the upright frame
     raise BadImage(f"{path}: decoded size {stored} does not match the annotated {width}x{height}")
+
+
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # integer greyscale: 16-bit samples (I: clipped to 0..65535)
+ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB (docs/shard-format.md, Image decoding); an RGB image is returned as is.
+
+    16-bit greyscale (I;16*, and I as 16-bit PNGs open) is scaled by 255/65535, not clipped; F (float) is scaled
+    from [0, 1] when its maximum is at most 1, else read as [0, 255] (NaN -> 0); images with transparency (LA,
+    La, P or PA with a transparent index, RGBA, RGBa, or a `transparency` colour) are composited on the fill colour
+    masks.MEAN_RGB; 1, L, P, CMYK, YCbCr, LAB, HSV and RGBX use Pillow's conversion.
+    """
+    if im.mode == "RGB" and "transparency" not in im.info:
+        return im
+    if im.mode in SIXTEEN_BIT or im.mode == "F":
+        v = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)  # (H, W)
+        v = v * (255 / 65535) if im.mode in SIXTEEN_BIT else v * 255 if v.size and v.max() <= 1 else v
+        return Image.fromarray(np.clip(np.rint(v), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ALPHA or "transparency" in im.info:
+        rgba = (im.convert("LA") if im.mode == "La" else im).convert("RGBA")  # Pillow has no La -> RGBA
+        canvas = Image.new("RGBA", rgba.size, (*MEAN_RGB, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return im.convert("RGB")
 
 
 def transpose_box(box: list[float], method: Image.Transpose | None, width: int, height: int) -> list[float]:

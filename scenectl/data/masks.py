@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageMorph
+
+from scenectl.errors import ScenectlError
 
 SHAPES = ("square", "circle", "box", "instance")
 FILLS = ("mean", "black", "noise", "blur")
@@ -23,6 +26,69 @@ MEAN_RGB = (124, 116, 104)
 FILL_RGB = {"mean": MEAN_RGB, "black": (0, 0, 0)}
 
 _DILATE = ImageMorph.MorphOp(op_name="dilation8")  # one 3×3 (8-neighbour) dilation step, C lookup table
+
+# Coordinates (polygon points, box corners) may lie up to one image width/height beyond each edge (annotation tools
+# overshoot a little; clipping is done by rasterising): pycocotools' polygon rasteriser allocates in proportion to
+# the edge lengths, so this bound keeps memory proportional to the image, never to a value read from a file.
+COORD_SLACK = 1.0
+MAX_MARGIN = 10_000  # a margin beyond the image's longer side changes nothing (the whole image is reached)
+_PLAIN = frozenset((int, float))
+
+
+# --- validation -----------------------------------------------------------------------------------------------
+def shape_problem(kind: str, values, width: int, height: int) -> str | None:
+    """Why `values` are not a usable `kind` in a `width × height` image, or None when they are.
+
+    kind "box": `[x, y, w, h]` (w, h >= 0); "polygon": `[x1, y1, x2, y2, ...]` (at least 3 points); "points":
+    any flat list of x, y coordinates; "margin": one integer in [0, MAX_MARGIN]. Numbers must be finite and every
+    coordinate (box corners included) within COORD_SLACK image sizes of the image: x in [-W, 2W], y in [-H, 2H].
+    The one check of geometry read from files (annotations) and given by users (predict's --box, --polygon).
+    """
+    if kind == "margin":
+        ok = isinstance(values, int) and not isinstance(values, bool) and 0 <= values <= MAX_MARGIN
+        return None if ok else f"must be an integer in [0, {MAX_MARGIN}], got {values!r}"
+    if isinstance(values, np.ndarray):
+        numeric = values.ndim == 1 and values.dtype.kind in "iuf"
+    else:  # JSON numbers are exactly int or float: test the type first (isinstance of an ABC is slow)
+        numeric = isinstance(values, (list, tuple)) and all(
+            type(x) in _PLAIN or (isinstance(x, numbers.Real) and not isinstance(x, bool)) for x in values)
+    if not numeric:
+        return "must be a flat list of numbers"
+    try:
+        v = np.asarray(values, dtype=np.float64)  # (N,)
+    except OverflowError:  # an integer beyond float range
+        return "holds a number beyond any image"
+    if kind == "box" and v.size != 4:
+        return f"must be 4 numbers x, y, w, h, got {v.size}"
+    if kind == "polygon" and (v.size < 6 or v.size % 2):
+        return f"needs at least 3 x, y points (an even count of numbers), got {v.size} numbers"
+    if kind == "box":
+        if v[2] < 0 or v[3] < 0:
+            return "has a negative width or height"
+        v = np.array([v[0], v[1], v[0] + v[2], v[1] + v[3]])  # its corners, as points
+    if v.size % 2:
+        v = np.append(v, 0.0)  # ("points" of odd length) the last x gets a harmless y
+    if not v.size:
+        return None
+    xy = v.reshape(-1, 2)  # (N, 2) points
+    (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)  # NaN propagates: caught by the range test below
+    lo_x, hi_x = -COORD_SLACK * width, (1 + COORD_SLACK) * width
+    lo_y, hi_y = -COORD_SLACK * height, (1 + COORD_SLACK) * height
+    if lo_x <= x0 and x1 <= hi_x and lo_y <= y0 and y1 <= hi_y:
+        return None
+    if not np.isfinite(v).all():
+        return "holds a non-finite number (NaN or infinity)"
+    return (f"reaches beyond the coordinate range of a {width}x{height} image "
+            f"(x in [{lo_x:g}, {hi_x:g}], y in [{lo_y:g}, {hi_y:g}])")
+
+
+def check_shape(option: str, kind: str, values, width: int, height: int):
+    """A user-given shape (`kind` as in shape_problem), checked: returned as given, or a ScenectlError naming
+    `option` (e.g. `check_shape("--box", "box", [x, y, w, h], W, H)`)."""
+    problem = shape_problem(kind, values, width, height)
+    if problem is not None:
+        raise ScenectlError(f"{option} {problem}")
+    return values
 
 
 # --- geometry -------------------------------------------------------------------------------------------------
@@ -46,6 +112,7 @@ def dilate(mask: np.ndarray, margin: int, box: tuple | None = None) -> tuple[np.
     if margin <= 0 or box is None:
         return mask.copy(), box
     h, w = mask.shape
+    margin = min(margin, max(h, w))  # a larger margin reaches no further: work stays bounded by the image
     x0, y0 = max(box[0] - margin, 0), max(box[1] - margin, 0)
     x1, y1 = min(box[2] + margin, w), min(box[3] + margin, h)
     # ImageMorph leaves the outermost pixel ring untouched, so pad the grown box by one zero pixel
@@ -65,6 +132,7 @@ def hidden_region(mask: np.ndarray, shape: str, margin: int, box: tuple | None =
     dilated pixels themselves; box, square and circle follow exactly from the mask's box and row extremes.
     """
     box = bbox(mask) if box is None else box
+    margin = min(margin, max(mask.shape))  # a larger margin reaches no further (the region is clipped anyway)
     if shape == "instance":
         return dilate(mask, margin, box)
     if shape in ("box", "square"):
@@ -89,6 +157,7 @@ def box_region(box: tuple, shape: str, margin: int, size: tuple[int, int]) -> tu
     """`box` or `square` region of a mask whose box is `box`, in an image of `size` (H, W): both follow from the
     box alone (the dilated mask's box is the mask's box grown by `margin`, clipped), so the mask is not needed."""
     h, w = size
+    margin = min(margin, max(h, w))
     x0, y0, x1, y1 = max(box[0] - margin, 0), max(box[1] - margin, 0), min(box[2] + margin, w), min(box[3] + margin, h)
     if shape == "square":
         side = max(x1 - x0, y1 - y0)
@@ -205,7 +274,12 @@ class Letterbox:
         return (self.size - nw) // 2, (self.size - nh) // 2
 
     def transform(self) -> dict:
-        return {"scale": self.scale, "offset": list(self.offset)}
+        """What a sample's metadata records: the nominal `scale`, the per-axis scales actually applied
+        (`resized / original`), the `offset` of the resized image in the canvas, the `resized` size and the canvas
+        `size` (docs/shard-format.md); `nearest_mask` reproduces mask.png from these alone."""
+        (nw, nh), (ox, oy) = self.resized, self.offset
+        return {"scale": self.scale, "scale_x": nw / self.width, "scale_y": nh / self.height, "offset": [ox, oy],
+                "resized": [nw, nh], "size": self.size}
 
     def image(self, img: Image.Image) -> np.ndarray:
         """Resize (bicubic, antialiased) and pad with MEAN_RGB -> (size, size, 3) uint8."""
@@ -216,20 +290,8 @@ class Letterbox:
         return canvas
 
     def mask(self, region: np.ndarray, box: tuple | None = None) -> np.ndarray:
-        """Nearest-neighbour resize of a (H, W) bool region into the (size, size) uint8 canvas (255 = hidden):
-        output pixel (u, v) takes the source pixel under its centre. Only the region's box is gathered."""
-        box = bbox(region) if box is None else box
-        canvas = np.zeros((self.size, self.size), np.uint8)
-        if box is None:
-            return canvas
-        nw, nh = self.resized
-        ox, oy = self.offset
-        cols = np.minimum(((np.arange(nw) + 0.5) * self.width / nw).astype(np.int64), self.width - 1)
-        rows = np.minimum(((np.arange(nh) + 0.5) * self.height / nh).astype(np.int64), self.height - 1)
-        u0, u1 = np.searchsorted(cols, box[0]), np.searchsorted(cols, box[2])  # output columns inside the box
-        v0, v1 = np.searchsorted(rows, box[1]), np.searchsorted(rows, box[3])
-        canvas[oy + v0:oy + v1, ox + u0:ox + u1] = region[np.ix_(rows[v0:v1], cols[u0:u1])] * np.uint8(255)
-        return canvas
+        """Nearest-neighbour resize of a (H, W) bool region into the (size, size) uint8 canvas (255 = hidden)."""
+        return nearest_mask(region, box, self.resized, self.offset, self.size)
 
     def patch(self, base: np.ndarray, filled: np.ndarray, region: np.ndarray, box: tuple | None = None) -> np.ndarray:
         """`base` (the letterboxed unmasked scene) with every output pixel that `region` can reach recomputed
@@ -253,6 +315,27 @@ class Letterbox:
         crop_box = (u0 * sx - sx0, v0 * sy - sy0, u1 * sx - sx0, v1 * sy - sy0)
         out[oy + v0:oy + v1, ox + u0:ox + u1] = np.asarray(src.resize((u1 - u0, v1 - v0), Image.BICUBIC, box=crop_box))
         return out
+
+
+def nearest_mask(region: np.ndarray, box: tuple | None, resized: tuple[int, int], offset: tuple[int, int],
+                 size: int) -> np.ndarray:
+    """A (H, W) bool region resized to `resized` = (nw, nh) by nearest neighbour and placed at `offset` in a
+    (size, size) uint8 canvas, 255 = hidden -> (size, size) uint8. Output pixel (u, v) of the resized image takes
+    the source pixel under its centre: column floor((u + 0.5) · W / nw), row floor((v + 0.5) · H / nh), computed
+    in integers, so the metadata's `resized`, `offset` and `size` reproduce it exactly. Only `box` (the region's
+    box, found if None) is gathered."""
+    box = bbox(region) if box is None else box
+    canvas = np.zeros((size, size), np.uint8)
+    if box is None:
+        return canvas
+    (nw, nh), (ox, oy) = resized, offset
+    h, w = region.shape
+    cols = np.minimum((2 * np.arange(nw, dtype=np.int64) + 1) * w // (2 * nw), w - 1)  # (nw,) source column of u
+    rows = np.minimum((2 * np.arange(nh, dtype=np.int64) + 1) * h // (2 * nh), h - 1)  # (nh,)
+    u0, u1 = np.searchsorted(cols, box[0]), np.searchsorted(cols, box[2])  # output columns inside the box
+    v0, v1 = np.searchsorted(rows, box[1]), np.searchsorted(rows, box[3])
+    canvas[oy + v0:oy + v1, ox + u0:ox + u1] = region[np.ix_(rows[v0:v1], cols[u0:u1])] * np.uint8(255)
+    return canvas
 
 
 @functools.lru_cache(maxsize=8)

@@ -2,16 +2,17 @@
 
 Flow: the parent loads the annotation file once (pycocotools), then streams one small task per image
 (the image's record and its annotations, never the whole file) to a 'forkserver' pool. A worker decodes the
-image once and returns every sample of that image, encoded. Results come back in image order (imap) and the
-parent writes them with webdataset's ShardWriter as `*.tar.partial`; each finished shard is hashed, renamed to
-`*.tar` and journalled in `progress.json`, so `--resume` after a kill continues exactly where the journal says.
-`manifest.json`, written last, marks the set complete.
+image once and returns every sample of that image, encoded. Results come back in the build's seeded image order
+(`image_order`, kept by imap) and the parent writes them with webdataset's ShardWriter as `*.tar.partial`; each
+finished shard is hashed, renamed to `*.tar` and journalled in `progress.json`, so `--resume` after a kill
+continues exactly where the journal says. `manifest.json`, written last, marks the set complete.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import io
 import json
 import multiprocessing as mp
@@ -32,10 +33,12 @@ from scenectl import __version__
 from pycocotools import mask as mask_utils
 
 from scenectl.data.coco import (
-    BadImage, ClassTable, file_sha256, load_coco, load_image, rle_box, split_paths, to_rle, transpose_box,
+    BadImage, ClassTable, annotation_box, file_sha256, load_coco, load_image, rle_box, split_paths, to_rle,
+    transpose_box,
 )
 from scenectl.data.masks import (
-    FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, hidden_region, reduce_any,
+    FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, hidden_region, nearest_mask, reduce_any,
+    shape_problem,
 )
 from scenectl.errors import ScenectlError
 from scenectl.folders import MARKER, Folder, claim, owner
@@ -47,6 +50,7 @@ SKIP_REASONS = ("crowd", "too_large", "too_small", "bad_image", "bad_annotation"
 DEFAULT_COCO_ROOT = Path("data/scenes")  # where `scenectl sample` writes
 COCO_ROOT_ENV = "SCENECTL_COCO_ROOT"
 JPEG_QUALITY = 90
+ORDER = "shuffled"  # images in the order of image_order(ids, seed), recorded as params.order / params.order_seed
 HIST_BINS = 10  # area-fraction histogram over [0, max_area]
 
 
@@ -84,8 +88,8 @@ class BuildConfig:
             raise ScenectlError(f"--max-area must be in (0, 1], got {self.max_area}")
         if self.min_area < 0:
             raise ScenectlError(f"--min-area must be >= 0, got {self.min_area}")
-        if self.margin < 0:
-            raise ScenectlError(f"--margin must be >= 0, got {self.margin}")
+        if shape_problem("margin", self.margin, 1, 1) is not None:
+            raise ScenectlError(f"--margin {shape_problem('margin', self.margin, 1, 1)}")
         if self.image_size < 8:
             raise ScenectlError(f"--image-size must be >= 8, got {self.image_size}")
         for name, value, allowed in (("shape", self.shape, SHAPES), ("fill", self.fill, FILLS), ("task", self.task, TASKS)):
@@ -114,7 +118,7 @@ class BuildConfig:
             "min_area": self.min_area, "margin": self.margin, "image_size": self.image_size,
             "hide_same_class": self.hide_same_class, "with_object": self.with_object, "seed": self.seed,
             "maxcount": self.maxcount, "maxsize": int(self.maxsize), "split": split, "part": self.part,
-            "mean_rgb": list(MEAN_RGB), "jpeg_quality": JPEG_QUALITY,
+            "mean_rgb": list(MEAN_RGB), "jpeg_quality": JPEG_QUALITY, "order": ORDER, "order_seed": self.seed,
         }
 
 
@@ -250,17 +254,24 @@ def process_image(job: Job, index: int, record: dict, anns: list[dict]) -> Image
         if dec.turn is not None:  # annotations in the stored frame, pixels upright: turn the region likewise
             region = np.asarray(Image.fromarray(region).transpose(dec.turn))
             box = bbox(region)
+        a = {**a, "bbox": inst.coco_boxes[a["id"]]}  # checked; a missing or zero-size bbox is the mask's box
         res.samples.append(_sample(job, record, a, dec, lb, base, region, box, rect, frac, area, visible))
     return res
 
 
 class _Instances:
-    """One image's annotations as RLEs (degenerate ones left out); masks and hidden regions decoded on demand
-    and kept, so each is computed once per image however many samples use it."""
+    """One image's annotations as RLEs (degenerate or hostile ones left out: coco.to_rle, coco.annotation_box);
+    masks and hidden regions decoded on demand and kept, so each is computed once per image however many samples
+    use it."""
 
     def __init__(self, anns: list[dict], height: int, width: int, shape: str, margin: int):
         self.shape, self.margin, self.size = shape, margin, (height, width)
-        self.rles = {a["id"]: r for a in anns if (r := to_rle(a.get("segmentation"), height, width)) is not None}
+        self.rles, self.coco_boxes = {}, {}  # usable annotations only: checked segmentation and COCO bbox
+        for a in anns:
+            rle = to_rle(a.get("segmentation"), height, width)
+            coco_box = None if rle is None else annotation_box(a, rle, width, height)
+            if coco_box is not None:
+                self.rles[a["id"]], self.coco_boxes[a["id"]] = rle, coco_box
         self.boxes = {k: rle_box(r) for k, r in self.rles.items()}
         self._masks: dict[int, np.ndarray] = {}
         self._regions: dict[int, tuple] = {}
@@ -300,18 +311,42 @@ class _Instances:
         return bool((self.mask(a)[y0:y1, x0:x1] & ~region[y0:y1, x0:x1]).any())
 
 
+def mask_from_metadata(annotations: list[dict], image_record: dict, meta: dict) -> np.ndarray:
+    """Rebuild a sample's mask.png from the annotation file and the sample's `json` alone -> (S, S) uint8,
+    255 = hidden, equal pixel for pixel to the mask.png that build-shards wrote.
+
+    `annotations`: the image's annotations as in the annotation file (at least the target, and with
+    `hide_same_class` every annotation of its class); `image_record`: its `images` entry (stored `width`,
+    `height`); `meta`: the sample's metadata (`annotation_id`, `shape`, `margin`, `hide_same_class` and
+    `transform`: `turn`, `resized`, `offset`, `size`). The region is made by the build's own per-image code at the
+    annotation's full resolution, turned upright by `transform.turn`, and resampled by `masks.nearest_mask`.
+    """
+    height, width = int(image_record["height"]), int(image_record["width"])
+    inst = _Instances(annotations, height, width, meta["shape"], int(meta["margin"]))
+    target = next(a for a in annotations if a["id"] == meta["annotation_id"])
+    hidden = [b for b in annotations if b["id"] == target["id"] or (
+        meta["hide_same_class"] and b["category_id"] == target["category_id"] and b["id"] in inst.rles)]
+    region, box, _ = inst.region(hidden)  # (H, W) bool in the annotation frame
+    t = meta["transform"]
+    if t.get("turn"):
+        region = np.asarray(Image.fromarray(region).transpose(Image.Transpose[t["turn"]]))
+        box = None
+    return nearest_mask(region, box, tuple(t["resized"]), tuple(t["offset"]), int(t["size"]))
+
+
 def _sample(job, record, a, dec, lb, base, region, box, rect, frac, area, visible) -> tuple[dict, int, float]:
     """Encode one sample. `region`/`box`: the hidden pixels, upright, full resolution (`rect`: exactly the box)."""
     p = job.params
     c = job.coco_ids.index(a["category_id"])
     key = f"{record['id']:012d}_{a['id']:012d}"
     coco_box = transpose_box(a["bbox"], dec.turn, int(record["width"]), int(record["height"]))  # upright frame
+    transform = {**lb.transform(), "turn": None if dec.turn is None else dec.turn.name}
     meta = {
         "image_id": record["id"], "annotation_id": a["id"], "category_id": a["category_id"],
         "category_name": job.names[c], "cls": c, "bbox": coco_box, "shape": p["shape"], "fill": p["fill"],
         "margin": p["margin"], "area_fraction": frac, "instance_area": area, "max_area": p["max_area"],
         "min_area": p["min_area"], "hide_same_class": p["hide_same_class"], "visible_categories": visible,
-        "orig_size": list(dec.size), "transform": lb.transform(), "split": job.split,
+        "orig_size": list(dec.size), "transform": transform, "split": job.split,
         "license": record.get("license"), "file_name": record["file_name"],
     }
     sample = {"__key__": key, "cls": str(c).encode(), "json": json.dumps(meta, sort_keys=True).encode()}
@@ -521,10 +556,17 @@ def _resumed_journal(out: Path, names: _Names, params: dict, source: dict) -> di
     return journal
 
 
-def _part_images(image_ids: list[int], part: tuple[int, int] | None) -> list[int]:
-    """Images sorted by id; part i of n takes every n-th image starting at i (strided: parts stay balanced)."""
-    image_ids = sorted(image_ids)
-    return image_ids if part is None else image_ids[part[0]::part[1]]
+def image_order(image_ids: Iterable[int], seed: int) -> list[int]:
+    """This build's image order: the image ids sorted by sha256(f"{seed}:{image_id}") (ties, never met in
+    practice, by id). A seeded pseudo-random permutation that depends only on the ids and the seed (not on the
+    file's order, the workers or the numpy version), so every shard is a random sample of the split."""
+    return sorted(image_ids, key=lambda i: (hashlib.sha256(f"{seed}:{i}".encode()).digest(), i))
+
+
+def _part_images(image_ids: list[int], part: tuple[int, int] | None, seed: int) -> list[int]:
+    """Images in `image_order`; part i of n takes every n-th image of it starting at i (parts stay balanced)."""
+    order = image_order(image_ids, seed)
+    return order if part is None else order[part[0]::part[1]]
 
 
 @dataclass
@@ -567,7 +609,7 @@ def build_shards(cfg: BuildConfig, echo: Callable[[str], None] = print) -> dict:
 def _write_samples(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: _Names, journal: dict,
                    started: float) -> _Sink:
     """Stream this build's (or part's) images through the workers into shards, from where the journal says."""
-    ids = _part_images(list(src.coco.imgs), names.part)
+    ids = _part_images(list(src.coco.imgs), names.part, cfg.seed)
     start, skip = journal["next"]["image"], journal["next"]["sample"]
     job = Job(str(src.images), src.split, params, src.classes.coco_ids, src.classes.names)
     tasks = ((k, src.coco.imgs[i], src.coco.imgToAnns.get(i, [])) for k, i in enumerate(ids) if k >= start)
@@ -623,6 +665,7 @@ def _finish(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: _Nam
     manifest = {
         "format": FORMAT, "scenectl_version": __version__, "task": cfg.task, "params": params, "source": src.record,
         "classes": src.classes.to_json(), "shards": sink.journal["shards"],
+        "files": {name: file_sha256(out / name) for name in ("cooccurrence.h5", names.config)},
         "totals": _totals(c, src.classes, len(sink.journal["shards"]), cfg.max_area),
         "skipped": c["skipped"], "seconds": round(sink.journal["seconds"], 3),  # across resumed runs
     }
@@ -696,7 +739,8 @@ def merge_manifests(directory: str | os.PathLike) -> dict:
         sum(m["totals"]["area_fraction_histogram"]["counts"][k] for m in parts) for k in range(len(hist["counts"]))]}
     merged = {**first, "params": {**first["params"], "part": None}, "parts": n, "shards": shards, "totals": totals,
               "skipped": {k: sum(m["skipped"][k] for m in parts) for k in first["skipped"]},
-              "seconds": round(sum(m["seconds"] for m in parts), 3)}
+              "seconds": round(sum(m["seconds"] for m in parts), 3),
+              "files": {k: v for m in parts for k, v in m.get("files", {}).items()}}  # each part's config, cooc
     with claim(d, "shards", resume=True, option="DIRECTORY"):  # the parts' shard set, never another kind's folder
         write_json_atomic(d / "manifest.json", merged)
     return merged

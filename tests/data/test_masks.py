@@ -7,6 +7,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from scenectl.data import masks as M
+from scenectl.errors import ScenectlError
 
 
 def random_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -118,3 +119,80 @@ def test_letterbox_transform_and_patch():
 def test_crop_box_is_clipped_and_non_empty():
     assert M.crop_box([10.2, 5.7, 20.1, 3.0], 100, 50) == (10, 5, 31, 9)
     assert M.crop_box([99.5, 49.5, 0.0, 0.0], 100, 50) == (99, 49, 100, 50)
+
+
+# --- validation of geometry -----------------------------------------------------------------------------------
+NAN, INF = float("nan"), float("inf")
+SHAPE_CASES = [  # (kind, values, problem phrase or None) in a 100 × 50 image
+    ("box", [10, 5, 20, 10], None),
+    ("box", [-100, -50, 300, 150], None),  # corners exactly one image size out
+    ("box", [0, 0, 0, 0], None),  # zero-size: usable (annotations then take the segmentation's box)
+    ("box", [NAN, 5, 20, 10], "non-finite"),
+    ("box", [10, 5, INF, 10], "non-finite"),
+    ("box", [10, 5, 1e12, 10], "beyond the coordinate range"),
+    ("box", [10, 5, -1, 10], "negative width"),
+    ("box", [10, 5, 20], "4 numbers"),
+    ("box", [10, 5, 20, True], "flat list of numbers"),
+    ("box", "10,5,20,10", "flat list of numbers"),
+    ("polygon", [0, 0, 10, 0, 10, 10], None),
+    ("polygon", np.array([0, 0, 10, 0, 10, 10]), None),
+    ("polygon", [0, 0, 10, 0], "at least 3"),
+    ("polygon", [0, 0, 10, 0, 10, 10, 4], "at least 3"),
+    ("polygon", [0, 0, 10, 0, 10, -51], "beyond the coordinate range"),
+    ("polygon", [0, 0, 201, 0, 10, 10], "beyond the coordinate range"),
+    ("polygon", [0, 0, 10, 0, 10, 10 ** 400], "beyond any image"),
+    ("polygon", [0, 0, 10, 0, 10, -INF], "non-finite"),
+    ("polygon", [[0, 0], [10, 0], [10, 10]], "flat list of numbers"),
+    ("polygon", [0, 0, 10, 0, 10, "10"], "flat list of numbers"),
+    ("points", [5, NAN], "non-finite"),
+    ("points", [5], None),
+    ("margin", 0, None),
+    ("margin", M.MAX_MARGIN, None),
+    ("margin", M.MAX_MARGIN + 1, "integer in"),
+    ("margin", -1, "integer in"),
+    ("margin", 3.0, "integer in"),
+    ("margin", True, "integer in"),
+    ("margin", NAN, "integer in"),
+]
+
+
+@pytest.mark.parametrize("kind, values, problem", SHAPE_CASES)
+def test_shape_problem_names_what_is_wrong(kind, values, problem):
+    found = M.shape_problem(kind, values, 100, 50)
+    assert found is None if problem is None else problem in found
+    if problem is None:
+        assert M.check_shape("--x", kind, values, 100, 50) is values
+    else:
+        with pytest.raises(ScenectlError, match=f"^--x .*{problem}"):
+            M.check_shape("--x", kind, values, 100, 50)
+
+
+@pytest.mark.parametrize("shape", M.SHAPES)
+def test_a_huge_margin_is_the_image_sized_one(shape):
+    """Any margin beyond the longer side gives the same region (and costs no more)."""
+    m = random_mask(np.random.default_rng(5), 30, 40)
+    region, box = M.hidden_region(m, shape, 40)
+    for margin in (41, 10 ** 9):
+        other, other_box = M.hidden_region(m, shape, margin)
+        assert (other == region).all() and other_box == box
+    assert region.all()
+
+
+def test_transform_records_the_mapping_applied():
+    """The metadata's transform reproduces the letterbox mask from the recorded numbers alone."""
+    rng = np.random.default_rng(4)
+    for w, h, size in [(640, 427, 64), (427, 640, 256), (333, 333, 100), (50, 41, 256), (1, 9, 8)]:
+        lb = M.Letterbox(w, h, size)
+        t = lb.transform()
+        assert t["resized"] == list(lb.resized) and t["offset"] == list(lb.offset) and t["size"] == size
+        assert t["scale_x"] == t["resized"][0] / w and t["scale_y"] == t["resized"][1] / h
+        assert t["scale"] == size / max(w, h)
+        region = random_mask(rng, h, w) if min(w, h) > 1 else np.ones((h, w), bool)
+        again = M.nearest_mask(region, None, tuple(t["resized"]), tuple(t["offset"]), t["size"])
+        assert (again == lb.mask(region)).all()
+        # the definition: output pixel (u, v) of the resized image shows the source pixel under its centre
+        (nw, nh), (ox, oy) = lb.resized, lb.offset
+        us, vs = np.meshgrid(np.arange(nw), np.arange(nh))
+        src = region[np.minimum(((vs + 0.5) / t["scale_y"]).astype(int), h - 1),
+                     np.minimum(((us + 0.5) / t["scale_x"]).astype(int), w - 1)]
+        assert ((again[oy:oy + nh, ox:ox + nw] > 0) == src).mean() > 0.999  # (float rounding at exact edges)

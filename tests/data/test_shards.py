@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from scenectl.data.loader import open_shard_set
 import webdataset as wds
 from PIL import Image, ImageFilter
 from pycocotools.coco import COCO
 
 from scenectl.data import shards as S
-from scenectl.data.coco import EXIF_ORIENTATION, load_coco
+from scenectl.data.coco import EXIF_ORIENTATION, load_coco, rle_box
 from scenectl.data.inspect import load_manifest
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.masks import MEAN_RGB, SHAPES, Letterbox
@@ -140,6 +142,68 @@ def test_shapes_respect_max_area_and_read_back(small, tmp_path, val, shape):
         assert m["skipped"]["too_large"] > 0
 
 
+# --- metadata that reproduces the pixels ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def with_rotated(coco_sample, val, tmp_path_factory) -> tuple[Path, Path]:
+    """Three val2017 images (one with 7 cars) next to the real JPEGs, plus one stored with EXIF orientation 6."""
+    ids = sorted(val.imgs)[:2] + [MULTI_CAR]
+    folder = tmp_path_factory.mktemp("rotated-images")
+    for i in ids:
+        (folder / val.imgs[i]["file_name"]).symlink_to(coco_sample / "val2017" / val.imgs[i]["file_name"])
+    rotated = val.imgs[ids[0]]["file_name"]
+    (folder / rotated).unlink()
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # stored as annotated, shown turned 90° clockwise
+    Image.open(coco_sample / "val2017" / rotated).save(folder / rotated, exif=exif, quality=95)
+    return subset(coco_sample, tmp_path_factory.mktemp("rotated-src"), ids=ids)[0], folder
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_mask_png_rebuilds_from_annotations_and_metadata(with_rotated, tmp_path, size):
+    """mask_from_metadata(annotation file records, sample json) == the mask.png written, pixel for pixel, for
+    every shape (and instance with --hide-same-class), on real images (one EXIF-rotated) at two sizes."""
+    data = json.loads(with_rotated[0].read_text())
+    records = {im["id"]: im for im in data["images"]}
+    anns = {i: [a for a in data["annotations"] if a["image_id"] == i] for i in records}
+    for shape, hide in [*((s, False) for s in SHAPES), ("instance", True)]:
+        out = tmp_path / f"{shape}-{hide}"
+        build(with_rotated, out, shape=shape, hide_same_class=hide, image_size=size, max_area=0.6, min_area=200)
+        got = samples(out)
+        assert len(got) > 10 and any(s["json"]["transform"]["turn"] == "ROTATE_270" for s in got)
+        for s in got:
+            meta = s["json"]
+            t = meta["transform"]
+            assert t["size"] == size and t["scale_x"] == t["resized"][0] / meta["orig_size"][0]
+            rebuilt = S.mask_from_metadata(anns[meta["image_id"]], records[meta["image_id"]], meta)
+            assert (rebuilt == s["mask"]).all(), (shape, hide, s["key"])
+
+
+def test_bboxes_are_checked_or_taken_from_the_segmentation(coco_sample, val, tmp_path):
+    """A zero-size or missing bbox beside a usable segmentation becomes the segmentation's box; a non-finite or
+    far out-of-range bbox or polygon skips the annotation as bad_annotation."""
+    nan = float("nan")
+
+    def spoil(data):
+        a = [x for x in data["annotations"] if not x["iscrowd"]]
+        a[0]["bbox"] = [a[0]["bbox"][0], a[0]["bbox"][1], 0, 0]
+        del a[1]["bbox"]
+        a[2]["bbox"] = [nan, 1, 2, 3]
+        a[3]["bbox"] = [0, 0, 1e12, 5]
+        a[4]["segmentation"][0][3] = float("inf")
+        a[5]["segmentation"][0][0] = -1e9
+        data["spoiled"] = [x["id"] for x in a[:6]]
+
+    ann, images = subset(coco_sample, tmp_path / "src", n=3, edit=spoil)
+    data = json.loads(ann.read_text())  # (Python's json writes and reads NaN and Infinity)
+    m = build((ann, images), tmp_path / "o", min_area=0, max_area=1.0, shape="box", with_object=True)
+    assert m["skipped"]["bad_annotation"] == 4
+    got = {s["json"]["annotation_id"]: s for s in samples(tmp_path / "o")}
+    assert not set(data["spoiled"][2:]) & set(got)
+    for aid in data["spoiled"][:2]:
+        x0, y0, x1, y1 = rle_box(val.annToRLE(val.anns[aid]))
+        assert got[aid]["json"]["bbox"] == [x0, y0, x1 - x0, y1 - y0]
+
+
 # --- fills and determinism ------------------------------------------------------------------------------------
 def hidden_pixels(s: dict) -> np.ndarray:
     """Output pixels well inside the hidden region (mask eroded by 2 px: JPEG blurs the edge)."""
@@ -174,6 +238,40 @@ def test_determinism_across_workers(small, reference, tmp_path):
     build(small, tmp_path / "again", maxcount=5, workers=2)
     assert members(tmp_path / "again") == members(reference)
     assert shard_hashes(tmp_path / "again") == shard_hashes(reference)
+
+
+# --- image order ----------------------------------------------------------------------------------------------
+def test_image_order_is_the_documented_seeded_permutation():
+    ids = list(range(5, 300, 3))
+    order = S.image_order(ids, 0)
+    assert sorted(order) == ids and order != ids
+    assert order == sorted(ids, key=lambda i: hashlib.sha256(f"0:{i}".encode()).digest())  # docs/shard-format.md
+    assert S.image_order(reversed(ids), 0) == order  # not the file's order
+    assert S.image_order(ids, 1) != order
+    assert S._part_images(ids, (1, 3), 0) == order[1::3]
+
+
+def test_every_shard_samples_the_whole_split(coco_sample, tmp_path):
+    """A 2-shard build of coco-sample val2017 (all 128 images): each shard holds images from the lowest and the
+    highest quarter of the image ids (in image-id order the second shard would hold only the highest ids)."""
+    source = subset(coco_sample, tmp_path / "src", n=None)
+    m = build(source, tmp_path / "o", image_size=32, maxcount=220, seed=5)
+    assert len(m["shards"]) == 2 and m["params"]["order"] == "shuffled" and m["params"]["order_seed"] == 5
+    ids = sorted(im["id"] for im in json.loads(source[0].read_text())["images"])
+    low, high = ids[len(ids) // 4], ids[3 * len(ids) // 4]
+    for shard in m["shards"]:
+        with tarfile.open(tmp_path / "o" / shard["name"]) as t:
+            shard_ids = {int(n.split("_")[0]) for n in t.getnames()}
+        assert min(shard_ids) < low and max(shard_ids) > high, shard["name"]
+    keys = [k for k in members(tmp_path / "o") if k.endswith(".cls")]
+    image_positions = [S.image_order(ids, 5).index(int(k.split("_")[0])) for k in keys]
+    assert image_positions == sorted(image_positions)  # written in the seeded order, an image's samples together
+
+
+def test_another_seed_reorders_the_same_samples(small, reference, tmp_path):
+    build(small, tmp_path / "other", maxcount=5, seed=1)  # fill mean: the seed changes only the order
+    assert members(tmp_path / "other") == members(reference)
+    assert shard_hashes(tmp_path / "other") != shard_hashes(reference)
 
 
 # --- thresholds and hide-same-class ---------------------------------------------------------------------------
@@ -330,6 +428,8 @@ def test_parts_merge_to_the_same_samples(small, reference, tmp_path):
     assert merged["totals"]["per_class"] == ref["totals"]["per_class"] and merged["skipped"] == ref["skipped"]
     assert merged["totals"]["samples"] == sum(s["samples"] for s in merged["shards"]) == ref["totals"]["samples"]
     assert json.loads((out / "manifest.json").read_text()) == merged and merged["params"]["part"] is None
+    assert set(merged["files"]) == {"cooccurrence.h5", "config.part-0-of-2.json", "config.part-1-of-2.json"}
+    open_shard_set(out).cooccurrence()  # the merged set's checksums hold
 
 
 def test_merge_refuses_missing_or_incompatible_parts(small, tmp_path):
@@ -409,6 +509,11 @@ def test_bad_inputs_are_one_line_errors(coco_sample, small, tmp_path):
         data["annotations"][2]["category_id"] = 4242
     with pytest.raises(ScenectlError, match="category_id 4242"):
         build(subset(coco_sample, tmp_path / "u", n=3, edit=unknown), tmp_path / "o")
+
+    def duplicate(data):
+        data["annotations"][2]["id"] = data["annotations"][1]["id"]
+    with pytest.raises(ScenectlError, match=r"ann.json is malformed: annotation id \d+ appears 2 times"):
+        build(subset(coco_sample, tmp_path / "d", n=3, edit=duplicate), tmp_path / "o")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
@@ -434,6 +539,8 @@ def test_manifest_cooccurrence_and_config(small, reference, val):
     assert (np.diag(co.cooccurrence) == co.image_counts).all()
     cfg = json.loads((reference / "config.json").read_text())
     assert cfg["shape"] == "square" and cfg["maxcount"] == 5
+    assert m["files"] == {name: hashlib.sha256((reference / name).read_bytes()).hexdigest()
+                          for name in ("cooccurrence.h5", "config.json")}
     with tarfile.open(reference / m["shards"][0]["name"]) as t:  # plain tar, fixed mtime
         assert all(x.mtime == 0 and x.isfile() for x in t.getmembers())
 
