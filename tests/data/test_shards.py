@@ -145,12 +145,14 @@ def test_shapes_respect_max_area_and_read_back(small, tmp_path, val, shape):
 # --- metadata that reproduces the pixels ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def with_rotated(coco_sample, val, tmp_path_factory) -> tuple[Path, Path]:
-    """Three val2017 images (one with 7 cars) next to the real JPEGs, plus one stored with EXIF orientation 6."""
-    ids = sorted(val.imgs)[:2] + [MULTI_CAR]
+    """Three val2017 images (one with several instances of one class) next to the JPEGs, plus one stored with EXIF
+    orientation 6."""
+    multi = _same_class_image(val)[0]
+    ids = [multi, *[i for i in sorted(val.imgs) if i != multi][:2]]
     folder = tmp_path_factory.mktemp("rotated-images")
     for i in ids:
         (folder / val.imgs[i]["file_name"]).symlink_to(coco_sample / "val2017" / val.imgs[i]["file_name"])
-    rotated = val.imgs[ids[0]]["file_name"]
+    rotated = val.imgs[ids[1]]["file_name"]
     (folder / rotated).unlink()
     exif = Image.Exif()
     exif[EXIF_ORIENTATION] = 6  # stored as annotated, shown turned 90° clockwise
