@@ -138,7 +138,8 @@ def run_sets(cfg: EvalConfig, ckpt: Checkpoint, model: torch.nn.Module, shard_se
              device: torch.device) -> list[Outputs]:
     outs = []
     for spec, name, ss in zip(cfg.shards, labels, shard_sets):
-        o = run_model(model, eval_loader(ss, ckpt, cfg), device, cfg.max_samples, desc=f"eval {name}")
+        o = run_model(model, eval_loader(ss, ckpt, cfg), device, cfg.max_samples, desc=f"eval {name}",
+                      total=ss.num_samples)  # the manifest's count: the progress shows N/TOTAL and an ETA
         if not o.keys:
             raise ScenectlError(f"--shards {spec}: the shard set yielded no samples")
         outs.append(o)

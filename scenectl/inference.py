@@ -9,7 +9,8 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from tqdm import tqdm
+
+from scenectl.progress import progress
 
 
 @dataclass
@@ -26,30 +27,35 @@ class Outputs:
 
 @torch.inference_mode()
 def run_model(model: torch.nn.Module, batches: Iterable[dict], device: torch.device, max_samples: int | None = None,
-              desc: str = "eval") -> Outputs:
+              desc: str = "eval", total: int | None = None) -> Outputs:
     """Forward every batch in eval mode (BatchNorm running statistics; the model's mode is restored after);
-    batches are dicts with input (B, C, H, W), label (B,), key [B], visible [B lists]."""
+    batches are dicts with input (B, C, H, W), label (B,), key [B], visible [B lists]. Progress counts samples,
+    out of `total` when the caller knows it (a manifest's count)."""
     was_training = model.training
     model.eval()
     try:
-        return _run_model(model, batches, device, max_samples, desc)
+        return _run_model(model, batches, device, max_samples, desc, total)
     finally:
         model.train(was_training)
 
 
-def _run_model(model, batches, device, max_samples, desc) -> Outputs:
+def _run_model(model, batches, device, max_samples, desc, total) -> Outputs:
     logits, labels, keys, visible, images = [], [], [], [], []
     n, t0 = 0, time.perf_counter()
-    for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
-        x = batch["input"].to(device, non_blocking=True)  # (B, C, H, W)
-        logits.append(model(x).float().cpu())  # (B, num_classes)
-        labels.append(torch.as_tensor(batch["label"]).long().cpu())
-        keys.extend(str(k) for k in batch["key"])
-        visible.extend([int(v) for v in vs] for vs in batch["visible"])
-        images.extend(image_id(m) for m in batch.get("meta") or [{}] * x.shape[0])
-        n += x.shape[0]
-        if max_samples is not None and n >= max_samples:
-            break
+    if max_samples is not None and total is not None:
+        total = min(total, max_samples)
+    with progress(desc=desc, total=total, unit="samples", leave=False) as bar:
+        for batch in batches:
+            x = batch["input"].to(device, non_blocking=True)  # (B, C, H, W)
+            logits.append(model(x).float().cpu())  # (B, num_classes)
+            labels.append(torch.as_tensor(batch["label"]).long().cpu())
+            keys.extend(str(k) for k in batch["key"])
+            visible.extend([int(v) for v in vs] for vs in batch["visible"])
+            images.extend(image_id(m) for m in batch.get("meta") or [{}] * x.shape[0])
+            bar.update(min(x.shape[0], max_samples - n) if max_samples is not None else x.shape[0])
+            n += x.shape[0]
+            if max_samples is not None and n >= max_samples:
+                break
     if n == 0:
         return Outputs(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), [], [], time.perf_counter() - t0)
     cut = max_samples if max_samples is not None else n

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
 from scenectl.errors import ScenectlError
+from scenectl.progress import progress
 
 GRID = 16  # the mask is area-averaged onto GRID x GRID cells
 N_FEATURES = GRID * GRID + 10
@@ -82,7 +82,7 @@ def read_masks(shards, keys: set[str] | None = None, max_samples: int | None = N
 
     out_keys, feats, labels, images = [], [], [], []
     total = len(keys) if keys is not None else min(shards.num_samples, max_samples or shards.num_samples)
-    with tqdm(total=total, desc=desc, unit="mask", leave=False) as bar:
+    with progress(total=total, desc=desc, unit="masks", leave=False) as bar:
         for raw in raw_samples(shards):
             if max_samples is not None and len(out_keys) >= max_samples:
                 break

@@ -30,13 +30,13 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from tqdm import tqdm
 
 from scenectl.data.loader import (Loader, ShardSet, collate, decode_sample, ignore_stop_signals, make_eval_loader,
                                   make_train_loader, open_shard_set, raw_samples)
 from scenectl.data.transforms import Augment, letterbox_input
 from scenectl.errors import ScenectlError
 from scenectl.io import atomic_path, read_json, write_json_atomic
+from scenectl.progress import progress
 
 CLASSES_FILE = "classes.json"  # written by export_imagefolder beside the class folders: keeps COCO ids
 
@@ -213,7 +213,8 @@ def export_imagefolder(cfg: ExportConfig) -> dict:
     counts = [0] * len(names)
     # the reader's checked stream: shard counts, unique keys (no file written twice); decode_sample checks that
     # the image decodes and that the label parses, agrees with the json and names a manifest class
-    for raw in tqdm(raw_samples(shards), desc="export", unit="img", total=shards.num_samples):
+    for raw in progress(raw_samples(shards), desc=f"export-imagefolder {Path(cfg.out).name}", unit="img",
+                        total=shards.num_samples):
         key = raw["__key__"]
         if Path(key).name != key or key.startswith("."):  # a tar member named '../x.jpg' or '/abs/x.jpg'
             raise ScenectlError(f"sample key {key!r} in {raw.get('__url__')} is not a plain file name; not writing it")

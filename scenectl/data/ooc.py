@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 from PIL import Image
-from tqdm import tqdm
 
 from scenectl import __version__, metrics
 from scenectl.checkpoint import classes_match
@@ -46,6 +45,7 @@ from scenectl.data.shards import encode_jpeg, encode_png
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
 from scenectl.io import read_json, write_json_atomic
+from scenectl.progress import progress
 
 SHRINK, SHRINK_TRIES = 0.8, 6  # a hidden region above max_area: shrink the pasted object (× 0.8, at most 6 times)
 
@@ -319,7 +319,7 @@ def write_pairs(s: Split, out: Path, donors: list[dict], rng: np.random.Generato
     closed = []
     with wds.ShardWriter(str(out / "shard-%06d.tar.partial"), maxcount=maxcount, verbose=0, mtime=0.0,
                          post=closed.append) as sink:
-        for ann in tqdm(donors, desc="build-ooc", unit="donor"):
+        for ann in progress(donors, desc=f"build-ooc {s.name}", unit="donors"):
             if max_pairs and counts["pairs"] >= max_pairs:
                 break
             made, why = make_pair(s, ann, rng)

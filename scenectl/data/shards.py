@@ -27,7 +27,6 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from scenectl import __version__
 from pycocotools import mask as mask_utils
@@ -43,6 +42,7 @@ from scenectl.data.masks import (
 from scenectl.errors import ScenectlError
 from scenectl.folders import MARKER, Folder, claim, owner
 from scenectl.io import read_json, remove_stale_tmp, write_json_atomic
+from scenectl.progress import progress
 
 FORMAT = "scenectl-shards/1"
 TASKS = ("masked", "object")
@@ -81,7 +81,7 @@ class BuildConfig:
     part: str | None = None  # "i/n", 0 <= i < n
     resume: bool = False
     overwrite: bool = False
-    progress: bool = True  # tqdm bar on stderr
+    progress: bool = True  # progress on stderr (scenectl.progress: a bar on a terminal, log lines otherwise)
 
     def check(self) -> None:
         if not 0 < self.max_area <= 1:
@@ -615,7 +615,8 @@ def _write_samples(cfg: BuildConfig, src: _Source, params: dict, out: Path, name
     tasks = ((k, src.coco.imgs[i], src.coco.imgToAnns.get(i, [])) for k, i in enumerate(ids) if k >= start)
     workers = cfg.workers or len(os.sched_getaffinity(0))
     sink = _Sink(out, names, journal, cfg.maxcount, cfg.maxsize, started)
-    bar = tqdm(total=len(ids), initial=start, desc=f"build-shards {src.split}", unit="img", disable=not cfg.progress)
+    bar = progress(total=len(ids), initial=start, desc=f"build-shards {src.split}", unit="img",
+                   disable=not cfg.progress)
     try:
         for res in _results(tasks, job, workers):
             _take(sink, res, skip if res.index == start else 0, cfg.max_area)

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
 from scenectl.errors import ScenectlError
 from scenectl.io import write_json_atomic
+from scenectl.progress import progress
 
 MARKER = ".scenectl-synthetic"
 DESCRIPTION = "scenectl synthetic scenes"  # info.description prefix; identifies our annotation files
@@ -351,7 +351,7 @@ def _prepare(out: Path, overwrite: bool) -> None:
 def _write_split(out: Path, split: str, stream: int, first_id: int, n: int, seed: int, crowd_every: int) -> dict:
     (out / split).mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for i in tqdm(range(n), desc=f"sample {split}", unit="img", leave=False):
+    for i in progress(range(n), desc=f"sample {split}", unit="img"):
         rng = np.random.default_rng([seed, stream, i])  # per-image stream: independent of n and of order
         crowd_rng = np.random.default_rng([seed, stream, i, 1]) if crowd_every and i % crowd_every == 0 else None
         img, scene, objects, crowd = draw_scene(rng, crowd_rng)

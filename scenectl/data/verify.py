@@ -44,11 +44,11 @@ from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
                                   plain_name_problem, read_remote)
 from scenectl.errors import ScenectlError
+from scenectl.progress import progress as progress_of
 
 KNOWN = ("jpg", "mask.png", "cls", "json", "object.jpg")  # the only members scenectl writes (and decodes)
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext: key = up to the first dot
@@ -60,7 +60,7 @@ class VerifyConfig:
     json: bool = False  # print the report as JSON
     check_hashes: bool = True  # compare each shard's sha256 with the manifest's
     workers: int = 1  # shards verified in parallel (processes)
-    progress: bool = True  # tqdm bar on stderr
+    progress: bool = True  # progress on stderr (scenectl.progress: a bar on a terminal, log lines otherwise)
     net: NetOptions | None = None  # remote reads (None: net_options())
 
 
@@ -361,15 +361,15 @@ def verify_shards(directory: str | os.PathLike, check_hashes: bool = True, worke
         problems += _files_problems(spec, manifest, net)
     jobs = [(_join(spec, s["name"]), s, expect, net) for s in manifest["shards"]
             if not plain_name_problem(s["name"], ".tar")]
-    bar = dict(total=len(jobs), desc=f"verify {spec.rstrip('/').rsplit('/', 1)[-1]}", unit="shard",
+    bar = dict(total=len(jobs), desc=f"verify {spec.rstrip('/').rsplit('/', 1)[-1]}", unit="shards",
                disable=not progress)
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            results = list(tqdm(pool.imap(_verify_one, jobs), **bar))
+            results = list(progress_of(pool.imap(_verify_one, jobs), **bar))
     else:
-        results = [verify_shard(*j) for j in tqdm(jobs, **bar)]
+        results = [verify_shard(*j) for j in progress_of(jobs, **bar)]
     _set_problems(manifest, expect, results, problems)
     report.update(shards=len(results), samples=sum(r["samples"] for r in results), ok=not problems)
     return report
