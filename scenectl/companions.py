@@ -45,8 +45,10 @@ def load_cooccurrence(source: str) -> tuple[Cooccurrence, str]:
     return ss.cooccurrence(), f"{ss.location}/cooccurrence.h5"
 
 
-def companion_matrix(cooc: Cooccurrence, by: str) -> np.ndarray:
-    """(C, C) float: [i, j] = how strongly j accompanies i; NaN where undefined (i never seen, or j = i)."""
+def companion_matrix(cooc: Cooccurrence, by: str, min_count: int = 1) -> np.ndarray:
+    """(C, C) float: [i, j] = how strongly j accompanies i; NaN where undefined (i or j never seen, j = i) or
+    filtered out (i and j together in fewer than `min_count` images, at least 1: the one filter of the text and
+    of the heatmap)."""
     co = cooc.cooccurrence.astype(np.float64)  # (C, C) images holding both
     n_i = cooc.image_counts.astype(np.float64)  # (C,)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -58,6 +60,7 @@ def companion_matrix(cooc: Cooccurrence, by: str) -> np.ndarray:
             raise ScenectlError(f"--by must be 'conditional' or 'pmi', got '{by}'")
     m[n_i == 0, :] = np.nan
     m[:, n_i == 0] = np.nan
+    m[cooc.cooccurrence < max(min_count, 1)] = np.nan  # rare pairs: PMI over-rates them
     np.fill_diagonal(m, np.nan)
     return m
 
@@ -66,12 +69,12 @@ def top_companions(cooc: Cooccurrence, top: int = 5, by: str = "conditional", mi
     """Per class seen at least once: its `top` companions [{name, value, images}], best first (ties: more images)."""
     if top < 1:
         raise ScenectlError(f"--top must be a positive integer, got {top}")
-    m = companion_matrix(cooc, by)
+    m = companion_matrix(cooc, by, min_count)
     rows = []
     for i, name in enumerate(cooc.names):
         if cooc.image_counts[i] == 0:
             continue
-        ok = [j for j in range(len(cooc.names)) if np.isfinite(m[i, j]) and cooc.cooccurrence[i, j] >= max(min_count, 1)]
+        ok = [j for j in range(len(cooc.names)) if np.isfinite(m[i, j])]
         ok.sort(key=lambda j: (-m[i, j], -int(cooc.cooccurrence[i, j]), j))
         rows.append({"class": name, "images": int(cooc.image_counts[i]),
                      "companions": [{"name": cooc.names[j], "value": float(m[i, j]),
@@ -93,8 +96,17 @@ def cooccurrence_main(cfg: CooccurrenceConfig) -> tuple[list[dict], str]:
         comp = ", ".join(f"{c['name']} {c['value']:.2f} ({c['images']})" for c in r["companions"]) or "(none)"
         lines.append(f"{r['class']:<{width}}  [{r['images']:>5} images]  {comp}")
     if cfg.out:
-        m = companion_matrix(cooc, cfg.by)
-        plots.plot_heatmap(np.where(np.isfinite(m), m, np.nan), cooc.names, cfg.out,
-                           title=f"co-occurrence ({cfg.by}); {cooc.n_images} images", label=measure)
+        plot_companions(cooc, cfg)
         lines.append(f"wrote {cfg.out}")
     return rows, "\n".join(lines)
+
+
+def plot_companions(cooc: Cooccurrence, cfg: CooccurrenceConfig) -> None:
+    """The heatmap of exactly the pairs the text ranks (the same --min-count filter: grey = filtered or undefined)."""
+    grey = "never together" if cfg.min_count <= 1 else f"together in fewer than {cfg.min_count} images (--min-count)"
+    plots.plot_heatmap(companion_matrix(cooc, cfg.by, cfg.min_count), cooc.names, cfg.out, counts=cooc.image_counts,
+                       title=f"co-occurrence ({cfg.by}) over {cooc.n_images} images; grey: pairs {grey}, or a class "
+                             "with itself",
+                       label="P(j in image | i in image)" if cfg.by == "conditional"
+                       else "PMI = ln P(i,j) / (P(i) P(j))  (nats; 0 = as often as chance)",
+                       xlabel="companion class j", ylabel="class i (in the image)")

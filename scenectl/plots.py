@@ -1,14 +1,33 @@
 """The PNG figures of `scenectl eval`, `compare`, `predict`, `cooccurrence`, `fuse`, `inspect-shards` and the
-training curves of `train`, `transfer` and `distill` (matplotlib, Agg backend: no display needed).
+training curves of `train`, `transfer` and `distill` (matplotlib, Agg backend: no display needed), drawn to be read
+at 100 % without zooming.
 
-Every figure is written atomically: drawn to a temporary name in the target folder, renamed when whole.
+The rules every figure keeps (docs/gallery.md shows them; `figure_problems` checks them mechanically):
+
+- a title, and a label on every axis that has tick labels, with its unit (%, percentage points, samples, ...);
+- every text at least MIN_PT points at the saved DPI (>= MIN_DPI), and no two tick labels of an axis overlapping:
+  a figure grows with its class count (CELL_IN inches per class) and shows at most MAX_CLASSES classes, the ones
+  with most samples, saying so in its title;
+- a colour bar, labelled, wherever colour stands for a number (cells without a value are grey and the title or the
+  bar says why).
+
+Draw inside `@styled` (the shared font sizes) and write with `save` (atomically: a temporary name in the target
+folder, renamed when whole). `watch()` lets a test see every figure `save` writes, with its problems:
+
+    with plots.watch() as drawn:
+        plots.plot_weights(curve, 0.5, tmp_path / "weights.png")
+    assert drawn[0].problems == []
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import matplotlib
 
@@ -16,44 +35,150 @@ matplotlib.use("Agg")  # headless: clusters, CI and the sandbox have no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from scenectl.io import atomic_path  # noqa: E402
 
+DPI = 110  # saved resolution: 8 pt = 12 px
+MIN_PT = 8.0  # smallest text allowed, in points at DPI
+MIN_DPI = 100
+CELL_IN = 0.16  # inches per class row / column / bar: fits an 8 pt label with a little air
+MAX_CLASSES = 100  # classes one figure shows at most (the ones with most samples)
+GREY = "#d9d9d9"  # cells without a value
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
+         "legend.fontsize": 8, "figure.titlesize": 11, "savefig.dpi": DPI}
 
-def _save(fig, path: str | Path) -> None:
+
+def styled(draw):
+    """Decorator: draw (and save) the figure under the shared font sizes (STYLE)."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return draw(*args, **kwargs)
+    return wrapper
+
+
+# --- saving and checking -------------------------------------------------------------------------------------------
+@dataclass
+class Drawn:
+    path: Path
+    figure: object  # matplotlib Figure (closed: inspect it, do not show it)
+    problems: list[str]
+
+
+_watchers: list[list[Drawn]] = []
+
+
+@contextlib.contextmanager
+def watch() -> Iterator[list[Drawn]]:
+    """Test hook: every figure `save` writes inside the block is appended, with `figure_problems` of it."""
+    drawn: list[Drawn] = []
+    _watchers.append(drawn)
+    try:
+        yield drawn
+    finally:
+        _watchers.remove(drawn)
+
+
+def save(fig, path: str | Path, dpi: int = DPI) -> None:
+    """Write `fig` as PNG at `dpi`, atomically, and close it (checked first when a `watch()` is open)."""
+    if _watchers:
+        entry = Drawn(Path(path), fig, figure_problems(fig, dpi))
+        for drawn in _watchers:
+            drawn.append(entry)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
 
 
-def _tick_size(n: int) -> float:
-    # 80 COCO names must stay legible: shrink the labels as the class count grows.
-    return max(3.0, min(9.0, 400.0 / max(n, 1)))
+def figure_problems(fig, dpi: int = DPI) -> list[str]:
+    """What keeps `fig` from being read at 100 % when saved at `dpi`: missing titles or axis labels, texts under
+    MIN_PT, overlapping tick labels, number-coloured images without a labelled colour bar. Empty: none found."""
+    fig.canvas.draw()  # lays out the tick labels the PNG will hold
+    renderer = fig.canvas.get_renderer()
+    problems = [] if dpi >= MIN_DPI else [f"saved at {dpi} dpi, under {MIN_DPI}"]
+    suptitle = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    for i, ax in enumerate(a for a in fig.axes if a.get_visible()):
+        problems += _axes_problems(ax, ax.get_title() or f"panel {i + 1}", bool(suptitle), renderer)
+    for t in fig.findobj(Text):
+        if t.get_visible() and t.get_text().strip() and t.get_fontsize() < MIN_PT:
+            problems.append(f"text {t.get_text()[:30]!r} is {t.get_fontsize():.1f} pt, under {MIN_PT:g}")
+    return problems
 
 
-def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
-    """(C, C) int64 counts; row = true class, column = top-1 prediction."""
-    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(conf, (np.asarray(labels, np.int64), np.asarray(preds, np.int64)), 1)
-    return conf
+def _axes_problems(ax, name: str, has_suptitle: bool, renderer) -> list[str]:
+    cbar = getattr(ax, "_colorbar", None)
+    if cbar is not None:
+        return [] if cbar.long_axis.get_label_text().strip() else [f"{name}: colour bar without a label"]
+    problems = [] if ax.get_title() or has_suptitle else [f"{name}: no title"]
+    for im in ax.get_images():
+        if np.ndim(im.get_array()) == 2 and im.colorbar is None:
+            problems.append(f"{name}: an image of numbers without a colour bar")
+    if not ax.axison:
+        return problems
+    for letter, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+        labels = [t for t in axis.get_ticklabels() if t.get_visible() and t.get_text().strip()]
+        if labels and not axis.get_label_text().strip():
+            problems.append(f"{name}: {letter} axis without a label")
+        if _overlapping(labels, renderer, letter):
+            problems.append(f"{name}: {letter} tick labels overlap ({_overlapping(labels, renderer, letter)})")
+    return problems
 
 
-def plot_confusion(conf: np.ndarray, names: Sequence[str], path: str | Path, title: str = "") -> None:
-    """Row-normalised confusion matrix (each true class sums to 1; rows without samples stay blank)."""
-    conf = np.asarray(conf, dtype=np.float64)
-    rows = conf.sum(axis=1, keepdims=True)
-    norm = np.divide(conf, rows, out=np.full_like(conf, np.nan), where=rows > 0)  # (C, C)
+def _overlapping(labels: list[Text], renderer, letter: str) -> str:
+    """The first two tick labels whose boxes overlap (beyond half a pixel), as 'a / b'; '' when none do. Labels
+    rotated other than 0 or 90 degrees are not checked (their boxes overlap where the glyphs do not)."""
+    if any(round(t.get_rotation()) % 90 for t in labels):
+        return ""
+    boxes = sorted(((t.get_window_extent(renderer), t.get_text()) for t in labels),
+                   key=lambda b: b[0].x0 if letter == "x" else b[0].y0)
+    for (a, ta), (b, tb) in zip(boxes, boxes[1:]):
+        if a.padded(-0.5).overlaps(b.padded(-0.5)):
+            return f"{ta!r} / {tb!r}"
+    return ""
+
+
+# --- class selection -----------------------------------------------------------------------------------------------
+def top_classes(weights: Sequence[float], limit: int = MAX_CLASSES) -> list[int]:
+    """Indices of the `limit` classes of largest weight (samples, images), in their original order."""
+    if len(weights) <= limit:
+        return list(range(len(weights)))
+    order = sorted(range(len(weights)), key=lambda i: (-float(weights[i]), i))[:limit]
+    return sorted(order)
+
+
+def _shown(n_shown: int, n_all: int, what: str = "samples") -> str:
+    """Title suffix when a figure leaves classes out."""
+    return "" if n_shown == n_all else f" — the {n_shown} classes with most {what}, of {n_all}"
+
+
+def _class_ticks(ax, names: Sequence[str], x: bool = True, y: bool = True) -> None:
     n = len(names)
-    side = max(5.0, min(18.0, 0.16 * n + 3))
-    fig, ax = plt.subplots(figsize=(side, side))
-    im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks(range(n), names, rotation=90, fontsize=_tick_size(n))
-    ax.set_yticks(range(n), names, fontsize=_tick_size(n))
-    ax.set_xlabel("predicted (top-1)")
-    ax.set_ylabel("hidden object's class")
-    ax.set_title(title or "confusion (row-normalised)")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    _save(fig, path)
+    if x:
+        ax.set_xticks(range(n), names, rotation=90)
+    if y:
+        ax.set_yticks(range(n), names)
+
+
+def _matrix_figure(n: int):
+    side = max(5.0, CELL_IN * n + 3.2)  # + room for the labels and the colour bar
+    return plt.subplots(figsize=(side + 1.0, side), layout="constrained")
+
+
+def _cmap(name: str):
+    return plt.get_cmap(name).with_extremes(bad=GREY)
+
+
+def _title(ax, text: str) -> None:
+    """An axes title wrapped to the figure's width (long titles would be cut at the edge of the PNG)."""
+    width_in = ax.figure.get_figwidth() * ax.get_position().width
+    ax.set_title(textwrap.fill(text, max(30, int(width_in * 72 / (0.55 * STYLE["axes.titlesize"])))))
+
+
+def _legend_outside(ax) -> None:
+    """The legend right of the plot, where it hides no bar."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def _yerr(values: Sequence[float], intervals: Sequence | None) -> np.ndarray | None:
@@ -64,143 +189,224 @@ def _yerr(values: Sequence[float], intervals: Sequence | None) -> np.ndarray | N
                      [max(0.0, ci[1] - v) if ci else 0.0 for v, ci in zip(values, intervals)]])
 
 
+# --- eval, compare -------------------------------------------------------------------------------------------------
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts; row = true class, column = top-1 prediction."""
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(conf, (np.asarray(labels, np.int64), np.asarray(preds, np.int64)), 1)
+    return conf
+
+
+@styled
+def plot_confusion(conf: np.ndarray, names: Sequence[str], path: str | Path, title: str = "") -> None:
+    """Row-normalised confusion matrix in % (each true class sums to 100; rows without samples are grey); beyond
+    MAX_CLASSES classes, the rows and columns of the classes with most samples."""
+    conf = np.asarray(conf, dtype=np.float64)
+    rows = conf.sum(axis=1)  # (C,) samples per true class
+    keep = top_classes(rows)
+    norm = np.divide(conf, rows[:, None], out=np.full_like(conf, np.nan), where=rows[:, None] > 0)  # (C, C)
+    fig, ax = _matrix_figure(len(keep))
+    im = ax.imshow(100 * norm[np.ix_(keep, keep)], cmap=_cmap("viridis"), vmin=0, vmax=100, interpolation="nearest")
+    _class_ticks(ax, [names[i] for i in keep])
+    ax.set_xlabel("predicted class (top-1)")
+    ax.set_ylabel("true class (the hidden object)")
+    empty = int((rows[keep] == 0).sum())
+    _title(ax, (title or "confusion (row-normalised)") + _shown(len(keep), len(names))
+           + (f"; {empty} grey rows: classes without samples" if empty else ""))
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="share of the true class's samples (%)")
+    save(fig, path)
+
+
+@styled
 def plot_per_class(
     per_class: Sequence[float | None], counts: Sequence[int], names: Sequence[str], path: str | Path, title: str = "",
     intervals: Sequence[Sequence[float] | None] | None = None,
 ) -> None:
-    """Top-1 accuracy per class, sorted best first; classes without samples are left out and counted in the title.
-    `intervals`: optional [lo, hi] per class, drawn as error bars."""
+    """Top-1 accuracy per class in %, best first; classes without samples are left out and counted in the title
+    (beyond MAX_CLASSES, the classes with most samples). `intervals`: optional [lo, hi] per class, error bars."""
     idx = [i for i in range(len(names)) if counts[i] > 0 and per_class[i] is not None]
-    idx.sort(key=lambda i: -float(per_class[i]))
-    acc = [float(per_class[i]) for i in idx]
-    n = max(len(idx), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, min(20.0, 0.18 * n + 2)), 4.5))
-    ax.bar(range(len(idx)), acc, color="tab:blue",
-           yerr=_yerr(acc, [intervals[i] for i in idx] if intervals else None), ecolor="black", capsize=1.5)
-    ax.set_xticks(range(len(idx)), [f"{names[i]} ({counts[i]})" for i in idx], rotation=90, fontsize=_tick_size(n))
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("top-1 accuracy")
+    shown = [idx[j] for j in top_classes([counts[i] for i in idx])]
+    shown.sort(key=lambda i: -float(per_class[i]))
+    acc = [100 * float(per_class[i]) for i in shown]
+    cis = [[100 * v for v in intervals[i]] if intervals[i] else None for i in shown] if intervals else None
+    fig, ax = plt.subplots(figsize=(max(6.0, CELL_IN * len(shown) + 2.0), 4.8), layout="constrained")
+    ax.bar(range(len(shown)), acc, color="tab:blue", yerr=_yerr(acc, cis), ecolor="black", capsize=1.5)
+    ax.set_xticks(range(len(shown)), [f"{names[i]} ({counts[i]})" for i in shown], rotation=90)
+    ax.set_xlim(-0.6, len(shown) - 0.4)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("class (samples), best first")
+    ax.set_ylabel("top-1 accuracy (%)")
     missing = len(names) - len(idx)
-    ax.set_title((title or "per-class top-1 accuracy (samples in brackets)") + (f"; {missing} classes absent" if missing else ""))
-    _save(fig, path)
+    _title(ax, (title or "per-class top-1 accuracy") + _shown(len(shown), len(idx))
+           + (f"; {missing} classes without samples left out" if missing else ""))
+    save(fig, path)
 
 
+def _grouped_bars(ax, values: Mapping[str, Sequence[float]], intervals: Mapping[str, Sequence] | None) -> None:
+    """One group per position, one bar per name (legend), with optional [lo, hi] error bars; NaN stays blank."""
+    width = 0.8 / max(len(values), 1)
+    for j, (name, vals) in enumerate(values.items()):
+        cis = (intervals or {}).get(name)
+        x = np.arange(len(vals)) + (j - (len(values) - 1) / 2) * width
+        ax.bar(x, vals, width, label=name, yerr=_yerr(np.nan_to_num(vals), cis), ecolor="black", capsize=2)
+
+
+def _metric_figure(n_metrics: int, n_names: int):
+    """Wide enough for each metric's name under its group of bars, at 0 degrees."""
+    return plt.subplots(figsize=(max(6.0, n_metrics * max(1.0, 0.3 * n_names) + 3.0), 4.5), layout="constrained")
+
+
+@styled
 def plot_comparison(rows: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "",
                     errors: Mapping[str, Mapping[str, Sequence[float] | None]] | None = None) -> None:
-    """Grouped bars: one group per metric (columns of `rows`), one bar per shard set or model (keys of `rows`);
-    `errors`: optional [lo, hi] per name and metric, drawn as error bars. Missing values (None) are left blank."""
-    names = list(rows)
+    """Grouped bars in %: one group per metric (columns of `rows`, fractions), one bar per shard set or model (keys
+    of `rows`); `errors`: optional [lo, hi] per name and metric, drawn as error bars. Missing values stay blank."""
     metrics = list(next(iter(rows.values())).keys()) if rows else []
-    width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 1.2 * len(metrics) * max(1, len(names)) * 0.5 + 3)), 4.5))
-    x = np.arange(len(metrics))
-    for j, name in enumerate(names):
-        vals = [np.nan if rows[name].get(m) is None else float(rows[name][m]) for m in metrics]
-        cis = [(errors.get(name) or {}).get(m) for m in metrics] if errors else None
-        ax.bar(x + (j - (len(names) - 1) / 2) * width, vals, width, label=name,
-               yerr=_yerr(np.nan_to_num(vals), cis), ecolor="black", capsize=2)
-    ax.set_xticks(x, metrics, rotation=30, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("fraction")
-    ax.legend(fontsize=8)
-    ax.set_title(title or "comparison")
-    _save(fig, path)
+    vals = {n: [np.nan if r.get(m) is None else 100 * float(r[m]) for m in metrics] for n, r in rows.items()}
+    cis = {n: [[100 * v for v in ci] if (ci := (errors.get(n) or {}).get(m)) else None for m in metrics]
+           for n in rows} if errors else None
+    fig, ax = _metric_figure(len(metrics), len(rows))
+    _grouped_bars(ax, vals, cis)
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("metric")
+    ax.set_ylabel("score (%)")
+    _legend_outside(ax)
+    _title(ax, title or "comparison")
+    save(fig, path)
 
 
+@styled
 def plot_differences(diffs: Mapping[str, Mapping[str, Mapping]], path: str | Path, reference: str,
                      title: str = "") -> None:
     """`scenectl compare`: each model's paired difference to the reference, per metric (groups), in percentage
     points, with its 95% interval as error bars and a line at zero (no difference).
     diffs: {model: {metric: {"difference": float, "ci": [lo, hi] | None}}}."""
-    names = list(diffs)
     metrics = list(next(iter(diffs.values())).keys()) if diffs else []
-    width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.6 * len(metrics) * max(1, len(names)) + 3)), 4.5))
-    x = np.arange(len(metrics))
-    for j, name in enumerate(names):
-        d = [diffs[name].get(m) or {} for m in metrics]
-        vals = [100 * r["difference"] if "difference" in r else np.nan for r in d]
-        cis = [[100 * v for v in r["ci"]] if r.get("ci") else None for r in d]
-        ax.bar(x + (j - (len(names) - 1) / 2) * width, vals, width, label=name,
-               yerr=_yerr(np.nan_to_num(vals), cis) if any(cis) else None, ecolor="black", capsize=2)
+    cells = {n: [d.get(m) or {} for m in metrics] for n, d in diffs.items()}
+    vals = {n: [100 * r["difference"] if "difference" in r else np.nan for r in rs] for n, rs in cells.items()}
+    cis = {n: [[100 * v for v in r["ci"]] if r.get("ci") else None for r in rs] for n, rs in cells.items()}
+    fig, ax = _metric_figure(len(metrics), len(diffs))
+    _grouped_bars(ax, vals, cis)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(x, metrics, rotation=30, ha="right")
+    ax.set_xticks(range(len(metrics)), metrics)
     ax.set_xlabel("metric")
     ax.set_ylabel(f"model − {reference} (percentage points)")
-    ax.legend(fontsize=8)
-    ax.set_title(title or f"difference to {reference} (paired, 95% intervals)")
-    _save(fig, path)
+    _legend_outside(ax)
+    _title(ax, title or f"difference to {reference} (paired, 95% intervals)")
+    save(fig, path)
 
 
-def plot_prediction(image: np.ndarray, probs: Sequence[float], names: Sequence[str], path: str | Path, title: str = "") -> None:
-    """The masked model input beside a horizontal bar chart of its top classes (best on top)."""
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 4.5), gridspec_kw={"width_ratios": [1, 1.1]})
-    a0.imshow(image)
+# --- predict, cooccurrence, fuse -----------------------------------------------------------------------------------
+def outline(ax, mask: np.ndarray) -> None:
+    """The hidden region's edge (mask (H, W), > 127 = hidden) as a yellow line on a black one: visible on the
+    padding's grey, on dark and on light scenes."""
+    if mask is not None and np.asarray(mask).any():
+        hidden = np.asarray(mask) > 127
+        ax.contour(hidden, levels=[0.5], colors="black", linewidths=2.6)
+        ax.contour(hidden, levels=[0.5], colors="yellow", linewidths=1.2)
+
+
+@styled
+def plot_prediction(image: np.ndarray, probs: Sequence[float], names: Sequence[str], path: str | Path,
+                    title: str = "", mask: np.ndarray | None = None) -> None:
+    """The masked model input, its hidden region outlined (`mask` (S, S), 255 = hidden), beside a horizontal bar
+    chart of its top classes in % (best on top, each bar labelled with its value)."""
+    pct = [100 * float(p) for p in probs]
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, max(4.6, 0.24 * len(names) + 1.4)), width_ratios=[1, 1.15],
+                                 layout="constrained")
+    a0.imshow(image, interpolation="nearest")
+    outline(a0, mask)
     a0.set_axis_off()
-    a0.set_title(title or "model input (hidden region filled)")
+    _title(a0, title or "model input; outline: hidden region")
     y = np.arange(len(names))[::-1]
-    a1.barh(y, probs, color="tab:orange")
+    a1.barh(y, pct, color="tab:orange")
+    for yi, v in zip(y, pct):
+        a1.text(v, yi, f" {v:.1f}%", va="center", fontsize=8)
     a1.set_yticks(y, names)
-    a1.set_xlim(0, max(1e-6, float(max(probs, default=0))) * 1.15)
-    a1.set_xlabel("probability")
-    a1.set_title(f"top-{len(names)} classes")
-    _save(fig, path)
+    a1.set_xlim(0, max(1e-3, max(pct, default=0.0)) * 1.25)  # room for the value labels
+    a1.xaxis.set_major_locator(MaxNLocator(nbins=5))  # few ticks: they never run together
+    a1.set_xlabel("probability (%)")
+    a1.set_ylabel("class (most probable on top)")
+    _title(a1, f"top-{len(names)} classes")
+    save(fig, path)
 
 
-def plot_heatmap(matrix: np.ndarray, names: Sequence[str], path: str | Path, title: str, label: str) -> None:
-    """A (C, C) class-by-class heatmap (co-occurrence PMI or conditional probability)."""
-    n = len(names)
-    side = max(5.0, min(18.0, 0.16 * n + 3))
-    fig, ax = plt.subplots(figsize=(side, side))
-    finite = np.asarray(matrix, dtype=np.float64)
-    lim = np.nanmax(np.abs(finite[np.isfinite(finite)])) if np.isfinite(finite).any() else 1.0
-    diverging = np.nanmin(finite[np.isfinite(finite)]) < 0 if np.isfinite(finite).any() else False
-    im = ax.imshow(
-        np.where(np.isfinite(finite), finite, np.nan),
-        cmap="RdBu_r" if diverging else "viridis",
-        vmin=-lim if diverging else 0,
-        vmax=lim,
-        interpolation="nearest",
-    )
-    ax.set_xticks(range(n), names, rotation=90, fontsize=_tick_size(n))
-    ax.set_yticks(range(n), names, fontsize=_tick_size(n))
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
-    _save(fig, path)
+@styled
+def plot_heatmap(matrix: np.ndarray, names: Sequence[str], path: str | Path, title: str, label: str,
+                 counts: Sequence[float] | None = None, xlabel: str = "companion class j",
+                 ylabel: str = "class i") -> None:
+    """A (C, C) class-by-class heatmap (co-occurrence PMI or conditional probability); NaN cells (no value, or
+    filtered out) are grey. Beyond MAX_CLASSES classes, the ones of largest `counts` (images)."""
+    keep = top_classes(counts if counts is not None else [1.0] * len(names))
+    m = np.asarray(matrix, dtype=np.float64)[np.ix_(keep, keep)]  # (K, K)
+    finite = np.isfinite(m)
+    lim = float(np.abs(m[finite]).max()) if finite.any() else 0.0
+    lim = lim or 1.0
+    diverging = bool(finite.any() and m[finite].min() < 0)
+    fig, ax = _matrix_figure(len(keep))
+    im = ax.imshow(np.where(finite, m, np.nan), cmap=_cmap("RdBu_r" if diverging else "viridis"),
+                   vmin=-lim if diverging else 0.0, vmax=lim, interpolation="nearest")
+    _class_ticks(ax, [names[i] for i in keep])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _title(ax, title + _shown(len(keep), len(names), "images"))
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=label)
+    save(fig, path)
 
 
+@styled
 def plot_weights(curve: Sequence[Mapping[str, float]], chosen: float, path: str | Path) -> None:
-    """`scenectl fuse`: validation top-1 of the fused model against the context weight w, the chosen w marked."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["w"] for r in curve], [r["top1"] for r in curve], marker="o")
-    ax.axvline(chosen, color="grey", linestyle="--", label=f"chosen w = {chosen}")
-    ax.set_xlabel("context weight w   (log p_obj + w log p_ctx)")
-    ax.set_ylabel("validation top-1 (fused)")
+    """`scenectl fuse`: validation top-1 of the fused model (%) against the context weight w, the chosen w marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    ax.plot([r["w"] for r in curve], [100 * r["top1"] for r in curve], marker="o")
+    ax.axvline(chosen, color="grey", linestyle="--", label=f"chosen w = {chosen:g}")
+    ax.set_xlabel("context weight w   (log p_obj + w · log p_ctx; 0: object model alone)")
+    ax.set_ylabel("validation top-1, fused (%)")
     ax.legend()
-    _save(fig, path)
+    _title(ax, "fuse: validation top-1 against the context weight")
+    save(fig, path)
 
 
-def plot_contact_sheet(samples: Sequence[Mapping], path: str | Path) -> None:
+# --- inspect-shards ------------------------------------------------------------------------------------------------
+def _tile(ax, s: Mapping) -> None:
+    """One sample: the masked scene, its hidden region outlined, titled with its class and hidden-area fraction."""
+    ax.imshow(s["jpg"], interpolation="nearest")
+    outline(ax, s.get("mask.png"))
+    ax.set_axis_off()
+    meta = s.get("json") or {}
+    name = str(meta.get("category_name", f"class {s.get('cls')}"))
+    text = name if "area_fraction" not in meta else f"{name}\nhidden area {float(meta['area_fraction']):.2f}"
+    ax.set_title(text, fontsize=8)
+
+
+def _area_histogram(ax, hist: Mapping) -> None:
+    """The set's hidden-area histogram (manifest totals: `edges`, `counts`)."""
+    edges, counts = np.asarray(hist["edges"], np.float64), np.asarray(hist["counts"], np.float64)
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:red", edgecolor="white")
+    ax.set_xticks(edges, [f"{e:.2f}" for e in edges])
+    ax.set_xlabel("hidden area / image area (fraction)")
+    ax.set_ylabel("samples")
+    ax.set_title(f"hidden-area histogram of all {int(counts.sum())} samples in the set")
+
+
+@styled
+def plot_contact_sheet(samples: Sequence[Mapping], path: str | Path, title: str = "",
+                       histogram: Mapping | None = None) -> None:
     """`scenectl inspect-shards`: a grid of decoded samples ({"jpg", "mask.png", "json", "cls"}), each scene with
-    its hidden region outlined in red, titled with its label and hidden-area fraction."""
+    its hidden region outlined and titled with its class and hidden-area fraction; below, the set's hidden-area
+    histogram (`histogram`: the manifest's {"edges", "counts"}) when given."""
     cols = max(1, math.ceil(math.sqrt(len(samples))))
     rows = max(1, math.ceil(len(samples) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, s in zip(axes.flat, samples):
-        ax.imshow(s["jpg"])
-        if "mask.png" in s and s["mask.png"].any():
-            ax.contour(s["mask.png"] > 127, levels=[0.5], colors="red", linewidths=1.0)
-        meta = s.get("json", {})
-        title = meta.get("category_name", str(s.get("cls")))
-        if "area_fraction" in meta:
-            title += f" ({meta['area_fraction']:.2f})"
-        ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    heights = [2.3] * rows + ([2.6] if histogram else [])
+    fig = plt.figure(figsize=(max(6.5, 2.0 * cols), sum(heights) + 0.5), layout="constrained")
+    grid = fig.add_gridspec(len(heights), cols, height_ratios=heights)
+    for k, s in enumerate(samples):
+        _tile(fig.add_subplot(grid[k // cols, k % cols]), s)
+    if histogram:
+        _area_histogram(fig.add_subplot(grid[rows, :]), histogram)
+    fig.suptitle(textwrap.fill(title or f"{len(samples)} samples; outline: hidden region", 100))
+    save(fig, path)
 
 
 # --- training curves (curves.png) ----------------------------------------------------------------------------------
@@ -226,12 +432,11 @@ def _draw_run(axes, name: str, steps: list[dict], epochs: list[dict], color: str
     a_lr.plot(*lr, "-" if steps else "o-", color=color, label=name)
 
 
+@styled
 def plot_training_curves(runs: Mapping[str, tuple[list[dict], list[dict]]], path: str | Path, title: str) -> None:
     """curves.png of `train`, `transfer` and `distill`: three panels against the optimisation step — loss (per
     logged step, epoch mean, validation), validation top-1 / top-5 in percent (and class-balanced top-1 where
     logged), learning rate; one colour per run. runs: name -> (step records, epoch records) of its metrics.jsonl."""
-    from matplotlib.ticker import MaxNLocator
-
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharex=True, constrained_layout=True)
     for i, (name, (steps, epochs)) in enumerate(runs.items()):
         _draw_run(axes, name, steps, epochs, f"C{i}", f"{name}: " if len(runs) > 1 else "")
@@ -249,4 +454,4 @@ def plot_training_curves(runs: Mapping[str, tuple[list[dict], list[dict]]], path
     axes[1].set_ylim(0, 100)
     axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     fig.suptitle(title, fontsize=CURVES_FONT + 2)
-    _save(fig, path)
+    save(fig, path)

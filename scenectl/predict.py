@@ -207,6 +207,7 @@ def predict(cfg: PredictConfig) -> dict:
         from scenectl import plots
 
         plots.plot_prediction(scene, [t["probability"] for t in top], [t["class"] for t in top], cfg.out,
-                              title=f"{Path(cfg.image).name}: {params['shape']} hidden ({100 * fraction:.1f}%)")
+                              title=f"{Path(cfg.image).name}: {params['shape']} region hidden ({params['fill']} fill, "
+                                    f"{100 * fraction:.1f}% of the image); outline: hidden region", mask=mask)
     return {"top": top, "params": {k: params[k] for k in ("shape", "fill", "margin", "image_size")},
             "params_source": source, "hidden_fraction": fraction, "notes": notes, "out": cfg.out}

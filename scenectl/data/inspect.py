@@ -5,10 +5,12 @@ read by the one shard reader (scenectl.data.loader: a folder, a pattern or a URL
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +21,10 @@ from scenectl.data.remote import NetOptions, is_local, local_path
 from scenectl.errors import ScenectlError
 from scenectl.folders import check_file_target
 from scenectl.io import read_json
+from scenectl.progress import progress
 
 KNOWN_MEMBERS = ("jpg", "mask.png", "cls", "json", "object.jpg")  # decoded; anything else in a tar is ignored
+SCAN_SAMPLES = 20_000  # samples read at most (whole shards drawn at random) to draw a contact sheet
 
 
 def load_manifest(directory: str | os.PathLike) -> dict:
@@ -34,24 +38,68 @@ def load_manifest(directory: str | os.PathLike) -> dict:
     return read_json(d / "manifest.json", "manifest")
 
 
-def read_samples(shards: ShardSet, n: int) -> list[dict]:
-    """The first `n` samples in shard order, with only the known members decoded (no pickle, ever)."""
-    out = []
-    for raw in raw_samples(shards):
-        s = {"__key__": raw["__key__"]}
-        for k in KNOWN_MEMBERS:
-            if k in raw:
-                v = raw[k]
-                if k.endswith(("jpg", "png")):
-                    s[k] = np.asarray(Image.open(io.BytesIO(v)))
-                elif k == "json":
-                    s[k] = json.loads(v)
-                else:
-                    s[k] = int(v)
-        out.append(s)
-        if len(out) >= n:
+def pick_shards(shards: ShardSet, seed: int, budget: int = SCAN_SAMPLES) -> ShardSet:
+    """The set cut to whole shards drawn at random (seeded) until they hold `budget` samples (a smaller set whole),
+    in the set's order: a contact sheet reads a bounded share of a large set, and not only its first shard."""
+    sizes = shards.shard_sizes()
+    chosen, total = [], 0
+    for i in np.random.default_rng(seed).permutation(len(shards.urls)):
+        chosen.append(int(i))
+        total += sizes[shards.urls[i]]
+        if total >= budget:
             break
-    return out
+    return replace(shards, urls=[shards.urls[i] for i in sorted(chosen)])
+
+
+def _rank(seed: int, *parts) -> int:
+    """A seeded pseudo-random rank that depends only on `parts` (not on the order the set is read in)."""
+    return int.from_bytes(hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest(), "big")
+
+
+def _image_of(raw: dict) -> object:
+    """The sample's source image (metadata `image_id`); a sample without a readable one stands for itself."""
+    try:
+        image = json.loads(raw.get("json", b"{}")).get("image_id")
+    except (ValueError, AttributeError):  # not JSON, or not an object: decoded (and refused) later if drawn
+        image = None
+    return image if type(image) is int else ("key", raw["__key__"])
+
+
+def draw_samples(shards: ShardSet, n: int, seed: int) -> list[dict]:
+    """`n` raw samples drawn at random (seeded) from `shards`, from `n` different images where the set has that
+    many (the n images of lowest rank, each by its sample of lowest rank), else topped up with other samples."""
+    images: dict[object, tuple[int, int, dict]] = {}  # image -> (image rank, sample rank, raw): the n best images
+    spare: list[tuple[int, dict]] = []  # the n best samples overall: the top-up when the set has < n images
+    for raw in progress(raw_samples(shards), desc=f"inspect-shards {_name(shards.location)}", unit="samples",
+                        total=shards.num_samples):
+        image, r_sample = _image_of(raw), _rank(seed, raw["__key__"])
+        entry = (_rank(seed, "image", image), r_sample, raw)
+        if image in images and r_sample < images[image][1]:
+            images[image] = entry
+        elif image not in images:
+            images[image] = entry
+            if len(images) > n:
+                del images[max(images, key=lambda k: images[k][0])]
+        spare = sorted(spare + [(r_sample, raw)], key=lambda e: e[0])[:n]
+    chosen = [raw for _, _, raw in images.values()]
+    keys = {raw["__key__"] for raw in chosen}
+    chosen += [raw for _, raw in spare if raw["__key__"] not in keys][: n - len(chosen)]
+    return sorted(chosen, key=lambda raw: raw["__key__"])
+
+
+def decode_known(raw: dict) -> dict:
+    """A raw sample with only the known members decoded (no pickle, ever)."""
+    s = {"__key__": raw["__key__"]}
+    for k in KNOWN_MEMBERS:
+        if k in raw:
+            v = raw[k]
+            if k.endswith(("jpg", "png")):
+                s[k] = np.asarray(Image.open(io.BytesIO(v)))
+            elif k == "json":
+                s[k] = json.loads(v)
+            else:
+                s[k] = int(v)
+    return s
 
 
 def report(manifest: dict) -> str:
@@ -76,27 +124,38 @@ def report(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def _name(location: str) -> str:
+    """A set's last path component, for titles and file names."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "", location.split("\0")[0].rstrip("/").rsplit("/", 1)[-1]) or "shards"
+
+
 def default_sheet(location: str) -> Path:
     """Where the contact sheet goes without --out: beside a local set, named after it (the set's folder is
     build-shards'); for a remote set, in the current folder."""
     if not is_local(location):
-        name = re.sub(r"[^A-Za-z0-9_.-]", "", location.split("\0")[0].rstrip("/").rsplit("/", 1)[-1])
-        return Path(f"{name or 'shards'}-contact-sheet.png")
+        return Path(f"{_name(location)}-contact-sheet.png")
     d = Path(local_path(location)).resolve()
     return d.parent / f"{d.name}-contact-sheet.png"
 
 
 def inspect_shards(spec: str | os.PathLike, n: int = 16, out: str | os.PathLike | None = None,
-                   net: NetOptions | None = None) -> dict:
-    """Report on a shard set and write its contact sheet (default: DIR-contact-sheet.png beside DIR)."""
+                   net: NetOptions | None = None, seed: int = 0) -> dict:
+    """Report on a shard set and write its contact sheet (default: DIR-contact-sheet.png beside DIR): `n` samples
+    drawn at random (`seed`) across images, and the set's hidden-area histogram."""
     if n < 1:
         raise ScenectlError(f"--n must be >= 1, got {n}")
     shards = open_shard_set(spec, net)
     sheet = Path(out) if out is not None else default_sheet(shards.location)
     check_file_target(sheet, "--out")
     manifest = shards.manifest
-    samples = read_samples(shards, n)
+    scanned = pick_shards(shards, seed)
+    samples = [decode_known(raw) for raw in draw_samples(scanned, n, seed)]
+    images = len({str(s.get("json", {}).get("image_id", s["__key__"])) for s in samples})
+    drawn = (f"{len(samples)} samples of {images} images drawn at random (seed {seed}) from "
+             f"{len(scanned.urls)} of {len(shards.urls)} shards")
     from scenectl.plots import plot_contact_sheet  # matplotlib: only when drawing
 
-    plot_contact_sheet(samples, sheet)
-    return {"manifest": manifest, "text": report(manifest), "sheet": str(sheet), "keys": [s["__key__"] for s in samples]}
+    plot_contact_sheet(samples, sheet, title=f"{_name(shards.location)}: {drawn}; outline: hidden region",
+                       histogram=manifest.get("totals", {}).get("area_fraction_histogram"))
+    return {"manifest": manifest, "text": report(manifest) + f"\ncontact sheet: {drawn}", "sheet": str(sheet),
+            "keys": [s["__key__"] for s in samples]}

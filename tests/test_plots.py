@@ -1,0 +1,228 @@
+"""scenectl.plots: every figure kind, drawn by the commands that draw it from a small run, is readable at 100 %
+(`figure_problems`: a title, axis labels, text of 8 pt or more at the saved DPI, tick labels that do not overlap, a
+labelled colour bar on images of numbers); the checker fails on figures that break each rule; 80 COCO classes fit;
+the co-occurrence heatmap shows exactly the pairs --min-count keeps; predict outlines the hidden region; the
+contact sheet draws across images, seeded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from scenectl import plots
+from scenectl.checkpoint import save_checkpoint
+from scenectl.cli import app
+from scenectl.companions import CooccurrenceConfig, cooccurrence_main
+from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.data.inspect import inspect_shards
+from scenectl.data.loader import open_shard_set, raw_samples
+from scenectl.models import create_model
+
+runner = CliRunner()
+COCO80 = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+          "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+          "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+          "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+          "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+          "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+          "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+          "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+          "teddy bear", "hair drier", "toothbrush"]
+
+
+def _only(drawn: list[plots.Drawn]) -> plots.Drawn:
+    assert len(drawn) == 1
+    assert drawn[0].problems == [], drawn[0].problems
+    assert drawn[0].path.stat().st_size > 0
+    return drawn[0]
+
+
+# --- the checker ---------------------------------------------------------------------------------------------------
+def _figure(title="t", xlabel="x", ylabel="y", tick_pt=8.0):
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0, 1])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(labelsize=tick_pt)
+    return fig, ax
+
+
+def test_the_checker_fails_each_broken_rule():
+    assert plots.figure_problems(_figure()[0]) == []
+    cases = {"no title": _figure(title="")[0], "x axis without a label": _figure(xlabel="")[0],
+             "under 8": _figure(tick_pt=5)[0]}
+    fig, ax = _figure()
+    ax.imshow(np.eye(3))
+    cases["without a colour bar"] = fig
+    fig, ax = _figure()
+    fig.colorbar(ax.imshow(np.eye(3)), ax=ax)
+    cases["colour bar without a label"] = fig
+    fig, ax = _figure()
+    ax.set_xticks(range(40), [f"long class name {i}" for i in range(40)])
+    cases["x tick labels overlap"] = fig
+    for want, fig in cases.items():
+        assert any(want in p for p in plots.figure_problems(fig)), (want, plots.figure_problems(fig))
+        plt.close(fig)
+    fig = _figure()[0]
+    assert plots.figure_problems(fig, dpi=60) == ["saved at 60 dpi, under 100"]
+    plt.close(fig)
+
+
+# --- each kind with 80 COCO classes (the hard case for labels) -----------------------------------------------------
+def test_confusion_per_class_and_heatmap_fit_80_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    labels, preds = rng.integers(0, 80, 4000), rng.integers(0, 80, 4000)
+    conf = plots.confusion_matrix(labels, preds, 80)
+    counts = conf.sum(axis=1)
+    with plots.watch() as drawn:
+        plots.plot_confusion(conf, COCO80, tmp_path / "confusion.png", title="eval: confusion (row-normalised)")
+    assert np.isclose(np.nansum(_only(drawn).figure.axes[0].get_images()[0].get_array()[0]), 100)  # % of the row
+    with plots.watch() as drawn:
+        plots.plot_per_class(list(np.diag(conf) / counts), list(counts), COCO80, tmp_path / "per_class.png",
+                             intervals=[[0.0, 0.1]] * 80)
+    _only(drawn)
+    with plots.watch() as drawn:
+        plots.plot_heatmap(rng.normal(size=(80, 80)), COCO80, tmp_path / "h.png", "co-occurrence", "PMI (nats)")
+    _only(drawn)
+
+
+def test_beyond_max_classes_the_largest_are_shown_and_the_title_says_so(tmp_path):
+    n = plots.MAX_CLASSES + 20
+    names = [f"class {i}" for i in range(n)]
+    conf = np.diag(np.arange(1, n + 1))  # class i has i + 1 samples: the last MAX_CLASSES have most
+    with plots.watch() as drawn:
+        plots.plot_confusion(conf, names, tmp_path / "c.png")
+    ax = _only(drawn).figure.axes[0]
+    assert f"the {plots.MAX_CLASSES} classes with most samples, of {n}" in ax.get_title().replace("\n", " ")
+    assert [t.get_text() for t in ax.get_yticklabels()] == names[20:]
+
+
+def test_comparison_and_differences_with_many_metrics_and_models(tmp_path):
+    metrics = ["top-1", "top-5", "top-10", "top-50", "bal top-1", "bal top-5", "bal top-10", "bal top-50", "plaus@10"]
+    rows = {name: {m: 0.1 * (j + 1) for m in metrics} for j, name in
+            enumerate(["model", "prior", "co-occurrence", "mask-only", "random"])}
+    errors = {n: {m: [v - 0.05, v + 0.05] for m, v in r.items()} for n, r in rows.items()}
+    with plots.watch() as drawn:
+        plots.plot_comparison(rows, tmp_path / "b.png", "eval: model and baselines", errors)
+        plots.plot_differences({"ffc": {m: {"difference": 0.02, "ci": [-0.01, 0.05]} for m in metrics}},
+                               tmp_path / "d.png", "resnet18")
+    assert len(drawn) == 2 and all(d.problems == [] for d in drawn), [d.problems for d in drawn]
+    assert drawn[0].figure.axes[0].get_ylabel() == "score (%)"
+
+
+def test_prediction_outlines_the_hidden_region_and_its_ticks_stay_apart(tmp_path):
+    image = np.full((64, 64, 3), 124, np.uint8)  # all padding grey: only the outline shows the hole
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:30, 24:36] = 255
+    probs = [0.031, 0.029, 0.027, 0.02, 0.018, 0.015, 0.012, 0.011, 0.01, 0.009]  # near-flat: many small ticks
+    with plots.watch() as drawn:
+        plots.plot_prediction(image, probs, COCO80[:10], tmp_path / "p.png", mask=mask)
+    picture, bars = _only(drawn).figure.axes
+    assert picture.collections, "no outline drawn on the model input"
+    ys, xs = np.nonzero(mask)
+    for path in picture.collections[-1].get_paths():  # the outline runs along the hidden region's edge
+        v = path.vertices
+        assert v[:, 0].min() >= xs.min() - 1 and v[:, 0].max() <= xs.max() + 1
+        assert v[:, 1].min() >= ys.min() - 1 and v[:, 1].max() <= ys.max() + 1
+    assert bars.get_xlabel() == "probability (%)"
+
+
+def _cooc_file(tmp_path: Path) -> Path:
+    """Classes a, b, c, d: a with b in one image only; a with c in three; d in none with a."""
+    images = [[0, 1]] + [[0, 2]] * 3 + [[3]] * 4 + [[1, 3]] * 2
+    path = tmp_path / "cooc.h5"
+    Cooccurrence.count(images, [1, 2, 3, 4], ["a", "b", "c", "d"]).save(path)
+    return path
+
+
+@pytest.mark.parametrize("by", ["pmi", "conditional"])
+def test_the_heatmap_shows_exactly_the_pairs_min_count_keeps(tmp_path, by):
+    h5 = _cooc_file(tmp_path)
+    shown = {}
+    for min_count in (1, 2):
+        with plots.watch() as drawn:
+            rows, text = cooccurrence_main(CooccurrenceConfig(str(h5), 3, by, min_count, str(tmp_path / "h.png")))
+        cells = _only(drawn).figure.axes[0].get_images()[0].get_array()  # (4, 4), masked where grey
+        shown[min_count] = ~np.ma.getmaskarray(cells) & np.isfinite(np.ma.filled(cells, np.nan))
+        listed = {(r["class"], c["name"]) for r in rows for c in r["companions"]}
+        names = "abcd"
+        assert listed == {(names[i], names[j]) for i, j in zip(*np.nonzero(shown[min_count]))}, text
+    assert shown[1][0, 1] and not shown[2][0, 1]  # a with b: one image
+    assert shown[2][0, 2]  # a with c: three images
+    assert not shown[1][0, 3]  # never together: no value at all
+
+
+# --- every kind, drawn by its command from a small run -------------------------------------------------------------
+def _checkpoint(path: Path, classes, in_chans: int, seed: int, kind: str, config: dict) -> str:
+    torch.manual_seed(seed)
+    model = create_model("resnet18", len(classes), in_chans=in_chans)
+    save_checkpoint(path, {"kind": kind, "arch": "resnet18", "in_chans": in_chans, "num_classes": len(classes),
+                           "model": model.state_dict(), "classes": classes, "image_size": 32,
+                           "mask_channel": in_chans == 4, "config": {"image_size": 32, **config},
+                           "cooccurrence": None, "metrics": {}, "epoch": 1, "step": 1})
+    return str(path)
+
+
+def _commands(s: dict[str, Path], scenes: Path, d: Path) -> dict[str, list[str]]:
+    classes = open_shard_set(s["val"]).classes
+    ctx = _checkpoint(d / "ctx.pt", classes, 4, 0, "context", {"shards": str(s["train"])})
+    ctx2 = _checkpoint(d / "ctx2.pt", classes, 4, 1, "context", {"shards": str(s["train"])})
+    obj = _checkpoint(d / "obj.pt", classes, 3, 2, "distill", {})
+    ann = json.loads((scenes / "annotations" / "instances_val2017.json").read_text())["annotations"][0]
+    image = next((scenes / "val2017").glob(f"{ann['image_id']:012d}.jpg"))
+    cpu = ["--device", "cpu"]
+    return {
+        "eval": ["eval", "-c", ctx, "--shards", str(s["val"]), "--shards", str(s["train"]), "--out", str(d / "ev"),
+                 "--bootstrap", "20", "--max-samples", "60", *cpu],
+        "compare": ["compare", ctx, ctx2, "--shards", str(s["val"]), "--out", str(d / "cmp"), "--bootstrap", "20",
+                    "--max-samples", "60", *cpu],
+        "predict": ["predict", "-c", ctx, str(image), "--box", ",".join(str(round(v)) for v in ann["bbox"]),
+                    "--out", str(d / "f" / "p.png"), *cpu],
+        "cooccurrence": ["cooccurrence", str(s["train"]), "--by", "pmi", "--min-count", "2", "--out",
+                         str(d / "f" / "c.png")],
+        "inspect-shards": ["inspect-shards", str(s["val"]), "--out", str(d / "f" / "s.png")],
+        "fuse": ["fuse", "--context", ctx, "--object", obj, "--shards", str(s["val"]), "--out", str(d / "fu"),
+                 "-w", "0", "-w", "0.5", "-w", "1", *cpu],
+    }
+
+
+@pytest.mark.slow
+def test_every_figure_a_command_draws_is_readable(synthetic_shards, synthetic_scenes, tmp_path):
+    (tmp_path / "f").mkdir()
+    figures = {}
+    for name, args in _commands(synthetic_shards, synthetic_scenes, tmp_path).items():
+        with plots.watch() as drawn:
+            r = runner.invoke(app, args)
+        assert r.exit_code == 0, (name, r.output)
+        figures.update({f"{name}: {d.path.relative_to(tmp_path)}": d.problems for d in drawn})
+    expected = {"eval: ev/confusion.png", "eval: ev/per_class.png", "eval: ev/baselines.png", "eval: ev/comparison.png",
+                "compare: cmp/scores.png", "compare: cmp/differences.png", "predict: f/p.png",
+                "cooccurrence: f/c.png", "inspect-shards: f/s.png", "fuse: fu/weights.png"}
+    assert expected <= set(figures), sorted(figures)
+    assert {k: v for k, v in figures.items() if v} == {}
+
+
+# --- the contact sheet ---------------------------------------------------------------------------------------------
+def test_the_contact_sheet_draws_across_images_with_its_seed(synthetic_shards, tmp_path):
+    val = synthetic_shards["val"]
+    image_of = {raw["__key__"]: json.loads(raw["json"])["image_id"] for raw in raw_samples(open_shard_set(val))}
+    with plots.watch() as drawn:
+        first = inspect_shards(val, n=8, out=tmp_path / "a.png", seed=0)
+    again = inspect_shards(val, n=8, out=tmp_path / "b.png", seed=0)
+    other = inspect_shards(val, n=8, out=tmp_path / "c.png", seed=1)
+    assert first["keys"] == again["keys"] != other["keys"]
+    assert len({image_of[k] for k in first["keys"]}) == 8  # eight different images
+    assert first["keys"] != sorted(image_of)[:8]  # not the first samples in shard order
+    fig = _only(drawn).figure
+    tiles = [ax for ax in fig.axes if not ax.axison]
+    assert len(tiles) == 8 and all("hidden area 0." in ax.get_title() for ax in tiles)
+    histogram = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_xlabel() for ax in histogram] == ["hidden area / image area (fraction)"]
+    assert "drawn at random (seed 0)" in fig._suptitle.get_text().replace("\n", " ")
