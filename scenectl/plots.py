@@ -121,8 +121,9 @@ def _axes_problems(ax, name: str, has_suptitle: bool, renderer) -> list[str]:
         labels = [t for t in axis.get_ticklabels() if t.get_visible() and t.get_text().strip()]
         if labels and not axis.get_label_text().strip():
             problems.append(f"{name}: {letter} axis without a label")
-        if _overlapping(labels, renderer, letter):
-            problems.append(f"{name}: {letter} tick labels overlap ({_overlapping(labels, renderer, letter)})")
+        clash = _overlapping(labels, renderer, letter)
+        if clash:
+            problems.append(f"{name}: {letter} tick labels overlap ({clash})")
     return problems
 
 
@@ -153,12 +154,10 @@ def _shown(n_shown: int, n_all: int, what: str = "samples") -> str:
     return "" if n_shown == n_all else f" — the {n_shown} classes with most {what}, of {n_all}"
 
 
-def _class_ticks(ax, names: Sequence[str], x: bool = True, y: bool = True) -> None:
-    n = len(names)
-    if x:
-        ax.set_xticks(range(n), names, rotation=90)
-    if y:
-        ax.set_yticks(range(n), names)
+def _class_ticks(ax, names: Sequence[str]) -> None:
+    """Every class named on both axes of a matrix (x names vertical: CELL_IN per class fits them)."""
+    ax.set_xticks(range(len(names)), names, rotation=90)
+    ax.set_yticks(range(len(names)), names)
 
 
 def _matrix_figure(n: int):
