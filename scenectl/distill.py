@@ -132,7 +132,8 @@ def make_run(cfg: DistillConfig, name: str, teacher: nn.Module, tck: Checkpoint,
         groups=param_groups(net, cfg.optim, 1.0, linear=False),
         loss_fn=distillation_loss(teacher, cfg.temperature, cfg.alpha, smoothing) if kd else cross_entropy(smoothing),
         batches=lambda epoch, start: data_stream(cfg, train_t, epoch=epoch, start=start, teacher=tck if kd else None),
-        validate=lambda model: evaluate_target(model, data_stream(cfg, val_t), dev.device, n, desc=f"val {name}"),
+        validate=lambda model: evaluate_target(model, data_stream(cfg, val_t), dev.device, n, desc=f"val {name}",
+                                               total=val_t.num_samples),
         config={**asdict(cfg), "run": name}, title=f"distill, {name} student {cfg.student}: {cfg.out}/{name}",
         facts={"kind": "distill", "arch": net.arch, "in_chans": 3, "num_classes": n, "classes": train_t.classes,
                "cooccurrence": cooc, "image_size": cfg.data.image_size, "mask_channel": False, "view": "object",
@@ -159,7 +160,7 @@ def finish(cfg: DistillConfig, tck: Checkpoint, teacher: nn.Module, train_t: Tar
            dev: D.DistInfo, results: dict[str, dict]) -> dict:
     """The teacher's own score on the validation scenes (context only), then the report."""
     t = evaluate_target(teacher, data_stream(cfg, val_t, view="scene", teacher=tck), dev.device, len(val_t.classes),
-                        desc="teacher")
+                        desc="teacher", total=val_t.num_samples)
     loop, steps = cfg.loop, cfg.loop.steps_per_epoch * cfg.loop.epochs
     report = {"format": "scenectl-distill/1", "out": str(cfg.out), "teacher": str(cfg.teacher),
               "teacher_arch": tck.arch, "student": cfg.student, "temperature": cfg.temperature,

@@ -36,10 +36,9 @@ from typing import Callable, Iterable, Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from scenectl import distributed as D
-from scenectl import folders
+from scenectl import folders, progress
 from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint, save_checkpoint
 from scenectl.config import RESUMABLE, Optim, Options, provenance
 from scenectl.plots import plot_training_curves
@@ -388,7 +387,7 @@ class Session:
                       "train_samples_per_s": result["samples_per_s"], "seconds": time.perf_counter() - t0}
         self.log.write({"kind": "epoch" if epoch_done else "partial_epoch", **st.metrics, "lr": self.lr})
         if self.dev.is_main:
-            tqdm.write(f"[{self.run.name}] epoch {st.epoch} step {st.step}: train loss {result['loss']:.3f}, "
+            progress.write(f"[{self.run.name}] epoch {st.epoch} step {st.step}: train loss {result['loss']:.3f}, "
                        f"val loss {val['val_loss']:.3f}, top-1 {val['val_top1']:.3f}, top-5 {val['val_top5']:.3f}"
                        + (f", balanced top-1 {val['val_bal_top1']:.3f}" if "val_bal_top1" in val else ""))
         if val["val_top1"] > st.best_top1:
@@ -422,8 +421,9 @@ def train_one_epoch(s: Session, batches: Iterable[dict], stop: StopRequest) -> d
     loop, st, dev = s.cfg.loop, s.state, s.dev
     s.model.train()
     total_loss, n_steps, t0, seen, stopped = 0.0, 0, time.perf_counter(), 0, None
-    bar = tqdm(total=loop.steps_per_epoch, initial=st.epoch_step, desc=f"{s.run.name} epoch {st.epoch + 1}/"
-               f"{loop.epochs}", disable=not dev.is_main, dynamic_ncols=True, leave=False)
+    bar = progress.progress(total=loop.steps_per_epoch, initial=st.epoch_step, unit="steps", leave=False,
+                            desc=f"{s.run.name} epoch {st.epoch + 1}/{loop.epochs}", disable=not dev.is_main,
+                            dynamic_ncols=True)
     for batch in guarded(batches, s.stream_failed):
         mean_loss, stop_votes = s.step(batch, stop.flag)
         st.step, st.epoch_step, n_steps = st.step + 1, st.epoch_step + 1, n_steps + 1

@@ -163,9 +163,9 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: 
 
 
 def evaluate_target(model: nn.Module, batches: Iterable[dict], device: torch.device, num_classes: int,
-                    desc: str = "val") -> dict:
+                    desc: str = "val", total: int | None = None) -> dict:
     model.eval()  # BatchNorm running statistics, not batch statistics; nothing learnt from validation data
-    out = run_model(model, batches, device, desc=desc)
+    out = run_model(model, batches, device, desc=desc, total=total)  # total: samples, for the progress
     if not out.keys:
         raise ScenectlError("the validation set yielded no samples")
     return classification_metrics(out.logits, out.labels, num_classes)
@@ -218,7 +218,8 @@ def make_run(cfg: TransferConfig, ckpt: Checkpoint, init: str, train_t: Target, 
         trained=FrozenBackbone(net) if linear else None, groups=param_groups(net, cfg.optim, scale, linear),
         loss_fn=cross_entropy(cfg.optim.label_smoothing),
         batches=lambda epoch, start: data_stream(cfg, train_t, epoch=epoch, start=start),
-        validate=lambda model: evaluate_target(model, data_stream(cfg, val_t), dev.device, n, desc=f"val {init}"),
+        validate=lambda model: evaluate_target(model, data_stream(cfg, val_t), dev.device, n, desc=f"val {init}",
+                                               total=val_t.num_samples),
         config={**asdict(cfg), "run": init}, title=f"transfer ({cfg.mode}, {init} init): {cfg.out}/{init}",
         facts={"kind": "transfer", "arch": ckpt.arch, "in_chans": 3, "num_classes": n, "classes": train_t.classes,
                "cooccurrence": cooc, "image_size": cfg.image_size, "mask_channel": False, "init": init,

@@ -134,6 +134,20 @@ def test_prediction_outlines_the_hidden_region_and_its_ticks_stay_apart(tmp_path
     assert bars.get_xlabel() == "probability (%)"
 
 
+def test_training_curves_of_two_runs_are_readable(tmp_path):
+    """curves.png of train / transfer / distill (engine): two runs, per-step and per-epoch records."""
+    def run(offset: float) -> tuple[list[dict], list[dict]]:
+        steps = [{"step": s, "loss": 3.0 - s / 60 + offset, "lr": 0.1 * (1 - s / 120)} for s in range(1, 121)]
+        epochs = [{"step": 40 * e, "train_loss": 2.5 - e / 2 + offset, "val_loss": 2.6 - e / 2, "val_top1": 0.2 * e,
+                   "val_top5": 0.3 * e, "val_bal_top1": 0.15 * e} for e in (1, 2, 3)]
+        return steps, epochs
+
+    with plots.watch() as drawn:
+        plots.plot_training_curves({"context": run(0.0), "scratch": run(0.3)}, tmp_path / "curves.png",
+                                   "transfer: context against scratch")
+    _only(drawn)
+
+
 def _cooc_file(tmp_path: Path) -> Path:
     """Classes a, b, c, d: a with b in one image only; a with c in three; d in none with a."""
     images = [[0, 1]] + [[0, 2]] * 3 + [[3]] * 4 + [[1, 3]] * 2
@@ -190,6 +204,9 @@ def _commands(s: dict[str, Path], scenes: Path, d: Path) -> dict[str, list[str]]
         "inspect-shards": ["inspect-shards", str(s["val"]), "--out", str(d / "f" / "s.png")],
         "fuse": ["fuse", "--context", ctx, "--object", obj, "--shards", str(s["val"]), "--out", str(d / "fu"),
                  "-w", "0", "-w", "0.5", "-w", "1", *cpu],
+        "train": ["train", "--shards", str(s["train"]), "--val-shards", str(s["val"]), "--out", str(d / "tr"),
+                  "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "8", "--image-size", "32",
+                  "--workers", "0", "--log-every", "1", *cpu],
     }
 
 
@@ -204,7 +221,7 @@ def test_every_figure_a_command_draws_is_readable(synthetic_shards, synthetic_sc
         figures.update({f"{name}: {d.path.relative_to(tmp_path)}": d.problems for d in drawn})
     expected = {"eval: ev/confusion.png", "eval: ev/per_class.png", "eval: ev/baselines.png", "eval: ev/comparison.png",
                 "compare: cmp/scores.png", "compare: cmp/differences.png", "predict: f/p.png",
-                "cooccurrence: f/c.png", "inspect-shards: f/s.png", "fuse: fu/weights.png"}
+                "cooccurrence: f/c.png", "inspect-shards: f/s.png", "fuse: fu/weights.png", "train: tr/curves.png"}
     assert expected <= set(figures), sorted(figures)
     assert {k: v for k, v in figures.items() if v} == {}
 

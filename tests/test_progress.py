@@ -172,3 +172,16 @@ def test_a_redirected_eval_log_shows_the_total_and_holds_no_carriage_return(synt
     assert done.returncode == 0, text
     assert "\r" not in text
     assert _total_line(text, "eval val2017", val.num_samples, "samples"), text
+
+
+@pytest.mark.slow
+def test_training_progress_reads_as_lines_in_a_log(synthetic_shards, tmp_path):
+    """The engine's per-epoch counter (train, transfer, distill) goes through the same mechanism."""
+    r = CliRunner().invoke(app, ["train", "--shards", str(synthetic_shards["train"]), "--val-shards",
+                                 str(synthetic_shards["val"]), "--out", str(tmp_path / "run"), "--epochs", "2",
+                                 "--steps-per-epoch", "3", "--batch-size", "8", "--image-size", "32",
+                                 "--workers", "0", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "\r" not in r.output
+    for epoch in (1, 2):
+        assert _total_line(r.output, f"train epoch {epoch}/2", 3, "steps"), r.output
