@@ -58,6 +58,23 @@ def coco_sample(request: pytest.FixtureRequest) -> Path:
     return REAL_COCO_SAMPLE if _real_coco_sample() else request.getfixturevalue("synthetic_coco")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One intra-op thread for the whole suite (and, through OMP_NUM_THREADS, for the commands it starts as
+    subprocesses): the tests' models are small, DataLoader workers share the same cores, and OpenMP threads
+    spinning against them on a 2-core machine made runs many times slower."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def shared_data(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """../shared/data, else a folder of the same layout: coco-sample (synthetic_coco) and coco128 (its first 128

@@ -25,15 +25,6 @@ from scenectl.train import TrainConfig, train
 from scenectl.transfer import transfer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: OpenMP spinning on a shared 2-core machine makes these small runs many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def models(synthetic_shards, tmp_path_factory) -> dict[str, Path]:
     """A context checkpoint (2 training steps) and an RGB object model over the same classes."""

@@ -24,16 +24,6 @@ from scenectl.transfer import evaluate_target
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make tiny convolutions ~20x
-    slower when other processes compete for the cores; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_kd_loss_matches_hand_computed_case():
     # Two samples, two classes, T = 2, alpha = 0.5.
     # sample 1: student s = [1, 0], teacher t = [0, 1], label 0

@@ -24,15 +24,6 @@ runner = CliRunner()
 LOG = np.log
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread (OpenMP spinning on a shared 2-core machine is ~20x slower); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_product_of_experts_hand_case():
     # object: p = [0.6, 0.4]; context: p = [0.1, 0.9]
     # w = 1: p ∝ [0.06, 0.36] -> [1/7, 6/7]: the context overturns the object model's answer

@@ -22,16 +22,6 @@ from scenectl.transfer import TransferConfig, adapt_state, build_model, transfer
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make tiny convolutions ~20x
-    slower when other processes compete for the cores; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def context_checkpoint(path: Path, classes: list[dict], image_size: int = 32, seed: int = 0) -> Path:
     """A 4-channel context checkpoint in scenectl's format; BN statistics made non-trivial so that a test of
     "unchanged" cannot pass by accident on default buffers."""
