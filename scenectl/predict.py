@@ -94,6 +94,7 @@ def object_mask(cfg: PredictConfig, width: int, height: int) -> tuple[np.ndarray
         x0, y0, x1, y1 = v[0], v[1], v[0] + v[2], v[1] + v[3]
         if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
             raise ScenectlError(f"--box {cfg.box} lies outside the {width}x{height} image")
+        masks.check_shape("--box", "box", v, width, height)  # NaN passed the comparisons above; huge values too
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
             notes.append(f"--box {cfg.box} reaches outside the {width}x{height} image: clipped to it")
         cx0, cy0, cx1, cy1 = masks.crop_box([x0, y0, x1 - x0, y1 - y0], width, height)  # whole pixels, clipped
@@ -109,6 +110,7 @@ def object_mask(cfg: PredictConfig, width: int, height: int) -> tuple[np.ndarray
         xs, ys = v[0::2], v[1::2]
         if max(xs) <= 0 or max(ys) <= 0 or min(xs) >= width or min(ys) >= height:
             raise ScenectlError(f"--polygon lies outside the {width}x{height} image")
+        masks.check_shape("--polygon", "polygon", v, width, height)  # finite, within reach of the image
         if min(xs) < 0 or min(ys) < 0 or max(xs) > width or max(ys) > height:
             notes.append(f"--polygon reaches outside the {width}x{height} image: clipped to it")
         m = decode_mask([v], height, width)  # pycocotools rasterisation, as COCO polygons
@@ -175,8 +177,7 @@ def hiding_params(cfg: PredictConfig, ckpt: Checkpoint) -> tuple[dict, str]:
         raise ScenectlError(f"--shape must be one of {', '.join(masks.SHAPES)}, got {params['shape']!r}")
     if params["fill"] not in masks.FILLS:
         raise ScenectlError(f"--fill must be one of {', '.join(masks.FILLS)}, got {params['fill']!r}")
-    if int(params["margin"]) < 0:
-        raise ScenectlError(f"--margin must be >= 0, got {params['margin']}")
+    masks.check_shape("--margin", "margin", params["margin"], 1, 1)  # an integer in [0, MAX_MARGIN]
     return params, source
 
 

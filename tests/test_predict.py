@@ -118,3 +118,18 @@ def test_refusals(setup, tmp_path):
     fails([str(image), "--shape", "instance", "--mask-file", str(tmp_path / "small.png")], "7x7")
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really")
     fails([str(tmp_path / "bad.jpg"), "--box", "1,1,5,5"], "not a readable image")
+
+
+@pytest.mark.parametrize("option,value,why", [
+    ("--box", "nan,10,20,20", "finite|beyond|outside"), ("--box", "0,0,inf,5", "finite|beyond|outside"),
+    ("--box", "1e300,0,5,5", "beyond|outside"), ("--polygon", "0,0,nan,5,5,5", "finite|beyond|outside"),
+    ("--polygon", "0,0,1e12,5,5,1e12", "beyond|outside"), ("--margin", "100001", "integer in"),
+])
+def test_hostile_user_geometry_is_one_line_before_any_pixel_work(option, value, why, setup, tmp_path):
+    image = setup["images"] / setup["ann"]["images"][0]["file_name"]
+    args = ["predict", str(image), "-c", str(setup["ckpt"]), "--out", str(tmp_path / "p.png")]
+    args += [option, value] if option != "--margin" else ["--box", "1,1,10,10", option, value]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert re.search(why, r.output) and r.output.count("\n") == 1 and option in r.output
+    assert not (tmp_path / "p.png").exists()
