@@ -41,6 +41,7 @@ from scenectl import distributed as D
 from scenectl import folders, progress
 from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint, save_checkpoint
 from scenectl.config import RESUMABLE, Optim, Options, provenance
+from scenectl.data import remote
 from scenectl.plots import plot_training_curves
 from scenectl.errors import ScenectlError
 from scenectl.io import remove_stale_tmp, write_json_atomic
@@ -115,7 +116,7 @@ def amp_setup(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, 
 def require_tensorboard() -> None:
     """--tensorboard needs the package: checked before any folder is created."""
     try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        import torch.utils.tensorboard  # noqa: F401  (only whether it imports)
     except ImportError:
         raise ScenectlError("--tensorboard needs the tensorboard package: pip install 'scenectl[tensorboard]'") \
             from None
@@ -236,13 +237,15 @@ class State:
 
 
 class StopRequest:
-    """SIGINT / SIGTERM set a flag; the loop finishes its step, saves last.pt and stops (no half-applied step)."""
+    """SIGINT / SIGTERM set a flag; the loop finishes its step, saves last.pt and stops (no half-applied step).
+    A remote read this process is blocked in (a loader without workers) ends at once: remote.on_stop_signal."""
 
     def __init__(self):
         self.flag = False
         self._old = {}
 
     def __enter__(self):
+        remote.STOP.clear()
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._old[s] = signal.signal(s, self._set)
@@ -250,10 +253,12 @@ class StopRequest:
 
     def _set(self, signum, frame):
         self.flag = True
+        remote.on_stop_signal(signum, frame)
 
     def __exit__(self, *exc):
         for s, h in self._old.items():
             signal.signal(s, h)
+        remote.STOP.clear()  # a later run in this process reads again
 
 
 def resume_state(ckpt: Checkpoint) -> State:

@@ -387,3 +387,43 @@ def test_a_404_mid_run_fails_in_one_line_after_saving_and_resume_finishes(sets, 
     r = _train(f"{base}/train/", str(sets / "val"), run, "--resume")
     assert r.exit_code == 0, r.output
     assert _metrics(run)[-1] == _metrics(local_run)[-1]  # the resumed run ends where the uninterrupted one does
+
+
+# --- SIGTERM while a transfer stalls or a retry waits ---------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 1])
+def test_sigterm_stops_a_run_blocked_on_a_stalled_transfer_within_seconds(sets, serve, tmp_path, workers):
+    """A cluster's time limit (SIGTERM to the process group) must not wait out --timeout (here 60 s) and the
+    retries: the blocked read ends at once, in a DataLoader worker or in the main process, and the run stops with
+    one line."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    faults = Faults(stall=[f"shard-00000{i}.tar" for i in range(3)], stall_s=120.0)
+    base = serve(sets, faults)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "scenectl", "train", "--shards", f"{base}/train/", "--val-shards", str(sets / "val"),
+           "--out", str(run), "--device", "cpu", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "3",
+           "--workers", str(workers), "--timeout", "60", "--retries", "5", "--shuffle-buffer", "4"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not faults.transfers and time.monotonic() < deadline:  # wait until a shard transfer has begun
+            time.sleep(0.1)
+        time.sleep(1.0)  # ... and stalls
+        assert faults.transfers, "the run never asked for a shard"
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert proc.returncode != 0 and took < 10, (took, err)
+    assert len(lines) == 1 and "Traceback" not in err, err

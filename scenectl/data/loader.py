@@ -74,8 +74,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scenectl.data.cooccurrence import Cooccurrence
-from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
-                                  plain_name_problem, read_remote, scheme_of)
+from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path, net_options, on_stop_signal,
+                                  open_stream, plain_name_problem, read_remote, scheme_of)
 from scenectl.data.transforms import Augment, letterbox_input, to_input
 from scenectl.errors import ScenectlError
 
@@ -682,10 +682,12 @@ def _fresh_only(batch: dict, ledger: KeyLedger, handler: Handler) -> dict | None
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader worker_init_fn: SIGINT / SIGTERM go to the whole process group (Ctrl-C, a cluster's time limit);
-    the workers ignore them so the main process can finish its step, save last.pt and shut them down itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """DataLoader worker_init_fn: SIGINT / SIGTERM go to the whole process group (Ctrl-C, a cluster's time limit).
+    A worker does not die of them, so the main process can finish its step, save last.pt and shut the workers down
+    itself; but a remote read or retry wait the worker is blocked in ends at once (remote.on_stop_signal), so the
+    main process is never left waiting --timeout seconds for its next batch."""
+    signal.signal(signal.SIGINT, on_stop_signal)
+    signal.signal(signal.SIGTERM, on_stop_signal)
 
 
 def make_train_loader(shards: ShardSet, *, view: str = "scene", steps: int, batch_size: int, image_size: int,

@@ -30,6 +30,7 @@ local fault is not transient).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import os
@@ -38,6 +39,7 @@ import select
 import signal
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -64,6 +66,35 @@ NET_HELP = {
     "backoff": "Seconds before the first re-try; doubled for each further one in a row, at most "
                f"{MAX_WAIT:g} [default: {DEFAULTS['backoff']:g}, or ${ENV['backoff']}].",
 }
+
+
+# SIGINT / SIGTERM (a cluster's time limit, Ctrl-C) end this module's waits and stalled reads at once, in DataLoader
+# workers and in a main process that reads itself, instead of after --timeout or a backoff of up to MAX_WAIT.
+STOP = threading.Event()
+_blocking_depth = [0]  # > 0 while a read or a retry wait of this module may block
+
+
+class Stopped(Exception):
+    """Raised by `on_stop_signal` inside a blocking read or wait of this module."""
+
+
+def on_stop_signal(signum=None, frame=None) -> None:
+    """The SIGINT/SIGTERM handler of processes that read shards: mark the stop; a read or retry wait of this module
+    that is blocking right now ends with an error (the engine then saves last.pt), later ones refuse to start."""
+    STOP.set()
+    if _blocking_depth[0]:
+        raise Stopped()
+
+
+@contextlib.contextmanager
+def _interruptible():
+    if STOP.is_set():
+        raise Stopped()
+    _blocking_depth[0] += 1
+    try:
+        yield
+    finally:
+        _blocking_depth[0] -= 1
 
 
 @dataclass(frozen=True)
@@ -188,12 +219,15 @@ class _Retrying(io.RawIOBase):
         self.crc = 0  # crc32 of the bytes delivered (to check a source re-read from the start)
         self.attempts = 0
         self.in_row = 0  # failures in a row without new data
-        self._connect(None)
+        self._stoppable(self._connect, None)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
+        return self._stoppable(self._readinto, b)
+
+    def _readinto(self, b) -> int:
         while True:
             try:
                 n = self.source.readinto(b)
@@ -205,6 +239,15 @@ class _Retrying(io.RawIOBase):
                 self.pos += n
                 self.in_row = 0
             return n
+
+    def _stoppable(self, fn, arg):
+        """fn(arg), ended at once by SIGINT/SIGTERM (on_stop_signal) with a one-line error naming the URL."""
+        try:
+            with _interruptible():
+                return fn(arg)
+        except Stopped:
+            self.source.close()
+            raise self._error(f"stopped by a signal (SIGINT/SIGTERM) after {self.pos} bytes") from None
 
     def close(self) -> None:
         if not self.closed:
