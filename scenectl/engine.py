@@ -24,6 +24,7 @@ its data, its validation); the engine owns everything else, the same for every c
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import signal
@@ -116,7 +117,7 @@ def amp_setup(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, 
 def require_tensorboard() -> None:
     """--tensorboard needs the package: checked before any folder is created."""
     try:
-        import torch.utils.tensorboard  # noqa: F401  (only whether it imports)
+        importlib.import_module("torch.utils.tensorboard")  # needs the tensorboard package
     except ImportError:
         raise ScenectlError("--tensorboard needs the tensorboard package: pip install 'scenectl[tensorboard]'") \
             from None
