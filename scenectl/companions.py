@@ -28,6 +28,14 @@ class CooccurrenceConfig:
     min_count: int = 1  # ignore pairs seen together in fewer images (PMI over-rates rare pairs)
     out: str | None = "cooccurrence.png"
 
+    def check(self) -> None:
+        """The options, before the counts are read."""
+        from scenectl.config import check_ranges
+
+        check_ranges(vars(self))
+        if self.by not in ("conditional", "pmi"):
+            raise ScenectlError(f"--by must be 'conditional' or 'pmi', got '{self.by}'")
+
 
 def load_cooccurrence(source: str) -> tuple[Cooccurrence, str]:
     """Counts from a checkpoint (the training split's), a cooccurrence.h5, or a shard set's folder/URL."""
@@ -84,6 +92,7 @@ def top_companions(cooc: Cooccurrence, top: int = 5, by: str = "conditional", mi
 
 def cooccurrence_main(cfg: CooccurrenceConfig) -> tuple[list[dict], str]:
     """Top companions per class, as text lines ready to print; writes the heatmap when cfg.out is set."""
+    cfg.check()
     if cfg.out:
         check_file_target(cfg.out, "--out")
     cooc, where = load_cooccurrence(cfg.source)

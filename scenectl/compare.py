@@ -47,6 +47,14 @@ class CompareConfig:
     max_samples: int | None = None  # per shard set, for checkpoint inputs
     overwrite: bool = False
 
+    def check(self) -> None:
+        """The options' ranges (scenectl.config.RANGES) and the device, before any input is read."""
+        from scenectl.config import check_ranges
+        from scenectl.devices import parse_device
+
+        check_ranges(vars(self))
+        parse_device(self.device)
+
 
 @dataclass
 class Model:
@@ -267,9 +275,7 @@ def prepare(cfg: CompareConfig) -> tuple[list[Model], int, list[int], list[str]]
 
     if len(cfg.inputs) < 2:
         raise ScenectlError("compare needs at least two inputs (eval folders, predictions.h5 files or checkpoints)")
-    if cfg.bootstrap < 0:
-        raise ScenectlError(f"--bootstrap must be 0 (no intervals) or a positive number of resamples, "
-                            f"got {cfg.bootstrap}")
+    cfg.check()
     names = model_names(cfg.inputs)
     ref = pick_reference(cfg, names)
     models = [open_input(spec, name, cfg) for spec, name in zip(cfg.inputs, names)]

@@ -1,4 +1,4 @@
-"""Options of the training commands: shared groups, composed into one config per command, checked in one place.
+"""Options of the commands: shared groups, composed into one config per command, checked in one place.
 
     cfg = TrainConfig(shards="shards/train2017", arch="ffc", lr=0.05)   # flat option names (as the CLI passes them)
     cfg.optim.lr, cfg.loop.epochs, cfg.data.shards                       # ... land in their group
@@ -14,11 +14,16 @@ Groups shared by the training commands:
 Each command states only its own defaults (`group(Loop, epochs=30)`). Every field carries its --help text, so the
 command line options are generated from these classes (scenectl/cli/_config.py) and a default lives in one place.
 Option names are unique across a config's groups: `--lr` is `cfg.optim.lr` whatever the command.
+
+Every numeric option of every command has one range, declared once by its name in RANGES (one meaning per option
+name, docs/options.md): the CLI checks it while parsing (scenectl/cli/_app.py), a config file while reading it
+(load_config) and a config built in Python in its command's check (check_ranges).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import subprocess
 import types
@@ -28,7 +33,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from scenectl import __version__
-from scenectl.data.remote import NET_HELP, net_options
+from scenectl.data.masks import MAX_MARGIN
+from scenectl.data.remote import MAX_WAIT, NET_HELP, net_options, scheme_of
 from scenectl.errors import ScenectlError
 from scenectl.io import read_json
 
@@ -43,13 +49,109 @@ RECORD_ONLY = ("scenectl", "run")
 
 
 def option(default: Any, help: str, *flags: str) -> Any:
-    """A config field that is also a command line option (flags: its names when not --field-name)."""
+    """A config field that is also a command line option (flags: its names when not --field-name). A list default
+    (a repeatable option) is copied for every config."""
+    if isinstance(default, list):
+        return field(default_factory=functools.partial(list, default), metadata={"help": help, "flags": flags})
     return field(default=default, metadata={"help": help, "flags": flags})
 
 
 def group(cls: type, help: dict[str, str] | None = None, **defaults: Any) -> Any:
     """A config field holding option group `cls`, with this command's defaults (and --help texts) for it."""
     return field(default_factory=functools.partial(cls, **defaults), metadata={"group": cls, "help": help or {}})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the range of every numeric option, by name: the same for every command that has the option (docs/options.md)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option accepts: from lo to hi (an open end excludes its bound); never nan or inf."""
+
+    lo: float
+    hi: float
+    integer: bool = True
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def interval(self) -> str:
+        """[lo, hi] with ( or ) at an open end, as --help states it."""
+        lo, hi = (f"{self.lo}", f"{self.hi}") if self.integer else (f"{self.lo:g}", f"{self.hi:g}")
+        return f"{'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+
+    def text(self) -> str:
+        return f"an integer from {self.lo} to {self.hi}" if self.integer else f"in {self.interval()}"
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not in this range ("must be ..."), or None."""
+        if self.integer:
+            ok = isinstance(value, int) and not isinstance(value, bool) and self.lo <= value <= self.hi
+        else:
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  and (self.lo < value if self.lo_open else self.lo <= value)
+                  and (value < self.hi if self.hi_open else value <= self.hi))
+        return None if ok else f"must be {self.text()}, got {value!r}"
+
+
+def _real(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Range:
+    return Range(lo, hi, False, lo_open, hi_open)
+
+
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding (np.random.seed, DataLoader workers) takes at most 2**32 - 1
+COUNT_MAX = 2**31 - 1  # steps, samples and pixel counts: int32 wherever torch or numpy keeps them
+RANGES: dict[str, Range] = {
+    # the same everywhere: seeds, processes, batches, input sizes
+    "seed": Range(0, SEED_MAX), "workers": Range(0, 256), "batch_size": Range(1, 65536), "image_size": Range(8, 4096),
+    # training length and logging
+    "epochs": Range(1, 100_000), "max_steps": Range(0, COUNT_MAX), "steps_per_epoch": Range(1, COUNT_MAX),
+    "warmup_steps": Range(0, COUNT_MAX), "log_every": Range(0, COUNT_MAX), "checkpoint_every": Range(0, COUNT_MAX),
+    "shuffle_buffer": Range(1, 1_000_000),
+    # optimisation, augmentation, distillation, fusion
+    "lr": _real(0, math.inf, lo_open=True, hi_open=True),  # any finite lr > 0: a diverging run stops on its nan loss
+    "momentum": _real(0, 1, hi_open=True), "weight_decay": _real(0, 10),
+    "label_smoothing": _real(0, 1, hi_open=True), "min_scale": _real(0, 1, lo_open=True), "flip": _real(0, 1),
+    "jitter": _real(0, 1, hi_open=True), "backbone_lr_scale": _real(0, 1000), "temperature": _real(0, 1000, True),
+    "alpha": _real(0, 1), "weights": _real(0, 1000),
+    # building shards and samples
+    "max_area": _real(0, 1, lo_open=True), "min_area": Range(0, COUNT_MAX), "margin": Range(0, MAX_MARGIN),
+    "maxcount": Range(1, COUNT_MAX), "maxsize": _real(1, 1e15), "max_pairs": Range(0, COUNT_MAX),
+    "train_images": Range(1, 1_000_000), "val_images": Range(1, 1_000_000),
+    # scoring and reporting
+    "max_samples": Range(1, COUNT_MAX), "topk": Range(1, 100_000), "top": Range(1, 100_000),
+    "bootstrap": Range(0, 10_000), "min_count": Range(1, COUNT_MAX), "n": Range(1, 1024),
+    # remote reads (scenectl.data.remote checks the same bounds for $SCENECTL_RETRIES, ...)
+    "retries": Range(0, 1000), "timeout": _real(0, 86400, lo_open=True), "backoff": _real(0, MAX_WAIT),
+}
+
+
+# --help of options that several commands write by hand (scenectl/cli/), so that one name keeps one meaning
+DEVICE_HELP = "auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N."
+LOADER_WORKERS_HELP = "DataLoader processes decoding shards (0: decode in the main process)."
+
+
+def flag(name: str) -> str:
+    """The command line flag of option `name`."""
+    return "--" + name.replace("_", "-")
+
+
+def range_problem(name: str, value: Any) -> str | None:
+    """Why `value` (a number, or a list of them for a repeatable option) is not in option `name`'s range, or None;
+    None for an unset value (None) and for a name without a range."""
+    rng = RANGES.get(name)
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        problem = None if rng is None or v is None else rng.problem(v)
+        if problem:
+            return problem
+    return None
+
+
+def check_ranges(values: dict[str, Any]) -> None:
+    """Refuse the first {option name: value} out of its range, naming the option (ScenectlError)."""
+    for name, value in values.items():
+        problem = range_problem(name, value)
+        if problem:
+            raise ScenectlError(f"{flag(name)} {problem}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -189,7 +291,8 @@ class TrainConfig(Options):
     data: TrainData = group(TrainData, help={"image_size": "Input size in pixels; unset: the training shards' size "
                                                             "(build-shards writes 256)."})
     arch: str = option("resnet18", "Model: resnet18/34/50, ffc_resnet18/34/50; aliases resnet, ffc.")
-    out: str = option("runs/train", "Run folder (config.json, metrics.jsonl, last.pt, best.pt, curves.png).")
+    out: str = option("runs/train", "Run folder (config.json, metrics.jsonl, last.pt, best.pt, curves.png).", "--out",
+                      "-o")
     mask_channel: bool = option(True, "Give the model the hidden region as a 4th input channel.")
     pretrained: str | None = option(None, "'imagenet' or a torchvision state-dict file (ResNets).")
     tensorboard: bool = option(False, "Also log to OUT/tensorboard (needs scenectl[tensorboard]).")
@@ -213,6 +316,7 @@ class TransferConfig(Options):
     compare_scratch: bool = option(False, "Run both inits at the same budget and seed, and compare them.")
     backbone_lr_scale: float = option(1.0, "finetune from context: backbone lr = lr x this (e.g. 0.1).")
     out: str = option("runs/transfer", "Output folder: OUT/<init>/ run folders, report and curves.", "--out", "-o")
+    net: Net = group(Net)
     optim: Optim = group(Optim, help={"lr": "Learning rate of the head (the backbone's: times --backbone-lr-scale)."})
     loop: Loop = group(Loop)
 
@@ -236,16 +340,45 @@ class DistillConfig(Options):
     loop: Loop = group(Loop)
 
 
+@dataclass(init=False)
+class EvalConfig(Options):
+    """`scenectl eval` (scenectl/evaluate.py)."""
+
+    checkpoint: str = option("runs/train/best.pt", "Checkpoint written by scenectl train (or transfer/distill).",
+                             "--checkpoint", "-c")
+    shards: list[str] = option(["shards/val2017"], "Shard set folder or webdataset URL pattern; repeat to compare "
+                                                   "sets.")
+    topk: list[int] = option([], "Extra k to report (repeatable); 1, 5 and 10 are always reported; k above the class "
+                                 "count is clamped.", "--topk", "-k")
+    out: str | None = option(None, "Output folder; unset: <checkpoint's folder>/eval.", "--out", "-o")
+    device: str = option("auto", DEVICE_HELP)
+    batch_size: int = option(64, "Samples per forward pass.")
+    workers: int = option(2, LOADER_WORKERS_HELP)
+    seed: int = option(0, "Seed of the random baseline, the bootstrap resamples and the mask-only baseline's "
+                          "held-out split.")
+    bootstrap: int = option(1000, "Bootstrap resamples of the images for the 95% intervals (0: no intervals).")
+    mask_only: bool = option(True, "Fit and report the mask-only baseline, the shape-leakage control (--no-mask-only: "
+                                   "skip it; the report says so).", "--mask-only/--no-mask-only")
+    mask_only_train: str | None = option(None, "Shard set the mask-only baseline is fitted on; unset: the "
+                                               "checkpoint's training shards, from its config.")
+    overwrite: bool = option(False, "Replace a report already in --out.")
+    save_logits: bool = option(True, "Store the (N, C) logits in predictions.h5 beside the top-k (--no-logits: the "
+                                     "top-k only).", "--logits/--no-logits")
+    max_samples: int | None = option(None, "Evaluate at most this many samples per set; unset: all.")
+    net: Net = group(Net)
+
+    def check(self) -> None:
+        """Every option, before the checkpoint or a shard set is opened."""
+        check_ranges(flat(self))
+        from scenectl.devices import parse_device
+
+        parse_device(self.device)
+        self.net.options()
+
+
 # --------------------------------------------------------------------------------------------------------------
 # checks and defaults, the same for every command
 
-_INT_RANGES = {"epochs": 1, "batch_size": 1, "max_steps": 0, "steps_per_epoch": 1, "workers": 0, "log_every": 0,
-               "checkpoint_every": 0, "warmup_steps": 0, "image_size": 8, "shuffle_buffer": 1}
-_FLOAT_RULES = {"lr": (lambda v: v > 0, "> 0"), "weight_decay": (lambda v: v >= 0, ">= 0"),
-                "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"), "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
-                "min_scale": (lambda v: 0 < v <= 1, "in (0, 1]"), "flip": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-                "jitter": (lambda v: 0 <= v < 1, "in [0, 1)"), "backbone_lr_scale": (lambda v: v >= 0, ">= 0"),
-                "temperature": (lambda v: v > 0, "> 0"), "alpha": (lambda v: 0 <= v <= 1, "in [0, 1]")}
 _CHOICES = {"optimizer": OPTIMIZERS, "mode": ("finetune", "linear"), "init": ("context", "scratch")}
 
 
@@ -264,14 +397,7 @@ def check(cfg: Options) -> None:
     for name, choices in _CHOICES.items():
         if name in values and values[name] not in choices:
             raise ScenectlError(f"--{name} must be {' or '.join(choices)}, not {values[name]!r}")
-    for name, lo in _INT_RANGES.items():
-        v = values.get(name)
-        if v is not None and v < lo:
-            raise ScenectlError(f"--{name.replace('_', '-')} must be at least {lo}, not {v}")
-    for name, (ok, what) in _FLOAT_RULES.items():
-        v = values.get(name)
-        if v is not None and not ok(v):
-            raise ScenectlError(f"--{name.replace('_', '-')} must be {what}, not {v}")
+    check_ranges(values)
     if values["resume"] and values["overwrite"]:
         raise ScenectlError("--resume and --overwrite exclude each other")
     from scenectl.devices import parse_device  # (torch: imported only when a command runs, not for --help)
@@ -308,11 +434,12 @@ def resolve_schedule(cfg: Options, num_samples: int, world_size: int = 1, *, dat
 # config files (--config FILE) and what a run folder records
 
 
-def load_config(cls: type, path: str | os.PathLike) -> Options:
-    """A config of class `cls` from a run folder's config.json (nested, or the flat layout of older runs).
+def load_config(cls: type, path: str | os.PathLike) -> Any:
+    """A config of class `cls` (an Options class or a plain dataclass such as BuildConfig) from a config.json that a
+    command wrote (nested groups, or the flat layout of older runs).
 
-    Every value is checked against its option's type; unknown options are refused. --resume and --overwrite are
-    never taken from a file: what to do with an existing --out is this session's choice.
+    Every value is checked against its option's type and range; unknown options are refused. --resume and
+    --overwrite are never taken from a file: what to do with an existing --out is this session's choice.
     """
     data = read_json(path, "config file")
     if not isinstance(data, dict):
@@ -325,44 +452,79 @@ def load_config(cls: type, path: str | os.PathLike) -> Options:
         if key in groups:
             if not isinstance(value, dict):
                 raise ScenectlError(f"--config {path}: '{key}' must be an object of options")
-            for k, v in value.items():
-                _check_value(groups[key], k, v, path, f"{key}.")
+            value = {k: _checked_value(groups[key], k, v, path, f"{key}.") for k, v in value.items()}
         elif key in own or key in where:
-            _check_value(groups[where[key]] if key in where else cls, key, value, path)
+            value = _checked_value(groups[where[key]] if key in where else cls, key, value, path)
         else:
             raise ScenectlError(f"--config {path}: unknown option {key!r}")
         nested[key] = value
     cfg = cls(**nested)
-    cfg.loop.resume = cfg.loop.overwrite = False
+    for name in ("resume", "overwrite"):
+        _assign(cfg, name, False)
     return cfg
 
 
-def _check_value(owner: type, key: str, value: Any, path, prefix: str = "") -> None:
+def _assign(cfg: Any, name: str, value: Any) -> None:
+    """Set option `name` of `cfg`, in its group or its own field; nothing when `cfg` has no such option."""
+    where = leaves(type(cfg))
+    if name in where:
+        setattr(getattr(cfg, where[name]), name, value)
+    elif name in {f.name for f in fields(cfg)}:
+        setattr(cfg, name, value)
+
+
+def _checked_value(owner: type, key: str, value: Any, path, prefix: str = "") -> Any:
+    """`value` of option `key` read from config file `path`, checked (type, range); a path-typed one as a Path."""
     hints = typing.get_type_hints(owner)
     if key not in hints or key not in owner.__dataclass_fields__:
         raise ScenectlError(f"--config {path}: unknown option '{prefix}{key}'")
-    allowed = _json_types(hints[key])
-    if type(value) not in allowed:
-        raise ScenectlError(f"--config {path}: option '{prefix}{key}' is {value!r}, not "
-                            f"{' or '.join(t.__name__ for t in allowed)}")
+    if not _json_fits(hints[key], value):
+        raise ScenectlError(f"--config {path}: option '{prefix}{key}' is {value!r}, not {_type_name(hints[key])}")
+    problem = range_problem(key, value)
+    if problem:
+        raise ScenectlError(f"--config {path}: option '{prefix}{key}' {problem}")
+    return Path(value) if isinstance(value, str) and Path in _alternatives(hints[key]) else value
 
 
-def _json_types(hint: Any) -> tuple[type, ...]:
-    """The JSON value types a field of type `hint` accepts (an int where a float is wanted; never a bool for an int)."""
+def _alternatives(hint: Any) -> tuple[Any, ...]:
     union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-    out: tuple[type, ...] = ()
-    for a in typing.get_args(hint) if union else (hint,):
-        out += {float: (float, int)}.get(a, (a,))
-    return out
+    return typing.get_args(hint) if union else (hint,)
+
+
+def _json_fits(hint: Any, value: Any) -> bool:
+    """Whether a JSON `value` fits a field of type `hint`: an int where a float is wanted, a string for a path, a
+    list of fitting items for a list; never a bool for a number."""
+    for a in _alternatives(hint):
+        if typing.get_origin(a) is list:
+            (item,) = typing.get_args(a)
+            if isinstance(value, list) and all(_json_fits(item, v) for v in value):
+                return True
+        elif type(value) in {float: (float, int), Path: (str,), type(None): (type(None),)}.get(a, (a,)):
+            return True
+    return False
+
+
+def _type_name(hint: Any) -> str:
+    names = {type(None): "null", Path: "a path (str)"}
+    return " or ".join(names.get(a, getattr(a, "__name__", str(a))) for a in _alternatives(hint))
 
 
 def from_command_line(cls: type, options: dict[str, Any], given: set[str],
-                      config_file: str | os.PathLike | None = None) -> Options:
+                      config_file: str | os.PathLike | None = None) -> Any:
     """A command's config from its flat CLI options: all of them, or with --config FILE the file's options
-    overridden by those given on the command line (`given`)."""
+    overridden by those given on the command line (`given`).
+
+    A config file is data: a `pipe:` command in it (a shard set to read through a shell) is refused unless the
+    command line gives that option (URLs and local paths are read as they are)."""
     if config_file is None:
         return cls(**options)
-    return replace(load_config(cls, config_file), **{k: v for k, v in options.items() if k in given})
+    cfg = load_config(cls, config_file)
+    for name, value in flat(cfg).items():
+        for v in value if isinstance(value, list) else [value]:
+            if name not in given and isinstance(v, (str, Path)) and scheme_of(str(v)) == "pipe":
+                raise ScenectlError(f"--config {config_file}: option '{name}' is the command {str(v)!r}; a pipe: command "
+                                    f"read from a file is not run: type it on the command line ({flag(name)} ...)")
+    return replace(cfg, **{k: v for k, v in options.items() if k in given})
 
 
 @functools.lru_cache(maxsize=1)
@@ -381,5 +543,7 @@ def provenance() -> dict:
     return out
 
 
-__all__ = ["Optim", "Loop", "Data", "Net", "TrainData", "Augmentation", "TrainConfig", "TransferConfig", "DistillConfig", "Options", "option", "group", "leaves", "option_specs", "flat", "check",
-           "resolve_schedule", "load_config", "from_command_line", "provenance", "RESUMABLE"]
+__all__ = ["Optim", "Loop", "Data", "Net", "TrainData", "Augmentation", "TrainConfig", "TransferConfig", "DistillConfig",
+           "EvalConfig", "Options", "option", "group", "leaves", "option_specs", "flat", "check", "Range", "RANGES",
+           "range_problem", "check_ranges", "flag", "DEVICE_HELP", "LOADER_WORKERS_HELP", "resolve_schedule",
+           "load_config", "from_command_line", "provenance", "RESUMABLE"]

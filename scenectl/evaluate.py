@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
@@ -35,6 +35,7 @@ import torch
 
 from scenectl import maskonly, metrics, plots, report
 from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint
+from scenectl.config import EvalConfig  # the options (declared with their help and ranges in scenectl.config)
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
@@ -44,24 +45,6 @@ from scenectl.io import write_bytes_atomic, write_json_atomic
 from scenectl.predictions import write_predictions
 
 REPORT_FORMAT = "scenectl-eval/1"
-
-
-@dataclass
-class EvalConfig:
-    checkpoint: str = "runs/train/best.pt"  # `scenectl train`'s default output
-    shards: list[str] = field(default_factory=lambda: ["shards/val2017"])  # build-shards' default output
-    topk: list[int] = field(default_factory=list)  # extra k values; 1, 5 and 10 are always reported
-    out: str | None = None  # default: <checkpoint's folder>/eval
-    device: str = "auto"  # auto = cuda if available, else cpu
-    batch_size: int = 64
-    workers: int = 2
-    seed: int = 0  # the random baseline's, the bootstrap's and the mask-only baseline's held-out split's seed
-    overwrite: bool = False
-    save_logits: bool = True  # full (N, C) logits in predictions.h5 besides the top-k
-    max_samples: int | None = None  # per shard set; None = all (quick looks and tests)
-    bootstrap: int = 1000  # resamples of the images for the 95% intervals; 0 = no intervals
-    mask_only: bool = True  # fit and report the mask-only baseline (the shape-leakage control)
-    mask_only_train: str | None = None  # the shards it is fitted on; None = the checkpoint's training shards
 
 
 # --- 1. checkpoint, shard sets, options ---------------------------------------------------------------------------
@@ -75,11 +58,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
 def check_options(cfg: EvalConfig) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would write the same files
         raise ScenectlError("scenectl eval runs in one process: start it without torchrun (see docs/evaluation.md)")
-    if cfg.batch_size < 1:
-        raise ScenectlError(f"--batch-size must be positive, got {cfg.batch_size}")
-    if cfg.bootstrap < 0:
-        raise ScenectlError(f"--bootstrap must be 0 (no intervals) or a positive number of resamples, "
-                            f"got {cfg.bootstrap}")
+    cfg.check()
 
 
 def resolve_ks(requested: Iterable[int], num_classes: int) -> tuple[list[int], list[str]]:
@@ -110,7 +89,7 @@ def open_sets(cfg: EvalConfig, ckpt: Checkpoint) -> list:
 
     if not cfg.shards:
         raise ScenectlError("no shard set given (--shards)")
-    sets = [open_shard_set(s) for s in cfg.shards]
+    sets = [open_shard_set(s, cfg.net.options()) for s in cfg.shards]
     for spec, ss in zip(cfg.shards, sets):
         ss.require_masked("--shards")
         if not classes_match(ckpt.classes, ss.classes):
@@ -161,7 +140,8 @@ def mask_only_source(cfg: EvalConfig, ckpt: Checkpoint) -> tuple[object, str | N
     if spec is None:
         return None, None, "not run: the checkpoint's config names no training shards (pass --mask-only-train)"
     try:  # a spec read from the checkpoint is data: only a local folder is opened, never a URL or a command
-        ss = open_shard_set(spec, from_file=None if cfg.mask_only_train else f"{ckpt.path}'s config")
+        ss = open_shard_set(spec, cfg.net.options(),
+                            from_file=None if cfg.mask_only_train else f"{ckpt.path}'s config")
         ss.require_masked("--mask-only-train")
         if not classes_match(ckpt.classes, ss.classes):
             raise ScenectlError(f"--mask-only-train {spec}: its class list differs from the checkpoint's")

@@ -19,7 +19,6 @@ an output folder of its own kind (scenectl.folders): --overwrite replaces only a
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +55,14 @@ class FuseConfig:
     device: str = "auto"
     overwrite: bool = False
     net: NetOptions | None = None  # how remote reads retry (None: scenectl.data.remote.net_options())
+
+    def check(self) -> None:
+        """The options' ranges (scenectl.config.RANGES; each --weight is one value of `weights`)."""
+        from scenectl.config import check_ranges
+
+        if not self.weights:
+            raise ScenectlError("--weights: the grid of w needs at least one value")
+        check_ranges({"weights": self.weights, "batch_size": self.batch_size, "workers": self.workers})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -142,15 +149,21 @@ def paired_batches(s: ShardSet, obj: Checkpoint, ctx: Checkpoint, cfg: FuseConfi
         yield batch["input"], batch["scene_input"], batch
 
 
-@torch.inference_mode()
-def score_set(spec: str, obj: Checkpoint, obj_net, ctx: Checkpoint, ctx_net, cfg: FuseConfig,
-              device: torch.device) -> Scores:
-    """Both models over one shard set: the object model on object.jpg, the context model on the masked scene."""
-    s = open_shard_set(spec, cfg.net)
+def open_checked(spec: str, obj: Checkpoint, ctx: Checkpoint, net: NetOptions | None) -> ShardSet:
+    """Shard set `spec`, checked to name both models' classes (before the output folder is made)."""
+    s = open_shard_set(spec, net)
     for name, ck in (("--context", ctx), ("--object", obj)):
         if not classes_match(ck.classes, s.classes):
             raise ScenectlError(f"{spec}: its classes differ from the {name} model's ({len(s.classes)} vs "
                                 f"{ck.num_classes} classes, or other names/ids)")
+    return s
+
+
+@torch.inference_mode()
+def score_set(spec: str, s: ShardSet, obj: Checkpoint, obj_net, ctx: Checkpoint, ctx_net, cfg: FuseConfig,
+              device: torch.device) -> Scores:
+    """Both models over shard set `s` (opened from `spec`): the object model on object.jpg, the context model on
+    the masked scene."""
     lo, lc, y, keys, vis, ooc = [], [], [], [], [], []
     for crops, scenes, batch in paired_batches(s, obj, ctx, cfg):
         lo.append(obj_net(crops.to(device)).float().cpu())  # (B, C)
@@ -248,14 +261,14 @@ def ooc_sets(o: Scores, w: float, num_classes: int) -> dict[str, dict]:
 
 def fuse(cfg: FuseConfig) -> dict:
     """Choose w on cfg.shards and report every set; writes cfg.out (a `fuse` folder), report.json last."""
-    if not cfg.weights or any(not math.isfinite(w) or w < 0 for w in cfg.weights):
-        raise ScenectlError(f"--weights must be finite values >= 0, got {cfg.weights}")
+    cfg.check()
     device = parse_device(cfg.device)
     obj, obj_net, ctx, ctx_net = load_models(cfg, device)
     num_classes = ctx.num_classes
+    sets = {spec: open_checked(spec, obj, ctx, cfg.net) for spec in (cfg.shards, cfg.ooc_shards) if spec}
     with claim(cfg.out, "fuse", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
         write_json_atomic(folder.path / "config.json", asdict(cfg))
-        val = score_set(cfg.shards, obj, obj_net, ctx, ctx_net, cfg, device)
+        val = score_set(cfg.shards, sets[cfg.shards], obj, obj_net, ctx, ctx_net, cfg, device)
         w, curve = choose_weight(val.logp_obj, val.logp_ctx, val.labels, cfg.weights)
         rep = {"format": "scenectl-fuse/1", "out": str(folder.path), "context": cfg.context, "object": cfg.object,
                "shards": cfg.shards, "ooc_shards": cfg.ooc_shards, "w": w, "grid": sorted(set(cfg.weights)),
@@ -263,7 +276,7 @@ def fuse(cfg: FuseConfig) -> dict:
                "val_crossfit": crossfit(val.logp_obj, val.logp_ctx, val.labels, val.keys, cfg.weights, num_classes),
                "sets": {"val": compare(val.logp_obj, val.logp_ctx, val.labels, w, num_classes)}}
         if cfg.ooc_shards:
-            o = score_set(cfg.ooc_shards, obj, obj_net, ctx, ctx_net, cfg, device)
+            o = score_set(cfg.ooc_shards, sets[cfg.ooc_shards], obj, obj_net, ctx, ctx_net, cfg, device)
             rep["sets"].update(ooc_sets(o, w, num_classes))
             if o.ooc.any() and (~o.ooc).any():
                 cooc = cooccurrence_of(ctx, cfg.ooc_shards, cfg.net)

@@ -28,9 +28,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:  # a failed write names no file
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
 
 

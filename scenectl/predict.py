@@ -52,6 +52,12 @@ class PredictConfig:
     device: str = "auto"
     seed: int = 0  # noise / blur fills
 
+    def check(self) -> None:
+        """The options' ranges (scenectl.config.RANGES), before the checkpoint or the image is read."""
+        from scenectl.config import check_ranges
+
+        check_ranges(vars(self))
+
 
 # --- what the training shards did --------------------------------------------------------------------------------
 def shard_params(cfg: dict) -> tuple[dict, str]:
@@ -185,8 +191,7 @@ def predict(cfg: PredictConfig) -> dict:
     """Top-`cfg.top` classes with probabilities for the hidden region; writes cfg.out when set."""
     from scenectl.data.transforms import to_input
 
-    if cfg.top < 1:
-        raise ScenectlError(f"--top must be a positive integer, got {cfg.top}")
+    cfg.check()
     if cfg.out:
         check_file_target(cfg.out, "--out")
     device = parse_device(cfg.device)

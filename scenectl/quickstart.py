@@ -46,18 +46,22 @@ class QuickstartConfig:
     seed: int = 0
     overwrite: bool = False
 
+    def check(self) -> None:
+        """Every option and what the chain needs (the model name, the device), before anything is written."""
+        from scenectl.config import check_ranges
+        from scenectl.devices import parse_device
+        from scenectl.models.registry import resolve_name
 
-def _check(cfg: QuickstartConfig) -> None:
-    for name in ("train_images", "val_images", "image_size", "epochs", "batch_size"):
-        if getattr(cfg, name) < 1:
-            raise ScenectlError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.coco_root is not None and not Path(cfg.coco_root).is_dir():
-        raise ScenectlError(f"--coco-root {cfg.coco_root} is not a folder")
+        check_ranges(vars(self))
+        if self.coco_root is not None and not Path(self.coco_root).is_dir():
+            raise ScenectlError(f"--coco-root {self.coco_root} is not a folder")
+        resolve_name(self.arch)
+        parse_device(self.device)
 
 
 def quickstart(cfg: QuickstartConfig, echo: Callable[[str], None] = print) -> dict:
     """Run the chain; returns the eval report (its files are in OUT/run/eval)."""
-    _check(cfg)
+    cfg.check()
     t0 = time.perf_counter()
     with claim(cfg.out, "quickstart", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
         out = folder.path

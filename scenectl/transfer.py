@@ -124,7 +124,8 @@ def param_groups(net: nn.Module, optim: Optim, backbone_scale: float, linear: bo
 
 def open_targets(cfg: TransferConfig) -> tuple[Target, Target, list[str]]:
     """The training and validation targets, the validation side re-indexed to the training classes; notes."""
-    train_t, val_t = open_target(cfg.train, "--train"), open_target(cfg.val, "--val")
+    net = cfg.net.options()
+    train_t, val_t = open_target(cfg.train, "--train", net), open_target(cfg.val, "--val", net)
     if len(train_t.classes) < 2:
         raise ScenectlError(f"--train {cfg.train}: a classifier needs at least two classes")
     notes = []

@@ -182,8 +182,8 @@ def test_bad_inputs_are_one_line_errors(data, tmp_path):
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and text in r.output and len(r.output.strip().splitlines()) == 1, r.output
 
-    fails(base + ["--topk", "0", "--out", str(tmp_path / "a")], "positive integer")
-    fails(base + ["--topk", "-3", "--out", str(tmp_path / "a")], "positive integer")
+    fails(base + ["--topk", "0", "--out", str(tmp_path / "a")], "--topk must be an integer from 1")
+    fails(base + ["--topk", "-3", "--out", str(tmp_path / "a")], "--topk must be an integer from 1")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
     fails(["eval", "-c", str(junk), "--shards", str(data["val"])], "junk.pt")

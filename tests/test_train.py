@@ -243,7 +243,8 @@ def test_bad_options_and_config_files_are_refused_before_anything_is_created(tin
         bad.write_text(json.dumps(content))
         r = run("--config", str(bad))
         assert r.exit_code == 2 and msg in r.output and len(r.output.strip().splitlines()) == 1, (content, r.output)
-    for args, msg in ((["--epochs", "0"], "--epochs must be at least 1"), (["--optimizer", "lion"], "--optimizer"),
+    for args, msg in ((["--epochs", "0"], "--epochs must be an integer from 1"),
+                      (["--optimizer", "lion"], "--optimizer"),
                       (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
                       (["--resume", "--overwrite"], "exclude each other")):
         r = run("--shards", str(tiny["train"]), "--val-shards", str(tiny["val"]), *args)

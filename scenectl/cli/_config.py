@@ -5,21 +5,28 @@ with its default and help, as a field of the config; the CLI function receives t
     @config_options(TrainConfig)
     def train(cfg: TrainConfig) -> None: ...
 
-Each command also takes `--config FILE` (a run's config.json): its options, overridden by those given on the
-command line.
+Each command also takes `--config FILE` (a config.json that a run wrote): its options, overridden by those given on
+the command line (`given`: the options typed, as build-shards, whose options are written by hand, also asks).
 """
 
 from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import typer
 from scenectl.config import from_command_line, option_specs
 
-CONFIG_HELP = ("Start from this config.json (a run folder's): its options, overridden by the options given on the "
-               "command line.")
+CONFIG_HELP = ("Start from this config.json (what an earlier run of this command wrote into its output folder): its "
+               "options, overridden by those given on the command line. A pipe: command in it is not run unless "
+               "typed on the command line.")
+
+
+def given(ctx: typer.Context, names: Iterable[str]) -> set[str]:
+    """The options among `names` that the command line gave (not their defaults)."""
+    # typer carries its own click: compare the sources by name
+    return {k for k in names if ctx.get_parameter_source(k).name not in ("DEFAULT", "DEFAULT_MAP")}
 
 
 def config_options(cls: type) -> Callable[[Callable], Callable]:
@@ -27,9 +34,7 @@ def config_options(cls: type) -> Callable[[Callable], Callable]:
 
     def decorate(fn: Callable) -> Callable:
         def command(ctx: typer.Context, config_file: Optional[Path] = None, **options):
-            # typer carries its own click: compare the sources by name
-            given = {k for k in options if ctx.get_parameter_source(k).name not in ("DEFAULT", "DEFAULT_MAP")}
-            return fn(from_command_line(cls, options, given, config_file))
+            return fn(from_command_line(cls, options, given(ctx, options), config_file))
 
         params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
         params += [inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, annotation=s.type,
@@ -43,3 +48,4 @@ def config_options(cls: type) -> Callable[[Callable], Callable]:
         return command
 
     return decorate
+

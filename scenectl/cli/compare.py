@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from scenectl.cli._app import command
+from scenectl.config import DEVICE_HELP, LOADER_WORKERS_HELP
 
 
 @command(
@@ -39,9 +40,9 @@ def compare_cmd(
     bootstrap: int = typer.Option(1000, "--bootstrap",
                                   help="Bootstrap resamples of the images for the intervals (0 = no intervals)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
-    device: str = typer.Option("auto", "--device", help="auto (a GPU when present, else cpu), cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward pass (checkpoint inputs)."),
-    workers: int = typer.Option(2, "--workers", help="DataLoader processes decoding shards (0 = in process)."),
+    workers: int = typer.Option(2, "--workers", help=LOADER_WORKERS_HELP),
     max_samples: Optional[int] = typer.Option(None, "--max-samples",
                                               help="Score checkpoint inputs on at most this many samples per set."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report already in --out."),

@@ -9,6 +9,7 @@ import typer
 
 from scenectl.cli._app import command
 from scenectl.cli._net import BACKOFF, RETRIES, TIMEOUT
+from scenectl.config import DEVICE_HELP, LOADER_WORKERS_HELP
 
 
 @command(
@@ -31,11 +32,11 @@ def fuse_cmd(
     shards: str = typer.Option("shards/val2017", "--shards", help="Validation shard set with object.jpg (w is chosen here)."),
     ooc_shards: Optional[str] = typer.Option(None, "--ooc-shards", help="Out-of-context set (scenectl build-ooc)."),
     out: Path = typer.Option(Path("runs/fuse"), "--out", "-o", help="Output folder."),
-    weight: Optional[List[float]] = typer.Option(None, "--weight", "-w", help="Grid value of w (repeatable)."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    workers: int = typer.Option(0, "--workers", help="DataLoader processes (0 = in process)."),
-    device: str = typer.Option("auto", "--device",
-                               help="auto (a GPU when present, else cpu), cpu, cuda or cuda:N."),
+    weights: Optional[List[float]] = typer.Option(None, "--weight", "-w", help="A value of w in the grid (repeatable) "
+                                                  "[default: 0, 0.1, ..., 2]."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward pass."),
+    workers: int = typer.Option(0, "--workers", help=LOADER_WORKERS_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report already in --out."),
     retries: Optional[int] = RETRIES,
     timeout: Optional[float] = TIMEOUT,
@@ -45,6 +46,6 @@ def fuse_cmd(
     from scenectl.fuse import DEFAULT_WEIGHTS, FuseConfig, fuse, summary_text
 
     cfg = FuseConfig(context=str(context), object=str(object_), shards=shards, ooc_shards=ooc_shards, out=str(out),
-                     weights=list(weight or DEFAULT_WEIGHTS), batch_size=batch_size, workers=workers, device=device,
+                     weights=list(weights or DEFAULT_WEIGHTS), batch_size=batch_size, workers=workers, device=device,
                      overwrite=overwrite, net=net_options(retries, timeout, backoff))
     typer.echo(summary_text(fuse(cfg)))

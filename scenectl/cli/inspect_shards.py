@@ -18,7 +18,7 @@ def inspect_shards_cmd(
     n: int = typer.Option(16, "--n", help="Samples on the contact sheet: from different images, drawn at random "
                           "from the set (from whole shards holding some 20,000 samples of a larger one)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random draw of the contact sheet's samples."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Contact sheet PNG, outside any folder a scenectl "
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Contact sheet PNG, outside any folder a scenectl "
                                        "command owns. Default: DIR-contact-sheet.png beside DIR."),
     retries: Optional[int] = RETRIES,
     timeout: Optional[float] = TIMEOUT,

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from scenectl.cli._app import command
+from scenectl.config import DEVICE_HELP
 
 
 @command(
@@ -34,8 +35,7 @@ def predict_cmd(
     margin: Optional[int] = typer.Option(None, "--margin", help="Dilation in pixels [default: as trained]."),
     top: int = typer.Option(10, "--top", help="Classes to list."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG: the masked input beside a bar chart."),
-    device: str = typer.Option("auto", "--device",
-                               help="auto (a GPU when present, else cpu), cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise / blur fills."),
 ) -> None:
     from scenectl.predict import PredictConfig, predict

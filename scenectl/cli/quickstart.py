@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from scenectl.cli._app import command
+from scenectl.config import DEVICE_HELP
 from scenectl.quickstart import QuickstartConfig, quickstart
 
 
@@ -29,9 +30,9 @@ def quickstart_cmd(
     epochs: int = typer.Option(QuickstartConfig.epochs, "--epochs", help="Training epochs."),
     image_size: int = typer.Option(QuickstartConfig.image_size, "--image-size", help="Shard and model input size (px)."),
     arch: str = typer.Option(QuickstartConfig.arch, "--arch", help="Model (resnet18, ffc, ...)."),
-    device: str = typer.Option("auto", "--device",
-                               help="auto (a GPU when present, else cpu), cpu, cuda or cuda:N."),
-    workers: int = typer.Option(QuickstartConfig.workers, "--workers", help="Processes for shard building and loading."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    workers: int = typer.Option(QuickstartConfig.workers, "--workers", help="Processes building shards and loading "
+                                "batches (0: the main process alone)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same data, weights and report."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier quickstart in --out."),
     train_images: int = typer.Option(QuickstartConfig.train_images, "--train-images", hidden=True),

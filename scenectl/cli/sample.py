@@ -24,7 +24,7 @@ from scenectl.cli._app import command
 )
 def sample(
     out: Path = typer.Option(
-        Path("data/scenes"), "--out", help="Dataset root to write (build-shards' default --coco-root)."
+        Path("data/scenes"), "--out", "-o", help="Dataset root to write (build-shards' default --coco-root)."
     ),
     train_images: int = typer.Option(300, "--train-images", help="Images in train2017."),
     val_images: int = typer.Option(100, "--val-images", help="Images in val2017."),

@@ -17,7 +17,8 @@ def verify_shards_cmd(
                                     "(https://host/dir/, pipe:COMMAND-PREFIX/)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (machine-readable)."),
     check_hashes: bool = typer.Option(True, "--hashes/--no-hashes", help="Compare each shard's sha256 with the manifest's."),
-    workers: int = typer.Option(1, "--workers", help="Shards verified in parallel (processes)."),
+    workers: int = typer.Option(0, "--workers", help="Processes verifying shards in parallel; 0: the main process "
+                                                     "alone (so does 1)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
     retries: Optional[int] = RETRIES,
     timeout: Optional[float] = TIMEOUT,

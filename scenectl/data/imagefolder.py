@@ -107,9 +107,10 @@ class Target:
         return len(self.folder) if self.folder is not None else self.shards.num_samples
 
 
-def open_target(spec: str | Path, option: str = "--train") -> Target:
+def open_target(spec: str | Path, option: str = "--train", net=None) -> Target:
+    """An ImageFolder tree or a shard set's object crops; `net`: how a remote set's reads retry (NetOptions)."""
     if is_shard_set(spec):
-        s = open_shard_set(spec)
+        s = open_shard_set(spec, net)
         s.object_member()  # fail now, not in a worker
         return Target(str(spec), list(s.classes), shards=s)
     ds = open_image_folder(spec, option)

@@ -67,6 +67,15 @@ class OOCConfig:
     maxcount: int = 1000
     overwrite: bool = False
 
+    def check(self) -> None:
+        """The options given (scenectl.config.RANGES; unset geometry is the training shards', checked when read)."""
+        from scenectl.config import check_ranges
+
+        check_ranges(vars(self))
+        for name, value, allowed in (("shape", self.shape, SHAPES), ("fill", self.fill, FILLS)):
+            if value is not None and value not in allowed:
+                raise ScenectlError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
+
 
 # --------------------------------------------------------------------------------------------------------------
 # geometry: pasting a silhouette
@@ -368,6 +377,7 @@ def build_ooc(cfg: OOCConfig) -> dict:
     """Build the OOC set and its in-context controls in cfg.out (an `ooc` folder, scenectl.folders); returns the
     manifest (written last)."""
     t0 = time.time()
+    cfg.check()
     h5, train_manifest, cooc = train_side(cfg.train_cooccurrence)
     s = open_split(cfg, train_manifest, cooc)
     with claim(cfg.out, "ooc", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:

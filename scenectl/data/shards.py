@@ -37,7 +37,6 @@ from scenectl.data.coco import (
 )
 from scenectl.data.masks import (
     FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, hidden_region, nearest_mask, reduce_any,
-    shape_problem,
 )
 from scenectl.errors import ScenectlError
 from scenectl.folders import MARKER, Folder, claim, owner
@@ -75,7 +74,7 @@ class BuildConfig:
     with_object: bool = False
     task: str = "masked"
     seed: int = 0
-    workers: int = 0  # 0 = all cores; 1 = in this process
+    workers: int | None = None  # processes that decode images; None: one per core; 0 (or 1): this process alone
     maxcount: int = 1000
     maxsize: float = 1e9
     part: str | None = None  # "i/n", 0 <= i < n
@@ -84,19 +83,13 @@ class BuildConfig:
     progress: bool = True  # progress on stderr (scenectl.progress: a bar on a terminal, log lines otherwise)
 
     def check(self) -> None:
-        if not 0 < self.max_area <= 1:
-            raise ScenectlError(f"--max-area must be in (0, 1], got {self.max_area}")
-        if self.min_area < 0:
-            raise ScenectlError(f"--min-area must be >= 0, got {self.min_area}")
-        if shape_problem("margin", self.margin, 1, 1) is not None:
-            raise ScenectlError(f"--margin {shape_problem('margin', self.margin, 1, 1)}")
-        if self.image_size < 8:
-            raise ScenectlError(f"--image-size must be >= 8, got {self.image_size}")
+        """Every option, each error naming it (the ranges: scenectl.config.RANGES), before anything is read."""
+        from scenectl.config import check_ranges
+
+        check_ranges(vars(self))
         for name, value, allowed in (("shape", self.shape, SHAPES), ("fill", self.fill, FILLS), ("task", self.task, TASKS)):
             if value not in allowed:
                 raise ScenectlError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if self.maxcount < 1 or self.maxsize <= 0:
-            raise ScenectlError("--maxcount and --maxsize must be positive")
         if self.resume and self.overwrite:
             raise ScenectlError("--resume and --overwrite exclude each other")
         if (self.annotations is None) != (self.images is None):
@@ -613,7 +606,7 @@ def _write_samples(cfg: BuildConfig, src: _Source, params: dict, out: Path, name
     start, skip = journal["next"]["image"], journal["next"]["sample"]
     job = Job(str(src.images), src.split, params, src.classes.coco_ids, src.classes.names)
     tasks = ((k, src.coco.imgs[i], src.coco.imgToAnns.get(i, [])) for k, i in enumerate(ids) if k >= start)
-    workers = cfg.workers or len(os.sched_getaffinity(0))
+    workers = len(os.sched_getaffinity(0)) if cfg.workers is None else cfg.workers
     sink = _Sink(out, names, journal, cfg.maxcount, cfg.maxsize, started)
     bar = progress(total=len(ids), initial=start, desc=f"build-shards {src.split}", unit="img",
                    disable=not cfg.progress)

@@ -58,6 +58,14 @@ class SampleConfig:
     overwrite: bool = False
     crowd_every: int = 0  # 0: no crowds; k: images 0, k, 2k, ... of each split also hold one crowd annotation
 
+    def check(self) -> None:
+        """The options' ranges (scenectl.config.RANGES, where n_train is --train-images)."""
+        from scenectl.config import check_ranges
+
+        check_ranges({"train_images": self.n_train, "val_images": self.n_val, "seed": self.seed})
+        if not isinstance(self.crowd_every, int) or self.crowd_every < 0:
+            raise ScenectlError(f"crowd_every must be 0 (no crowds) or positive, got {self.crowd_every}")
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Shapes: unit polygons in [-1, 1]^2 (y down), scaled to (w/2, h/2), rotated a little and placed.
@@ -372,15 +380,12 @@ def generate_scenes(out: Path, n_train: int = 300, n_val: int = 100, seed: int =
                     crowd_every: int = 0) -> dict:
     """Write synthetic scenes in COCO 2017's layout under `out`; return {splits: {name: {images, annotations}}, ...}."""
     out = Path(out)
-    for name, n in (("--train-images", n_train), ("--val-images", n_val)):
-        if int(n) < 1:
-            raise ScenectlError(f"{name} must be at least 1, got {n}")
-    if int(crowd_every) < 0:
-        raise ScenectlError(f"crowd_every must be 0 (no crowds) or positive, got {crowd_every}")
+    cfg = SampleConfig(str(out), n_train, n_val, seed, overwrite, crowd_every)
+    cfg.check()
     _prepare(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by scenectl sample; --overwrite may delete this folder's dataset\n")
-    write_json_atomic(out / "config.json", asdict(SampleConfig(str(out), n_train, n_val, seed, overwrite, crowd_every)))
+    write_json_atomic(out / "config.json", asdict(cfg))
     categories = [{"id": c.coco_id, "name": c.name, "supercategory": c.supercategory} for c in CLASSES]
     header = {
         "info": {"description": f"{DESCRIPTION} (seed {seed})", "version": "1.0", "year": 2017,

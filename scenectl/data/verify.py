@@ -59,9 +59,14 @@ class VerifyConfig:
     directory: str | Path = "shards/val2017"  # a folder, or a remote folder's URL / pipe: prefix
     json: bool = False  # print the report as JSON
     check_hashes: bool = True  # compare each shard's sha256 with the manifest's
-    workers: int = 1  # shards verified in parallel (processes)
+    workers: int = 0  # processes verifying shards in parallel; 0 (or 1): this process alone
     progress: bool = True  # progress on stderr (scenectl.progress: a bar on a terminal, log lines otherwise)
     net: NetOptions | None = None  # remote reads (None: net_options())
+
+    def check(self) -> None:
+        from scenectl.config import check_ranges
+
+        check_ranges({"workers": self.workers})
 
 
 @dataclass(frozen=True)
@@ -416,4 +421,5 @@ def format_report(report: dict, limit: int = 50) -> str:
 
 
 def main(cfg: VerifyConfig) -> dict:
+    cfg.check()
     return verify_shards(cfg.directory, cfg.check_hashes, cfg.workers, cfg.progress, cfg.net)
