@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import gc
 import importlib
 import inspect
 import os
@@ -119,14 +120,18 @@ def command(name: str, **kwargs) -> Callable[[F], F]:
         def wrapper(*args, **kw):
             try:
                 fn(*args, **kw)
+                return
             except (typer.Exit, typer.Abort, _click.exceptions.ClickException):
                 raise
             except Exception as e:
                 if _debug["on"] or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
                     raise
                 status, line = describe(e, name)
-                typer.echo(line, err=True)
-                raise typer.Exit(status) from None
+            # the failed command's frames are released first (what they still print, e.g. a progress bar's last
+            # line, comes out now), so that the error is the last line
+            gc.collect()
+            typer.echo(line, err=True)
+            raise typer.Exit(status)
 
         wrapper.__signature__ = _ranged(fn, name)
         wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
