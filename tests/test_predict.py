@@ -123,7 +123,7 @@ def test_refusals(setup, tmp_path):
 @pytest.mark.parametrize("option,value,why", [
     ("--box", "nan,10,20,20", "finite|beyond|outside"), ("--box", "0,0,inf,5", "finite|beyond|outside"),
     ("--box", "1e300,0,5,5", "beyond|outside"), ("--polygon", "0,0,nan,5,5,5", "finite|beyond|outside"),
-    ("--polygon", "0,0,1e12,5,5,1e12", "beyond|outside"), ("--margin", "100001", "integer in"),
+    ("--polygon", "0,0,1e12,5,5,1e12", "beyond|outside"), ("--margin", "100001", "integer (in|from)"),
 ])
 def test_hostile_user_geometry_is_one_line_before_any_pixel_work(option, value, why, setup, tmp_path):
     image = setup["images"] / setup["ann"]["images"][0]["file_name"]
