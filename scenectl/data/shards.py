@@ -476,7 +476,7 @@ def _own_files(out: Path, names: _Names) -> list[Path]:
     """This build's (or part's) files, and the merged manifest: what a part's --overwrite removes (the other parts'
     files stay), and what a build that found no sample removes again."""
     globs = [names.shard_glob, names.shard_glob + ".partial", names.manifest, names.progress, names.config,
-             "manifest.json"]
+             "manifest.json", TIMM_INFO]
     return sorted({p for g in globs for p in out.glob(g)})
 
 
@@ -663,6 +663,8 @@ def _finish(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: _Nam
         "totals": _totals(c, src.classes, len(sink.journal["shards"]), cfg.max_area),
         "skipped": c["skipped"], "seconds": round(sink.journal["seconds"], 3),  # across resumed runs
     }
+    if names.part is None:  # a part's shards are not a set yet: merge-manifests writes the index of the whole
+        manifest["files"][TIMM_INFO] = write_timm_info(out, manifest)
     write_json_atomic(out / names.manifest, manifest)
     (out / names.progress).unlink(missing_ok=True)
     return manifest
@@ -692,6 +694,21 @@ def summary(manifest: dict, out: Path) -> str:
 
 
 # --- merging parts --------------------------------------------------------------------------------------------
+TIMM_INFO = "_info.json"
+
+
+def write_timm_info(out: Path, manifest: dict) -> str:
+    """Write `_info.json`, the index timm's webdataset reader needs (`timm.data.create_dataset("wds/NAME",
+    root=out, split=SPLIT)`: the split's shard file names and sample counts; it reads `jpg` and the `cls` integer
+    itself), atomically; return its sha256 for the manifest's `files`. SPLIT is the split the set was built from."""
+    split = manifest["params"]["split"]
+    shards = manifest["shards"]
+    write_json_atomic(out / TIMM_INFO, {"name": f"scenectl-{split}", "splits": {split: {
+        "name": split, "num_samples": sum(s["samples"] for s in shards),
+        "filenames": [s["name"] for s in shards], "shard_lengths": [s["samples"] for s in shards]}}})
+    return file_sha256(out / TIMM_INFO)
+
+
 _PART_RE = re.compile(r"manifest\.part-(\d+)-of-(\d+)\.json")
 
 
@@ -736,5 +753,6 @@ def merge_manifests(directory: str | os.PathLike) -> dict:
               "seconds": round(sum(m["seconds"] for m in parts), 3),
               "files": {k: v for m in parts for k, v in m.get("files", {}).items()}}  # each part's config, cooc
     with claim(d, "shards", resume=True, option="DIRECTORY"):  # the parts' shard set, never another kind's folder
+        merged["files"][TIMM_INFO] = write_timm_info(d, merged)
         write_json_atomic(d / "manifest.json", merged)
     return merged

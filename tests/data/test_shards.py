@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scenectl.data.loader import open_shard_set
+from scenectl.data.loader import open_shard_set, raw_samples
 import webdataset as wds
 from PIL import Image, ImageFilter
 from pycocotools.coco import COCO
@@ -430,8 +430,10 @@ def test_parts_merge_to_the_same_samples(small, reference, tmp_path):
     assert merged["totals"]["per_class"] == ref["totals"]["per_class"] and merged["skipped"] == ref["skipped"]
     assert merged["totals"]["samples"] == sum(s["samples"] for s in merged["shards"]) == ref["totals"]["samples"]
     assert json.loads((out / "manifest.json").read_text()) == merged and merged["params"]["part"] is None
-    assert set(merged["files"]) == {"cooccurrence.h5", "config.part-0-of-2.json", "config.part-1-of-2.json"}
+    assert set(merged["files"]) == {"cooccurrence.h5", "config.part-0-of-2.json", "config.part-1-of-2.json",
+                                    "_info.json"}
     open_shard_set(out).cooccurrence()  # the merged set's checksums hold
+    assert_timm_index(out, merged)
 
 
 def test_merge_refuses_missing_or_incompatible_parts(small, tmp_path):
@@ -542,9 +544,32 @@ def test_manifest_cooccurrence_and_config(small, reference, val):
     cfg = json.loads((reference / "config.json").read_text())
     assert cfg["shape"] == "square" and cfg["maxcount"] == 5
     assert m["files"] == {name: hashlib.sha256((reference / name).read_bytes()).hexdigest()
-                          for name in ("cooccurrence.h5", "config.json")}
+                          for name in ("cooccurrence.h5", "config.json", "_info.json")}
+    assert_timm_index(reference, m)
     with tarfile.open(reference / m["shards"][0]["name"]) as t:  # plain tar, fixed mtime
         assert all(x.mtime == 0 and x.isfile() for x in t.getmembers())
+
+
+def assert_timm_index(out: Path, manifest: dict) -> None:
+    """`_info.json` lists the set's split with its shards and their counts, as timm's webdataset reader reads it."""
+    split = manifest["params"]["split"]
+    info = json.loads((out / "_info.json").read_text())["splits"][split]
+    assert info["name"] == split and info["num_samples"] == manifest["totals"]["samples"]
+    assert info["filenames"] == [s["name"] for s in manifest["shards"]]
+    assert info["shard_lengths"] == [s["samples"] for s in manifest["shards"]]
+    assert not list(out.glob("*.tmp*"))  # written atomically
+
+
+def test_timm_reads_the_set_as_scenectl_does(reference):
+    """timm's own webdataset reader, pointed at a built folder, gives the same samples: keys and `cls` labels."""
+    timm_data = pytest.importorskip("timm.data", reason="timm is not installed (pip install 'scenectl[dev]')")
+    split = json.loads((reference / "manifest.json").read_text())["params"]["split"]
+    ds = timm_data.create_dataset("wds/scenectl", root=str(reference), split=split)
+    keys = [name.removesuffix(ds.reader.key_ext) for name in ds.reader.filenames()]
+    labels = [int(target) for _, target in ds]
+    ours = [(raw["__key__"], int(raw["cls"])) for raw in raw_samples(open_shard_set(reference))]
+    assert len(ds) == len(labels) == len(ours) > 0
+    assert list(zip(keys, labels)) == ours
 
 
 def test_synthetic_shards_fixture(synthetic_shards):
