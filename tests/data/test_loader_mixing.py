@@ -10,13 +10,14 @@ epoch that draws a sample twice (a stream resampling shards) fails the coverage 
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_loader import write_shards
 
-from scenectl.data.loader import make_train_loader, open_shard_set
+from scenectl.data.loader import SHARDS_OPEN, _stream_share, make_train_loader, open_shard_set
 
 N_CLASSES = 8
 BATCH = 16
@@ -74,3 +75,23 @@ def test_the_homogeneity_test_rejects_batches_of_one_shard():
     labels = np.repeat(np.arange(N_CLASSES), 32)
     assert homogeneity_p(np.split(labels, 16)) <= 0.001
     assert homogeneity_p(np.split(np.random.default_rng(1).permutation(labels), 16)) > 0.01
+
+
+@pytest.mark.parametrize("shards,streams", [(1, 2), (3, 2), (31, 4), (32, 2), (64, 4), (100, 8), (40, 3)])
+def test_streams_split_samples_of_few_shards_and_shards_of_many(shards, streams):
+    """Each sample of the set belongs to exactly one stream's share; a set of fewer than 2 x SHARDS_OPEN shards is
+    read whole by every stream, one of at least SHARDS_OPEN x streams shards is dealt out shard by shard (each shard
+    read by one stream), and in between every stream reads at least SHARDS_OPEN shards."""
+    rng = np.random.default_rng(shards)
+    sizes = {f"s{i}.tar": int(rng.integers(1, 50)) for i in range(shards)}
+    shares = [_stream_share(list(sizes), sizes, [0, 3, g, streams]) for g in range(streams)]
+    kept = Counter((u, j) for sh in shares for u in sh.shards for j in range(sizes[u])
+                   if (sh.offsets[u] + j) % sh.m == sh.k)
+    assert kept == Counter((u, j) for u, n in sizes.items() for j in range(n))
+    assert sum(sh.per_pass for sh in shares) == sum(sizes.values())
+    reads = Counter(u for sh in shares for u in sh.shards)  # streams reading each shard
+    if shards < 2 * SHARDS_OPEN:
+        assert all(reads[u] == streams for u in sizes)
+    if shards >= SHARDS_OPEN * streams:
+        assert all(reads[u] == 1 for u in sizes)
+    assert all(len(sh.shards) >= min(shards, SHARDS_OPEN) for sh in shares)
