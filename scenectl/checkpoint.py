@@ -50,7 +50,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only load failed" in str(e).lower():  # a pickled object other than tensors and containers
+        if "unsupported global" in str(e).lower():  # a pickled object other than tensors and containers
             raise ScenectlError(f"refusing to load {path}: it holds Python objects, not plain weights, and "
                                 "scenectl never unpickles code (not a scenectl checkpoint)") from None
         raise ScenectlError(f"{path} is not a scenectl checkpoint (not a readable torch file)") from None
