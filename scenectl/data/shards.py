@@ -436,19 +436,32 @@ class _Sink:
 
     def write(self, sample: dict, position: tuple[int, int]) -> None:
         self.next = position
-        self.writer.write(sample)
+        with self._naming_the_shard():
+            self.writer.write(sample)
         self.in_shard += 1
 
     def close(self, end: int) -> None:
         self.next = (end, 0)
-        self.writer.close()
+        with self._naming_the_shard():
+            self.writer.close()
         self._journal()  # also when the last shard was empty
+
+    @contextlib.contextmanager
+    def _naming_the_shard(self) -> Iterator[None]:
+        """A failed write (a full disk) names the shard being written: a file object's OSError carries no path."""
+        try:
+            yield
+        except OSError as e:
+            if not e.filename and getattr(self.writer, "fname", None):
+                e.filename = self.writer.fname
+            raise
 
     def abort(self) -> None:
         """Drop the shard being written (an error or interrupt: the journal still says where to restart)."""
         stream = getattr(self.writer, "tarstream", None)
         if stream is not None:
-            stream.close()
+            with contextlib.suppress(OSError):  # flushing a full disk's shard fails again; it is deleted anyway
+                stream.close()
             Path(self.writer.fname).unlink(missing_ok=True)
 
     def _post(self, fname: str) -> None:
