@@ -272,7 +272,8 @@ def option_specs(cls: type) -> Iterator[OptionSpec]:
 
 @dataclass
 class TrainData(Data):
-    shuffle_buffer: int = option(1000, "Samples held in each stream's shuffle buffer.")
+    shuffle_buffer: int = option(1000, "Samples held in each stream's shuffle buffer (at most one pass of "
+                                       "its share).")
     skip_corrupt: bool = option(False, "Skip and count corrupt samples/shards instead of stopping.")
 
 

@@ -28,8 +28,11 @@ CLASSES = [{"index": i, "coco_id": i + 1, "name": f"c{i}"} for i in range(4)]
 
 
 def write_shards(folder: Path, n: int = 24, per_shard: int = 8, size: int = 32, seed: int = 0,
-                 classes: list[dict] = CLASSES, with_object: bool = False, task: str = "masked") -> Path:
+                 classes: list[dict] = CLASSES, with_object: bool = False, task: str = "masked",
+                 labels: list[int] | None = None) -> Path:
     """A small shard set in the documented format (docs/shard-format.md), written with webdataset.ShardWriter.
+
+    labels: the class of each sample in writing order (n = len(labels)); default: drawn at random.
 
     The class is written into the scene's context (the background colour), so a model can learn it. with_object:
     also `object.jpg` (the unmasked square under the hidden region); task "object": `jpg` is that crop and there is
@@ -39,9 +42,10 @@ def write_shards(folder: Path, n: int = 24, per_shard: int = 8, size: int = 32, 
     palette = np.random.default_rng(12345).integers(0, 256, (len(classes), 3))  # same context in every set
     rng = np.random.default_rng(seed)
     shards, per_image = [], []
+    n = n if labels is None else len(labels)
     with wds.ShardWriter(str(folder / "shard-%06d.tar"), maxcount=per_shard, verbose=0) as sink:
         for i in range(n):
-            label = int(rng.integers(len(classes)))
+            label = int(rng.integers(len(classes))) if labels is None else labels[i]
             img = np.clip(palette[label] + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
             mask = np.zeros((size, size), np.uint8)
             x, y, s = (int(v) for v in rng.integers(2, size // 2, 3))
@@ -208,7 +212,7 @@ def test_train_loader_fixed_length_deterministic_and_resumable(shardset_dir):
     rest = list(make_train_loader(s, epoch=0, start_step=3, **kw))
     assert [b["key"] for b in rest] == a[3:]
     assert torch.equal(rest[0]["input"], full[3]["input"])
-    # two ranks read different shards and both get exactly `steps` batches
+    # two ranks read different samples and both get exactly `steps` batches
     r0 = _keys(make_train_loader(s, epoch=0, rank=0, world_size=2, **kw))
     r1 = _keys(make_train_loader(s, epoch=0, rank=1, world_size=2, **kw))
     assert len(r0) == len(r1) == 7 and r0 != r1

@@ -26,10 +26,13 @@ Views: what a batch's `input` is made of (`scenectl.data.transforms` does the pi
 
 Two pipelines, both plain webdataset (`wds.DataPipeline` of shard list -> checked shard reads -> ...):
 - `make_train_loader`: an endless, shuffled, augmented stream cut into epochs of exactly `steps` batches per rank,
-  so no rank of a DDP job starves or waits. Each (rank, DataLoader worker) pair is one *stream* with its own shards
-  (when there are at least as many shards as streams; otherwise each stream resamples shards at random) and its own
-  RNG derived from (seed, epoch, rank, stream, sample number): the batch order depends only on the seed, the epoch,
-  the world size and the number of workers, and `start_step` resumes an epoch exactly where a checkpoint left it.
+  so no rank of a DDP job starves or waits. Each (rank, DataLoader worker) pair is one *stream* with its own RNG
+  derived from (seed, epoch, rank, stream, sample number): the batch order depends only on the seed, the epoch, the
+  world size and the number of workers, and `start_step` resumes an epoch exactly where a checkpoint left it. A
+  batch is a sample of the whole split, not of one shard (`_stream_share`): the G streams form
+  max(1, min(G, shards // SHARDS_OPEN)) groups, each reading its own shards (all, or at least SHARDS_OPEN) and
+  splitting their *samples* (every m-th sample of each shard); a stream reads up to SHARDS_OPEN shards at once,
+  interleaved, through a shuffle buffer of up to one pass of its share (docs/training.md, *Batch mixing*).
 - `make_eval_loader`: every sample exactly once, in shard order, not augmented. The shards are split across
   (rank, worker) streams (each rank takes every world_size-th shard, or every world_size-th sample when there are
   fewer shards than ranks; its DataLoader workers split its shards, never more workers than shards), and under DDP
@@ -82,6 +85,7 @@ from scenectl.errors import ScenectlError
 VIEWS = ("scene", "object")
 REBUILD_HINT = "rebuild it with `scenectl build-shards --with-object` (or `--task object`)"
 FAILURES_IN_A_ROW = 1000  # --skip-corrupt: a stream stops after this many failures with no usable sample between
+SHARDS_OPEN = 16  # shards a training stream reads at once (interleaved); below 2x this every stream reads every shard
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -579,15 +583,15 @@ class _TrainStream(IterableDataset):
         g, G = self.rank * nw + stream, self.world_size * nw
         ids = [self.seed, self.epoch, g, G]
         handler = Handler(self.skip_corrupt, self.counter)
+        share = _stream_share(self.urls, self.sizes, ids)
+        buffer = max(1, min(self.shuffle_buffer, share.per_pass))  # never more than one pass of the stream
         bs = self.batch_size
 
         def prepare(raw: dict, i: int) -> dict:  # per-sample randomness: (seed, epoch, stream, sample number)
             return self.view(raw, np.random.default_rng(ids + [i]))
 
         return iter(wds.DataPipeline(
-            lambda: _shard_cycle(self.urls, ids, g, G),
-            lambda src: _read_shards(src, self.sizes, handler, self.net, KeyLedger()),  # keys across its shards
-            wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(str(ids))),
+            lambda: _passes(share, ids, buffer, KeyLedger(), handler, self.net),  # keys across its shards
             wds.slice(skip * bs, None),
             lambda src: _decoded(src, handler, prepare, start=skip * bs),
             wds.batched(bs, collation_fn=collate, partial=False),
@@ -595,19 +599,82 @@ class _TrainStream(IterableDataset):
         ))
 
 
-def _shard_cycle(urls: list[str], ids: list[int], g: int, G: int) -> Iterator[dict]:
-    """Endless shard order of stream g of G: its own shards (reshuffled every pass), or resampled when too few."""
-    own = list(urls)
-    random.Random(str(ids[:2])).shuffle(own)  # same permutation on every rank/worker of this epoch
-    own = own[g::G] if len(own) >= G else own
+@dataclass
+class _Share:
+    """What one training stream reads in an epoch: the samples of `shards` whose global number i (counted through
+    the shards in this order, `offsets[url]` before each) has i % m == k. The m streams of a group read the same
+    shards and split their samples; different groups read different shards."""
+
+    shards: list[str]
+    sizes: dict[str, int]
+    offsets: dict[str, int]
+    k: int
+    m: int
+
+    def kept(self, url: str) -> int:
+        """Samples of shard `url` this stream keeps (by the manifest's count)."""
+        return len(range((self.k - self.offsets[url]) % self.m, self.sizes[url], self.m))
+
+    @property
+    def per_pass(self) -> int:
+        return sum(self.kept(u) for u in self.shards)
+
+
+def _stream_share(urls: list[str], sizes: dict[str, int], ids: list[int]) -> _Share:
+    """Stream g of G's share of epoch ids[1]. The G streams form max(1, min(G, shards // SHARDS_OPEN)) groups, so
+    each group reads at least SHARDS_OPEN shards (or all of them) and a batch mixes that many shards: a set with few
+    shards (up to 2 x SHARDS_OPEN) is read whole by every stream, each keeping every G-th sample, which makes every
+    batch a sample of the whole split whatever order the shards hold; a large set is dealt out in shard groups (its
+    shards are random samples of the split when build-shards wrote them, docs/shard-format.md), so no stream reads
+    more than about SHARDS_OPEN x G / shards times its own share of bytes."""
+    g, G = ids[2], ids[3]
+    order = list(urls)
+    random.Random(str(ids[:2])).shuffle(order)  # same permutation on every rank/worker of this epoch
+    groups = max(1, min(G, len(order) // SHARDS_OPEN))
+    own = order[g % groups::groups]
+    offsets = dict(zip(own, np.cumsum([0] + [sizes[u] for u in own[:-1]]).tolist()))
+    share = _Share(own, sizes, offsets, g // groups, len(range(g % groups, G, groups)))
+    if share.per_pass == 0:  # fewer samples than streams: this stream reads them all rather than nothing
+        share.k, share.m = 0, 1
+    return share
+
+
+def _passes(share: _Share, ids: list[int], buffer: int, ledger: KeyLedger, handler: Handler,
+            net: NetOptions) -> Iterator[dict]:
+    """This stream's raw samples, endlessly, pass after pass: each pass reads every sample of its share once
+    (`_mixed`) through its own shuffle buffer, so with a buffer of the whole pass an epoch of one pass draws no
+    sample twice."""
     for p in range(10**12):
-        order = own.copy()
-        if len(urls) >= G:
-            random.Random(str(ids + [p])).shuffle(order)
-        else:  # fewer shards than streams: each stream draws shards at random, with replacement (webdataset's way)
-            rng = random.Random(str(ids + [p]))
-            order = [rng.choice(own) for _ in own]
-        yield from ({"url": u} for u in order)
+        order = share.shards.copy()
+        random.Random(str(ids + [p])).shuffle(order)  # shards open in a new order on every pass
+        mix = _mixed(share, order, random.Random(str(ids + [p, "mix"])), ledger, handler, net)
+        yield from wds.shuffle(buffer, initial=buffer, rng=random.Random(str(ids + [p])))(mix)
+
+
+def _mixed(share: _Share, order: list[str], rng: random.Random, ledger: KeyLedger, handler: Handler,
+           net: NetOptions) -> Iterator[dict]:
+    """One pass over the share: up to SHARDS_OPEN shards of `order` read at once, each next sample taken from an
+    open shard with probability proportional to the samples it has left (so the open shards advance together and
+    end together); a finished shard is replaced by the next of `order`."""
+    todo, open_ = iter(order), []  # open_: [samples iterator, samples left]
+
+    def kept(url: str) -> Iterator[dict]:
+        first = (share.k - share.offsets[url]) % share.m
+        read = _read_shard(url, share.sizes[url], handler, ledger, net)
+        return (raw for j, raw in enumerate(read) if j % share.m == first)
+
+    while True:
+        while len(open_) < SHARDS_OPEN and (url := next(todo, None)) is not None:
+            open_.append([kept(url), share.kept(url)])
+        if not open_:
+            return
+        i = rng.choices(range(len(open_)), weights=[max(left, 1) for _, left in open_])[0]
+        raw = next(open_[i][0], None)
+        if raw is None:  # the shard ended (_read_shard checks its count)
+            del open_[i]
+            continue
+        open_[i][1] -= 1
+        yield raw
 
 
 def _eval_pipeline(shards: ShardSet, view: View, batch_size: int, rank: int, world_size: int,
