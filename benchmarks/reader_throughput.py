@@ -5,7 +5,8 @@
 
 Rates (samples/s), each contender run --repeat times, interleaved, best kept:
   floor   every sample's `jpg` + `mask.png` decoded from memory with Pillow (bytes read beforehand; nothing else)
-  train   make_train_loader, workers 0: tar reading, shuffle, decoding, augmentation, collate (no model)
+  train   make_train_loader, workers 0: tar reading, shuffle, decoding, augmentation, collate (no model);
+          --passes over the set in one epoch, so the shuffle buffer's first fill (read, not yet yielded) counts little
   eval    make_eval_loader, workers 0: tar reading, decoding, collate (no model)
   "+ batch": the same, plus the per-batch step every command applies where the batch meets the model
              (transforms.batch_to_device on the CPU: uint8 -> float, colour jitter, normalisation)
@@ -58,7 +59,7 @@ def finish(batch: dict) -> None:
 
 
 def train(shards, a, with_batch: bool) -> tuple[int, float]:
-    steps = shards.num_samples // a.batch_size
+    steps = a.passes * shards.num_samples // a.batch_size  # passes > 1: the shuffle buffer's first fill amortised
     t = time.perf_counter()
     loader = L.make_train_loader(shards, steps=steps, batch_size=a.batch_size, image_size=a.image_size, workers=0,
                                  shuffle_buffer=a.shuffle_buffer)
@@ -84,6 +85,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--shuffle-buffer", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--passes", type=int, default=3, help="train reader: passes over the set per run")
     a = ap.parse_args()
     torch.set_num_threads(1)
     shards = L.open_shard_set(a.shards or default_shards(a.image_size))
