@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scenectl.data.transforms import batch_to_device
 from scenectl import distributed as D
 from scenectl import folders, progress
 from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint, save_checkpoint
@@ -303,7 +304,8 @@ def guarded(batches: Iterable[dict], failed: Callable[[Exception], None]) -> Ite
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """The batch on `device` as the model takes it (uint8 `input` made float there: transforms.batch_to_device)."""
+    return batch_to_device(batch, device)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -317,6 +319,8 @@ class Session:
         self.run, self.cfg, self.dev = run, cfg, dev
         trained = run.trained or run.net
         trained.to(dev.device)  # before the optimiser: a resumed optimiser state follows its parameters' device
+        if dev.device.type == "cuda":  # as batch_to_device lays out the input: cuDNN's fast NHWC convolutions
+            trained.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(run.groups, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.loop.epochs * cfg.loop.steps_per_epoch,
                                          cfg.optim.warmup_steps)

@@ -24,6 +24,7 @@ from scenectl.checkpoint import classes_match
 from scenectl.config import TrainConfig, check, load_config as _load_config, resolve_schedule
 from scenectl.data.loader import Augment, Loader, ShardSet, SkipCounter, make_eval_loader, make_train_loader, \
     open_shard_set
+from scenectl.data.transforms import batch_to_device
 from scenectl.engine import Run, cross_entropy, decay_groups, fit, require_tensorboard
 from scenectl.errors import ScenectlError
 from scenectl.models import create_model, resolve_name
@@ -76,7 +77,8 @@ def evaluate(model: nn.Module, loader: Loader, device: torch.device) -> dict:
     sums = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1 hits, top-5 hits, samples
     with torch.no_grad():
         for batch in loader:
-            x, y = batch["input"].to(device), batch["label"].to(device)
+            b = batch_to_device(batch, device)
+            x, y = b["input"], b["label"]
             logits = model(x).float()  # (B, num_classes)
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, 5)
             hits = top == y[:, None]  # (B, 5)
