@@ -71,9 +71,25 @@ class Run:
     title: str = ""  # curves.png's title
 
 
-def cross_entropy(label_smoothing: float = 0.0) -> LossFn:
-    """The classifier loss: cross-entropy of model(batch['input']) (B, C) against batch['label'] (B,)."""
-    return lambda model, batch: F.cross_entropy(model(batch["input"]), batch["label"], label_smoothing=label_smoothing)
+def cross_entropy(label_smoothing: float = 0.0, aux_visible: float = 0.0) -> LossFn:
+    """The classifier loss: cross-entropy of model(batch['input']) (B, C) against batch['label'] (B,).
+
+    aux_visible > 0 adds aux_visible x the binary cross-entropy of the model's auxiliary head (B, C) against the
+    classes still visible in each scene (batch['visible'], B lists of class indices; multi-hot (B, C)), averaged over
+    classes and samples: the model is taught to see the other objects from the same features (train --aux-visible).
+    """
+    if not aux_visible:
+        return lambda model, batch: F.cross_entropy(model(batch["input"]), batch["label"],
+                                                    label_smoothing=label_smoothing)
+
+    def loss(model: nn.Module, batch: dict) -> torch.Tensor:
+        logits, aux = model(batch["input"], aux=True)  # (B, C), (B, C)
+        target = torch.zeros_like(aux, dtype=torch.float32)  # (B, C) multi-hot
+        for i, classes in enumerate(batch["visible"]):
+            target[i, list(classes)] = 1.0
+        return (F.cross_entropy(logits, batch["label"], label_smoothing=label_smoothing)
+                + aux_visible * F.binary_cross_entropy_with_logits(aux.float(), target))
+    return loss
 
 
 # --------------------------------------------------------------------------------------------------------------

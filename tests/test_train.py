@@ -356,3 +356,69 @@ def test_resume_refuses_a_last_pt_whose_position_is_malformed(tiny, tmp_path):
     torch.save(ck, out / "last.pt")
     with pytest.raises(ScenectlError, match=r"last.pt: field 'step' is missing or malformed"):
         train(_cfg(tiny, out, epochs=1, steps_per_epoch=1, resume=True))
+
+
+# --- --aux-visible: a second head predicting the classes still visible in the scene ----------------------------
+
+def test_aux_visible_head_learns_the_visible_classes():
+    from scenectl.engine import cross_entropy
+    from scenectl.models import create_model
+
+    torch.manual_seed(0)
+    n, c = 16, 4
+    visible = [sorted({i % c, (i // c) % c}) for i in range(n)]  # 1-2 visible classes per scene
+    x = torch.zeros(n, 4, 32, 32)
+    for i, vs in enumerate(visible):  # class k visible: quadrant k bright, so the classes can be seen
+        for k in vs:
+            x[i, :3, (k // 2) * 16:(k // 2 + 1) * 16, (k % 2) * 16:(k % 2 + 1) * 16] = 1.0
+    batch = {"input": x, "label": torch.arange(n) % c, "visible": visible}
+    model = create_model("resnet18", c, 4, aux_classes=c)
+    loss_fn, plain = cross_entropy(0.0, aux_visible=1.0), cross_entropy(0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+
+    def aux_part() -> float:  # the auxiliary term alone: joint loss minus the classifier's
+        with torch.no_grad():
+            return (loss_fn(model, batch) - plain(model, batch)).item()
+
+    model.eval()
+    before = aux_part()
+    model.train()
+    for _ in range(40):
+        opt.zero_grad()
+        loss_fn(model, batch).backward()
+        opt.step()
+    model.eval()
+    assert aux_part() < 0.5 * before, (before, aux_part())
+    with torch.no_grad():
+        _, aux = model(x, aux=True)  # (16, 4)
+    target = torch.zeros(n, c, dtype=torch.bool)
+    for i, vs in enumerate(visible):
+        target[i, vs] = True
+    assert ((aux > 0) == target).float().mean() > 0.9  # it predicts exactly the scenes' visible classes
+    assert model(x).shape == (n, c)  # forward(x) alone: the classifier only
+
+
+def test_aux_visible_is_recorded_resume_refuses_a_change_and_eval_reads_the_checkpoint(tiny, tmp_path):
+    from scenectl.checkpoint import read_checkpoint, save_checkpoint
+    from scenectl.evaluate import EvalConfig, main as evaluate
+
+    out = tmp_path / "run"
+    train(_cfg(tiny, out, epochs=1, steps_per_epoch=2, aux_visible=0.5))
+    ck = load_checkpoint(out / "best.pt")
+    assert ck["aux_visible"] == 0.5 and ck["config"]["aux_visible"] == 0.5
+    assert ck["model"]["aux_fc.weight"].shape == (4, ck["model"]["fc.weight"].shape[1])
+    with pytest.raises(ScenectlError, match=r"--aux-visible: 0.5 -> 0.0"):
+        train(_cfg(tiny, out, epochs=1, steps_per_epoch=2, resume=True))
+    # eval (and every command building a model from it) uses the classifier: the auxiliary head is checked and dropped
+    model = read_checkpoint(out / "best.pt").build_model()
+    assert not any(k.startswith("aux_fc.") for k in model.state_dict())
+    rep = evaluate(EvalConfig(checkpoint=str(out / "best.pt"), shards=[str(tiny["val"])], out=str(tmp_path / "ev"),
+                              device="cpu", workers=0, bootstrap=0))
+    assert rep["n"] == 16
+    # the recorded weight must agree with the weights: a checkpoint claiming no head but holding one is refused
+    save_checkpoint(tmp_path / "bad.pt", {**ck, "aux_visible": 0.0})
+    with pytest.raises(ScenectlError, match=r"bad.pt: field 'aux_visible' is 0.0 but the weights hold an auxiliary"):
+        read_checkpoint(tmp_path / "bad.pt")
+    # a run without the head writes none, and its checkpoint reads as before
+    train(_cfg(tiny, tmp_path / "plain", epochs=1, steps_per_epoch=1))
+    assert not any(k.startswith("aux_fc.") for k in load_checkpoint(tmp_path / "plain" / "best.pt")["model"])
