@@ -5,6 +5,7 @@
       "scenectl_version": str,
       "kind": "context" | "transfer" | "distill",   # which command wrote it
       "arch": str, "in_chans": int, "num_classes": int, "mask_channel": bool, "image_size": int,
+      "aux_visible": float,            # train --aux-visible (absent: 0); > 0 iff "model" holds aux_fc.* weights
       "model": state_dict, "optimizer": state_dict | None, "scheduler": state_dict | None, "scaler": state_dict | None,
       "epoch": int, "epoch_step": int, "step": int, "best_top1": float,
       "config": dict,                  # the command's config dataclass, asdict()
@@ -20,6 +21,7 @@ command relies on once and returns a `Checkpoint` record; no command reads the r
 
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +52,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only load failed" in str(e).lower():  # a pickled object other than tensors and containers
+        if "unsupported global" in str(e).lower():  # a pickled object other than tensors and containers
             raise ScenectlError(f"refusing to load {path}: it holds Python objects, not plain weights, and "
                                 "scenectl never unpickles code (not a scenectl checkpoint)") from None
         raise ScenectlError(f"{path} is not a scenectl checkpoint (not a readable torch file)") from None
@@ -111,15 +113,20 @@ class Checkpoint:
         return {k.removeprefix("module."): v for k, v in self.state["model"].items()}
 
     def build_model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
-        """The checkpoint's model with its weights, in eval mode on `device`."""
+        """The checkpoint's model with its weights, in eval mode on `device`. An auxiliary head (train
+        --aux-visible) is loaded with the rest, so every weight is checked, then removed: it is a training aid, and
+        every command that builds a model from a checkpoint uses its classifier."""
         from scenectl.models import create_model
 
-        model = create_model(self.arch, self.num_classes, self.in_chans)
+        state = self.model_state()
+        aux = state.get("aux_fc.weight")
+        model = create_model(self.arch, self.num_classes, self.in_chans, aux_classes=0 if aux is None else aux.shape[0])
         try:
-            model.load_state_dict(self.model_state())
+            model.load_state_dict(state)
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
             raise ScenectlError(f"{self.path}: weights do not fit a {self.arch} model ({first})") from None
+        model.add_aux_head(0)
         return model.to(device).eval()
 
 
@@ -152,10 +159,22 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if "image_size" not in raw and "image_size" in config:  # written before image_size moved to the top level
         raw = {**raw, "image_size": config["image_size"]}
     image_size = _int(raw, "image_size", bad, 8, MAX_IMAGE_SIZE)
+    _aux_visible(raw, bad)
     kind = raw.get("kind", "context")
     if kind not in KINDS:
         raise bad("kind", f"is {kind!r}, not one of {', '.join(KINDS)}")
     return Checkpoint(path, kind, arch, classes, in_chans, mask, image_size, config, raw)
+
+
+def _aux_visible(raw: dict, bad) -> float:
+    """The --aux-visible weight the run trained with (0: none), which must agree with the weights' auxiliary head."""
+    w = raw.get("aux_visible", 0.0)
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+        raise bad("aux_visible", f"is {w!r}, not a finite number >= 0")
+    has_head = any(k.removeprefix("module.").startswith("aux_fc.") for k in raw["model"])
+    if has_head != (w > 0):
+        raise bad("aux_visible", f"is {w!r} but the weights hold {'an' if has_head else 'no'} auxiliary head")
+    return float(w)
 
 
 def _int(raw: dict, field: str, bad, lo: int, hi: int) -> int:

@@ -112,7 +112,7 @@ RANGES: dict[str, Range] = {
     "momentum": _real(0, 1, hi_open=True), "weight_decay": _real(0, 10),
     "label_smoothing": _real(0, 1, hi_open=True), "min_scale": _real(0, 1, lo_open=True), "flip": _real(0, 1),
     "jitter": _real(0, 1, hi_open=True), "backbone_lr_scale": _real(0, 1000), "temperature": _real(0, 1000, True),
-    "alpha": _real(0, 1), "weights": _real(0, 1000),
+    "alpha": _real(0, 1), "weights": _real(0, 1000), "aux_visible": _real(0, 1000),
     # building shards and samples
     "max_area": _real(0, 1, lo_open=True), "min_area": Range(0, COUNT_MAX), "margin": Range(0, MAX_MARGIN),
     "maxcount": Range(1, COUNT_MAX), "maxsize": _real(1, 1e15), "max_pairs": Range(0, COUNT_MAX),
@@ -295,6 +295,8 @@ class TrainConfig(Options):
     out: str = option("runs/train", "Run folder (config.json, metrics.jsonl, last.pt, best.pt, curves.png).", "--out",
                       "-o")
     mask_channel: bool = option(True, "Give the model the hidden region as a 4th input channel.")
+    aux_visible: float = option(0.0, "Weight of an auxiliary multi-label loss: a second head on the same features "
+                                     "predicts the classes still visible in the scene (0: no such head).")
     pretrained: str | None = option(None, "'imagenet' or a torchvision state-dict file (ResNets).")
     tensorboard: bool = option(False, "Also log to OUT/tensorboard (needs scenectl[tensorboard]).")
     augmentation: Augmentation = group(Augmentation)

@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scenectl.data.transforms import batch_to_device
 from scenectl import distributed as D
 from scenectl import folders, progress
 from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint, save_checkpoint
@@ -70,9 +71,25 @@ class Run:
     title: str = ""  # curves.png's title
 
 
-def cross_entropy(label_smoothing: float = 0.0) -> LossFn:
-    """The classifier loss: cross-entropy of model(batch['input']) (B, C) against batch['label'] (B,)."""
-    return lambda model, batch: F.cross_entropy(model(batch["input"]), batch["label"], label_smoothing=label_smoothing)
+def cross_entropy(label_smoothing: float = 0.0, aux_visible: float = 0.0) -> LossFn:
+    """The classifier loss: cross-entropy of model(batch['input']) (B, C) against batch['label'] (B,).
+
+    aux_visible > 0 adds aux_visible x the binary cross-entropy of the model's auxiliary head (B, C) against the
+    classes still visible in each scene (batch['visible'], B lists of class indices; multi-hot (B, C)), averaged over
+    classes and samples: the model is taught to see the other objects from the same features (train --aux-visible).
+    """
+    if not aux_visible:
+        return lambda model, batch: F.cross_entropy(model(batch["input"]), batch["label"],
+                                                    label_smoothing=label_smoothing)
+
+    def loss(model: nn.Module, batch: dict) -> torch.Tensor:
+        logits, aux = model(batch["input"], aux=True)  # (B, C), (B, C)
+        target = torch.zeros_like(aux, dtype=torch.float32)  # (B, C) multi-hot
+        for i, classes in enumerate(batch["visible"]):
+            target[i, list(classes)] = 1.0
+        return (F.cross_entropy(logits, batch["label"], label_smoothing=label_smoothing)
+                + aux_visible * F.binary_cross_entropy_with_logits(aux.float(), target))
+    return loss
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -303,7 +320,8 @@ def guarded(batches: Iterable[dict], failed: Callable[[Exception], None]) -> Ite
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """The batch on `device` as the model takes it (uint8 `input` made float there: transforms.batch_to_device)."""
+    return batch_to_device(batch, device)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -317,6 +335,8 @@ class Session:
         self.run, self.cfg, self.dev = run, cfg, dev
         trained = run.trained or run.net
         trained.to(dev.device)  # before the optimiser: a resumed optimiser state follows its parameters' device
+        if dev.device.type == "cuda":  # as batch_to_device lays out the input: cuDNN's fast NHWC convolutions
+            trained.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(run.groups, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.loop.epochs * cfg.loop.steps_per_epoch,
                                          cfg.optim.warmup_steps)

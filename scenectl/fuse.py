@@ -32,6 +32,7 @@ from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.loader import ShardSet, make_eval_loader, open_shard_set
 from scenectl.data.remote import NetOptions
+from scenectl.data.transforms import batch_to_device
 from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
@@ -140,13 +141,16 @@ class Scores:
     ooc: np.ndarray  # (N,) bool (False where the json has no "ooc")
 
 
-def paired_batches(s: ShardSet, obj: Checkpoint, ctx: Checkpoint, cfg: FuseConfig) -> Iterator[tuple]:
+def paired_batches(s: ShardSet, obj: Checkpoint, ctx: Checkpoint, cfg: FuseConfig,
+                   device: torch.device = torch.device("cpu")) -> Iterator[tuple]:
     """Every sample of `s` once, in order, as (object crops (B, 3, H, W) at the object model's size, masked scenes
-    (B, C, H', W') as the context model was trained, the batch); the one place fuse asks the shard reader."""
+    (B, C, H', W') as the context model was trained, both model input on `device`, the batch); the one place fuse
+    asks the shard reader."""
     loader = make_eval_loader(s, view="object", image_size=obj.image_size, batch_size=cfg.batch_size,
                               workers=cfg.workers, scene_size=ctx.image_size, scene_mask=ctx.mask_channel)
     for batch in loader:
-        yield batch["input"], batch["scene_input"], batch
+        b = batch_to_device(batch, device)
+        yield b["input"], b["scene_input"], batch
 
 
 def open_checked(spec: str, obj: Checkpoint, ctx: Checkpoint, net: NetOptions | None) -> ShardSet:
@@ -165,9 +169,9 @@ def score_set(spec: str, s: ShardSet, obj: Checkpoint, obj_net, ctx: Checkpoint,
     """Both models over shard set `s` (opened from `spec`): the object model on object.jpg, the context model on
     the masked scene."""
     lo, lc, y, keys, vis, ooc = [], [], [], [], [], []
-    for crops, scenes, batch in paired_batches(s, obj, ctx, cfg):
-        lo.append(obj_net(crops.to(device)).float().cpu())  # (B, C)
-        lc.append(ctx_net(scenes.to(device)).float().cpu())  # (B, C)
+    for crops, scenes, batch in paired_batches(s, obj, ctx, cfg, device):
+        lo.append(obj_net(crops).float().cpu())  # (B, C)
+        lc.append(ctx_net(scenes).float().cpu())  # (B, C)
         y.append(batch["label"])
         keys += batch["key"]
         vis += batch["visible"]

@@ -10,6 +10,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from scenectl.data.transforms import batch_to_device
 from scenectl.progress import progress
 
 
@@ -46,7 +47,7 @@ def _run_model(model, batches, device, max_samples, desc, total) -> Outputs:
         total = min(total, max_samples)
     with progress(desc=desc, total=total, unit="samples", leave=False) as bar:
         for batch in batches:
-            x = batch["input"].to(device, non_blocking=True)  # (B, C, H, W)
+            x = batch_to_device(batch, device)["input"]  # (B, C, H, W) float
             logits.append(model(x).float().cpu())  # (B, num_classes)
             labels.append(torch.as_tensor(batch["label"]).long().cpu())
             keys.extend(str(k) for k in batch["key"])

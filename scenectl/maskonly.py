@@ -90,7 +90,7 @@ def read_masks(shards, keys: set[str] | None = None, max_samples: int | None = N
                 continue
             s = decode_sample(raw, ("mask.png",), len(shards.classes))
             out_keys.append(s["key"])
-            feats.append(mask_features(s["mask"]))
+            feats.append(mask_features(Image.fromarray(s["mask"][0].numpy())))  # (1, H, W) uint8 -> PIL L
             labels.append(s["label"])
             images.append(image_id(s["meta"]))
             bar.update()

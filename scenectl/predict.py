@@ -189,7 +189,7 @@ def hiding_params(cfg: PredictConfig, ckpt: Checkpoint) -> tuple[dict, str]:
 
 def predict(cfg: PredictConfig) -> dict:
     """Top-`cfg.top` classes with probabilities for the hidden region; writes cfg.out when set."""
-    from scenectl.data.transforms import to_input
+    from scenectl.data.transforms import batch_to_device, to_input
 
     cfg.check()
     if cfg.out:
@@ -204,9 +204,11 @@ def predict(cfg: PredictConfig) -> dict:
         notes.append(f"the hidden region covers {100 * fraction:.0f}% of the image, above the training shards' "
                      f"max_area {params['max_area']}: build-shards would have skipped it")
     model = ckpt.build_model(device)
-    x = to_input(Image.fromarray(scene), Image.fromarray(mask), ckpt.image_size, ckpt.mask_channel)  # (C, S, S)
+    rgb, m = to_input(scene, mask, ckpt.image_size, ckpt.mask_channel)  # (3, S, S), (1, S, S) or None; uint8
+    one = {"input": rgb[None]} if m is None else {"input": rgb[None], "input_mask": m[None]}  # a batch of one
     with torch.inference_mode():
-        probs = torch.softmax(model(x[None].to(device)).float(), dim=1)[0].cpu().numpy()  # (num_classes,)
+        x = batch_to_device(one, device)["input"]  # (1, C, S, S) float, as every batch
+        probs = torch.softmax(model(x).float(), dim=1)[0].cpu().numpy()  # (num_classes,)
     order = np.argsort(-probs, kind="stable")[: min(cfg.top, len(probs))]
     top = [{"class": ckpt.names[i], "index": int(i), "probability": float(probs[i])} for i in order]
     if cfg.out:

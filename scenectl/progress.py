@@ -43,13 +43,14 @@ def duration(seconds: float) -> str:
 
 def log_line(desc: str, n: float, total: float | None, unit: str, elapsed: float, rate: float | None,
              postfix: str = "", done: bool = False) -> str:
-    """One progress line: `desc: n/total unit (pct%), rate unit/s, ETA t` (`done in t` at the end)."""
+    """One progress line: `desc: n/total unit (pct%), rate unit/s, ETA t` (at the end `done in t`, or `stopped after t`
+    when a known total was not reached: an error or a signal ended the work, and the line must not say it finished)."""
     n_txt = f"{n:g}/{total:g} {unit} ({100 * n / total:.0f}%)" if total else f"{n:g} {unit}"
     parts = [f"{desc}: {n_txt}" if desc else n_txt]
     if rate:
         parts.append(f"{rate:.3g} {unit}/s" if rate < 100 else f"{rate:.0f} {unit}/s")
     if done:
-        parts.append(f"done in {duration(elapsed)}")
+        parts.append(f"stopped after {duration(elapsed)}" if total and n < total else f"done in {duration(elapsed)}")
     elif total and rate:
         parts.append(f"ETA {duration(max(0.0, total - n) / rate)}")
     else:

@@ -4,7 +4,8 @@
 
 Every step is the library function its own subcommand calls (no subprocesses), with sizes picked so the chain ends in
 a few minutes on a 2-core CPU: 64 px inputs, resnet18, a few epochs. `--coco-root DIR` skips the sampling and runs the
-same chain on a real COCO layout (annotations/instances_{train,val}2017.json, train2017/, val2017/).
+same chain on a real COCO layout (annotations/instances_{train,val}2017.json, train2017/, val2017/), training with the
+small-data recipe (RECIPES["coco"]; docs/training.md).
 
     quickstart/
       scenes/                       # the synthetic COCO-layout dataset (absent with --coco-root)
@@ -20,7 +21,7 @@ so --overwrite replaces an earlier quickstart step by step and never a folder an
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,17 +30,28 @@ from scenectl.folders import claim
 from scenectl.io import write_json_atomic
 
 
+# What train is given, by the kind of data (options of TrainConfig). "coco" is the small-data recipe for a real
+# COCO layout of a few thousand samples on a CPU, chosen on coco-sample train2017 -> val2017 only (docs/training.md,
+# the numbers in docs/results.md); "synthetic" is sized for the generated scenes. image_size, epochs and
+# aux_visible are also QuickstartConfig fields: a value given there wins.
+RECIPES: dict[str, dict] = {
+    "synthetic": {"image_size": 64, "epochs": 5, "aux_visible": 0.0},
+    "coco": {"image_size": 64, "epochs": 10, "aux_visible": 0.0},
+}
+
+
 @dataclass
 class QuickstartConfig:
     out: str = "quickstart"
     coco_root: str | None = None  # None: synthetic scenes written to OUT/scenes
     train_images: int = 400  # synthetic scenes per split
     val_images: int = 100
-    image_size: int = 64  # shards and model input
+    image_size: int | None = None  # shards and model input; None: the recipe's (RECIPES)
     shape: str = "circle"
     max_area: float = 0.3
     arch: str = "resnet18"
-    epochs: int = 5
+    epochs: int | None = None  # None: the recipe's
+    aux_visible: float | None = None  # train --aux-visible; None: the recipe's
     batch_size: int = 32
     workers: int = 2  # build-shards and DataLoader processes
     device: str = "auto"
@@ -58,10 +70,22 @@ class QuickstartConfig:
         resolve_name(self.arch)
         parse_device(self.device)
 
+    def recipe(self) -> dict:
+        """The train options of this data's recipe (RECIPES), with this config's image_size, epochs and aux_visible
+        where set."""
+        mine = {k: getattr(self, k) for k in ("image_size", "epochs", "aux_visible") if getattr(self, k) is not None}
+        return {**RECIPES["synthetic" if self.coco_root is None else "coco"], **mine}
+
+    def resolved(self) -> "QuickstartConfig":
+        """This config with image_size, epochs and aux_visible filled in from the recipe (what config.json records)."""
+        r = self.recipe()
+        return replace(self, image_size=r["image_size"], epochs=r["epochs"], aux_visible=r["aux_visible"])
+
 
 def quickstart(cfg: QuickstartConfig, echo: Callable[[str], None] = print) -> dict:
     """Run the chain; returns the eval report (its files are in OUT/run/eval)."""
     cfg.check()
+    cfg = cfg.resolved()
     t0 = time.perf_counter()
     with claim(cfg.out, "quickstart", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
         out = folder.path
@@ -107,11 +131,12 @@ def _train_and_eval(cfg: QuickstartConfig, shards: dict[str, Path], run: Path, e
     from scenectl.evaluate import EvalConfig, main as evaluate, summary_text
     from scenectl.train import TrainConfig, train
 
-    echo(f"[3/4] train: {cfg.arch}, {cfg.epochs} epochs, batch {cfg.batch_size} -> {run}")
+    recipe = cfg.recipe()
+    echo(f"[3/4] train: {cfg.arch}, batch {cfg.batch_size}, " + ", ".join(f"{k} {v}" for k, v in recipe.items())
+         + f" -> {run}")
     train(TrainConfig(shards=str(shards["train2017"]), val_shards=str(shards["val2017"]), out=str(run),
-                      arch=cfg.arch, image_size=cfg.image_size, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                      workers=cfg.workers, seed=cfg.seed, device=cfg.device, overwrite=cfg.overwrite,
-                      log_every=10**9, checkpoint_every=10**9))
+                      arch=cfg.arch, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed, device=cfg.device,
+                      overwrite=cfg.overwrite, log_every=10**9, checkpoint_every=10**9, **recipe))
     echo(f"[4/4] eval: {run / 'best.pt'} on {shards['val2017']}")
     rep = evaluate(EvalConfig(checkpoint=str(run / "best.pt"), shards=[str(shards["val2017"])], out=str(run / "eval"),
                               device=cfg.device, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,

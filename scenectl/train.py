@@ -4,7 +4,8 @@
     metrics = train(cfg)
 
 What is trained: a `--arch` model on the masked scenes (RGB + the hidden region as a 4th channel), cross-entropy
-with label smoothing, validated by loss / top-1 / top-5 over every validation sample. How: scenectl.engine (one
+with label smoothing (with --aux-visible W, plus W x a multi-label loss of a second head predicting the classes
+still visible in the scene; engine.cross_entropy), validated by loss / top-1 / top-5 over every validation sample. How: scenectl.engine (one
 run folder: config.json, metrics.jsonl, last.pt, best.pt, curves.png; resume; stop signals). Under
 `torchrun --nproc_per_node N -m scenectl train ...` it runs DistributedDataParallel: every rank reads its own
 shards, metrics are all-reduced, and only rank 0 writes files.
@@ -24,6 +25,7 @@ from scenectl.checkpoint import classes_match
 from scenectl.config import TrainConfig, check, load_config as _load_config, resolve_schedule
 from scenectl.data.loader import Augment, Loader, ShardSet, SkipCounter, make_eval_loader, make_train_loader, \
     open_shard_set
+from scenectl.data.transforms import batch_to_device
 from scenectl.engine import Run, cross_entropy, decay_groups, fit, require_tensorboard
 from scenectl.errors import ScenectlError
 from scenectl.models import create_model, resolve_name
@@ -76,7 +78,8 @@ def evaluate(model: nn.Module, loader: Loader, device: torch.device) -> dict:
     sums = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1 hits, top-5 hits, samples
     with torch.no_grad():
         for batch in loader:
-            x, y = batch["input"].to(device), batch["label"].to(device)
+            b = batch_to_device(batch, device)
+            x, y = b["input"], b["label"]
             logits = model(x).float()  # (B, num_classes)
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, 5)
             hits = top == y[:, None]  # (B, 5)
@@ -102,8 +105,9 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
     cfg = resolve_config(cfg, train_set, dev.world_size)
     torch.manual_seed(cfg.loop.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     in_chans = 4 if cfg.mask_channel else 3
+    aux_classes = len(train_set.classes) if cfg.aux_visible else 0  # --aux-visible: visible classes, multi-label
     model = create_model(cfg.arch, len(train_set.classes), in_chans,
-                         pretrained=None if cfg.loop.resume else cfg.pretrained).to(dev.device)
+                         pretrained=None if cfg.loop.resume else cfg.pretrained, aux_classes=aux_classes).to(dev.device)
     counter = SkipCounter()
 
     def validate(net: nn.Module) -> dict:
@@ -113,12 +117,12 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
     run = Run(
         name="train", out=Path(cfg.out), kind="run", net=model, classes=train_set.classes,
         groups=decay_groups(model.parameters(), cfg.optim.weight_decay),
-        loss_fn=cross_entropy(cfg.optim.label_smoothing),
+        loss_fn=cross_entropy(cfg.optim.label_smoothing, cfg.aux_visible),
         batches=lambda epoch, start: data_stream(cfg, train_set, dev, counter, epoch=epoch, start=start),
         validate=validate, config=asdict(cfg), tensorboard=cfg.tensorboard, title=f"train {cfg.arch}: {cfg.out}",
         facts={"kind": "context", "arch": cfg.arch, "in_chans": in_chans, "num_classes": len(train_set.classes),
                "classes": train_set.classes, "cooccurrence": train_set.cooccurrence().to_state(),
-               "image_size": cfg.data.image_size, "mask_channel": cfg.mask_channel})
+               "image_size": cfg.data.image_size, "mask_channel": cfg.mask_channel, "aux_visible": cfg.aux_visible})
     return fit(run, cfg, dev, resume=cfg.loop.resume, overwrite=cfg.loop.overwrite)
 
 

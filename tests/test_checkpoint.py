@@ -46,6 +46,10 @@ def test_files_that_are_not_checkpoints(tmp_path):
     (tmp_path / "t.pt").write_text("hello world\n")
     with pytest.raises(ScenectlError, match="is not a readable scenectl checkpoint .truncated or corrupt"):
         read_checkpoint(tmp_path / "t.pt")
+    for name, data in [("x.pt", b"x"), ("noise.pt", bytes(range(131, 256)) * 20)]:  # bytes a pickle reader rejects
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ScenectlError, match=f"{name} is not a scenectl checkpoint .not a readable torch file"):
+            read_checkpoint(tmp_path / name)
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
     with pytest.raises(ScenectlError, match="no 'scenectl-checkpoint/1' format tag"):
         read_checkpoint(tmp_path / "plain.pt")

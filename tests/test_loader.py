@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 import webdataset as wds
 from PIL import Image
 
@@ -22,6 +23,7 @@ from scenectl.data.loader import (
     open_shard_set,
     to_input,
 )
+from scenectl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, batch_to_device, color_jitter
 from scenectl.errors import ScenectlError
 
 CLASSES = [{"index": i, "coco_id": i + 1, "name": f"c{i}"} for i in range(4)]
@@ -131,7 +133,8 @@ def test_decode_sample_only_known_members(shardset_dir):
     raw = _raw(shardset_dir)
     raw["pyd"] = b"\x80\x04garbage-pickle"  # unknown members are ignored, never unpickled
     s = decode_sample(raw)
-    assert s["image"].mode == "RGB" and s["mask"].mode == "L" and isinstance(s["label"], int)
+    assert s["image"].dtype == s["mask"].dtype == torch.uint8 and isinstance(s["label"], int)
+    assert s["image"].shape[0] == 3 and s["mask"].shape == (1, *s["image"].shape[1:])  # RGB, and L of its size
     assert s["visible"] == s["meta"]["visible_categories"] and "object" not in s
 
 
@@ -156,27 +159,58 @@ def test_to_input_shape_and_mask_channel():
     img = Image.new("RGB", (40, 40), (255, 0, 0))
     mask = Image.new("L", (40, 40), 0)
     mask.paste(255, (10, 10, 20, 20))
-    x = to_input(img, mask, 16, mask_channel=True)
+    rgb, m = to_input(img, mask, 16, mask_channel=True)
+    assert rgb.shape == (3, 16, 16) and m.shape == (1, 16, 16) and rgb.dtype == m.dtype == torch.uint8
+    x = batch_to_device({"input": rgb[None], "input_mask": m[None]}, torch.device("cpu"))["input"][0]
     assert x.shape == (4, 16, 16) and x.dtype == torch.float32
     assert set(x[3].unique().tolist()) == {0.0, 1.0} and x[3].sum() == 16  # (10 px of 40) -> 4 px of 16, squared
-    assert to_input(img, None, 16, mask_channel=False).shape == (3, 16, 16)
+    want = (torch.tensor([1.0, 0.0, 0.0]) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)  # pure red
+    assert torch.allclose(x[:3, 0, 0], want, atol=1e-5)
+    rgb, m = to_input(img, None, 16, mask_channel=False)
+    assert rgb.shape == (3, 16, 16) and m is None
+
+
+def test_batch_color_jitter_matches_torchvision_per_sample():
+    """The per-batch jitter is torchvision's brightness, contrast, saturation, each sample with its own factors."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8, generator=g)
+    f = torch.tensor([[1.2, 0.8, 1.1], [0.85, 1.15, 0.9], [1.0, 1.0, 1.0]])
+    got = color_jitter(x.float() / 255, f)
+    for i in range(3):
+        want = x[i].float() / 255
+        want = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(want, f[i, 0].item()), f[i, 1].item()),
+                                    f[i, 2].item())
+        assert torch.allclose(got[i], want, atol=1e-5), i
+    assert not torch.allclose(got[0], x[0].float() / 255)
 
 
 def test_augment_keeps_hidden_region_in_view():
     aug = Augment(min_scale=0.1)
-    mask = Image.new("L", (64, 64), 0)
-    mask.paste(255, (40, 5, 60, 20))
-    img = Image.new("RGB", (64, 64), (10, 200, 30))
+    mask = torch.zeros((1, 64, 64), dtype=torch.uint8)
+    mask[:, 5:20, 40:60] = 255
+    img = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     for i in range(50):
-        im2, m2 = aug(img, mask, np.random.default_rng(i))
-        assert im2.size == (64, 64) and m2.size == (64, 64)
-        m = np.asarray(m2) > 127
-        # the whole region stays in view: it touches the border only where it touched it before cropping
-        assert m.any() and m.sum() >= 20 * 15 * 0.9
-        assert set(np.unique(np.asarray(m2))) <= {0, 255}  # nearest-neighbour: mask stays binary
-    a = aug(img, mask, np.random.default_rng(3))
-    b = aug(img, mask, np.random.default_rng(3))
-    assert np.array_equal(np.asarray(a[0]), np.asarray(b[0]))
+        im2, m2, jitter = aug(img, mask, np.random.default_rng(i), 32)
+        assert im2.shape == (3, 32, 32) and m2.shape == (1, 32, 32) and jitter.shape == (3,)
+        m = m2[0] > 127
+        # the whole region stays in view (at 32 of 64 px: at least a quarter of its pixels, at worst ~ 0.9 of that)
+        assert m.any() and m.sum() >= 20 * 15 / 4 * 0.9
+        assert set(m2.unique().tolist()) <= {0, 255}  # nearest-neighbour: mask stays binary
+        assert ((0.8 <= jitter) & (jitter <= 1.2)).all()
+    a = aug(img, mask, np.random.default_rng(3), 32)
+    b = aug(img, mask, np.random.default_rng(3), 32)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))  # the sample's RNG alone decides
+    # image and mask are cropped and flipped alike: the image's white square is the mask's region, up to bilinear
+    # rounding on the region's edge (a pixel that differs has a neighbour on the other side of the mask's edge)
+    marked = torch.zeros_like(img)
+    marked[:, 5:20, 40:60] = 255
+    for i in range(20):
+        im2, m2, _ = Augment(min_scale=0.1, jitter=0)(marked, mask, np.random.default_rng(i), 64)
+        white, hidden = im2[0] > 127, m2[0] > 127
+        pad = torch.nn.functional.pad(hidden[None, None].float(), (1, 1, 1, 1), mode="replicate")[0, 0]
+        near = torch.nn.functional.max_pool2d(pad[None], 3, 1)[0] != -torch.nn.functional.max_pool2d(-pad[None], 3, 1)[0]
+        assert hidden.any() and not (white != hidden)[~near].any(), i
+        assert (white != hidden).sum() <= 0.05 * hidden.sum(), i
 
 
 # --- pipelines ----------------------------------------------------------------------------------------------------
@@ -191,7 +225,8 @@ def test_eval_loader_every_sample_once(shardset_dir):
     keys = [k for b in batches for k in b["key"]]
     assert len(keys) == 24 and len(set(keys)) == 24
     b = batches[0]
-    assert b["input"].shape == (5, 4, 16, 16) and b["label"].shape == (5,)
+    assert b["input"].shape == (5, 3, 16, 16) and b["input_mask"].shape == (5, 1, 16, 16) and b["label"].shape == (5,)
+    assert b["input"].dtype == torch.uint8 and batch_to_device(b, torch.device("cpu"))["input"].shape == (5, 4, 16, 16)
     assert len(b["visible"]) == 5 and isinstance(b["meta"][0], dict)
     # DDP: ranks split the shards (3 shards, 2 ranks) or the samples (3 shards, 4 ranks); together exactly once
     for world in (2, 4):
@@ -315,9 +350,11 @@ def test_object_view_with_and_without_the_scene(object_sets):
     b = next(iter(make_eval_loader(s, view="object", image_size=20, batch_size=5)))
     assert b["input"].shape == (5, 3, 20, 20) and "scene_input" not in b and len(b["url"]) == 5
     b = next(iter(make_eval_loader(s, view="object", image_size=20, batch_size=5, scene_size=16, scene_mask=True)))
-    assert b["input"].shape == (5, 3, 20, 20) and b["scene_input"].shape == (5, 4, 16, 16)
+    assert b["input"].shape == (5, 3, 20, 20) and b["scene_input"].shape == (5, 3, 16, 16)
+    assert batch_to_device(b, torch.device("cpu"))["scene_input"].shape == (5, 4, 16, 16)  # + the mask channel
     scene = next(iter(make_eval_loader(s, image_size=16, batch_size=5)))
     assert torch.equal(b["scene_input"], scene["input"]) and b["key"] == scene["key"]  # the same samples, in order
+    assert torch.equal(b["scene_input_mask"], scene["input_mask"])
     t = open_shard_set(object_sets["task_object"])
     keys = [k for b in make_eval_loader(t, view="object", image_size=20, batch_size=5) for k in b["key"]]
     assert keys == [k for b in make_eval_loader(s, view="object", image_size=20, batch_size=5) for k in b["key"]]

@@ -51,6 +51,15 @@ def test_a_log_gets_whole_lines_with_total_rate_and_eta(monkeypatch):
                         lines[-1]), lines[-1]
 
 
+def test_work_ended_before_its_total_is_not_called_done(monkeypatch):
+    monkeypatch.setenv(P.EVERY_ENV, "3600")
+    log = io.StringIO()
+    with pytest.raises(RuntimeError):
+        with P.progress(desc="run epoch 1/5", total=20, unit="steps", file=log):
+            raise RuntimeError("the stream failed")  # before the first step
+    assert re.fullmatch(r"run epoch 1/5: 0/20 steps \(0%\), stopped after \d+ s\n", log.getvalue()), log.getvalue()
+
+
 def test_lines_come_every_interval_and_at_the_end_only(monkeypatch):
     monkeypatch.setenv(P.EVERY_ENV, "3600")
     log = io.StringIO()

@@ -217,19 +217,19 @@ def test_a_failing_data_stream_saves_last_pt_and_resume_continues(tiny, tmp_path
 
 def test_config_file_reruns_a_run_and_command_line_flags_override_it(tiny, tmp_path):
     first = tmp_path / "first"
-    train(_cfg(tiny, first, epochs=1, steps_per_epoch=2))
+    train(_cfg(tiny, first, epochs=2, steps_per_epoch=10))  # 20 steps, across an epoch boundary (reshuffle)
     recorded = json.loads((first / "config.json").read_text())
     assert recorded["optim"]["lr"] == 0.1 * 4 / 256 and recorded["scenectl"]["version"]  # resolved; provenance
     again = tmp_path / "again"
     r = CliRunner().invoke(app, ["train", "--config", str(first / "config.json"), "--out", str(again)])
     assert r.exit_code == 0, r.output
     losses = [[x["loss"] for x in _lines(run) if x["kind"] == "step"] for run in (first, again)]
-    assert len(losses[0]) == 2 and losses[0] == losses[1]  # the same run, bit for bit
+    assert len(losses[0]) == 20 and losses[0] == losses[1]  # the first 20 step losses, bit for bit
     r = CliRunner().invoke(app, ["train", "--config", str(first / "config.json"), "--out", str(tmp_path / "lr"),
                                  "--lr", "0.5", "--max-steps", "1"])
     assert r.exit_code == 0, r.output
     cfg = json.loads((tmp_path / "lr" / "config.json").read_text())
-    assert cfg["optim"]["lr"] == 0.5 and cfg["loop"]["steps_per_epoch"] == 2 and cfg["data"]["shards"] == str(tiny["train"])
+    assert cfg["optim"]["lr"] == 0.5 and cfg["loop"]["steps_per_epoch"] == 10 and cfg["data"]["shards"] == str(tiny["train"])
 
 
 def test_bad_options_and_config_files_are_refused_before_anything_is_created(tiny, tmp_path):
@@ -356,3 +356,69 @@ def test_resume_refuses_a_last_pt_whose_position_is_malformed(tiny, tmp_path):
     torch.save(ck, out / "last.pt")
     with pytest.raises(ScenectlError, match=r"last.pt: field 'step' is missing or malformed"):
         train(_cfg(tiny, out, epochs=1, steps_per_epoch=1, resume=True))
+
+
+# --- --aux-visible: a second head predicting the classes still visible in the scene ----------------------------
+
+def test_aux_visible_head_learns_the_visible_classes():
+    from scenectl.engine import cross_entropy
+    from scenectl.models import create_model
+
+    torch.manual_seed(0)
+    n, c = 16, 4
+    visible = [sorted({i % c, (i // c) % c}) for i in range(n)]  # 1-2 visible classes per scene
+    x = torch.zeros(n, 4, 32, 32)
+    for i, vs in enumerate(visible):  # class k visible: quadrant k bright, so the classes can be seen
+        for k in vs:
+            x[i, :3, (k // 2) * 16:(k // 2 + 1) * 16, (k % 2) * 16:(k % 2 + 1) * 16] = 1.0
+    batch = {"input": x, "label": torch.arange(n) % c, "visible": visible}
+    model = create_model("resnet18", c, 4, aux_classes=c)
+    loss_fn, plain = cross_entropy(0.0, aux_visible=1.0), cross_entropy(0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+
+    def aux_part() -> float:  # the auxiliary term alone: joint loss minus the classifier's
+        with torch.no_grad():
+            return (loss_fn(model, batch) - plain(model, batch)).item()
+
+    model.eval()
+    before = aux_part()
+    model.train()
+    for _ in range(40):
+        opt.zero_grad()
+        loss_fn(model, batch).backward()
+        opt.step()
+    model.eval()
+    assert aux_part() < 0.5 * before, (before, aux_part())
+    with torch.no_grad():
+        _, aux = model(x, aux=True)  # (16, 4)
+    target = torch.zeros(n, c, dtype=torch.bool)
+    for i, vs in enumerate(visible):
+        target[i, vs] = True
+    assert ((aux > 0) == target).float().mean() > 0.9  # it predicts exactly the scenes' visible classes
+    assert model(x).shape == (n, c)  # forward(x) alone: the classifier only
+
+
+def test_aux_visible_is_recorded_resume_refuses_a_change_and_eval_reads_the_checkpoint(tiny, tmp_path):
+    from scenectl.checkpoint import read_checkpoint, save_checkpoint
+    from scenectl.evaluate import EvalConfig, main as evaluate
+
+    out = tmp_path / "run"
+    train(_cfg(tiny, out, epochs=1, steps_per_epoch=2, aux_visible=0.5))
+    ck = load_checkpoint(out / "best.pt")
+    assert ck["aux_visible"] == 0.5 and ck["config"]["aux_visible"] == 0.5
+    assert ck["model"]["aux_fc.weight"].shape == (4, ck["model"]["fc.weight"].shape[1])
+    with pytest.raises(ScenectlError, match=r"--aux-visible: 0.5 -> 0.0"):
+        train(_cfg(tiny, out, epochs=1, steps_per_epoch=2, resume=True))
+    # eval (and every command building a model from it) uses the classifier: the auxiliary head is checked and dropped
+    model = read_checkpoint(out / "best.pt").build_model()
+    assert not any(k.startswith("aux_fc.") for k in model.state_dict())
+    rep = evaluate(EvalConfig(checkpoint=str(out / "best.pt"), shards=[str(tiny["val"])], out=str(tmp_path / "ev"),
+                              device="cpu", workers=0, bootstrap=0))
+    assert rep["n"] == 16
+    # the recorded weight must agree with the weights: a checkpoint claiming no head but holding one is refused
+    save_checkpoint(tmp_path / "bad.pt", {**ck, "aux_visible": 0.0})
+    with pytest.raises(ScenectlError, match=r"bad.pt: field 'aux_visible' is 0.0 but the weights hold an auxiliary"):
+        read_checkpoint(tmp_path / "bad.pt")
+    # a run without the head writes none, and its checkpoint reads as before
+    train(_cfg(tiny, tmp_path / "plain", epochs=1, steps_per_epoch=1))
+    assert not any(k.startswith("aux_fc.") for k in load_checkpoint(tmp_path / "plain" / "best.pt")["model"])

@@ -139,9 +139,10 @@ class FolderSamples(Dataset):
         except Exception as e:  # PIL raises many types for bad bytes
             raise ScenectlError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
         rng = np.random.default_rng([self.seed, self.epoch, idx]) if self.train else None
-        x = letterbox_input(image, self.image_size, rng, self.augment)  # (3, S, S), as the shard reader's object view
-        return {"input": x, "label": label, "key": str(Path(path).relative_to(self.ds.root)), "visible": [],
-                "meta": {}, "url": path}
+        x, jitter = letterbox_input(image, self.image_size, rng, self.augment)  # (3, S, S) uint8, as the object view
+        out = {"input": x, "label": label, "key": str(Path(path).relative_to(self.ds.root)), "visible": [],
+               "meta": {}, "url": path}
+        return out if jitter is None else {**out, "jitter": jitter}
 
 
 def make_loader(target: Target, *, image_size: int, batch_size: int, train: bool, seed: int = 0, epoch: int = 0,

@@ -50,15 +50,17 @@ split over DataLoader workers are caught; under DDP each rank checks its own sha
 stream checks the shards it reads: a key in two of its shards is caught, a key duplicated in shards read by
 another stream (another worker or rank) is not, and a shard the epoch never reaches is not read at all.
 
-Batches are dicts: `input` (B, C, H, W) float32 normalised, `label` (B,) int64, `key` list[str], `visible`
-list[list[int]], `meta` list[dict], `url` list[str] (the shard each sample came from), and `scene_input`
-(B, C', S', S') when asked for.
+Batches are dicts: `input` (B, 3, H, W) uint8 RGB, `input_mask` (B, 1, H, W) uint8 (255 = hidden) when the view has
+the mask channel, `label` (B,) int64, `key` list[str], `visible` list[list[int]], `meta` list[dict], `url` list[str]
+(the shard each sample came from), `scene_input` (+ `scene_input_mask`) when asked for, and in training `jitter`
+(B, 3), each sample's colour factors. `scenectl.data.transforms.batch_to_device` makes `input` / `scene_input` model
+input, (B, C, H, W) float32 jittered and normalised with the mask as channel 4, on the device: every command calls
+it where the batch meets the model.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import multiprocessing as mp
 import os
@@ -73,13 +75,12 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path, net_options, on_stop_signal,
                                   open_stream, plain_name_problem, read_remote, scheme_of)
-from scenectl.data.transforms import Augment, letterbox_input, to_input
+from scenectl.data.transforms import Augment, decode_image, letterbox_input, stack, to_input
 from scenectl.errors import ScenectlError
 
 VIEWS = ("scene", "object")
@@ -304,10 +305,10 @@ SCENE_MEMBERS = ("jpg", "mask.png")
 
 
 def decode_sample(raw: dict, images: tuple[str, ...] | None = None, num_classes: int | None = None) -> dict:
-    """Decode a raw webdataset sample: the image members asked for as PIL images, the label and the metadata.
+    """Decode a raw webdataset sample: the image members asked for as uint8 tensors, the label and the metadata.
 
-    Returns {key, url, label, meta, visible} plus `image` (jpg, RGB), `mask` (mask.png, L) and `object` (object.jpg,
-    RGB) for those in `images` (default: jpg, mask.png, and object.jpg when present). `cls` must be an ASCII integer
+    Returns {key, url, label, meta, visible} plus `image` (jpg, (3, H, W)), `mask` (mask.png, (1, H, W)) and `object`
+    (object.jpg, (3, H, W)) for those in `images`, decoded from the bytes by torchvision.io (default: jpg, mask.png, and object.jpg when present). `cls` must be an ASCII integer
     equal to the json's `cls` (and below num_classes when given). Any missing or bad member raises ScenectlError
     naming the sample, shard and member; other members are ignored.
     """
@@ -325,9 +326,8 @@ def decode_sample(raw: dict, images: tuple[str, ...] | None = None, num_classes:
     for member in images:
         name, mode = IMAGE_MEMBERS[member]
         try:
-            with Image.open(io.BytesIO(raw[member])) as im:
-                out[name] = im.convert(mode)
-        except Exception as e:  # PIL raises many types for bad bytes
+            out[name] = decode_image(raw[member], mode)
+        except Exception as e:  # torchvision raises RuntimeError (and others) for bad bytes
             fail(member, f"is not a readable image ({type(e).__name__}: {e})")
     try:
         out["label"] = label = int(raw["cls"].decode("ascii").strip())
@@ -342,9 +342,13 @@ def decode_sample(raw: dict, images: tuple[str, ...] | None = None, num_classes:
         fail("json", f"is not valid metadata JSON ({e})")
     if type(meta.get("cls")) is not int or meta["cls"] != label:
         fail("cls", f"is {label} but the json metadata says cls {meta.get('cls')!r}")
-    if "image" in out and "mask" in out and out["image"].size != out["mask"].size:
-        fail("mask.png", f"has size {out['mask'].size}, the image {out['image'].size}")
+    if "image" in out and "mask" in out and out["image"].shape[1:] != out["mask"].shape[1:]:
+        fail("mask.png", f"has size {_wh(out['mask'])}, the image {_wh(out['image'])}")
     return out
+
+
+def _wh(x: torch.Tensor) -> tuple[int, int]:
+    return int(x.shape[-1]), int(x.shape[-2])  # (width, height), as the messages have always said
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -371,16 +375,22 @@ class View:
         return (self.object_member,) + (SCENE_MEMBERS if self.scene_size else ())
 
     def __call__(self, raw: dict, rng: np.random.Generator | None) -> dict:
-        """Decode `raw` and add `input` (C, S, S) (+ `scene_input`); augmented when `rng` is given."""
+        """Decode `raw` and add `input` (C, S, S) uint8 (+ `scene_input`); augmented when `rng` is given, with the
+        sample's colour jitter factors in `jitter` (3,) (applied per batch: transforms.batch_to_device)."""
         s = decode_sample(raw, self.members, self.num_classes)
         if self.name == "scene":
-            image, mask = (s["image"], s["mask"]) if rng is None else self.augment(s["image"], s["mask"], rng)
-            s["input"] = to_input(image, mask, self.image_size, self.mask_channel)  # (C, S, S)
+            image, mask = s["image"], s["mask"]
+            if rng is not None:  # crop + resize straight to image_size, on uint8
+                image, mask, s["jitter"] = self.augment(image, mask, rng, self.image_size)
+            s["input"], s["input_mask"] = to_input(image, mask, self.image_size, self.mask_channel)  # (3|1, S, S)
         else:
             crop = s[IMAGE_MEMBERS[self.object_member][0]]
-            s["input"] = letterbox_input(crop, self.image_size, rng, self.augment)  # (3, S, S)
+            s["input"], s["jitter"] = letterbox_input(crop, self.image_size, rng, self.augment)  # (3, S, S)
+        for k in ("jitter", "input_mask", "scene_input_mask"):
+            if s.get(k, 0) is None:
+                del s[k]
         if self.scene_size:  # the context model's view of the same sample: masked scene (+ mask), never augmented
-            s["scene_input"] = to_input(s["image"], s["mask"], self.scene_size, self.scene_mask)
+            s["scene_input"], s["scene_input_mask"] = to_input(s["image"], s["mask"], self.scene_size, self.scene_mask)
         return s
 
 
@@ -523,17 +533,21 @@ def raw_samples(shards: ShardSet, skip_corrupt: bool = False, counter: SkipCount
 
 
 def collate(samples: list[dict]) -> dict:
-    """Prepared samples -> a batch (the one batch format of every reader, the ImageFolder path included)."""
+    """Prepared samples -> a batch (the one batch format of every reader, the ImageFolder path included); its
+    `input` is uint8 until transforms.batch_to_device makes it model input where it meets the model."""
     out = {
-        "input": torch.stack([s["input"] for s in samples]),  # (B, C, H, W)
+        "input": stack([s["input"] for s in samples]),  # (B, 3, H, W) uint8
         "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),  # (B,)
         "key": [s["key"] for s in samples],
         "visible": [s["visible"] for s in samples],
         "meta": [s["meta"] for s in samples],
         "url": [s["url"] for s in samples],
     }
-    if "scene_input" in samples[0]:
-        out["scene_input"] = torch.stack([s["scene_input"] for s in samples])  # (B, C', S', S')
+    for k in ("input_mask", "scene_input", "scene_input_mask"):  # (B, 1, S, S), (B, 3, S', S'), (B, 1, S', S')
+        if k in samples[0]:
+            out[k] = stack([s[k] for s in samples])
+    if "jitter" in samples[0]:
+        out["jitter"] = torch.stack([s["jitter"] for s in samples])  # (B, 3) colour factors (training)
     return out
 
 

@@ -240,12 +240,21 @@ def fill(image: np.ndarray, region: np.ndarray, kind: str, rng: np.random.Genera
     if kind == "noise":
         return out
     radius = max(2.0, 0.1 * max(x1 - x0, y1 - y0))
-    pad = int(3 * radius) + 1  # the Gaussian's reach: the blurred hole sees the same context as a whole-image blur
+    pad = fill_reach(kind, box)
     h, w = region.shape
     cx0, cy0, cx1, cy1 = max(x0 - pad, 0), max(y0 - pad, 0), min(x1 + pad, w), min(y1 + pad, h)
     blurred = np.asarray(Image.fromarray(out[cy0:cy1, cx0:cx1]).filter(ImageFilter.GaussianBlur(radius)))
     view[sub] = blurred[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0][sub]
     return out
+
+
+def fill_reach(kind: str, box: tuple) -> int:
+    """How far outside the region's box `fill` reads pixels: the blur's Gaussian reach (3 sigma; the blurred hole
+    sees the same context as a whole-image blur), 0 for the other fills."""
+    if kind != "blur":
+        return 0
+    radius = max(2.0, 0.1 * max(box[2] - box[0], box[3] - box[1]))
+    return int(3 * radius) + 1
 
 
 # --- letterboxing ---------------------------------------------------------------------------------------------
@@ -293,13 +302,25 @@ class Letterbox:
         """Nearest-neighbour resize of a (H, W) bool region into the (size, size) uint8 canvas (255 = hidden)."""
         return nearest_mask(region, box, self.resized, self.offset, self.size)
 
-    def patch(self, base: np.ndarray, filled: np.ndarray, region: np.ndarray, box: tuple | None = None) -> np.ndarray:
+    def source_window(self, box: tuple, shape: tuple[int, int], reach: int = 0) -> tuple[int, int, int, int]:
+        """The pixels (x0, y0, x1, y1) of a (h, w) = `shape` source that `patch` reads for a region with box `box`,
+        widened by `reach` on every side, clipped to the source."""
+        (nw, nh), (h, w) = self.resized, shape
+        _, _, sx0, sx1 = _window(box[0], box[2], w, nw)
+        _, _, sy0, sy1 = _window(box[1], box[3], h, nh)
+        return (max(min(sx0, box[0] - reach), 0), max(min(sy0, box[1] - reach), 0),
+                min(max(sx1, box[2] + reach), w), min(max(sy1, box[3] + reach), h))
+
+    def patch(self, base: np.ndarray, filled: np.ndarray, region: np.ndarray, box: tuple | None = None,
+              origin: tuple[int, int] = (0, 0), shape: tuple[int, int] | None = None) -> np.ndarray:
         """`base` (the letterboxed unmasked scene) with every output pixel that `region` can reach recomputed
         from `filled` (the masked scene; `region` and `box` in its pixels) -> (size, size, 3) uint8.
 
         Equals `self.image(filled)` but resizes only a window: PIL's resize with `box` computes output pixels
         [u0, u1) from the same bicubic taps as a whole-image resize, and output pixels whose taps (2 source
         pixels × the downscale factor on each side) miss the region's box are the same in both images.
+        `filled` may be only a part of the masked scene, at `origin` (x, y) in an image of `shape` (h, w), as long
+        as it holds `source_window` (build-shards fills just that part).
         """
         box = bbox(region) if box is None else box
         out = base.copy()
@@ -307,11 +328,12 @@ class Letterbox:
             return out
         nw, nh = self.resized
         ox, oy = self.offset
-        h_in, w_in = filled.shape[:2]  # full resolution, or the reduced size of a draft decode
+        h_in, w_in = filled.shape[:2] if shape is None else shape  # full resolution, or reduced by a draft decode
         u0, u1, sx0, sx1 = _window(box[0], box[2], w_in, nw)
         v0, v1, sy0, sy1 = _window(box[1], box[3], h_in, nh)
         sx, sy = w_in / nw, h_in / nh
-        src = Image.fromarray(np.ascontiguousarray(filled[sy0:sy1, sx0:sx1]))
+        x, y = origin
+        src = Image.fromarray(np.ascontiguousarray(filled[sy0 - y:sy1 - y, sx0 - x:sx1 - x]))
         crop_box = (u0 * sx - sx0, v0 * sy - sy0, u1 * sx - sx0, v1 * sy - sy0)
         out[oy + v0:oy + v1, ox + u0:ox + u1] = np.asarray(src.resize((u1 - u0, v1 - v0), Image.BICUBIC, box=crop_box))
         return out

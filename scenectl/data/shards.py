@@ -36,7 +36,8 @@ from scenectl.data.coco import (
     transpose_box,
 )
 from scenectl.data.masks import (
-    FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, hidden_region, nearest_mask, reduce_any,
+    FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, fill_reach, hidden_region, nearest_mask,
+    reduce_any,
 )
 from scenectl.errors import ScenectlError
 from scenectl.folders import MARKER, Folder, claim, owner
@@ -225,6 +226,7 @@ def process_image(job: Job, index: int, record: dict, anns: list[dict]) -> Image
     inst = _Instances(anns, height, width, p["shape"], p["margin"])
     lb = Letterbox(*dec.size, p["image_size"])  # defined on full-resolution upright pixels
     base = lb.image(dec.image) if p["task"] == "masked" else None  # unmasked letterboxed scene, patched per sample
+    pixels = np.asarray(dec.image) if p["task"] == "masked" else None  # (h, w, 3), one copy for all samples
     for a in targets:
         if a["id"] not in inst.rles:
             res.skipped["bad_annotation"] += 1
@@ -248,7 +250,7 @@ def process_image(job: Job, index: int, record: dict, anns: list[dict]) -> Image
             region = np.asarray(Image.fromarray(region).transpose(dec.turn))
             box = bbox(region)
         a = {**a, "bbox": inst.coco_boxes[a["id"]]}  # checked; a missing or zero-size bbox is the mask's box
-        res.samples.append(_sample(job, record, a, dec, lb, base, region, box, rect, frac, area, visible))
+        res.samples.append(_sample(job, record, a, dec, lb, base, pixels, region, box, rect, frac, area, visible))
     return res
 
 
@@ -327,8 +329,10 @@ def mask_from_metadata(annotations: list[dict], image_record: dict, meta: dict) 
     return nearest_mask(region, box, tuple(t["resized"]), tuple(t["offset"]), int(t["size"]))
 
 
-def _sample(job, record, a, dec, lb, base, region, box, rect, frac, area, visible) -> tuple[dict, int, float]:
-    """Encode one sample. `region`/`box`: the hidden pixels, upright, full resolution (`rect`: exactly the box)."""
+def _sample(job, record, a, dec, lb, base, pixels, region, box, rect, frac, area,
+            visible) -> tuple[dict, int, float]:
+    """Encode one sample. `region`/`box`: the hidden pixels, upright, full resolution (`rect`: exactly the box);
+    `pixels`: the decoded image as an array (made once per image)."""
     p = job.params
     c = job.coco_ids.index(a["category_id"])
     key = f"{record['id']:012d}_{a['id']:012d}"
@@ -352,19 +356,22 @@ def _sample(job, record, a, dec, lb, base, region, box, rect, frac, area, visibl
     sample["mask.png"] = encode_png(lb.mask(region, box))
     # per-sample randomness from (seed, image id, annotation id): independent of workers and order
     rng = np.random.default_rng([p["seed"], record["id"], a["id"]]) if p["fill"] in ("noise", "blur") else None
-    sample["jpg"] = encode_jpeg(mask_scene(dec, lb, base, region, box, p["fill"], rng, rect))
+    sample["jpg"] = encode_jpeg(mask_scene(dec, lb, base, region, box, p["fill"], rng, rect, pixels))
     return sample, c, frac
 
 
 def mask_scene(dec, lb: Letterbox, base: np.ndarray, region: np.ndarray, box: tuple, fill_kind: str,
-               rng: np.random.Generator | None, rect: bool = False) -> np.ndarray:
+               rng: np.random.Generator | None, rect: bool = False, pixels: np.ndarray | None = None) -> np.ndarray:
     """The masked, letterboxed scene (S, S, 3) uint8: `region` (upright, full resolution, box `box`) filled in the
-    decoded pixels of `dec`, patched into `base` (the unmasked letterboxed scene). Shared with `scenectl predict`,
-    so a user's query is hidden exactly as the training samples were."""
-    arr = np.asarray(dec.image)  # (h, w, 3): full resolution / dec.reduce (JPEG draft decoding)
+    decoded pixels of `dec` (`pixels`: them as an array, when the caller made it once for all its samples), patched
+    into `base` (the unmasked letterboxed scene). Shared with `scenectl predict`, so a user's query is hidden exactly
+    as the training samples were. Only the window of pixels the patch reads (and the fill sees) is copied and filled."""
+    arr = np.asarray(dec.image) if pixels is None else pixels  # (h, w, 3): full resolution / dec.reduce (draft)
     small, sbox = reduce_any(region, box, dec.reduce, arr.shape[:2], rect)  # the region in those pixels, covering
-    filled = fill(arr, small, fill_kind, rng, sbox)
-    return lb.patch(base, filled, small, sbox)
+    x0, y0, x1, y1 = lb.source_window(sbox, arr.shape[:2], fill_reach(fill_kind, sbox))
+    part = fill(arr[y0:y1, x0:x1], small[y0:y1, x0:x1], fill_kind, rng,
+                (sbox[0] - x0, sbox[1] - y0, sbox[2] - x0, sbox[3] - y0))  # a filled copy of the window
+    return lb.patch(base, part, small, sbox, origin=(x0, y0), shape=arr.shape[:2])
 
 
 # --- the parent side ------------------------------------------------------------------------------------------
@@ -428,27 +435,41 @@ class _Sink:
         self.next, self.in_shard = None, 0
         import webdataset as wds  # here, not at the top: it imports torch, which workers never need
 
-        # mtime=0: tar headers carry no wall-clock time, so a rebuild is byte-identical;
+        # mtime=0: tar headers carry no wall-clock time, so a rebuild is byte-identical; an int, as a float mtime
+        # makes tarfile (PAX format) add an extended header to every member, which readers then parse too;
         # encoder=False: workers already encoded every member to bytes
         self.writer = wds.ShardWriter(str(out / (names.pattern + ".partial")), maxcount=maxcount, maxsize=maxsize,
-                                      post=self._post, start_shard=len(journal["shards"]), verbose=0, mtime=0.0,
+                                      post=self._post, start_shard=len(journal["shards"]), verbose=0, mtime=0,
                                       encoder=False)
 
     def write(self, sample: dict, position: tuple[int, int]) -> None:
         self.next = position
-        self.writer.write(sample)
+        with self._naming_the_shard():
+            self.writer.write(sample)
         self.in_shard += 1
 
     def close(self, end: int) -> None:
         self.next = (end, 0)
-        self.writer.close()
+        with self._naming_the_shard():
+            self.writer.close()
         self._journal()  # also when the last shard was empty
+
+    @contextlib.contextmanager
+    def _naming_the_shard(self) -> Iterator[None]:
+        """A failed write (a full disk) names the shard being written: a file object's OSError carries no path."""
+        try:
+            yield
+        except OSError as e:
+            if not e.filename and getattr(self.writer, "fname", None):
+                e.filename = self.writer.fname
+            raise
 
     def abort(self) -> None:
         """Drop the shard being written (an error or interrupt: the journal still says where to restart)."""
         stream = getattr(self.writer, "tarstream", None)
         if stream is not None:
-            stream.close()
+            with contextlib.suppress(OSError):  # flushing a full disk's shard fails again; it is deleted anyway
+                stream.close()
             Path(self.writer.fname).unlink(missing_ok=True)
 
     def _post(self, fname: str) -> None:

@@ -1,12 +1,23 @@
-"""Images to model input: normalisation, resizing, letterboxing and training augmentation.
+"""Images to model input: decoding, resizing, letterboxing, training augmentation and normalisation.
 
 Every reader of images uses these: the shard reader (scenectl.data.loader) for each view, the ImageFolder path of
-`transfer` (scenectl.data.imagefolder) and `predict`.
+`transfer` (scenectl.data.imagefolder) and `predict`. The work is split in two, so that what costs per pixel in
+float runs once per batch, where the batch meets the model (on the training device):
 
-    to_input(image, mask, S, mask_channel)   # PIL scene (+ mask) -> (C, S, S), C = 4 with the mask channel
-    letterbox_input(image, S, rng, augment)  # PIL object crop -> (3, S, S): letterboxed to a square, augmented
-                                             #   when rng is given
-    Augment()(image, mask, rng)              # training augmentation, image and mask alike
+  per sample (DataLoader workers), uint8 throughout, pixels stored height-width-channel as the decoders give them:
+    decode_image(bytes, "RGB")                # (3, H, W) uint8 straight from libjpeg-turbo / libpng (torchvision.io)
+    to_input(image, mask, S, mask_channel)    # scene (+ mask) -> (3, S, S), (1, S, S) or None; uint8
+    letterbox_input(image, S, rng, augment)   # object crop -> (3, S, S) uint8, letterboxed, augmented with rng
+    Augment()(image, mask, rng, S)            # random crop (resized once, straight to S), flip; draws the jitter
+  per batch (scenectl.engine, inference, train, fuse, predict, all through this one function):
+    batch_to_device(batch, device)            # tensors to device; `input` (+ `input_mask`) uint8 -> float32
+                                              #   (B, C, S, S): colour jitter (training), ImageNet normalisation,
+                                              #   the mask as channel 4 (1.0 = hidden); `scene_input` likewise
+
+A reader's batch holds `input` (B, 3, S, S) uint8 RGB and, for a model with the mask channel, `input_mask`
+(B, 1, S, S) uint8 (255 = hidden); `jitter` (B, 3) holds each sample's brightness / contrast / saturation factors,
+drawn per sample from its seeded RNG. Joining image and mask, and any change of memory layout, happens in float on
+the device: on uint8 in a CPU worker either costs as much as decoding the JPEG.
 """
 
 from __future__ import annotations
@@ -16,8 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
+import torch.nn.functional as F
 from PIL import Image
+from torchvision.io import ImageReadMode
+from torchvision.io import decode_image as _decode
 
 from scenectl.data.masks import Letterbox
 from scenectl.errors import ScenectlError
@@ -26,39 +39,68 @@ from scenectl.errors import ScenectlError
 # them use the same numbers); scenectl.models takes them from here.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
+MODES = {"RGB": ImageReadMode.RGB, "L": ImageReadMode.GRAY}
 
 
-def to_input(image: Image.Image, mask: Image.Image | None, image_size: int, mask_channel: bool = True) -> torch.Tensor:
-    """(PIL RGB image, PIL L mask) -> model input (C, image_size, image_size): normalised RGB (+ mask channel).
+def decode_image(data: bytes, mode: str) -> torch.Tensor:
+    """JPEG / PNG bytes -> (3, H, W) uint8 for mode "RGB", (1, H, W) for "L"; raises on unreadable bytes."""
+    return _decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=MODES[mode])
 
-    The mask channel is 1.0 where the object is hidden and 0.0 elsewhere (not normalised). This is the whole eval
-    preprocessing: a plain resize (the shards are already square, letterboxed).
-    """
-    size = [image_size, image_size]
-    x = TF.to_dtype(TF.to_image(image), torch.float32, scale=True)  # (3, H, W) in [0, 1]
-    if x.shape[-2:] != torch.Size(size):
-        x = TF.resize(x, size, antialias=True)
-    x = TF.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
+
+def as_tensor(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A PIL image (from a file) or an (H, W[, 3]) uint8 array (predict's scene) as (C, H, W) uint8 stored
+    height-width-channel, as the decoders give it; tensors pass unchanged."""
+    if isinstance(image, torch.Tensor):
+        return image
+    a = torch.from_numpy(np.array(image))  # (H, W, 3) or (H, W)
+    return a.permute(2, 0, 1) if a.ndim == 3 else a[None]
+
+
+def to_input(image, mask, image_size: int, mask_channel: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(image (3, H, W), mask (1, H, W); uint8 tensors, or as_tensor's others) -> (RGB (3, S, S), mask (1, S, S) or
+    None), uint8,
+    the mask 255 where hidden. This is the whole eval preprocessing of a sample: a plain resize where the shards'
+    size differs (they are already square, letterboxed); `batch_to_device` makes the model's float input."""
+    x = _resized(as_tensor(image), image_size, "bilinear")
     if not mask_channel:
-        return x
+        return x, None
     if mask is None:
         raise ScenectlError("the model takes a mask channel but no mask was given")
-    m = TF.to_image(mask)  # (1, H, W) uint8
-    if m.shape[-2:] != torch.Size(size):
-        m = TF.resize(m, size, interpolation=TF.InterpolationMode.NEAREST)
-    return torch.cat([x, (m > 127).to(torch.float32)], 0)  # (4, S, S)
+    return x, _resized(as_tensor(mask), image_size, "nearest")
 
 
-def letterbox_input(image: Image.Image, image_size: int, rng: np.random.Generator | None,
-                    augment: Augment) -> torch.Tensor:
-    """PIL RGB -> (3, S, S) normalised: letterbox to a square (as the shards are), augment when rng is given."""
-    if image.size != (image_size, image_size):
-        box = Letterbox(image.width, image.height, image_size)
-        image = Image.fromarray(box.image(image))
-    if rng is not None:
-        blank = Image.new("L", image.size, 0)  # no hidden region: the crop may fall anywhere
-        image, _ = augment(image, blank, rng)
-    return to_input(image, None, image_size, mask_channel=False)
+def _resized(x: torch.Tensor, size: int, mode: str, box: tuple | None = None) -> torch.Tensor:
+    """(C, h, w) uint8, or its `box` (x0, y0, x1, y1) -> (C, size, size), height-width-channel storage (bilinear:
+    antialiased when shrinking; torch's uint8 kernel, fastest on that layout)."""
+    if box is not None:
+        x = x[:, box[1]:box[3], box[0]:box[2]]  # crop first: a view
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    if mode == "nearest":  # the source pixel under each output pixel's centre (as PIL, and as the bilinear image's
+        # sampling grid: torch's "nearest-exact"), as two gathers, no float work
+        rows = (2 * torch.arange(size) + 1) * h // (2 * size)
+        cols = (2 * torch.arange(size) + 1) * w // (2 * size)
+        return x[:, rows][:, :, cols]
+    x4 = x[None].contiguous(memory_format=torch.channels_last)  # (1, C, h, w); a copy only of a cropped view
+    return F.interpolate(x4, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def letterbox_input(image, image_size: int, rng: np.random.Generator | None,
+                    augment: Augment) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Object crop (PIL or (3, H, W) uint8) -> ((3, S, S) uint8, jitter (3,) or None): letterboxed to a square (as
+    the shards are), augmented when rng is given."""
+    if isinstance(image, torch.Tensor) and image.shape[-1] != image.shape[-2]:  # shard crops are always square
+        image = Image.fromarray(image.permute(1, 2, 0).numpy())
+    if isinstance(image, Image.Image) and image.size[0] != image.size[1]:
+        image = Image.fromarray(Letterbox(image.width, image.height, image_size).image(image))
+    x = as_tensor(image)
+    if rng is None:
+        return _resized(x, image_size, "bilinear"), None
+    blank = torch.zeros((1, *x.shape[-2:]), dtype=torch.uint8)  # no hidden region: the crop may fall anywhere
+    x, _, jitter = augment(x, blank, rng, image_size)
+    return x, jitter
 
 
 @dataclass
@@ -66,9 +108,9 @@ class Augment:
     """Training augmentation, applied identically to the image and the mask (colour jitter: image only).
 
     A random crop of `min_scale`..1 of the image area and aspect ratio 3/4..4/3 that always contains the whole
-    hidden region's bounding box (the crop is grown when the box is larger), resized to the output size; a
+    hidden region's bounding box (the crop is grown when the box is larger), resized once to the output size; a
     horizontal flip with probability `flip`; brightness / contrast / saturation each scaled by a factor drawn from
-    [1 - jitter, 1 + jitter].
+    [1 - jitter, 1 + jitter] -- drawn here, applied per batch by `batch_to_device` (float work, on the device).
     """
 
     min_scale: float = 0.35
@@ -76,10 +118,14 @@ class Augment:
     jitter: float = 0.2
     enabled: bool = True
 
-    def __call__(self, image: Image.Image, mask: Image.Image, rng: np.random.Generator):
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator, size: int | None = None):
+        """(3, H, W), (1, H, W) uint8 -> (image (3, S, S), mask (1, S, S), jitter (3,) float32 or None); S = `size`
+        (default: the input's height). The RNG draws come in a fixed order, so a sample's augmentation depends on
+        its RNG alone."""
+        H, W = image.shape[-2:]
+        size = size or H
         if not self.enabled:
-            return image, mask
-        W, H = image.size
+            return _resized(image, size, "bilinear"), _resized(mask, size, "nearest"), None
         box = _mask_bbox(mask)  # (x0, y0, x1, y1) exclusive, or None
         area = W * H * rng.uniform(self.min_scale, 1.0)
         ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
@@ -91,19 +137,69 @@ class Augment:
             y = int(rng.integers(max(0, box[3] - h), min(box[1], H - h) + 1))
         else:
             x, y = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
-        image = image.crop((x, y, x + w, y + h)).resize((W, H), Image.BILINEAR)
-        mask = mask.crop((x, y, x + w, y + h)).resize((W, H), Image.NEAREST)
+        box = (x, y, x + w, y + h)
+        image, mask = _resized(image, size, "bilinear", box), _resized(mask, size, "nearest", box)  # one resize each
         if rng.random() < self.flip:
-            image, mask = TF.horizontal_flip(image), TF.horizontal_flip(mask)
+            image, mask = image.flip(-1), mask.flip(-1)
+        jitter = None
         if self.jitter > 0:
-            b, c, s = rng.uniform(1 - self.jitter, 1 + self.jitter, size=3)
-            image = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(image, b), c), s)
-        return image, mask
+            jitter = torch.from_numpy(rng.uniform(1 - self.jitter, 1 + self.jitter, size=3).astype(np.float32))
+        return image, mask, jitter
 
 
-def _mask_bbox(mask: Image.Image) -> tuple[int, int, int, int] | None:
-    m = np.asarray(mask) > 127  # (H, W)
-    if not m.any():
+def _mask_bbox(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
+    m = mask[0].numpy()  # (H, W) uint8; numpy's row / column max is a few times faster than torch's any here
+    rows, cols = np.flatnonzero(m.max(1) > 127), np.flatnonzero(m.max(0) > 127)
+    if not len(rows):
         return None
-    ys, xs = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
-    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Per batch, where the batch meets the model
+
+
+def stack(images: list[torch.Tensor]) -> torch.Tensor:
+    """Samples (C, S, S) stored height-width-channel -> (B, C, S, S), the same storage: one plain copy, no
+    transposition (the batch is a channels_last view)."""
+    return torch.stack([x.permute(1, 2, 0) for x in images]).permute(0, 3, 1, 2)
+
+
+def batch_to_device(batch: dict, device: torch.device) -> dict:
+    """The one place a batch meets the model (train, eval, transfer, distill, fuse, predict): its tensors moved to
+    `device`, and `input` / `scene_input` (+ their `_mask`) made model input there (`model_input`); `jitter` and
+    the masks are used up."""
+    out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    jitter = out.pop("jitter", None)
+    out["input"] = model_input(out["input"], out.pop("input_mask", None), jitter)
+    if "scene_input" in out:  # a context model's view: never augmented
+        out["scene_input"] = model_input(out["scene_input"], out.pop("scene_input_mask", None))
+    return out
+
+
+def model_input(x: torch.Tensor, mask: torch.Tensor | None = None, jitter: torch.Tensor | None = None) -> torch.Tensor:
+    """RGB (B, 3, S, S) uint8 (+ mask (B, 1, S, S) uint8, 255 = hidden) -> (B, C, S, S) float32, C = 4 with the
+    mask: RGB colour-jittered (factors (B, 3), training) and normalised, the mask channel 1.0 where hidden and 0.0
+    elsewhere. Contiguous (channels_last on CUDA). Float input is taken as already model input."""
+    if x.dtype != torch.uint8:
+        return x
+    rgb = x.float().div_(255)  # (B, 3, S, S) in [0, 1]
+    if jitter is not None:
+        rgb = color_jitter(rgb, jitter.to(rgb.device, torch.float32))
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    rgb = rgb.sub_(mean).div_(std)
+    out = rgb if mask is None else torch.cat([rgb, (mask > 127).float()], 1)
+    return out.contiguous(memory_format=torch.channels_last if out.is_cuda else torch.contiguous_format)
+
+
+def color_jitter(rgb: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) in [0, 1], factors (B, 3) = brightness, contrast, saturation -> jittered, in that order
+    (torchvision's adjust_brightness / adjust_contrast / adjust_saturation, per sample)."""
+    b, c, s = (factors[:, i].view(-1, 1, 1, 1) for i in range(3))
+    gray_w = torch.tensor(GRAY, device=rgb.device).view(1, 3, 1, 1)
+    rgb = (rgb * b).clamp_(0, 1)
+    mean = (rgb * gray_w).sum(1, keepdim=True).mean((2, 3), keepdim=True)  # (B, 1, 1, 1) mean luma
+    rgb = (c * rgb + (1 - c) * mean).clamp_(0, 1)
+    gray = (rgb * gray_w).sum(1, keepdim=True)  # (B, 1, S, S)
+    return (s * rgb + (1 - s) * gray).clamp_(0, 1)

@@ -2,6 +2,10 @@
 
 A model defines `forward_features(x) -> (B, num_features)`, a `fc` linear head and `num_features`; this mixin
 adds the rest, so transfer and distillation treat ResNets and FFC-ResNets alike.
+
+Optionally a model carries a second, auxiliary head `aux_fc` on the same pooled features (`add_aux_head`):
+`train --aux-visible` uses it to predict the classes still visible in the scene (multi-label). `forward(x)` never
+uses it; `forward(x, aux=True)` returns both outputs, so a DistributedDataParallel wrapper sees every parameter used.
 """
 
 from __future__ import annotations
@@ -14,10 +18,20 @@ import torch.nn as nn
 
 class ClassifierHead:
     fc: nn.Linear
-    num_features: int
+    num_features: int  # (no class attribute aux_fc: it would shadow the nn.Module registered under that name)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x))  # (B, num_classes)
+    def forward(self, x: torch.Tensor, aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, num_classes) logits; with aux=True also the auxiliary head's (B, aux outputs) logits."""
+        features = self.forward_features(x)  # (B, num_features)
+        if not aux:
+            return self.forward_head(features)
+        aux_fc = getattr(self, "aux_fc", None)
+        if aux_fc is None:
+            raise ValueError("forward(aux=True) on a model without an auxiliary head (add_aux_head)")
+        return self.forward_head(features), aux_fc(features)  # (B, num_classes), (B, aux outputs)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)  # (B, num_classes)
 
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -25,9 +39,14 @@ class ClassifierHead:
     def reset_classifier(self, num_classes: int) -> None:
         self.fc = nn.Linear(self.num_features, num_classes)
 
+    def add_aux_head(self, outputs: int) -> None:
+        """A fresh auxiliary linear head (num_features -> outputs); outputs 0 removes it (its weights leave the
+        state_dict)."""
+        self.aux_fc = nn.Linear(self.num_features, outputs) if outputs else None
+
     def head_parameter_names(self) -> list[str]:
         return [f"fc.{n}" for n, _ in self.fc.named_parameters()]
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         head = set(self.head_parameter_names())
-        return (p for n, p in self.named_parameters() if n not in head)
+        return (p for n, p in self.named_parameters() if n not in head and not n.startswith("aux_fc."))

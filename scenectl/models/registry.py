@@ -4,7 +4,8 @@
     model = create_model("resnet50", 80, 4, pretrained="imagenet")  # ImageNet stem adapted to RGB + mask
 
 Every registered model offers forward(x) → (B, num_classes) logits, forward_features(x) → (B, num_features),
-num_features, get_classifier(), reset_classifier(num_classes), head_parameter_names(), backbone_parameters().
+num_features, get_classifier(), reset_classifier(num_classes), head_parameter_names(), backbone_parameters(), and
+an optional auxiliary head on the same features (aux_classes; forward(x, aux=True) -> (logits, aux logits)).
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def resolve_name(name: str) -> str:
     return key
 
 
-def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: str | None = None) -> nn.Module:
-    """Build model `name` with a `num_classes` head for `in_chans`-channel input.
+def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: str | None = None,
+                 aux_classes: int = 0) -> nn.Module:
+    """Build model `name` with a `num_classes` head for `in_chans`-channel input (and an `aux_classes`-output
+    auxiliary head when > 0: train --aux-visible).
 
     pretrained: None (random init), "imagenet" (torchvision's ImageNet weights, ResNets only) or the path of a
     torchvision-format state dict. The head is re-initialised when its class count differs; a 3-channel stem
@@ -57,6 +60,7 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: str
         raise ScenectlError(f"in_chans must be at least 1, got {in_chans}")
     model = _MODELS[arch](num_classes, in_chans)
     model.arch = arch
+    model.add_aux_head(aux_classes)
     if pretrained:
         if arch.startswith("ffc_"):
             raise ScenectlError(f"--pretrained {pretrained}: FFC models have no public pretrained weights; "

@@ -104,8 +104,8 @@ def test_build_ooc_from_real_coco_sample(coco_sample, train_side, tmp_path):
         s = decode_sample(r)  # the standard reader accepts every sample
         meta = s["meta"]
         flags.append(meta["ooc"])
-        assert s["image"].size == (32, 32) and "object" in s and s["object"].size == (32, 32)
-        assert np.asarray(s["mask"]).max() == 255 and meta["area_fraction"] <= 0.3
+        assert s["image"].shape == (3, 32, 32) and "object" in s and s["object"].shape == (3, 32, 32)
+        assert s["mask"].max() == 255 and meta["area_fraction"] <= 0.3
         assert meta["host_image_id"] == meta["image_id"] != meta["donor_image_id"]
         assert r["__key__"] == f"{meta['image_id']:012d}_{meta['donor_annotation_id']:012d}"
         c = s["label"]

@@ -25,12 +25,15 @@ runner = CliRunner()
 OPTS = {"maxcount": 4}
 
 
-def enospc(path="") -> OSError:
+def enospc(path=None) -> OSError:
+    if path is None:
+        return OSError(errno.ENOSPC, "No space left on device")
     return OSError(errno.ENOSPC, "No space left on device", str(path))
 
 
 class FillingDisk:
-    """A file object that accepts `room` bytes in all (shared by every file opened) and then raises ENOSPC."""
+    """A file object that accepts `room` bytes in all (shared by every file opened) and then raises ENOSPC, with no
+    file name in the error, as `write()` on a real file does: naming the path is scenectl's job."""
 
     room = 0
 
@@ -41,7 +44,7 @@ class FillingDisk:
         if FillingDisk.room < len(data):
             self.f.write(bytes(data[: FillingDisk.room]))
             FillingDisk.room = 0
-            raise enospc(self.path)
+            raise enospc()  # as a real file object does: errno and message, no path
         FillingDisk.room -= len(data)
         return self.f.write(data)
 
