@@ -11,8 +11,8 @@ nothing is unpickled: only jpg, mask.png, cls, json and object.jpg are decoded, 
     separator or `..`); no leftover `*.partial` or `progress*.json` (an unfinished build); no unmerged part
     manifests; no `shard-*.tar` that the manifest does not list (a remote folder cannot be listed: these two are
     not looked for there)
-  - the set's other files: `cooccurrence.h5` and the build's config against the manifest's `files` sha256 (sets
-    built before that field have none)
+  - the set's other files: `cooccurrence.h5`, the build's config and `_info.json` against the manifest's `files`
+    sha256 (sets built before that field have none)
   - each listed shard: the file exists; its sha256 equals the manifest's (when recorded); it reads to the end
     (a truncated or corrupt tar is reported); every member is a regular file with a safe name (no absolute path,
     no `..`); members are grouped into samples by key exactly as webdataset does
@@ -290,8 +290,8 @@ def _parse_manifest(data: bytes, problems: list[dict]) -> dict | None:
 
 
 def _files_problems(location: str, manifest: dict, net: NetOptions) -> list[dict]:
-    """The set's other files (`files`: cooccurrence.h5, config.json) against their sha256, when the manifest
-    records them (sets built before the field have none to check)."""
+    """The set's other files (`files`: cooccurrence.h5, config.json, _info.json) against their sha256, when the
+    manifest records them (sets built before the field have none to check)."""
     problems = []
     for name, want in manifest.get("files", {}).items():
         if plain_name_problem(name):
