@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.io import ImageReadMode
 from torchvision.io import decode_image as _decode
+from torchvision.io import decode_jpeg as _decode_jpeg
 
 from scenectl.data.masks import Letterbox
 from scenectl.errors import ScenectlError
@@ -104,6 +105,22 @@ def letterbox_input(image, image_size: int, rng: np.random.Generator | None,
     return x, jitter
 
 
+def deferred_scene(mask: torch.Tensor, size: int, mask_channel: bool, rng: np.random.Generator | None,
+                   augment: Augment) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """A scene whose JPEG `decode_batch` decodes later, on the model's device: its choices drawn now, from the mask
+    (1, H, W) alone -> (geometry (6,) = crop box, flip, size; mask (1, S, S) or None; jitter (3,) or None), the same
+    draws as `Augment.__call__` (no crop without rng)."""
+    H, W = mask.shape[-2:]
+    box, flip, jitter = (0, 0, W, H), False, None
+    if rng is not None and augment.enabled:
+        box, flip, jitter = augment.draw(mask, rng)
+    m = None
+    if mask_channel:
+        m = _resized(mask, size, "nearest", box)
+        m = m.flip(-1) if flip else m
+    return torch.tensor([*box, int(flip), size]), m, jitter
+
+
 @dataclass
 class Augment:
     """Training augmentation, applied identically to the image and the mask (colour jitter: image only).
@@ -123,10 +140,19 @@ class Augment:
         """(3, H, W), (1, H, W) uint8 -> (image (3, S, S), mask (1, S, S), jitter (3,) float32 or None); S = `size`
         (default: the input's height). The RNG draws come in a fixed order, so a sample's augmentation depends on
         its RNG alone."""
-        H, W = image.shape[-2:]
-        size = size or H
+        size = size or image.shape[-2]
         if not self.enabled:
             return _resized(image, size, "bilinear"), _resized(mask, size, "nearest"), None
+        box, flip, jitter = self.draw(mask, rng)
+        image, mask = _resized(image, size, "bilinear", box), _resized(mask, size, "nearest", box)  # one resize each
+        if flip:
+            image, mask = image.flip(-1), mask.flip(-1)
+        return image, mask, jitter
+
+    def draw(self, mask: torch.Tensor, rng: np.random.Generator) -> tuple[tuple, bool, torch.Tensor | None]:
+        """The random choices for an image of the mask's size (1, H, W): crop box (x0, y0, x1, y1), flip, jitter
+        factors (3,) or None (what `__call__` applies; batch_to_device applies them to a JPEG decoded later)."""
+        H, W = mask.shape[-2:]
         box = _mask_bbox(mask)  # (x0, y0, x1, y1) exclusive, or None
         area = W * H * rng.uniform(self.min_scale, 1.0)
         ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
@@ -138,14 +164,11 @@ class Augment:
             y = int(rng.integers(max(0, box[3] - h), min(box[1], H - h) + 1))
         else:
             x, y = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
-        box = (x, y, x + w, y + h)
-        image, mask = _resized(image, size, "bilinear", box), _resized(mask, size, "nearest", box)  # one resize each
-        if rng.random() < self.flip:
-            image, mask = image.flip(-1), mask.flip(-1)
+        flip = bool(rng.random() < self.flip)
         jitter = None
         if self.jitter > 0:
             jitter = torch.from_numpy(rng.uniform(1 - self.jitter, 1 + self.jitter, size=3).astype(np.float32))
-        return image, mask, jitter
+        return (x, y, x + w, y + h), flip, jitter
 
 
 def _mask_bbox(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
@@ -171,11 +194,27 @@ def batch_to_device(batch: dict, device: torch.device) -> dict:
     `device`, and `input` / `scene_input` (+ their `_mask`) made model input there (`model_input`); `jitter` and
     the masks are used up."""
     out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    if "input_jpg" in out:  # a View(defer_jpeg=True) batch: the scenes' JPEGs are decoded here, on `device`
+        out["input"] = decode_batch(out.pop("input_jpg"), out.pop("input_geometry"), device)
     jitter = out.pop("jitter", None)
     out["input"] = model_input(out["input"], out.pop("input_mask", None), jitter)
     if "scene_input" in out:  # a context model's view: never augmented
         out["scene_input"] = model_input(out["scene_input"], out.pop("scene_input_mask", None))
     return out
+
+
+def decode_batch(jpgs: list[torch.Tensor], geometry: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """JPEG bytes (1-D uint8 tensors) -> (B, 3, S, S) uint8 on `device`, decoded there (nvJPEG on CUDA, in one call
+    for the batch; libjpeg-turbo on the CPU), each cropped to its box, resized to S (bilinear, antialiased, in float)
+    and flipped as its sample drew: `geometry` (B, 6) = x0, y0, x1, y1, flip, S (View with defer_jpeg)."""
+    images = _decode_jpeg(jpgs, mode=ImageReadMode.RGB, device=device)
+    out = []
+    for img, (x0, y0, x1, y1, flip, size) in zip(images, geometry.tolist()):
+        crop = img[None, :, y0:y1, x0:x1].float()  # (1, 3, h, w)
+        if crop.shape[-2:] != (size, size):
+            crop = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(crop[0].flip(-1) if flip else crop[0])
+    return torch.stack(out).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def model_input(x: torch.Tensor, mask: torch.Tensor | None = None, jitter: torch.Tensor | None = None) -> torch.Tensor:
