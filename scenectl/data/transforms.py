@@ -220,26 +220,40 @@ def decode_batch(jpgs: list[torch.Tensor], geometry: torch.Tensor, device: torch
 def model_input(x: torch.Tensor, mask: torch.Tensor | None = None, jitter: torch.Tensor | None = None) -> torch.Tensor:
     """RGB (B, 3, S, S) uint8 (+ mask (B, 1, S, S) uint8, 255 = hidden) -> (B, C, S, S) float32, C = 4 with the
     mask: RGB colour-jittered (factors (B, 3), training) and normalised, the mask channel 1.0 where hidden and 0.0
-    elsewhere. Contiguous (channels_last on CUDA). Float input is taken as already model input."""
+    elsewhere. Contiguous (channels_last on CUDA). Float input is taken as already model input.
+
+    One output buffer, every step in place on it: fresh batch-sized temporaries (and their page faults) and
+    arithmetic in the reader's height-width-channel layout (3 channels innermost: not vectorised) cost several times
+    the arithmetic itself on a CPU."""
     if x.dtype != torch.uint8:
         return x
-    rgb = x.float().div_(255)  # (B, 3, S, S) in [0, 1]
+    B, _, S, S2 = x.shape
+    layout = torch.channels_last if x.is_cuda else torch.contiguous_format
+    out = torch.empty((B, 3 if mask is None else 4, S, S2), device=x.device).contiguous(memory_format=layout)
+    rgb = out[:, :3]
+    rgb.copy_(x).mul_(1 / 255)  # (B, 3, S, S) in [0, 1]: the one pass that changes layout
     if jitter is not None:
-        rgb = color_jitter(rgb, jitter.to(rgb.device, torch.float32))
+        color_jitter(rgb, jitter.to(rgb.device, torch.float32))
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    rgb = rgb.sub_(mean).div_(std)
-    out = rgb if mask is None else torch.cat([rgb, (mask > 127).float()], 1)
-    return out.contiguous(memory_format=torch.channels_last if out.is_cuda else torch.contiguous_format)
+    rgb.sub_(mean).div_(std)
+    if mask is not None:
+        out[:, 3:].copy_(mask > 127)
+    return out
 
 
 def color_jitter(rgb: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """(B, 3, S, S) in [0, 1], factors (B, 3) = brightness, contrast, saturation -> jittered, in that order
-    (torchvision's adjust_brightness / adjust_contrast / adjust_saturation, per sample)."""
+    """(B, 3, S, S) in [0, 1], factors (B, 3) = brightness, contrast, saturation -> jittered in place (and returned),
+    in that order: torchvision's adjust_brightness / adjust_contrast / adjust_saturation, per sample."""
     b, c, s = (factors[:, i].view(-1, 1, 1, 1) for i in range(3))
-    gray_w = torch.tensor(GRAY, device=rgb.device).view(1, 3, 1, 1)
-    rgb = (rgb * b).clamp_(0, 1)
-    mean = (rgb * gray_w).sum(1, keepdim=True).mean((2, 3), keepdim=True)  # (B, 1, 1, 1) mean luma
-    rgb = (c * rgb + (1 - c) * mean).clamp_(0, 1)
-    gray = (rgb * gray_w).sum(1, keepdim=True)  # (B, 1, S, S)
-    return (s * rgb + (1 - s) * gray).clamp_(0, 1)
+    rgb.mul_(b).clamp_(0, 1)
+    mean = _gray(rgb).mean((2, 3), keepdim=True)  # (B, 1, 1, 1) mean luma
+    rgb.mul_(c).add_((1 - c) * mean).clamp_(0, 1)
+    gray = _gray(rgb)  # (B, 1, S, S), before rgb changes
+    return rgb.mul_(s).addcmul_(gray, 1 - s).clamp_(0, 1)
+
+
+def _gray(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) -> (B, 1, S, S) luma (GRAY weights)."""
+    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+    return (r * GRAY[0]).add_(g, alpha=GRAY[1]).add_(b, alpha=GRAY[2])
