@@ -149,6 +149,14 @@ def test_decode_sample_errors_name_shard_and_member(shardset_dir, member, value,
     assert "shard-000000.tar" in str(e.value)
 
 
+def test_decode_sample_refuses_truncated_images(shardset_dir):
+    """torchvision's decoders, like PIL's, refuse an image cut short (not a partly grey picture)."""
+    raw = _raw(shardset_dir)
+    for member in ("jpg", "mask.png"):
+        with pytest.raises(ScenectlError, match=f"'{member}' is not a readable image"):
+            decode_sample(dict(raw, **{member: raw[member][: len(raw[member]) * 2 // 3]}))
+
+
 # --- transforms --------------------------------------------------------------------------------------------------
 
 def test_to_input_shape_and_mask_channel():
