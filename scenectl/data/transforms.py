@@ -86,7 +86,9 @@ def _resized(x: torch.Tensor, size: int, mode: str, box: tuple | None = None) ->
         cols = (2 * np.arange(size) + 1) * w // (2 * size)
         return torch.from_numpy(x.numpy().take(rows, axis=1).take(cols, axis=2))
     x4 = x[None].contiguous(memory_format=torch.channels_last)  # (1, C, h, w); a copy only of a cropped view
-    return F.interpolate(x4, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    # antialiasing changes nothing when enlarging (same output), but its kernel is slower: only when shrinking
+    shrink = h > size or w > size
+    return F.interpolate(x4, size=(size, size), mode="bilinear", antialias=shrink, align_corners=False)[0]
 
 
 def letterbox_input(image, image_size: int, rng: np.random.Generator | None,
