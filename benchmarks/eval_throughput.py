@@ -21,6 +21,7 @@ import torch
 
 from scenectl.checkpoint import read_checkpoint
 from scenectl.data.loader import make_eval_loader, open_shard_set
+from scenectl.data.transforms import batch_to_device
 from scenectl.devices import parse_device
 from scenectl.inference import run_model
 from scenectl.models import create_model
@@ -72,7 +73,7 @@ def main() -> None:
     # the in-memory side: the very same batches, decoded once up front
     batches, n = [], 0
     for b in loader():
-        batches.append(b["input"].to(device))
+        batches.append(batch_to_device(b, device)["input"])
         n += b["input"].shape[0]
         if n >= args.max_samples:
             break

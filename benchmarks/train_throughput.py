@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from scenectl.data.loader import make_train_loader, open_shard_set
+from scenectl.data.transforms import batch_to_device
 from scenectl.models import create_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco-sample"
@@ -51,7 +52,8 @@ def from_shards(model, opt, shards, args, device, amp, epoch: int) -> float:
                                workers=args.workers, epoch=epoch, shuffle_buffer=args.shuffle_buffer)
     t = time.perf_counter()
     for b in loader:
-        step(model, opt, b["input"].to(device, non_blocking=True), b["label"].to(device, non_blocking=True), amp)
+        b = batch_to_device(b, device)  # as the engine: float input made on the device
+        step(model, opt, b["input"], b["label"], amp)
     _sync(device)
     return args.steps * args.batch_size / (time.perf_counter() - t)
 
@@ -104,7 +106,7 @@ def main() -> None:
     model, opt = make_model(args.arch, n_cls, device)
     pre = make_train_loader(shards, steps=args.steps, batch_size=args.batch_size, image_size=args.image_size,
                             workers=args.workers, epoch=999, shuffle_buffer=args.shuffle_buffer)
-    batches = [(b["input"].to(device), b["label"].to(device)) for b in pre]
+    batches = [(b["input"], b["label"]) for b in (batch_to_device(b, device) for b in pre)]
     from_memory(model, opt, batches[:2], device, amp)  # warm-up (allocator, cudnn autotune)
     s_rates, m_rates = [], []
     for r in range(args.rounds):

@@ -153,6 +153,14 @@ def test_decode_sample_errors_name_shard_and_member(shardset_dir, member, value,
     assert "shard-000000.tar" in str(e.value)
 
 
+def test_decode_sample_refuses_truncated_images(shardset_dir):
+    """torchvision's decoders, like PIL's, refuse an image cut short (not a partly grey picture)."""
+    raw = _raw(shardset_dir)
+    for member in ("jpg", "mask.png"):
+        with pytest.raises(ScenectlError, match=f"'{member}' is not a readable image"):
+            decode_sample(dict(raw, **{member: raw[member][: len(raw[member]) * 2 // 3]}))
+
+
 # --- transforms --------------------------------------------------------------------------------------------------
 
 def test_to_input_shape_and_mask_channel():
@@ -355,6 +363,8 @@ def test_object_view_with_and_without_the_scene(object_sets):
     scene = next(iter(make_eval_loader(s, image_size=16, batch_size=5)))
     assert torch.equal(b["scene_input"], scene["input"]) and b["key"] == scene["key"]  # the same samples, in order
     assert torch.equal(b["scene_input_mask"], scene["input_mask"])
+    b = next(iter(make_eval_loader(s, view="object", image_size=20, batch_size=5, scene_size=16, scene_mask=False)))
+    assert "scene_input_mask" not in b and batch_to_device(b, torch.device("cpu"))["scene_input"].shape == (5, 3, 16, 16)
     t = open_shard_set(object_sets["task_object"])
     keys = [k for b in make_eval_loader(t, view="object", image_size=20, batch_size=5) for k in b["key"]]
     assert keys == [k for b in make_eval_loader(s, view="object", image_size=20, batch_size=5) for k in b["key"]]
@@ -485,3 +495,30 @@ def test_skip_corrupt_goes_on_while_some_samples_are_usable(tmp_path, shardset_d
     loader = make_train_loader(open_shard_set(bad), steps=20, batch_size=8, image_size=16, skip_corrupt=True,
                                shuffle_buffer=8)
     assert sum(1 for _ in loader) == 20 and loader.skipped > 5  # more failures than the bound, never 5 in a row
+
+
+def test_deferred_jpeg_decoding_matches_the_workers_decoding(shardset_dir):
+    """defer_jpeg (a GPU decodes the batch's JPEGs): batch_to_device gives the same model input as decoding in the
+    workers -- exactly without augmentation, up to float vs uint8 resampling with it -- and the same masks."""
+    from scenectl.data.loader import View, collate, make_view, raw_samples
+
+    s = open_shard_set(shardset_dir)
+    raws = list(raw_samples(s))[:6]
+    cpu = torch.device("cpu")
+    for size, aug in ((32, False), (24, True)):
+        eager, lazy = make_view(s, "scene", size), make_view(s, "scene", size, defer_jpeg=True)
+        assert isinstance(lazy, View) and lazy.defer_jpeg
+        rng = (lambda i: np.random.default_rng([7, i])) if aug else (lambda i: None)
+        a = collate([eager(r, rng(i)) for i, r in enumerate(raws)])
+        b = collate([lazy(r, rng(i)) for i, r in enumerate(raws)])
+        assert "input" not in b and len(b["input_jpg"]) == 6 and b["input_geometry"].shape == (6, 6)
+        assert torch.equal(a["input_mask"], b["input_mask"]) and ("jitter" in a) == ("jitter" in b) == aug
+        assert not aug or torch.equal(a["jitter"], b["jitter"])
+        xa, xb = batch_to_device(a, cpu)["input"], batch_to_device(b, cpu)["input"]
+        assert xa.shape == xb.shape == (6, 4, size, size)
+        if aug:  # 2 levels of 255, normalised, at most (uint8 vs float antialiased bilinear)
+            assert (xa - xb).abs().max() <= 2 / 255 / min(IMAGENET_STD) + 1e-5
+        else:
+            assert torch.equal(xa, xb)
+    with pytest.raises(ValueError, match="scene view"):
+        make_view(s, "object", 16, defer_jpeg=True)

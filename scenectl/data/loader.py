@@ -80,7 +80,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path, net_options, on_stop_signal,
                                   open_stream, plain_name_problem, read_remote, scheme_of)
-from scenectl.data.transforms import Augment, decode_image, letterbox_input, stack, to_input
+from scenectl.data.transforms import Augment, decode_image, deferred_scene, letterbox_input, stack, to_input
 from scenectl.errors import ScenectlError
 
 VIEWS = ("scene", "object")
@@ -304,13 +304,15 @@ IMAGE_MEMBERS = {"jpg": ("image", "RGB"), "mask.png": ("mask", "L"), "object.jpg
 SCENE_MEMBERS = ("jpg", "mask.png")
 
 
-def decode_sample(raw: dict, images: tuple[str, ...] | None = None, num_classes: int | None = None) -> dict:
+def decode_sample(raw: dict, images: tuple[str, ...] | None = None, num_classes: int | None = None,
+                  keep: tuple[str, ...] = ()) -> dict:
     """Decode a raw webdataset sample: the image members asked for as uint8 tensors, the label and the metadata.
 
     Returns {key, url, label, meta, visible} plus `image` (jpg, (3, H, W)), `mask` (mask.png, (1, H, W)) and `object`
-    (object.jpg, (3, H, W)) for those in `images`, decoded from the bytes by torchvision.io (default: jpg, mask.png, and object.jpg when present). `cls` must be an ASCII integer
-    equal to the json's `cls` (and below num_classes when given). Any missing or bad member raises ScenectlError
-    naming the sample, shard and member; other members are ignored.
+    (object.jpg, (3, H, W)) for those in `images` (default: jpg, mask.png, and object.jpg when present), decoded
+    from the bytes by torchvision.io, and the members in `keep` as they are, (n,) uint8 tensors under their own
+    names. `cls` must be an ASCII integer equal to the json's `cls` (and below num_classes when given). Any missing
+    or bad member raises ScenectlError naming the sample, shard and member; other members are ignored.
     """
     url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
     if images is None:
@@ -319,10 +321,12 @@ def decode_sample(raw: dict, images: tuple[str, ...] | None = None, num_classes:
     def fail(member: str, why: str):
         raise ScenectlError(f"corrupt sample {key} in shard {url}: member '{member}' {why}")
 
-    for m in (*images, "cls", "json"):
+    for m in (*images, *keep, "cls", "json"):
         if m not in raw:
             fail(m, "is missing" + (f"; {REBUILD_HINT}" if m == "object.jpg" else ""))
     out = {"key": key, "url": url}
+    for member in keep:  # left encoded (View defer_jpeg): the bytes as a (n,) uint8 tensor
+        out[member] = torch.frombuffer(bytearray(raw[member]), dtype=torch.uint8)
     for member in images:
         name, mode = IMAGE_MEMBERS[member]
         try:
@@ -367,6 +371,7 @@ class View:
     object_member: str | None = None  # object: the member holding the crop (object.jpg, or jpg of a --task object set)
     scene_size: int | None = None  # object: also `scene_input`, the masked scene at this size
     scene_mask: bool = True  # ... with the mask channel
+    defer_jpeg: bool = False  # scene: jpg left encoded, decoded per batch on the model's device (batch_to_device)
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -377,6 +382,12 @@ class View:
     def __call__(self, raw: dict, rng: np.random.Generator | None) -> dict:
         """Decode `raw` and add `input` (C, S, S) uint8 (+ `scene_input`); augmented when `rng` is given, with the
         sample's colour jitter factors in `jitter` (3,) (applied per batch: transforms.batch_to_device)."""
+        if self.name == "scene" and self.defer_jpeg:  # the mask decoded and the choices drawn here, the jpg later
+            s = decode_sample(raw, ("mask.png",), self.num_classes, keep=("jpg",))
+            s["input_geometry"], s["input_mask"], s["jitter"] = deferred_scene(
+                s["mask"], self.image_size, self.mask_channel, rng, self.augment)
+            s["input_jpg"] = s.pop("jpg")  # (n,) uint8: the JPEG's bytes
+            return _drop_none(s)
         s = decode_sample(raw, self.members, self.num_classes)
         if self.name == "scene":
             image, mask = s["image"], s["mask"]
@@ -386,26 +397,35 @@ class View:
         else:
             crop = s[IMAGE_MEMBERS[self.object_member][0]]
             s["input"], s["jitter"] = letterbox_input(crop, self.image_size, rng, self.augment)  # (3, S, S)
-        for k in ("jitter", "input_mask", "scene_input_mask"):
-            if s.get(k, 0) is None:
-                del s[k]
         if self.scene_size:  # the context model's view of the same sample: masked scene (+ mask), never augmented
             s["scene_input"], s["scene_input_mask"] = to_input(s["image"], s["mask"], self.scene_size, self.scene_mask)
-        return s
+        return _drop_none(s)
+
+
+def _drop_none(s: dict) -> dict:
+    """Without the optional parts a sample does not have (no mask channel, no jitter): collate stacks what is there."""
+    for k in ("jitter", "input_mask", "scene_input_mask"):
+        if s.get(k, 0) is None:
+            del s[k]
+    return s
 
 
 def make_view(shards: ShardSet, view: str, image_size: int, mask_channel: bool = True, augment: Augment | None = None,
-              scene_size: int | None = None, scene_mask: bool = True) -> View:
-    """The view `view` of `shards`, refusing (in the main process, before any worker starts) a set that lacks it."""
+              scene_size: int | None = None, scene_mask: bool = True, defer_jpeg: bool = False) -> View:
+    """The view `view` of `shards`, refusing (in the main process, before any worker starts) a set that lacks it.
+    `defer_jpeg` (scene view): leave the JPEG for `batch_to_device` to decode on the model's device (a GPU's nvJPEG
+    decodes a batch in one call); its bytes are then checked only there, where an unreadable one fails the batch."""
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r} (one of {', '.join(VIEWS)})")
     if view == "scene" and scene_size:
         raise ValueError("scene_size adds a context model's scene to the object view; the scene view has one")
+    if defer_jpeg and view != "scene":
+        raise ValueError("defer_jpeg is for the scene view")
     member = shards.object_member() if view == "object" else None
     if view == "scene" or scene_size:
         shards.require_masked("shard set")
     return View(view, image_size, mask_channel, augment or Augment(), len(shards.classes), member, scene_size,
-                scene_mask)
+                scene_mask, defer_jpeg)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -536,16 +556,18 @@ def collate(samples: list[dict]) -> dict:
     """Prepared samples -> a batch (the one batch format of every reader, the ImageFolder path included); its
     `input` is uint8 until transforms.batch_to_device makes it model input where it meets the model."""
     out = {
-        "input": stack([s["input"] for s in samples]),  # (B, 3, H, W) uint8
         "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),  # (B,)
         "key": [s["key"] for s in samples],
         "visible": [s["visible"] for s in samples],
         "meta": [s["meta"] for s in samples],
         "url": [s["url"] for s in samples],
     }
-    for k in ("input_mask", "scene_input", "scene_input_mask"):  # (B, 1, S, S), (B, 3, S', S'), (B, 1, S', S')
+    for k in ("input", "input_mask", "scene_input", "scene_input_mask"):  # (B, 3|1, S, S), (B, 3|1, S', S')
         if k in samples[0]:
             out[k] = stack([s[k] for s in samples])
+    if "input_jpg" in samples[0]:  # defer_jpeg: decoded by batch_to_device
+        out["input_jpg"] = [s["input_jpg"] for s in samples]  # B x (n,) uint8
+        out["input_geometry"] = torch.stack([s["input_geometry"] for s in samples])  # (B, 6)
     if "jitter" in samples[0]:
         out["jitter"] = torch.stack([s["jitter"] for s in samples])  # (B, 3) colour factors (training)
     return out

@@ -212,28 +212,46 @@ def process_image(job: Job, index: int, record: dict, anns: list[dict]) -> Image
     """Decode one image once and make the sample of each of its eligible instances."""
     p = job.params
     anns = sorted(anns, key=lambda a: a["id"])
-    cls_of = {cid: i for i, cid in enumerate(job.coco_ids)}
     targets = [a for a in anns if not a.get("iscrowd", 0)]
     res = ImageResult(index, instances=len(anns), skipped=Counter(crowd=len(anns) - len(targets)))
     width, height = int(record["width"]), int(record["height"])
-    # only a masked scene is shrunk (draft decode); an object crop keeps every pixel of the instance
+    skipped, inst = Counter(), _Instances(anns, height, width, p["shape"], p["margin"])
+    kept = _eligible(job, anns, targets, inst, skipped)
+    # only a masked scene is shrunk (draft decode); an object crop keeps every pixel of the instance; an image without
+    # a sample is still decoded (a broken one counts as bad_image either way), but at 1/8 scale, the cheapest
     draft = p["image_size"] if p["task"] == "masked" and not p["with_object"] else None
     try:
-        dec = load_image(Path(job.images) / record["file_name"], width, height, draft)
+        dec = load_image(Path(job.images) / record["file_name"], width, height, draft if kept else 1)
     except BadImage:
         res.bad_image, res.skipped["bad_image"] = True, len(targets)
         return res
-    inst = _Instances(anns, height, width, p["shape"], p["margin"])
+    res.skipped.update(skipped)
+    if not kept:
+        return res
     lb = Letterbox(*dec.size, p["image_size"])  # defined on full-resolution upright pixels
     base = lb.image(dec.image) if p["task"] == "masked" else None  # unmasked letterboxed scene, patched per sample
     pixels = np.asarray(dec.image) if p["task"] == "masked" else None  # (h, w, 3), one copy for all samples
+    for a, region, box, rect, frac, area, visible in kept:
+        if dec.turn is not None:  # annotations in the stored frame, pixels upright: turn the region likewise
+            region = np.asarray(Image.fromarray(region).transpose(dec.turn))
+            box = bbox(region)
+        a = {**a, "bbox": inst.coco_boxes[a["id"]]}  # checked; a missing or zero-size bbox is the mask's box
+        res.samples.append(_sample(job, record, a, dec, lb, base, pixels, region, box, rect, frac, area, visible))
+    return res
+
+
+def _eligible(job: Job, anns: list[dict], targets: list[dict], inst: _Instances, skipped: Counter) -> list[tuple]:
+    """The targets that make samples, from the annotations alone (no pixels), each as (annotation, hidden region
+    (H, W) bool in the annotation frame, its box, whether it is exactly its box, area fraction, instance area,
+    visible classes); the others counted in `skipped` by reason."""
+    p, cls_of, kept = job.params, {cid: i for i, cid in enumerate(job.coco_ids)}, []
     for a in targets:
         if a["id"] not in inst.rles:
-            res.skipped["bad_annotation"] += 1
+            skipped["bad_annotation"] += 1
             continue
         area = inst.area(a)
         if area < p["min_area"]:
-            res.skipped["too_small"] += 1
+            skipped["too_small"] += 1
             continue
         hidden = [b for b in anns if b["id"] == a["id"] or (
             p["hide_same_class"] and b["category_id"] == a["category_id"] and b["id"] in inst.rles)]
@@ -241,17 +259,13 @@ def process_image(job: Job, index: int, record: dict, anns: list[dict]) -> Image
         hidden_px = (box[2] - box[0]) * (box[3] - box[1]) if rect else int(region[box[1]:box[3], box[0]:box[2]].sum())
         frac = hidden_px / region.size
         if frac > p["max_area"]:
-            res.skipped["too_large"] += 1
+            skipped["too_large"] += 1
             continue
         hidden_ids = {b["id"] for b in hidden}
         visible = sorted({cls_of[b["category_id"]] for b in anns
                           if b["id"] not in hidden_ids and b["id"] in inst.rles and inst.shows(b, region, box, rect)})
-        if dec.turn is not None:  # annotations in the stored frame, pixels upright: turn the region likewise
-            region = np.asarray(Image.fromarray(region).transpose(dec.turn))
-            box = bbox(region)
-        a = {**a, "bbox": inst.coco_boxes[a["id"]]}  # checked; a missing or zero-size bbox is the mask's box
-        res.samples.append(_sample(job, record, a, dec, lb, base, pixels, region, box, rect, frac, area, visible))
-    return res
+        kept.append((a, region, box, rect, frac, area, visible))
+    return kept
 
 
 class _Instances:
