@@ -105,19 +105,21 @@ def set_names(specs: list[str]) -> list[str]:
 
 
 # --- 2. the model over each shard set ------------------------------------------------------------------------------
-def eval_loader(shard_set, ckpt: Checkpoint, cfg: EvalConfig):
-    """The shard set as batches shaped for this checkpoint's model (image size, mask channel as in training)."""
+def eval_loader(shard_set, ckpt: Checkpoint, cfg: EvalConfig, device: torch.device | None = None):
+    """The shard set as batches shaped for this checkpoint's model (image size, mask channel as in training); on a
+    CUDA `device` the JPEGs are decoded per batch there (transforms.batch_to_device)."""
     from scenectl.data.loader import make_eval_loader
 
     return make_eval_loader(shard_set, image_size=ckpt.image_size, mask_channel=ckpt.mask_channel,
-                            batch_size=cfg.batch_size, workers=cfg.workers)
+                            batch_size=cfg.batch_size, workers=cfg.workers,
+                            defer_jpeg=device is not None and device.type == "cuda")
 
 
 def run_sets(cfg: EvalConfig, ckpt: Checkpoint, model: torch.nn.Module, shard_sets: list, labels: list[str],
              device: torch.device) -> list[Outputs]:
     outs = []
     for spec, name, ss in zip(cfg.shards, labels, shard_sets):
-        o = run_model(model, eval_loader(ss, ckpt, cfg), device, cfg.max_samples, desc=f"eval {name}",
+        o = run_model(model, eval_loader(ss, ckpt, cfg, device), device, cfg.max_samples, desc=f"eval {name}",
                       total=ss.num_samples)  # the manifest's count: the progress shows N/TOTAL and an ETA
         if not o.keys:
             raise ScenectlError(f"--shards {spec}: the shard set yielded no samples")

@@ -61,15 +61,16 @@ def data_stream(cfg: TrainConfig, shards: ShardSet, dev: D.DistInfo, counter: Sk
     """Every read of train's data: this rank's training batches of `epoch` from step `start`, or (epoch None) its
     share of the validation samples. Batches: input (B, 3 or 4, S, S), label (B,)."""
     d, loop, a = cfg.data, cfg.loop, cfg.augmentation
+    gpu = dev.device.type == "cuda"  # JPEGs decoded per batch on the GPU (transforms.batch_to_device)
     if epoch is None:
         return make_eval_loader(shards, image_size=d.image_size, batch_size=loop.batch_size, workers=loop.workers,
                                 mask_channel=cfg.mask_channel, skip_corrupt=d.skip_corrupt, rank=dev.rank,
-                                world_size=dev.world_size, counter=counter)
+                                world_size=dev.world_size, counter=counter, defer_jpeg=gpu)
     return make_train_loader(
         shards, steps=loop.steps_per_epoch, batch_size=loop.batch_size, image_size=d.image_size,
         mask_channel=cfg.mask_channel, augment=Augment(a.min_scale, a.flip, a.jitter, a.augment), seed=loop.seed,
         epoch=epoch, rank=dev.rank, world_size=dev.world_size, start_step=start, workers=loop.workers,
-        shuffle_buffer=d.shuffle_buffer, skip_corrupt=d.skip_corrupt, counter=counter)
+        shuffle_buffer=d.shuffle_buffer, skip_corrupt=d.skip_corrupt, counter=counter, defer_jpeg=gpu)
 
 
 def evaluate(model: nn.Module, loader: Loader, device: torch.device) -> dict:
