@@ -22,7 +22,7 @@ from scenectl.quickstart import RECIPES, QuickstartConfig, quickstart
         "recipe (docs/training.md).\n\n"
         "Example:\n\n"
         "  scenectl quickstart\n\n"
-        "  scenectl quickstart --coco-root /data/coco --out quickstart-coco --epochs 10 --image-size 128"
+        "  scenectl quickstart --coco-root /data/coco --out quickstart-coco"
     ),
 )
 def quickstart_cmd(

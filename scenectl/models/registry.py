@@ -60,7 +60,6 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: str
         raise ScenectlError(f"in_chans must be at least 1, got {in_chans}")
     model = _MODELS[arch](num_classes, in_chans)
     model.arch = arch
-    model.add_aux_head(aux_classes)
     if pretrained:
         if arch.startswith("ffc_"):
             raise ScenectlError(f"--pretrained {pretrained}: FFC models have no public pretrained weights; "
@@ -70,4 +69,5 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: str
         else:
             state, source = pre.file_state_dict(pretrained), pretrained
         pre.load_into(model, state, source)
+    model.add_aux_head(aux_classes)  # after the pretrained weights, which have none for it: always fresh
     return model

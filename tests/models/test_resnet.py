@@ -100,3 +100,15 @@ def test_imagenet_from_torch_cache(tmp_path, monkeypatch, tv_state):
     model = create_model("resnet18", 3, 4, pretrained="imagenet")
     torch.testing.assert_close(model.layer3[0].conv2.weight, net.layer3[0].conv2.weight, rtol=0, atol=0)
     assert model.conv1.weight[:, 3].abs().sum() == 0
+
+
+def test_pretrained_weights_with_an_auxiliary_head(tv_state):
+    net, path = tv_state
+    model = create_model("resnet18", num_classes=10, in_chans=4, pretrained=str(path), aux_classes=10).eval()
+    torch.testing.assert_close(model.layer4[1].conv2.weight, net.layer4[1].conv2.weight, rtol=0, atol=0)
+    logits, aux = model(torch.randn(2, 4, 64, 64), aux=True)
+    assert logits.shape == aux.shape == (2, 10)
+    model.add_aux_head(0)
+    assert not any(k.startswith("aux_fc.") for k in model.state_dict())
+    with pytest.raises(ValueError, match="without an auxiliary head"):
+        model(torch.randn(1, 4, 64, 64), aux=True)
