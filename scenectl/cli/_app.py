@@ -23,6 +23,7 @@ import sys
 import traceback
 import types
 import typing
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import typer
@@ -100,15 +101,24 @@ def describe(e: Exception, name: str) -> tuple[int, str]:
     if isinstance(e, OSError):
         paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
         return 2, f"error: scenectl {name}: {one_line(e.strerror or e)}{': ' + paths if paths else ''}"
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if f"{os.sep}scenectl{os.sep}" in f.filename]
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if _in_package(f.filename)]
     where = f"{_source_tail(frames[-1].filename)}:{frames[-1].lineno}; " if frames else ""
     what = "out of memory" if isinstance(e, MemoryError) else f"{type(e).__name__}: {one_line(str(e), 300)}"
     return 1, f"error: scenectl {name}: {what} (unexpected; at {where}--debug or {DEBUG_ENV}=1 shows the traceback)"
 
 
+PACKAGE = Path(__file__).resolve().parents[1]  # the installed scenectl/ folder
+
+
+def _in_package(filename: str) -> bool:
+    """A frame of scenectl's own code: under the package folder (not merely under some folder named scenectl, such
+    as a clone holding the tests)."""
+    return Path(filename).resolve().is_relative_to(PACKAGE)
+
+
 def _source_tail(filename: str) -> str:
     """scenectl/..., the part of a source path inside the package."""
-    return "scenectl" + filename.rsplit(f"{os.sep}scenectl", 1)[-1]
+    return str(Path("scenectl") / Path(filename).resolve().relative_to(PACKAGE))
 
 
 def command(name: str, **kwargs) -> Callable[[F], F]:
