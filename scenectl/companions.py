@@ -16,6 +16,7 @@ import numpy as np
 from scenectl import plots
 from scenectl.checkpoint import read_checkpoint
 from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.data.remote import NetOptions
 from scenectl.errors import ScenectlError
 from scenectl.folders import check_file_target
 
@@ -27,6 +28,7 @@ class CooccurrenceConfig:
     by: str = "conditional"  # conditional: P(j in image | i in image); pmi: log P(i, j) / (P(i) P(j))
     min_count: int = 1  # ignore pairs seen together in fewer images (PMI over-rates rare pairs)
     out: str | None = "cooccurrence.png"
+    net: NetOptions | None = None  # how a remote shard set's reads retry (None: scenectl.data.remote.net_options())
 
     def check(self) -> None:
         """The options, before the counts are read."""
@@ -37,7 +39,7 @@ class CooccurrenceConfig:
             raise ScenectlError(f"--by must be 'conditional' or 'pmi', got '{self.by}'")
 
 
-def load_cooccurrence(source: str) -> tuple[Cooccurrence, str]:
+def load_cooccurrence(source: str, net: NetOptions | None = None) -> tuple[Cooccurrence, str]:
     """Counts from a checkpoint (the training split's), a cooccurrence.h5, or a shard set's folder/URL."""
     path = Path(source)
     if path.is_file() and path.suffix in (".h5", ".hdf5"):
@@ -49,7 +51,7 @@ def load_cooccurrence(source: str) -> tuple[Cooccurrence, str]:
         return cooc, f"{path} (training split)"
     from scenectl.data.loader import open_shard_set
 
-    ss = open_shard_set(source)
+    ss = open_shard_set(source, net)
     return ss.cooccurrence(), f"{ss.location}/cooccurrence.h5"
 
 
@@ -95,7 +97,7 @@ def cooccurrence_main(cfg: CooccurrenceConfig) -> tuple[list[dict], str]:
     cfg.check()
     if cfg.out:
         check_file_target(cfg.out, "--out")
-    cooc, where = load_cooccurrence(cfg.source)
+    cooc, where = load_cooccurrence(cfg.source, cfg.net)
     rows = top_companions(cooc, cfg.top, cfg.by, cfg.min_count)
     measure = "P(companion in image | class in image)" if cfg.by == "conditional" else "PMI = ln P(i,j) / (P(i) P(j))"
     lines = [f"co-occurrence of {cooc.n_images} images from {where}; companions ranked by {measure} "

@@ -46,6 +46,9 @@ class CompareConfig:
     workers: int = 2
     max_samples: int | None = None  # per shard set, for checkpoint inputs
     overwrite: bool = False
+    retries: int | None = None  # remote reads of --shards (unset: $SCENECTL_RETRIES, ... or the defaults)
+    timeout: float | None = None
+    backoff: float | None = None
 
     def check(self) -> None:
         """The options' ranges (scenectl.config.RANGES) and the device, before any input is read."""
@@ -112,7 +115,8 @@ def _eval_config(cfg: CompareConfig, checkpoint: str):
     from scenectl.evaluate import EvalConfig
 
     return EvalConfig(checkpoint=checkpoint, shards=list(cfg.shards), device=cfg.device, batch_size=cfg.batch_size,
-                      workers=cfg.workers, max_samples=cfg.max_samples)
+                      workers=cfg.workers, max_samples=cfg.max_samples, retries=cfg.retries, timeout=cfg.timeout,
+                      backoff=cfg.backoff)
 
 
 def run_pending(m: Model, cfg: CompareConfig) -> None:

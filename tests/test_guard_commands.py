@@ -80,13 +80,14 @@ ARGV: dict[str, Callable[[Path, dict], list]] = {
                                "--device", "cpu"],
     "cooccurrence": lambda out, i: ["cooccurrence", i["train"], "--out", out / "c.png"],
     "inspect-shards": lambda out, i: ["inspect-shards", i["val"], "--out", out / "sheet.png"],
+    "export-imagefolder": lambda out, i: ["export-imagefolder", i["val"], out, "--member", "jpg"],
 }
 OWN = {"eval": "eval", "fuse": "fuse", "build-ooc": "ooc", "quickstart": "quickstart", "build-shards": "shards",
        "build-shards --part": "shards", "merge-manifests": "shards", "predict": None, "cooccurrence": None,
-       "inspect-shards": None}
+       "inspect-shards": None, "export-imagefolder": "export"}
 FLAGS = {"eval": [[], ["--overwrite"]], "fuse": [[], ["--overwrite"]], "build-ooc": [[], ["--overwrite"]],
          "quickstart": [[], ["--overwrite"]], "build-shards": [[], ["--overwrite"], ["--resume"]],
-         "build-shards --part": [[], ["--overwrite"], ["--resume"]]}
+         "build-shards --part": [[], ["--overwrite"], ["--resume"]], "export-imagefolder": [[], ["--overwrite"]]}
 CASES = [(cmd, kind) for cmd in ARGV for kind in sorted(KINDS) if kind != OWN[cmd]]
 
 

@@ -269,7 +269,8 @@ def test_a_missing_remote_shard_fails_in_one_line_or_is_skipped_and_counted(sets
 
 # --- commands: inspect-shards and verify-shards take the options ----------------------------------------------------
 
-@pytest.mark.parametrize("command", ["inspect-shards", "verify-shards", "fuse"])
+@pytest.mark.parametrize("command", ["inspect-shards", "verify-shards", "fuse", "compare", "cooccurrence",
+                                     "export-imagefolder", "eval", "train", "transfer", "distill"])
 def test_commands_that_read_shard_sets_take_the_network_options(command):
     r = CliRunner().invoke(app, [command, "--help"])
     text = " ".join(r.output.split())

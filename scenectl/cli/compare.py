@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from scenectl.cli._app import command
+from scenectl.cli._net import BACKOFF, RETRIES, TIMEOUT
 from scenectl.config import DEVICE_HELP, LOADER_WORKERS_HELP
 
 
@@ -46,10 +47,14 @@ def compare_cmd(
     max_samples: Optional[int] = typer.Option(None, "--max-samples",
                                               help="Score checkpoint inputs on at most this many samples per set."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report already in --out."),
+    retries: Optional[int] = RETRIES,
+    timeout: Optional[float] = TIMEOUT,
+    backoff: Optional[float] = BACKOFF,
 ) -> None:
     from scenectl.compare import CompareConfig, compare, summary_text
 
     cfg = CompareConfig(inputs=list(inputs), reference=reference, shards=list(shards or []), out=str(out),
                         topk=list(topk or []), bootstrap=bootstrap, seed=seed, device=device, batch_size=batch_size,
-                        workers=workers, max_samples=max_samples, overwrite=overwrite)
+                        workers=workers, max_samples=max_samples, overwrite=overwrite, retries=retries,
+                        timeout=timeout, backoff=backoff)
     typer.echo(summary_text(compare(cfg)))

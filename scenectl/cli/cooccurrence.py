@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from scenectl.cli._app import command
+from scenectl.cli._net import BACKOFF, RETRIES, TIMEOUT
 
 
 @command(
@@ -30,9 +31,14 @@ def cooccurrence(
     min_count: int = typer.Option(1, "--min-count", help="Ignore pairs seen together in fewer images."),
     out: Optional[Path] = typer.Option(Path("cooccurrence.png"), "--out", "-o", help="Heatmap PNG to write."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Print only; write no heatmap."),
+    retries: Optional[int] = RETRIES,
+    timeout: Optional[float] = TIMEOUT,
+    backoff: Optional[float] = BACKOFF,
 ) -> None:
     from scenectl.companions import CooccurrenceConfig, cooccurrence_main
+    from scenectl.data.remote import net_options
 
-    cfg = CooccurrenceConfig(source, top, by, min_count, None if no_plot or out is None else str(out))
+    cfg = CooccurrenceConfig(source, top, by, min_count, None if no_plot or out is None else str(out),
+                             net_options(retries, timeout, backoff))
     _, text = cooccurrence_main(cfg)
     typer.echo(text)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from scenectl.cli._app import command
+from scenectl.cli._net import BACKOFF, RETRIES, TIMEOUT
 
 
 @command(
@@ -26,8 +28,13 @@ def export_imagefolder_cmd(
     out: Path = typer.Argument(..., help="Output folder of the ImageFolder tree."),
     member: str = typer.Option("auto", "--member", help="auto, object (object.jpg) or jpg."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in OUT."),
+    retries: Optional[int] = RETRIES,
+    timeout: Optional[float] = TIMEOUT,
+    backoff: Optional[float] = BACKOFF,
 ) -> None:
     from scenectl.data.imagefolder import ExportConfig, export_imagefolder
+    from scenectl.data.remote import net_options
 
-    s = export_imagefolder(ExportConfig(shards=shards, out=str(out), member=member, overwrite=overwrite))
+    s = export_imagefolder(ExportConfig(shards=shards, out=str(out), member=member, overwrite=overwrite,
+                                        net=net_options(retries, timeout, backoff)))
     typer.echo(f"wrote {s['images']} images of {s['classes']} classes from {s['member']} into {out}")

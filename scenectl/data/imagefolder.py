@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,8 +32,10 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from scenectl.data.loader import (Loader, ShardSet, collate, decode_sample, ignore_stop_signals, make_eval_loader,
                                   make_train_loader, open_shard_set, raw_samples)
+from scenectl.data.remote import NetOptions
 from scenectl.data.transforms import Augment, letterbox_input
 from scenectl.errors import ScenectlError
+from scenectl.folders import claim
 from scenectl.io import atomic_path, read_json, write_json_atomic
 from scenectl.progress import progress
 
@@ -179,6 +180,7 @@ class ExportConfig:
     out: str = "imagefolder/val2017"
     member: str = "auto"  # auto (object.jpg, else jpg of a --task object set), object, jpg
     overwrite: bool = False
+    net: NetOptions | None = None  # how a remote set's reads retry (None: scenectl.data.remote.net_options())
 
 
 def safe_dirname(name: str) -> str:
@@ -193,21 +195,19 @@ def export_imagefolder(cfg: ExportConfig) -> dict:
     The JPEG bytes are copied as stored (no re-encoding). Returns the export summary (also export.json, written
     LAST: its presence = export complete).
     """
-    shards = open_shard_set(cfg.shards)
+    shards = open_shard_set(cfg.shards, cfg.net)
     if cfg.member not in ("auto", "object", "jpg"):
         raise ScenectlError(f"--member must be auto, object or jpg, got {cfg.member!r}")
     member = {"auto": None, "object": "object.jpg", "jpg": "jpg"}[cfg.member]
     if member is None:
         member = shards.object_member()
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            raise ScenectlError(f"--out {out} is not empty; pass --overwrite or choose another folder")
-        if not (out / "export.json").is_file():
-            raise ScenectlError(f"--out {out} is not empty and was not written by export-imagefolder; refusing to overwrite it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", asdict(cfg))
+    with claim(cfg.out, "export", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
+        write_json_atomic(folder.path / "config.json", asdict(cfg))
+        return _export(cfg, shards, member, folder.path)
+
+
+def _export(cfg: ExportConfig, shards: ShardSet, member: str, out: Path) -> dict:
+    """The export's files in `out` (claimed); export.json last."""
     names = [str(c["name"]) for c in shards.classes]
     dirs = [safe_dirname(n) for n in names]
     if len(set(dirs)) != len(dirs):
