@@ -62,7 +62,7 @@ def test_export_imagefolder_copies_every_object_crop(synthetic_shards, folders):
         assert path.read_bytes() == r["object.jpg"]
     exported = json.loads((folders["val"] / "classes.json").read_text())
     assert [c["name"] for c in exported] == sorted(ds.classes, key=[c["name"] for c in s.classes].index)
-    with pytest.raises(ScenectlError, match="not empty"):
+    with pytest.raises(ScenectlError, match="holds an ImageFolder export: pass --overwrite to replace it"):
         export_imagefolder(ExportConfig(shards=str(synthetic_shards["val"]), out=str(folders["val"])))
 
 
