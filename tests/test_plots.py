@@ -20,7 +20,7 @@ from scenectl.checkpoint import save_checkpoint
 from scenectl.cli import app
 from scenectl.companions import CooccurrenceConfig, cooccurrence_main
 from scenectl.data.cooccurrence import Cooccurrence
-from scenectl.data.inspect import inspect_shards
+from scenectl.inspect_shards import inspect_shards
 from scenectl.data.loader import open_shard_set, raw_samples
 from scenectl.models import create_model
 
