@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -116,10 +116,7 @@ class TrainingShards:
     name their shards only in their config)."""
 
     spec: str
-    params: BuildParams | None = None
-
-    def to_state(self) -> dict:
-        return {"spec": self.spec, "params": None if self.params is None else asdict(self.params)}
+    params: BuildParams | None = None  # saved as dataclasses.asdict(TrainingShards)
 
 
 @dataclass(frozen=True)

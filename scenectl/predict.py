@@ -33,8 +33,7 @@ def default_params() -> dict:
     """build-shards' own defaults (BuildConfig), used when the checkpoint does not say how its shards were built."""
     from scenectl.data.shards import BuildConfig
 
-    b = BuildConfig()
-    return {"shape": b.shape, "fill": b.fill, "margin": b.margin, "image_size": b.image_size, "max_area": b.max_area}
+    return asdict(BuildParams.parse(asdict(BuildConfig()), "build-shards' defaults"))
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch.nn as nn
 from scenectl import distributed as D
 from scenectl.checkpoint import BuildParams, TrainingShards
 from scenectl.data.coco import classes_match
-from scenectl.config import TrainConfig, check, load_config as _load_config, resolve_schedule
+from scenectl.config import TrainConfig, check, resolve_schedule
 from scenectl.data.loader import Augment, Loader, ShardSet, SkipCounter, make_eval_loader, make_train_loader, \
     open_shard_set
 from scenectl.engine import Run, cross_entropy, decay_groups, fit, require_tensorboard
@@ -112,13 +112,8 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
         facts={"kind": "context", "arch": cfg.arch, "in_chans": in_chans, "num_classes": len(train_set.classes),
                "classes": train_set.classes, "cooccurrence": train_set.cooccurrence().to_state(),
                "image_size": cfg.data.image_size, "mask_channel": cfg.mask_channel, "aux_visible": cfg.aux_visible,
-               "training_shards": training_shards(cfg, train_set).to_state()})
+               "training_shards": asdict(training_shards(cfg, train_set))})
     return fit(run, cfg, dev, resume=cfg.loop.resume, overwrite=cfg.loop.overwrite)
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """A TrainConfig from a run folder's config.json (unknown options refused)."""
-    return _load_config(TrainConfig, path)
-
-
-__all__ = ["TrainConfig", "load_data", "train", "load_config", "resolve_config", "data_stream"]
+__all__ = ["TrainConfig", "load_data", "train", "resolve_config", "data_stream"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -69,7 +70,7 @@ PARAMS = {"shape": "circle", "fill": "noise", "margin": 5, "image_size": 48, "ma
 
 def test_training_shards_are_a_typed_fact(tmp_path):
     shards = TrainingShards("shards/train2017", BuildParams.parse(PARAMS, "manifest"))
-    save_checkpoint(tmp_path / "c.pt", _good(training_shards=shards.to_state()))
+    save_checkpoint(tmp_path / "c.pt", _good(training_shards=asdict(shards)))
     assert read_checkpoint(tmp_path / "c.pt").training_shards == shards
     assert shards.params == BuildParams("circle", "noise", 5, 48, 0.25)  # other manifest params are not facts here
     # a checkpoint written before the record: the shard set its config names, build params unknown
