@@ -32,6 +32,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from scenectl.data.loader import (Loader, ShardSet, collate, decode_sample, ignore_stop_signals, make_eval_loader,
                                   make_train_loader, open_shard_set, raw_samples)
+from scenectl.data.configs import ExportConfig
 from scenectl.data.remote import NetOptions
 from scenectl.data.transforms import Augment, letterbox_input
 from scenectl.errors import ScenectlError
@@ -174,13 +175,6 @@ def make_loader(target: Target, *, image_size: int, batch_size: int, train: bool
 # `scenectl export-imagefolder`
 
 
-@dataclass
-class ExportConfig:
-    shards: str = "shards/val2017"
-    out: str = "imagefolder/val2017"
-    member: str = "auto"  # auto (object.jpg, else jpg of a --task object set), object, jpg
-    overwrite: bool = False
-    net: NetOptions | None = None  # how a remote set's reads retry (None: scenectl.data.remote.net_options())
 
 
 def safe_dirname(name: str) -> str:
@@ -195,9 +189,8 @@ def export_imagefolder(cfg: ExportConfig) -> dict:
     The JPEG bytes are copied as stored (no re-encoding). Returns the export summary (also export.json, written
     LAST: its presence = export complete).
     """
-    shards = open_shard_set(cfg.shards, cfg.net)
-    if cfg.member not in ("auto", "object", "jpg"):
-        raise ScenectlError(f"--member must be auto, object or jpg, got {cfg.member!r}")
+    cfg.check()
+    shards = open_shard_set(cfg.shards, cfg.net.options())
     member = {"auto": None, "object": "object.jpg", "jpg": "jpg"}[cfg.member]
     if member is None:
         member = shards.object_member()
