@@ -122,7 +122,7 @@ def test_every_numeric_option_refuses_values_out_of_its_range(command, tmp_path)
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_the_range_in_help_is_the_declared_one_and_its_ends_are_accepted(command):
-    """--help states scenectl.config.RANGES (one range per option name), and both ends parse (the refusals above
+    """--help states scenectl.options.RANGES (one range per option name), and both ends parse (the refusals above
     are refusals of the values, not of the option)."""
     for f, integer, rng in numeric_options(command):
         declared = RANGES[f[2:].replace("-", "_")]
@@ -219,3 +219,38 @@ def test_configs_built_in_python_are_range_checked():
             cfg.check()
     with pytest.raises(ScenectlError, match="^--shuffle-buffer must be"):
         check(TrainConfig(shuffle_buffer=0))
+
+
+# --- one mechanism: every option is a config field, made into a command line option by scenectl/cli/_config.py -------
+
+def test_only_the_generator_writes_options():
+    """No command module declares an option by hand: each is a field of its command's config (issue 21)."""
+    cli = Path(__file__).resolve().parents[1] / "scenectl" / "cli"
+    by_hand = [f"{p.name}: {line.strip()}" for p in sorted(cli.glob("*.py")) if p.name != "_config.py"
+               for line in p.read_text().splitlines() if re.search(r"typer\.(Option|Argument)\(", line)]
+    assert by_hand == []
+
+
+def test_config_file_works_for_a_command_that_had_none(tmp_path):
+    """sample had no --config: the file's options are used, those typed override them, ranges hold for both."""
+    out = tmp_path / "scenes"
+    path = tmp_path / "options.json"
+    path.write_text(json.dumps({"out": str(out), "n_train": 3, "n_val": 2, "seed": 1}))
+    code, text = run(["sample", "--config", path, "--val-images", "1"])
+    assert code == 0, text
+    assert "train2017: 3 images" in text and "val2017: 1 images" in text, text
+    written = json.loads((out / "config.json").read_text())
+    assert (written["n_train"], written["n_val"], written["seed"]) == (3, 1, 1)
+    path.write_text(json.dumps({"n_train": 0}))
+    code, text = run(["sample", "--config", path])
+    assert code == 2 and "option 'n_train' must be an integer from 1" in text, text
+
+
+def test_environment_values_are_checked_by_the_same_ranges(monkeypatch):
+    from scenectl.data.remote import Net
+
+    monkeypatch.setenv("SCENECTL_TIMEOUT", "0")
+    with pytest.raises(ScenectlError, match=re.escape(f"$SCENECTL_TIMEOUT {RANGES['timeout'].problem(0.0)}")):
+        Net().options()
+    monkeypatch.setenv("SCENECTL_TIMEOUT", "30")
+    assert Net().options().timeout == 30.0 and Net(timeout=5).options().timeout == 5
