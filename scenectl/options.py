@@ -190,12 +190,16 @@ class Options(Config):
     """Base of a config made of option groups (a dataclass(init=False) of its own fields and groups).
 
     Built from whole groups (`optim=Optim(...)`), dicts (`optim={...}`, as config.json holds them) or flat option
-    names (`lr=0.1`, as the CLI passes them); an unknown name is a TypeError, as for any dataclass. A flat name also
+    names (`lr=0.1`, as the CLI passes them), its own fields also positionally; an unknown name is a TypeError, as
+    for any dataclass. A flat name also
     reads its group's field (`cfg.lr` is `cfg.optim.lr`).
     """
 
-    def __init__(self, **options: Any):
+    def __init__(self, *args: Any, **options: Any):
         own = {f.name: f for f in fields(self)}
+        if len(args) > len(own) or set(options) & set(list(own)[:len(args)]):
+            raise TypeError(f"{type(self).__name__}: too many positional options, or one given twice")
+        options.update(zip(own, args))  # positional: in field order, as a dataclass's __init__ takes them
         for f in own.values():
             setattr(self, f.name, f.default_factory() if f.default_factory is not MISSING else f.default)
         for name in sorted(options, key=lambda n: n not in own):  # whole groups before single options
