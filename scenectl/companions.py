@@ -8,7 +8,6 @@ scenectl.checkpoint.read_checkpoint) or a cooccurrence.h5 file; scenectl.data.co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,27 +15,12 @@ import numpy as np
 from scenectl import plots
 from scenectl.checkpoint import read_checkpoint
 from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.config import CooccurrenceConfig
 from scenectl.data.remote import NetOptions
 from scenectl.errors import ScenectlError
 from scenectl.folders import check_file_target
 
 
-@dataclass
-class CooccurrenceConfig:
-    source: str = "shards/train2017"  # a shard set, a checkpoint (.pt) or a cooccurrence.h5
-    top: int = 5
-    by: str = "conditional"  # conditional: P(j in image | i in image); pmi: log P(i, j) / (P(i) P(j))
-    min_count: int = 1  # ignore pairs seen together in fewer images (PMI over-rates rare pairs)
-    out: str | None = "cooccurrence.png"
-    net: NetOptions | None = None  # how a remote shard set's reads retry (None: scenectl.data.remote.net_options())
-
-    def check(self) -> None:
-        """The options, before the counts are read."""
-        from scenectl.config import check_ranges
-
-        check_ranges(vars(self))
-        if self.by not in ("conditional", "pmi"):
-            raise ScenectlError(f"--by must be 'conditional' or 'pmi', got '{self.by}'")
 
 
 def load_cooccurrence(source: str, net: NetOptions | None = None) -> tuple[Cooccurrence, str]:
@@ -95,9 +79,9 @@ def top_companions(cooc: Cooccurrence, top: int = 5, by: str = "conditional", mi
 def cooccurrence_main(cfg: CooccurrenceConfig) -> tuple[list[dict], str]:
     """Top companions per class, as text lines ready to print; writes the heatmap when cfg.out is set."""
     cfg.check()
-    if cfg.out:
-        check_file_target(cfg.out, "--out")
-    cooc, where = load_cooccurrence(cfg.source, cfg.net)
+    if cfg.heatmap():
+        check_file_target(cfg.heatmap(), "--out")
+    cooc, where = load_cooccurrence(cfg.source, cfg.net.options())
     rows = top_companions(cooc, cfg.top, cfg.by, cfg.min_count)
     measure = "P(companion in image | class in image)" if cfg.by == "conditional" else "PMI = ln P(i,j) / (P(i) P(j))"
     lines = [f"co-occurrence of {cooc.n_images} images from {where}; companions ranked by {measure} "
@@ -106,16 +90,16 @@ def cooccurrence_main(cfg: CooccurrenceConfig) -> tuple[list[dict], str]:
     for r in rows:
         comp = ", ".join(f"{c['name']} {c['value']:.2f} ({c['images']})" for c in r["companions"]) or "(none)"
         lines.append(f"{r['class']:<{width}}  [{r['images']:>5} images]  {comp}")
-    if cfg.out:
+    if cfg.heatmap():
         plot_companions(cooc, cfg)
-        lines.append(f"wrote {cfg.out}")
+        lines.append(f"wrote {cfg.heatmap()}")
     return rows, "\n".join(lines)
 
 
 def plot_companions(cooc: Cooccurrence, cfg: CooccurrenceConfig) -> None:
     """The heatmap of exactly the pairs the text ranks (the same --min-count filter: grey = filtered or undefined)."""
     grey = "never together" if cfg.min_count <= 1 else f"together in fewer than {cfg.min_count} images (--min-count)"
-    plots.plot_heatmap(companion_matrix(cooc, cfg.by, cfg.min_count), cooc.names, cfg.out, counts=cooc.image_counts,
+    plots.plot_heatmap(companion_matrix(cooc, cfg.by, cfg.min_count), cooc.names, cfg.heatmap(), counts=cooc.image_counts,
                        title=f"co-occurrence ({cfg.by}) over {cooc.n_images} images; grey: pairs {grey}, or a class "
                              "with itself",
                        label="P(j in image | i in image)" if cfg.by == "conditional"

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from scenectl import metrics, plots, report
+from scenectl.config import CompareConfig
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
 from scenectl.io import write_bytes_atomic, write_json_atomic
@@ -32,31 +33,6 @@ REPORT_FORMAT = "scenectl-compare/1"
 MAX_SHOWN = 3  # sample keys named when inputs differ
 
 
-@dataclass
-class CompareConfig:
-    inputs: list[str] = field(default_factory=list)  # eval folders, predictions.h5 files or checkpoints
-    reference: str | None = None  # one of the inputs (as given, or its name); default: the first
-    shards: list[str] = field(default_factory=list)  # what checkpoint inputs are run on
-    out: str = "runs/compare"
-    topk: list[int] = field(default_factory=list)  # extra k values; 1, 5 and 10 are always reported
-    bootstrap: int = 1000  # resamples of the images; 0 = no intervals
-    seed: int = 0
-    device: str = "auto"
-    batch_size: int = 64
-    workers: int = 2
-    max_samples: int | None = None  # per shard set, for checkpoint inputs
-    overwrite: bool = False
-    retries: int | None = None  # remote reads of --shards (unset: $SCENECTL_RETRIES, ... or the defaults)
-    timeout: float | None = None
-    backoff: float | None = None
-
-    def check(self) -> None:
-        """The options' ranges (scenectl.config.RANGES) and the device, before any input is read."""
-        from scenectl.config import check_ranges
-        from scenectl.devices import parse_device
-
-        check_ranges(vars(self))
-        parse_device(self.device)
 
 
 @dataclass
@@ -114,9 +90,8 @@ def open_input(spec: str, name: str, cfg: CompareConfig) -> Model:
 def _eval_config(cfg: CompareConfig, checkpoint: str):
     from scenectl.config import EvalConfig
 
-    return EvalConfig(checkpoint=checkpoint, shards=list(cfg.shards), device=cfg.device, batch_size=cfg.batch_size,
-                      workers=cfg.workers, max_samples=cfg.max_samples, retries=cfg.retries, timeout=cfg.timeout,
-                      backoff=cfg.backoff)
+    return EvalConfig(checkpoint=checkpoint, shards=list(cfg.shards), scoring=cfg.scoring, max_samples=cfg.max_samples,
+                      net=cfg.net)
 
 
 def run_pending(m: Model, cfg: CompareConfig) -> None:

@@ -15,28 +15,26 @@ Each command states only its own defaults (`group(Loop, epochs=30)`). Every fiel
 command line options are generated from these classes (scenectl/cli/_config.py) and a default lives in one place.
 Option names are unique across a config's groups: `--lr` is `cfg.optim.lr` whatever the command.
 
-Every numeric option of every command has one range, declared once by its name in RANGES (one meaning per option
-name, docs/options.md): the CLI checks it while parsing (scenectl/cli/_app.py), a config file while reading it
-(load_config) and a config built in Python in its command's check (check_ranges).
+Every numeric option has one range, declared by its name in scenectl.options.RANGES; `cfg.check()` (the one
+generic check of scenectl.options) checks ranges and choices of every config, `load_config` a config file's values.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
 import subprocess
-import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from scenectl import __version__
-from scenectl.data.masks import MAX_MARGIN
-from scenectl.data.remote import MAX_WAIT, NET_HELP, net_options, scheme_of
+from scenectl.data.remote import Net, scheme_of
 from scenectl.errors import ScenectlError
 from scenectl.io import read_json
+from scenectl.options import (RANGES, Options, alternatives, flag, flat, group, is_group, leaves, option,
+                              option_fields, option_name, option_specs, range_problem, with_options)
 
 OPTIMIZERS = ("sgd", "adamw")
 # options that may change between the sessions of one run (--resume): they change speed, logging or where the
@@ -48,110 +46,9 @@ RESUMABLE = frozenset({"max_steps", "workers", "log_every", "checkpoint_every", 
 RECORD_ONLY = ("scenectl", "run")
 
 
-def option(default: Any, help: str, *flags: str) -> Any:
-    """A config field that is also a command line option (flags: its names when not --field-name). A list default
-    (a repeatable option) is copied for every config."""
-    if isinstance(default, list):
-        return field(default_factory=functools.partial(list, default), metadata={"help": help, "flags": flags})
-    return field(default=default, metadata={"help": help, "flags": flags})
-
-
-def group(cls: type, help: dict[str, str] | None = None, **defaults: Any) -> Any:
-    """A config field holding option group `cls`, with this command's defaults (and --help texts) for it."""
-    return field(default_factory=functools.partial(cls, **defaults), metadata={"group": cls, "help": help or {}})
-
-
-# --------------------------------------------------------------------------------------------------------------
-# the range of every numeric option, by name: the same for every command that has the option (docs/options.md)
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric option accepts: from lo to hi (an open end excludes its bound); never nan or inf."""
-
-    lo: float
-    hi: float
-    integer: bool = True
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def interval(self) -> str:
-        """[lo, hi] with ( or ) at an open end, as --help states it."""
-        lo, hi = (f"{self.lo}", f"{self.hi}") if self.integer else (f"{self.lo:g}", f"{self.hi:g}")
-        return f"{'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
-
-    def text(self) -> str:
-        return f"an integer from {self.lo} to {self.hi}" if self.integer else f"in {self.interval()}"
-
-    def problem(self, value: Any) -> str | None:
-        """Why `value` is not in this range ("must be ..."), or None."""
-        if self.integer:
-            ok = isinstance(value, int) and not isinstance(value, bool) and self.lo <= value <= self.hi
-        else:
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                  and (self.lo < value if self.lo_open else self.lo <= value)
-                  and (value < self.hi if self.hi_open else value <= self.hi))
-        return None if ok else f"must be {self.text()}, got {value!r}"
-
-
-def _real(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Range:
-    return Range(lo, hi, False, lo_open, hi_open)
-
-
-SEED_MAX = 2**32 - 1  # numpy's legacy seeding (np.random.seed, DataLoader workers) takes at most 2**32 - 1
-COUNT_MAX = 2**31 - 1  # steps, samples and pixel counts: int32 wherever torch or numpy keeps them
-RANGES: dict[str, Range] = {
-    # the same everywhere: seeds, processes, batches, input sizes
-    "seed": Range(0, SEED_MAX), "workers": Range(0, 256), "batch_size": Range(1, 65536), "image_size": Range(8, 4096),
-    # training length and logging
-    "epochs": Range(1, 100_000), "max_steps": Range(0, COUNT_MAX), "steps_per_epoch": Range(1, COUNT_MAX),
-    "warmup_steps": Range(0, COUNT_MAX), "log_every": Range(0, COUNT_MAX), "checkpoint_every": Range(0, COUNT_MAX),
-    "shuffle_buffer": Range(1, 1_000_000),
-    # optimisation, augmentation, distillation, fusion
-    "lr": _real(0, math.inf, lo_open=True, hi_open=True),  # any finite lr > 0: a diverging run stops on its nan loss
-    "momentum": _real(0, 1, hi_open=True), "weight_decay": _real(0, 10),
-    "label_smoothing": _real(0, 1, hi_open=True), "min_scale": _real(0, 1, lo_open=True), "flip": _real(0, 1),
-    "jitter": _real(0, 1, hi_open=True), "backbone_lr_scale": _real(0, 1000), "temperature": _real(0, 1000, True),
-    "alpha": _real(0, 1), "weights": _real(0, 1000), "aux_visible": _real(0, 1000),
-    # building shards and samples
-    "max_area": _real(0, 1, lo_open=True), "min_area": Range(0, COUNT_MAX), "margin": Range(0, MAX_MARGIN),
-    "maxcount": Range(1, COUNT_MAX), "maxsize": _real(1, 1e15), "max_pairs": Range(0, COUNT_MAX),
-    "train_images": Range(1, 1_000_000), "val_images": Range(1, 1_000_000),
-    # scoring and reporting
-    "max_samples": Range(1, COUNT_MAX), "topk": Range(1, 100_000), "top": Range(1, 100_000),
-    "bootstrap": Range(0, 10_000), "min_count": Range(1, COUNT_MAX), "n": Range(1, 1024),
-    # remote reads (scenectl.data.remote checks the same bounds for $SCENECTL_RETRIES, ...)
-    "retries": Range(0, 1000), "timeout": _real(0, 86400, lo_open=True), "backoff": _real(0, MAX_WAIT),
-}
-
-
 # --help of options that several commands write by hand (scenectl/cli/), so that one name keeps one meaning
 DEVICE_HELP = "auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N."
 LOADER_WORKERS_HELP = "DataLoader processes decoding shards (0: decode in the main process)."
-
-
-def flag(name: str) -> str:
-    """The command line flag of option `name`."""
-    return "--" + name.replace("_", "-")
-
-
-def range_problem(name: str, value: Any) -> str | None:
-    """Why `value` (a number, or a list of them for a repeatable option) is not in option `name`'s range, or None;
-    None for an unset value (None) and for a name without a range."""
-    rng = RANGES.get(name)
-    for v in value if isinstance(value, (list, tuple)) else [value]:
-        problem = None if rng is None or v is None else rng.problem(v)
-        if problem:
-            return problem
-    return None
-
-
-def check_ranges(values: dict[str, Any]) -> None:
-    """Refuse the first {option name: value} out of its range, naming the option (ScenectlError)."""
-    for name, value in values.items():
-        problem = range_problem(name, value)
-        if problem:
-            raise ScenectlError(f"{flag(name)} {problem}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -160,7 +57,7 @@ def check_ranges(values: dict[str, Any]) -> None:
 
 @dataclass
 class Optim:
-    optimizer: str = option("adamw", "sgd (Nesterov momentum) or adamw.")
+    optimizer: str = option("adamw", "sgd (Nesterov momentum) or adamw.", choices=OPTIMIZERS)
     lr: float | None = option(1e-3, "Peak learning rate; unset: 0.1 x global batch / 256 (sgd), 1e-3 (adamw).")
     momentum: float = option(0.9, "SGD momentum (Nesterov when > 0); adamw ignores it.")
     weight_decay: float | None = option(0.05, "Weight decay (not on biases and norm weights); unset: 1e-4 (sgd), "
@@ -184,7 +81,7 @@ class Loop:
     resume: bool = option(False, "Continue the run in --out from its last.pt; refused if an option that changes "
                                  "what is computed differs.")
     overwrite: bool = option(False, "Replace the run in --out (only scenectl's files of this command are removed).")
-    world_size: int = field(default=1, metadata={"cli": False})  # filled in: number of DDP processes
+    world_size: int = 1  # filled in: number of DDP processes (not an option)
 
 
 @dataclass
@@ -192,82 +89,6 @@ class Data:
     shards: str = option("shards/train2017", "Training shard set: folder, brace pattern or URL.")
     val_shards: str = option("shards/val2017", "Validation shard set (same forms as --shards), the same classes.")
     image_size: int | None = option(None, "Input size in pixels; unset: the training shards' size.")
-
-
-@dataclass
-class Net:
-    retries: int | None = option(None, NET_HELP["retries"])
-    timeout: float | None = option(None, NET_HELP["timeout"])
-    backoff: float | None = option(None, NET_HELP["backoff"])
-
-    def options(self):
-        """The scenectl.data.remote.NetOptions these stand for (each checked, naming its option)."""
-        return net_options(self.retries, self.timeout, self.backoff)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# composed configs: flat option names or whole groups
-
-
-class Options:
-    """Base of a command's config (a dataclass of its own fields and option groups).
-
-    Built from whole groups (`optim=Optim(...)`), dicts (`optim={...}`, as config.json holds them) or flat option
-    names (`lr=0.1`, as the CLI passes them); an unknown name is a TypeError, as for any dataclass.
-    """
-
-    def __init__(self, **options: Any):
-        own = {f.name: f for f in fields(self)}
-        for f in own.values():
-            setattr(self, f.name, f.default_factory() if f.default_factory is not MISSING else f.default)
-        where = leaves(type(self))
-        for name in sorted(options, key=lambda n: n not in own):  # whole groups before single options
-            value = options[name]
-            if name in own and "group" in own[name].metadata:
-                current = getattr(self, name)
-                setattr(self, name, replace(current, **value) if isinstance(value, dict) else replace(value))
-            elif name in own:
-                setattr(self, name, value)
-            elif name in where:
-                setattr(getattr(self, where[name]), name, value)
-            else:
-                raise TypeError(f"{type(self).__name__} has no option {name!r}")
-
-
-def leaves(cls: type) -> dict[str, str]:
-    """{option name: group field} for every option inside a group of config class `cls`."""
-    out: dict[str, str] = {}
-    for f in fields(cls):
-        for leaf in fields(f.metadata["group"]) if "group" in f.metadata else ():
-            if leaf.name in out or leaf.name in cls.__dataclass_fields__:
-                raise TypeError(f"{cls.__name__}: option {leaf.name!r} is defined twice")
-            out[leaf.name] = f.name
-    return out
-
-
-@dataclass(frozen=True)
-class OptionSpec:
-    name: str
-    type: Any
-    default: Any
-    help: str
-    flags: tuple[str, ...]
-
-
-def option_specs(cls: type) -> Iterator[OptionSpec]:
-    """Every command line option of config class `cls`, in field order, with this command's default."""
-    default = cls()
-    for f in fields(cls):
-        if "group" in f.metadata:
-            g = f.metadata["group"]
-            hints = typing.get_type_hints(g)
-            for leaf in fields(g):
-                if leaf.metadata.get("cli", True):
-                    yield OptionSpec(leaf.name, hints[leaf.name], getattr(getattr(default, f.name), leaf.name),
-                                     f.metadata["help"].get(leaf.name, leaf.metadata["help"]), leaf.metadata["flags"])
-        elif f.metadata.get("cli", True):
-            yield OptionSpec(f.name, typing.get_type_hints(cls)[f.name], getattr(default, f.name), f.metadata["help"],
-                             f.metadata["flags"])
 
 
 @dataclass
@@ -285,8 +106,28 @@ class Augmentation:
     jitter: float = option(0.2, "Colour jitter: brightness, contrast and saturation each x U(1 - j, 1 + j).")
 
 
+class Run(Options):
+    """A config that runs on a device and reads shard sets: beyond ranges and choices, its device must parse and its
+    remote-read options resolve."""
+
+    def check_more(self) -> None:
+        from scenectl.devices import parse_device  # (torch: imported only when a command runs, not for --help)
+
+        parse_device(self.device)
+        self.net.options()
+
+
+@dataclass
+class Scoring:
+    """Running a checkpoint over shard sets (eval, compare)."""
+
+    device: str = option("auto", DEVICE_HELP)
+    batch_size: int = option(64, "Samples per forward pass.")
+    workers: int = option(2, LOADER_WORKERS_HELP)
+
+
 @dataclass(init=False)
-class TrainConfig(Options):
+class TrainConfig(Run):
     """`scenectl train` (scenectl/train.py)."""
 
     data: TrainData = group(TrainData, help={"image_size": "Input size in pixels; unset: the training shards' size "
@@ -307,15 +148,17 @@ class TrainConfig(Options):
 
 
 @dataclass(init=False)
-class TransferConfig(Options):
+class TransferConfig(Run):
     """`scenectl transfer` (scenectl/transfer.py)."""
 
     checkpoint: str = option("runs/train/best.pt", "Context checkpoint (scenectl train).", "--checkpoint", "-c")
     train: str = option("imagefolder/train2017", "Target training data: ImageFolder tree or shard set (object crops).")
     val: str = option("imagefolder/val2017", "Target validation data, the same classes.")
     image_size: int | None = option(None, "Input size in pixels; unset: the checkpoint's.")
-    mode: str = option("finetune", "finetune (train all) or linear (head only, backbone frozen).")
-    init: str = option("context", "context (the checkpoint's backbone) or scratch (random weights).")
+    mode: str = option("finetune", "finetune (train all) or linear (head only, backbone frozen).",
+                       choices=("finetune", "linear"))
+    init: str = option("context", "context (the checkpoint's backbone) or scratch (random weights).",
+                       choices=("context", "scratch"))
     compare_scratch: bool = option(False, "Run both inits at the same budget and seed, and compare them.")
     backbone_lr_scale: float = option(1.0, "finetune from context: backbone lr = lr x this (e.g. 0.1).")
     out: str = option("runs/transfer", "Output folder: OUT/<init>/ run folders, report and curves.", "--out", "-o")
@@ -325,7 +168,7 @@ class TransferConfig(Options):
 
 
 @dataclass(init=False)
-class DistillConfig(Options):
+class DistillConfig(Run):
     """`scenectl distill` (scenectl/distill.py)."""
 
     teacher: str = option("runs/train/best.pt", "Context checkpoint (scenectl train): the frozen teacher.")
@@ -344,7 +187,7 @@ class DistillConfig(Options):
 
 
 @dataclass(init=False)
-class EvalConfig(Options):
+class EvalConfig(Run):
     """`scenectl eval` (scenectl/evaluate.py)."""
 
     checkpoint: str = option("runs/train/best.pt", "Checkpoint written by scenectl train (or transfer/distill).",
@@ -354,9 +197,7 @@ class EvalConfig(Options):
     topk: list[int] = option([], "Extra k to report (repeatable); 1, 5 and 10 are always reported; k above the class "
                                  "count is clamped.", "--topk", "-k")
     out: str | None = option(None, "Output folder; unset: <checkpoint's folder>/eval.", "--out", "-o")
-    device: str = option("auto", DEVICE_HELP)
-    batch_size: int = option(64, "Samples per forward pass.")
-    workers: int = option(2, LOADER_WORKERS_HELP)
+    scoring: Scoring = group(Scoring)
     seed: int = option(0, "Seed of the random baseline, the bootstrap resamples and the mask-only baseline's "
                           "held-out split.")
     bootstrap: int = option(1000, "Bootstrap resamples of the images for the 95% intervals (0: no intervals).")
@@ -370,44 +211,126 @@ class EvalConfig(Options):
     max_samples: int | None = option(None, "Evaluate at most this many samples per set; unset: all.")
     net: Net = group(Net)
 
-    def check(self) -> None:
-        """Every option, before the checkpoint or a shard set is opened."""
-        check_ranges(flat(self))
-        from scenectl.devices import parse_device
 
-        parse_device(self.device)
-        self.net.options()
+@dataclass(init=False)
+class InspectConfig(Options):
+    """`scenectl inspect-shards` (scenectl/data/inspect.py)."""
+
+    directory: str = option("shards/val2017", "Shard set: a folder (with manifest.json), a brace pattern or a URL "
+                                              "(https://host/dir/, pipe:COMMAND).", argument=True, required=True)
+    n: int = option(16, "Samples on the contact sheet: from different images, drawn at random from the set (from "
+                        "whole shards holding some 20,000 samples of a larger one).")
+    seed: int = option(0, "Seed of the random draw of the contact sheet's samples.")
+    out: Path | None = option(None, "Contact sheet PNG, outside any folder a scenectl command owns. Default: "
+                                    "DIR-contact-sheet.png beside DIR.", "--out", "-o")
+    net: Net = group(Net)
+
+
+@dataclass(init=False)
+class MergeConfig(Options):
+    """`scenectl merge-manifests` (scenectl/data/shards.py)."""
+
+    directory: Path = option(Path("shards/train2017"), "Shard folder holding manifest.part-{i}-of-{n}.json for every "
+                                                       "i.", argument=True, required=True)
+
+
+# the other commands' configs (here, light to import for the CLI; each command's module imports its own)
+
+@dataclass(init=False)
+class CompareConfig(Run):
+    """`scenectl compare`: eval's Scoring and Net groups, for the checkpoint inputs run on --shards."""
+
+    inputs: list[str] = option([], "Eval folders, predictions.h5 files or checkpoints (two or more).", argument=True,
+                               required=True, metavar="INPUT...")
+    reference: str | None = option(None, "The input the others are compared with [default: the first].",
+                                   "--reference", "-r")
+    shards: list[str] = option([], "Shard set the checkpoint inputs are scored on (repeatable); eval folders carry "
+                                   "their own predictions.")
+    out: str = option("runs/compare", "Output folder.", "--out", "-o", type=Path)
+    topk: list[int] = option([], "Extra k to report (repeatable); 1, 5 and 10 are always reported.", "--topk", "-k")
+    bootstrap: int = option(1000, "Bootstrap resamples of the images for the intervals (0 = no intervals).")
+    seed: int = option(0, "Seed of the bootstrap resamples.")
+    scoring: Scoring = group(Scoring, help={"batch_size": "Samples per forward pass (checkpoint inputs)."})
+    max_samples: int | None = option(None, "Score checkpoint inputs on at most this many samples per set.")
+    overwrite: bool = option(False, "Replace a report already in --out.", "--overwrite")
+    net: Net = group(Net)
+
+
+
+DEFAULT_WEIGHTS = [round(0.1 * i, 2) for i in range(21)]  # fuse's grid of w: 0, 0.1, ..., 2.0
+
+
+@dataclass(init=False)
+class FuseConfig(Run):
+    """`scenectl fuse`."""
+
+    context: str = option("runs/train/best.pt", "Context checkpoint (scenectl train).", type=Path)
+    object: str = option("runs/distill/ce/best.pt", "Object classifier checkpoint (distill / transfer), same classes.",
+                         type=Path, required=True)
+    shards: str = option("shards/val2017", "Validation shard set with object.jpg (w is chosen here).")
+    ooc_shards: str | None = option(None, "Out-of-context set (scenectl build-ooc).")
+    out: str = option("runs/fuse", "Output folder.", "--out", "-o", type=Path)
+    weights: list[float] = option(DEFAULT_WEIGHTS, "A value of w in the grid (repeatable) [default: 0, 0.1, ..., 2].",
+                                  "--weight", "-w", show_default=False)
+    batch_size: int = option(64, "Samples per forward pass.")
+    workers: int = option(0, LOADER_WORKERS_HELP)
+    device: str = option("auto", DEVICE_HELP)
+    overwrite: bool = option(False, "Replace a report already in --out.", "--overwrite")
+    net: Net = group(Net)
+
+    def check_more(self) -> None:
+        if not self.weights:
+            raise ScenectlError("--weight: the grid of w needs at least one value")
+        super().check_more()
+
+
+
+@dataclass(init=False)
+class PredictConfig(Options):
+    """`scenectl predict`."""
+
+    checkpoint: str = option("runs/train/best.pt", "Checkpoint to ask.", "--checkpoint", "-c", type=Path)
+    image: str = option("", "The image (JPEG, PNG, ...).", type=Path, argument=True, required=True)
+    box: str | None = option(None, "Object box x,y,w,h in pixels.")
+    polygon: str | None = option(None, "Object outline x1,y1,x2,y2,... (instance shape).")
+    mask_file: str | None = option(None, "Object mask PNG, image-sized, non-zero = object.", type=Path | None)
+    shape: str | None = option(None, "square, circle, box or instance [default: as trained].")
+    fill: str | None = option(None, "mean, black, noise or blur [default: as trained].")
+    margin: int | None = option(None, "Dilation in pixels [default: as trained].")
+    top: int = option(10, "Classes to list.")
+    out: str | None = option(None, "PNG: the masked input beside a bar chart.", "--out", "-o", type=Path | None)
+    device: str = option("auto", DEVICE_HELP)
+    seed: int = option(0, "Seed of the noise / blur fills.")
+
+
+
+@dataclass(init=False)
+class CooccurrenceConfig(Options):
+    """`scenectl cooccurrence`."""
+
+    source: str = option("shards/train2017", "Shard set folder / URL, checkpoint (.pt) or cooccurrence.h5.",
+                         argument=True, required=True)
+    top: int = option(5, "Companions listed per class.")
+    # conditional: P(j in image | i in image); pmi: log P(i, j) / (P(i) P(j))
+    by: str = option("conditional", "conditional or pmi.", choices=("conditional", "pmi"))
+    # PMI over-rates rare pairs
+    min_count: int = option(1, "Ignore pairs seen together in fewer images.")
+    out: str | None = option("cooccurrence.png", "Heatmap PNG to write.", "--out", "-o", type=Path | None)
+    no_plot: bool = option(False, "Print only; write no heatmap.", "--no-plot")
+    net: Net = group(Net)
+
+    def heatmap(self) -> str | None:
+        """Where the heatmap goes (None: print only)."""
+        return None if self.no_plot else self.out
+
 
 
 # --------------------------------------------------------------------------------------------------------------
-# checks and defaults, the same for every command
-
-_CHOICES = {"optimizer": OPTIMIZERS, "mode": ("finetune", "linear"), "init": ("context", "scratch")}
-
-
-def flat(cfg: Options) -> dict[str, Any]:
-    """{option name: value} over a config and its groups."""
-    out = {}
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        out.update(asdict(value) if "group" in f.metadata else {f.name: value})
-    return out
-
+# data-dependent defaults, the same for every training command
 
 def check(cfg: Options) -> None:
-    """The checks every training command shares, each error naming its --option; run before anything is created."""
-    values = flat(cfg)
-    for name, choices in _CHOICES.items():
-        if name in values and values[name] not in choices:
-            raise ScenectlError(f"--{name} must be {' or '.join(choices)}, not {values[name]!r}")
-    check_ranges(values)
-    if values["resume"] and values["overwrite"]:
-        raise ScenectlError("--resume and --overwrite exclude each other")
-    from scenectl.devices import parse_device  # (torch: imported only when a command runs, not for --help)
-
-    parse_device(values["device"])
-    if hasattr(cfg, "net"):
-        cfg.net.options()
+    """Every option of a command's config, each error naming its --option; run before anything is created."""
+    cfg.check()
 
 
 def resolve_schedule(cfg: Options, num_samples: int, world_size: int = 1, *, data_option: str,
@@ -448,7 +371,7 @@ def load_config(cls: type, path: str | os.PathLike) -> Any:
     if not isinstance(data, dict):
         raise ScenectlError(f"--config {path}: not a JSON object of options")
     own, where, nested = {f.name: f for f in fields(cls)}, leaves(cls), {}
-    groups = {name: f.metadata["group"] for name, f in own.items() if "group" in f.metadata}
+    groups = {name: f.metadata["group"] for name, f in own.items() if is_group(f)}
     for key, value in data.items():
         if key in RECORD_ONLY:
             continue
@@ -462,18 +385,7 @@ def load_config(cls: type, path: str | os.PathLike) -> Any:
             raise ScenectlError(f"--config {path}: unknown option {key!r}")
         nested[key] = value
     cfg = cls(**nested)
-    for name in ("resume", "overwrite"):
-        _assign(cfg, name, False)
-    return cfg
-
-
-def _assign(cfg: Any, name: str, value: Any) -> None:
-    """Set option `name` of `cfg`, in its group or its own field; nothing when `cfg` has no such option."""
-    where = leaves(type(cfg))
-    if name in where:
-        setattr(getattr(cfg, where[name]), name, value)
-    elif name in {f.name for f in fields(cfg)}:
-        setattr(cfg, name, value)
+    return with_options(cfg, {name: False for name in ("resume", "overwrite") if name in flat(cfg)})
 
 
 def _checked_value(owner: type, key: str, value: Any, path, prefix: str = "") -> Any:
@@ -483,21 +395,16 @@ def _checked_value(owner: type, key: str, value: Any, path, prefix: str = "") ->
         raise ScenectlError(f"--config {path}: unknown option '{prefix}{key}'")
     if not _json_fits(hints[key], value):
         raise ScenectlError(f"--config {path}: option '{prefix}{key}' is {value!r}, not {_type_name(hints[key])}")
-    problem = range_problem(key, value)
+    problem = range_problem(option_name(owner.__dataclass_fields__[key]), value)
     if problem:
         raise ScenectlError(f"--config {path}: option '{prefix}{key}' {problem}")
-    return Path(value) if isinstance(value, str) and Path in _alternatives(hints[key]) else value
-
-
-def _alternatives(hint: Any) -> tuple[Any, ...]:
-    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-    return typing.get_args(hint) if union else (hint,)
+    return Path(value) if isinstance(value, str) and Path in alternatives(hints[key]) else value
 
 
 def _json_fits(hint: Any, value: Any) -> bool:
     """Whether a JSON `value` fits a field of type `hint`: an int where a float is wanted, a string for a path, a
     list of fitting items for a list; never a bool for a number."""
-    for a in _alternatives(hint):
+    for a in alternatives(hint):
         if typing.get_origin(a) is list:
             (item,) = typing.get_args(a)
             if isinstance(value, list) and all(_json_fits(item, v) for v in value):
@@ -509,7 +416,7 @@ def _json_fits(hint: Any, value: Any) -> bool:
 
 def _type_name(hint: Any) -> str:
     names = {type(None): "null", Path: "a path (str)"}
-    return " or ".join(names.get(a, getattr(a, "__name__", str(a))) for a in _alternatives(hint))
+    return " or ".join(names.get(a, getattr(a, "__name__", str(a))) for a in alternatives(hint))
 
 
 def from_command_line(cls: type, options: dict[str, Any], given: set[str],
@@ -522,12 +429,13 @@ def from_command_line(cls: type, options: dict[str, Any], given: set[str],
     if config_file is None:
         return cls(**options)
     cfg = load_config(cls, config_file)
-    for name, value in flat(cfg).items():
+    for f, value in option_fields(cfg):
         for v in value if isinstance(value, list) else [value]:
-            if name not in given and isinstance(v, (str, Path)) and scheme_of(str(v)) == "pipe":
-                raise ScenectlError(f"--config {config_file}: option '{name}' is the command {str(v)!r}; a pipe: command "
-                                    f"read from a file is not run: type it on the command line ({flag(name)} ...)")
-    return replace(cfg, **{k: v for k, v in options.items() if k in given})
+            if f.name not in given and isinstance(v, (str, Path)) and scheme_of(str(v)) == "pipe":
+                raise ScenectlError(f"--config {config_file}: option '{f.name}' is the command {str(v)!r}; a pipe: "
+                                    f"command read from a file is not run: type it on the command line "
+                                    f"({flag(option_name(f))} ...)")
+    return with_options(cfg, {k: v for k, v in options.items() if k in given})
 
 
 @functools.lru_cache(maxsize=1)
@@ -546,7 +454,7 @@ def provenance() -> dict:
     return out
 
 
-__all__ = ["Optim", "Loop", "Data", "Net", "TrainData", "Augmentation", "TrainConfig", "TransferConfig", "DistillConfig",
-           "EvalConfig", "Options", "option", "group", "leaves", "option_specs", "flat", "check", "Range", "RANGES",
-           "range_problem", "check_ranges", "flag", "DEVICE_HELP", "LOADER_WORKERS_HELP", "resolve_schedule",
-           "load_config", "from_command_line", "provenance", "RESUMABLE"]
+__all__ = ["Optim", "Loop", "Data", "Net", "TrainData", "Augmentation", "Scoring", "Run", "TrainConfig",
+           "TransferConfig", "DistillConfig", "EvalConfig", "InspectConfig", "MergeConfig", "Options", "option",
+           "group", "leaves", "option_specs", "flat", "check", "RANGES", "range_problem", "flag", "DEVICE_HELP",
+           "LOADER_WORKERS_HELP", "resolve_schedule", "load_config", "from_command_line", "provenance", "RESUMABLE"]

@@ -20,7 +20,7 @@ an output folder of its own kind (scenectl.folders): --overwrite replaces only a
 from __future__ import annotations
 
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -30,6 +30,7 @@ import torch
 from scenectl import metrics, plots
 from scenectl.checkpoint import Checkpoint, read_checkpoint
 from scenectl.data.coco import classes_match
+from scenectl.config import FuseConfig
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.loader import ShardSet, make_eval_loader, open_shard_set
 from scenectl.data.remote import NetOptions
@@ -41,30 +42,6 @@ from scenectl.io import write_bytes_atomic, write_json_atomic
 from scenectl.metrics import flag_report, log_softmax
 from scenectl.report import format_table
 
-DEFAULT_WEIGHTS = [round(0.1 * i, 2) for i in range(21)]  # 0, 0.1, ..., 2.0
-
-
-@dataclass
-class FuseConfig:
-    context: str = "runs/train/best.pt"
-    object: str = "runs/distill/ce/best.pt"  # an RGB object classifier over the same classes (distill / transfer)
-    shards: str = "shards/val2017"  # validation set with object.jpg: w is chosen here
-    ooc_shards: str | None = None  # scenectl build-ooc output
-    out: str = "runs/fuse"
-    weights: list[float] = field(default_factory=lambda: list(DEFAULT_WEIGHTS))
-    batch_size: int = 64
-    workers: int = 0
-    device: str = "auto"
-    overwrite: bool = False
-    net: NetOptions | None = None  # how remote reads retry (None: scenectl.data.remote.net_options())
-
-    def check(self) -> None:
-        """The options' ranges (scenectl.config.RANGES; each --weight is one value of `weights`)."""
-        from scenectl.config import check_ranges
-
-        if not self.weights:
-            raise ScenectlError("--weights: the grid of w needs at least one value")
-        check_ranges({"weights": self.weights, "batch_size": self.batch_size, "workers": self.workers})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -270,7 +247,7 @@ def fuse(cfg: FuseConfig) -> dict:
     device = parse_device(cfg.device)
     obj, obj_net, ctx, ctx_net = load_models(cfg, device)
     num_classes = ctx.num_classes
-    sets = {spec: open_checked(spec, obj, ctx, cfg.net) for spec in (cfg.shards, cfg.ooc_shards) if spec}
+    sets = {spec: open_checked(spec, obj, ctx, cfg.net.options()) for spec in (cfg.shards, cfg.ooc_shards) if spec}
     with claim(cfg.out, "fuse", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
         write_json_atomic(folder.path / "config.json", asdict(cfg))
         val = score_set(cfg.shards, sets[cfg.shards], obj, obj_net, ctx, ctx_net, cfg, device)
@@ -284,7 +261,7 @@ def fuse(cfg: FuseConfig) -> dict:
             o = score_set(cfg.ooc_shards, sets[cfg.ooc_shards], obj, obj_net, ctx, ctx_net, cfg, device)
             rep["sets"].update(ooc_sets(o, w, num_classes))
             if o.ooc.any() and (~o.ooc).any():
-                cooc = cooccurrence_of(ctx, cfg.ooc_shards, cfg.net)
+                cooc = cooccurrence_of(ctx, cfg.ooc_shards, cfg.net.options())
                 rep["ooc_flags"] = flag_report(o.logp_ctx, o.labels, o.ooc, o.visible, cooc)
         plots.plot_weights(curve, w, folder.path / "weights.png")
         write_report(folder.path, rep)

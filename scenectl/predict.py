@@ -15,7 +15,7 @@ manifest of the set its config names when it can be opened, else build-shards' d
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from scenectl.checkpoint import BuildParams, Checkpoint, read_checkpoint
+from scenectl.config import PredictConfig
 from scenectl.data import masks
 from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
@@ -36,26 +37,6 @@ def default_params() -> dict:
     return asdict(BuildParams.parse(asdict(BuildConfig()), "build-shards' defaults"))
 
 
-@dataclass
-class PredictConfig:
-    checkpoint: str = "runs/train/best.pt"
-    image: str = ""
-    box: str | None = None  # "x,y,w,h" in pixels
-    polygon: str | None = None  # "x1,y1,x2,y2,..." (instance shape)
-    mask_file: str | None = None  # PNG the image's size, non-zero = object (instance shape)
-    shape: str | None = None  # None: as the training shards
-    fill: str | None = None
-    margin: int | None = None
-    top: int = 10
-    out: str | None = None  # PNG: masked input beside a bar chart
-    device: str = "auto"
-    seed: int = 0  # noise / blur fills
-
-    def check(self) -> None:
-        """The options' ranges (scenectl.config.RANGES), before the checkpoint or the image is read."""
-        from scenectl.config import check_ranges
-
-        check_ranges(vars(self))
 
 
 # --- what the training shards did --------------------------------------------------------------------------------

@@ -25,9 +25,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from scenectl.config import DEVICE_HELP
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
 from scenectl.io import write_json_atomic
+from scenectl.options import Config, option
 
 
 # What train is given, by the kind of data (options of TrainConfig). "coco" is the small-data recipe for a real
@@ -42,31 +44,38 @@ RECIPES: dict[str, dict] = {
 }
 
 
+def _recipes(key: str, fmt: str = "", synthetic: str = "synthetic ") -> str:
+    """Default: the recipe's value of `key` (for --help)."""
+    return (f"Default: the recipe's ({synthetic}{RECIPES['synthetic'][key]:{fmt}}, --coco-root "
+            f"{RECIPES['coco'][key]:{fmt}}).")
+
+
 @dataclass
-class QuickstartConfig:
-    out: str = "quickstart"
-    coco_root: str | None = None  # None: synthetic scenes written to OUT/scenes
-    train_images: int = 400  # synthetic scenes per split
-    val_images: int = 100
-    image_size: int | None = None  # shards and model input; None: the recipe's (RECIPES)
+class QuickstartConfig(Config):
+    """`scenectl quickstart`."""
+
+    out: str = option("quickstart", "Folder for every step's output.", "--out", "-o", type=Path)
+    coco_root: str | None = option(None, "Real COCO root instead of synthetic scenes.", type=Path | None)
+    epochs: int | None = option(None, "Training epochs. " + _recipes("epochs"))  # None: the recipe's
+    image_size: int | None = option(None, "Shard and model input size (px). " + _recipes("image_size", synthetic=""))
+    aux_visible: float | None = option(None, "train --aux-visible: weight of the visible-classes head. "
+                                       + _recipes("aux_visible", "g"))
+    arch: str = option("resnet18", "Model (resnet18, ffc, ...).")
+    device: str = option("auto", DEVICE_HELP)
+    workers: int = option(2, "Processes building shards and loading batches (0: the main process alone).")
+    seed: int = option(0, "Same seed, same data, weights and report.")
+    overwrite: bool = option(False, "Replace an earlier quickstart in --out.", "--overwrite")
+    train_images: int = option(400, "Synthetic scenes in train2017.", hidden=True)
+    val_images: int = option(100, "Synthetic scenes in val2017.", hidden=True)
+    batch_size: int = option(32, "Batch size of train and eval.", hidden=True)
     shape: str = "circle"
     max_area: float = 0.3
-    arch: str = "resnet18"
-    epochs: int | None = None  # None: the recipe's
-    aux_visible: float | None = None  # train --aux-visible; None: the recipe's
-    batch_size: int = 32
-    workers: int = 2  # build-shards and DataLoader processes
-    device: str = "auto"
-    seed: int = 0
-    overwrite: bool = False
 
-    def check(self) -> None:
-        """Every option and what the chain needs (the model name, the device), before anything is written."""
-        from scenectl.config import check_ranges
+    def check_more(self) -> None:
+        """What the chain needs (the COCO folder, the model name, the device), before anything is written."""
         from scenectl.devices import parse_device
         from scenectl.models.registry import resolve_name
 
-        check_ranges(vars(self))
         if self.coco_root is not None and not Path(self.coco_root).is_dir():
             raise ScenectlError(f"--coco-root {self.coco_root} is not a folder")
         resolve_name(self.arch)

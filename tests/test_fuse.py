@@ -120,7 +120,7 @@ def test_fuse_refuses_mismatched_models_and_sets(synthetic_shards, models, tmp_p
         fuse(FuseConfig(**{**base, "object": str(models["other"])}))
     with pytest.raises(ScenectlError, match="RGB crops"):
         fuse(FuseConfig(**{**base, "object": str(models["ctx"])}))  # a 4-channel scene model is no object model
-    with pytest.raises(ScenectlError, match="--weights"):
+    with pytest.raises(ScenectlError, match="^--weight must be"):
         fuse(FuseConfig(**base, weights=[-1.0]))
     r = runner.invoke(app, ["fuse", "--context", str(tmp_path / "nope.pt"), "--object", str(models["obj"]),
                             "--shards", str(synthetic_shards["val"]), "--out", str(tmp_path / "g")])

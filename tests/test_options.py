@@ -3,7 +3,7 @@ that several commands share keeps one meaning, listed in docs/options.md (issue 
 
 The tests read each command's --help as a user would: a numeric option (metavar int/float) must state
 "Range: [lo, hi]." there, and every value outside it (below, above, nan, inf, huge) must be refused while parsing,
-in one `error:` line naming the option, exit status 2, with nothing created. The same ranges (scenectl.config.RANGES)
+in one `error:` line naming the option, exit status 2, with nothing created. The same ranges (scenectl.options.RANGES)
 hold for a config file (--config) and for a config built in Python.
 """
 
@@ -20,8 +20,9 @@ import pytest
 import typer
 
 from scenectl.cli import app
-from scenectl.config import RANGES, EvalConfig, TrainConfig, check, load_config
+from scenectl.config import EvalConfig, TrainConfig, check, load_config
 from scenectl.errors import ScenectlError
+from scenectl.options import RANGES
 
 CLI = typer.main.get_command(app)  # built once: each case below is a parse, a few milliseconds
 COMMANDS = sorted(CLI.commands)
@@ -121,10 +122,10 @@ def test_every_numeric_option_refuses_values_out_of_its_range(command, tmp_path)
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_the_range_in_help_is_the_declared_one_and_its_ends_are_accepted(command):
-    """--help states scenectl.config.RANGES (one range per option name), and both ends parse (the refusals above
+    """--help states scenectl.options.RANGES (one range per option name), and both ends parse (the refusals above
     are refusals of the values, not of the option)."""
     for f, integer, rng in numeric_options(command):
-        declared = RANGES[f[2:].replace("-", "_")] if f != "--weight" else RANGES["weights"]
+        declared = RANGES[f[2:].replace("-", "_")]
         assert (declared.lo, declared.hi, declared.lo_open, declared.hi_open, declared.integer) == (*rng, integer), f
         for end, is_open in ((rng[0], rng[2]), (rng[1], rng[3])):
             if not is_open:
@@ -168,7 +169,7 @@ def test_docs_options_table_lists_every_shared_option_and_its_commands():
 def test_docs_range_table_is_the_declared_one():
     table = DOC.read_text().split("## The range of every numeric option", 1)[1]
     rows = dict(re.findall(r"^\| `(--[\w-]+)` \| ([\[(]\S+, \S+?[\])])", table, flags=re.M))
-    want = {"--weight" if n == "weights" else "--" + n.replace("_", "-"): r.interval() for n, r in RANGES.items()}
+    want = {"--" + n.replace("_", "-"): r.interval() for n, r in RANGES.items()}
     assert rows == want
 
 
@@ -209,7 +210,7 @@ def test_configs_built_in_python_are_range_checked():
     for cfg, text in [(BuildConfig(image_size=-1), "--image-size"), (BuildConfig(seed=2**32), "--seed"),
                       (BuildConfig(maxsize=float("inf")), "--maxsize"), (EvalConfig(bootstrap=-1), "--bootstrap"),
                       (EvalConfig(timeout=float("nan")), "--timeout"),
-                      (FuseConfig(weights=[float("nan")]), "--weights"),
+                      (FuseConfig(weights=[float("nan")]), "--weight"),
                       (CompareConfig(topk=[0]), "--topk"), (OOCConfig(margin=-1), "--margin"),
                       (PredictConfig(top=0), "--top"), (CooccurrenceConfig(min_count=0), "--min-count"),
                       (QuickstartConfig(epochs=0), "--epochs"), (SampleConfig(n_train=0), "--train-images"),
@@ -218,3 +219,38 @@ def test_configs_built_in_python_are_range_checked():
             cfg.check()
     with pytest.raises(ScenectlError, match="^--shuffle-buffer must be"):
         check(TrainConfig(shuffle_buffer=0))
+
+
+# --- one mechanism: every option is a config field, made into a command line option by scenectl/cli/_config.py -------
+
+def test_only_the_generator_writes_options():
+    """No command module declares an option by hand: each is a field of its command's config (issue 21)."""
+    cli = Path(__file__).resolve().parents[1] / "scenectl" / "cli"
+    by_hand = [f"{p.name}: {line.strip()}" for p in sorted(cli.glob("*.py")) if p.name != "_config.py"
+               for line in p.read_text().splitlines() if re.search(r"typer\.(Option|Argument)\(", line)]
+    assert by_hand == []
+
+
+def test_config_file_works_for_a_command_that_had_none(tmp_path):
+    """sample had no --config: the file's options are used, those typed override them, ranges hold for both."""
+    out = tmp_path / "scenes"
+    path = tmp_path / "options.json"
+    path.write_text(json.dumps({"out": str(out), "n_train": 3, "n_val": 2, "seed": 1}))
+    code, text = run(["sample", "--config", path, "--val-images", "1"])
+    assert code == 0, text
+    assert "train2017: 3 images" in text and "val2017: 1 images" in text, text
+    written = json.loads((out / "config.json").read_text())
+    assert (written["n_train"], written["n_val"], written["seed"]) == (3, 1, 1)
+    path.write_text(json.dumps({"n_train": 0}))
+    code, text = run(["sample", "--config", path])
+    assert code == 2 and "option 'n_train' must be an integer from 1" in text, text
+
+
+def test_environment_values_are_checked_by_the_same_ranges(monkeypatch):
+    from scenectl.data.remote import Net
+
+    monkeypatch.setenv("SCENECTL_TIMEOUT", "0")
+    with pytest.raises(ScenectlError, match=re.escape(f"$SCENECTL_TIMEOUT {RANGES['timeout'].problem(0.0)}")):
+        Net().options()
+    monkeypatch.setenv("SCENECTL_TIMEOUT", "30")
+    assert Net().options().timeout == 30.0 and Net(timeout=5).options().timeout == 5

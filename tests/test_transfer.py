@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from scenectl.checkpoint import read_checkpoint, save_checkpoint
 from scenectl.cli import app
 from scenectl.data.export import export_imagefolder
-from scenectl.data.imagefolder import ExportConfig, open_image_folder
+from scenectl.data.configs import ExportConfig
+from scenectl.data.imagefolder import open_image_folder
 from scenectl.data.loader import open_shard_set
 from scenectl.errors import ScenectlError
 from scenectl.models import create_model

@@ -1,8 +1,5 @@
-"""The Typer application and what every command shares: option ranges, one-line errors, --debug.
+"""The Typer application and what every command shares: one-line errors, --debug (its options: scenectl/cli/_config.py).
 
-- Every numeric option of every command takes its range from scenectl.config.RANGES (by its name: one meaning per
-  option name) when `command` registers it: checked while the command line is parsed, shown in --help. A numeric
-  option without a declared range is a programming error, refused when the command is registered.
 - A usage error (an unknown option, a value of the wrong type or out of its range, a missing argument) is one
   `error: scenectl COMMAND: ...` line on stderr, exit status 2 (`_Group.main`).
 - In a command, a ScenectlError is one `error: ...` line (exit 2), an OSError one line naming its path (exit 2: a
@@ -13,29 +10,24 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 import gc
-import importlib
 import inspect
 import os
 import sys
 import traceback
-import types
-import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import typer
 import typer.core
-from typer.models import ParameterInfo
 
 from scenectl import __version__
-from scenectl.config import RANGES, range_problem
+from scenectl.cli._config import _click, root_options
 from scenectl.errors import ScenectlError
+from scenectl.options import option
 
-# typer >= 0.20 carries its own copy of click (typer._click); older versions use click itself
-_click = getattr(typer.core, "_click", None) or importlib.import_module("click")
 DEBUG_ENV = "SCENECTL_DEBUG"
 _debug = {"on": False}  # set by the root callback on every invocation (--debug)
 
@@ -122,8 +114,8 @@ def _source_tail(filename: str) -> str:
 
 
 def command(name: str, **kwargs) -> Callable[[F], F]:
-    """Register subcommand `name`: its numeric options checked against their ranges while parsing, and every error
-    it raises printed as one line (see the module docstring)."""
+    """Register subcommand `name` (`fn`: a function whose options scenectl/cli/_config.py made), every error it
+    raises printed as one line (see the module docstring)."""
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
@@ -143,45 +135,11 @@ def command(name: str, **kwargs) -> Callable[[F], F]:
             typer.echo(line, err=True)
             raise typer.Exit(status)
 
-        wrapper.__signature__ = _ranged(fn, name)
-        wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+        wrapper.__signature__ = inspect.signature(fn)
         app.command(name, **kwargs)(wrapper)
         return fn
 
     return decorate
-
-
-def _ranged(fn: Callable, name: str) -> inspect.Signature:
-    """`fn`'s signature, each numeric option given its declared range: checked by a callback, stated in --help."""
-    hints, sig = typing.get_type_hints(fn), inspect.signature(fn)
-    params = []
-    for p in sig.parameters.values():
-        hint, info = hints.get(p.name, p.annotation), p.default
-        if isinstance(info, ParameterInfo) and _numeric(hint):
-            if p.name not in RANGES:
-                raise TypeError(f"scenectl {name}: numeric option {p.name!r} has no range in scenectl.config.RANGES")
-            info = copy.copy(info)
-            info.callback = _check_range
-            info.help = f"{info.help or ''} Range: {RANGES[p.name].interval()}.".strip()
-        params.append(p.replace(annotation=hint, default=info))
-    return sig.replace(parameters=params)
-
-
-def _numeric(hint: Any) -> bool:
-    """int or float, also inside Optional[...] or List[...] (never bool)."""
-    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-    for a in typing.get_args(hint) if union else (hint,):
-        a = typing.get_args(a)[0] if typing.get_origin(a) in (list, tuple) else a
-        if a in (int, float):
-            return True
-    return False
-
-
-def _check_range(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
-    problem = range_problem(param.name, value)
-    if problem:
-        raise _click.exceptions.UsageError(f"{max(param.opts, key=len)} {problem}", ctx)
-    return value
 
 
 def _version(value: bool) -> None:
@@ -190,14 +148,18 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+@dataclass
+class RootOptions:
+    version: bool = option(False, "Print the version.", "--version", callback=_version, is_eager=True)
+    debug: bool = option(False, f"Show the traceback of an unexpected error (also: {DEBUG_ENV}=1).", "--debug",
+                         hidden=True)
+
+
 @app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-    debug: bool = typer.Option(False, "--debug", hidden=True,
-                               help=f"Show the traceback of an unexpected error (also: {DEBUG_ENV}=1)."),
-) -> None:
+@root_options(RootOptions)
+def _root(cfg: RootOptions) -> None:
     """Hide one object of a scene and learn to name it from the context alone."""
-    _debug["on"] = debug
+    _debug["on"] = cfg.debug
 
 
 def main() -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import typer
 
 from scenectl.cli._app import command
+from scenectl.cli._config import config_options
+from scenectl.data.configs import OOCConfig
 
 
 @command(
@@ -25,25 +24,8 @@ from scenectl.cli._app import command
         "--train-cooccurrence shards/train2017/cooccurrence.h5 --out shards/ooc"
     ),
 )
-def build_ooc_cmd(
-    coco_root: Path = typer.Option(..., "--coco-root", help="COCO root (annotations/instances_SPLIT.json, SPLIT/)."),
-    split: str = typer.Option("val2017", "--split", help="Split whose images are hosts and donors."),
-    train_cooccurrence: Path = typer.Option(..., "--train-cooccurrence",
-                                            help="The training shards' cooccurrence.h5 (or their folder)."),
-    out: Path = typer.Option(Path("shards/ooc"), "--out", "-o", help="Output shard folder."),
-    max_pairs: int = typer.Option(0, "--max-pairs", help="Stop after this many (OOC, control) pairs (0: all)."),
-    shape: Optional[str] = typer.Option(None, "--shape", help="square, circle, box or instance [default: training's]."),
-    fill: Optional[str] = typer.Option(None, "--fill", help="mean, black, noise or blur [default: training's]."),
-    margin: Optional[int] = typer.Option(None, "--margin"),
-    image_size: Optional[int] = typer.Option(None, "--image-size"),
-    max_area: Optional[float] = typer.Option(None, "--max-area"),
-    min_area: Optional[int] = typer.Option(None, "--min-area", help="Minimum pasted instance pixels."),
-    seed: int = typer.Option(0, "--seed"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an OOC set already in --out."),
-) -> None:
-    from scenectl.data.ooc import OOCConfig, build_ooc, summary
+@config_options(OOCConfig)
+def build_ooc_cmd(cfg: OOCConfig) -> None:
+    from scenectl.data.ooc import build_ooc, summary
 
-    cfg = OOCConfig(coco_root=str(coco_root), split=split, train_cooccurrence=str(train_cooccurrence), out=str(out),
-                    max_pairs=max_pairs, shape=shape, fill=fill, margin=margin, image_size=image_size,
-                    max_area=max_area, min_area=min_area, seed=seed, overwrite=overwrite)
     typer.echo(summary(build_ooc(cfg), cfg.out))

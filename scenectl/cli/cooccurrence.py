@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._net import BACKOFF, RETRIES, TIMEOUT
+from scenectl.cli._config import OPTIONS_FILE_HELP, config_options
+from scenectl.config import CooccurrenceConfig
 
 
 @command(
@@ -24,21 +22,9 @@ from scenectl.cli._net import BACKOFF, RETRIES, TIMEOUT
         "  scenectl cooccurrence runs/train/best.pt --by pmi --min-count 5"
     ),
 )
-def cooccurrence(
-    source: str = typer.Argument(..., help="Shard set folder / URL, checkpoint (.pt) or cooccurrence.h5."),
-    top: int = typer.Option(5, "--top", help="Companions listed per class."),
-    by: str = typer.Option("conditional", "--by", help="conditional or pmi."),
-    min_count: int = typer.Option(1, "--min-count", help="Ignore pairs seen together in fewer images."),
-    out: Optional[Path] = typer.Option(Path("cooccurrence.png"), "--out", "-o", help="Heatmap PNG to write."),
-    no_plot: bool = typer.Option(False, "--no-plot", help="Print only; write no heatmap."),
-    retries: Optional[int] = RETRIES,
-    timeout: Optional[float] = TIMEOUT,
-    backoff: Optional[float] = BACKOFF,
-) -> None:
-    from scenectl.companions import CooccurrenceConfig, cooccurrence_main
-    from scenectl.data.remote import net_options
+@config_options(CooccurrenceConfig, config_help=OPTIONS_FILE_HELP)
+def cooccurrence(cfg: CooccurrenceConfig) -> None:
+    from scenectl.companions import cooccurrence_main
 
-    cfg = CooccurrenceConfig(source, top, by, min_count, None if no_plot or out is None else str(out),
-                             net_options(retries, timeout, backoff))
     _, text = cooccurrence_main(cfg)
     typer.echo(text)

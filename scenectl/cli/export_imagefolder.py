@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._net import BACKOFF, RETRIES, TIMEOUT
+from scenectl.cli._config import config_options
+from scenectl.data.configs import ExportConfig
 
 
 @command(
@@ -23,19 +21,9 @@ from scenectl.cli._net import BACKOFF, RETRIES, TIMEOUT
         "  scenectl export-imagefolder shards/train-crops crops/train"
     ),
 )
-def export_imagefolder_cmd(
-    shards: str = typer.Argument(..., help="Shard set folder or webdataset URL pattern."),
-    out: Path = typer.Argument(..., help="Output folder of the ImageFolder tree."),
-    member: str = typer.Option("auto", "--member", help="auto, object (object.jpg) or jpg."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in OUT."),
-    retries: Optional[int] = RETRIES,
-    timeout: Optional[float] = TIMEOUT,
-    backoff: Optional[float] = BACKOFF,
-) -> None:
+@config_options(ExportConfig)
+def export_imagefolder_cmd(cfg: ExportConfig) -> None:
     from scenectl.data.export import export_imagefolder
-    from scenectl.data.imagefolder import ExportConfig
-    from scenectl.data.remote import net_options
 
-    s = export_imagefolder(ExportConfig(shards=shards, out=str(out), member=member, overwrite=overwrite,
-                                        net=net_options(retries, timeout, backoff)))
-    typer.echo(f"wrote {s['images']} images of {s['classes']} classes from {s['member']} into {out}")
+    s = export_imagefolder(cfg)
+    typer.echo(f"wrote {s['images']} images of {s['classes']} classes from {s['member']} into {cfg.out}")

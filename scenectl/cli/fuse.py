@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import List, Optional
-
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._net import BACKOFF, RETRIES, TIMEOUT
-from scenectl.config import DEVICE_HELP, LOADER_WORKERS_HELP
+from scenectl.cli._config import config_options
+from scenectl.config import FuseConfig
 
 
 @command(
@@ -26,26 +23,8 @@ from scenectl.config import DEVICE_HELP, LOADER_WORKERS_HELP
         "--shards shards/val-obj --ooc-shards shards/ooc --out runs/fuse"
     ),
 )
-def fuse_cmd(
-    context: Path = typer.Option(Path("runs/train/best.pt"), "--context", help="Context checkpoint (scenectl train)."),
-    object_: Path = typer.Option(..., "--object", help="Object classifier checkpoint (distill / transfer), same classes."),
-    shards: str = typer.Option("shards/val2017", "--shards", help="Validation shard set with object.jpg (w is chosen here)."),
-    ooc_shards: Optional[str] = typer.Option(None, "--ooc-shards", help="Out-of-context set (scenectl build-ooc)."),
-    out: Path = typer.Option(Path("runs/fuse"), "--out", "-o", help="Output folder."),
-    weights: Optional[List[float]] = typer.Option(None, "--weight", "-w", help="A value of w in the grid (repeatable) "
-                                                  "[default: 0, 0.1, ..., 2]."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward pass."),
-    workers: int = typer.Option(0, "--workers", help=LOADER_WORKERS_HELP),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report already in --out."),
-    retries: Optional[int] = RETRIES,
-    timeout: Optional[float] = TIMEOUT,
-    backoff: Optional[float] = BACKOFF,
-) -> None:
-    from scenectl.data.remote import net_options
-    from scenectl.fuse import DEFAULT_WEIGHTS, FuseConfig, fuse, summary_text
+@config_options(FuseConfig)
+def fuse_cmd(cfg: FuseConfig) -> None:
+    from scenectl.fuse import fuse, summary_text
 
-    cfg = FuseConfig(context=str(context), object=str(object_), shards=shards, ooc_shards=ooc_shards, out=str(out),
-                     weights=list(weights or DEFAULT_WEIGHTS), batch_size=batch_size, workers=workers, device=device,
-                     overwrite=overwrite, net=net_options(retries, timeout, backoff))
     typer.echo(summary_text(fuse(cfg)))

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from scenectl.cli._app import command
+from scenectl.cli._config import config_options
+from scenectl.config import MergeConfig
 
 
 @command("merge-manifests")
-def merge_manifests_cmd(
-    directory: Path = typer.Argument(..., help="Shard folder holding manifest.part-{i}-of-{n}.json for every i."),
-) -> None:
+@config_options(MergeConfig, config_help=None)
+def merge_manifests_cmd(cfg: MergeConfig) -> None:
     """Check that all n parts of a build are present and compatible, and write DIR/manifest.json.
 
     Example:
@@ -23,4 +22,4 @@ def merge_manifests_cmd(
     """
     from scenectl.data.shards import merge_manifests, summary
 
-    typer.echo(summary(merge_manifests(directory), directory))
+    typer.echo(summary(merge_manifests(cfg.directory), cfg.directory))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import typer
 
 from scenectl.cli._app import command
-from scenectl.config import DEVICE_HELP
+from scenectl.cli._config import OPTIONS_FILE_HELP, config_options
+from scenectl.config import PredictConfig
 
 
 @command(
@@ -24,24 +22,10 @@ from scenectl.config import DEVICE_HELP
         "--out pred.png"
     ),
 )
-def predict_cmd(
-    image: Path = typer.Argument(..., help="The image (JPEG, PNG, ...)."),
-    checkpoint: Path = typer.Option(Path("runs/train/best.pt"), "--checkpoint", "-c", help="Checkpoint to ask."),
-    box: Optional[str] = typer.Option(None, "--box", help="Object box x,y,w,h in pixels."),
-    polygon: Optional[str] = typer.Option(None, "--polygon", help="Object outline x1,y1,x2,y2,... (instance shape)."),
-    mask_file: Optional[Path] = typer.Option(None, "--mask-file", help="Object mask PNG, image-sized, non-zero = object."),
-    shape: Optional[str] = typer.Option(None, "--shape", help="square, circle, box or instance [default: as trained]."),
-    fill: Optional[str] = typer.Option(None, "--fill", help="mean, black, noise or blur [default: as trained]."),
-    margin: Optional[int] = typer.Option(None, "--margin", help="Dilation in pixels [default: as trained]."),
-    top: int = typer.Option(10, "--top", help="Classes to list."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG: the masked input beside a bar chart."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed of the noise / blur fills."),
-) -> None:
-    from scenectl.predict import PredictConfig, predict
+@config_options(PredictConfig, config_help=OPTIONS_FILE_HELP)
+def predict_cmd(cfg: PredictConfig) -> None:
+    from scenectl.predict import predict
 
-    cfg = PredictConfig(str(checkpoint), str(image), box, polygon, str(mask_file) if mask_file else None, shape, fill,
-                        margin, top, str(out) if out else None, device, seed)
     res = predict(cfg)
     p = res["params"]
     typer.echo(f"hidden: {p['shape']}, fill {p['fill']}, margin {p['margin']} px, {100 * res['hidden_fraction']:.1f}% "

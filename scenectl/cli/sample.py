@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 
 from scenectl.cli._app import command
+from scenectl.cli._config import config_options
+from scenectl.data.synthetic import SampleConfig
 
 
 @command(
@@ -22,20 +24,10 @@ from scenectl.cli._app import command
         "  scenectl build-shards --shape circle --max-area 0.3"
     ),
 )
-def sample(
-    out: Path = typer.Option(
-        Path("data/scenes"), "--out", "-o", help="Dataset root to write (build-shards' default --coco-root)."
-    ),
-    train_images: int = typer.Option(300, "--train-images", help="Images in train2017."),
-    val_images: int = typer.Option(100, "--val-images", help="Images in val2017."),
-    seed: int = typer.Option(0, "--seed", help="Same seed, byte-identical dataset."),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace the synthetic scenes an earlier run wrote in --out."
-    ),
-) -> None:
-    from scenectl.data.synthetic import SampleConfig, generate_scenes
+@config_options(SampleConfig)
+def sample(cfg: SampleConfig) -> None:
+    from scenectl.data.synthetic import generate_scenes
 
-    cfg = SampleConfig(str(out), train_images, val_images, seed, overwrite)
     summary = generate_scenes(Path(cfg.out), **{k: v for k, v in asdict(cfg).items() if k != "out"})
     for split, counts in summary["splits"].items():
         typer.echo(f"{split}: {counts['images']} images, {counts['annotations']} annotations")

@@ -7,7 +7,8 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-from scenectl.data.imagefolder import CLASSES_FILE, ExportConfig
+from scenectl.data.configs import ExportConfig
+from scenectl.data.imagefolder import CLASSES_FILE
 from scenectl.data.loader import ShardSet, decode_sample, open_shard_set, raw_samples
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
@@ -27,9 +28,8 @@ def export_imagefolder(cfg: ExportConfig) -> dict:
     The JPEG bytes are copied as stored (no re-encoding). Returns the export summary (also export.json, written
     LAST: its presence = export complete).
     """
-    shards = open_shard_set(cfg.shards, cfg.net)
-    if cfg.member not in ("auto", "object", "jpg"):
-        raise ScenectlError(f"--member must be auto, object or jpg, got {cfg.member!r}")
+    cfg.check()
+    shards = open_shard_set(cfg.shards, cfg.net.options())
     member = {"auto": None, "object": "object.jpg", "jpg": "jpg"}[cfg.member]
     if member is None:
         member = shards.object_member()

@@ -177,16 +177,3 @@ def make_loader(target: Target, *, image_size: int, batch_size: int, workers: in
     dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
                     drop_last=train, worker_init_fn=ignore_stop_signals)
     return Loader(dl, epoch.steps - epoch.start if train else None)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# `scenectl export-imagefolder`'s options (the command: scenectl.data.export)
-
-
-@dataclass
-class ExportConfig:
-    shards: str = "shards/val2017"
-    out: str = "imagefolder/val2017"
-    member: str = "auto"  # auto (object.jpg, else jpg of a --task object set), object, jpg
-    overwrite: bool = False
-    net: NetOptions | None = None  # how a remote set's reads retry (None: scenectl.data.remote.net_options())

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageMorph
 
 from scenectl.errors import ScenectlError
+from scenectl.options import RANGES
 
 SHAPES = ("square", "circle", "box", "instance")
 FILLS = ("mean", "black", "noise", "blur")
@@ -31,7 +32,7 @@ _DILATE = ImageMorph.MorphOp(op_name="dilation8")  # one 3×3 (8-neighbour) dila
 # overshoot a little; clipping is done by rasterising): pycocotools' polygon rasteriser allocates in proportion to
 # the edge lengths, so this bound keeps memory proportional to the image, never to a value read from a file.
 COORD_SLACK = 1.0
-MAX_MARGIN = 10_000  # a margin beyond the image's longer side changes nothing (the whole image is reached)
+MAX_MARGIN = RANGES["margin"].hi  # beyond the image's longer side a margin changes nothing (the whole image is reached)
 _PLAIN = frozenset((int, float))
 
 

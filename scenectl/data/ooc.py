@@ -40,6 +40,7 @@ from scenectl import __version__
 from scenectl.data.coco import (BadImage, ClassTable, classes_match, decode_mask, file_sha256, load_coco, load_image,
                                 split_paths)
 from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
+from scenectl.data.configs import OOCConfig
 from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
 from scenectl.data.shards import encode_jpeg, encode_png
 from scenectl.errors import ScenectlError
@@ -50,31 +51,6 @@ from scenectl.progress import progress
 SHRINK, SHRINK_TRIES = 0.8, 6  # a hidden region above max_area: shrink the pasted object (× 0.8, at most 6 times)
 
 
-@dataclass
-class OOCConfig:
-    coco_root: str = "data/coco"
-    split: str = "val2017"
-    train_cooccurrence: str = "shards/train2017/cooccurrence.h5"  # or the training shard folder holding it
-    out: str = "shards/ooc"
-    max_pairs: int = 0  # 0: every donor that finds both hosts; else stop after this many (OOC, control) pairs
-    shape: str | None = None  # None: the training shards' value (manifest params), likewise below
-    fill: str | None = None
-    margin: int | None = None
-    image_size: int | None = None
-    max_area: float | None = None
-    min_area: int | None = None
-    seed: int = 0
-    maxcount: int = 1000
-    overwrite: bool = False
-
-    def check(self) -> None:
-        """The options given (scenectl.config.RANGES; unset geometry is the training shards', checked when read)."""
-        from scenectl.config import check_ranges
-
-        check_ranges(vars(self))
-        for name, value, allowed in (("shape", self.shape, SHAPES), ("fill", self.fill, FILLS)):
-            if value is not None and value not in allowed:
-                raise ScenectlError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------------------------

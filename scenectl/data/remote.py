@@ -50,22 +50,14 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from scenectl.errors import ScenectlError
+from scenectl.options import RANGES, option
 
-MAX_WAIT = 60.0  # longest wait between two attempts, seconds
+MAX_WAIT = RANGES["backoff"].hi  # longest wait between two attempts, seconds
 SCHEMES = ("", "file", "http", "https", "pipe")
 # a name read from a file (a manifest's shard list): a plain file name of the set's folder
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 DEFAULTS = {"retries": 5, "timeout": 60.0, "backoff": 1.0}
 ENV = {"retries": "SCENECTL_RETRIES", "timeout": "SCENECTL_TIMEOUT", "backoff": "SCENECTL_BACKOFF"}
-# --help text of the options every command that reads shard sets carries (one text for all of them)
-NET_HELP = {
-    "retries": "Re-tries of a remote shard read (http(s), pipe:) after a transient fault, counted in a row without "
-               f"new data [default: {DEFAULTS['retries']}, or ${ENV['retries']}].",
-    "timeout": "Seconds without data before a stalled remote transfer is abandoned and retried "
-               f"[default: {DEFAULTS['timeout']:g}, or ${ENV['timeout']}].",
-    "backoff": "Seconds before the first re-try; doubled for each further one in a row, at most "
-               f"{MAX_WAIT:g} [default: {DEFAULTS['backoff']:g}, or ${ENV['backoff']}].",
-}
 
 
 # SIGINT / SIGTERM (a cluster's time limit, Ctrl-C) end this module's waits and stalled reads at once, in DataLoader
@@ -97,9 +89,41 @@ def _interruptible():
         _blocking_depth[0] -= 1
 
 
+@dataclass
+class Net:
+    """The options of remote reads that every command reading shard sets has (an option group, scenectl.options);
+    unset: the environment's ($SCENECTL_RETRIES, ...), else the default. `options()` resolves them where a set is
+    opened."""
+
+    retries: int | None = option(None, "Re-tries of a remote shard read (http(s), pipe:) after a transient fault, "
+                                       f"counted in a row without new data [default: {DEFAULTS['retries']}, or "
+                                       f"${ENV['retries']}].")
+    timeout: float | None = option(None, "Seconds without data before a stalled remote transfer is abandoned and "
+                                         f"retried [default: {DEFAULTS['timeout']:g}, or ${ENV['timeout']}].")
+    backoff: float | None = option(None, "Seconds before the first re-try; doubled for each further one in a row, at "
+                                         f"most {MAX_WAIT:g} [default: {DEFAULTS['backoff']:g}, or "
+                                         f"${ENV['backoff']}].")
+
+    def options(self) -> NetOptions:
+        """The settings of remote reads: each value given, else the environment's, else the default; each checked
+        against its option's range (scenectl.options.RANGES), naming the option or variable at fault."""
+        out = {}
+        for name, value in vars(self).items():
+            where, text = f"--{name}", os.environ.get(ENV[name], "").strip()
+            if value is None and text:
+                where, value = f"${ENV[name]}", RANGES[name].parse(text)
+            value = DEFAULTS[name] if value is None else value
+            problem = RANGES[name].problem(value)
+            if problem:
+                raise ScenectlError(f"{where} {problem}")
+            out[name] = value
+        return NetOptions(**out)
+
+
 @dataclass(frozen=True)
 class NetOptions:
-    """How remote reads behave (see the module docstring); one object, carried by the ShardSet to every read."""
+    """How remote reads behave (see the module docstring), resolved from a Net; carried by the ShardSet to every
+    read."""
 
     retries: int = DEFAULTS["retries"]
     timeout: float = DEFAULTS["timeout"]
@@ -108,30 +132,8 @@ class NetOptions:
 
 def net_options(retries: int | None = None, timeout: float | None = None,
                 backoff: float | None = None) -> NetOptions:
-    """The settings of remote reads: each value given (a command's --retries / --timeout / --backoff), else the
-    environment's ($SCENECTL_RETRIES, ...), else the default; each checked, naming the option or variable at fault."""
-    given = {"retries": retries, "timeout": timeout, "backoff": backoff}
-    out = {}
-    for name, value in given.items():
-        where = f"--{name}"
-        if value is None and os.environ.get(ENV[name], "").strip():
-            where, value = f"${ENV[name]}", os.environ[ENV[name]].strip()
-        out[name] = DEFAULTS[name] if value is None else _checked_option(name, value, where)
-    return NetOptions(**out)
-
-
-def _checked_option(name: str, value, where: str) -> int | float:
-    try:
-        v = int(value) if name == "retries" else float(value)
-    except (TypeError, ValueError):
-        v = None
-    if name == "retries" and (v is None or not 0 <= v <= 1000 or str(value).strip() != str(v)):
-        raise ScenectlError(f"{where} must be an integer from 0 to 1000, got {value!r}")
-    if name == "timeout" and (v is None or not 0 < v <= 86400):
-        raise ScenectlError(f"{where} must be a number of seconds above 0 (at most 86400), got {value!r}")
-    if name == "backoff" and (v is None or not 0 <= v <= MAX_WAIT):
-        raise ScenectlError(f"{where} must be a number of seconds from 0 to {MAX_WAIT:g}, got {value!r}")
-    return v
+    """Net(retries, timeout, backoff).options(): given values, else the environment's, else the defaults."""
+    return Net(retries, timeout, backoff).options()
 
 
 class RemoteError(ScenectlError):

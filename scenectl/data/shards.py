@@ -42,6 +42,7 @@ from scenectl.data.masks import (
 from scenectl.errors import ScenectlError
 from scenectl.folders import MARKER, Folder, claim, owner
 from scenectl.io import read_json, remove_stale_tmp, write_json_atomic
+from scenectl.options import Config, option
 from scenectl.progress import progress
 
 FORMAT = "scenectl-shards/1"
@@ -56,43 +57,47 @@ HIST_BINS = 10  # area-fraction histogram over [0, max_area]
 
 # --- configuration --------------------------------------------------------------------------------------------
 @dataclass
-class BuildConfig:
+class BuildConfig(Config):
     """One split's build. Source: `annotations` + `images`, else `coco_root` + `split` (COCO layout), where a
-    missing `coco_root` means $SCENECTL_COCO_ROOT, else data/scenes (generated first if absent)."""
+    missing `coco_root` means $SCENECTL_COCO_ROOT, else data/scenes (generated first if absent). The command line
+    builds one per split (scenectl/cli/build_shards.py: --split is repeatable and --out a template)."""
 
-    out: Path = Path("shards/val2017")
-    coco_root: Path | None = None
-    split: str = "val2017"
-    annotations: Path | None = None
-    images: Path | None = None
-    shape: str = "square"
-    fill: str = "mean"
-    max_area: float = 0.3
-    min_area: int = 1024  # COCO's small/medium boundary (32 × 32 px)
-    margin: int = 3
-    image_size: int = 256
-    hide_same_class: bool = False
-    with_object: bool = False
-    task: str = "masked"
-    seed: int = 0
-    workers: int | None = None  # processes that decode images; None: one per core; 0 (or 1): this process alone
-    maxcount: int = 1000
-    maxsize: float = 1e9
-    part: str | None = None  # "i/n", 0 <= i < n
-    resume: bool = False
-    overwrite: bool = False
+    coco_root: Path | None = option(
+        None, f"COCO-layout folder (annotations/instances_{{split}}.json, {{split}}/*.jpg). Default: ${COCO_ROOT_ENV}, "
+        f"else {DEFAULT_COCO_ROOT} (where `scenectl sample` writes; generated first, with --seed, when missing).")
+    split: str = option("val2017", "Split to build; repeat for several. Default: train2017 and val2017.",
+                        type=list[str] | None, cli_default=None)
+    annotations: Path | None = option(None, "Any COCO-format instance file (instead of --coco-root/--split); needs "
+                                            "--images.")
+    images: Path | None = option(None, "Image folder for --annotations.")
+    out: Path = option(Path("shards/val2017"), "Output folder; {split} is replaced by the split name.", "--out", "-o",
+                       type=str, cli_default="shards/{split}")
+    shape: str = option("square", "Hidden region: square | circle | box | instance.", choices=SHAPES)
+    fill: str = option("mean", "Hidden pixels: mean (RGB 124,116,104) | black | noise | blur.", choices=FILLS)
+    max_area: float = option(0.3, "Skip an instance whose hidden region exceeds this fraction of the image, in (0, 1].")
+    min_area: int = option(1024, "Skip instances with fewer mask pixels (1024 = 32x32, COCO's small/medium boundary).")
+    margin: int = option(3, "Dilate the instance mask by this many pixels first.")
+    image_size: int = option(256, "Output side; the scene is letterboxed (longer side resized, shorter side padded "
+                                  "with the mean colour).")
+    hide_same_class: bool = option(False, "Also hide every other instance of the target's class.",
+                                   "--hide-same-class")
+    with_object: bool = option(False, "Also store object.jpg, the unmasked instance crop.", "--with-object")
+    task: str = option("masked", "masked (scene with the object hidden) | object (unmasked instance crops as jpg, for "
+                                 "object classification).", choices=TASKS)
+    seed: int = option(0, "Seed of the image order (a seeded shuffle: every shard a random sample of the split) and "
+                          "of the noise/blur fills; same inputs + seed -> same bytes.")
+    workers: int | None = option(None, "Processes that decode images [default: one per core]; 0: the main process "
+                                       "alone (so does 1). The shards are the same whatever the number.",
+                                 show_default=False)
+    maxcount: int = option(1000, "Samples per shard at most.")
+    maxsize: float = option(1e9, "Bytes per shard at most (about).")
+    part: str | None = option(None, "i/n: build only part i (0-based) of n disjoint parts; then `scenectl "
+                                    "merge-manifests DIR`.")
+    resume: bool = option(False, "Continue an interrupted build of the same options.", "--resume")
+    overwrite: bool = option(False, "Replace an existing build in --out.", "--overwrite")
     progress: bool = True  # progress on stderr (scenectl.progress: a bar on a terminal, log lines otherwise)
 
-    def check(self) -> None:
-        """Every option, each error naming it (the ranges: scenectl.config.RANGES), before anything is read."""
-        from scenectl.config import check_ranges
-
-        check_ranges(vars(self))
-        for name, value, allowed in (("shape", self.shape, SHAPES), ("fill", self.fill, FILLS), ("task", self.task, TASKS)):
-            if value not in allowed:
-                raise ScenectlError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if self.resume and self.overwrite:
-            raise ScenectlError("--resume and --overwrite exclude each other")
+    def check_more(self) -> None:
         if (self.annotations is None) != (self.images is None):
             raise ScenectlError("--annotations and --images go together")
         parse_part(self.part)

@@ -35,6 +35,7 @@ from pycocotools import mask as mask_utils
 
 from scenectl.errors import ScenectlError
 from scenectl.io import write_json_atomic
+from scenectl.options import Config, option
 from scenectl.progress import progress
 
 MARKER = ".scenectl-synthetic"
@@ -49,19 +50,18 @@ CROWD_SCALES = (0.3, 0.2, 0.12)  # a member's area as a share of its class's usu
 
 
 @dataclass
-class SampleConfig:
-    out: str = "data/scenes"
-    n_train: int = 300
-    n_val: int = 100
-    seed: int = 0
-    overwrite: bool = False
+class SampleConfig(Config):
+    """`scenectl sample`."""
+
+    out: str = option("data/scenes", "Dataset root to write (build-shards' default --coco-root).", "--out", "-o",
+                      type=Path)
+    n_train: int = option(300, "Images in train2017.", "--train-images")
+    n_val: int = option(100, "Images in val2017.", "--val-images")
+    seed: int = option(0, "Same seed, byte-identical dataset.")
+    overwrite: bool = option(False, "Replace the synthetic scenes an earlier run wrote in --out.", "--overwrite")
     crowd_every: int = 0  # 0: no crowds; k: images 0, k, 2k, ... of each split also hold one crowd annotation
 
-    def check(self) -> None:
-        """The options' ranges (scenectl.config.RANGES, where n_train is --train-images)."""
-        from scenectl.config import check_ranges
-
-        check_ranges({"train_images": self.n_train, "val_images": self.n_val, "seed": self.seed})
+    def check_more(self) -> None:
         if not isinstance(self.crowd_every, int) or self.crowd_every < 0:
             raise ScenectlError(f"crowd_every must be 0 (no crowds) or positive, got {self.crowd_every}")
 

@@ -45,28 +45,28 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
+from scenectl.data.remote import (Net, NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
                                   plain_name_problem, read_remote)
 from scenectl.errors import ScenectlError
+from scenectl.options import Options, group, option
 from scenectl.progress import progress as progress_of
 
 KNOWN = ("jpg", "mask.png", "cls", "json", "object.jpg")  # the only members scenectl writes (and decodes)
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext: key = up to the first dot
 
 
-@dataclass
-class VerifyConfig:
-    directory: str | Path = "shards/val2017"  # a folder, or a remote folder's URL / pipe: prefix
-    json: bool = False  # print the report as JSON
-    check_hashes: bool = True  # compare each shard's sha256 with the manifest's
-    workers: int = 0  # processes verifying shards in parallel; 0 (or 1): this process alone
-    progress: bool = True  # progress on stderr (scenectl.progress: a bar on a terminal, log lines otherwise)
-    net: NetOptions | None = None  # remote reads (None: net_options())
+@dataclass(init=False)
+class VerifyConfig(Options):
+    """`scenectl verify-shards`."""
 
-    def check(self) -> None:
-        from scenectl.config import check_ranges
-
-        check_ranges({"workers": self.workers})
+    directory: str | Path = option("shards/val2017", "Shard-set folder (with manifest.json), or a remote set's folder "
+                                   "URL (https://host/dir/, pipe:COMMAND-PREFIX/).", type=str, argument=True,
+                                   required=True)
+    json: bool = option(False, "Print the report as JSON (machine-readable).", "--json")
+    check_hashes: bool = option(True, "Compare each shard's sha256 with the manifest's.", "--hashes/--no-hashes")
+    workers: int = option(0, "Processes verifying shards in parallel; 0: the main process alone (so does 1).")
+    progress: bool = option(True, "Progress bar on stderr.", "--progress/--no-progress")
+    net: Net = group(Net)
 
 
 @dataclass(frozen=True)
@@ -422,4 +422,4 @@ def format_report(report: dict, limit: int = 50) -> str:
 
 def main(cfg: VerifyConfig) -> dict:
     cfg.check()
-    return verify_shards(cfg.directory, cfg.check_hashes, cfg.workers, cfg.progress, cfg.net)
+    return verify_shards(cfg.directory, cfg.check_hashes, cfg.workers, cfg.progress, cfg.net.options())

@@ -7,7 +7,8 @@ import pytest
 
 from damaged_sets import damage
 from scenectl.data.export import export_imagefolder
-from scenectl.data.imagefolder import ExportConfig, make_loader, open_target
+from scenectl.data.configs import ExportConfig
+from scenectl.data.imagefolder import make_loader, open_target
 from scenectl.errors import ScenectlError
 from test_loader import write_shards
 
