@@ -36,17 +36,6 @@ HOLDOUT = 0.2  # share of training images held out to choose the L2 strength
 MAX_TRAIN = 100_000  # training samples read at most (the first in shard order): ample for 2.7k weights per class
 
 
-def training_shards(config: dict) -> str | None:
-    """The training shard set a checkpoint's config names: `data.shards` (grouped options) or `shards` (flat);
-    None when it names none (e.g. a transfer run, whose training data are object crops)."""
-    for group in (config.get("data"), config):
-        spec = group.get("shards") if isinstance(group, dict) else None
-        spec = spec[0] if isinstance(spec, list) and spec else spec
-        if isinstance(spec, str) and spec:
-            return spec
-    return None
-
-
 # --- features ------------------------------------------------------------------------------------------------------
 def mask_features(mask: Image.Image) -> np.ndarray:
     """(N_FEATURES,) float32 of one hidden region (PIL L, non-zero = hidden): the mask area-averaged onto GRID x GRID

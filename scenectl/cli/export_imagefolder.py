@@ -23,7 +23,7 @@ from scenectl.data.configs import ExportConfig
 )
 @config_options(ExportConfig)
 def export_imagefolder_cmd(cfg: ExportConfig) -> None:
-    from scenectl.data.imagefolder import export_imagefolder
+    from scenectl.data.export import export_imagefolder
 
     s = export_imagefolder(cfg)
     typer.echo(f"wrote {s['images']} images of {s['classes']} classes from {s['member']} into {cfg.out}")

@@ -19,7 +19,7 @@ def inspect_shards_cmd(cfg: InspectConfig) -> None:
 
       scenectl inspect-shards shards/val2017 --n 16 --out sheet.png
     """
-    from scenectl.data.inspect import inspect_shards
+    from scenectl.inspect_shards import inspect_shards
 
     cfg.check()
     result = inspect_shards(cfg.directory, n=cfg.n, out=cfg.out, net=cfg.net.options(), seed=cfg.seed)
