@@ -77,7 +77,7 @@ def top_companions(cooc: Cooccurrence, top: int = 5, by: str = "conditional", mi
 
 
 def cooccurrence_main(cfg: CooccurrenceConfig) -> tuple[list[dict], str]:
-    """Top companions per class, as text lines ready to print; writes the heatmap when cfg.out is set."""
+    """Top companions per class, as text lines ready to print; writes the heatmap unless --no-plot."""
     cfg.check()
     if cfg.heatmap():
         check_file_target(cfg.heatmap(), "--out")
@@ -99,7 +99,8 @@ def cooccurrence_main(cfg: CooccurrenceConfig) -> tuple[list[dict], str]:
 def plot_companions(cooc: Cooccurrence, cfg: CooccurrenceConfig) -> None:
     """The heatmap of exactly the pairs the text ranks (the same --min-count filter: grey = filtered or undefined)."""
     grey = "never together" if cfg.min_count <= 1 else f"together in fewer than {cfg.min_count} images (--min-count)"
-    plots.plot_heatmap(companion_matrix(cooc, cfg.by, cfg.min_count), cooc.names, cfg.heatmap(), counts=cooc.image_counts,
+    plots.plot_heatmap(companion_matrix(cooc, cfg.by, cfg.min_count), cooc.names, cfg.heatmap(),
+                       counts=cooc.image_counts,
                        title=f"co-occurrence ({cfg.by}) over {cooc.n_images} images; grey: pairs {grey}, or a class "
                              "with itself",
                        label="P(j in image | i in image)" if cfg.by == "conditional"

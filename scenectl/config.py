@@ -107,14 +107,12 @@ class Augmentation:
 
 
 class Run(Options):
-    """A config that runs on a device and reads shard sets: beyond ranges and choices, its device must parse and its
-    remote-read options resolve."""
+    """A config that runs on a device: beyond ranges and choices, its --device must parse."""
 
     def check_more(self) -> None:
         from scenectl.devices import parse_device  # (torch: imported only when a command runs, not for --help)
 
         parse_device(self.device)
-        self.net.options()
 
 
 @dataclass

@@ -29,8 +29,8 @@ import torch
 
 from scenectl import metrics, plots
 from scenectl.checkpoint import Checkpoint, read_checkpoint
-from scenectl.data.coco import classes_match
 from scenectl.config import FuseConfig
+from scenectl.data.coco import classes_match
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.loader import ShardSet, make_eval_loader, open_shard_set
 from scenectl.data.remote import NetOptions

@@ -175,11 +175,15 @@ def check_options(cfg: Any) -> None:
 
 
 class Config:
-    """Base of a command's config dataclass: `check()` checks every option (ranges, choices) and then what only this
-    command asks (`check_more`), before anything is read or written."""
+    """Base of a command's config dataclass (and of an option group with checks of its own): `check()` checks every
+    option (ranges, choices), then what its groups and this command ask beyond them (`check_more`), before anything
+    is read or written."""
 
     def check(self) -> None:
         check_options(self)
+        for f in filter(is_group, fields(self)):
+            if isinstance(getattr(self, f.name), Config):
+                getattr(self, f.name).check_more()
         self.check_more()
 
     def check_more(self) -> None:

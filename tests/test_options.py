@@ -197,14 +197,11 @@ def test_a_config_file_is_range_checked_when_read(content, text, tmp_path):
 
 
 def test_configs_built_in_python_are_range_checked():
-    from scenectl.companions import CooccurrenceConfig
-    from scenectl.compare import CompareConfig
-    from scenectl.data.ooc import OOCConfig
+    from scenectl.config import CompareConfig, CooccurrenceConfig, FuseConfig, PredictConfig
+    from scenectl.data.configs import OOCConfig
     from scenectl.data.shards import BuildConfig
     from scenectl.data.synthetic import SampleConfig
     from scenectl.data.verify import VerifyConfig
-    from scenectl.fuse import FuseConfig
-    from scenectl.predict import PredictConfig
     from scenectl.quickstart import QuickstartConfig
 
     for cfg, text in [(BuildConfig(image_size=-1), "--image-size"), (BuildConfig(seed=2**32), "--seed"),

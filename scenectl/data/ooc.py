@@ -39,8 +39,8 @@ from PIL import Image
 from scenectl import __version__
 from scenectl.data.coco import (BadImage, ClassTable, classes_match, decode_mask, file_sha256, load_coco, load_image,
                                 split_paths)
-from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
 from scenectl.data.configs import OOCConfig
+from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
 from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
 from scenectl.data.shards import encode_jpeg, encode_png
 from scenectl.errors import ScenectlError

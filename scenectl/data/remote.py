@@ -50,7 +50,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from scenectl.errors import ScenectlError
-from scenectl.options import RANGES, option
+from scenectl.options import RANGES, Config, option
 
 MAX_WAIT = RANGES["backoff"].hi  # longest wait between two attempts, seconds
 SCHEMES = ("", "file", "http", "https", "pipe")
@@ -90,10 +90,10 @@ def _interruptible():
 
 
 @dataclass
-class Net:
+class Net(Config):
     """The options of remote reads that every command reading shard sets has (an option group, scenectl.options);
     unset: the environment's ($SCENECTL_RETRIES, ...), else the default. `options()` resolves them where a set is
-    opened."""
+    opened (and `check_more`, with its config's check, before anything is read)."""
 
     retries: int | None = option(None, "Re-tries of a remote shard read (http(s), pipe:) after a transient fault, "
                                        f"counted in a row without new data [default: {DEFAULTS['retries']}, or "
@@ -118,6 +118,9 @@ class Net:
                 raise ScenectlError(f"{where} {problem}")
             out[name] = value
         return NetOptions(**out)
+
+    def check_more(self) -> None:
+        self.options()
 
 
 @dataclass(frozen=True)
