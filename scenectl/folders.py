@@ -11,8 +11,9 @@ Rules (the same for every command, docs/reliability.md):
 - an owned folder needs --resume (continue it) or --overwrite (remove this kind's files, then start afresh);
   --resume refuses a folder with nothing to resume and any changed option, naming the option and both values,
   before anything is deleted.
-- one writer per folder: a lock file (`.scenectl-lock`, owner pid, host and command) refuses a second writer
-  while the first lives; a lock whose process is gone (same host) is reported and taken over.
+- one writer per folder: a kernel lock on `.scenectl-lock` (filelock; released by the kernel when its process ends,
+  however it ends) refuses a second writer while the first lives; the sidecar `.scenectl-lock.json` names the holder.
+  Part builds (build-shards --part) lock their part and exclude a whole-folder writer, and the other way round.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ import json
 import os
 import shutil
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from filelock import FileLock, Timeout
+
 from scenectl import __version__
 from scenectl.errors import ScenectlError
-from scenectl.io import write_json_atomic
+from scenectl.io import read_json, write_json_atomic
 
 MARKER = ".scenectl.json"
 LOCK = ".scenectl-lock"
@@ -68,7 +72,11 @@ KINDS: dict[str, Kind] = {
     "quickstart": Kind("quickstart", "a quickstart run", ("config.json",), ("shards/*/manifest.json",)),
     "compare": Kind("compare", "a comparison report", ("config.json", "report.json", "report.md", "*.png"), ()),
 }
-_INTERNAL = (MARKER, LOCK)
+
+
+def _internal(name: str) -> bool:
+    """The marker, the locks and their holder records: the guard's own files, never a kind's."""
+    return name == MARKER or name.startswith(LOCK)
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,7 @@ def owner(path: Path) -> str | None:
         return kind
     if not path.is_dir():
         return None
-    names = [p.name for p in path.iterdir() if not p.name.startswith(LOCK)]
+    names = [p.name for p in path.iterdir() if not _internal(p.name)]
     if not names:
         return None
     for kind, k in KINDS.items():
@@ -111,7 +119,7 @@ def _manifest_task(path: Path) -> str | None:
 def _refuse_other(path: Path, kind: str, found: str, option: str) -> None:
     me = KINDS[kind]
     if found == "foreign":
-        first = sorted(p.name for p in path.iterdir() if p.name not in _INTERNAL)[0]
+        first = sorted(p.name for p in path.iterdir() if not _internal(p.name))[0]
         raise ScenectlError(f"{option} {path} is not empty and holds files scenectl did not write ({first}, ...): "
                             f"`scenectl {me.command}` writes only into a new or empty folder or one of its own")
     other = KINDS[found]
@@ -183,7 +191,7 @@ def remove_own(path: Path, kind: str) -> None:
     """Delete the files and sub-folders of `path` that kind writes (never the marker, the lock or anything else)."""
     for pattern in KINDS[kind].own:
         for p in sorted(path.glob(pattern)):
-            if p.name in _INTERNAL or p.name.startswith(LOCK):
+            if _internal(p.name):
                 continue
             if p.is_dir() and owner(p) not in (None, kind):
                 continue  # a folder of another kind inside ours (e.g. runs/train/eval): not ours to delete
@@ -255,72 +263,78 @@ def _remove_created(created: Path | None) -> None:
 
 # --------------------------------------------------------------------------------------------------------------
 # one writer per folder
+#
+# The kernel lock (filelock: flock on Unix) is the lock: taking it is atomic and the kernel releases it when its
+# process ends, however it ends. The sidecar `<lock>.json` only names the holder for the refusal's message.
+# A whole-folder writer holds `.scenectl-lock`; a part build (lock=".part-i-of-n") holds its own `.scenectl-lock.part-…`
+# and takes `.scenectl-lock` for a moment to prove no whole-folder writer is at work; a whole-folder writer, once it
+# holds `.scenectl-lock`, probes every part lock the same way. Either order, one of the two is refused.
+
+_PART_WAIT = 5.0  # seconds a part build waits for `.scenectl-lock` (other parts hold it only for a moment)
 
 
-def _identity() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _start_time(os.getpid())}
+@dataclass
+class _Held:
+    locks: list[FileLock]  # the locks this claim holds, first taken first
+    sidecar: Path
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time (Linux /proc), so a recycled pid is not taken for the lock's owner."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(info: dict) -> bool:
-    pid = info.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    start = _start_time(pid)
-    return info.get("start") is None or start is None or start == info.get("start")
-
-
-def _acquire(path: Path, kind: str, suffix: str, option: str) -> Path:
+def _acquire(path: Path, kind: str, suffix: str, option: str) -> _Held:
     lock = path / (LOCK + suffix)
-    me = {**_identity(), "command": KINDS[kind].command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            _check_holder(lock, path, option)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return lock
-    raise ScenectlError(f"{option} {path}: could not take its writer lock {lock.name}")
-
-
-def _check_holder(lock: Path, path: Path, option: str) -> None:
-    """Refuse while the lock's process lives; report and remove a stale lock (its process is gone)."""
+    held = _Held([_take(lock, 0, path, option)], _sidecar(lock))
     try:
-        info = json.loads(lock.read_text())
-    except FileNotFoundError:
-        return  # released meanwhile: try again
-    except (OSError, ValueError):
-        info = {}
-    who = (f"`scenectl {info.get('command', '?')}` (pid {info.get('pid', '?')} on {info.get('host', '?')}, "
-           f"since {info.get('since', '?')})")
-    if info.get("host") == socket.gethostname() and not _alive(info):
-        import sys
-
-        print(f"note: {option} {path}: removed the stale writer lock of {who}, which is no longer running",
-              file=sys.stderr)
-        lock.unlink(missing_ok=True)
-        return
-    where = "" if info.get("host") == socket.gethostname() else " on another machine"
-    raise ScenectlError(f"{option} {path} is being written by {who}{where}: wait for it to finish, or, if that "
-                        f"process is gone, delete {lock}")
+        if suffix:  # a part: no whole-folder writer may be at work
+            _take(path / LOCK, _PART_WAIT, path, option).release()
+        else:  # the whole folder: no part build may be at work
+            for part in sorted(path.glob(LOCK + ".*")):
+                if part.suffix != ".json":
+                    _take(part, 0, path, option).release()
+        _note_unfinished(lock, path, option)
+        write_json_atomic(held.sidecar, {"pid": os.getpid(), "host": socket.gethostname(),
+                                         "command": KINDS[kind].command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    except BaseException:
+        _release(held)
+        raise
+    return held
 
 
-def _release(lock: Path) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        if json.loads(lock.read_text()).get("pid") == os.getpid():
-            lock.unlink()
+def _take(lock: Path, wait: float, path: Path, option: str) -> FileLock:
+    """The kernel lock on `lock`, or a refusal naming its holder (from the sidecar) after `wait` seconds."""
+    held = FileLock(lock, timeout=wait)
+    try:
+        held.acquire()
+    except Timeout:
+        raise ScenectlError(f"{option} {path} is being written by {_holder(lock)}: wait for it to finish") from None
+    return held
+
+
+def _sidecar(lock: Path) -> Path:
+    return lock.with_name(lock.name + ".json")
+
+
+def _holder(lock: Path) -> str:
+    info = _sidecar_info(_sidecar(lock))
+    where = "" if info.get("host", socket.gethostname()) == socket.gethostname() else f" on {info['host']}"
+    return (f"`scenectl {info.get('command', '?')}` (pid {info.get('pid', '?')}{where}, "
+            f"since {info.get('since', '?')})")
+
+
+def _sidecar_info(sidecar: Path) -> dict:
+    with contextlib.suppress(OSError, ScenectlError):
+        info = read_json(sidecar, "writer lock record")
+        return info if isinstance(info, dict) else {}
+    return {}
+
+
+def _note_unfinished(lock: Path, path: Path, option: str) -> None:
+    """A sidecar left behind: its writer ended without releasing (killed); its kernel lock went with it."""
+    if _sidecar(lock).exists():
+        print(f"note: {option} {path}: the previous writer {_holder(lock)} ended without finishing", file=sys.stderr)
+
+
+def _release(held: _Held) -> None:
+    with contextlib.suppress(OSError):
+        if _sidecar_info(held.sidecar).get("pid") == os.getpid():
+            held.sidecar.unlink()
+    for lock in reversed(held.locks):
+        lock.release()
