@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -47,6 +48,7 @@ class Kind:
     own: tuple[str, ...]  # glob patterns of the files (and sub-folders) this kind writes: what --overwrite removes
     signature: tuple[str, ...] = ()  # files that identify a folder written before markers existed
     resumable: bool = False  # the command has --resume
+    leaf: bool = False  # holds only its own files: no folder or file of another command goes inside it
 
 
 _RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "tensorboard", "curves.png")
@@ -55,7 +57,7 @@ KINDS: dict[str, Kind] = {
     "shards": Kind("build-shards", "a shard set",
                    ("shard-*.tar", "shard-*.tar.partial", "manifest*.json", "progress*.json", "config*.json",
                     "cooccurrence.h5"),
-                   ("manifest.json", "progress.json", "manifest.part-*.json", "progress.part-*.json"), True),
+                   ("manifest.json", "progress.json", "manifest.part-*.json", "progress.part-*.json"), True, True),
     "run": Kind("train", "a training run", _RUN_FILES, ("last.pt", "metrics.jsonl"), True),
     "eval": Kind("eval", "an evaluation report", ("config.json", "report.json", "report.md", "predictions.h5", "*.png",
                                                    "sets"), ("predictions.h5",)),
@@ -65,18 +67,23 @@ KINDS: dict[str, Kind] = {
     "distill": Kind("distill", "a distillation experiment", ("kd", "ce", *_EXPERIMENT_FILES), ("kd", "ce"), True),
     "fuse": Kind("fuse", "a fusion report", ("config.json", "report.json", "report.md", "*.png"), ()),
     "ooc": Kind("build-ooc", "an out-of-context set", ("shard-*.tar", "shard-*.tar.partial", "manifest.json",
-                                                       "config.json", "cooccurrence.h5"), ()),
-    "export": Kind("export-imagefolder", "an ImageFolder export", ("*",), ("export.json",)),
+                                                       "config.json", "cooccurrence.h5"), (), leaf=True),
+    "export": Kind("export-imagefolder", "an ImageFolder export", ("*",), ("export.json",), leaf=True),
     "scenes": Kind("sample", "synthetic scenes", ("annotations", "train2017", "val2017", "README.md",
                                                   ".scenectl-synthetic"), (".scenectl-synthetic",)),
-    "quickstart": Kind("quickstart", "a quickstart run", ("config.json",), ("shards/*/manifest.json",)),
+    # by its marker only: a project folder holding shards/*/manifest.json is no quickstart run (README's commands)
+    "quickstart": Kind("quickstart", "a quickstart run", ("config.json",)),
     "compare": Kind("compare", "a comparison report", ("config.json", "report.json", "report.md", "*.png"), ()),
 }
 
 
 def _internal(name: str) -> bool:
-    """The marker, the locks and their holder records: the guard's own files, never a kind's."""
-    return name == MARKER or name.startswith(LOCK)
+    """The marker, the locks and their holder records, and files being written (`scenectl.io.tmp_name`): never a
+    kind's files (a writer's temporary file must not make its folder look foreign to a process meeting it)."""
+    return name == MARKER or name.startswith(LOCK) or _TMP.fullmatch(name) is not None
+
+
+_TMP = re.compile(r"\..+\.tmp-\d+")
 
 
 @dataclass(frozen=True)
@@ -92,8 +99,8 @@ def owner(path: Path) -> str | None:
     marker = path / MARKER
     if marker.is_file():
         try:
-            kind = json.loads(marker.read_text()).get("kind")
-        except (OSError, ValueError, AttributeError):
+            kind = read_json(marker, "folder marker").get("kind")
+        except ScenectlError:
             kind = None
         if kind not in KINDS:
             raise ScenectlError(f"{marker} is damaged or names an unknown kind ({kind!r}); remove it by hand if "
@@ -111,20 +118,28 @@ def owner(path: Path) -> str | None:
 
 
 def _manifest_task(path: Path) -> str | None:
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        return json.loads((path / "manifest.json").read_text()).get("task")
+    with contextlib.suppress(ScenectlError):
+        return read_json(path / "manifest.json", "manifest").get("task")
     return None
 
 
 def _refuse_other(path: Path, kind: str, found: str, option: str) -> None:
     me = KINDS[kind]
     if found == "foreign":
-        first = sorted(p.name for p in path.iterdir() if not _internal(p.name))[0]
+        first = min((p.name for p in path.iterdir() if not _internal(p.name)), default="?")
         raise ScenectlError(f"{option} {path} is not empty and holds files scenectl did not write ({first}, ...): "
                             f"`scenectl {me.command}` writes only into a new or empty folder or one of its own")
     other = KINDS[found]
     raise ScenectlError(f"{option} {path} holds {other.what} (written by `scenectl {other.command}`): "
                         f"`scenectl {me.command}` never writes into or deletes from it; choose another {option}")
+
+
+def _refuse_another_kind(path: Path, kind: str, option: str) -> str | None:
+    """The folder's owner (None: new or empty) unless another kind or foreign files hold it: refused."""
+    found = owner(path)
+    if found not in (None, kind):
+        _refuse_other(path, kind, found, option)
+    return found
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -147,6 +162,8 @@ def claim(path: str | os.PathLike, kind: str, *, resume: bool = False, overwrite
         raise ScenectlError("--resume and --overwrite exclude each other")
     if path.exists() and not path.is_dir():
         raise ScenectlError(f"{option} {path} exists and is not a folder")
+    _refuse_inside_leaf(path, option)
+    _refuse_another_kind(path, kind, option)  # before locking: no lock file is left in another kind's folder
     created = _first_missing(path)
     path.mkdir(parents=True, exist_ok=True)
     held = _acquire(path, kind, lock, option)  # refused: another process writes here, so nothing is ours to remove
@@ -164,9 +181,7 @@ def claim(path: str | os.PathLike, kind: str, *, resume: bool = False, overwrite
 
 def _enter(path: Path, kind: str, resume: bool, overwrite: bool, config: dict | None, keep: set[str],
            option: str) -> Folder:
-    found = owner(path)
-    if found not in (None, kind):
-        _refuse_other(path, kind, found, option)
+    found = _refuse_another_kind(path, kind, option)  # again, now that no other writer can change it
     what = KINDS[kind].what
     if found is None and resume:
         raise ScenectlError(f"--resume: {option} {path} holds no {what.split(' ', 1)[1]} to resume; "
@@ -193,8 +208,9 @@ def remove_own(path: Path, kind: str) -> None:
         for p in sorted(path.glob(pattern)):
             if _internal(p.name):
                 continue
-            if p.is_dir() and owner(p) not in (None, kind):
+            if p.is_dir() and owner(p) not in (None, kind, "foreign"):
                 continue  # a folder of another kind inside ours (e.g. runs/train/eval): not ours to delete
+            # (a sub-folder of unmarked files that our pattern names, e.g. an export's class folder, is ours)
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
@@ -215,21 +231,61 @@ def recorded_config(path: Path) -> dict | None:
     """The options recorded when the folder was started: the marker's, else (older folders) config.json's."""
     for name, get in ((MARKER, lambda d: d.get("config")), ("config.json", lambda d: d)):
         try:
-            data = json.loads((path / name).read_text())
-        except (OSError, ValueError):
+            data = read_json(path / name, "recorded options")
+        except ScenectlError:
             continue
-        if isinstance(data, dict) and isinstance(get(data), dict):
+        if isinstance(get(data), dict):
             return get(data)
     return None
 
 
-def check_file_target(path: str | os.PathLike, option: str = "--out") -> None:
-    """A command that writes one file (a PNG, a report) refuses a place inside a folder some kind owns."""
-    parent = Path(path).resolve().parent
+def check_file_target(path: str | os.PathLike, option: str = "--out",
+                      inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """A command that writes one file (a PNG, a report) refuses one of its own `inputs` (the file itself, a link to
+    it) and a place inside a folder some kind owns."""
+    target = Path(path)
+    for given in inputs:
+        if given and _same_file(target, Path(given)):
+            raise ScenectlError(f"{option} {path} is the command's input {given}: choose another {option}, the "
+                                "input is never overwritten")
+    parent = target.resolve().parent
     found = owner(parent) if parent.is_dir() else None
     if found not in (None, "foreign"):
         raise ScenectlError(f"{option} {path} is inside {KINDS[found].what} ({parent}, written by "
                             f"`scenectl {KINDS[found].command}`): choose a place outside it")
+    _refuse_inside_leaf(target, option)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """`a` names the file `b` (the same path after resolving links, or the same inode: a hard link)."""
+    if a.resolve() == b.resolve():
+        return True
+    with contextlib.suppress(OSError):
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    return False
+
+
+def _refuse_inside_leaf(path: Path, option: str) -> None:
+    """Refuse a place anywhere inside a folder of a kind that holds only its own files (a shard set, an export): its
+    --overwrite, --resume and readers take every file there for its own."""
+    for folder in path.resolve().parents:
+        found = _leaf_owner(folder)
+        if found is not None:
+            raise ScenectlError(f"{option} {path} lies inside {KINDS[found].what} ({folder}, written by "
+                                f"`scenectl {KINDS[found].command}`): choose a place outside it")
+
+
+def _leaf_owner(folder: Path) -> str | None:
+    """The leaf kind owning `folder` by its marker or signature files, else None (no listing of the folder: an
+    ancestor may be as large as /tmp)."""
+    with contextlib.suppress(ScenectlError, OSError):
+        if (folder / MARKER).is_file():
+            found = owner(folder)
+            return found if KINDS[found].leaf else None
+        for kind, k in KINDS.items():
+            if k.leaf and k.signature and any((folder / s).is_file() for s in k.signature if "*" not in s):
+                return "ooc" if kind == "shards" and _manifest_task(folder) == "ooc" else kind
+    return None
 
 
 def _plain(config: dict) -> dict:

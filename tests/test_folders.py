@@ -206,13 +206,17 @@ def test_a_refused_claim_never_removes_a_folder_another_writer_holds(tmp_path):
         assert (out / "last.pt").exists()
 
 
-def test_older_folders_of_ooc_and_quickstart_are_recognised(tmp_path):
+def test_older_ooc_folders_are_recognised_and_a_project_folder_is_no_quickstart_run(tmp_path):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "manifest.json").write_text(json.dumps({"task": "ooc"}))
     assert owner(tmp_path / "o") == "ooc"
+    # README's layout (shards/val2017/manifest.json in the project folder): a quickstart run only by its marker
     (tmp_path / "q" / "shards" / "val2017").mkdir(parents=True)
     (tmp_path / "q" / "shards" / "val2017" / "manifest.json").write_text("{}")
-    assert owner(tmp_path / "q") == "quickstart"
+    assert owner(tmp_path / "q") == "foreign"
+    check_file_target(tmp_path / "q" / "sheet.png")
+    with claim(tmp_path / "q" / "runs" / "train", "run"):
+        pass
 
 
 def test_file_outputs_stay_out_of_owned_folders(tmp_path):
@@ -221,6 +225,38 @@ def test_file_outputs_stay_out_of_owned_folders(tmp_path):
     with pytest.raises(ScenectlError, match="is inside a shard set"):
         check_file_target(tmp_path / "s" / "sheet.png")
     check_file_target(tmp_path / "sheet.png")
+
+
+def test_outputs_never_replace_an_input_nor_land_inside_a_shard_set_or_export(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"jpeg")
+    (tmp_path / "link.jpg").symlink_to(photo)
+    os.link(photo, tmp_path / "hard.jpg")
+    for out in (photo, tmp_path / "link.jpg", tmp_path / "hard.jpg", tmp_path / "." / "photo.jpg"):
+        with pytest.raises(ScenectlError, match=r"is the command's input .*photo.jpg"):
+            check_file_target(out, inputs=(None, str(photo)))
+    with claim(tmp_path / "s", "shards"):
+        (tmp_path / "s" / "manifest.json").write_text("{}")
+    for kind in ("run", "eval"):  # e.g. eval's default --out beside a checkpoint copied into a shard set
+        with pytest.raises(ScenectlError, match=r"lies inside a shard set"):
+            with claim(tmp_path / "s" / "deeper" / kind, kind):
+                pass
+    assert not (tmp_path / "s" / "deeper").exists()
+    with pytest.raises(ScenectlError, match=r"inside a shard set"):
+        check_file_target(tmp_path / "s" / "deeper" / "sheet.png")
+    with claim(tmp_path / "run", "run"):  # a run may hold an eval folder (eval's default --out)
+        with claim(tmp_path / "run" / "eval", "eval"):
+            pass
+
+
+def test_overwriting_an_export_leaves_exactly_the_new_export(tmp_path):
+    with claim(tmp_path / "x", "export"):
+        for cls in ("cat", "dog"):
+            (tmp_path / "x" / cls).mkdir()
+            (tmp_path / "x" / cls / "a.jpg").write_bytes(b"j")
+        (tmp_path / "x" / "export.json").write_text("{}")
+    with claim(tmp_path / "x", "export", overwrite=True):
+        assert sorted(p.name for p in (tmp_path / "x").iterdir() if not p.name.startswith(".")) == []
 
 
 def test_overwriting_an_experiment_sub_run_removes_its_run_files(tmp_path):
