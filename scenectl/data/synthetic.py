@@ -24,7 +24,6 @@ as COCO writes them); its randomness comes from its own stream, so every other f
 from __future__ import annotations
 
 import io
-import json
 import math
 import shutil
 from dataclasses import asdict, dataclass
@@ -35,7 +34,7 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
 from scenectl.errors import ScenectlError
-from scenectl.io import write_json_atomic
+from scenectl.io import read_json, write_json_atomic
 from scenectl.progress import progress
 
 MARKER = ".scenectl-synthetic"
@@ -408,5 +407,4 @@ def generate_scenes(out: Path, n_train: int = 300, n_val: int = 100, seed: int =
 
 def load_scene_types(annotation_file: Path) -> dict[int, str]:
     """image id -> scene type, read back from one of our annotation files."""
-    with open(annotation_file, "rb") as f:
-        return {im["id"]: im["scene_type"] for im in json.load(f)["images"]}
+    return {im["id"]: im["scene_type"] for im in read_json(annotation_file, "annotation file")["images"]}
