@@ -174,7 +174,7 @@ def predict(cfg: PredictConfig) -> dict:
 
     cfg.check()
     if cfg.out:
-        check_file_target(cfg.out, "--out")
+        check_file_target(cfg.out, "--out", inputs=(cfg.image, cfg.checkpoint, cfg.mask_file))
     device = parse_device(cfg.device)
     ckpt = read_checkpoint(cfg.checkpoint)  # the model itself is built once the inputs have passed their checks
     params, source = hiding_params(cfg, ckpt)

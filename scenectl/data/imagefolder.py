@@ -69,7 +69,7 @@ def folder_classes(ds: ImageFolder) -> list[dict]:
     """[{index, coco_id, name}] in ImageFolder's order; COCO ids from an exported classes.json, else -1."""
     known = {}
     if (Path(ds.root) / CLASSES_FILE).is_file():
-        known = {c["name"]: int(c["coco_id"]) for c in read_json(Path(ds.root) / CLASSES_FILE, "classes file")}
+        known = {c["name"]: int(c["coco_id"]) for c in read_json(Path(ds.root) / CLASSES_FILE, "classes file", list)}
     return [{"index": i, "coco_id": known.get(n, -1), "name": n} for i, n in enumerate(ds.classes)]
 
 

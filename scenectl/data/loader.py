@@ -61,13 +61,11 @@ it where the batch meets the model.
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing as mp
 import os
 import random
 import re
 import signal
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -82,6 +80,8 @@ from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path
                                   open_stream, plain_name_problem, read_remote, scheme_of)
 from scenectl.data.transforms import Augment, decode_image, deferred_scene, letterbox_input, stack, to_input
 from scenectl.errors import ScenectlError
+from scenectl.h5 import MAX_FILE_BYTES as MAX_H5_BYTES
+from scenectl.io import MAX_JSON_BYTES, parse_json, read_regular
 
 VIEWS = ("scene", "object")
 REBUILD_HINT = "rebuild it with `scenectl build-shards --with-object` (or `--task object`)"
@@ -139,16 +139,12 @@ class ShardSet:
         where = _join(self.location, "cooccurrence.h5")
         want = self.manifest.get("files", {}).get("cooccurrence.h5")
         if is_local(self.location):
-            if want is not None and Path(local_path(where)).is_file():
-                _check_sha256(Path(local_path(where)).read_bytes(), want, where)
-            return Cooccurrence.load(local_path(where))
-        data = read_remote(where, self.net, "co-occurrence file")
+            data = read_regular(local_path(where), "co-occurrence file", MAX_H5_BYTES)
+        else:
+            data = read_remote(where, self.net, "co-occurrence file")
         if want is not None:
             _check_sha256(data, want, where)
-        with tempfile.TemporaryDirectory() as tmp:  # h5py wants a real file
-            path = Path(tmp) / "cooccurrence.h5"
-            path.write_bytes(data)
-            return Cooccurrence.load(path)
+        return Cooccurrence.load(data, f"co-occurrence file {where}")
 
 
 def open_shard_set(spec: str | os.PathLike, net: NetOptions | None = None, from_file: str | None = None) -> ShardSet:
@@ -216,14 +212,11 @@ def _load_manifest(location: str, net: NetOptions) -> dict:
                     f"shard set {folder} is incomplete (no manifest.json, found {sorted(partial)[0]}): finish it with "
                     "`scenectl build-shards --resume` (or `scenectl merge-manifests` for a build in parts)")
             raise ScenectlError(f"no manifest.json in {folder}: not a shard set written by scenectl build-shards")
-        data = (folder / "manifest.json").read_bytes()
+        data = read_regular(folder / "manifest.json", "manifest", MAX_JSON_BYTES)
     else:
         data = read_remote(where, net, "manifest")
-    try:
-        manifest = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ScenectlError(f"manifest {where} is not valid JSON: {e}") from None
-    if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("scenectl-shards/"):
+    manifest = parse_json(data, f"manifest {where}")
+    if not str(manifest.get("format", "")).startswith("scenectl-shards/"):
         raise ScenectlError(f"{where} is not a scenectl shard manifest (no 'scenectl-shards/...' format tag)")
     for k in ("classes", "shards"):
         if not isinstance(manifest.get(k), list):
@@ -340,9 +333,9 @@ def decode_sample(raw: dict, images: tuple[str, ...] | None = None, num_classes:
     if num_classes is not None and not 0 <= label < num_classes:
         fail("cls", f"is {label}, outside the manifest's {num_classes} classes")
     try:
-        out["meta"] = meta = json.loads(raw["json"])
+        out["meta"] = meta = parse_json(raw["json"], "member 'json'")
         out["visible"] = [int(v) for v in meta.get("visible_categories", [])]
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as e:
+    except (ScenectlError, TypeError, ValueError, AttributeError) as e:
         fail("json", f"is not valid metadata JSON ({e})")
     if type(meta.get("cls")) is not int or meta["cls"] != label:
         fail("cls", f"is {label} but the json metadata says cls {meta.get('cls')!r}")

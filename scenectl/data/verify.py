@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import tarfile
@@ -47,7 +46,9 @@ from PIL import Image
 
 from scenectl.data.remote import (Net, NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
                                   plain_name_problem, read_remote)
+from scenectl.data.cooccurrence import cooccurrence_file_problems
 from scenectl.errors import ScenectlError
+from scenectl.io import MAX_JSON_BYTES, parse_json, read_regular
 from scenectl.options import Options, group, option
 from scenectl.progress import progress as progress_of
 
@@ -210,10 +211,8 @@ def _check_sample(key: str, members: dict, expect: _Expect, add: Callable, res: 
             cls = None
     if "json" in members:
         try:
-            meta = json.loads(members["json"])
-            if not isinstance(meta, dict):
-                raise ValueError("not a JSON object")
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+            meta = parse_json(members["json"], "member 'json'")
+        except ScenectlError as e:
             add("undecodable", f"sample {key}: member 'json' is not valid metadata JSON ({e})", sample=key,
                 member="json")
             meta = None
@@ -254,7 +253,11 @@ def _folder_problems(d: Path) -> tuple[dict | None, list[dict]]:
                "not a shard set written by scenectl build-shards, or an unfinished build")
         problems.append(_problem("manifest", f"manifest.json missing: {why}"))
         return None, problems
-    manifest = _parse_manifest((d / "manifest.json").read_bytes(), problems)
+    try:
+        manifest = _parse_manifest(read_regular(d / "manifest.json", "manifest", MAX_JSON_BYTES), problems)
+    except ScenectlError as e:  # not a regular file, or too large
+        problems.append(_problem("manifest", str(e)))
+        return None, problems
     if manifest is not None:
         listed = {s["name"] for s in manifest["shards"]}
         for p in sorted(d.glob("*.tar")):
@@ -268,9 +271,9 @@ def _parse_manifest(data: bytes, problems: list[dict]) -> dict | None:
     """The manifest from its bytes, or None; its problems (not JSON, not scenectl's, names that are not plain file
     names of the folder: no scheme, separator or '..') added to `problems`."""
     try:
-        manifest = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        problems.append(_problem("manifest", f"manifest.json is not valid JSON: {e}"))
+        manifest = parse_json(data, "manifest.json", expect=None)
+    except ScenectlError as e:
+        problems.append(_problem("manifest", str(e)))
         return None
     ok = (isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("scenectl-shards/")
           and isinstance(manifest.get("classes"), list) and isinstance(manifest.get("shards"), list)
@@ -298,13 +301,16 @@ def _files_problems(location: str, manifest: dict, net: NetOptions) -> list[dict
             continue
         where = _join(location, name)
         try:
-            got = hashlib.sha256(open_stream(where, net, "file").read()).hexdigest()
+            data = open_stream(where, net, "file").read()
         except FileNotFoundError:
             problems.append(_problem("missing_file", f"{name}: listed in manifest.json 'files' but missing"))
             continue
         except (ScenectlError, OSError) as e:
             problems.append(_problem("unreadable", f"{name}: {e}"))
             continue
+        if name == "cooccurrence.h5":  # its own bytes may match and still make a reader open other files
+            problems += [_problem("unsafe_file", f"{name}: {p}") for p in cooccurrence_file_problems(data)]
+        got = hashlib.sha256(data).hexdigest()
         if got != want:
             problems.append(_problem("checksum", f"{name}: sha256 {got[:12]}... differs from the manifest's "
                                                  f"{str(want)[:12]}... (a file of another build?)"))
