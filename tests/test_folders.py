@@ -137,7 +137,7 @@ def test_a_part_build_and_a_whole_build_of_one_folder_exclude_each_other(tmp_pat
 def _race_worker(args):
     """One side of a synchronised race: wait at the barrier, try to take the trial's folder, and while holding it
     create `held` exclusively (a second holder at the same moment fails to)."""
-    barrier, folders, results = args
+    pair, barrier, folders, results = args
     from scenectl.errors import ScenectlError as Refused
 
     outcomes = []
@@ -154,7 +154,7 @@ def _race_worker(args):
             outcomes.append("refused")
         except BaseException as e:  # a crash, or two holders at once (FileExistsError)
             outcomes.append(f"{type(e).__name__}: {e}")
-    results.put(outcomes)
+    results.put((pair, outcomes))
 
 
 def test_two_writers_racing_for_one_folder_never_both_take_it(tmp_path):
@@ -173,11 +173,12 @@ def test_two_writers_racing_for_one_folder_never_both_take_it(tmp_path):
             (f / (LOCK + ".json")).write_text(dead)
     barriers = [ctx.Barrier(2) for _ in range(pairs)]
     results = ctx.Queue()
-    procs = [ctx.Process(target=_race_worker, args=((barriers[p], folders[p], results),))
+    procs = [ctx.Process(target=_race_worker, args=((p, barriers[p], folders[p], results),))
              for p in range(pairs) for _ in range(2)]
     for proc in procs:
         proc.start()
-    outcomes = [results.get(timeout=120) for _ in procs]
+    # the queue delivers in finishing order: sort the two sides of each pair next to each other
+    outcomes = [o for _, o in sorted((results.get(timeout=120) for _ in procs), key=lambda r: r[0])]
     for proc in procs:
         proc.join(30)
     crashes = [o for side in outcomes for o in side if o not in ("held", "refused")]

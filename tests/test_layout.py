@@ -1,6 +1,6 @@
 """The code's layout, checked with `ast` (issue 21's "done when"; docs/architecture.md states the rules):
 
-- scenectl/data/ imports nothing above it: only itself and the bottom modules (errors, io, folders, progress, options and
+- scenectl/data/ imports nothing above it: only itself and the bottom modules (errors, io, h5, folders, progress, options and
   the package's __version__), counting imports inside functions;
 - no command module imports another command module (quickstart, the chain of sample -> build-shards -> train ->
   eval, aside): what two commands share lives in a module named for its job (inference, report, ...);
@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "scenectl"
 
 # What scenectl/data/ may import of the package: itself and the modules below it.
-DATA_MAY_IMPORT = ("scenectl.data", "scenectl.errors", "scenectl.io", "scenectl.folders", "scenectl.progress",
+DATA_MAY_IMPORT = ("scenectl.data", "scenectl.errors", "scenectl.io", "scenectl.h5", "scenectl.folders", "scenectl.progress",
                    "scenectl.options", "scenectl.__version__")
 DATA_PENDING: tuple[str, ...] = ()
 
