@@ -556,8 +556,8 @@ __all__ = ["Optim", "Loop", "Data", "Net", "TrainData", "Augmentation", "TrainCo
 # scenectl rescore (scenectl/rescore.py)
 
 RANGES.update({"max_per_image": Range(1, 100_000), "min_score": _real(0, 1, hi_open=True),
-               "relabel": Range(0, 1000), "calibration": _real(0, 1, lo_open=True, hi_open=True),
-               "weight": _real(0, 1000)})
+               "relabel": Range(0, 1000), "calibration": _real(0, 1, lo_open=True, hi_open=True)})
+RESCORE_GRID = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]  # the values of w rescore tries by default
 
 
 @dataclass(init=False)
@@ -578,7 +578,9 @@ class RescoreConfig(Options):
     relabel: int = option(0, "Also add rows for the context model's K most likely other classes of each box.")
     calibration: float = option(0.5, "Share of the images (seeded split by image id) on which w is chosen; AP is "
                                      "reported on the rest.")
-    weight: float | None = option(None, "Fix the context weight w (no calibration split: every image is evaluated).")
+    weights: list[float] = option(RESCORE_GRID, "A value of the context weight w to try on the calibration part "
+                                                "(repeatable); one value fixes w: no calibration split, every image "
+                                                "is evaluated.", "--weight", "-w")
     bootstrap: int = option(1000, "Bootstrap resamples of the evaluation images for the ΔAP interval (0: none).")
     seed: int = option(0, "Seed of the calibration split, the bootstrap and noise/blur fills.")
     batch_size: int = option(64, "Hidden boxes per forward pass (across images).")

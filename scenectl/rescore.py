@@ -46,7 +46,6 @@ from scenectl.fusion import product_of_experts
 from scenectl.io import write_bytes_atomic, write_json_atomic
 from scenectl.progress import progress
 
-GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # the values of w tried on the calibration part
 SHEET = 12  # boxes on the contact sheet
 
 
@@ -58,6 +57,8 @@ def check(cfg: RescoreConfig) -> None:
                           ("--annotations", cfg.annotations)):
         if not value:
             raise ScenectlError(f"{option} is required")
+    if not cfg.weights:
+        raise ScenectlError("--weight: the grid of w needs at least one value")
     if not Path(cfg.images).is_dir():
         raise ScenectlError(f"--images {cfg.images} is not a folder")
 
@@ -275,11 +276,15 @@ def rescored(d: Detections, ev: Evidence, w: float, relabel: int, sel: np.ndarra
     return rows, own, alt_scores
 
 
-def choose_weight(inp: Inputs, ev: Evidence, cal_ids: list[int], relabel: int) -> tuple[float, list[dict]]:
-    """The grid's w of highest AP on the calibration images (ties: smaller w), and the curve [{w, AP}]."""
+def choose_weight(inp: Inputs, ev: Evidence, cal_ids: list[int], cfg: RescoreConfig) -> tuple[float, list[dict]]:
+    """The grid's (--weight) w of highest AP on the calibration images (ties: smaller w), and the curve [{w, AP}];
+    the one w given when there is no calibration part."""
+    if not cal_ids:
+        return float(cfg.weights[0]), []
     sel = np.isin(inp.dets.image_id, cal_ids)
     curve = []
-    for w in GRID:
+    relabel = cfg.relabel
+    for w in sorted(set(float(v) for v in cfg.weights)):
         rows, _, _ = rescored(inp.dets, ev, w, relabel, sel)
         curve.append({"w": w, "AP": boxap.evaluate(inp.gt, rows, cal_ids).stats[0]})
     best = min(curve, key=lambda r: (-r["AP"], r["w"]))
@@ -321,35 +326,33 @@ def rescore(cfg: RescoreConfig) -> dict:
     check(cfg)
     device = parse_device(cfg.device)
     inp = read_inputs(cfg)
-    cal_ids, eval_ids = split(inp.gt.getImgIds(), None if cfg.weight is not None else cfg.calibration, cfg.seed)
+    fixed = len(set(cfg.weights)) == 1
+    cal_ids, eval_ids = split(inp.gt.getImgIds(), None if fixed else cfg.calibration, cfg.seed)
     with claim(cfg.out, "rescore", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
         write_json_atomic(folder.path / "config.json", asdict(cfg))
         logp, rate = context_logprobs(inp, cfg, device)
         lprior, prior_source = log_prior(inp.ckpt, logp)
         ev = evidence(inp, logp, lprior)
-        curve = []
-        w = cfg.weight
-        if w is None:
-            w, curve = choose_weight(inp, ev, cal_ids, cfg.relabel)
+        w, curve = choose_weight(inp, ev, cal_ids, cfg)
         rows, own, alts = rescored(inp.dets, ev, w, cfg.relabel)
         write_json_atomic(folder.path / "rescored.json", rows)
-        res = compare(inp, ev, w, cfg.relabel, eval_ids, cfg.bootstrap, cfg.seed)
         rep = {"format": "scenectl-rescore/1", "out": str(folder.path), "detections_file": cfg.detections,
                "annotations": cfg.annotations, "checkpoint": cfg.checkpoint, "w": w,
-               "w_chosen_on": "calibration images" if cfg.weight is None else "--weight", "grid": list(GRID),
-               "weight_curve": curve, "relabel": cfg.relabel, "prior": prior_source,
+               "w_chosen_on": "--weight (fixed)" if fixed else "calibration images",
+               "grid": sorted(set(cfg.weights)), "weight_curve": curve, "relabel": cfg.relabel, "prior": prior_source,
                "hiding": {**{k: inp.params[k] for k in ("shape", "fill", "margin", "image_size")},
                           "source": inp.params_source},
                "rows": {"read": inp.dets.rows_read, "kept": len(inp.dets),
                         "skipped": {k: v for k, v in sorted(inp.dets.skipped.items()) if v},
                         "relabel_rows": len(rows) - len(inp.dets)},
-               "split": {"seed": cfg.seed, "calibration": cfg.calibration if cfg.weight is None else None,
+               "split": {"seed": cfg.seed, "calibration": None if fixed else cfg.calibration,
                          "calibration_image_ids": cal_ids, "evaluation_image_ids": eval_ids},
-               "evaluation": res, "speed": {"detections_per_s": rate, "device": str(device)}}
+               "evaluation": compare(inp, ev, w, cfg.relabel, eval_ids, cfg.bootstrap, cfg.seed)}
+        rep["speed"] = {"detections_per_s": rate, "device": str(device),
+                        "bootstrap_seconds": rep["evaluation"].pop("bootstrap_seconds", None)}
         from scenectl import rescore_report
 
-        sheet = sheet_samples(inp, cfg, changed_boxes(inp, own, alts, eval_ids))
-        rescore_report.write(folder.path, rep, sheet)
+        rescore_report.write(folder.path, rep, sheet_samples(inp, cfg, changed_boxes(inp, own, alts, eval_ids)))
         write_json_atomic(folder.path / "report.json", rep)
     return rep
 
