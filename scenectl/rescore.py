@@ -376,8 +376,9 @@ def changed_boxes(inp: Inputs, own: np.ndarray, alts: np.ndarray, eval_ids: list
         best[wins] = top[wins, 1]
         best_cat[wins] = [cat_of[int(i)] for i in top[wins, 0]]
     out = []
-    for image_id in eval_ids:
-        idx = np.flatnonzero(d.image_id == image_id)
+    sel = np.flatnonzero(np.isin(d.image_id, eval_ids))
+    sel = sel[np.argsort(d.image_id[sel], kind="stable")]  # grouped by image, file order within
+    for idx in np.split(sel, np.flatnonzero(np.diff(d.image_id[sel])) + 1):
         if idx.size == 0:
             continue
         r0 = np.argsort(np.argsort(-d.score[idx], kind="stable"), kind="stable")  # rank of each box, 0 = top
