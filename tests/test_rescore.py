@@ -179,6 +179,36 @@ def test_calibration_split_and_rescored_file(setup, tmp_path):
     assert r.exit_code == 2 and "--overwrite" in r.output
 
 
+def test_a_box_is_hidden_exactly_as_build_shards_hides_it(setup, tmp_path):
+    """A detection on an object's box goes through build-shards' own masking: the context model sees the pixels of
+    build-shards' sample of that object (box shape), mask and JPEG alike."""
+    import webdataset as wds
+    from PIL import Image
+
+    from scenectl.checkpoint import read_checkpoint
+    from scenectl.data.coco import decode_mask
+    from scenectl.data.masks import bbox
+    from scenectl.data.shards import BuildConfig, build_shards
+    from scenectl.detections import Detections
+    from scenectl.rescore import BoxScenes, Inputs
+
+    build_shards(BuildConfig(out=tmp_path / "sh", coco_root=setup["dir"] / "scenes", split="val2017", shape="box",
+                             margin=3, image_size=32, min_area=0, workers=1, progress=False), echo=lambda s: None)
+    sample = next(iter(wds.WebDataset(str(sorted((tmp_path / "sh").glob("*.tar"))[0]), shardshuffle=False)))
+    meta = json.loads(sample["json"])
+    a = next(x for x in setup["data"]["annotations"] if x["id"] == meta["annotation_id"])
+    im = next(x for x in setup["data"]["images"] if x["id"] == meta["image_id"])
+    x0, y0, x1, y1 = bbox(decode_mask(a["segmentation"], im["height"], im["width"]))
+    dets = Detections(np.array([im["id"]]), np.array([a["category_id"]]), np.array([[x0, y0, x1 - x0, y1 - y0]], float),
+                      np.array([0.5]), np.array([0]))
+    params = {"shape": "box", "fill": "mean", "margin": 3, "image_size": 32}
+    ds = BoxScenes(Inputs(load_coco(setup["ann"]), read_checkpoint(setup["ckpt"]), {}, dets, params, ""),
+                   str(setup["images"]), seed=0)
+    scene, mask = ds.hidden(*ds.scene(im["id"]), 0)
+    assert np.array_equal(mask, np.asarray(Image.open(io.BytesIO(sample["mask.png"]))))
+    assert np.array_equal(scene, np.asarray(Image.open(io.BytesIO(sample["jpg"])).convert("RGB")))
+
+
 def test_classes_must_match_by_name(setup, tmp_path):
     classes = [dict(c) for c in setup["classes"]]
     classes[0]["name"] = "zebra"
