@@ -66,6 +66,7 @@ KINDS: dict[str, Kind] = {
                      ("context", "scratch"), True),
     "distill": Kind("distill", "a distillation experiment", ("kd", "ce", *_EXPERIMENT_FILES), ("kd", "ce"), True),
     "fuse": Kind("fuse", "a fusion report", ("config.json", "report.json", "report.md", "*.png"), ()),
+    "rescore": Kind("rescore", "a rescore report", ("config.json", "report.json", "report.md", "rescored.json", "*.png"), ()),
     "ooc": Kind("build-ooc", "an out-of-context set", ("shard-*.tar", "shard-*.tar.partial", "manifest.json",
                                                        "config.json", "cooccurrence.h5"), (), leaf=True),
     "export": Kind("export-imagefolder", "an ImageFolder export", ("*",), ("export.json",), leaf=True),

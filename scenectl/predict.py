@@ -84,10 +84,7 @@ def object_mask(cfg: PredictConfig, width: int, height: int) -> tuple[np.ndarray
         masks.check_shape("--box", "box", v, width, height)  # NaN passed the comparisons above; huge values too
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
             notes.append(f"--box {cfg.box} reaches outside the {width}x{height} image: clipped to it")
-        cx0, cy0, cx1, cy1 = masks.crop_box([x0, y0, x1 - x0, y1 - y0], width, height)  # whole pixels, clipped
-        m = np.zeros((height, width), dtype=bool)
-        m[cy0:cy1, cx0:cx1] = True
-        return m, notes
+        return masks.box_mask([x0, y0, x1 - x0, y1 - y0], width, height), notes  # whole pixels, clipped
     if cfg.polygon:
         from scenectl.data.coco import decode_mask
 
@@ -139,15 +136,17 @@ def load_upright(path: str | Path, image_size: int):
 
 
 # --- masking and the model ------------------------------------------------------------------------------------------
-def masked_sample(dec, obj: np.ndarray, params: dict, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+def masked_sample(dec, obj: np.ndarray, params: dict, seed, base: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
     """build-shards' masked-sample steps (scenectl.data.shards.mask_scene) for object mask `obj` (H, W) bool, given
     in upright full-resolution pixels -> (masked scene (S, S, 3) uint8 after the JPEG round trip, mask (S, S) uint8
-    255 = hidden, hidden share of the image)."""
+    255 = hidden, hidden share of the image). `seed`: numpy seed (an int or a sequence) of noise / blur fills;
+    `base`: the unmasked letterboxed scene when the caller made it once for several regions of one image."""
     from scenectl.data.shards import encode_jpeg, mask_scene
 
     region, box = masks.hidden_region(obj, params["shape"], int(params["margin"]))  # (H, W) bool, contains obj
     lb = masks.Letterbox(*dec.size, int(params["image_size"]))
-    base = lb.image(dec.image)  # (S, S, 3): the unmasked letterboxed scene
+    base = lb.image(dec.image) if base is None else base  # (S, S, 3): the unmasked letterboxed scene
     scene = mask_scene(dec, lb, base, region, box, params["fill"], np.random.default_rng(seed))
     with Image.open(io.BytesIO(encode_jpeg(scene))) as im:  # shards store JPEG: the model saw its artefacts
         scene = np.asarray(im.convert("RGB"))
