@@ -491,3 +491,17 @@ class RescoreConfig(Options):
     device: str = option("auto", DEVICE_HELP)
     workers: int = option(0, "DataLoader processes decoding and masking images (0: in the main process).")
     overwrite: bool = option(False, "Replace a rescore report already in --out.")
+
+    def check_more(self) -> None:
+        """The required inputs, the grid of w and the device, before any file is read."""
+        from scenectl.devices import parse_device  # (torch: imported only when a command runs, not for --help)
+
+        for name, value in (("--detections", self.detections), ("--images", self.images),
+                            ("--annotations", self.annotations)):
+            if not value:
+                raise ScenectlError(f"{name} is required")
+        if not self.weights:
+            raise ScenectlError("--weight: the grid of w needs at least one value")
+        if not Path(self.images).is_dir():
+            raise ScenectlError(f"--images {self.images} is not a folder")
+        parse_device(self.device)

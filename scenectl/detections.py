@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scenectl.data.coco import ANNOTATION_BYTES
 from scenectl.data.masks import shape_problem
 from scenectl.errors import ScenectlError
 from scenectl.io import read_json
@@ -98,7 +99,8 @@ def read_results(path, sizes: dict[int, tuple[int, int]], categories: set[int], 
                  min_score: float) -> Detections:
     """The rows of results file `path` (see the module docstring), checked against the images' stored (width,
     height) `sizes` and the annotation file's `categories`."""
-    data = read_json(path, "--detections file")
+    # a detector writes up to 100 rows per image: a full val2017 file is tens of MB, like an annotation file
+    data = read_json(path, "--detections file", expect=None, limit=ANNOTATION_BYTES)
     if not isinstance(data, list):
         raise ScenectlError(f"--detections {path}: not a COCO results file (a JSON list of {{image_id, category_id, "
                             f"bbox, score}} rows), but a {type(data).__name__}")

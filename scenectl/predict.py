@@ -14,50 +14,19 @@ manifest of the set its config names when it can be opened, else build-shards' d
 
 from __future__ import annotations
 
-import io
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from scenectl.checkpoint import BuildParams, Checkpoint, read_checkpoint
+from scenectl.checkpoint import Checkpoint, read_checkpoint
 from scenectl.config import PredictConfig
 from scenectl.data import masks
 from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
 from scenectl.folders import check_file_target
-
-
-def default_params() -> dict:
-    """build-shards' own defaults (BuildConfig), used when the checkpoint does not say how its shards were built."""
-    from scenectl.data.shards import BuildConfig
-
-    return asdict(BuildParams.parse(asdict(BuildConfig()), "build-shards' defaults"))
-
-
-
-
-# --- what the training shards did --------------------------------------------------------------------------------
-def shard_params(ckpt: Checkpoint) -> tuple[dict, str]:
-    """Build parameters of the checkpoint's training shards (checkpoint.TrainingShards), and where they came from:
-    the checkpoint itself; for one that predates them, the manifest of the shard set its config names when it can
-    be opened here; else build-shards' defaults."""
-    from scenectl.data.loader import open_shard_set
-
-    shards = ckpt.training_shards
-    if shards is not None and shards.params is not None:
-        return asdict(shards.params), f"checkpoint (training shards {shards.spec})"
-    if shards is not None:
-        try:
-            params = open_shard_set(shards.spec, from_file="the checkpoint's config").manifest.get("params", {})
-        except ScenectlError:
-            params = None  # moved, on another machine, or a URL / command (never run from a file): the defaults
-        if isinstance(params, dict):
-            return asdict(BuildParams.parse({**default_params(), **params}, f"manifest of {shards.spec}")), \
-                f"manifest of {shards.spec}"
-    return default_params(), "build-shards defaults (the checkpoint names no reachable training shards)"
+from scenectl.hiding import masked_sample, shard_params
 
 
 # --- the user's region ---------------------------------------------------------------------------------------------
@@ -133,24 +102,6 @@ def load_upright(path: str | Path, image_size: int):
         return load_image(path, *size, draft=image_size)
     except BadImage as e:
         raise ScenectlError(f"{path} is not a readable image ({e})") from None
-
-
-# --- masking and the model ------------------------------------------------------------------------------------------
-def masked_sample(dec, obj: np.ndarray, params: dict, seed, base: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, float]:
-    """build-shards' masked-sample steps (scenectl.data.shards.mask_scene) for object mask `obj` (H, W) bool, given
-    in upright full-resolution pixels -> (masked scene (S, S, 3) uint8 after the JPEG round trip, mask (S, S) uint8
-    255 = hidden, hidden share of the image). `seed`: numpy seed (an int or a sequence) of noise / blur fills;
-    `base`: the unmasked letterboxed scene when the caller made it once for several regions of one image."""
-    from scenectl.data.shards import encode_jpeg, mask_scene
-
-    region, box = masks.hidden_region(obj, params["shape"], int(params["margin"]))  # (H, W) bool, contains obj
-    lb = masks.Letterbox(*dec.size, int(params["image_size"]))
-    base = lb.image(dec.image) if base is None else base  # (S, S, 3): the unmasked letterboxed scene
-    scene = mask_scene(dec, lb, base, region, box, params["fill"], np.random.default_rng(seed))
-    with Image.open(io.BytesIO(encode_jpeg(scene))) as im:  # shards store JPEG: the model saw its artefacts
-        scene = np.asarray(im.convert("RGB"))
-    return scene, lb.mask(region, box), float(region[box[1]:box[3], box[0]:box[2]].sum()) / region.size
 
 
 def hiding_params(cfg: PredictConfig, ckpt: Checkpoint) -> tuple[dict, str]:

@@ -5,7 +5,7 @@
                                 checkpoint="runs/train/best.pt", out="runs/rescore"))
 
 For each kept detection (scenectl.detections: checked rows, at most --max-per-image per image, above --min-score)
-its box is hidden exactly as build-shards hides an object for this checkpoint (scenectl.predict.masked_sample: the
+its box is hidden exactly as build-shards hides an object for this checkpoint (scenectl.hiding.masked_sample: the
 training shards' shape, fill, margin, image size, letterbox; the box's pixels play the instance mask), and the
 context model gives log p_ctx(c) over its classes, batched across images. Fusion (scenectl.fusion, the rule `fuse`
 uses):
@@ -36,31 +36,18 @@ import torch
 
 from scenectl import boxap, metrics
 from scenectl.checkpoint import Checkpoint, read_checkpoint
-from scenectl.config import RescoreConfig, check_ranges, flat
+from scenectl.config import RescoreConfig
 from scenectl.data import masks
 from scenectl.detections import Detections, read_results
 from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
 from scenectl.fusion import product_of_experts
+from scenectl.hiding import masked_sample, shard_params
 from scenectl.io import write_bytes_atomic, write_json_atomic
 from scenectl.progress import progress
 
 SHEET = 12  # boxes on the contact sheet
-
-
-def check(cfg: RescoreConfig) -> None:
-    """Every option, before any file is read."""
-    check_ranges(flat(cfg))
-    parse_device(cfg.device)
-    for option, value in (("--detections", cfg.detections), ("--images", cfg.images),
-                          ("--annotations", cfg.annotations)):
-        if not value:
-            raise ScenectlError(f"{option} is required")
-    if not cfg.weights:
-        raise ScenectlError("--weight: the grid of w needs at least one value")
-    if not Path(cfg.images).is_dir():
-        raise ScenectlError(f"--images {cfg.images} is not a folder")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -90,10 +77,8 @@ def class_map(gt, ckpt: Checkpoint, path: str) -> dict[int, int]:
 
 
 def hiding(ckpt: Checkpoint) -> tuple[dict, str]:
-    """The training shards' hiding parameters (scenectl.predict.shard_params), checked."""
-    from scenectl.predict import shard_params
-
-    params, source = shard_params(ckpt.config)
+    """The training shards' hiding parameters (scenectl.hiding.shard_params), checked."""
+    params, source = shard_params(ckpt)
     if params["shape"] not in masks.SHAPES or params["fill"] not in masks.FILLS:
         raise ScenectlError(f"{ckpt.path}: its training shards' shape/fill ({params['shape']!r}, {params['fill']!r}) "
                             "are not ones build-shards makes")
@@ -160,8 +145,6 @@ class BoxScenes(torch.utils.data.Dataset):
     def hidden(self, rec: dict, dec, base: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Detection i's box hidden -> (masked scene (S, S, 3) uint8, mask (S, S) uint8 255 = hidden)."""
         from PIL import Image
-
-        from scenectl.predict import masked_sample
 
         obj = masks.box_mask(self.inp.dets.bbox[i].tolist(), int(rec["width"]), int(rec["height"]))  # stored frame
         if dec.turn is not None:  # pixels upright: turn the box's mask likewise (as build-shards turns regions)
@@ -323,7 +306,7 @@ def compare(inp: Inputs, ev: Evidence, w: float, relabel: int, eval_ids: list[in
 
 def rescore(cfg: RescoreConfig) -> dict:
     """Rescore cfg.detections with the context model; writes cfg.out (a `rescore` folder), report.json last."""
-    check(cfg)
+    cfg.check()
     device = parse_device(cfg.device)
     inp = read_inputs(cfg)
     fixed = len(set(cfg.weights)) == 1

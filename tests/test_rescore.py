@@ -28,6 +28,7 @@ from scenectl.detections import read_results
 from scenectl.errors import ScenectlError
 from scenectl.metrics import image_resamples
 from scenectl.models import create_model
+from figures import watch
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,10 +150,8 @@ GRID2 = ("--relabel", "2", "--seed", "3", "--weight", "0", "--weight", "1.5")
 def test_calibration_split_and_rescored_file(setup, tmp_path):
     """w is chosen on the calibration images; AP before/after is COCOeval's on the other part, of the input and of
     rescored.json; the split is seeded and recorded; --relabel adds K rows per box."""
-    from scenectl import plots
-
     out = tmp_path / "cal"
-    with plots.watch() as drawn:
+    with watch() as drawn:
         r = runner.invoke(app, _argv(setup, out, *GRID2))
     assert r.exit_code == 0, r.output
     assert all(d.problems == [] for d in drawn), [(d.path.name, d.problems) for d in drawn]
