@@ -25,7 +25,7 @@ from scenectl.checkpoint import classes_match
 from scenectl.config import TrainConfig, check, load_config as _load_config, resolve_schedule
 from scenectl.data.loader import Augment, Loader, ShardSet, SkipCounter, make_eval_loader, make_train_loader, \
     open_shard_set
-from scenectl.data.transforms import batch_to_device
+from scenectl.data.transforms import batch_to_device, make_hole_only
 from scenectl.engine import Run, cross_entropy, decay_groups, fit, require_tensorboard
 from scenectl.errors import ScenectlError
 from scenectl.models import create_model, resolve_name
@@ -48,6 +48,8 @@ def load_data(cfg: TrainConfig) -> tuple[ShardSet, ShardSet]:
 def resolve_config(cfg: TrainConfig, train_set: ShardSet, world_size: int) -> TrainConfig:
     """Check every option and fill the data-dependent defaults, so config.json records what actually ran."""
     check(cfg)
+    if cfg.hole_only and not cfg.mask_channel:
+        raise ScenectlError("--hole-only trains on the mask channel alone: it cannot go with --no-mask-channel")
     if cfg.tensorboard:
         require_tensorboard()
     c = resolve_schedule(cfg, train_set.num_samples, world_size, data_option=f"--shards {cfg.data.shards}")
@@ -109,6 +111,8 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
     aux_classes = len(train_set.classes) if cfg.aux_visible else 0  # --aux-visible: visible classes, multi-label
     model = create_model(cfg.arch, len(train_set.classes), in_chans,
                          pretrained=None if cfg.loop.resume else cfg.pretrained, aux_classes=aux_classes).to(dev.device)
+    if cfg.hole_only:  # the control: RGB replaced by the fill at the model's input, mask channel kept
+        make_hole_only(model)
     counter = SkipCounter()
 
     def validate(net: nn.Module) -> dict:
@@ -123,7 +127,8 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
         validate=validate, config=asdict(cfg), tensorboard=cfg.tensorboard, title=f"train {cfg.arch}: {cfg.out}",
         facts={"kind": "context", "arch": cfg.arch, "in_chans": in_chans, "num_classes": len(train_set.classes),
                "classes": train_set.classes, "cooccurrence": train_set.cooccurrence().to_state(),
-               "image_size": cfg.data.image_size, "mask_channel": cfg.mask_channel, "aux_visible": cfg.aux_visible})
+               "image_size": cfg.data.image_size, "mask_channel": cfg.mask_channel, "aux_visible": cfg.aux_visible,
+               "hole_only": cfg.hole_only})
     return fit(run, cfg, dev, resume=cfg.loop.resume, overwrite=cfg.loop.overwrite)
 
 
