@@ -807,3 +807,52 @@ def per_class_wilson(rows: list[dict], deff: float, min_samples: int = MIN_CLASS
     """The interval of each per_class_accuracy() row: Wilson widened by `deff`; None (hidden) below `min_samples`
     targets, where an interval of a handful of samples says more about the interval than the class."""
     return [wilson(r["correct"], r["support"], level, deff) if r["support"] >= min_samples else None for r in rows]
+
+
+# --- a table of arms (compare with several seeds per arm) -------------------------------------------------------------
+@dataclass(frozen=True)
+class SeedRun:
+    """One training seed's predictions scored on the shared resamples: point_metrics() and resampled_metrics()."""
+
+    point: dict  # {metric: float | None}
+    dists: dict  # {metric: (B,)}
+    seed: int | None = None
+
+
+def _arm(runs: Sequence[SeedRun], metric: str) -> Arm | None:
+    """The Arm of one metric over an arm's runs, or None where some run leaves the metric undefined."""
+    if any(r.point.get(metric) is None or metric not in r.dists for r in runs):
+        return None
+    seeds = [r.seed for r in runs]
+    return Arm.of([r.point[metric] for r in runs], [r.dists[metric] for r in runs],
+                  None if any(s is None for s in seeds) else seeds)
+
+
+def seed_table(arms: dict[str, Sequence[SeedRun]], reference: str, names: Sequence[str],
+               level: float = LEVEL) -> dict:
+    """Every arm's metrics with their seeds, and every other arm minus `reference`, worded over ONE family (all
+    differences of the table, Holm): {"arms": {arm: {metric: seed_summary + "ci" + "notes"}}, "differences":
+    {arm: {metric: holm_verdicts record | None}}, "family": its description}. Arms sharing the reference's seeds
+    pair per seed. `names`: the metrics, e.g. metric_names(ks)."""
+    if reference not in arms:
+        raise ScenectlError(f"the reference arm {reference!r} is not among the arms {sorted(arms)}")
+    table = {"arms": {}, "differences": {}}
+    flat: dict[str, dict | None] = {}
+    for name, runs in arms.items():
+        table["arms"][name] = {}
+        for m in names:
+            a = _arm(runs, m)
+            alone = seed_interval(a, level=level) if a is not None else None
+            table["arms"][name][m] = None if a is None else {
+                **seed_summary(a), "ci": alone["ci"] if alone else None, "notes": alone["notes"] if alone else []}
+            if name != reference:
+                b = _arm(arms[reference], m)
+                flat[f"{name}\t{m}"] = seed_interval(a, b, level) if a is not None and b is not None else None
+    family = (f"{len(arms) - 1} arm(s) minus {reference} on {len(names)} metrics: "
+              f"{sum(r is not None for r in flat.values())} differences, Holm")
+    worded = holm_verdicts(flat, family, level)
+    for key, r in worded.items():
+        name, m = key.split("\t")
+        table["differences"].setdefault(name, {})[m] = r
+    table["family"] = family
+    return table

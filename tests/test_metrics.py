@@ -618,3 +618,35 @@ def test_planted_difference_found_and_null_called_inconclusive():
     assert seed_aware <= 4 and image_only >= 10
     r = M.holm_verdicts({"null": M.seed_interval(*_arms(np.random.default_rng(11), 0.0))}, family="one")
     assert r["null"]["verdict"] == "inconclusive"
+
+
+def test_seed_table_words_every_difference_over_one_family():
+    rng = np.random.default_rng(7)
+    ids = np.repeat(np.arange(200), 3)
+    labels = rng.integers(0, 5, ids.size)
+    rs = M.image_resamples(ids, 300, seed=0)
+    none = [[] for _ in labels]
+
+    def runs(rate: float, seeds):
+        out = []
+        for s in seeds:
+            hits = rng.random(ids.size) < rate + 0.01 * s
+            scores = np.eye(5)[np.where(hits, labels, (labels + 1) % 5)]
+            args = (scores, labels, none, np.zeros((5, 5), bool), [1, 3], rs)
+            out.append(M.SeedRun(M.point_metrics(*args), M.resampled_metrics(*args), s))
+        return out
+
+    arms = {"base": runs(0.4, [0, 1, 2]), "better": runs(0.7, [0, 1, 2]), "same": runs(0.4, [0, 1, 2]),
+            "single": runs(0.4, [5])}
+    names = ["top-1", "top-3", "plaus@10"]  # plausibility is undefined here (no scene has a visible class)
+    t = M.seed_table(arms, "base", names)
+    assert t["family"].startswith("3 arm(s) minus base on 3 metrics: 6 differences, Holm")
+    assert t["differences"]["better"]["top-1"]["verdict"] == "higher"
+    assert t["differences"]["better"]["top-1"]["family_size"] == 6 and t["differences"]["better"]["top-1"]["paired"]
+    assert t["differences"]["same"]["top-1"]["verdict"] == "inconclusive"
+    assert t["differences"]["better"]["plaus@10"] is None and t["arms"]["base"]["plaus@10"] is None
+    assert t["arms"]["better"]["top-1"]["seeds"] == 3 and len(t["arms"]["better"]["top-1"]["per_seed"]) == 3
+    assert t["arms"]["single"]["top-1"]["note"] == M.NO_SEED_NOISE
+    assert M.NO_SEED_NOISE in t["differences"]["single"]["top-1"]["notes"]
+    with pytest.raises(ScenectlError, match="reference"):
+        M.seed_table(arms, "missing", names)
