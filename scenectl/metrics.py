@@ -629,8 +629,8 @@ def _seed_variance(a: Arm, b: Arm | None) -> tuple[float, float, bool]:
 
 def seed_interval(a: Arm, b: Arm | None = None, level: float = LEVEL) -> dict | None:
     """The interval of mean(a) - mean(b) (or of mean(a) alone) that holds the image resamples AND the training
-    seeds: {"value", "ci", "image_ci", "se" [lower side, upper side], "df", "seed_se", "paired", "p", "mdd",
-    "notes"}. None where no resample defines the metric.
+    seeds: {"value", "ci", "image_ci", "se" [lower side, upper side], "df" (the smaller of "df_sides"), "seed_se",
+    "paired", "p", "mdd", "notes"}. None where no resample defines the metric.
 
     Each side of the percentile interval of the image resamples (the mean over seeds of each resample's metric)
     is read as z * se_side; the seed part s^2/S is added to se_side^2 and the half-width is t(df) * sqrt(sum), df
@@ -656,7 +656,7 @@ def seed_interval(a: Arm, b: Arm | None = None, level: float = LEVEL) -> dict | 
     mean_se, df = math.sqrt((se[0] ** 2 + se[1] ** 2) / 2), min(dfs)
     arms = [x for x in (a, b) if x is not None]
     return {"value": value, "ci": [value - t[0] * se[0], value + t[1] * se[1]], "image_ci": image_ci, "se": se,
-            "df": df, "seed_se": math.sqrt(v_seed), "paired": paired, "p": min(1.0, max(0.0, p)),
+            "df": df, "df_sides": dfs, "seed_se": math.sqrt(v_seed), "paired": paired, "p": min(1.0, max(0.0, p)),
             "mdd": (t_quantile(0.5 + level / 2, df) + t_quantile(POWER, df)) * mean_se,
             "notes": [NO_SEED_NOISE] if any(x.n_seeds == 1 for x in arms) else []}
 
@@ -696,7 +696,7 @@ def holm_verdicts(results: dict[str, dict], family: str, level: float = LEVEL) -
     for rank, i in enumerate(order):
         r = results[names[i]]
         step_alpha = alpha / (m - min(rank, stop))
-        t = [t_quantile(1 - step_alpha / 2, r["df"])] * 2
+        t = [t_quantile(1 - step_alpha / 2, df) for df in r.get("df_sides", [r["df"]] * 2)]
         ci = [r["value"] - t[0] * r["se"][0], r["value"] + t[1] * r["se"][1]]
         word = INCONCLUSIVE if adjusted[i] >= alpha else ("higher" if r["value"] > 0 else "lower")
         out[names[i]] = {**r, "family": family, "family_size": m, "p_holm": float(adjusted[i]), "ci_holm": ci,
@@ -735,7 +735,8 @@ def declared_classes(labels, num_classes: int, min_samples: int = MIN_CLASS_SAMP
     classes = np.flatnonzero(support >= int(min_samples))
     if classes.size == 0:
         raise ScenectlError(f"no class has {min_samples} evaluated samples: lower --min-class-samples")
-    return ClassSet(classes.astype(np.int64), int(num_classes), int(min_samples), float(support[classes].sum() / max(1, y.size)))
+    share = float(support[classes].sum() / max(1, y.size))
+    return ClassSet(classes.astype(np.int64), int(num_classes), int(min_samples), share)
 
 
 def constant_predictor(pred, k: int) -> bool:

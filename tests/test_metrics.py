@@ -648,5 +648,9 @@ def test_seed_table_words_every_difference_over_one_family():
     assert t["arms"]["better"]["top-1"]["seeds"] == 3 and len(t["arms"]["better"]["top-1"]["per_seed"]) == 3
     assert t["arms"]["single"]["top-1"]["note"] == M.NO_SEED_NOISE
     assert M.NO_SEED_NOISE in t["differences"]["single"]["top-1"]["notes"]
+    for by_metric in t["differences"].values():  # finite df, asymmetric sides: the words still match ci_holm
+        for r in filter(None, by_metric.values()):
+            assert (r["verdict"] != "inconclusive") == (r["ci_holm"][0] > 0 or r["ci_holm"][1] < 0)
+            assert r["ci_holm"][0] <= r["ci"][0] and r["ci_holm"][1] >= r["ci"][1]  # never narrower
     with pytest.raises(ScenectlError, match="reference"):
         M.seed_table(arms, "missing", names)
