@@ -768,17 +768,18 @@ def resampled_balanced(pred, labels, ks: Iterable[int], rs: Resamples, cls: Clas
     return out
 
 
-def balanced_fields(pred, labels, ks: Iterable[int], rs: Resamples, cls: ClassSet, level: float = LEVEL) -> dict:
+def balanced_fields(pred, labels, ks: Iterable[int], rs: Resamples, cls: ClassSet, level: float = LEVEL,
+                    no_interval: str | None = None) -> dict:
     """Report fields of balanced top-k over the declared set: {"topk_balanced": {k: value}, "topk_balanced_ci":
     {k: [lo, hi] | None}, "class_set": cls.record(), "no_interval": reason | None}. A constant predictor gets its
-    point and the reason instead of an interval."""
+    point and the reason instead of an interval; so does any predictor the caller gives a `no_interval` reason."""
     ks = _check_ks(ks)
     points = resampled_balanced(pred, labels, ks, rs.identity(), cls)
-    constant = constant_predictor(pred, max(ks))
-    dists = None if constant or rs.n_resamples == 0 else resampled_balanced(pred, labels, ks, rs, cls)
+    reason = CONSTANT_REASON if constant_predictor(pred, max(ks)) else no_interval
+    dists = None if reason or rs.n_resamples == 0 else resampled_balanced(pred, labels, ks, rs, cls)
     return {"topk_balanced": {k: float(points[f"bal top-{k}"][0]) for k in ks},
             "topk_balanced_ci": {k: interval(dists[f"bal top-{k}"], level) if dists else None for k in ks},
-            "class_set": cls.record(), "no_interval": CONSTANT_REASON if constant else None}
+            "class_set": cls.record(), "no_interval": reason}
 
 
 # --- per-class intervals: Wilson, widened by the image clustering ---------------------------------------------------

@@ -448,12 +448,20 @@ def test_declared_class_set_divides_every_resample_by_the_same_classes():
     # over the declared set {0, 1}: top-1 is right on every 0, never on 1 -> 1/2; top-2 -> 1
     assert f["topk_balanced"] == {1: 0.5, 2: 1.0}
     assert f["topk_balanced_ci"] == {1: None, 2: None} and "constant predictor" in f["no_interval"]
-    # the old per-resample set averages over whichever classes a resample draws: its interval misses the point
-    # whenever a resample drops class 2 or 3 (here mostly above 1/2... or below): the fixed set never moves
+    # every resample divides by the same set: the prior's balanced top-1 is 1/2 on each resample that draws both
+    # classes; averaging over the classes PRESENT (resampled_metrics) gives 1/4 with all four classes, but 1/3 where
+    # a resample misses class 3 (seen once): a distribution shifted above its own point
+    fixed = M.resampled_balanced(prior, y, [1], rs, cls)["bal top-1"]
+    assert np.all(fixed[np.isfinite(fixed)] == 0.5) and np.isfinite(fixed).mean() > 0.9
+    present = M.resampled_metrics(prior, y, [[]] * 16, np.zeros((5, 5), bool), [1], rs)["bal top-1"]
+    assert np.nanmean(present) > 0.26 and M.point_metrics(prior, y, [[]] * 16, np.zeros((5, 5), bool), [1],
+                                                           rs)["bal top-1"] == 0.25
     model = np.eye(5)[np.where(np.arange(16) % 3 == 0, (y + 1) % 5, y)]  # right on 2 of 3 samples
     g = M.balanced_fields(model, y, [1], rs, cls)
     d = M.resampled_balanced(model, y, [1], rs, cls)["bal top-1"]
     assert g["no_interval"] is None and g["topk_balanced_ci"][1] == M.interval(d)
+    withheld = M.balanced_fields(model, y, [1], rs, cls, no_interval="a label-only baseline")
+    assert withheld["topk_balanced_ci"] == {1: None} and withheld["no_interval"] == "a label-only baseline"
     # identity resample = the balanced mean over the set: class 0 right on 4 of 6, class 1 on 3 of 5
     assert g["topk_balanced"][1] == pytest.approx((4 / 6 + 3 / 5) / 2)
     with pytest.raises(ScenectlError, match="min-class-samples"):
