@@ -13,6 +13,8 @@
       "classes": [{"index", "coco_id", "name"}, ...],
       "cooccurrence": Cooccurrence.to_state() | None,   # the training split's counts
       "metrics": dict,                 # last validation metrics
+      "training_shards": {"spec": str, "params": {"shape", "fill", "margin", "image_size", "max_area"}},
+                                       # train: its --shards and their build params (TrainingShards); absent: none
     }
 
 Saved atomically (temporary name, then rename) and always loaded with `torch.load(weights_only=True)`, so a file
@@ -24,13 +26,14 @@ from __future__ import annotations
 
 import math
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from scenectl import __version__
+from scenectl.data.masks import FILLS, MAX_MARGIN, SHAPES
 from scenectl.errors import ScenectlError
 from scenectl.io import atomic_path
 
@@ -66,9 +69,55 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def classes_match(a: list[dict], b: list[dict]) -> bool:
-    key = lambda cs: [(int(c["coco_id"]), str(c["name"])) for c in cs]  # noqa: E731
-    return key(a) == key(b)
+@dataclass(frozen=True)
+class BuildParams:
+    """How build-shards hid the objects of a shard set (its manifest's `params`, validated): what `predict` repeats
+    on a user's image."""
+
+    shape: str
+    fill: str
+    margin: int
+    image_size: int
+    max_area: float
+
+    @classmethod
+    def parse(cls, params: Mapping, where: str) -> "BuildParams":
+        """From a manifest's or a checkpoint's params (other keys ignored); a missing or bad value names `where`."""
+        def bad(name: str) -> ScenectlError:
+            return ScenectlError(f"{where}: build param '{name}' is {params.get(name)!r}, which build-shards never "
+                                 "writes")
+
+        if not isinstance(params, Mapping):
+            raise ScenectlError(f"{where}: the build params are not a dict")
+        for name, allowed in (("shape", SHAPES), ("fill", FILLS)):
+            if params.get(name) not in allowed:
+                raise bad(name)
+        for name, lo, hi in (("margin", 0, MAX_MARGIN), ("image_size", 8, MAX_IMAGE_SIZE)):
+            v = params.get(name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise bad(name)
+        area = params.get("max_area")
+        if isinstance(area, bool) or not isinstance(area, (int, float)) or not 0 < area <= 1:
+            raise bad("max_area")
+        return cls(*(params[f.name] for f in fields(cls)))
+
+    @classmethod
+    def of_manifest(cls, manifest: Mapping, where: str) -> "BuildParams | None":
+        """A shard set's build params, or None when its manifest does not record them all."""
+        params = manifest.get("params")
+        if not isinstance(params, Mapping) or any(f.name not in params for f in fields(cls)):
+            return None
+        return cls.parse(params, where)
+
+
+@dataclass(frozen=True)
+class TrainingShards:
+    """The shard set a context model was trained on, a fact of its checkpoint (read by eval's mask-only control and
+    by predict): the --shards spec as given and its build params (None in checkpoints that predate them, which
+    name their shards only in their config)."""
+
+    spec: str
+    params: BuildParams | None = None  # saved as dataclasses.asdict(TrainingShards)
 
 
 @dataclass(frozen=True)
@@ -84,6 +133,7 @@ class Checkpoint:
     image_size: int
     config: dict
     state: dict
+    training_shards: TrainingShards | None = None
     hole_only: bool = False  # train --hole-only: build_model replaces every input's RGB by the fill
 
     @property
@@ -169,10 +219,34 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     kind = raw.get("kind", "context")
     if kind not in KINDS:
         raise bad("kind", f"is {kind!r}, not one of {', '.join(KINDS)}")
+    return Checkpoint(path, kind, arch, classes, in_chans, mask, image_size, config, raw,
+                      _training_shards(raw, config, path, bad), _hole_only(raw, mask, bad))
+
+
+def _hole_only(raw: dict, mask: bool, bad) -> bool:
+    """train --hole-only (absent: false); true only for a model with the mask channel."""
     hole_only = raw.get("hole_only", False)
     if not isinstance(hole_only, bool) or (hole_only and not mask):
         raise bad("hole_only", f"({hole_only!r}) is not a boolean, or is true without the mask channel")
-    return Checkpoint(path, kind, arch, classes, in_chans, mask, image_size, config, raw, hole_only)
+    return hole_only
+
+
+def _training_shards(raw: dict, config: dict, path: Path, bad) -> TrainingShards | None:
+    """The recorded training shards; in a checkpoint written before they were recorded, the shard set its config
+    names (`data.shards`, or a flat `shards`) without build params; None when there is none (transfer, distill)."""
+    fact = raw.get("training_shards")
+    if fact is None:
+        for group in (config.get("data"), config):
+            spec = group.get("shards") if isinstance(group, dict) else None
+            spec = spec[0] if isinstance(spec, list) and spec else spec
+            if isinstance(spec, str) and spec:
+                return TrainingShards(spec)
+        return None
+    if not isinstance(fact, dict) or not isinstance(fact.get("spec"), str) or not fact["spec"]:
+        raise bad("training_shards", "is not {spec: str, params: dict}")
+    params = fact.get("params")
+    return TrainingShards(fact["spec"], None if params is None else
+                          BuildParams.parse(params, f"{path}: field 'training_shards'"))
 
 
 def _aux_visible(raw: dict, bad) -> float:

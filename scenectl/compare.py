@@ -6,7 +6,7 @@ model's paired difference to a reference model with its interval.
 
 Reads top to bottom:
   1. open every input: an eval folder (its predictions.h5), a predictions.h5 file, or a checkpoint (run on --shards
-     through eval's own functions, so its inputs are prepared exactly as `scenectl eval` prepares them)
+     through scenectl.inference, as `scenectl eval` runs it, so its inputs are prepared exactly alike)
   2. refuse inputs that do not cover the same samples (keys), classes or labels; put every model in the reference's
      sample order
   3. draw the image resamples ONCE (metrics.image_resamples): every model is scored on the same resamples, so the
@@ -103,7 +103,7 @@ def open_input(spec: str, name: str, cfg: CompareConfig) -> Model:
         return Model(name, spec, "predictions", p.keys, p.labels, p.image_ids, p.scores, p.visible, p.class_names,
                      p.plausible, p.notes)
     from scenectl.checkpoint import read_checkpoint
-    from scenectl.evaluate import open_sets
+    from scenectl.inference import open_sets
 
     ckpt = read_checkpoint(path)
     if not cfg.shards:
@@ -112,7 +112,7 @@ def open_input(spec: str, name: str, cfg: CompareConfig) -> Model:
 
 
 def _eval_config(cfg: CompareConfig, checkpoint: str):
-    from scenectl.evaluate import EvalConfig
+    from scenectl.config import EvalConfig
 
     return EvalConfig(checkpoint=checkpoint, shards=list(cfg.shards), device=cfg.device, batch_size=cfg.batch_size,
                       workers=cfg.workers, max_samples=cfg.max_samples, retries=cfg.retries, timeout=cfg.timeout,
@@ -122,12 +122,11 @@ def _eval_config(cfg: CompareConfig, checkpoint: str):
 def run_pending(m: Model, cfg: CompareConfig) -> None:
     """Score a checkpoint input on --shards as `scenectl eval` would (same loader, same device handling)."""
     from scenectl.devices import parse_device
-    from scenectl.evaluate import checkpoint_cooccurrence, run_sets, set_names
-    from scenectl.inference import concat
+    from scenectl.inference import checkpoint_cooccurrence, concat, run_sets
 
     ckpt, sets = m.pending
     device = parse_device(cfg.device)
-    outs = run_sets(_eval_config(cfg, m.source), ckpt, ckpt.build_model(device), sets, set_names(cfg.shards), device)
+    outs = run_sets(_eval_config(cfg, m.source), ckpt, ckpt.build_model(device), sets, device)
     out = concat(outs)
     cooc, source = checkpoint_cooccurrence(ckpt, sets)
     m.keys, m.labels, m.image_ids, m.scores, m.visible = out.keys, out.labels, out.image_ids, out.logits, out.visible
@@ -275,7 +274,7 @@ def write_outputs(folder: Path, rep: dict) -> None:
 def prepare(cfg: CompareConfig) -> tuple[list[Model], int, list[int], list[str]]:
     """Every input read (checkpoints run) and checked before the output folder is made, so a refused comparison
     leaves nothing behind. Returns the models in the reference's sample order."""
-    from scenectl.evaluate import resolve_ks
+    from scenectl.inference import resolve_ks
 
     if len(cfg.inputs) < 2:
         raise ScenectlError("compare needs at least two inputs (eval folders, predictions.h5 files or checkpoints)")

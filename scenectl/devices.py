@@ -15,7 +15,6 @@ import torch
 
 from scenectl.errors import ScenectlError
 
-DEVICE_HELP = "auto (a GPU when present, else cpu), cpu, cuda or cuda:N."
 _FORM = re.compile(r"(auto|cpu|cuda)(?::(\d+))?")
 
 

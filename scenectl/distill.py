@@ -30,15 +30,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scenectl import distributed as D
-from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint
+from scenectl.checkpoint import Checkpoint, read_checkpoint
+from scenectl.data.coco import classes_match
 from scenectl.config import DistillConfig, check, resolve_schedule
-from scenectl.data.imagefolder import Target, make_loader
+from scenectl.data.imagefolder import Epoch, Target, make_loader
 from scenectl.data.loader import REBUILD_HINT, Loader, make_eval_loader, open_shard_set
 from scenectl.devices import parse_device
-from scenectl.engine import LossFn, Run, cross_entropy, fit_experiment
+from scenectl.engine import LossFn, Run, cross_entropy, fit_experiment, param_groups
 from scenectl.errors import ScenectlError
+from scenectl.inference import validate
 from scenectl.models import create_model, resolve_name
-from scenectl.transfer import evaluate_target, param_groups, write_report
+from scenectl.report import write_runs_report
+
+TITLE = "distillation: student with and without the context teacher"
 
 SCENE = "scene_input"  # the batch key of the teacher's view (the masked scene), as the reader names it
 
@@ -103,9 +107,9 @@ def data_stream(cfg: DistillConfig, target: Target, *, epoch: int | None = None,
     if view == "scene":
         return make_eval_loader(target.shards, image_size=teacher.image_size, batch_size=loop.batch_size,
                                 workers=loop.workers, mask_channel=teacher.mask_channel)
-    return make_loader(target, image_size=cfg.data.image_size, batch_size=loop.batch_size, train=epoch is not None,
-                       seed=loop.seed, epoch=epoch or 0, steps=loop.steps_per_epoch, start_step=start,
-                       workers=loop.workers, scene_size=teacher.image_size if teacher else None,
+    return make_loader(target, image_size=cfg.data.image_size, batch_size=loop.batch_size, workers=loop.workers,
+                       epoch=None if epoch is None else Epoch(loop.seed, epoch, loop.steps_per_epoch, start),
+                       scene_size=teacher.image_size if teacher else None,
                        scene_mask=teacher.mask_channel if teacher else True)
 
 
@@ -132,8 +136,8 @@ def make_run(cfg: DistillConfig, name: str, teacher: nn.Module, tck: Checkpoint,
         groups=param_groups(net, cfg.optim, 1.0, linear=False),
         loss_fn=distillation_loss(teacher, cfg.temperature, cfg.alpha, smoothing) if kd else cross_entropy(smoothing),
         batches=lambda epoch, start: data_stream(cfg, train_t, epoch=epoch, start=start, teacher=tck if kd else None),
-        validate=lambda model: evaluate_target(model, data_stream(cfg, val_t), dev.device, n, desc=f"val {name}",
-                                               total=val_t.num_samples),
+        validate=lambda model: validate(model, data_stream(cfg, val_t), dev.device, n, desc=f"val {name}",
+                                        total=val_t.num_samples),
         config={**asdict(cfg), "run": name}, title=f"distill, {name} student {cfg.student}: {cfg.out}/{name}",
         facts={"kind": "distill", "arch": net.arch, "in_chans": 3, "num_classes": n, "classes": train_t.classes,
                "cooccurrence": cooc, "image_size": cfg.data.image_size, "mask_channel": False, "view": "object",
@@ -153,14 +157,14 @@ def distill(cfg: DistillConfig) -> dict:
     cooc = train_t.shards.cooccurrence().to_state()
     runs = {name: functools.partial(make_run, cfg, name, teacher, tck, train_t, val_t, cooc, dev) for name in names}
     return fit_experiment(cfg, "distill", dev, runs,
-                          lambda results: finish(cfg, tck, teacher, train_t, val_t, dev, results))
+                          lambda results: finish(cfg, tck, teacher, train_t, val_t, dev, results), TITLE)
 
 
 def finish(cfg: DistillConfig, tck: Checkpoint, teacher: nn.Module, train_t: Target, val_t: Target,
            dev: D.DistInfo, results: dict[str, dict]) -> dict:
     """The teacher's own score on the validation scenes (context only), then the report."""
-    t = evaluate_target(teacher, data_stream(cfg, val_t, view="scene", teacher=tck), dev.device, len(val_t.classes),
-                        desc="teacher", total=val_t.num_samples)
+    t = validate(teacher, data_stream(cfg, val_t, view="scene", teacher=tck), dev.device, len(val_t.classes),
+                 desc="teacher", total=val_t.num_samples)
     loop, steps = cfg.loop, cfg.loop.steps_per_epoch * cfg.loop.epochs
     report = {"format": "scenectl-distill/1", "out": str(cfg.out), "teacher": str(cfg.teacher),
               "teacher_arch": tck.arch, "student": cfg.student, "temperature": cfg.temperature,
@@ -174,9 +178,5 @@ def finish(cfg: DistillConfig, tck: Checkpoint, teacher: nn.Module, train_t: Tar
              f"({cfg.optim.optimizer}), image size {cfg.data.image_size}, seed {loop.seed}",
              f"teacher on the validation scenes (context only): top-1 {100 * t['val_top1']:.1f}, "
              f"top-5 {100 * t['val_top5']:.1f}, balanced top-1 {100 * t['val_bal_top1']:.1f}"]
-    write_report(Path(cfg.out), report, "distillation: student with and without the context teacher", notes)
+    write_runs_report(Path(cfg.out), report, TITLE, notes)
     return report
-
-
-def main(cfg: DistillConfig) -> dict:
-    return distill(cfg)

@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from scenectl.data.transforms import batch_to_device
 from scenectl import distributed as D
 from scenectl import folders, progress
-from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint, save_checkpoint
+from scenectl.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+from scenectl.data.coco import classes_match
 from scenectl.config import RESUMABLE, Optim, Options, provenance
 from scenectl.data import remote
 from scenectl.plots import plot_training_curves
@@ -103,6 +104,16 @@ def decay_groups(params: Iterable[nn.Parameter], weight_decay: float, lr: float 
     groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
     return [{**g, **({"lr": lr} if lr is not None else {})} for g in groups if g["params"]]
+
+
+def param_groups(net: nn.Module, optim: Optim, backbone_scale: float, linear: bool) -> list[dict]:
+    """transfer / distill: the backbone at lr * backbone_scale (none when linear), the head at lr; no weight decay
+    on 1-d parameters (decay_groups)."""
+    head = set(net.head_parameter_names())
+    named = list(net.named_parameters())
+    backbone = [] if linear else [p for n, p in named if n not in head]
+    return (decay_groups(backbone, optim.weight_decay, optim.lr * backbone_scale)
+            + decay_groups([p for n, p in named if n in head], optim.weight_decay, optim.lr))
 
 
 def build_optimizer(groups: list[dict], optim: Optim) -> torch.optim.Optimizer:
@@ -319,11 +330,6 @@ def guarded(batches: Iterable[dict], failed: Callable[[Exception], None]) -> Ite
         yield batch
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    """The batch on `device` as the model takes it (uint8 `input` made float there: transforms.batch_to_device)."""
-    return batch_to_device(batch, device)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # one run
 
@@ -363,7 +369,7 @@ class Session:
 
     def step(self, batch: dict, stop: bool) -> tuple[float, float]:
         """One optimisation step on `batch`; returns (loss averaged over ranks, ranks asking to stop)."""
-        batch = to_device(batch, self.dev.device)
+        batch = batch_to_device(batch, self.dev.device)  # uint8 `input` made float there
         with self.autocast():
             loss = self.run.loss_fn(self.model, batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -488,9 +494,10 @@ def fit(run: Run, cfg: Options, dev: D.DistInfo, *, resume: bool, overwrite: boo
 
 
 def fit_experiment(cfg: Options, kind: str, dev: D.DistInfo, runs: dict[str, Callable[[], Run]],
-                   finish: Callable[[dict[str, dict]], dict]) -> dict:
+                   finish: Callable[[dict[str, dict]], dict], title: str) -> dict:
     """transfer / distill: the runs side by side in OUT/<name>/ (each a run folder of `kind`) under OUT, claimed as
-    a whole; `finish(results)` writes the comparison (report.json last) while the folder is still held."""
+    a whole; OUT/curves.png (`title`) draws them together, then `finish(results)` writes the comparison (report.json
+    last) while the folder is still held."""
     out = Path(cfg.out)
     with claimed(out, kind, dev, resume=cfg.loop.resume, overwrite=cfg.loop.overwrite, config=asdict(cfg)):
         (out / "report.json").unlink(missing_ok=True)  # until the new one is whole, the folder must not look complete
@@ -500,10 +507,12 @@ def fit_experiment(cfg: Options, kind: str, dev: D.DistInfo, runs: dict[str, Cal
             run = make()  # built here, in order: each run seeds its own initial weights
             resume = cfg.loop.resume and (run.out / "last.pt").is_file()
             results[name] = fit(run, cfg, dev, resume=resume, overwrite=not resume)
+        plot_curves({name: out / name for name in results}, out / "curves.png", title)
         return finish(results)
 
 
 __all__ = ["Run", "State", "Session", "fit", "fit_experiment", "train_one_epoch", "cross_entropy", "decay_groups",
+           "param_groups",
            "read_metrics", "plot_curves",
            "build_optimizer", "build_scheduler", "amp_setup", "require_tensorboard", "RunLog", "StopRequest",
            "guarded", "write_config"]

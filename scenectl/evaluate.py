@@ -28,103 +28,29 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
-import torch
 
 from scenectl import maskonly, metrics, plots, report
-from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint
+from scenectl.checkpoint import Checkpoint, read_checkpoint
 from scenectl.config import EvalConfig  # the options (declared with their help and ranges in scenectl.config)
+from scenectl.data.coco import classes_match
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
-from scenectl.inference import Outputs, concat, run_model
+from scenectl.inference import Outputs, checkpoint_cooccurrence, concat, open_sets, resolve_ks, run_sets, set_names
 from scenectl.io import write_bytes_atomic, write_json_atomic
-from scenectl.predictions import write_predictions
+from scenectl.predictions import SetIndex, write_predictions
 
 REPORT_FORMAT = "scenectl-eval/1"
 
 
-# --- 1. checkpoint, shard sets, options ---------------------------------------------------------------------------
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The checkpoint's model in eval mode and its raw dict: a thin alias of read_checkpoint kept only because
-    distill.py still imports it (the engine rewrite reads checkpoints with read_checkpoint directly)."""
-    ckpt = read_checkpoint(path)
-    return ckpt.build_model(device), ckpt.state
-
-
+# --- 1. options (the checkpoint, its shard sets and the model over them: scenectl.inference) ------------------------
 def check_options(cfg: EvalConfig) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would write the same files
         raise ScenectlError("scenectl eval runs in one process: start it without torchrun (see docs/evaluation.md)")
     cfg.check()
-
-
-def resolve_ks(requested: Iterable[int], num_classes: int) -> tuple[list[int], list[str]]:
-    """Sorted ks (1, 5, 10 always), each clamped to C; notes say which were clamped."""
-    requested = [int(k) for k in requested]
-    bad = [k for k in requested if k < 1]
-    if bad:
-        raise ScenectlError(f"--topk must be a positive integer, got {bad[0]}")
-    ks, notes = set(), []
-    for k in sorted(set(requested) | set(metrics.DEFAULT_KS)):
-        if k > num_classes:
-            notes.append(f"top-{k} clamped to top-{num_classes}: the model knows only {num_classes} classes")
-        ks.add(min(k, num_classes))
-    return sorted(ks), notes
-
-
-def checkpoint_cooccurrence(ckpt: Checkpoint, shard_sets: list) -> tuple[Cooccurrence, str]:
-    """The training split's counts (from the checkpoint); without them, the first shard set's own (noted)."""
-    cooc = ckpt.cooccurrence
-    if cooc is not None:
-        return cooc, "checkpoint (training split)"
-    return shard_sets[0].cooccurrence(), f"{shard_sets[0].urls[0] if shard_sets[0].urls else 'shards'}: " \
-        "the evaluated split's own counts (the checkpoint carries none)"
-
-
-def open_sets(cfg: EvalConfig, ckpt: Checkpoint) -> list:
-    from scenectl.data.loader import open_shard_set
-
-    if not cfg.shards:
-        raise ScenectlError("no shard set given (--shards)")
-    sets = [open_shard_set(s, cfg.net.options()) for s in cfg.shards]
-    for spec, ss in zip(cfg.shards, sets):
-        ss.require_masked("--shards")
-        if not classes_match(ckpt.classes, ss.classes):
-            raise ScenectlError(f"--shards {spec}: its class list differs from the checkpoint's "
-                                f"({len(ss.classes)} vs {ckpt.num_classes} classes, or other names/ids)")
-    return sets
-
-
-def set_names(specs: list[str]) -> list[str]:
-    """Short unique names for shard sets: the folder's name, numbered where two collide."""
-    base = [Path(str(s).rstrip("/")).name.split("{")[0].split("*")[0] or f"set{i}" for i, s in enumerate(specs)]
-    return [b if base.count(b) == 1 else f"{b}-{i}" for i, b in enumerate(base)]
-
-
-# --- 2. the model over each shard set ------------------------------------------------------------------------------
-def eval_loader(shard_set, ckpt: Checkpoint, cfg: EvalConfig, device: torch.device | None = None):
-    """The shard set as batches shaped for this checkpoint's model (image size, mask channel as in training); on a
-    CUDA `device` the JPEGs are decoded per batch there (transforms.batch_to_device)."""
-    from scenectl.data.loader import make_eval_loader
-
-    return make_eval_loader(shard_set, image_size=ckpt.image_size, mask_channel=ckpt.mask_channel,
-                            batch_size=cfg.batch_size, workers=cfg.workers,
-                            defer_jpeg=device is not None and device.type == "cuda")
-
-
-def run_sets(cfg: EvalConfig, ckpt: Checkpoint, model: torch.nn.Module, shard_sets: list, labels: list[str],
-             device: torch.device) -> list[Outputs]:
-    outs = []
-    for spec, name, ss in zip(cfg.shards, labels, shard_sets):
-        o = run_model(model, eval_loader(ss, ckpt, cfg, device), device, cfg.max_samples, desc=f"eval {name}",
-                      total=ss.num_samples)  # the manifest's count: the progress shows N/TOTAL and an ETA
-        if not o.keys:
-            raise ScenectlError(f"--shards {spec}: the shard set yielded no samples")
-        outs.append(o)
-    return outs
 
 
 # --- 3. metrics ---------------------------------------------------------------------------------------------------
@@ -138,9 +64,9 @@ def mask_only_source(cfg: EvalConfig, ckpt: Checkpoint) -> tuple[object, str | N
 
     if not cfg.mask_only:
         return None, None, "not run (--no-mask-only)"
-    spec = cfg.mask_only_train or maskonly.training_shards(ckpt.config)
+    spec = cfg.mask_only_train or (ckpt.training_shards.spec if ckpt.training_shards else None)
     if spec is None:
-        return None, None, "not run: the checkpoint's config names no training shards (pass --mask-only-train)"
+        return None, None, "not run: the checkpoint names no training shards (pass --mask-only-train)"
     try:  # a spec read from the checkpoint is data: only a local folder is opened, never a URL or a command
         ss = open_shard_set(spec, cfg.net.options(),
                             from_file=None if cfg.mask_only_train else f"{ckpt.path}'s config")
@@ -323,11 +249,12 @@ def plot_estimators(rep: dict, ks: list[int], path: Path, title: str) -> None:
                           errors={n: report.flat(r, ks, "_ci") for n, r in reps.items()})
 
 
-def write_outputs(folder: Path, rep: dict, out: Outputs, ks: list[int], names: list[str], title: str,
-                  cfg: EvalConfig, plausible: np.ndarray, set_index=None, sets=None) -> None:
+def write_outputs(folder: Path, rep: dict, out: Outputs, title: str, cfg: EvalConfig, plausible: np.ndarray,
+                  sets: SetIndex | None = None) -> None:
     """predictions.h5, plots and report.md first; report.json last (its presence marks a complete report)."""
+    ks, names = rep["ks"], rep["classes"]
     folder.mkdir(parents=True, exist_ok=True)
-    write_predictions(folder / "predictions.h5", out, names, max(ks), set_index, sets, cfg.save_logits,
+    write_predictions(folder / "predictions.h5", out, names, max(ks), sets, cfg.save_logits,
                       {"checkpoint": str(cfg.checkpoint), "shards": json.dumps(rep["shards"]),
                        "cooccurrence_source": rep["cooccurrence_source"]}, plausible)
     conf = plots.confusion_matrix(out.labels, out.logits.argmax(axis=1), len(names))
@@ -344,14 +271,14 @@ def write_reports(out_dir: Path, cfg: EvalConfig, common: dict, outs: list[Outpu
                   cooc: Cooccurrence, ks: list[int], extra: dict[str, np.ndarray]) -> dict:
     """With several shard sets one sub-report each under sets/NAME and comparison.png; then the top-level report
     over all samples (its report.json last of all). Returns the top-level report."""
-    names, plausible = common["classes"], metrics.plausible_matrix(cooc)
+    plausible = metrics.plausible_matrix(cooc)
     ends = np.cumsum([len(o.keys) for o in outs])
     sub = {}
     if len(outs) > 1:
         for spec, name, o, end in zip(cfg.shards, labels, outs, ends):
             part = {b: s[end - len(o.keys):end] for b, s in extra.items()}  # this set's rows of the baselines
             sub[name] = scored(common, [spec], o, cooc, ks, cfg, part)
-            write_outputs(out_dir / "sets" / name, sub[name], o, ks, names, f"eval of {name}", cfg, plausible)
+            write_outputs(out_dir / "sets" / name, sub[name], o, f"eval of {name}", cfg, plausible)
     allout = concat(outs)
     rep = scored(common, list(cfg.shards), allout, cooc, ks, cfg, extra)
     if sub:
@@ -359,9 +286,8 @@ def write_reports(out_dir: Path, cfg: EvalConfig, common: dict, outs: list[Outpu
         plots.plot_comparison({n: report.flat(r, ks) for n, r in sub.items()}, out_dir / "comparison.png",
                               title="model per shard set (95% intervals)",
                               errors={n: report.flat(r, ks, "_ci") for n, r in sub.items()})
-    set_index = np.concatenate([np.full(len(o.keys), i) for i, o in enumerate(outs)])
-    write_outputs(out_dir, rep, allout, ks, names, "eval of all shard sets" if sub else "eval", cfg, plausible,
-                  set_index, labels)
+    sets = SetIndex(np.concatenate([np.full(len(o.keys), i) for i, o in enumerate(outs)]), labels)
+    write_outputs(out_dir, rep, allout, "eval of all shard sets" if sub else "eval", cfg, plausible, sets)
     return rep
 
 
@@ -370,7 +296,7 @@ def output_folder(cfg: EvalConfig) -> Path:
     return Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "eval"
 
 
-def main(cfg: EvalConfig) -> dict:
+def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate; returns the top-level report (also written as OUT/report.json)."""
     check_options(cfg)
     device = parse_device(cfg.device)
@@ -386,7 +312,7 @@ def main(cfg: EvalConfig) -> dict:
                config=asdict(cfg)) as folder:
         write_json_atomic(folder.path / "config.json", asdict(cfg))
         labels = set_names(list(cfg.shards))
-        outs = run_sets(cfg, ckpt, model, shard_sets, labels, device)
+        outs = run_sets(cfg, ckpt, model, shard_sets, device)
         extra, mask_record = mask_only_baseline(cfg, mask_source, shard_sets, outs, ckpt.num_classes)
         common = {"format": REPORT_FORMAT, "out": str(folder.path), "checkpoint": str(cfg.checkpoint),
                   "arch": ckpt.arch, "classes": ckpt.names, "ks": ks, "cooccurrence_source": cooc_source,

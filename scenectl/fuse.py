@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from scenectl import metrics, plots
-from scenectl.checkpoint import Checkpoint, classes_match, read_checkpoint
+from scenectl.checkpoint import Checkpoint, read_checkpoint
+from scenectl.data.coco import classes_match
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.loader import ShardSet, make_eval_loader, open_shard_set
 from scenectl.data.remote import NetOptions

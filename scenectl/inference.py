@@ -1,16 +1,31 @@
-"""Running a model over batches: logits, labels, keys and visible classes of every sample, for every command that
-scores a model (eval, transfer and distill validation, fuse, compare)."""
+"""Scoring a model, shared by every command that does (eval, compare, train/transfer/distill validation, fuse):
+
+  - run_model: a model over batches -> logits, labels, keys, visible classes and image ids of every sample
+  - validate: the one validation of train, transfer and distill (loss, top-1/top-5, micro and class-balanced),
+    from per-class sums that are all-reduced over the ranks under DDP
+  - a checkpoint on shard sets as `scenectl eval` scores it (open_sets, run_sets, the co-occurrence counts, the ks),
+    so compare runs a checkpoint input exactly as eval does
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from scenectl import distributed as D
+from scenectl import metrics
+from scenectl.checkpoint import Checkpoint
+from scenectl.config import EvalConfig
+from scenectl.data.coco import classes_match
+from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.transforms import batch_to_device
+from scenectl.errors import ScenectlError
 from scenectl.progress import progress
 
 
@@ -74,3 +89,109 @@ def concat(outs: list[Outputs]) -> Outputs:
     return Outputs(np.concatenate([o.logits for o in outs]), np.concatenate([o.labels for o in outs]),
                    [k for o in outs for k in o.keys], [v for o in outs for v in o.visible],
                    sum(o.seconds for o in outs), np.concatenate([o.image_ids for o in outs]))
+
+
+# --- validation (train, transfer, distill) -------------------------------------------------------------------------
+VALIDATION_KS = (1, 5)
+
+
+def validate(model: torch.nn.Module, batches: Iterable[dict], device: torch.device, num_classes: int, *,
+             reduce: bool = False, desc: str = "val", total: int | None = None) -> dict:
+    """Validation loss (no label smoothing), top-1 and top-5, micro and class-balanced (k clamped to C), over every
+    sample of `batches` once. With `reduce` (DDP: each rank holds its share of the samples) the per-class sums are
+    all-reduced first, so every rank returns the whole set's numbers."""
+    out = run_model(model, batches, device, desc=desc, total=total)
+    sums = class_sums(out, num_classes)  # (C, 2 + len(VALIDATION_KS)) float64
+    if reduce:
+        sums = D.all_reduce_sum(sums.to(device)).cpu()
+    support, loss, hits = sums[:, 0], sums[:, 1], sums[:, 2:]  # (C,), (C,), (C, K)
+    n = support.sum().item()
+    if n == 0:
+        raise ScenectlError("the validation set yielded no samples")
+    present = support > 0
+    micro = (hits.sum(0) / n).tolist()
+    bal = (hits[present] / support[present, None]).mean(0).tolist()
+    return {"val_loss": loss.sum().item() / n, "val_top1": micro[0], "val_top5": micro[1], "val_bal_top1": bal[0],
+            "val_bal_top5": bal[1], "val_samples": int(n)}
+
+
+def class_sums(out: Outputs, num_classes: int) -> torch.Tensor:
+    """(C, 2 + K) float64 per true class: samples, summed cross-entropy, top-k hits for each k of VALIDATION_KS:
+    sums, so that ranks can add theirs up."""
+    sums = torch.zeros(num_classes, 2 + len(VALIDATION_KS), dtype=torch.float64)
+    if not out.keys:
+        return sums
+    y = torch.from_numpy(out.labels)
+    loss = F.cross_entropy(torch.from_numpy(out.logits).double(), y, reduction="none")  # (N,)
+    hits = metrics.topk_hits(out.logits, out.labels, [min(k, num_classes) for k in VALIDATION_KS])
+    columns = [torch.ones(len(y), dtype=torch.float64), loss,
+               *(torch.from_numpy(hits[min(k, num_classes)]).double() for k in VALIDATION_KS)]
+    return sums.index_add_(0, y, torch.stack(columns, 1))
+
+
+# --- a checkpoint on shard sets, as `scenectl eval` scores it (eval, compare) ----------------------------------------
+def resolve_ks(requested: Iterable[int], num_classes: int) -> tuple[list[int], list[str]]:
+    """Sorted ks (1, 5, 10 always), each clamped to C; notes say which were clamped."""
+    requested = [int(k) for k in requested]
+    bad = [k for k in requested if k < 1]
+    if bad:
+        raise ScenectlError(f"--topk must be a positive integer, got {bad[0]}")
+    ks, notes = set(), []
+    for k in sorted(set(requested) | set(metrics.DEFAULT_KS)):
+        if k > num_classes:
+            notes.append(f"top-{k} clamped to top-{num_classes}: the model knows only {num_classes} classes")
+        ks.add(min(k, num_classes))
+    return sorted(ks), notes
+
+
+def checkpoint_cooccurrence(ckpt: Checkpoint, shard_sets: list) -> tuple[Cooccurrence, str]:
+    """The training split's counts (from the checkpoint); without them, the first shard set's own (noted)."""
+    cooc = ckpt.cooccurrence
+    if cooc is not None:
+        return cooc, "checkpoint (training split)"
+    return shard_sets[0].cooccurrence(), f"{shard_sets[0].urls[0] if shard_sets[0].urls else 'shards'}: " \
+        "the evaluated split's own counts (the checkpoint carries none)"
+
+
+def open_sets(cfg: EvalConfig, ckpt: Checkpoint) -> list:
+    """The --shards sets, each refused unless it holds masked scenes of the checkpoint's classes."""
+    from scenectl.data.loader import open_shard_set
+
+    if not cfg.shards:
+        raise ScenectlError("no shard set given (--shards)")
+    sets = [open_shard_set(s, cfg.net.options()) for s in cfg.shards]
+    for spec, ss in zip(cfg.shards, sets):
+        ss.require_masked("--shards")
+        if not classes_match(ckpt.classes, ss.classes):
+            raise ScenectlError(f"--shards {spec}: its class list differs from the checkpoint's "
+                                f"({len(ss.classes)} vs {ckpt.num_classes} classes, or other names/ids)")
+    return sets
+
+
+def set_names(specs: list[str]) -> list[str]:
+    """Short unique names for shard sets: the folder's name, numbered where two collide."""
+    base = [Path(str(s).rstrip("/")).name.split("{")[0].split("*")[0] or f"set{i}" for i, s in enumerate(specs)]
+    return [b if base.count(b) == 1 else f"{b}-{i}" for i, b in enumerate(base)]
+
+
+def eval_loader(shard_set, ckpt: Checkpoint, cfg: EvalConfig, device: torch.device | None = None):
+    """The shard set as batches shaped for this checkpoint's model (image size, mask channel as in training); on a
+    CUDA `device` the JPEGs are decoded per batch there (transforms.batch_to_device)."""
+    from scenectl.data.loader import make_eval_loader
+
+    return make_eval_loader(shard_set, image_size=ckpt.image_size, mask_channel=ckpt.mask_channel,
+                            batch_size=cfg.batch_size, workers=cfg.workers,
+                            defer_jpeg=device is not None and device.type == "cuda")
+
+
+def run_sets(cfg: EvalConfig, ckpt: Checkpoint, model: torch.nn.Module, shard_sets: list,
+             device: torch.device) -> list[Outputs]:
+    """The model over each shard set of cfg.shards (named as set_names names them), up to cfg.max_samples each."""
+    outs = []
+    for spec, name, ss in zip(cfg.shards, set_names(list(cfg.shards)), shard_sets):
+        o = run_model(model, eval_loader(ss, ckpt, cfg, device), device, cfg.max_samples, desc=f"eval {name}",
+                      total=ss.num_samples)  # the manifest's count: the progress shows N/TOTAL and an ETA
+        if not o.keys:
+            raise ScenectlError(f"--shards {spec}: the shard set yielded no samples")
+        outs.append(o)
+    return outs

@@ -38,18 +38,7 @@ N_FEATURES = GRID * GRID + N_SCALARS
 # training images (ties: the stronger); wide, so that the choice does not sit at an edge of the grid
 L2_GRID = (10.0, 1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 HOLDOUT = 0.2  # share of training images held out to choose the L2 strength
-MAX_TRAIN = 100_000  # training samples read at most (the first in shard order): ample for 2.7k weights per class
-
-
-def training_shards(config: dict) -> str | None:
-    """The training shard set a checkpoint's config names: `data.shards` (grouped options) or `shards` (flat);
-    None when it names none (e.g. a transfer run, whose training data are object crops)."""
-    for group in (config.get("data"), config):
-        spec = group.get("shards") if isinstance(group, dict) else None
-        spec = spec[0] if isinstance(spec, list) and spec else spec
-        if isinstance(spec, str) and spec:
-            return spec
-    return None
+MAX_TRAIN = 100_000  # training samples read at most (the first in shard order): ample for 26 weights per class
 
 
 # --- features ------------------------------------------------------------------------------------------------------

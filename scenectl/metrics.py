@@ -20,13 +20,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.data.cooccurrence import MIN_PAIR_COUNT, Cooccurrence, plausible_matrix  # noqa: F401 (metrics.*)
 from scenectl.errors import ScenectlError
 
 DEFAULT_KS = (1, 5, 10)
 FIELD_KS = (1, 3, 5, 10)  # the ks COinCO reports (top-3 beside top-1/5/10)
 PLAUSIBILITY_K = 10
-MIN_PAIR_COUNT = 3  # training images a pair must share to count as plausible (plausible_matrix)
 
 
 # --- input checks ------------------------------------------------------------------------------------------------
@@ -128,29 +127,6 @@ def per_class_accuracy(scores, labels, num_classes: int, k: int = 1) -> list[dic
 
 
 # --- co-occurrence plausibility -----------------------------------------------------------------------------------
-def plausible_matrix(cooc: Cooccurrence, min_count: int | None = None) -> np.ndarray:
-    """(C, C) bool: [c, v] = c is a plausible companion of v, i.e. PMI(c, v) > 0 on image-level counts AND the pair
-    was seen together in at least `min_count` training images (default MIN_PAIR_COUNT): a positive PMI resting on
-    one or two images is noise (540 of 1,162 plausible pairs of coco-sample rested on one image).
-
-    PMI(c, v) > 0  <=>  N * n_cv > n_c * n_v  (integers: no log, defined for every zero count, symmetric).
-    Shrinking the joint toward independence (any pseudo-count) leaves this sign unchanged; adding a pseudo-count
-    to the joint itself would make pairs never seen together "plausible" (docs/metrics.md has the derivation).
-    """
-    min_count = MIN_PAIR_COUNT if min_count is None else int(min_count)
-    if min_count < 1:
-        raise ScenectlError(f"the plausible-pair count threshold must be >= 1, got {min_count}")
-    n_cv = np.asarray(cooc.cooccurrence, dtype=np.int64)  # (C, C)
-    n_c = np.asarray(cooc.image_counts, dtype=np.int64)  # (C,)
-    c = n_c.shape[0]
-    if n_cv.shape != (c, c):
-        raise ScenectlError(f"co-occurrence table has shape {n_cv.shape}, expected ({c}, {c})")
-    if not np.array_equal(n_cv, n_cv.T):
-        raise ScenectlError("co-occurrence table is not symmetric")
-    # int64 is exact here: N * n_cv <= N^2, far below 2^63 for any real dataset
-    return (int(cooc.n_images) * n_cv > n_c[:, None] * n_c[None, :]) & (n_cv >= min_count)
-
-
 def _topk_indices(pred, k: int, num_classes: int) -> tuple[np.ndarray, int]:
     """(N, k) class indices from either scores (N, C) float or already-ranked indices (N, >=k) int."""
     k = min(int(k), num_classes)
@@ -293,22 +269,18 @@ def random_scores(n: int, num_classes: int, seed: int) -> np.ndarray:
 
 # --- reports -----------------------------------------------------------------------------------------------------
 def summarize(scores, labels, visible, plausible, ks: Iterable[int], num_classes: int) -> dict:
-    """Every metric for one set of scores. ks always include 1, 5, 10; a k above C is computed at C and listed in
-    "clamped". topk keys are Python ints (strings once written as JSON)."""
+    """Every metric for one set of scores, in report.json's layout: the point estimates of point_metrics (the one
+    computation behind points and intervals), the top-1 per-class rows and the plausibility counts. ks always include
+    1, 5, 10; a k above C is computed at C and listed in "clamped". topk keys are Python ints (strings once written
+    as JSON)."""
     s = _check_scores(scores, num_classes)
     y = _check_labels(labels, s.shape[0], num_classes)
     ks = _check_ks(set(ks) | set(DEFAULT_KS))
-    plaus = plausibility_at_k(s, visible, plausible, k=PLAUSIBILITY_K)
-    return {
-        "n": int(s.shape[0]),
-        "topk": topk_accuracy(s, y, ks),
-        "topk_balanced": balanced_topk_accuracy(s, y, ks, num_classes),
-        "plausibility@10": plaus["value"],
-        "plausibility_n": plaus["n"],
-        "plausibility_excluded": plaus["excluded"],
-        "per_class": per_class_accuracy(s, y, num_classes, k=1),
-        "clamped": [k for k in ks if k > num_classes],
-    }
+    n = int(s.shape[0])
+    point = point_metrics(s, y, visible, plausible, ks, Resamples(np.arange(n), np.ones((1, n)), seed=0))
+    has_v = visible_mask(visible, num_classes).any(axis=1)
+    return {"n": n, **nest(point, ks), "plausibility_n": int(has_v.sum()), "plausibility_excluded": int((~has_v).sum()),
+            "per_class": per_class_accuracy(s, y, num_classes, k=1), "clamped": [k for k in ks if k > num_classes]}
 
 
 def baseline_scores(labels, visible, cooc: Cooccurrence, num_classes: int, seed: int) -> dict[str, np.ndarray]:
@@ -501,7 +473,8 @@ def resampled_mean(values: np.ndarray, where: np.ndarray, rs: Resamples) -> np.n
 
 
 def point_metrics(pred, labels, visible, plausible, ks: Iterable[int], rs: Resamples) -> dict[str, float | None]:
-    """The metrics of resampled_metrics() on the original samples (None where undefined), per_class left out."""
+    """The metrics of resampled_metrics() on the original samples (None where undefined), per_class left out: the
+    one point-estimate path (summarize, compare), so a point and its interval are computed alike."""
     dists = resampled_metrics(pred, labels, visible, plausible, ks, rs.identity())
     return {m: (float(d[0]) if np.isfinite(d[0]) else None) for m, d in dists.items() if m != "per_class"}
 

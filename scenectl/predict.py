@@ -7,22 +7,22 @@ a `--polygon x1,y1,x2,y2,...` (rasterised by pycocotools, as COCO polygons are) 
 object). From there the pixel work repeats build-shards' masked-sample steps with scenectl.data.masks: dilate by
 `margin`, fit the shape, draft-decode, fill, letterbox to the shard image size, JPEG round trip at the shards'
 quality; then `transforms.to_input` resizes and normalises as at evaluation. tests/test_predict.py checks the
-result against build-shards' own mask.png and jpg, pixel for pixel. Shape, fill, margin and shard image size come
-from the manifest of the checkpoint's training shards when it can be opened (build-shards' defaults otherwise); the
-options override them. Coordinates are pixels of the upright image (EXIF orientation applied), as viewers show it.
+result against build-shards' own mask.png and jpg, pixel for pixel. Shape, fill, margin and shard image size are
+the build params of the checkpoint's training shards (checkpoint.TrainingShards; for an older checkpoint, the
+manifest of the set its config names when it can be opened, else build-shards' defaults); the options override them. Coordinates are pixels of the upright image (EXIF orientation applied), as viewers show it.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from scenectl.checkpoint import Checkpoint, read_checkpoint
+from scenectl.checkpoint import BuildParams, Checkpoint, read_checkpoint
 from scenectl.data import masks
 from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
@@ -33,8 +33,7 @@ def default_params() -> dict:
     """build-shards' own defaults (BuildConfig), used when the checkpoint does not say how its shards were built."""
     from scenectl.data.shards import BuildConfig
 
-    b = BuildConfig()
-    return {"shape": b.shape, "fill": b.fill, "margin": b.margin, "image_size": b.image_size, "max_area": b.max_area}
+    return asdict(BuildParams.parse(asdict(BuildConfig()), "build-shards' defaults"))
 
 
 @dataclass
@@ -60,22 +59,23 @@ class PredictConfig:
 
 
 # --- what the training shards did --------------------------------------------------------------------------------
-def shard_params(cfg: dict) -> tuple[dict, str]:
-    """Build parameters of the training shards named by a checkpoint's config, and where they came from."""
+def shard_params(ckpt: Checkpoint) -> tuple[dict, str]:
+    """Build parameters of the checkpoint's training shards (checkpoint.TrainingShards), and where they came from:
+    the checkpoint itself; for one that predates them, the manifest of the shard set its config names when it can
+    be opened here; else build-shards' defaults."""
     from scenectl.data.loader import open_shard_set
 
-    for key in ("shard_params", "train_shard_params"):
-        if isinstance(cfg.get(key), dict):
-            return {**default_params(), **cfg[key]}, f"checkpoint config '{key}'"
-    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}  # train's config: {"data": {"shards": ...}}
-    for spec in (cfg.get("train_shards"), cfg.get("shards"), data.get("shards")):
-        spec = spec[0] if isinstance(spec, list) and spec else spec
-        if isinstance(spec, str):
-            try:
-                params = open_shard_set(spec, from_file="the checkpoint's config").manifest.get("params", {})
-            except ScenectlError:
-                continue  # moved, on another machine, or a URL / command (never run from a file): the defaults
-            return {**default_params(), **params}, f"manifest of {spec}"
+    shards = ckpt.training_shards
+    if shards is not None and shards.params is not None:
+        return asdict(shards.params), f"checkpoint (training shards {shards.spec})"
+    if shards is not None:
+        try:
+            params = open_shard_set(shards.spec, from_file="the checkpoint's config").manifest.get("params", {})
+        except ScenectlError:
+            params = None  # moved, on another machine, or a URL / command (never run from a file): the defaults
+        if isinstance(params, dict):
+            return asdict(BuildParams.parse({**default_params(), **params}, f"manifest of {shards.spec}")), \
+                f"manifest of {shards.spec}"
     return default_params(), "build-shards defaults (the checkpoint names no reachable training shards)"
 
 
@@ -175,7 +175,7 @@ def masked_sample(dec, obj: np.ndarray, params: dict, seed: int) -> tuple[np.nda
 
 def hiding_params(cfg: PredictConfig, ckpt: Checkpoint) -> tuple[dict, str]:
     """How to hide the region: the training shards' parameters, overridden by the options given; and their source."""
-    params, source = shard_params(ckpt.config)
+    params, source = shard_params(ckpt)
     for key in ("shape", "fill", "margin"):
         if getattr(cfg, key) is not None:
             params[key] = getattr(cfg, key)

@@ -23,9 +23,16 @@ from scenectl.io import atomic_path
 FORMAT = "scenectl-predictions/1"
 
 
-def write_predictions(path: Path, out: Outputs, names: list[str], k: int, set_index: np.ndarray | None = None,
-                      sets: list[str] | None = None, save_logits: bool = True, attrs: dict | None = None,
-                      plausible: np.ndarray | None = None) -> None:
+@dataclass(frozen=True)
+class SetIndex:
+    """Which shard set each sample comes from: `index` (N,) int into `names`."""
+
+    index: np.ndarray
+    names: list[str]
+
+
+def write_predictions(path: Path, out: Outputs, names: list[str], k: int, sets: SetIndex | None = None,
+                      save_logits: bool = True, attrs: dict | None = None, plausible: np.ndarray | None = None) -> None:
     """Top-k by softmax probability, ties to the lower class index (metrics.ranking's rule); written atomically.
     `plausible`: the (C, C) plausible-pair matrix the report's plausibility@10 used (stored for re-scoring)."""
     probs = torch.softmax(torch.from_numpy(out.logits), dim=1).numpy()  # (N, C)
@@ -52,9 +59,9 @@ def write_predictions(path: Path, out: Outputs, names: list[str], k: int, set_in
             f.create_dataset("class_names", data=np.array(names, dtype=object), dtype=string)
             if plausible is not None:
                 f["plausible"] = np.asarray(plausible, dtype=np.uint8)
-            if set_index is not None:
-                f["set_index"] = set_index.astype(np.int64)
-                f.create_dataset("set_names", data=np.array(sets, dtype=object), dtype=string)
+            if sets is not None:
+                f["set_index"] = np.asarray(sets.index, dtype=np.int64)
+                f.create_dataset("set_names", data=np.array(sets.names, dtype=object), dtype=string)
 
 
 def read_visible(f: h5py.File) -> list[list[int]]:

@@ -130,8 +130,9 @@ def _shards(cfg: QuickstartConfig, root: Path, out: Path, echo: Callable[[str], 
 
 def _train_and_eval(cfg: QuickstartConfig, shards: dict[str, Path], run: Path, echo: Callable[[str], None]) -> dict:
     """[3/4] OUT/run, [4/4] OUT/run/eval (of the final weights, last.pt); returns the eval report."""
-    from scenectl.evaluate import EvalConfig, main as evaluate, summary_text
-    from scenectl.train import TrainConfig, train
+    from scenectl.config import EvalConfig, TrainConfig
+    from scenectl.evaluate import evaluate, summary_text
+    from scenectl.train import train
 
     recipe = cfg.recipe()
     echo(f"[3/4] train: {cfg.arch}, batch {cfg.batch_size}, " + ", ".join(f"{k} {v}" for k, v in recipe.items())

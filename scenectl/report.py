@@ -1,5 +1,6 @@
 """Result tables for the terminal and for Markdown reports (percentages, with 95% intervals where there are some),
-shared by every command that reports (eval, compare, transfer, distill, fuse).
+shared by every command that reports (eval, compare, transfer, distill, fuse), and the report of an experiment's
+training runs side by side (transfer, distill).
 
     cells = metric_cells(summary, ks)          # {"top-1": "22.0 [19.1, 25.0]", ...} of a summarize()-layout dict
     print(format_table(by_metric({"model": cells, "prior": ...}), ["model", "prior"]))
@@ -8,8 +9,10 @@ shared by every command that reports (eval, compare, transfer, distill, fuse).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from scenectl import metrics
+from scenectl.io import write_bytes_atomic, write_json_atomic
 
 
 def pct(x) -> str:
@@ -102,3 +105,29 @@ def jsonable(x):
 def by_metric(columns: dict[str, dict[str, str]], ks: list[int]) -> dict[str, dict[str, str]]:
     """Transpose {column: {metric: cell}} into table rows {metric: {column: cell}} in metric order."""
     return {m: {c: cells[m] for c, cells in columns.items() if m in cells} for m in metrics.metric_names(ks)}
+
+
+# --- an experiment's runs side by side (transfer, distill: each run's last validation, inference.validate) -------
+RUN_COLUMNS = {"top-1": "val_top1", "top-5": "val_top5", "bal top-1": "val_bal_top1", "bal top-5": "val_bal_top5"}
+
+
+def runs_table(runs: dict[str, dict], markdown: bool = False) -> str:
+    """One row per run: its validation top-1/top-5, micro and class-balanced."""
+    rows = {name: {col: r[key] for col, key in RUN_COLUMNS.items()} for name, r in runs.items()}
+    return format_table(rows, list(RUN_COLUMNS), markdown)
+
+
+def write_runs_report(out: Path, report: dict, title: str, notes: list[str]) -> None:
+    """report.md (beside the experiment's curves.png), then report.json (last: its presence marks a complete
+    report)."""
+    lines = [f"# {title}", "", *[f"- {n}" for n in notes], "",
+             "Validation accuracy (percent) after the same budget; `bal` = class-balanced.", "",
+             runs_table(report["runs"], markdown=True), "", "![curves](curves.png)", ""]
+    write_bytes_atomic(out / "report.md", ("\n".join(lines) + "\n").encode())
+    write_json_atomic(out / "report.json", report)
+
+
+def runs_summary(report: dict) -> str:
+    """What the CLI prints after transfer or distill: the runs table and where the files are."""
+    return "\n".join([runs_table(report["runs"]), f"wrote {report['out']}/{{report.json, report.md, curves.png, "
+                                                   f"{', '.join(report['runs'])}/}}"])

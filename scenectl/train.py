@@ -5,10 +5,11 @@
 
 What is trained: a `--arch` model on the masked scenes (RGB + the hidden region as a 4th channel), cross-entropy
 with label smoothing (with --aux-visible W, plus W x a multi-label loss of a second head predicting the classes
-still visible in the scene; engine.cross_entropy), validated by loss / top-1 / top-5 over every validation sample. How: scenectl.engine (one
-run folder: config.json, metrics.jsonl, last.pt, best.pt, curves.png; resume; stop signals). Under
-`torchrun --nproc_per_node N -m scenectl train ...` it runs DistributedDataParallel: every rank reads its own
-shards, metrics are all-reduced, and only rank 0 writes files.
+still visible in the scene; engine.cross_entropy), validated by loss and top-1 / top-5, micro and class-balanced,
+over every validation sample (scenectl.inference.validate). How: scenectl.engine (one run folder: config.json,
+metrics.jsonl, last.pt, best.pt, curves.png; resume; stop signals). Under `torchrun --nproc_per_node N -m scenectl
+train ...` it runs DistributedDataParallel: every rank reads its own shards, metrics are all-reduced, and only rank 0
+writes files.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from scenectl import distributed as D
-from scenectl.checkpoint import classes_match
-from scenectl.config import TrainConfig, check, load_config as _load_config, resolve_schedule
+from scenectl.checkpoint import BuildParams, TrainingShards
+from scenectl.data.coco import classes_match
+from scenectl.config import TrainConfig, check, resolve_schedule
 from scenectl.data.loader import Augment, Loader, ShardSet, SkipCounter, make_eval_loader, make_train_loader, \
     open_shard_set
-from scenectl.data.transforms import batch_to_device, make_hole_only
+from scenectl.data.transforms import make_hole_only
 from scenectl.engine import Run, cross_entropy, decay_groups, fit, require_tensorboard
 from scenectl.errors import ScenectlError
+from scenectl.inference import validate
 from scenectl.models import create_model, resolve_name
 
 
@@ -75,23 +77,10 @@ def data_stream(cfg: TrainConfig, shards: ShardSet, dev: D.DistInfo, counter: Sk
         shuffle_buffer=d.shuffle_buffer, skip_corrupt=d.skip_corrupt, counter=counter, defer_jpeg=gpu)
 
 
-def evaluate(model: nn.Module, loader: Loader, device: torch.device) -> dict:
-    """Validation loss (no label smoothing), top-1 and top-5 over every sample once, summed over all ranks."""
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1 hits, top-5 hits, samples
-    with torch.no_grad():
-        for batch in loader:
-            b = batch_to_device(batch, device)
-            x, y = b["input"], b["label"]
-            logits = model(x).float()  # (B, num_classes)
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, 5)
-            hits = top == y[:, None]  # (B, 5)
-            sums += torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(), hits[:, 0].sum().item(),
-                                  hits.any(1).sum().item(), len(y)], dtype=torch.float64)
-    sums = D.all_reduce_sum(sums.to(device)).cpu()
-    n = max(1.0, sums[3].item())
-    return {"val_loss": sums[0].item() / n, "val_top1": sums[1].item() / n, "val_top5": sums[2].item() / n,
-            "val_samples": int(sums[3].item())}
+def training_shards(cfg: TrainConfig, train_set: ShardSet) -> TrainingShards:
+    """The checkpoint's record of what the model was trained on: --shards and the set's build params."""
+    where = f"--shards {cfg.data.shards}"
+    return TrainingShards(str(cfg.data.shards), BuildParams.of_manifest(train_set.manifest, where))
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -115,8 +104,8 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
         make_hole_only(model)
     counter = SkipCounter()
 
-    def validate(net: nn.Module) -> dict:
-        val = evaluate(net, data_stream(cfg, val_set, dev, counter), dev.device)
+    def validate_run(net: nn.Module) -> dict:
+        val = validate(net, data_stream(cfg, val_set, dev, counter), dev.device, len(val_set.classes), reduce=True)
         return {**val, "skipped_corrupt": int(D.all_reduce_sum(torch.tensor([counter.value], device=dev.device)).item())}
 
     run = Run(
@@ -124,21 +113,12 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
         groups=decay_groups(model.parameters(), cfg.optim.weight_decay),
         loss_fn=cross_entropy(cfg.optim.label_smoothing, cfg.aux_visible),
         batches=lambda epoch, start: data_stream(cfg, train_set, dev, counter, epoch=epoch, start=start),
-        validate=validate, config=asdict(cfg), tensorboard=cfg.tensorboard, title=f"train {cfg.arch}: {cfg.out}",
+        validate=validate_run, config=asdict(cfg), tensorboard=cfg.tensorboard, title=f"train {cfg.arch}: {cfg.out}",
         facts={"kind": "context", "arch": cfg.arch, "in_chans": in_chans, "num_classes": len(train_set.classes),
                "classes": train_set.classes, "cooccurrence": train_set.cooccurrence().to_state(),
                "image_size": cfg.data.image_size, "mask_channel": cfg.mask_channel, "aux_visible": cfg.aux_visible,
-               "hole_only": cfg.hole_only})
+               "hole_only": cfg.hole_only, "training_shards": asdict(training_shards(cfg, train_set))})
     return fit(run, cfg, dev, resume=cfg.loop.resume, overwrite=cfg.loop.overwrite)
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """A TrainConfig from a run folder's config.json (unknown options refused)."""
-    return _load_config(TrainConfig, path)
-
-
-def main(cfg: TrainConfig) -> dict:
-    return train(cfg)
-
-
-__all__ = ["TrainConfig", "load_data", "evaluate", "train", "main", "load_config", "resolve_config", "data_stream"]
+__all__ = ["TrainConfig", "load_data", "train", "resolve_config", "data_stream"]

@@ -12,7 +12,7 @@ Reads top to bottom:
   2. `linear` freezes the backbone (parameters AND BatchNorm statistics: the backbone stays in eval mode);
      `finetune` trains everything, the backbone at `lr * backbone_lr_scale`
   3. the target (an ImageFolder tree or a shard set's object crops), read in one place (`data_stream`)
-  4. validation: top-1/top-5, micro and class-balanced (scenectl.metrics), after every epoch
+  4. validation: top-1/top-5, micro and class-balanced (scenectl.inference.validate), after every epoch
   5. each init trained by scenectl.engine (run folder, resume, curves); with --compare-scratch both inits at the
      same budget and seed, compared in report.json, report.md and curves.png
 
@@ -26,28 +26,21 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable
 
-import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from scenectl import distributed as D
-from scenectl import metrics
 from scenectl.checkpoint import Checkpoint, read_checkpoint
-from scenectl.config import Optim, TransferConfig, check, resolve_schedule
-from scenectl.data.imagefolder import Target, align_classes, make_loader, open_target
+from scenectl.config import TransferConfig, check, resolve_schedule
+from scenectl.data.imagefolder import Epoch, Target, align_classes, make_loader, open_target
 from scenectl.data.loader import Loader
 from scenectl.devices import parse_device
-from scenectl.engine import Run, cross_entropy, decay_groups, fit_experiment, plot_curves
+from scenectl.engine import Run, cross_entropy, fit_experiment, param_groups
 from scenectl.errors import ScenectlError
-from scenectl.inference import run_model
-from scenectl.io import write_bytes_atomic, write_json_atomic
+from scenectl.inference import validate
 from scenectl.models import create_model
-from scenectl.report import format_table
-
-KS = (1, 5)
+from scenectl.report import write_runs_report
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -108,16 +101,6 @@ class FrozenBackbone(nn.Module):
         return self
 
 
-def param_groups(net: nn.Module, optim: Optim, backbone_scale: float, linear: bool) -> list[dict]:
-    """Optimiser groups: the backbone at lr * backbone_scale (none when linear), the head at lr; no weight decay
-    on 1-d parameters (engine.decay_groups)."""
-    head = set(net.head_parameter_names())
-    named = list(net.named_parameters())
-    backbone = [] if linear else [p for n, p in named if n not in head]
-    return (decay_groups(backbone, optim.weight_decay, optim.lr * backbone_scale)
-            + decay_groups([p for n, p in named if n in head], optim.weight_decay, optim.lr))
-
-
 # --------------------------------------------------------------------------------------------------------------
 # 3. the target
 
@@ -144,57 +127,8 @@ def data_stream(cfg: TransferConfig, target: Target, *, epoch: int | None = None
     """Every read of transfer's data: training batches of `epoch` from step `start`, or (epoch None) every sample
     of `target` once. Batches: input (B, 3, S, S), label (B,), key, visible."""
     loop = cfg.loop
-    return make_loader(target, image_size=cfg.image_size, batch_size=loop.batch_size, train=epoch is not None,
-                       seed=loop.seed, epoch=epoch or 0, steps=loop.steps_per_epoch, start_step=start,
-                       workers=loop.workers)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# 4. validation and the report (shared with `distill`)
-
-
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    """Loss and top-1/top-5, micro and class-balanced (scenectl.metrics; k clamped to C)."""
-    ks = [min(k, num_classes) for k in KS]
-    micro = metrics.topk_accuracy(logits, labels, ks)
-    bal = metrics.balanced_topk_accuracy(logits, labels, ks, num_classes)
-    loss = F.cross_entropy(torch.from_numpy(logits).double(), torch.from_numpy(labels)).item()
-    return {"val_loss": loss, "val_top1": micro[ks[0]], "val_top5": micro[ks[1]], "val_bal_top1": bal[ks[0]],
-            "val_bal_top5": bal[ks[1]], "val_samples": int(len(labels))}
-
-
-def evaluate_target(model: nn.Module, batches: Iterable[dict], device: torch.device, num_classes: int,
-                    desc: str = "val", total: int | None = None) -> dict:
-    model.eval()  # BatchNorm running statistics, not batch statistics; nothing learnt from validation data
-    out = run_model(model, batches, device, desc=desc, total=total)  # total: samples, for the progress
-    if not out.keys:
-        raise ScenectlError("the validation set yielded no samples")
-    return classification_metrics(out.logits, out.labels, num_classes)
-
-
-COLUMNS = ["top-1", "top-5", "bal top-1", "bal top-5"]
-
-
-def table_rows(results: dict[str, dict]) -> dict[str, dict]:
-    return {name: {"top-1": r["val_top1"], "top-5": r["val_top5"], "bal top-1": r["val_bal_top1"],
-                   "bal top-5": r["val_bal_top5"]} for name, r in results.items()}
-
-
-def write_report(out: Path, report: dict, title: str, notes: list[str]) -> None:
-    """report.md, curves.png, then report.json (last: its presence marks a complete report)."""
-    runs = {name: out / name for name in report["runs"]}
-    plot_curves(runs, out / "curves.png", title)
-    lines = [f"# {title}", "", *[f"- {n}" for n in notes], "",
-             "Validation accuracy (percent) after the same budget; `bal` = class-balanced.", "",
-             format_table(table_rows(report["runs"]), COLUMNS, markdown=True), "", "![curves](curves.png)", ""]
-    write_bytes_atomic(out / "report.md", ("\n".join(lines) + "\n").encode())
-    write_json_atomic(out / "report.json", report)
-
-
-def summary_text(report: dict) -> str:
-    return "\n".join([format_table(table_rows(report["runs"]), COLUMNS),
-                      f"wrote {report['out']}/{{report.json, report.md, curves.png, "
-                      f"{', '.join(report['runs'])}/}}"])
+    return make_loader(target, image_size=cfg.image_size, batch_size=loop.batch_size, workers=loop.workers,
+                       epoch=None if epoch is None else Epoch(loop.seed, epoch, loop.steps_per_epoch, start))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -219,8 +153,8 @@ def make_run(cfg: TransferConfig, ckpt: Checkpoint, init: str, train_t: Target, 
         trained=FrozenBackbone(net) if linear else None, groups=param_groups(net, cfg.optim, scale, linear),
         loss_fn=cross_entropy(cfg.optim.label_smoothing),
         batches=lambda epoch, start: data_stream(cfg, train_t, epoch=epoch, start=start),
-        validate=lambda model: evaluate_target(model, data_stream(cfg, val_t), dev.device, n, desc=f"val {init}",
-                                               total=val_t.num_samples),
+        validate=lambda model: validate(model, data_stream(cfg, val_t), dev.device, n, desc=f"val {init}",
+                                        total=val_t.num_samples),
         config={**asdict(cfg), "run": init}, title=f"transfer ({cfg.mode}, {init} init): {cfg.out}/{init}",
         facts={"kind": "transfer", "arch": ckpt.arch, "in_chans": 3, "num_classes": n, "classes": train_t.classes,
                "cooccurrence": cooc, "image_size": cfg.image_size, "mask_channel": False, "init": init,
@@ -238,7 +172,7 @@ def transfer(cfg: TransferConfig) -> dict:
     inits = ["context", "scratch"] if cfg.compare_scratch else [cfg.init]
     runs = {init: functools.partial(make_run, cfg, ckpt, init, train_t, val_t, cooc, dev) for init in inits}
     return fit_experiment(cfg, "transfer", dev, runs,
-                          lambda results: finish(cfg, ckpt, train_t, val_t, data_notes, results))
+                          lambda results: finish(cfg, ckpt, train_t, val_t, data_notes, results), f"transfer ({cfg.mode})")
 
 
 def finish(cfg: TransferConfig, ckpt: Checkpoint, train_t: Target, val_t: Target, data_notes: list[str],
@@ -254,9 +188,5 @@ def finish(cfg: TransferConfig, ckpt: Checkpoint, train_t: Target, val_t: Target
              f"train `{cfg.train}` ({train_t.num_samples} samples, {len(train_t.classes)} classes), val `{cfg.val}` "
              f"({val_t.num_samples})", f"{report['steps']} steps of batch {loop.batch_size}, lr {cfg.optim.lr} "
              f"({cfg.optim.optimizer}), image size {cfg.image_size}, seed {loop.seed}", *data_notes]
-    write_report(Path(cfg.out), report, f"transfer ({cfg.mode})", notes)
+    write_runs_report(Path(cfg.out), report, f"transfer ({cfg.mode})", notes)
     return report
-
-
-def main(cfg: TransferConfig) -> dict:
-    return transfer(cfg)

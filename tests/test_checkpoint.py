@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 
 import pytest
 import torch
 
-from scenectl.checkpoint import read_checkpoint, save_checkpoint
+from scenectl.checkpoint import BuildParams, TrainingShards, read_checkpoint, save_checkpoint
 from scenectl.errors import ScenectlError
 from scenectl.models import create_model
 
@@ -61,3 +62,34 @@ def test_files_that_are_not_checkpoints(tmp_path):
     torch.save({"format": "scenectl-checkpoint/1", "x": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(ScenectlError, match="refusing to load .* never unpickles code"):
         read_checkpoint(tmp_path / "evil.pt")
+
+
+# --- the training shards: a typed fact, validated when read --------------------------------------------------------
+PARAMS = {"shape": "circle", "fill": "noise", "margin": 5, "image_size": 48, "max_area": 0.25, "seed": 3}
+
+
+def test_training_shards_are_a_typed_fact(tmp_path):
+    shards = TrainingShards("shards/train2017", BuildParams.parse(PARAMS, "manifest"))
+    save_checkpoint(tmp_path / "c.pt", _good(training_shards=asdict(shards)))
+    assert read_checkpoint(tmp_path / "c.pt").training_shards == shards
+    assert shards.params == BuildParams("circle", "noise", 5, 48, 0.25)  # other manifest params are not facts here
+    # a checkpoint written before the record: the shard set its config names, build params unknown
+    save_checkpoint(tmp_path / "old.pt", _good(config={"data": {"shards": ["a", "b"]}}))
+    assert read_checkpoint(tmp_path / "old.pt").training_shards == TrainingShards("a")
+    save_checkpoint(tmp_path / "none.pt", _good())
+    assert read_checkpoint(tmp_path / "none.pt").training_shards is None
+    # an incomplete manifest records no params rather than half of them
+    assert BuildParams.of_manifest({"params": {"image_size": 32}}, "m") is None
+
+
+@pytest.mark.parametrize("fact,why", [
+    ("shards/train", "is not {spec: str, params: dict}"), ({"spec": ""}, "is not {spec: str, params: dict}"),
+    ({"spec": "s", "params": {**PARAMS, "shape": "hexagon"}}, "build param 'shape' is 'hexagon'"),
+    ({"spec": "s", "params": {**PARAMS, "margin": -1}}, "build param 'margin' is -1"),
+    ({"spec": "s", "params": {**PARAMS, "max_area": True}}, "build param 'max_area' is True"),
+    ({"spec": "s", "params": [1]}, "the build params are not a dict"),
+])
+def test_bad_training_shards_are_named(tmp_path, fact, why):
+    save_checkpoint(tmp_path / "c.pt", _good(training_shards=fact))
+    with pytest.raises(ScenectlError, match=f"c.pt: field 'training_shards'.*{why}"):
+        read_checkpoint(tmp_path / "c.pt")

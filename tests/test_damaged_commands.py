@@ -18,7 +18,7 @@ from scenectl.checkpoint import read_checkpoint, save_checkpoint
 from scenectl.distill import distill
 from scenectl.config import DistillConfig, TransferConfig
 from scenectl.errors import ScenectlError
-from scenectl.evaluate import EvalConfig, main as evaluate
+from scenectl.evaluate import EvalConfig, evaluate
 from scenectl.fuse import FuseConfig, fuse
 from scenectl.models import create_model
 from scenectl.train import TrainConfig, train

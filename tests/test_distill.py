@@ -11,15 +11,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from scenectl.checkpoint import save_checkpoint
+from scenectl.checkpoint import read_checkpoint, save_checkpoint
 from scenectl.cli import app
 from scenectl.data.imagefolder import make_loader, open_target
 from scenectl.data.loader import decode_sample, open_shard_set
 from scenectl.distill import SCENE, DistillConfig, distill, distillation_loss, kd_loss
 from scenectl.errors import ScenectlError
-from scenectl.evaluate import load_model
+from scenectl.inference import validate
 from scenectl.models import create_model
-from scenectl.transfer import evaluate_target
 
 runner = CliRunner()
 
@@ -107,10 +106,10 @@ def test_distill_end_to_end_with_and_without_teacher(synthetic_shards, teacher, 
     assert not torch.equal(kd["model"]["fc.weight"], ce["model"]["fc.weight"])
     assert json.loads((tmp_path / "d" / "report.json").read_text())["teacher_val"]["val_samples"] > 0
     # the metrics logged during training are those of the saved weights (validation in eval mode, BN untouched)
-    model, _ = load_model(tmp_path / "d" / "ce" / "last.pt")
+    model = read_checkpoint(tmp_path / "d" / "ce" / "last.pt").build_model("cpu")
     val = open_target(str(synthetic_shards["val"]), "--val")
-    again = evaluate_target(model, make_loader(val, image_size=32, batch_size=8, train=False), torch.device("cpu"),
-                            len(val.classes))
+    again = validate(model, make_loader(val, image_size=32, batch_size=8), torch.device("cpu"),
+                     len(val.classes))
     assert again["val_top1"] == rep["runs"]["ce"]["val_top1"]
     assert again["val_loss"] == pytest.approx(rep["runs"]["ce"]["val_loss"], rel=1e-5)
     assert (tmp_path / "d" / "curves.png").stat().st_size > 0

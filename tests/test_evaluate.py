@@ -17,14 +17,15 @@ import torch
 import webdataset as wds
 from typer.testing import CliRunner
 
-from scenectl.checkpoint import save_checkpoint
+from scenectl.checkpoint import BuildParams, TrainingShards, read_checkpoint, save_checkpoint
 from scenectl.cli import app
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.shards import BuildConfig, build_shards
 from scenectl.data.synthetic import generate_scenes
 from scenectl.errors import ScenectlError
 from scenectl.companions import top_companions
-from scenectl.evaluate import EvalConfig, main, resolve_ks
+from scenectl.evaluate import EvalConfig, evaluate as main
+from scenectl.inference import resolve_ks
 from scenectl.predictions import read_visible
 from scenectl.train import TrainConfig, train
 
@@ -271,9 +272,12 @@ def test_cooccurrence_cli(data, tmp_path):
 def test_bootstrap_and_mask_only_options(data, tmp_path):
     """--bootstrap 0 leaves the intervals out; a checkpoint whose training shards cannot be read still gets its
     report, which says the mask-only control was not run and why; a bad --mask-only-train is refused up front."""
+    # train records its shards and their build params in the checkpoint (what the control fits on)
+    assert read_checkpoint(data["ckpt"]).training_shards == TrainingShards(str(data["train"]),
+                                                                           BuildParams("circle", "mean", 3, 32, 0.3))
     moved = tmp_path / "moved.pt"
     ckpt = torch.load(data["ckpt"], weights_only=True)
-    ckpt["config"]["data"]["shards"] = str(tmp_path / "gone")  # (the nested config train writes)
+    ckpt["training_shards"]["spec"] = str(tmp_path / "gone")  # (the record train writes: checkpoint.TrainingShards)
     save_checkpoint(moved, ckpt)
     rep = main(EvalConfig(checkpoint=str(moved), shards=[str(data["val"])], out=str(tmp_path / "e"), workers=0,
                           device="cpu", bootstrap=0))
@@ -300,7 +304,8 @@ def holes(synthetic_scenes, tmp_path_factory) -> dict[str, Path]:
 
 
 def _untrained(path: Path, train_shards: Path) -> Path:
-    """A random-weight context checkpoint whose config names its training shards (the mask-only control's data)."""
+    """A random-weight context checkpoint whose config names its training shards (the mask-only control's data), as
+    checkpoints did before they recorded checkpoint.TrainingShards."""
     from scenectl.data.loader import open_shard_set
     from scenectl.models import create_model
 
@@ -332,10 +337,11 @@ def test_mask_only_reads_the_class_from_instance_shaped_holes(holes, tmp_path):
 
 
 def test_training_shards_named_by_a_checkpoint_are_data(data, tmp_path):
-    """A checkpoint's config is read from a file: a URL or pipe: command found there is never opened or run."""
+    """A checkpoint's record of its training shards is read from a file: a URL or pipe: command found there is never
+    opened or run."""
     ckpt = torch.load(data["ckpt"], weights_only=True)
     marker = tmp_path / "ran"
-    ckpt["config"]["data"]["shards"] = f"pipe:touch {marker}; cat {data['train']}/shard-000000.tar"
+    ckpt["training_shards"]["spec"] = f"pipe:touch {marker}; cat {data['train']}/shard-000000.tar"
     save_checkpoint(tmp_path / "c.pt", ckpt)
     rep = main(EvalConfig(checkpoint=str(tmp_path / "c.pt"), shards=[str(data["val"])], out=str(tmp_path / "e"),
                           workers=0, device="cpu", bootstrap=0))

@@ -47,7 +47,7 @@ def setup(tmp_path_factory) -> dict:
 def test_params_come_from_the_training_shards(setup):
     from scenectl.checkpoint import read_checkpoint
 
-    params, source = shard_params(read_checkpoint(setup["ckpt"]).config)
+    params, source = shard_params(read_checkpoint(setup["ckpt"]))
     assert (params["shape"], params["margin"], params["image_size"]) == ("box", 5, 48) and "manifest" in source
 
 

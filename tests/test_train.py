@@ -400,7 +400,7 @@ def test_aux_visible_head_learns_the_visible_classes():
 
 def test_aux_visible_is_recorded_resume_refuses_a_change_and_eval_reads_the_checkpoint(tiny, tmp_path):
     from scenectl.checkpoint import read_checkpoint, save_checkpoint
-    from scenectl.evaluate import EvalConfig, main as evaluate
+    from scenectl.evaluate import EvalConfig, evaluate
 
     out = tmp_path / "run"
     train(_cfg(tiny, out, epochs=1, steps_per_epoch=2, aux_visible=0.5))

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from scenectl.checkpoint import read_checkpoint, save_checkpoint
 from scenectl.cli import app
-from scenectl.data.imagefolder import ExportConfig, export_imagefolder, open_image_folder
+from scenectl.data.export import export_imagefolder
+from scenectl.data.imagefolder import ExportConfig, open_image_folder
 from scenectl.data.loader import open_shard_set
 from scenectl.errors import ScenectlError
 from scenectl.models import create_model
@@ -183,3 +184,39 @@ def test_resume_with_changed_options_is_refused_before_anything_is_deleted(folde
     r = runner.invoke(app, args + ["--mode", "linear", "--resume"])  # the same options: the finished run reports
     assert r.exit_code == 0, r.output
     assert json.loads((out / "report.json").read_text())["runs"]["context"]["step"] == 1
+
+
+# --- the one validation (inference.validate: train, transfer and distill) ------------------------------------------
+def _batches(x: torch.Tensor, y: torch.Tensor, size: int = 4) -> list[dict]:
+    return [{"input": x[i:i + size], "label": y[i:i + size], "key": [str(k) for k in range(i, i + len(y[i:i + size]))],
+             "visible": [[]] * len(y[i:i + size])} for i in range(0, len(y), size)]
+
+
+def test_validation_metrics_and_their_sum_over_ranks(monkeypatch):
+    """Loss, micro and class-balanced top-k against a direct computation; under DDP each rank's per-class sums are
+    added before the ratios, so two ranks' halves give exactly the whole set's numbers."""
+    import scenectl.distributed as D
+    from scenectl.data.transforms import model_input
+    from scenectl.inference import class_sums, run_model, validate
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (22, 3, 4, 4), dtype=torch.uint8)
+    y = torch.tensor([0] * 12 + [1, 2, 3, 4, 5, 6] * 1 + [6] * 4)  # unbalanced: 12 of class 0; class 7 absent
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 8)).eval()
+    with torch.no_grad():
+        logits = model(model_input(x)).double()  # (22, 8)
+    top = logits.topk(5, dim=1).indices
+    hit1, hit5 = top[:, 0] == y, (top == y[:, None]).any(1)
+    present = y.unique()
+    want = {"val_loss": torch.nn.functional.cross_entropy(logits, y).item(), "val_top1": hit1.double().mean().item(),
+            "val_top5": hit5.double().mean().item(),
+            "val_bal_top1": torch.stack([hit1[y == c].double().mean() for c in present]).mean().item(),
+            "val_bal_top5": torch.stack([hit5[y == c].double().mean() for c in present]).mean().item(),
+            "val_samples": 22}
+    got = validate(model, _batches(x, y), torch.device("cpu"), 8)
+    assert got == pytest.approx(want) and got["val_samples"] == 22
+    other = class_sums(run_model(model, _batches(x[10:], y[10:]), torch.device("cpu")), 8)  # "rank 1"'s share
+    monkeypatch.setattr(D, "all_reduce_sum", lambda t: t + other)
+    assert validate(model, _batches(x[:10], y[:10]), torch.device("cpu"), 8, reduce=True) == pytest.approx(want)
+    with pytest.raises(ScenectlError, match="yielded no samples"):
+        validate(model, [], torch.device("cpu"), 8)

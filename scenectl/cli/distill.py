@@ -28,7 +28,7 @@ from scenectl.config import DistillConfig
 @config_options(DistillConfig)
 def distill_cmd(cfg: DistillConfig) -> None:
     from scenectl.distill import distill as run_distill
-    from scenectl.transfer import summary_text
+    from scenectl.report import runs_summary as summary_text
 
     rep = run_distill(cfg)
     typer.echo("student on the validation object crops (kd = with the teacher, ce = without):")

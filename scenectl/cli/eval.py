@@ -31,7 +31,7 @@ from scenectl.config import EvalConfig
 )
 @config_options(EvalConfig)
 def eval_cmd(cfg: EvalConfig) -> None:
-    from scenectl.evaluate import main, summary_text
+    from scenectl.evaluate import evaluate as main, summary_text
 
     rep = main(cfg)
     typer.echo(summary_text(rep, rep["out"]))

@@ -32,7 +32,8 @@ def export_imagefolder_cmd(
     timeout: Optional[float] = TIMEOUT,
     backoff: Optional[float] = BACKOFF,
 ) -> None:
-    from scenectl.data.imagefolder import ExportConfig, export_imagefolder
+    from scenectl.data.export import export_imagefolder
+    from scenectl.data.imagefolder import ExportConfig
     from scenectl.data.remote import net_options
 
     s = export_imagefolder(ExportConfig(shards=shards, out=str(out), member=member, overwrite=overwrite,

@@ -31,7 +31,7 @@ def inspect_shards_cmd(
 
       scenectl inspect-shards shards/val2017 --n 16 --out sheet.png
     """
-    from scenectl.data.inspect import inspect_shards
+    from scenectl.inspect_shards import inspect_shards
     from scenectl.data.remote import net_options
 
     result = inspect_shards(directory, n=n, out=out, net=net_options(retries, timeout, backoff), seed=seed)

@@ -28,6 +28,7 @@ from scenectl.config import TransferConfig
 )
 @config_options(TransferConfig)
 def transfer_cmd(cfg: TransferConfig) -> None:
-    from scenectl.transfer import summary_text, transfer as run_transfer
+    from scenectl.report import runs_summary as summary_text
+    from scenectl.transfer import transfer as run_transfer
 
     typer.echo(summary_text(run_transfer(cfg)))

@@ -141,6 +141,13 @@ class ClassTable:
         return [{"index": i, "coco_id": c, "name": n} for i, (c, n) in enumerate(zip(self.coco_ids, self.names))]
 
 
+def classes_match(a: list[dict], b: list[dict]) -> bool:
+    """Whether two class lists (ClassTable.to_json's layout: a manifest's, a checkpoint's) name the same COCO ids
+    and names in the same order, i.e. give every class the same index."""
+    key = lambda cs: [(int(c["coco_id"]), str(c["name"])) for c in cs]  # noqa: E731
+    return key(a) == key(b)
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

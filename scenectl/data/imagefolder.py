@@ -9,8 +9,8 @@ Two kinds of target, one batch format (the shard reader's, scenectl.data.loader:
   in `object.jpg` (written with `build-shards --with-object`) or, for a `--task object` set, `jpg`. Optionally each
   batch also carries a context model's view of the same samples (`scene_input`: the masked scene + mask channel).
 
-`export_imagefolder` turns a shard set's crops into an ImageFolder tree (`OUT/<class name>/<key>.jpg`), reading the
-set through the same reader (`loader.raw_samples`).
+`scenectl export-imagefolder` (scenectl.data.export) turns a shard set's crops into such a tree, with CLASSES_FILE
+beside the class folders.
 
 Preprocessing is scenectl.data.transforms for both kinds: images are letterboxed to a square like the shards
 (`letterbox_input`), training augmentation is `Augment` (random crop, flip, colour jitter) with an empty mask, and
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +30,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from scenectl.data.loader import (Loader, ShardSet, collate, decode_sample, ignore_stop_signals, make_eval_loader,
-                                  make_train_loader, open_shard_set, raw_samples)
+from scenectl.data.loader import (Loader, ShardSet, collate, ignore_stop_signals, make_eval_loader, make_train_loader,
+                                  open_shard_set)
 from scenectl.data.remote import NetOptions
 from scenectl.data.transforms import Augment, letterbox_input
 from scenectl.errors import ScenectlError
-from scenectl.folders import claim
-from scenectl.io import atomic_path, read_json, write_json_atomic
-from scenectl.progress import progress
+from scenectl.io import read_json
 
 CLASSES_FILE = "classes.json"  # written by export_imagefolder beside the class folders: keeps COCO ids
 
@@ -146,32 +144,43 @@ class FolderSamples(Dataset):
         return out if jitter is None else {**out, "jitter": jitter}
 
 
-def make_loader(target: Target, *, image_size: int, batch_size: int, train: bool, seed: int = 0, epoch: int = 0,
-                steps: int = 0, start_step: int = 0, workers: int = 0, scene_size: int | None = None,
-                scene_mask: bool = True) -> Loader:
-    """Batches over `target`. train: exactly `steps - start_step` shuffled, augmented batches of epoch `epoch`;
-    eval: every sample once, in order, not augmented. A shard set is read by the shard reader's object view
-    (with `scene_size`, also `scene_input`: the masked scene for a context model)."""
+@dataclass(frozen=True)
+class Epoch:
+    """Which training batches to make: steps [start, steps) of epoch `index` in the order that `seed` gives."""
+
+    seed: int
+    index: int
+    steps: int
+    start: int = 0
+
+
+def make_loader(target: Target, *, image_size: int, batch_size: int, workers: int = 0, epoch: Epoch | None = None,
+                scene_size: int | None = None, scene_mask: bool = True) -> Loader:
+    """Batches over `target`. With `epoch`: exactly `epoch.steps - epoch.start` shuffled, augmented training
+    batches; without: every sample once, in order, not augmented. A shard set is read by the shard reader's object
+    view (with `scene_size`, also `scene_input`: the masked scene for a context model)."""
     if target.shards is not None:
         kw = dict(view="object", image_size=image_size, batch_size=batch_size, workers=workers,
                   scene_size=scene_size, scene_mask=scene_mask)
-        if not train:
+        if epoch is None:
             return make_eval_loader(target.shards, **kw)
-        return make_train_loader(target.shards, steps=steps, seed=seed, epoch=epoch, start_step=start_step, **kw)
+        return make_train_loader(target.shards, steps=epoch.steps, seed=epoch.seed, epoch=epoch.index,
+                                 start_step=epoch.start, **kw)
     if scene_size:
         raise ScenectlError(f"{target.spec}: an ImageFolder has no scenes for a context model; use a shard set")
     order = list(range(len(target.folder)))
+    train = epoch is not None
     if train:
-        random.Random(f"{seed}/{epoch}").shuffle(order)
-        order = order[start_step * batch_size: steps * batch_size]
-    ds = FolderSamples(target.folder, image_size, train, seed, epoch, order)
+        random.Random(f"{epoch.seed}/{epoch.index}").shuffle(order)
+        order = order[epoch.start * batch_size: epoch.steps * batch_size]
+    ds = FolderSamples(target.folder, image_size, train, epoch.seed if train else 0, epoch.index if train else 0, order)
     dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
                     drop_last=train, worker_init_fn=ignore_stop_signals)
-    return Loader(dl, steps - start_step if train else None)
+    return Loader(dl, epoch.steps - epoch.start if train else None)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# `scenectl export-imagefolder`
+# `scenectl export-imagefolder`'s options (the command: scenectl.data.export)
 
 
 @dataclass
@@ -181,54 +190,3 @@ class ExportConfig:
     member: str = "auto"  # auto (object.jpg, else jpg of a --task object set), object, jpg
     overwrite: bool = False
     net: NetOptions | None = None  # how a remote set's reads retry (None: scenectl.data.remote.net_options())
-
-
-def safe_dirname(name: str) -> str:
-    """A class name as a folder name: path separators and leading dots replaced (COCO names are already safe)."""
-    name = re.sub(r"[/\\\0]", "_", name).strip()
-    return re.sub(r"^\.+", "_", name) or "_"
-
-
-def export_imagefolder(cfg: ExportConfig) -> dict:
-    """Write OUT/<class name>/<key>.jpg from a shard set; classes.json + config.json + export.json beside them.
-
-    The JPEG bytes are copied as stored (no re-encoding). Returns the export summary (also export.json, written
-    LAST: its presence = export complete).
-    """
-    shards = open_shard_set(cfg.shards, cfg.net)
-    if cfg.member not in ("auto", "object", "jpg"):
-        raise ScenectlError(f"--member must be auto, object or jpg, got {cfg.member!r}")
-    member = {"auto": None, "object": "object.jpg", "jpg": "jpg"}[cfg.member]
-    if member is None:
-        member = shards.object_member()
-    with claim(cfg.out, "export", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
-        write_json_atomic(folder.path / "config.json", asdict(cfg))
-        return _export(cfg, shards, member, folder.path)
-
-
-def _export(cfg: ExportConfig, shards: ShardSet, member: str, out: Path) -> dict:
-    """The export's files in `out` (claimed); export.json last."""
-    names = [str(c["name"]) for c in shards.classes]
-    dirs = [safe_dirname(n) for n in names]
-    if len(set(dirs)) != len(dirs):
-        raise ScenectlError(f"{cfg.shards}: two class names map to the same folder name")
-    counts = [0] * len(names)
-    # the reader's checked stream: shard counts, unique keys (no file written twice); decode_sample checks that
-    # the image decodes and that the label parses, agrees with the json and names a manifest class
-    for raw in progress(raw_samples(shards), desc=f"export-imagefolder {Path(cfg.out).name}", unit="img",
-                        total=shards.num_samples):
-        key = raw["__key__"]
-        if Path(key).name != key or key.startswith("."):  # a tar member named '../x.jpg' or '/abs/x.jpg'
-            raise ScenectlError(f"sample key {key!r} in {raw.get('__url__')} is not a plain file name; not writing it")
-        label = decode_sample(raw, (member,), len(names))["label"]
-        folder = out / dirs[label]
-        folder.mkdir(exist_ok=True)
-        with atomic_path(folder / f"{key}.jpg") as tmp:
-            tmp.write_bytes(raw[member])
-        counts[label] += 1
-    present = [{"index": i, "coco_id": int(c["coco_id"]), "name": dirs[i]} for i, c in enumerate(shards.classes) if counts[i]]
-    write_json_atomic(out / CLASSES_FILE, present)
-    summary = {"shards": cfg.shards, "member": member, "images": sum(counts), "classes": len(present),
-               "per_class": {dirs[i]: counts[i] for i in range(len(names)) if counts[i]}}
-    write_json_atomic(out / "export.json", summary)
-    return summary

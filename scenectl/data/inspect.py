@@ -1,41 +1,24 @@
-"""inspect-shards: what a shard set holds (per-class counts, mask-area histogram, build params) and a contact
-sheet of its first samples (masked scene, outline of the hidden region, label; drawn by scenectl.plots), written
-outside the set's folder, which belongs to build-shards (scenectl.folders.check_file_target). The set is opened and
-read by the one shard reader (scenectl.data.loader: a folder, a pattern or a URL, with its checks and retries)."""
+"""What inspect-shards reads of a shard set (the command, which draws: scenectl.inspect_shards): the report of what
+it holds (per-class counts, mask-area histogram, build params) and the samples of a contact sheet, drawn at random
+across images. The set is read by the one shard reader (scenectl.data.loader: a folder, a pattern or a URL, with
+its checks and retries)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import os
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from scenectl.data.loader import ShardSet, open_shard_set, raw_samples
-from scenectl.data.remote import NetOptions, is_local, local_path
-from scenectl.errors import ScenectlError
-from scenectl.folders import check_file_target
-from scenectl.io import read_json
+from scenectl.data.loader import ShardSet, raw_samples
 from scenectl.progress import progress
 
 KNOWN_MEMBERS = ("jpg", "mask.png", "cls", "json", "object.jpg")  # decoded; anything else in a tar is ignored
 SCAN_SAMPLES = 20_000  # samples read at most (whole shards drawn at random) to draw a contact sheet
-
-
-def load_manifest(directory: str | os.PathLike) -> dict:
-    d = Path(directory)
-    if not (d / "manifest.json").is_file():
-        if list(d.glob("manifest.part-*-of-*.json")):
-            raise ScenectlError(f"{d} holds a build in parts: run `scenectl merge-manifests {d}` first")
-        if (d / "progress.json").is_file():
-            raise ScenectlError(f"{d} holds an unfinished build (progress.json): rerun build-shards with --resume")
-        raise ScenectlError(f"{d} is not a shard set: no manifest.json")
-    return read_json(d / "manifest.json", "manifest")
 
 
 def pick_shards(shards: ShardSet, seed: int, budget: int = SCAN_SAMPLES) -> ShardSet:
@@ -70,7 +53,7 @@ def draw_samples(shards: ShardSet, n: int, seed: int) -> list[dict]:
     many (the n images of lowest rank, each by its sample of lowest rank), else topped up with other samples."""
     images: dict[object, tuple[int, int, dict]] = {}  # image -> (image rank, sample rank, raw): the n best images
     spare: list[tuple[int, dict]] = []  # the n best samples overall: the top-up when the set has < n images
-    for raw in progress(raw_samples(shards), desc=f"inspect-shards {_name(shards.location)}", unit="samples",
+    for raw in progress(raw_samples(shards), desc=f"inspect-shards {set_name(shards.location)}", unit="samples",
                         total=shards.num_samples):
         image, r_sample = _image_of(raw), _rank(seed, raw["__key__"])
         entry = (_rank(seed, "image", image), r_sample, raw)
@@ -124,38 +107,6 @@ def report(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def _name(location: str) -> str:
+def set_name(location: str) -> str:
     """A set's last path component, for titles and file names."""
     return re.sub(r"[^A-Za-z0-9_.-]", "", location.split("\0")[0].rstrip("/").rsplit("/", 1)[-1]) or "shards"
-
-
-def default_sheet(location: str) -> Path:
-    """Where the contact sheet goes without --out: beside a local set, named after it (the set's folder is
-    build-shards'); for a remote set, in the current folder."""
-    if not is_local(location):
-        return Path(f"{_name(location)}-contact-sheet.png")
-    d = Path(local_path(location)).resolve()
-    return d.parent / f"{d.name}-contact-sheet.png"
-
-
-def inspect_shards(spec: str | os.PathLike, n: int = 16, out: str | os.PathLike | None = None,
-                   net: NetOptions | None = None, seed: int = 0) -> dict:
-    """Report on a shard set and write its contact sheet (default: DIR-contact-sheet.png beside DIR): `n` samples
-    drawn at random (`seed`) across images, and the set's hidden-area histogram."""
-    if n < 1:
-        raise ScenectlError(f"--n must be >= 1, got {n}")
-    shards = open_shard_set(spec, net)
-    sheet = Path(out) if out is not None else default_sheet(shards.location)
-    check_file_target(sheet, "--out")
-    manifest = shards.manifest
-    scanned = pick_shards(shards, seed)
-    samples = [decode_known(raw) for raw in draw_samples(scanned, n, seed)]
-    images = len({str(s.get("json", {}).get("image_id", s["__key__"])) for s in samples})
-    drawn = (f"{len(samples)} samples of {images} images drawn at random (seed {seed}) from "
-             f"{len(scanned.urls)} of {len(shards.urls)} shards")
-    from scenectl.plots import plot_contact_sheet  # matplotlib: only when drawing
-
-    plot_contact_sheet(samples, sheet, title=f"{_name(shards.location)}: {drawn}; outline: hidden region",
-                       histogram=manifest.get("totals", {}).get("area_fraction_histogram"))
-    return {"manifest": manifest, "text": report(manifest) + f"\ncontact sheet: {drawn}", "sheet": str(sheet),
-            "keys": [s["__key__"] for s in samples]}

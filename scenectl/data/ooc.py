@@ -36,10 +36,10 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from scenectl import __version__, metrics
-from scenectl.checkpoint import classes_match
-from scenectl.data.coco import BadImage, ClassTable, decode_mask, file_sha256, load_coco, load_image, split_paths
-from scenectl.data.cooccurrence import Cooccurrence
+from scenectl import __version__
+from scenectl.data.coco import (BadImage, ClassTable, classes_match, decode_mask, file_sha256, load_coco, load_image,
+                                split_paths)
+from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
 from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
 from scenectl.data.shards import encode_jpeg, encode_png
 from scenectl.errors import ScenectlError
@@ -291,7 +291,7 @@ def open_split(cfg: OOCConfig, train_manifest: dict, cooc: Cooccurrence) -> Spli
     params = resolve_params(cfg, train_manifest)
     index, images = table.index(), sorted(coco.imgs)
     return Split(coco, Path(ann_path), Path(img_dir), cfg.split, classes, index, list(table.names), images,
-                 host_classes(coco, images, index, len(table.names)), cooc, metrics.plausible_matrix(cooc), params)
+                 host_classes(coco, images, index, len(table.names)), cooc, plausible_matrix(cooc), params)
 
 
 def shuffled_donors(s: Split, seed: int) -> tuple[list[dict], np.random.Generator]:

@@ -24,7 +24,6 @@ as COCO writes them); its randomness comes from its own stream, so every other f
 from __future__ import annotations
 
 import io
-import json
 import math
 import shutil
 from dataclasses import asdict, dataclass
@@ -404,9 +403,3 @@ def generate_scenes(out: Path, n_train: int = 300, n_val: int = 100, seed: int =
         write_json_atomic(out / "annotations" / f"instances_{split}.json", {**header, **body, "categories": categories})
     return {"out": str(out), "seed": seed, "splits": splits, "classes": [c.name for c in CLASSES],
             "scene_types": [s.name for s in SCENES]}
-
-
-def load_scene_types(annotation_file: Path) -> dict[int, str]:
-    """image id -> scene type, read back from one of our annotation files."""
-    with open(annotation_file, "rb") as f:
-        return {im["id"]: im["scene_type"] for im in json.load(f)["images"]}

@@ -135,12 +135,14 @@ class FFC(nn.Module):
 
 
 class FFC_BN_ACT(nn.Module):
-    """FFC, then BatchNorm and an activation (ReLU or none) applied to the local and global parts separately."""
+    """FFC, then BatchNorm and an activation (ReLU or none) applied to the local and global parts separately.
+    Padding is kernel_size // 2 ("same" size at stride 1), as every block of the FFC ResNets uses."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, ratio_gin: float, ratio_gout: float,
-                 stride: int = 1, padding: int = 0, act: bool = True, enable_lfu: bool = True):
+                 stride: int = 1, act: bool = True, enable_lfu: bool = True):
         super().__init__()
-        self.ffc = FFC(in_channels, out_channels, kernel_size, ratio_gin, ratio_gout, stride, padding, enable_lfu)
+        self.ffc = FFC(in_channels, out_channels, kernel_size, ratio_gin, ratio_gout, stride, kernel_size // 2,
+                       enable_lfu)
         self.bn_l = nn.BatchNorm2d(self.ffc.out_cl)
         self.bn_g = nn.BatchNorm2d(self.ffc.out_cg) if self.ffc.out_cg else None
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
@@ -168,8 +170,8 @@ class BasicBlock(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
                  ratio_gin: float, ratio_gout: float, lfu: bool = True):
         super().__init__()
-        self.conv1 = FFC_BN_ACT(inplanes, planes, 3, ratio_gin, ratio_gout, stride, padding=1, enable_lfu=lfu)
-        self.conv2 = FFC_BN_ACT(planes, planes, 3, ratio_gout, ratio_gout, 1, padding=1, act=False, enable_lfu=lfu)
+        self.conv1 = FFC_BN_ACT(inplanes, planes, 3, ratio_gin, ratio_gout, stride, enable_lfu=lfu)
+        self.conv2 = FFC_BN_ACT(planes, planes, 3, ratio_gout, ratio_gout, 1, act=False, enable_lfu=lfu)
         self.downsample = downsample
 
     def forward(self, x: Pair) -> Pair:
@@ -187,7 +189,7 @@ class Bottleneck(nn.Module):
         super().__init__()
         r = ratio_gout
         self.conv1 = FFC_BN_ACT(inplanes, planes, 1, ratio_gin, r, enable_lfu=lfu)
-        self.conv2 = FFC_BN_ACT(planes, planes, 3, r, r, stride, padding=1, enable_lfu=lfu)
+        self.conv2 = FFC_BN_ACT(planes, planes, 3, r, r, stride, enable_lfu=lfu)
         self.conv3 = FFC_BN_ACT(planes, planes * 4, 1, r, r, act=False, enable_lfu=lfu)
         self.downsample = downsample
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from damaged_sets import damage
-from scenectl.data.imagefolder import ExportConfig, export_imagefolder, make_loader, open_target
+from scenectl.data.export import export_imagefolder
+from scenectl.data.imagefolder import ExportConfig, make_loader, open_target
 from scenectl.errors import ScenectlError
 from test_loader import write_shards
 
@@ -33,7 +34,7 @@ def test_export_imagefolder_reads_through_the_reader(source, tmp_path, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_shard_target_is_read_by_the_object_view(source, tmp_path, kind):
     d = damage(source, tmp_path / "set", kind)
-    loader = make_loader(open_target(str(d.path)), image_size=16, batch_size=5, train=False)
+    loader = make_loader(open_target(str(d.path)), image_size=16, batch_size=5)
     if kind is None:
         batches = list(loader)
         assert sum(len(b["key"]) for b in batches) == 12 and batches[0]["input"].shape == (5, 3, 16, 16)

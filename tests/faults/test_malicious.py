@@ -73,7 +73,7 @@ def test_pickles_in_shards_are_never_loaded(evil, real_ckpt, tmp_path, command):
     elif command == "object-crops":  # what transfer and distill read from a shard set
         from scenectl.data.imagefolder import make_loader, open_target
 
-        n = sum(len(b["label"]) for b in make_loader(open_target(s), image_size=32, batch_size=8, train=False))
+        n = sum(len(b["label"]) for b in make_loader(open_target(s), image_size=32, batch_size=8))
         assert n == json.loads((s / "manifest.json").read_text())["totals"]["samples"]
     else:
         r = _cli("verify-shards", s, "--json", "--no-progress")

@@ -64,7 +64,7 @@ def test_ffc_paths_and_shapes():
     assert opening.ffc.convg2l is None and opening.ffc.convg2g is None
     out_l, out_g = opening((torch.randn(2, 8, 6, 6), None))
     assert out_l.shape == out_g.shape == (2, 8, 6, 6)
-    closing = FFC_BN_ACT(16, 16, 3, 0.5, 0.0, padding=1)
+    closing = FFC_BN_ACT(16, 16, 3, 0.5, 0.0)
     out_l, out_g = closing((torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6)))
     assert out_l.shape == (2, 16, 6, 6) and out_g is None
 
