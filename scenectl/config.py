@@ -134,6 +134,8 @@ class TrainConfig(Run):
     out: str = option("runs/train", "Run folder (config.json, metrics.jsonl, last.pt, best.pt, curves.png).", "--out",
                       "-o")
     mask_channel: bool = option(True, "Give the model the hidden region as a 4th input channel.")
+    hole_only: bool = option(False, "Hole-only control: the same model and recipe on the hidden region alone (RGB "
+                                    "replaced by the fill everywhere, mask channel kept).")
     aux_visible: float = option(0.0, "Weight of an auxiliary multi-label loss: a second head on the same features "
                                      "predicts the classes still visible in the scene (0: no such head).")
     pretrained: str | None = option(None, "'imagenet' or a torchvision state-dict file (ResNets).")

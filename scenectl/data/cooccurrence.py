@@ -104,13 +104,21 @@ class Cooccurrence:
         )
 
 
-def plausible_matrix(cooc: Cooccurrence) -> np.ndarray:
-    """(C, C) bool: [c, v] = c is a plausible companion of v, i.e. PMI(c, v) > 0 on image-level counts.
+MIN_PAIR_COUNT = 3  # training images a pair must share to count as plausible (plausible_matrix)
+
+
+def plausible_matrix(cooc: Cooccurrence, min_count: int | None = None) -> np.ndarray:
+    """(C, C) bool: [c, v] = c is a plausible companion of v, i.e. PMI(c, v) > 0 on image-level counts AND the pair
+    was seen together in at least `min_count` training images (default MIN_PAIR_COUNT): a positive PMI resting on
+    one or two images is noise (540 of 1,162 plausible pairs of coco-sample rested on one image).
 
     PMI(c, v) > 0  <=>  N * n_cv > n_c * n_v  (integers: no log, defined for every zero count, symmetric).
     Shrinking the joint toward independence (any pseudo-count) leaves this sign unchanged; adding a pseudo-count
     to the joint itself would make pairs never seen together "plausible" (docs/metrics.md has the derivation).
     """
+    min_count = MIN_PAIR_COUNT if min_count is None else int(min_count)
+    if min_count < 1:
+        raise ScenectlError(f"the plausible-pair count threshold must be >= 1, got {min_count}")
     n_cv = np.asarray(cooc.cooccurrence, dtype=np.int64)  # (C, C)
     n_c = np.asarray(cooc.image_counts, dtype=np.int64)  # (C,)
     c = n_c.shape[0]
@@ -119,4 +127,4 @@ def plausible_matrix(cooc: Cooccurrence) -> np.ndarray:
     if not np.array_equal(n_cv, n_cv.T):
         raise ScenectlError("co-occurrence table is not symmetric")
     # int64 is exact here: N * n_cv <= N^2, far below 2^63 for any real dataset
-    return int(cooc.n_images) * n_cv > n_c[:, None] * n_c[None, :]
+    return (int(cooc.n_images) * n_cv > n_c[:, None] * n_c[None, :]) & (n_cv >= min_count)
