@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from scenectl import __version__
+from scenectl.data.format import SET_FILES
 from scenectl.errors import ScenectlError
 from scenectl.io import write_json_atomic
 
@@ -48,9 +49,7 @@ class Kind:
 _RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "tensorboard", "curves.png")
 _EXPERIMENT_FILES = (*_RUN_FILES, "report.json", "report.md")
 KINDS: dict[str, Kind] = {
-    "shards": Kind("build-shards", "a shard set",
-                   ("shard-*.tar", "shard-*.tar.partial", "manifest*.json", "progress*.json", "config*.json",
-                    "cooccurrence.h5"),
+    "shards": Kind("build-shards", "a shard set", SET_FILES,
                    ("manifest.json", "progress.json", "manifest.part-*.json", "progress.part-*.json"), True),
     "run": Kind("train", "a training run", _RUN_FILES, ("last.pt", "metrics.jsonl"), True),
     "eval": Kind("eval", "an evaluation report", ("config.json", "report.json", "report.md", "predictions.h5", "*.png",
@@ -60,8 +59,7 @@ KINDS: dict[str, Kind] = {
                      ("context", "scratch"), True),
     "distill": Kind("distill", "a distillation experiment", ("kd", "ce", *_EXPERIMENT_FILES), ("kd", "ce"), True),
     "fuse": Kind("fuse", "a fusion report", ("config.json", "report.json", "report.md", "*.png"), ()),
-    "ooc": Kind("build-ooc", "an out-of-context set", ("shard-*.tar", "shard-*.tar.partial", "manifest.json",
-                                                       "config.json", "cooccurrence.h5"), ()),
+    "ooc": Kind("build-ooc", "an out-of-context set", SET_FILES, ()),
     "export": Kind("export-imagefolder", "an ImageFolder export", ("*",), ("export.json",)),
     "scenes": Kind("sample", "synthetic scenes", ("annotations", "train2017", "val2017", "README.md",
                                                   ".scenectl-synthetic"), (".scenectl-synthetic",)),

@@ -118,7 +118,7 @@ def serve():
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("remote")
-    write_shards(root / "train", n=48, per_shard=16, size=32)
+    write_shards(root / "train", n=48, per_shard=16, size=160)  # shards > 2 x 64 KiB: a stall after half is mid-read
     val = write_shards(root / "val", n=16, per_shard=8, size=32, seed=1)
     m = json.loads((val / "manifest.json").read_text())  # the totals build-shards writes (inspect-shards shows them)
     labels = Counter(int(raw["cls"]) for raw in raw_samples(open_shard_set(val)))

@@ -16,26 +16,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from scenectl.data.format import MEMBERS, parse_cls
 from scenectl.data.loader import ShardSet, open_shard_set, raw_samples
 from scenectl.data.remote import NetOptions, is_local, local_path
 from scenectl.errors import ScenectlError
 from scenectl.folders import check_file_target
-from scenectl.io import read_json
 from scenectl.progress import progress
 
-KNOWN_MEMBERS = ("jpg", "mask.png", "cls", "json", "object.jpg")  # decoded; anything else in a tar is ignored
 SCAN_SAMPLES = 20_000  # samples read at most (whole shards drawn at random) to draw a contact sheet
-
-
-def load_manifest(directory: str | os.PathLike) -> dict:
-    d = Path(directory)
-    if not (d / "manifest.json").is_file():
-        if list(d.glob("manifest.part-*-of-*.json")):
-            raise ScenectlError(f"{d} holds a build in parts: run `scenectl merge-manifests {d}` first")
-        if (d / "progress.json").is_file():
-            raise ScenectlError(f"{d} holds an unfinished build (progress.json): rerun build-shards with --resume")
-        raise ScenectlError(f"{d} is not a shard set: no manifest.json")
-    return read_json(d / "manifest.json", "manifest")
 
 
 def pick_shards(shards: ShardSet, seed: int, budget: int = SCAN_SAMPLES) -> ShardSet:
@@ -90,7 +78,7 @@ def draw_samples(shards: ShardSet, n: int, seed: int) -> list[dict]:
 def decode_known(raw: dict) -> dict:
     """A raw sample with only the known members decoded (no pickle, ever)."""
     s = {"__key__": raw["__key__"]}
-    for k in KNOWN_MEMBERS:
+    for k in MEMBERS:
         if k in raw:
             v = raw[k]
             if k.endswith(("jpg", "png")):
@@ -98,7 +86,7 @@ def decode_known(raw: dict) -> dict:
             elif k == "json":
                 s[k] = json.loads(v)
             else:
-                s[k] = int(v)
+                s[k] = parse_cls(v)
     return s
 
 

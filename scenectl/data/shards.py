@@ -35,6 +35,9 @@ from scenectl.data.coco import (
     BadImage, ClassTable, annotation_box, file_sha256, load_coco, load_image, rle_box, split_paths, to_rle,
     transpose_box,
 )
+from scenectl.data.format import (
+    FORMAT, TIMM_INFO, SetNames, ShardSink, SinkTarget, seal_set, write_timm_info,
+)
 from scenectl.data.masks import (
     FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, fill_reach, hidden_region, nearest_mask,
     reduce_any,
@@ -44,7 +47,6 @@ from scenectl.folders import MARKER, Folder, claim, owner
 from scenectl.io import read_json, remove_stale_tmp, write_json_atomic
 from scenectl.progress import progress
 
-FORMAT = "scenectl-shards/1"
 TASKS = ("masked", "object")
 SKIP_REASONS = ("crowd", "too_large", "too_small", "bad_image", "bad_annotation")
 DEFAULT_COCO_ROOT = Path("data/scenes")  # where `scenectl sample` writes
@@ -138,29 +140,6 @@ def default_coco_root(seed: int = 0, echo: Callable[[str], None] = print) -> Pat
         echo(f"no --coco-root: generating synthetic scenes in {root} first (as `scenectl sample --seed {seed}`)")
         generate_scenes(out=root, seed=seed)
     return root
-
-
-@dataclass(frozen=True)
-class _Names:
-    """File names of a whole build or of part i of n."""
-
-    part: tuple[int, int] | None
-
-    @property
-    def tag(self) -> str:
-        return "" if self.part is None else f".part-{self.part[0]}-of-{self.part[1]}"
-
-    @property
-    def pattern(self) -> str:  # ShardWriter pattern
-        return "shard-%06d.tar" if self.part is None else f"shard-p{self.part[0]}of{self.part[1]}-%06d.tar"
-
-    @property
-    def shard_glob(self) -> str:
-        return self.pattern.replace("%06d", "*")
-
-    manifest = property(lambda self: f"manifest{self.tag}.json")
-    progress = property(lambda self: f"progress{self.tag}.json")
-    config = property(lambda self: f"config{self.tag}.json")
 
 
 # --- the worker side: one image -> its samples ----------------------------------------------------------------
@@ -434,80 +413,32 @@ def _new_counters(n_classes: int) -> dict:
             "skipped": dict.fromkeys(SKIP_REASONS, 0), "area_hist": [0] * HIST_BINS}
 
 
-class _Sink:
-    """ShardWriter whose finished shards are hashed, renamed from .partial and journalled in progress.json.
+class _Sink(ShardSink):
+    """The format's ShardSink journalling a build: the journal's `next` is the first sample not inside a finished
+    shard (the sample whose write made ShardWriter close the previous shard, or the end); its counters are those of
+    everything before `next`, its seconds those of every run so far."""
 
-    The journal's `next` is the first sample not inside a finished shard: the sample whose write made
-    ShardWriter close the previous shard, or the end. Its counters are those of everything before `next`.
-    """
-
-    def __init__(self, out: Path, names: _Names, journal: dict, maxcount: int, maxsize: float, started: float):
-        self.out, self.journal, self.started = out, journal, started
-        self.progress = out / names.progress
+    def __init__(self, target: SinkTarget, journal: dict, started: float):
+        self.started, self.seconds0 = started, journal.get("seconds", 0.0)
         self.counters = copy.deepcopy(journal["counters"])
-        self.seconds0 = journal.get("seconds", 0.0)
-        self.next, self.in_shard = None, 0
-        import webdataset as wds  # here, not at the top: it imports torch, which workers never need
-
-        # mtime=0: tar headers carry no wall-clock time, so a rebuild is byte-identical; an int, as a float mtime
-        # makes tarfile (PAX format) add an extended header to every member, which readers then parse too;
-        # encoder=False: workers already encoded every member to bytes
-        self.writer = wds.ShardWriter(str(out / (names.pattern + ".partial")), maxcount=maxcount, maxsize=maxsize,
-                                      post=self._post, start_shard=len(journal["shards"]), verbose=0, mtime=0,
-                                      encoder=False)
+        self.next: tuple[int, int] | None = None
+        super().__init__(target, journal, self._fill)
 
     def write(self, sample: dict, position: tuple[int, int]) -> None:
         self.next = position
-        with self._naming_the_shard():
-            self.writer.write(sample)
-        self.in_shard += 1
+        super().write(sample)
 
     def close(self, end: int) -> None:
         self.next = (end, 0)
-        with self._naming_the_shard():
-            self.writer.close()
-        self._journal()  # also when the last shard was empty
+        super().close()
 
-    @contextlib.contextmanager
-    def _naming_the_shard(self) -> Iterator[None]:
-        """A failed write (a full disk) names the shard being written: a file object's OSError carries no path."""
-        try:
-            yield
-        except OSError as e:
-            if not e.filename and getattr(self.writer, "fname", None):
-                e.filename = self.writer.fname
-            raise
-
-    def abort(self) -> None:
-        """Drop the shard being written (an error or interrupt: the journal still says where to restart)."""
-        stream = getattr(self.writer, "tarstream", None)
-        if stream is not None:
-            with contextlib.suppress(OSError):  # flushing a full disk's shard fails again; it is deleted anyway
-                stream.close()
-            Path(self.writer.fname).unlink(missing_ok=True)
-
-    def _post(self, fname: str) -> None:
-        partial = Path(fname)
-        if self.in_shard == 0:  # nothing written since the last shard (only at close)
-            partial.unlink(missing_ok=True)
-            return
-        with open(partial, "rb") as f:
-            os.fsync(f.fileno())
-        final = partial.with_name(partial.name[: -len(".partial")])
-        sha = file_sha256(partial)
-        os.replace(partial, final)  # rename first: a journalled shard always exists under its final name
-        self.journal["shards"].append({"name": final.name, "samples": self.in_shard, "sha256": sha})
-        self.in_shard = 0
-        self._journal()
-
-    def _journal(self) -> None:
-        self.journal["next"] = {"image": self.next[0], "sample": self.next[1]}
-        self.journal["counters"] = copy.deepcopy(self.counters)
-        self.journal["seconds"] = self.seconds0 + time.time() - self.started
-        write_json_atomic(self.progress, self.journal)
+    def _fill(self, journal: dict) -> None:
+        journal["next"] = {"image": self.next[0], "sample": self.next[1]}
+        journal["counters"] = copy.deepcopy(self.counters)
+        journal["seconds"] = self.seconds0 + time.time() - self.started
 
 
-def _own_files(out: Path, names: _Names) -> list[Path]:
+def _own_files(out: Path, names: SetNames) -> list[Path]:
     """This build's (or part's) files, and the merged manifest: what a part's --overwrite removes (the other parts'
     files stay), and what a build that found no sample removes again."""
     globs = [names.shard_glob, names.shard_glob + ".partial", names.manifest, names.progress, names.config,
@@ -516,7 +447,7 @@ def _own_files(out: Path, names: _Names) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _output_folder(out: Path, cfg: BuildConfig, names: _Names) -> Iterator[Folder]:
+def _output_folder(out: Path, cfg: BuildConfig, names: SetNames) -> Iterator[Folder]:
     """`out` claimed as a shard set (scenectl.folders: never a folder another command owns). A whole build takes
     --resume / --overwrite as the guard has them. The n parts of a build share one folder, each with its own writer
     lock: a part joins a set another part started, and its --resume / --overwrite concern its files (_start_journal)."""
@@ -537,7 +468,7 @@ def _output_folder(out: Path, cfg: BuildConfig, names: _Names) -> Iterator[Folde
         yield folder
 
 
-def _start_journal(out: Path, names: _Names, params: dict, source: dict, n_classes: int, cfg: BuildConfig) -> dict:
+def _start_journal(out: Path, names: SetNames, params: dict, source: dict, n_classes: int, cfg: BuildConfig) -> dict:
     """Return the journal to continue (fresh or resumed), or a finished manifest (resume of a complete build)."""
     fresh = {"format": "scenectl-progress/1", "params": params, "source": source, "shards": [],
              "next": {"image": 0, "sample": 0}, "counters": _new_counters(n_classes), "seconds": 0.0}
@@ -555,7 +486,7 @@ def _start_journal(out: Path, names: _Names, params: dict, source: dict, n_class
     return _resumed_journal(out, names, params, source) or fresh
 
 
-def _resumed_journal(out: Path, names: _Names, params: dict, source: dict) -> dict | None:
+def _resumed_journal(out: Path, names: SetNames, params: dict, source: dict) -> dict | None:
     """The journal (or finished manifest) to continue, checked to record this very build; None: nothing journalled.
     Shards not in the journal (a .partial, or one renamed just before a kill) are removed: they are rewritten."""
     journal = None
@@ -624,7 +555,7 @@ def build_shards(cfg: BuildConfig, echo: Callable[[str], None] = print) -> dict:
     started = time.time()
     cfg.check()
     src = _open_source(cfg, echo)
-    params, names, out = cfg.params(src.split), _Names(parse_part(cfg.part)), Path(cfg.out)
+    params, names, out = cfg.params(src.split), SetNames(parse_part(cfg.part)), Path(cfg.out)
     with _output_folder(out, cfg, names) as folder:
         journal = _start_journal(out, names, params, src.record, len(src.classes.coco_ids), cfg)
         if journal.pop("resumed_complete", False):
@@ -634,7 +565,7 @@ def build_shards(cfg: BuildConfig, echo: Callable[[str], None] = print) -> dict:
         return _finish(cfg, src, params, out, names, sink, folder.fresh)
 
 
-def _write_samples(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: _Names, journal: dict,
+def _write_samples(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: SetNames, journal: dict,
                    started: float) -> _Sink:
     """Stream this build's (or part's) images through the workers into shards, from where the journal says."""
     ids = _part_images(list(src.coco.imgs), names.part, cfg.seed)
@@ -642,7 +573,7 @@ def _write_samples(cfg: BuildConfig, src: _Source, params: dict, out: Path, name
     job = Job(str(src.images), src.split, params, src.classes.coco_ids, src.classes.names)
     tasks = ((k, src.coco.imgs[i], src.coco.imgToAnns.get(i, [])) for k, i in enumerate(ids) if k >= start)
     workers = len(os.sched_getaffinity(0)) if cfg.workers is None else cfg.workers
-    sink = _Sink(out, names, journal, cfg.maxcount, cfg.maxsize, started)
+    sink = _Sink(SinkTarget(out, names, cfg.maxcount, cfg.maxsize), journal, started)
     bar = progress(total=len(ids), initial=start, desc=f"build-shards {src.split}", unit="img",
                    disable=not cfg.progress)
     try:
@@ -675,7 +606,7 @@ def _take(sink: _Sink, res: ImageResult, skip: int, max_area: float) -> None:
         c["skipped"][reason] += n
 
 
-def _finish(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: _Names, sink: _Sink,
+def _finish(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: SetNames, sink: _Sink,
             fresh: bool) -> dict:
     """cooccurrence.h5, then the manifest (last: its presence means the set is complete); returns the manifest."""
     c = sink.counters
@@ -694,15 +625,10 @@ def _finish(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: _Nam
     manifest = {
         "format": FORMAT, "scenectl_version": __version__, "task": cfg.task, "params": params, "source": src.record,
         "classes": src.classes.to_json(), "shards": sink.journal["shards"],
-        "files": {name: file_sha256(out / name) for name in ("cooccurrence.h5", names.config)},
         "totals": _totals(c, src.classes, len(sink.journal["shards"]), cfg.max_area),
         "skipped": c["skipped"], "seconds": round(sink.journal["seconds"], 3),  # across resumed runs
     }
-    if names.part is None:  # a part's shards are not a set yet: merge-manifests writes the index of the whole
-        manifest["files"][TIMM_INFO] = write_timm_info(out, manifest)
-    write_json_atomic(out / names.manifest, manifest)
-    (out / names.progress).unlink(missing_ok=True)
-    return manifest
+    return seal_set(out, manifest, names)
 
 
 def _totals(c: dict, classes: ClassTable, n_shards: int, max_area: float) -> dict:
@@ -729,21 +655,6 @@ def summary(manifest: dict, out: Path) -> str:
 
 
 # --- merging parts --------------------------------------------------------------------------------------------
-TIMM_INFO = "_info.json"
-
-
-def write_timm_info(out: Path, manifest: dict) -> str:
-    """Write `_info.json`, the index timm's webdataset reader needs (`timm.data.create_dataset("wds/NAME",
-    root=out, split=SPLIT)`: the split's shard file names and sample counts; it reads `jpg` and the `cls` integer
-    itself), atomically; return its sha256 for the manifest's `files`. SPLIT is the split the set was built from."""
-    split = manifest["params"]["split"]
-    shards = manifest["shards"]
-    write_json_atomic(out / TIMM_INFO, {"name": f"scenectl-{split}", "splits": {split: {
-        "name": split, "num_samples": sum(s["samples"] for s in shards),
-        "filenames": [s["name"] for s in shards], "shard_lengths": [s["samples"] for s in shards]}}})
-    return file_sha256(out / TIMM_INFO)
-
-
 _PART_RE = re.compile(r"manifest\.part-(\d+)-of-(\d+)\.json")
 
 

@@ -24,7 +24,6 @@ from pycocotools.coco import COCO
 
 from scenectl.data import shards as S
 from scenectl.data.coco import EXIF_ORIENTATION, load_coco, rle_box
-from scenectl.data.inspect import load_manifest
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.masks import MEAN_RGB, SHAPES, Letterbox
 from scenectl.errors import ScenectlError
@@ -423,7 +422,7 @@ def test_parts_merge_to_the_same_samples(small, reference, tmp_path):
         assert m["params"]["part"] == f"{i}/2" and (out / f"manifest.part-{i}-of-2.json").is_file()
     assert all(p.name.startswith(("shard-p0of2-", "shard-p1of2-")) for p in out.glob("*.tar"))
     with pytest.raises(ScenectlError, match="merge-manifests"):
-        load_manifest(out)
+        open_shard_set(out)
     merged = S.merge_manifests(out)
     ref = json.loads((reference / "manifest.json").read_text())
     assert members(out) == members(reference)  # the same samples, byte for byte
