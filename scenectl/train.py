@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from scenectl import distributed as D
 from scenectl.checkpoint import classes_match
 from scenectl.config import TrainConfig, check, load_config as _load_config, resolve_schedule
-from scenectl.data.loader import Augment, Loader, ShardSet, SkipCounter, make_eval_loader, make_train_loader, \
-    open_shard_set
+from scenectl.data.loader import Augment, Loader, ShardSet, SkipCounter, TrainBatches, make_eval_loader, \
+    make_train_loader, open_shard_set
 from scenectl.data.transforms import batch_to_device
 from scenectl.engine import Run, cross_entropy, decay_groups, fit, require_tensorboard
 from scenectl.errors import ScenectlError
@@ -67,10 +67,10 @@ def data_stream(cfg: TrainConfig, shards: ShardSet, dev: D.DistInfo, counter: Sk
                                 mask_channel=cfg.mask_channel, skip_corrupt=d.skip_corrupt, rank=dev.rank,
                                 world_size=dev.world_size, counter=counter, defer_jpeg=gpu)
     return make_train_loader(
-        shards, steps=loop.steps_per_epoch, batch_size=loop.batch_size, image_size=d.image_size,
+        shards, TrainBatches(steps=loop.steps_per_epoch, batch_size=loop.batch_size, image_size=d.image_size,
         mask_channel=cfg.mask_channel, augment=Augment(a.min_scale, a.flip, a.jitter, a.augment), seed=loop.seed,
         epoch=epoch, rank=dev.rank, world_size=dev.world_size, start_step=start, workers=loop.workers,
-        shuffle_buffer=d.shuffle_buffer, skip_corrupt=d.skip_corrupt, counter=counter, defer_jpeg=gpu)
+        shuffle_buffer=d.shuffle_buffer, skip_corrupt=d.skip_corrupt, counter=counter, defer_jpeg=gpu))
 
 
 def evaluate(model: nn.Module, loader: Loader, device: torch.device) -> dict:

@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from scenectl.data.loader import (Loader, ShardSet, collate, decode_sample, ignore_stop_signals, make_eval_loader,
-                                  make_train_loader, open_shard_set, raw_samples)
+from scenectl.data.loader import (Loader, ShardSet, TrainBatches, collate, decode_sample, ignore_stop_signals,
+                                  make_eval_loader, make_train_loader, open_shard_set, raw_samples)
 from scenectl.data.remote import NetOptions
 from scenectl.data.transforms import Augment, letterbox_input
 from scenectl.errors import ScenectlError
@@ -157,7 +157,8 @@ def make_loader(target: Target, *, image_size: int, batch_size: int, train: bool
                   scene_size=scene_size, scene_mask=scene_mask)
         if not train:
             return make_eval_loader(target.shards, **kw)
-        return make_train_loader(target.shards, steps=steps, seed=seed, epoch=epoch, start_step=start_step, **kw)
+        return make_train_loader(target.shards, TrainBatches(steps=steps, seed=seed, epoch=epoch,
+                                                             start_step=start_step, **kw))
     if scene_size:
         raise ScenectlError(f"{target.spec}: an ImageFolder has no scenes for a context model; use a shard set")
     order = list(range(len(target.folder)))

@@ -555,6 +555,35 @@ def _decoded(src: Iterator[dict], handler: Handler, prepare: Callable[[dict, int
         yield sample
 
 
+@dataclass(frozen=True)
+class TrainBatches:
+    """What `make_train_loader` yields: exactly `steps - start_step` batches of `batch_size` samples of `view`,
+    shuffled and augmented, this rank's part of epoch `epoch` (docs/training.md, "Data pipeline")."""
+
+    steps: int
+    batch_size: int
+    image_size: int
+    # the view (make_view): `scene` / `object`, the mask channel, augmentation, a context model's scene beside an
+    # object crop, scenes' JPEGs decoded per batch on the model's device (a CUDA run)
+    view: str = "scene"
+    mask_channel: bool = True
+    augment: Augment | None = None
+    scene_size: int | None = None
+    scene_mask: bool = True
+    defer_jpeg: bool = False
+    # the order: seed, epoch, this rank of world_size, the step it resumes at, the shuffle buffer
+    seed: int = 0
+    epoch: int = 0
+    rank: int = 0
+    world_size: int = 1
+    start_step: int = 0
+    shuffle_buffer: int = 1000
+    # the reading: DataLoader workers, corrupt samples skipped (and counted in `counter`) or an error
+    workers: int = 0
+    skip_corrupt: bool = False
+    counter: SkipCounter | None = None
+
+
 @dataclass
 class _TrainStream(IterableDataset):
     """One epoch of training batches for one rank; DataLoader workers split it into interleaved streams."""
@@ -562,15 +591,7 @@ class _TrainStream(IterableDataset):
     urls: list[str]
     reads: _Reads
     view: View
-    steps: int
-    batch_size: int
-    seed: int
-    epoch: int
-    rank: int
-    world_size: int
-    start_step: int
-    shuffle_buffer: int
-    skip_corrupt: bool
+    batches: TrainBatches
     counter: SkipCounter
 
     def __iter__(self):
@@ -578,17 +599,18 @@ class _TrainStream(IterableDataset):
         worker, nw = (info.id, info.num_workers) if info else (0, 1)
         # DataLoader hands out batch i from worker i % nw; after a resume at start_step it starts with worker 0,
         # so worker w plays stream (w + start_step) % nw and global batch order is unchanged.
-        stream = (worker + self.start_step) % nw
-        skip = len(range(stream, self.start_step, nw))  # batches of this stream already consumed
-        todo = len(range(stream, self.steps, nw)) - skip
+        b = self.batches
+        stream = (worker + b.start_step) % nw
+        skip = len(range(stream, b.start_step, nw))  # batches of this stream already consumed
+        todo = len(range(stream, b.steps, nw)) - skip
         if todo <= 0:
             return iter(())
-        g, G = self.rank * nw + stream, self.world_size * nw
-        ids = [self.seed, self.epoch, g, G]
-        handler = Handler(self.skip_corrupt, self.counter)
+        g, G = b.rank * nw + stream, b.world_size * nw
+        ids = [b.seed, b.epoch, g, G]
+        handler = Handler(b.skip_corrupt, self.counter)
         share = _stream_share(self.urls, self.reads.sizes, ids)
-        buffer = max(1, min(self.shuffle_buffer, share.per_pass))  # never more than one pass of the stream
-        bs = self.batch_size
+        buffer = max(1, min(b.shuffle_buffer, share.per_pass))  # never more than one pass of the stream
+        bs = b.batch_size
 
         def prepare(raw: dict, i: int) -> dict:  # per-sample randomness: (seed, epoch, stream, sample number)
             return self.view(raw, np.random.default_rng(ids + [i]))
@@ -766,22 +788,16 @@ def as_is(batch: dict) -> dict:
     return batch
 
 
-def make_train_loader(shards: ShardSet, *, view: str = "scene", steps: int, batch_size: int, image_size: int,
-                      mask_channel: bool = True, augment: Augment | None = None, seed: int = 0, epoch: int = 0,
-                      rank: int = 0, world_size: int = 1, start_step: int = 0, workers: int = 0,
-                      shuffle_buffer: int = 1000, skip_corrupt: bool = False, counter: SkipCounter | None = None,
-                      scene_size: int | None = None, scene_mask: bool = True, defer_jpeg: bool = False) -> Loader:
-    """Exactly `steps - start_step` shuffled, augmented batches of `view`: this rank's part of epoch `epoch`.
-    `defer_jpeg`: scenes' JPEGs are decoded per batch on the model's device (`make_view`; a CUDA run)."""
-    counter = counter or SkipCounter()
-    v = make_view(shards, view, image_size, mask_channel, augment, scene_size, scene_mask, defer_jpeg)
-    ds = _TrainStream(shards.urls, shards.reads(), v, steps=steps, batch_size=batch_size, seed=seed,
-                      epoch=epoch, rank=rank, world_size=world_size, start_step=start_step,
-                      shuffle_buffer=shuffle_buffer, skip_corrupt=skip_corrupt, counter=counter)
-    dl = DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=False,
-                    pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None,
+def make_train_loader(shards: ShardSet, batches: TrainBatches) -> Loader:
+    """The training batches `batches` describes: exactly `steps - start_step` shuffled, augmented batches of its
+    view, this rank's part of its epoch."""
+    b, counter = batches, batches.counter or SkipCounter()
+    v = make_view(shards, b.view, b.image_size, b.mask_channel, b.augment, b.scene_size, b.scene_mask, b.defer_jpeg)
+    ds = _TrainStream(shards.urls, shards.reads(), v, b, counter)
+    dl = DataLoader(ds, batch_size=None, num_workers=b.workers, persistent_workers=False,
+                    pin_memory=torch.cuda.is_available(), prefetch_factor=4 if b.workers else None,
                     worker_init_fn=ignore_stop_signals, collate_fn=as_is)
-    return Loader(dl, steps - start_step, counter)
+    return Loader(dl, b.steps - b.start_step, counter)
 
 
 def make_eval_loader(shards: ShardSet, *, view: str = "scene", image_size: int, batch_size: int, workers: int = 0,

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -210,19 +210,44 @@ def process_image(job: Job, index: int, record: dict, anns: list[dict]) -> Image
     lb = Letterbox(*dec.size, p["image_size"])  # defined on full-resolution upright pixels
     base = lb.image(dec.image) if p["task"] == "masked" else None  # unmasked letterboxed scene, patched per sample
     pixels = np.asarray(dec.image) if p["task"] == "masked" else None  # (h, w, 3), one copy for all samples
-    for a, region, box, rect, frac, area, visible in kept:
+    scene = _Scene(record, dec, lb, base, pixels)
+    for t in kept:
         if dec.turn is not None:  # annotations in the stored frame, pixels upright: turn the region likewise
-            region = np.asarray(Image.fromarray(region).transpose(dec.turn))
-            box = bbox(region)
-        a = {**a, "bbox": inst.coco_boxes[a["id"]]}  # checked; a missing or zero-size bbox is the mask's box
-        res.samples.append(_sample(job, record, a, dec, lb, base, pixels, region, box, rect, frac, area, visible))
+            region = np.asarray(Image.fromarray(t.region).transpose(dec.turn))
+            t = replace(t, region=region, box=bbox(region))
+        t = replace(t, ann={**t.ann, "bbox": inst.coco_boxes[t.ann["id"]]})  # checked; else the mask's box
+        res.samples.append(_sample(job, scene, t))
     return res
 
 
-def _eligible(job: Job, anns: list[dict], targets: list[dict], inst: _Instances, skipped: Counter) -> list[tuple]:
-    """The targets that make samples, from the annotations alone (no pixels), each as (annotation, hidden region
-    (H, W) bool in the annotation frame, its box, whether it is exactly its box, area fraction, instance area,
-    visible classes); the others counted in `skipped` by reason."""
+@dataclass(frozen=True)
+class _Target:
+    """One instance that makes a sample, as `_eligible` finds it from the annotations alone."""
+
+    ann: dict
+    region: np.ndarray  # (H, W) bool: the hidden pixels (annotation frame, until turned upright)
+    box: tuple  # the region's box (x0, y0, x1, y1)
+    rect: bool  # the region is exactly its box
+    frac: float  # hidden pixels / image pixels
+    area: int  # the instance's pixel count
+    visible: list[int]  # classes of the other instances still showing
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """One decoded image as every sample of it uses it: its record, the decoded image, its letterbox, the unmasked
+    letterboxed scene (S, S, 3) and the decoded pixels (h, w, 3) (both None for --task object)."""
+
+    record: dict
+    dec: Any
+    lb: Letterbox
+    base: np.ndarray | None
+    pixels: np.ndarray | None
+
+
+def _eligible(job: Job, anns: list[dict], targets: list[dict], inst: _Instances, skipped: Counter) -> list[_Target]:
+    """The targets that make samples, from the annotations alone (no pixels); the others counted in `skipped` by
+    reason."""
     p, cls_of, kept = job.params, {cid: i for i, cid in enumerate(job.coco_ids)}, []
     for a in targets:
         if a["id"] not in inst.rles:
@@ -243,7 +268,7 @@ def _eligible(job: Job, anns: list[dict], targets: list[dict], inst: _Instances,
         hidden_ids = {b["id"] for b in hidden}
         visible = sorted({cls_of[b["category_id"]] for b in anns
                           if b["id"] not in hidden_ids and b["id"] in inst.rles and inst.shows(b, region, box, rect)})
-        kept.append((a, region, box, rect, frac, area, visible))
+        kept.append(_Target(a, region, box, rect, frac, area, visible))
     return kept
 
 
@@ -322,20 +347,18 @@ def mask_from_metadata(annotations: list[dict], image_record: dict, meta: dict) 
     return nearest_mask(region, box, tuple(t["resized"]), tuple(t["offset"]), int(t["size"]))
 
 
-def _sample(job, record, a, dec, lb, base, pixels, region, box, rect, frac, area,
-            visible) -> tuple[dict, int, float]:
-    """Encode one sample. `region`/`box`: the hidden pixels, upright, full resolution (`rect`: exactly the box);
-    `pixels`: the decoded image as an array (made once per image)."""
-    p = job.params
+def _sample(job: Job, scene: _Scene, t: _Target) -> tuple[dict, int, float]:
+    """Encode the sample of target `t` (its region and box upright, full resolution) in `scene`."""
+    p, record, dec, a = job.params, scene.record, scene.dec, t.ann
     c = job.coco_ids.index(a["category_id"])
     key = f"{record['id']:012d}_{a['id']:012d}"
     coco_box = transpose_box(a["bbox"], dec.turn, int(record["width"]), int(record["height"]))  # upright frame
-    transform = {**lb.transform(), "turn": None if dec.turn is None else dec.turn.name}
+    transform = {**scene.lb.transform(), "turn": None if dec.turn is None else dec.turn.name}
     meta = {
         "image_id": record["id"], "annotation_id": a["id"], "category_id": a["category_id"],
         "category_name": job.names[c], "cls": c, "bbox": coco_box, "shape": p["shape"], "fill": p["fill"],
-        "margin": p["margin"], "area_fraction": frac, "instance_area": area, "max_area": p["max_area"],
-        "min_area": p["min_area"], "hide_same_class": p["hide_same_class"], "visible_categories": visible,
+        "margin": p["margin"], "area_fraction": t.frac, "instance_area": t.area, "max_area": p["max_area"],
+        "min_area": p["min_area"], "hide_same_class": p["hide_same_class"], "visible_categories": t.visible,
         "orig_size": list(dec.size), "transform": transform, "split": job.split,
         "license": record.get("license"), "file_name": record["file_name"],
     }
@@ -345,12 +368,13 @@ def _sample(job, record, a, dec, lb, base, pixels, region, box, rect, frac, area
         sample["object.jpg"] = encode_jpeg(Letterbox(crop.width, crop.height, p["image_size"]).image(crop))
     if p["task"] == "object":
         sample["jpg"] = sample.pop("object.jpg")
-        return sample, c, frac
-    sample["mask.png"] = encode_png(lb.mask(region, box))
+        return sample, c, t.frac
+    sample["mask.png"] = encode_png(scene.lb.mask(t.region, t.box))
     # per-sample randomness from (seed, image id, annotation id): independent of workers and order
     rng = np.random.default_rng([p["seed"], record["id"], a["id"]]) if p["fill"] in ("noise", "blur") else None
-    sample["jpg"] = encode_jpeg(mask_scene(dec, lb, base, region, box, p["fill"], rng, rect, pixels))
-    return sample, c, frac
+    sample["jpg"] = encode_jpeg(mask_scene(dec, scene.lb, scene.base, t.region, t.box, p["fill"], rng, t.rect,
+                                           scene.pixels))
+    return sample, c, t.frac
 
 
 def mask_scene(dec, lb: Letterbox, base: np.ndarray, region: np.ndarray, box: tuple, fill_kind: str,

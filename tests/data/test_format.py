@@ -112,7 +112,8 @@ def test_build_shards_round_trip(coco_sample, tmp_path):
     folder = tmp_path / "set"
     build(subset(coco_sample, tmp_path / "src", n=6), folder, maxcount=4, image_size=32, with_object=True)
     _no_pax_headers(folder)
-    assert {"cooccurrence.h5", "config.json", TIMM_INFO} <= set(json.loads((folder / "manifest.json").read_text())["files"])
+    files = json.loads((folder / "manifest.json").read_text())["files"]
+    assert {"cooccurrence.h5", "config.json", TIMM_INFO} <= set(files)
     _round_trip(folder)
 
 
