@@ -238,7 +238,11 @@ def shard_samples(stream: BinaryIO, spec: SampleSpec) -> Iterator[tuple[str, dic
     a member a sample already holds. The stream is read as a plain POSIX tar (never decompressed: a gzipped shard
     fails on its first header); a tar that cannot be read to its end raises tarfile.TarError / OSError / EOFError."""
     key, members = None, {}
-    with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8") as tar:
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|", encoding="utf-8")  # reads the first header
+    except tarfile.ReadError as e:
+        raise tarfile.ReadError(f"not a plain POSIX tar (a compressed shard is refused): {e}") from None
+    with tar:
         for info in tar:
             problem = _member_problem(info, spec.member_cap)
             if problem is not None:
@@ -313,6 +317,9 @@ def _image_problems(key: str, member: str, data: bytes, size: int | None, decode
             if decode:
                 im.load()
                 arr = np.asarray(im)
+    except Image.DecompressionBombError:  # a header declaring over 2 x Image.MAX_IMAGE_PIXELS (PIL refuses it)
+        return [Problem("bad_value", f"member {member!r} declares over {2 * Image.MAX_IMAGE_PIXELS} pixels, not the "
+                                     f"manifest's image_size {size} (refused before decoding)", key, member)]
     except Exception as e:  # PIL raises many types for bad bytes
         return [Problem("undecodable", f"member {member!r} is not a readable image ({type(e).__name__}: "
                                        f"{str(e)[:120]})", key, member)]
