@@ -39,9 +39,9 @@ Two pipelines, both plain webdataset (`wds.DataPipeline` of shard list -> checke
   the caller all-reduces its sums.
 
 Integrity, the same for every view: each read of a shard must give exactly the manifest's count (a shard that ends
-early, yields nothing, or holds more); a sample key may occur once per shard and in one shard only; `cls` must be an
-ASCII integer below the number of classes that agrees with the `json` metadata's `cls`; a truncated or corrupt tar
-or member is an error. Each is a one-line ScenectlError naming the shard (and sample, member), or with
+early, yields nothing, or holds more); a sample key may occur once per shard and in one shard only; each member and
+sample must be what the format says (scenectl.data.format: a plain tar of regular, capped `KEY.SUFFIX` members;
+`sample_problems`, the checks verify-shards applies too); a truncated or corrupt tar is an error. Each is a one-line ScenectlError naming the shard (and sample, member), or with
 `skip_corrupt` is counted (SkipCounter: a bad shard read once, a bad or duplicate sample once) and left out; a
 stream that meets FAILURES_IN_A_ROW failures with no usable sample between them stops with an error (an endless
 training stream over unreadable data would otherwise never end).

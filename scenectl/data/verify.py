@@ -13,13 +13,15 @@ nothing is unpickled: only jpg, mask.png, cls, json and object.jpg are decoded, 
     not looked for there)
   - the set's other files: `cooccurrence.h5`, the build's config and `_info.json` against the manifest's `files`
     sha256 (sets built before that field have none)
-  - each listed shard: the file exists; its sha256 equals the manifest's (when recorded); it reads to the end
-    (a truncated or corrupt tar is reported); every member is a regular file with a safe name (no absolute path,
-    no `..`); members are grouped into samples by key exactly as webdataset does
-  - each sample: the members the build writes are all there (jpg, mask.png, cls, json; object.jpg with
-    `--with-object`; jpg, cls, json for `--task object`); no other member (reported: readers ignore them, but a
-    scenectl build never writes them); each decodes; images are image_size x image_size and the mask is binary
-    and as large as the scene; cls is an index of the class list and equals the json's cls; the key is
+  - each listed shard: the file exists; its sha256 equals the manifest's (when recorded); it reads to the end as
+    a plain tar (a truncated, corrupt or compressed tar is reported); every member passes the format's member
+    rules (scenectl.data.format.shard_samples: a regular file, a UTF-8 `KEY.SUFFIX` name of a format member, within
+    the size cap); members are grouped into samples by key exactly as webdataset does
+  - each sample (scenectl.data.format.sample_problems, the reader's own checks, here with pixels decoded too):
+    the members the build writes are all there (jpg, mask.png, cls, json; object.jpg with
+    `--with-object`; jpg, cls, json for `--task object`); no other member (the reader refuses them too); each decodes;
+    images are image_size x image_size (their headers, before decoding) and the mask is binary; cls is ASCII
+    digits naming a class of the list and equals the json's cls; visible_categories are class indices; the key is
     `{image_id:012d}_{annotation_id:012d}` of the json and appears once in the whole set
   - counts: samples per shard, total and per class equal the manifest's
 
