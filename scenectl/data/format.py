@@ -43,6 +43,8 @@ COOCCURRENCE, TIMM_INFO = "cooccurrence.h5", "_info.json"
 # every file a build writes into its folder (a part's files included): what --overwrite may remove
 SET_FILES = ("shard-*.tar", "shard-*.tar.partial", "manifest*.json", "progress*.json", "config*.json", COOCCURRENCE,
              TIMM_INFO)
+# what an unfinished build leaves beside (or instead of) the manifest
+PARTIAL_GLOB, JOURNAL_GLOB, PART_MANIFEST_GLOB = "*.partial", "progress*.json", "manifest.part-*-of-*.json"
 KEY = re.compile(r"[0-9]{12,19}_[0-9]{12,19}")  # {image_id:012d}_{annotation_id:012d}
 _MEMBER_NAME = re.compile(r"([^.]*)\.(.*)", re.S)  # webdataset's grouping: the key is the name up to its first dot
 _CLS = re.compile(rb"0|[1-9][0-9]{0,8}")  # ASCII decimal, nothing else (no sign, space, '_' or newline)
@@ -75,6 +77,11 @@ def parent(pattern: str) -> str:
     m = list(re.finditer(r"[^/\s]*\.tar\b", pattern))[-1]
     head = pattern[: m.start()].rstrip("/")
     return head + "\0" + pattern[m.end():] if pattern.startswith("pipe:") else head
+
+
+def unfinished(folder: Path) -> list[str]:
+    """The names of what an unfinished build left in `folder` (partly written shards, journals, part manifests)."""
+    return sorted(p.name for g in (PARTIAL_GLOB, JOURNAL_GLOB, PART_MANIFEST_GLOB) for p in folder.glob(g))
 
 
 @dataclass(frozen=True)

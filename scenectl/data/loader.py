@@ -79,7 +79,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.format import (Problem, SampleSpec, basename, join, label_problems, parent, parse_manifest,
-                                  sample_problems, shard_samples)
+                                  sample_problems, shard_samples, unfinished)
 from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path, net_options, on_stop_signal,
                                   open_stream, read_remote, scheme_of)
 from scenectl.data.transforms import Augment, decode_image, deferred_scene, letterbox_input, stack, to_input
@@ -214,11 +214,10 @@ def _load_manifest(location: str, net: NetOptions) -> dict:
     if is_local(location):
         folder = Path(local_path(location))
         if not (folder / "manifest.json").is_file():
-            partial = [p.name for p in folder.glob("*") if p.name == "progress.json" or p.suffix == ".partial"
-                       or p.name.startswith("manifest.part-")]
+            partial = unfinished(folder)
             if partial:
                 raise ScenectlError(
-                    f"shard set {folder} is incomplete (no manifest.json, found {sorted(partial)[0]}): finish it with "
+                    f"shard set {folder} is incomplete (no manifest.json, found {partial[0]}): finish it with "
                     "`scenectl build-shards --resume` (or `scenectl merge-manifests` for a build in parts)")
             raise ScenectlError(f"no manifest.json in {folder}: not a shard set written by scenectl build-shards")
         data = (folder / "manifest.json").read_bytes()

@@ -38,12 +38,13 @@ from scenectl import __version__, metrics
 from scenectl.checkpoint import classes_match
 from scenectl.data.coco import BadImage, ClassTable, decode_mask, file_sha256, load_coco, load_image, split_paths
 from scenectl.data.cooccurrence import Cooccurrence
-from scenectl.data.format import CONFIG, COOCCURRENCE, FORMAT, ShardSink, SinkTarget, seal_set
+from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardSink, SinkTarget, parse_manifest,
+                                  seal_set)
 from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
 from scenectl.data.shards import encode_jpeg, encode_png
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
-from scenectl.io import read_json, write_json_atomic
+from scenectl.io import write_json_atomic
 from scenectl.progress import progress
 
 SHRINK, SHRINK_TRIES = 0.8, 6  # a hidden region above max_area: shrink the pasted object (× 0.8, at most 6 times)
@@ -121,9 +122,10 @@ def train_side(spec: str | Path) -> tuple[Path, dict, Cooccurrence]:
     h5 = p / "cooccurrence.h5" if p.is_dir() else p
     if not h5.is_file():
         raise ScenectlError(f"--train-cooccurrence {spec}: no such file")
-    manifest = read_json(h5.parent / "manifest.json", "training shard manifest (beside the co-occurrence file)")
-    if not str(manifest.get("format", "")).startswith("scenectl-shards/") or not isinstance(manifest.get("classes"), list):
-        raise ScenectlError(f"{h5.parent / 'manifest.json'} is not a scenectl shard manifest")
+    where = h5.parent / MANIFEST
+    if not where.is_file():
+        raise ScenectlError(f"no {MANIFEST} beside {h5}: the training side is a shard set's folder")
+    manifest = parse_manifest(where.read_bytes(), str(where))
     cooc = Cooccurrence.load(h5)
     if len(cooc.names) != len(manifest["classes"]):
         raise ScenectlError(f"{h5}: {len(cooc.names)} classes, its manifest {len(manifest['classes'])}")

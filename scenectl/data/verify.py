@@ -45,8 +45,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from scenectl.data.format import (Problem, SampleSpec, join, manifest_problems, parse_cls, sample_problems,
-                                  shard_samples, usable_shards)
+from scenectl.data.format import (JOURNAL_GLOB, PART_MANIFEST_GLOB, PARTIAL_GLOB, Problem, SampleSpec, join,
+                                  manifest_problems, parse_cls, sample_problems, shard_samples, usable_shards)
 from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
                                   plain_name_problem, read_remote)
 from scenectl.errors import ScenectlError
@@ -164,13 +164,13 @@ def _check_sample(key: str, members: dict, spec: SampleSpec, add: Callable, res:
 def _folder_problems(d: Path) -> tuple[dict | None, list[dict]]:
     """The manifest (or None) and the problems of a local folder: leftovers of a build, unlisted shards."""
     problems = []
-    for p in sorted(d.glob("*.partial")):
+    for p in sorted(d.glob(PARTIAL_GLOB)):
         problems.append(_problem("leftover", f"{p.name}: a partly written shard (an interrupted build; finish it with "
                                              "`scenectl build-shards --resume`)", shard=p.name))
-    for p in sorted(d.glob("progress*.json")):
+    for p in sorted(d.glob(JOURNAL_GLOB)):
         problems.append(_problem("leftover", f"{p.name}: the journal of an unfinished build", shard=None))
     if not (d / "manifest.json").is_file():
-        parts = sorted(p.name for p in d.glob("manifest.part-*-of-*.json"))
+        parts = sorted(p.name for p in d.glob(PART_MANIFEST_GLOB))
         why = (f"a build in parts ({parts[0]}, ...): run `scenectl merge-manifests {d}`" if parts else
                "not a shard set written by scenectl build-shards, or an unfinished build")
         problems.append(_problem("manifest", f"manifest.json missing: {why}"))
