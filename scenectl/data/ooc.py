@@ -14,7 +14,9 @@ Reads top to bottom:
      square root of the image-area ratio, at the donor's relative position
   4. `render`: the standard sample (docs/shard-format.md) with the pasted object hidden by masks.py's geometry,
      fill and letterbox (as build-shards), `object.jpg` = the unmasked crop, `json` + ooc/host/donor fields
-  5. shards + manifest (written last) + the training side's cooccurrence.h5 copied beside them
+  5. shards through the format's sink (as build-shards writes them: hashed, journalled, no PAX headers), the
+     training side's cooccurrence.h5 copied beside them, then `seal_set`: the manifest's `files` checksums,
+     `_info.json` and the manifest itself, written last
 
 The output folder is an `ooc` folder (scenectl.folders.claim): --overwrite replaces only an earlier OOC set.
 How a context model flags OOC objects is measured by `metrics.flag_report` (`scenectl fuse --ooc-shards`).
