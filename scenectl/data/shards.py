@@ -210,7 +210,7 @@ def process_image(job: Job, index: int, record: dict, anns: list[dict]) -> Image
     lb = Letterbox(*dec.size, p["image_size"])  # defined on full-resolution upright pixels
     base = lb.image(dec.image) if p["task"] == "masked" else None  # unmasked letterboxed scene, patched per sample
     pixels = np.asarray(dec.image) if p["task"] == "masked" else None  # (h, w, 3), one copy for all samples
-    scene = _Scene(record, dec, lb, base, pixels)
+    scene = _Scene(record, SceneView(dec, lb, base, pixels))
     for t in kept:
         if dec.turn is not None:  # annotations in the stored frame, pixels upright: turn the region likewise
             region = np.asarray(Image.fromarray(t.region).transpose(dec.turn))
@@ -234,15 +234,23 @@ class _Target:
 
 
 @dataclass(frozen=True)
-class _Scene:
-    """One decoded image as every sample of it uses it: its record, the decoded image, its letterbox, the unmasked
-    letterboxed scene (S, S, 3) and the decoded pixels (h, w, 3) (both None for --task object)."""
+class SceneView:
+    """A decoded image as masking uses it: the decoded image (coco.load_image), its letterbox, the unmasked
+    letterboxed scene (S, S, 3) uint8 and, when made once for all its samples, its pixels as an array (h, w, 3)
+    (base and pixels None where no scene is masked: --task object)."""
 
-    record: dict
     dec: Any
     lb: Letterbox
     base: np.ndarray | None
-    pixels: np.ndarray | None
+    pixels: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """One image as every sample of it uses it: its record and its decoded view."""
+
+    record: dict
+    view: SceneView
 
 
 def _eligible(job: Job, anns: list[dict], targets: list[dict], inst: _Instances, skipped: Counter) -> list[_Target]:
@@ -349,11 +357,11 @@ def mask_from_metadata(annotations: list[dict], image_record: dict, meta: dict) 
 
 def _sample(job: Job, scene: _Scene, t: _Target) -> tuple[dict, int, float]:
     """Encode the sample of target `t` (its region and box upright, full resolution) in `scene`."""
-    p, record, dec, a = job.params, scene.record, scene.dec, t.ann
+    p, record, dec, a = job.params, scene.record, scene.view.dec, t.ann
     c = job.coco_ids.index(a["category_id"])
     key = f"{record['id']:012d}_{a['id']:012d}"
     coco_box = transpose_box(a["bbox"], dec.turn, int(record["width"]), int(record["height"]))  # upright frame
-    transform = {**scene.lb.transform(), "turn": None if dec.turn is None else dec.turn.name}
+    transform = {**scene.view.lb.transform(), "turn": None if dec.turn is None else dec.turn.name}
     meta = {
         "image_id": record["id"], "annotation_id": a["id"], "category_id": a["category_id"],
         "category_name": job.names[c], "cls": c, "bbox": coco_box, "shape": p["shape"], "fill": p["fill"],
@@ -369,26 +377,26 @@ def _sample(job: Job, scene: _Scene, t: _Target) -> tuple[dict, int, float]:
     if p["task"] == "object":
         sample["jpg"] = sample.pop("object.jpg")
         return sample, c, t.frac
-    sample["mask.png"] = encode_png(scene.lb.mask(t.region, t.box))
+    sample["mask.png"] = encode_png(scene.view.lb.mask(t.region, t.box))
     # per-sample randomness from (seed, image id, annotation id): independent of workers and order
     rng = np.random.default_rng([p["seed"], record["id"], a["id"]]) if p["fill"] in ("noise", "blur") else None
-    sample["jpg"] = encode_jpeg(mask_scene(dec, scene.lb, scene.base, t.region, t.box, p["fill"], rng, t.rect,
-                                           scene.pixels))
+    sample["jpg"] = encode_jpeg(mask_scene(scene.view, t.region, t.box, p["fill"], rng, t.rect))
     return sample, c, t.frac
 
 
-def mask_scene(dec, lb: Letterbox, base: np.ndarray, region: np.ndarray, box: tuple, fill_kind: str,
-               rng: np.random.Generator | None, rect: bool = False, pixels: np.ndarray | None = None) -> np.ndarray:
-    """The masked, letterboxed scene (S, S, 3) uint8: `region` (upright, full resolution, box `box`) filled in the
-    decoded pixels of `dec` (`pixels`: them as an array, when the caller made it once for all its samples), patched
-    into `base` (the unmasked letterboxed scene). Shared with `scenectl predict`, so a user's query is hidden exactly
-    as the training samples were. Only the window of pixels the patch reads (and the fill sees) is copied and filled."""
-    arr = np.asarray(dec.image) if pixels is None else pixels  # (h, w, 3): full resolution / dec.reduce (draft)
+def mask_scene(view: SceneView, region: np.ndarray, box: tuple, fill_kind: str, rng: np.random.Generator | None,
+               rect: bool = False) -> np.ndarray:
+    """The masked, letterboxed scene (S, S, 3) uint8: `region` (upright, full resolution, box `box`; `rect`: exactly
+    its box) filled in the decoded pixels of `view`, patched into its unmasked letterboxed scene. Shared with
+    `scenectl predict`, so a user's query is hidden exactly as the training samples were. Only the window of pixels
+    the patch reads (and the fill sees) is copied and filled."""
+    dec, lb = view.dec, view.lb
+    arr = np.asarray(dec.image) if view.pixels is None else view.pixels  # (h, w, 3): full resolution or 1/dec.reduce
     small, sbox = reduce_any(region, box, dec.reduce, arr.shape[:2], rect)  # the region in those pixels, covering
     x0, y0, x1, y1 = lb.source_window(sbox, arr.shape[:2], fill_reach(fill_kind, sbox))
     part = fill(arr[y0:y1, x0:x1], small[y0:y1, x0:x1], fill_kind, rng,
                 (sbox[0] - x0, sbox[1] - y0, sbox[2] - x0, sbox[3] - y0))  # a filled copy of the window
-    return lb.patch(base, part, small, sbox, origin=(x0, y0), shape=arr.shape[:2])
+    return lb.patch(view.base, part, small, sbox, origin=(x0, y0), shape=arr.shape[:2])
 
 
 # --- the parent side ------------------------------------------------------------------------------------------
