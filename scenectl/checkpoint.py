@@ -6,6 +6,7 @@
       "kind": "context" | "transfer" | "distill",   # which command wrote it
       "arch": str, "in_chans": int, "num_classes": int, "mask_channel": bool, "image_size": int,
       "aux_visible": float,            # train --aux-visible (absent: 0); > 0 iff "model" holds aux_fc.* weights
+      "hole_only": bool,               # train --hole-only (absent: false): the model sees the mask channel alone
       "model": state_dict, "optimizer": state_dict | None, "scheduler": state_dict | None, "scaler": state_dict | None,
       "epoch": int, "epoch_step": int, "step": int, "best_top1": float,
       "config": dict,                  # the command's config dataclass, asdict()
@@ -133,6 +134,7 @@ class Checkpoint:
     config: dict
     state: dict
     training_shards: TrainingShards | None = None
+    hole_only: bool = False  # train --hole-only: build_model replaces every input's RGB by the fill
 
     @property
     def num_classes(self) -> int:
@@ -177,6 +179,10 @@ class Checkpoint:
             first = str(e).strip().splitlines()[0]
             raise ScenectlError(f"{self.path}: weights do not fit a {self.arch} model ({first})") from None
         model.add_aux_head(0)
+        if self.hole_only:
+            from scenectl.data.transforms import make_hole_only
+
+            make_hole_only(model)
         return model.to(device).eval()
 
 
@@ -214,7 +220,15 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if kind not in KINDS:
         raise bad("kind", f"is {kind!r}, not one of {', '.join(KINDS)}")
     return Checkpoint(path, kind, arch, classes, in_chans, mask, image_size, config, raw,
-                      _training_shards(raw, config, path, bad))
+                      _training_shards(raw, config, path, bad), _hole_only(raw, mask, bad))
+
+
+def _hole_only(raw: dict, mask: bool, bad) -> bool:
+    """train --hole-only (absent: false); true only for a model with the mask channel."""
+    hole_only = raw.get("hole_only", False)
+    if not isinstance(hole_only, bool) or (hole_only and not mask):
+        raise bad("hole_only", f"({hole_only!r}) is not a boolean, or is true without the mask channel")
+    return hole_only
 
 
 def _training_shards(raw: dict, config: dict, path: Path, bad) -> TrainingShards | None:

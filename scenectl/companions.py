@@ -80,7 +80,7 @@ def cooccurrence_main(cfg: CooccurrenceConfig) -> tuple[list[dict], str]:
     """Top companions per class, as text lines ready to print; writes the heatmap unless --no-plot."""
     cfg.check()
     if cfg.heatmap():
-        check_file_target(cfg.heatmap(), "--out")
+        check_file_target(cfg.heatmap(), "--out", inputs=(cfg.source,))
     cooc, where = load_cooccurrence(cfg.source, cfg.net.options())
     rows = top_companions(cooc, cfg.top, cfg.by, cfg.min_count)
     measure = "P(companion in image | class in image)" if cfg.by == "conditional" else "PMI = ln P(i,j) / (P(i) P(j))"

@@ -199,17 +199,17 @@ def differences_table(rep: dict, markdown: bool = False) -> str:
 
 
 def verdict_lines(rep: dict) -> list[str]:
-    """In words, per model: the metrics where it differs from the reference and those where it does not."""
+    """In words, per model: the metrics where it differs from the reference and those where the interval holds 0."""
     lines = []
     for name, d in rep["differences"].items():
         flat = report.flat(d, rep["ks"])
         said = {w: [m for m, r in flat.items() if r and r.get("verdict") == w] for w in ("higher", "lower")}
-        same = [m for m, r in flat.items() if r and r.get("verdict") == "no difference"]
+        same = [m for m, r in flat.items() if r and r.get("verdict") == metrics.INCONCLUSIVE]
         if not any(said.values()) and not same:
             lines.append(f"{name} vs {rep['reference']}: no intervals (--bootstrap 0), so no verdict")
             continue
         words = [f"{w} on {', '.join(ms)}" for w, ms in said.items() if ms]
-        words += [f"no difference on {', '.join(same)}"] if same else []
+        words += [f"inconclusive on {', '.join(same)}"] if same else []
         lines.append(f"{name} vs {rep['reference']}: " + "; ".join(words))
     return lines
 
@@ -226,7 +226,7 @@ def write_report_md(path: Path, rep: dict) -> None:
              "![scores](scores.png)", ""]
     if rep["differences"]:
         lines += [f"## Difference to {rep['reference']} (paired, percentage points)", "",
-                  "An interval that contains 0 reads \"no difference\".", "", differences_table(rep, True), "",
+                  "An interval that contains 0 reads \"inconclusive\".", "", differences_table(rep, True), "",
                   *(f"- {v}" for v in verdict_lines(rep)), "", "![differences](differences.png)", ""]
     write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
 

@@ -134,6 +134,8 @@ class TrainConfig(Run):
     out: str = option("runs/train", "Run folder (config.json, metrics.jsonl, last.pt, best.pt, curves.png).", "--out",
                       "-o")
     mask_channel: bool = option(True, "Give the model the hidden region as a 4th input channel.")
+    hole_only: bool = option(False, "Hole-only control: the same model and recipe on the hidden region alone (RGB "
+                                    "replaced by the fill everywhere, mask channel kept).")
     aux_visible: float = option(0.0, "Weight of an auxiliary multi-label loss: a second head on the same features "
                                      "predicts the classes still visible in the scene (0: no such head).")
     pretrained: str | None = option(None, "'imagenet' or a torchvision state-dict file (ResNets).")
@@ -453,6 +455,55 @@ def provenance() -> dict:
 
 
 __all__ = ["Optim", "Loop", "Data", "Net", "TrainData", "Augmentation", "Scoring", "Run", "TrainConfig",
-           "TransferConfig", "DistillConfig", "EvalConfig", "InspectConfig", "MergeConfig", "Options", "option",
+           "TransferConfig", "DistillConfig", "EvalConfig", "InspectConfig", "MergeConfig", "RescoreConfig", "Options", "option",
            "group", "leaves", "option_specs", "flat", "check", "RANGES", "range_problem", "flag", "DEVICE_HELP",
            "LOADER_WORKERS_HELP", "resolve_schedule", "load_config", "from_command_line", "provenance", "RESUMABLE"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# scenectl rescore (scenectl/rescore.py)
+
+RESCORE_GRID = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]  # the values of w rescore tries by default
+
+
+@dataclass(init=False)
+class RescoreConfig(Options):
+    """`scenectl rescore` (scenectl/rescore.py)."""
+
+    detections: str | None = option(None, "COCO results JSON of any detector: [{image_id, category_id, bbox, score}, "
+                                          "...] (required).")
+    images: str | None = option(None, "Folder of the images the results are of (required).")
+    annotations: str | None = option(None, "COCO instances JSON of those images: sizes, categories, and the ground "
+                                           "truth of the evaluation (required).")
+    checkpoint: str = option("runs/train/best.pt", "Context model (scenectl train); its classes must be the "
+                                                   "annotation file's, by name.", "--checkpoint", "-c")
+    out: str = option("runs/rescore", "Output folder: rescored.json, report.json, report.md, delta_ap.png, "
+                                      "changed.png, config.json.", "--out", "-o")
+    max_per_image: int = option(100, "Keep at most this many detections per image (highest scores).")
+    min_score: float = option(0.0, "Keep detections scoring above this.")
+    relabel: int = option(0, "Also add rows for the context model's K most likely other classes of each box.")
+    calibration: float = option(0.5, "Share of the images (seeded split by image id) on which w is chosen; AP is "
+                                     "reported on the rest.")
+    weights: list[float] = option(RESCORE_GRID, "A value of the context weight w to try on the calibration part "
+                                                "(repeatable); one value fixes w: no calibration split, every image "
+                                                "is evaluated.", "--weight", "-w")
+    bootstrap: int = option(1000, "Bootstrap resamples of the evaluation images for the ΔAP interval (0: none).")
+    seed: int = option(0, "Seed of the calibration split, the bootstrap and noise/blur fills.")
+    batch_size: int = option(64, "Hidden boxes per forward pass (across images).")
+    device: str = option("auto", DEVICE_HELP)
+    workers: int = option(0, "DataLoader processes decoding and masking images (0: in the main process).")
+    overwrite: bool = option(False, "Replace a rescore report already in --out.")
+
+    def check_more(self) -> None:
+        """The required inputs, the grid of w and the device, before any file is read."""
+        from scenectl.devices import parse_device  # (torch: imported only when a command runs, not for --help)
+
+        for name, value in (("--detections", self.detections), ("--images", self.images),
+                            ("--annotations", self.annotations)):
+            if not value:
+                raise ScenectlError(f"{name} is required")
+        if not self.weights:
+            raise ScenectlError("--weight: the grid of w needs at least one value")
+        if not Path(self.images).is_dir():
+            raise ScenectlError(f"--images {self.images} is not a folder")
+        parse_device(self.device)

@@ -47,7 +47,7 @@ from scenectl.config import RESUMABLE, Optim, Options, provenance
 from scenectl.data import remote
 from scenectl.plots import plot_training_curves
 from scenectl.errors import ScenectlError
-from scenectl.io import remove_stale_tmp, write_json_atomic
+from scenectl.io import parse_json, remove_stale_tmp, write_json_atomic
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
@@ -213,10 +213,10 @@ def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
     path = Path(run_dir) / "metrics.jsonl"
     for line in path.read_text().splitlines() if path.is_file() else []:
         try:
-            r = json.loads(line)
-        except ValueError:
+            r = parse_json(line, "metrics.jsonl line")
+        except ScenectlError:
             continue
-        if not isinstance(r, dict) or type(r.get("step")) is not int:
+        if type(r.get("step")) is not int:
             continue
         if r.get("kind") == "step":
             steps[r["step"]] = r

@@ -230,7 +230,7 @@ def write_report_md(path: Path, rep: dict, ks: list[int], names: list[str], titl
     if rep.get("vs_baselines"):
         lines += ["## Model minus each baseline (paired, percentage points)", "",
                   "Same image resamples for the model and the baseline; an interval that contains 0 reads "
-                  "\"no difference\".", "", differences_table(rep, ks, markdown=True), ""]
+                  "\"inconclusive\".", "", differences_table(rep, ks, markdown=True), ""]
     if rep.get("sets"):
         lines += ["## Per shard set (model)", "", sets_table(rep, ks, markdown=True), "",
                   "![per shard set](comparison.png)", ""]

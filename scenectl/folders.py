@@ -11,8 +11,9 @@ Rules (the same for every command, docs/reliability.md):
 - an owned folder needs --resume (continue it) or --overwrite (remove this kind's files, then start afresh);
   --resume refuses a folder with nothing to resume and any changed option, naming the option and both values,
   before anything is deleted.
-- one writer per folder: a lock file (`.scenectl-lock`, owner pid, host and command) refuses a second writer
-  while the first lives; a lock whose process is gone (same host) is reported and taken over.
+- one writer per folder: a kernel lock on `.scenectl-lock` (filelock; released by the kernel when its process ends,
+  however it ends) refuses a second writer while the first lives; the sidecar `.scenectl-lock.json` names the holder.
+  Part builds (build-shards --part) lock their part and exclude a whole-folder writer, and the other way round.
 """
 
 from __future__ import annotations
@@ -20,16 +21,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from filelock import FileLock, Timeout
+
 from scenectl import __version__
+from scenectl.data.format import SET_FILES
 from scenectl.errors import ScenectlError
-from scenectl.io import write_json_atomic
+from scenectl.io import read_json, write_json_atomic
 
 MARKER = ".scenectl.json"
 LOCK = ".scenectl-lock"
@@ -43,15 +49,14 @@ class Kind:
     own: tuple[str, ...]  # glob patterns of the files (and sub-folders) this kind writes: what --overwrite removes
     signature: tuple[str, ...] = ()  # files that identify a folder written before markers existed
     resumable: bool = False  # the command has --resume
+    leaf: bool = False  # holds only its own files: no folder or file of another command goes inside it
 
 
 _RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "tensorboard", "curves.png")
 _EXPERIMENT_FILES = (*_RUN_FILES, "report.json", "report.md")
 KINDS: dict[str, Kind] = {
-    "shards": Kind("build-shards", "a shard set",
-                   ("shard-*.tar", "shard-*.tar.partial", "manifest*.json", "progress*.json", "config*.json",
-                    "cooccurrence.h5"),
-                   ("manifest.json", "progress.json", "manifest.part-*.json", "progress.part-*.json"), True),
+    "shards": Kind("build-shards", "a shard set", SET_FILES,
+                   ("manifest.json", "progress.json", "manifest.part-*.json", "progress.part-*.json"), True, True),
     "run": Kind("train", "a training run", _RUN_FILES, ("last.pt", "metrics.jsonl"), True),
     "eval": Kind("eval", "an evaluation report", ("config.json", "report.json", "report.md", "predictions.h5", "*.png",
                                                    "sets"), ("predictions.h5",)),
@@ -60,15 +65,24 @@ KINDS: dict[str, Kind] = {
                      ("context", "scratch"), True),
     "distill": Kind("distill", "a distillation experiment", ("kd", "ce", *_EXPERIMENT_FILES), ("kd", "ce"), True),
     "fuse": Kind("fuse", "a fusion report", ("config.json", "report.json", "report.md", "*.png"), ()),
-    "ooc": Kind("build-ooc", "an out-of-context set", ("shard-*.tar", "shard-*.tar.partial", "manifest.json",
-                                                       "config.json", "cooccurrence.h5"), ()),
-    "export": Kind("export-imagefolder", "an ImageFolder export", ("*",), ("export.json",)),
+    "rescore": Kind("rescore", "a rescore report", ("config.json", "report.json", "report.md", "rescored.json", "*.png"), ()),
+    "ooc": Kind("build-ooc", "an out-of-context set", SET_FILES, (), leaf=True),
+    "export": Kind("export-imagefolder", "an ImageFolder export", ("*",), ("export.json",), leaf=True),
     "scenes": Kind("sample", "synthetic scenes", ("annotations", "train2017", "val2017", "README.md",
                                                   ".scenectl-synthetic"), (".scenectl-synthetic",)),
-    "quickstart": Kind("quickstart", "a quickstart run", ("config.json",), ("shards/*/manifest.json",)),
+    # by its marker only: a project folder holding shards/*/manifest.json is no quickstart run (README's commands)
+    "quickstart": Kind("quickstart", "a quickstart run", ("config.json",)),
     "compare": Kind("compare", "a comparison report", ("config.json", "report.json", "report.md", "*.png"), ()),
 }
-_INTERNAL = (MARKER, LOCK)
+
+
+def _internal(name: str) -> bool:
+    """The marker, the locks and their holder records, and files being written (`scenectl.io.tmp_name`): never a
+    kind's files (a writer's temporary file must not make its folder look foreign to a process meeting it)."""
+    return name == MARKER or name.startswith(LOCK) or _TMP.fullmatch(name) is not None
+
+
+_TMP = re.compile(r"\..+\.tmp-\d+")
 
 
 @dataclass(frozen=True)
@@ -84,8 +98,8 @@ def owner(path: Path) -> str | None:
     marker = path / MARKER
     if marker.is_file():
         try:
-            kind = json.loads(marker.read_text()).get("kind")
-        except (OSError, ValueError, AttributeError):
+            kind = read_json(marker, "folder marker").get("kind")
+        except ScenectlError:
             kind = None
         if kind not in KINDS:
             raise ScenectlError(f"{marker} is damaged or names an unknown kind ({kind!r}); remove it by hand if "
@@ -93,7 +107,7 @@ def owner(path: Path) -> str | None:
         return kind
     if not path.is_dir():
         return None
-    names = [p.name for p in path.iterdir() if not p.name.startswith(LOCK)]
+    names = [p.name for p in path.iterdir() if not _internal(p.name)]
     if not names:
         return None
     for kind, k in KINDS.items():
@@ -103,20 +117,28 @@ def owner(path: Path) -> str | None:
 
 
 def _manifest_task(path: Path) -> str | None:
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        return json.loads((path / "manifest.json").read_text()).get("task")
+    with contextlib.suppress(ScenectlError):
+        return read_json(path / "manifest.json", "manifest").get("task")
     return None
 
 
 def _refuse_other(path: Path, kind: str, found: str, option: str) -> None:
     me = KINDS[kind]
     if found == "foreign":
-        first = sorted(p.name for p in path.iterdir() if p.name not in _INTERNAL)[0]
+        first = min((p.name for p in path.iterdir() if not _internal(p.name)), default="?")
         raise ScenectlError(f"{option} {path} is not empty and holds files scenectl did not write ({first}, ...): "
                             f"`scenectl {me.command}` writes only into a new or empty folder or one of its own")
     other = KINDS[found]
     raise ScenectlError(f"{option} {path} holds {other.what} (written by `scenectl {other.command}`): "
                         f"`scenectl {me.command}` never writes into or deletes from it; choose another {option}")
+
+
+def _refuse_another_kind(path: Path, kind: str, option: str) -> str | None:
+    """The folder's owner (None: new or empty) unless another kind or foreign files hold it: refused."""
+    found = owner(path)
+    if found not in (None, kind):
+        _refuse_other(path, kind, found, option)
+    return found
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -139,6 +161,8 @@ def claim(path: str | os.PathLike, kind: str, *, resume: bool = False, overwrite
         raise ScenectlError("--resume and --overwrite exclude each other")
     if path.exists() and not path.is_dir():
         raise ScenectlError(f"{option} {path} exists and is not a folder")
+    _refuse_inside_leaf(path, option)
+    _refuse_another_kind(path, kind, option)  # before locking: no lock file is left in another kind's folder
     created = _first_missing(path)
     path.mkdir(parents=True, exist_ok=True)
     held = _acquire(path, kind, lock, option)  # refused: another process writes here, so nothing is ours to remove
@@ -156,9 +180,7 @@ def claim(path: str | os.PathLike, kind: str, *, resume: bool = False, overwrite
 
 def _enter(path: Path, kind: str, resume: bool, overwrite: bool, config: dict | None, keep: set[str],
            option: str) -> Folder:
-    found = owner(path)
-    if found not in (None, kind):
-        _refuse_other(path, kind, found, option)
+    found = _refuse_another_kind(path, kind, option)  # again, now that no other writer can change it
     what = KINDS[kind].what
     if found is None and resume:
         raise ScenectlError(f"--resume: {option} {path} holds no {what.split(' ', 1)[1]} to resume; "
@@ -183,10 +205,11 @@ def remove_own(path: Path, kind: str) -> None:
     """Delete the files and sub-folders of `path` that kind writes (never the marker, the lock or anything else)."""
     for pattern in KINDS[kind].own:
         for p in sorted(path.glob(pattern)):
-            if p.name in _INTERNAL or p.name.startswith(LOCK):
+            if _internal(p.name):
                 continue
-            if p.is_dir() and owner(p) not in (None, kind):
+            if p.is_dir() and owner(p) not in (None, kind, "foreign"):
                 continue  # a folder of another kind inside ours (e.g. runs/train/eval): not ours to delete
+            # (a sub-folder of unmarked files that our pattern names, e.g. an export's class folder, is ours)
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
@@ -207,21 +230,61 @@ def recorded_config(path: Path) -> dict | None:
     """The options recorded when the folder was started: the marker's, else (older folders) config.json's."""
     for name, get in ((MARKER, lambda d: d.get("config")), ("config.json", lambda d: d)):
         try:
-            data = json.loads((path / name).read_text())
-        except (OSError, ValueError):
+            data = read_json(path / name, "recorded options")
+        except ScenectlError:
             continue
-        if isinstance(data, dict) and isinstance(get(data), dict):
+        if isinstance(get(data), dict):
             return get(data)
     return None
 
 
-def check_file_target(path: str | os.PathLike, option: str = "--out") -> None:
-    """A command that writes one file (a PNG, a report) refuses a place inside a folder some kind owns."""
-    parent = Path(path).resolve().parent
+def check_file_target(path: str | os.PathLike, option: str = "--out",
+                      inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """A command that writes one file (a PNG, a report) refuses one of its own `inputs` (the file itself, a link to
+    it) and a place inside a folder some kind owns."""
+    target = Path(path)
+    for given in inputs:
+        if given and _same_file(target, Path(given)):
+            raise ScenectlError(f"{option} {path} is the command's input {given}: choose another {option}, the "
+                                "input is never overwritten")
+    parent = target.resolve().parent
     found = owner(parent) if parent.is_dir() else None
     if found not in (None, "foreign"):
         raise ScenectlError(f"{option} {path} is inside {KINDS[found].what} ({parent}, written by "
                             f"`scenectl {KINDS[found].command}`): choose a place outside it")
+    _refuse_inside_leaf(target, option)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """`a` names the file `b` (the same path after resolving links, or the same inode: a hard link)."""
+    if a.resolve() == b.resolve():
+        return True
+    with contextlib.suppress(OSError):
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    return False
+
+
+def _refuse_inside_leaf(path: Path, option: str) -> None:
+    """Refuse a place anywhere inside a folder of a kind that holds only its own files (a shard set, an export): its
+    --overwrite, --resume and readers take every file there for its own."""
+    for folder in path.resolve().parents:
+        found = _leaf_owner(folder)
+        if found is not None:
+            raise ScenectlError(f"{option} {path} lies inside {KINDS[found].what} ({folder}, written by "
+                                f"`scenectl {KINDS[found].command}`): choose a place outside it")
+
+
+def _leaf_owner(folder: Path) -> str | None:
+    """The leaf kind owning `folder` by its marker or signature files, else None (no listing of the folder: an
+    ancestor may be as large as /tmp)."""
+    with contextlib.suppress(ScenectlError, OSError):
+        if (folder / MARKER).is_file():
+            found = owner(folder)
+            return found if KINDS[found].leaf else None
+        for kind, k in KINDS.items():
+            if k.leaf and k.signature and any((folder / s).is_file() for s in k.signature if "*" not in s):
+                return "ooc" if kind == "shards" and _manifest_task(folder) == "ooc" else kind
+    return None
 
 
 def _plain(config: dict) -> dict:
@@ -255,72 +318,78 @@ def _remove_created(created: Path | None) -> None:
 
 # --------------------------------------------------------------------------------------------------------------
 # one writer per folder
+#
+# The kernel lock (filelock: flock on Unix) is the lock: taking it is atomic and the kernel releases it when its
+# process ends, however it ends. The sidecar `<lock>.json` only names the holder for the refusal's message.
+# A whole-folder writer holds `.scenectl-lock`; a part build (lock=".part-i-of-n") holds its own `.scenectl-lock.part-…`
+# and takes `.scenectl-lock` for a moment to prove no whole-folder writer is at work; a whole-folder writer, once it
+# holds `.scenectl-lock`, probes every part lock the same way. Either order, one of the two is refused.
+
+_PART_WAIT = 5.0  # seconds a part build waits for `.scenectl-lock` (other parts hold it only for a moment)
 
 
-def _identity() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _start_time(os.getpid())}
+@dataclass
+class _Held:
+    locks: list[FileLock]  # the locks this claim holds, first taken first
+    sidecar: Path
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time (Linux /proc), so a recycled pid is not taken for the lock's owner."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(info: dict) -> bool:
-    pid = info.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    start = _start_time(pid)
-    return info.get("start") is None or start is None or start == info.get("start")
-
-
-def _acquire(path: Path, kind: str, suffix: str, option: str) -> Path:
+def _acquire(path: Path, kind: str, suffix: str, option: str) -> _Held:
     lock = path / (LOCK + suffix)
-    me = {**_identity(), "command": KINDS[kind].command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            _check_holder(lock, path, option)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return lock
-    raise ScenectlError(f"{option} {path}: could not take its writer lock {lock.name}")
-
-
-def _check_holder(lock: Path, path: Path, option: str) -> None:
-    """Refuse while the lock's process lives; report and remove a stale lock (its process is gone)."""
+    held = _Held([_take(lock, 0, path, option)], _sidecar(lock))
     try:
-        info = json.loads(lock.read_text())
-    except FileNotFoundError:
-        return  # released meanwhile: try again
-    except (OSError, ValueError):
-        info = {}
-    who = (f"`scenectl {info.get('command', '?')}` (pid {info.get('pid', '?')} on {info.get('host', '?')}, "
-           f"since {info.get('since', '?')})")
-    if info.get("host") == socket.gethostname() and not _alive(info):
-        import sys
-
-        print(f"note: {option} {path}: removed the stale writer lock of {who}, which is no longer running",
-              file=sys.stderr)
-        lock.unlink(missing_ok=True)
-        return
-    where = "" if info.get("host") == socket.gethostname() else " on another machine"
-    raise ScenectlError(f"{option} {path} is being written by {who}{where}: wait for it to finish, or, if that "
-                        f"process is gone, delete {lock}")
+        if suffix:  # a part: no whole-folder writer may be at work
+            _take(path / LOCK, _PART_WAIT, path, option).release()
+        else:  # the whole folder: no part build may be at work
+            for part in sorted(path.glob(LOCK + ".*")):
+                if part.suffix != ".json":
+                    _take(part, 0, path, option).release()
+        _note_unfinished(lock, path, option)
+        write_json_atomic(held.sidecar, {"pid": os.getpid(), "host": socket.gethostname(),
+                                         "command": KINDS[kind].command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    except BaseException:
+        _release(held)
+        raise
+    return held
 
 
-def _release(lock: Path) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        if json.loads(lock.read_text()).get("pid") == os.getpid():
-            lock.unlink()
+def _take(lock: Path, wait: float, path: Path, option: str) -> FileLock:
+    """The kernel lock on `lock`, or a refusal naming its holder (from the sidecar) after `wait` seconds."""
+    held = FileLock(lock, timeout=wait)
+    try:
+        held.acquire()
+    except Timeout:
+        raise ScenectlError(f"{option} {path} is being written by {_holder(lock)}: wait for it to finish") from None
+    return held
+
+
+def _sidecar(lock: Path) -> Path:
+    return lock.with_name(lock.name + ".json")
+
+
+def _holder(lock: Path) -> str:
+    info = _sidecar_info(_sidecar(lock))
+    where = "" if info.get("host", socket.gethostname()) == socket.gethostname() else f" on {info['host']}"
+    return (f"`scenectl {info.get('command', '?')}` (pid {info.get('pid', '?')}{where}, "
+            f"since {info.get('since', '?')})")
+
+
+def _sidecar_info(sidecar: Path) -> dict:
+    with contextlib.suppress(OSError, ScenectlError):
+        info = read_json(sidecar, "writer lock record")
+        return info if isinstance(info, dict) else {}
+    return {}
+
+
+def _note_unfinished(lock: Path, path: Path, option: str) -> None:
+    """A sidecar left behind: its writer ended without releasing (killed); its kernel lock went with it."""
+    if _sidecar(lock).exists():
+        print(f"note: {option} {path}: the previous writer {_holder(lock)} ended without finishing", file=sys.stderr)
+
+
+def _release(held: _Held) -> None:
+    with contextlib.suppress(OSError):
+        if _sidecar_info(held.sidecar).get("pid") == os.getpid():
+            held.sidecar.unlink()
+    for lock in reversed(held.locks):
+        lock.release()

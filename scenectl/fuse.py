@@ -38,6 +38,7 @@ from scenectl.data.transforms import batch_to_device
 from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
+from scenectl.fusion import fuse_logprobs
 from scenectl.io import write_bytes_atomic, write_json_atomic
 from scenectl.metrics import flag_report, log_softmax
 from scenectl.report import format_table
@@ -46,11 +47,6 @@ from scenectl.report import format_table
 
 # --------------------------------------------------------------------------------------------------------------
 # the math (numpy, (N, C) arrays)
-
-
-def fuse_logprobs(logp_obj: np.ndarray, logp_ctx: np.ndarray, w: float) -> np.ndarray:
-    """(N, C) normalised log-probabilities of the product of experts p_obj * p_ctx^w."""
-    return log_softmax(np.asarray(logp_obj, np.float64) + w * np.asarray(logp_ctx, np.float64))
 
 
 def nll(logp: np.ndarray, labels: np.ndarray) -> float:

@@ -1,4 +1,5 @@
-"""Atomic file writes: nothing half-written is ever visible under its final name.
+"""Atomic file writes (nothing half-written is ever visible under its final name) and bounded reads (JSON read
+only from regular files, within size, depth and number-length limits, of the expected top-level type).
 
 Every output that a later step trusts (manifests, checkpoints, reports, HDF5 files) is written to a temporary name
 in the same folder and renamed into place only when whole; `os.replace` is atomic on POSIX filesystems.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -71,15 +73,74 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
-    """Read JSON, turning a missing or malformed file into a one-line ScenectlError."""
+# --------------------------------------------------------------------------------------------------------------
+# bounded reads: every JSON (configs, manifests, markers, locks, sample metadata) and HDF5 file scenectl reads
+
+MAX_JSON_BYTES = 64 << 20  # a config, manifest or marker is kilobytes; COCO annotation files pass their own limit
+MAX_NUMBER_CHARS = 64  # digits of one JSON number: a 5000-digit integer is no count, index or setting
+
+
+def read_regular(path: str | os.PathLike, what: str, limit: int) -> bytes:
+    """The bytes of the regular file `path`, at most `limit` of them; a FIFO, device or folder is refused at once
+    (opened non-blocking, so a FIFO never hangs), a larger file is refused without reading it."""
     from scenectl.errors import ScenectlError
 
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            return json.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ScenectlError(f"{what} not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ScenectlError(f"{what} {path} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise ScenectlError(f"cannot read {what} {path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ScenectlError(f"{what} {path} is not a regular file (a FIFO, device or folder is not read)")
+        if st.st_size > limit:
+            raise ScenectlError(f"{what} {path} is {st.st_size} bytes, more than the {limit} read for one")
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew while being read
+        raise ScenectlError(f"{what} {path} is more than the {limit} bytes read for one")
+    return data
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file", expect: type | None = dict,
+              limit: int = MAX_JSON_BYTES) -> Any:
+    """Read JSON from a regular file within `limit` bytes, of top-level type `expect` (None: any), turning every
+    problem (missing, not a regular file, too large, malformed, too deep, a number too long) into a one-line
+    ScenectlError naming the file."""
+    return parse_json(read_regular(path, what, limit), f"{what} {path}", expect, limit)
+
+
+def parse_json(data: bytes | str, where: str, expect: type | None = dict, limit: int = MAX_JSON_BYTES) -> Any:
+    """JSON from bytes read elsewhere (a remote manifest, a tar member); `where` names it in errors ("manifest URL")."""
+    from scenectl.errors import ScenectlError
+
+    if len(data) > limit:
+        raise ScenectlError(f"{where} is {len(data)} bytes, more than the {limit} read for one")
+    try:
+        value = json.loads(data, parse_int=_number(int), parse_float=_number(float))
+    except (json.JSONDecodeError, UnicodeDecodeError, _NumberTooLong) as e:
+        raise ScenectlError(f"{where} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ScenectlError(f"{where} is not valid JSON: nested too deeply") from None
+    if expect is not None and not isinstance(value, expect):
+        raise ScenectlError(f"{where} is not a JSON {_JSON_NAMES.get(expect, expect.__name__)} "
+                            f"(its top level is {_JSON_NAMES.get(type(value), type(value).__name__)})")
+    return value
+
+
+_JSON_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
+
+
+class _NumberTooLong(ValueError):
+    pass
+
+
+def _number(kind: type):
+    def parse(text: str):
+        if len(text) > MAX_NUMBER_CHARS:
+            raise _NumberTooLong(f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+        return kind(text)
+    return parse

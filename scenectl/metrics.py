@@ -13,15 +13,18 @@ Rules that every function here shares:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix  # noqa: F401 (metrics.plausible_matrix)
+from scenectl.data.cooccurrence import MIN_PAIR_COUNT, Cooccurrence, plausible_matrix  # noqa: F401 (metrics.*)
 from scenectl.errors import ScenectlError
 
 DEFAULT_KS = (1, 5, 10)
+FIELD_KS = (1, 3, 5, 10)  # the ks COinCO reports (top-3 beside top-1/5/10)
 PLAUSIBILITY_K = 10
 
 
@@ -172,6 +175,64 @@ def plausibility_of_labels(labels, visible: Sequence[Iterable[int]], plausible: 
     return plausibility_at_k(y[:, None], visible, plausible, k=1)
 
 
+def plausibility_ceiling(visible: Sequence[Iterable[int]], plausible: np.ndarray, k: int = PLAUSIBILITY_K) -> dict:
+    """The attainable maximum of plausibility@k on these scenes: a scene whose visible classes make m classes
+    plausible scores at most min(k, m) / k (a predictor listing those m first). Same dict as plausibility_at_k."""
+    plausible = np.asarray(plausible, dtype=bool)
+    c = plausible.shape[0]
+    k = min(int(k), c)
+    vis = visible_mask(visible, c)  # (N, C)
+    m = ((vis.astype(np.int64) @ plausible.T.astype(np.int64)) > 0).sum(axis=1)  # (N,) plausible classes per scene
+    has_v = vis.any(axis=1)
+    n = int(has_v.sum())
+    best = np.minimum(m, k) / k  # (N,)
+    return {"value": float(best[has_v].mean()) if n else None, "n": n, "excluded": int((~has_v).sum())}
+
+
+def plausibility_rows(pred, labels, visible: Sequence[Iterable[int]], plausible: np.ndarray,
+                      k: int = PLAUSIBILITY_K) -> dict:
+    """The plausibility table: {"k=1": {"model": @1, "true label": the hidden class's own plausibility},
+    f"k={k}": {"model": @k, "attainable maximum": plausibility_ceiling}} (values; None where no scene qualifies).
+    The true label is a k = 1 "prediction", so it belongs beside the model's @1, never in the @k column."""
+    value = lambda d: d["value"]  # noqa: E731
+    return {"k=1": {"model": value(plausibility_at_k(pred, visible, plausible, k=1)),
+                    "true label": value(plausibility_of_labels(labels, visible, plausible))},
+            f"k={k}": {"model": value(plausibility_at_k(pred, visible, plausible, k=k)),
+                       "attainable maximum": value(plausibility_ceiling(visible, plausible, k))}}
+
+
+# --- supercategories (COCO's `supercategory` field) ------------------------------------------------------------------
+def supercategory_index(supercategories: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Class -> supercategory: ((C,) int64 index into the names, the distinct names in first-seen order)."""
+    names: list[str] = []
+    index = []
+    for i, name in enumerate(supercategories):
+        if not isinstance(name, str) or not name:
+            raise ScenectlError(f"class {i} has no supercategory name (got {name!r})")
+        if name not in names:
+            names.append(name)
+        index.append(names.index(name))
+    return np.asarray(index, dtype=np.int64), names
+
+
+def supercategory_topk(pred, labels, super_of: np.ndarray, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
+    """Micro supercategory top-k: share of samples whose true class's supercategory is among the first k DISTINCT
+    supercategories of the class ranking (k = 1: the supercategory of the top-1 class). `pred`: scores (N, C) or
+    ranked class indices (N, C) int (every class ranked); `super_of`: (C,) supercategory of each class."""
+    super_of = np.asarray(super_of, dtype=np.int64)
+    c = super_of.shape[0]
+    top, _ = _topk_indices(pred, c, c)  # (N, C)
+    y = _check_labels(labels, top.shape[0], c)
+    ranked = super_of[top]  # (N, C) supercategory of each ranked class
+    # first-seen position: a class's supercategory is new iff no better-ranked class has the same one
+    seen_before = np.zeros_like(ranked, dtype=bool)
+    for j in range(1, c):
+        seen_before[:, j] = (ranked[:, :j] == ranked[:, j:j + 1]).any(axis=1)
+    order = np.cumsum(~seen_before, axis=1)  # (N, C): 1-based rank of each class's supercategory
+    true_rank = np.where(ranked == super_of[y][:, None], order, c + 1).min(axis=1)  # (N,)
+    return {k: float((true_rank <= k).mean()) for k in _check_ks(ks)}
+
+
 # --- baselines: scores (N, C) from labels and counts only, never from pixels --------------------------------------
 def _log_prior(cooc: Cooccurrence, alpha: float) -> np.ndarray:
     """(C,) log P(c) from training INSTANCE counts (one sample hides one instance), Laplace alpha."""
@@ -299,6 +360,7 @@ def flag_report(ctx_logits, labels, is_ooc, visible: Sequence[Iterable[int]], co
 
 # --- 95% intervals: percentile bootstrap over images (docs/metrics.md) -------------------------------------------
 LEVEL = 0.95
+INCONCLUSIVE = "inconclusive"  # the word for an interval that holds 0
 
 
 def metric_names(ks: Iterable[int]) -> list[str]:
@@ -441,10 +503,11 @@ def class_intervals(per_class: np.ndarray, level: float = LEVEL) -> list[list[fl
 
 
 def verdict(ci: list[float] | None) -> str | None:
-    """How a paired difference's interval reads in words: "no difference" when it contains 0, else higher/lower."""
+    """How a paired difference's interval reads in words: "inconclusive" when it contains 0 (the data cannot tell
+    the sign; never "no difference"), else higher/lower."""
     if ci is None:
         return None
-    return "no difference" if ci[0] <= 0 <= ci[1] else ("higher" if ci[0] > 0 else "lower")
+    return INCONCLUSIVE if ci[0] <= 0 <= ci[1] else ("higher" if ci[0] > 0 else "lower")
 
 
 def paired_differences(a: dict[str, np.ndarray], b: dict[str, np.ndarray], a_point: dict[str, float],
@@ -458,3 +521,313 @@ def paired_differences(a: dict[str, np.ndarray], b: dict[str, np.ndarray], a_poi
         ci = interval(a[m] - b[m], level)
         out[m] = {"difference": float(a_point[m] - b_point[m]), "ci": ci, "verdict": verdict(ci)}
     return out
+
+
+# --- training seeds: intervals that hold the seed-to-seed variance too (docs/metrics.md) ---------------------------
+# A run's metric varies with its training seed as well as with the test images. The image bootstrap measures only
+# the second. With S seeds per arm, each seed's predictions scored on the SAME image resamples, the interval of the
+# arm mean (or of a difference of two arms) adds the across-seed variance s^2/S to each side's image variance and
+# reads the half-width from Student's t with Welch-Satterthwaite degrees of freedom (the image part counts as known:
+# infinite df). With shared seeds the arms pair per seed: s_d^2 / S with S - 1 df.
+NO_SEED_NOISE = "one training seed: training noise is not in this interval"
+POWER = 0.8  # the power at which the minimum detectable difference is stated
+
+
+def _t_cdf(x: float, df: float) -> float:
+    """Student's t CDF (numpy Simpson integration of the density; the normal CDF where df is infinite)."""
+    if not math.isfinite(df) or df > 1e6:
+        return NormalDist().cdf(x)
+    a = abs(float(x))
+    grid = np.linspace(0.0, a, 4001)  # (4001,): Simpson on 4000 intervals, error far below 1e-8 here
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    f = np.exp(log_c - (df + 1) / 2 * np.log1p(grid * grid / df))
+    area = (grid[1] - grid[0]) / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum()) if a > 0 else 0.0
+    return 0.5 + math.copysign(float(area), x)
+
+
+def t_quantile(q: float, df: float) -> float:
+    """The q-quantile of Student's t with `df` (> 0, may be fractional or infinite) degrees of freedom, by bisection
+    on _t_cdf (no scipy in the dependencies)."""
+    if not math.isfinite(df) or df > 1e6:
+        return NormalDist().inv_cdf(q)
+    lo, hi = -1e3, 1e3
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_cdf(mid, df) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One metric of one arm over its training seeds, each seed scored on the same image resamples."""
+
+    points: np.ndarray  # (S,) the metric of each seed's predictions on the original samples
+    dists: np.ndarray  # (S, B) the same on each shared image resample
+    seeds: tuple[int, ...] | None = None  # training seeds; two arms with the same seeds pair per seed
+
+    @staticmethod
+    def of(points: Sequence[float], dists: Sequence[np.ndarray], seeds: Sequence[int] | None = None) -> Arm:
+        p = np.asarray(points, dtype=np.float64)
+        d = np.stack([np.asarray(x, dtype=np.float64) for x in dists]) if len(dists) else np.zeros((0, 0))
+        if p.ndim != 1 or p.size == 0 or d.shape[0] != p.size:
+            raise ScenectlError(f"an arm needs one point and one resample distribution per seed, got {p.size} "
+                                f"points and {d.shape[0]} distributions")
+        if seeds is not None and (len(seeds) != p.size or len(set(seeds)) != len(seeds)):
+            raise ScenectlError(f"an arm's seeds must be distinct, one per run, got {list(seeds)}")
+        return Arm(p, d, None if seeds is None else tuple(int(x) for x in seeds))
+
+    @property
+    def n_seeds(self) -> int:
+        return int(self.points.size)
+
+
+def seed_summary(arm: Arm) -> dict:
+    """What is printed beside an arm: {"seeds", "per_seed", "mean", "seed_sd" (None with one seed), "note"}."""
+    sd = float(arm.points.std(ddof=1)) if arm.n_seeds > 1 else None
+    return {"seeds": arm.n_seeds, "per_seed": arm.points.tolist(), "mean": float(arm.points.mean()),
+            "seed_sd": sd, "note": NO_SEED_NOISE if arm.n_seeds == 1 else None}
+
+
+def _seed_variance(a: Arm, b: Arm | None) -> tuple[float, float, bool]:
+    """(variance of the seed part of mean(a) [- mean(b)], its Satterthwaite df, paired per seed)."""
+    if b is not None and a.seeds is not None and a.seeds == b.seeds and a.n_seeds > 1:
+        d = a.points - b.points  # (S,) per-seed differences: the seed effect common to both arms cancels
+        return float(d.var(ddof=1)) / a.n_seeds, a.n_seeds - 1.0, True
+    terms = [(float(x.points.var(ddof=1)) / x.n_seeds, x.n_seeds - 1.0) for x in (a, b)
+             if x is not None and x.n_seeds > 1]
+    v = sum(t for t, _ in terms)
+    den = sum(t * t / df for t, df in terms)
+    return v, (v * v / den if den > 0 else math.inf), False
+
+
+def seed_interval(a: Arm, b: Arm | None = None, level: float = LEVEL) -> dict | None:
+    """The interval of mean(a) - mean(b) (or of mean(a) alone) that holds the image resamples AND the training
+    seeds: {"value", "ci", "image_ci", "se" [lower side, upper side], "df" (the smaller of "df_sides"), "seed_se",
+    "paired", "p", "mdd", "notes"}. None where no resample defines the metric.
+
+    Each side of the percentile interval of the image resamples (the mean over seeds of each resample's metric)
+    is read as z * se_side; the seed part s^2/S is added to se_side^2 and the half-width is t(df) * sqrt(sum), df
+    by Welch-Satterthwaite. With no seed variance this is exactly the percentile interval. `p`: the two-sided
+    p-value of "the difference is 0" from the side facing 0 (p < 1 - level exactly when the interval excludes 0).
+    `mdd`: the smallest true difference found with POWER at this level, (t_{1-a/2} + t_POWER) * se."""
+    boot = a.dists.mean(axis=0) - (b.dists.mean(axis=0) if b is not None else 0.0)  # (B,)
+    value = float(a.points.mean() - (b.points.mean() if b is not None else 0.0))
+    image_ci = interval(boot, level)
+    if image_ci is None:
+        return None
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    sides = [max(value - image_ci[0], 0.0) / z, max(image_ci[1] - value, 0.0) / z]  # image se below, above
+    v_seed, df_seed, paired = _seed_variance(a, b)
+    se, dfs = [], []
+    for side in sides:
+        total = side * side + v_seed
+        se.append(math.sqrt(total))
+        dfs.append(total * total / (v_seed * v_seed / df_seed) if v_seed > 0 else math.inf)
+    t = [t_quantile(0.5 + level / 2, df) for df in dfs]
+    toward = 0 if value > 0 else 1  # the side facing 0
+    p = (2 * (1 - _t_cdf(abs(value) / se[toward], dfs[toward])) if se[toward] > 0 else float(value == 0))
+    mean_se, df = math.sqrt((se[0] ** 2 + se[1] ** 2) / 2), min(dfs)
+    arms = [x for x in (a, b) if x is not None]
+    return {"value": value, "ci": [value - t[0] * se[0], value + t[1] * se[1]], "image_ci": image_ci, "se": se,
+            "df": df, "df_sides": dfs, "seed_se": math.sqrt(v_seed), "paired": paired, "p": min(1.0, max(0.0, p)),
+            "mdd": (t_quantile(0.5 + level / 2, df) + t_quantile(POWER, df)) * mean_se,
+            "notes": [NO_SEED_NOISE] if any(x.n_seeds == 1 for x in arms) else []}
+
+
+# --- verdict words after Holm's step-down over a declared family of comparisons ------------------------------------
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-adjusted p-values (same order): p_(j) -> max_{i <= j} min(1, (m - i + 1) p_(i)) over the ascending
+    order (i 1-based). Controls the family-wise error rate at any level, for any dependence between the tests."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.ndim != 1 or (p.size and (np.isnan(p).any() or p.min() < 0 or p.max() > 1)):
+        raise ScenectlError(f"p-values must be a 1-d array in [0, 1], got {p}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+def holm_verdicts(results: dict[str, dict], family: str, level: float = LEVEL) -> dict[str, dict]:
+    """Words for a declared family of comparisons {name: seed_interval(...) result (None: not compared)}: each
+    result gains "family", "family_size", "p_holm", "ci_holm" and "verdict" higher / lower / inconclusive.
+
+    A comparison is higher or lower only where its Holm-adjusted p-value is below 1 - level. Its "ci_holm" is the
+    interval at the level of its Holm step, 1 - alpha / (m - j + 1) for the j-th smallest p, and for every
+    comparison after the step where the procedure stopped, that step's level: so "ci_holm" excludes 0 exactly
+    where the verdict is higher or lower."""
+    alpha = 1 - level
+    names = [n for n, r in results.items() if r is not None]
+    m = len(names)
+    p = np.array([results[n]["p"] for n in names])
+    adjusted = holm(p) if m else np.zeros(0)
+    order = np.argsort(p, kind="stable")
+    rejected = adjusted[order] < alpha  # (m,) in ascending-p order: True up to where the step-down stops
+    stop = int(np.argmin(rejected)) if not rejected.all() else m  # 0-based rank of the first kept hypothesis
+    out = {n: None for n in results}
+    for rank, i in enumerate(order):
+        r = results[names[i]]
+        step_alpha = alpha / (m - min(rank, stop))
+        t = [t_quantile(1 - step_alpha / 2, df) for df in r.get("df_sides", [r["df"]] * 2)]
+        ci = [r["value"] - t[0] * r["se"][0], r["value"] + t[1] * r["se"][1]]
+        word = INCONCLUSIVE if adjusted[i] >= alpha else ("higher" if r["value"] > 0 else "lower")
+        out[names[i]] = {**r, "family": family, "family_size": m, "p_holm": float(adjusted[i]), "ci_holm": ci,
+                         "verdict": word}
+    return out
+
+
+# --- balanced accuracy over a declared class set -----------------------------------------------------------------
+MIN_CLASS_SAMPLES = 5  # evaluated targets a class needs to enter the balanced mean (and to show a per-class interval)
+CONSTANT_REASON = ("a constant predictor (the same ranking for every sample): its balanced accuracy over the "
+                   "declared class set is fixed, so no resample can vary it")
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    """The classes a balanced metric averages over, declared once from the evaluated labels: every class with at
+    least `min_samples` targets. Every resample divides by this same set (a resample-dependent set puts the
+    prior's interval above its own value)."""
+
+    classes: np.ndarray  # (K,) int64 class indices
+    num_classes: int  # C
+    min_samples: int
+    sample_share: float  # share of the evaluated samples whose class is in the set
+
+    def record(self) -> dict:
+        return {"size": int(self.classes.size), "min_class_samples": self.min_samples,
+                "sample_share": self.sample_share, "classes": self.classes.tolist()}
+
+
+def declared_classes(labels, num_classes: int, min_samples: int = MIN_CLASS_SAMPLES) -> ClassSet:
+    """The ClassSet of these evaluated labels (N,): classes with >= `min_samples` targets."""
+    if int(min_samples) < 1:
+        raise ScenectlError(f"--min-class-samples must be >= 1, got {min_samples}")
+    y = _check_labels(labels, len(_np(labels)), num_classes)
+    support = np.bincount(y, minlength=num_classes)  # (C,)
+    classes = np.flatnonzero(support >= int(min_samples))
+    if classes.size == 0:
+        raise ScenectlError(f"no class has {min_samples} evaluated samples: lower --min-class-samples")
+    share = float(support[classes].sum() / max(1, y.size))
+    return ClassSet(classes.astype(np.int64), int(num_classes), int(min_samples), share)
+
+
+def constant_predictor(pred, k: int) -> bool:
+    """True when every sample's top-k (scores (N, C) or ranked indices (N, >= k)) is the same list: the prior."""
+    p = _np(pred)
+    if np.issubdtype(p.dtype, np.integer):
+        top = (p[:, None] if p.ndim == 1 else p)[:, :int(k)]
+    else:
+        top = ranking(p)[:, :int(k)]
+    return bool((top == top[:1]).all())
+
+
+def resampled_balanced(pred, labels, ks: Iterable[int], rs: Resamples, cls: ClassSet) -> dict[str, np.ndarray]:
+    """{"bal top-k": (B,)}: balanced top-k over the declared set `cls` on each resample of `rs` (rs.identity()
+    for the point). A resample that draws no target of some class of the set cannot average over the set: NaN
+    there (interval() leaves it out)."""
+    ks = _check_ks(ks)
+    c = cls.num_classes
+    y = _check_labels(labels, rs.groups.shape[0], c)
+    top, _ = _topk_indices(pred, max(ks), c)  # (N, K)
+    w, ones = rs.weights, np.ones(y.shape[0])
+    support = (w @ _per_image_class(rs, y, ones, c))[:, cls.classes]  # (B, K)
+    out = {}
+    for k in ks:
+        hits = (top[:, :min(k, c)] == y[:, None]).any(axis=1).astype(np.float64)  # (N,)
+        correct = (w @ _per_image_class(rs, y, hits, c))[:, cls.classes]  # (B, K)
+        acc = _ratio(correct, support)  # (B, K), NaN where a set class is not drawn
+        out[f"bal top-{k}"] = acc.mean(axis=1)  # NaN propagates: the resample is left out
+    return out
+
+
+def balanced_fields(pred, labels, ks: Iterable[int], rs: Resamples, cls: ClassSet, level: float = LEVEL,
+                    no_interval: str | None = None) -> dict:
+    """Report fields of balanced top-k over the declared set: {"topk_balanced": {k: value}, "topk_balanced_ci":
+    {k: [lo, hi] | None}, "class_set": cls.record(), "no_interval": reason | None}. A constant predictor gets its
+    point and the reason instead of an interval; so does any predictor the caller gives a `no_interval` reason."""
+    ks = _check_ks(ks)
+    points = resampled_balanced(pred, labels, ks, rs.identity(), cls)
+    reason = CONSTANT_REASON if constant_predictor(pred, max(ks)) else no_interval
+    dists = None if reason or rs.n_resamples == 0 else resampled_balanced(pred, labels, ks, rs, cls)
+    return {"topk_balanced": {k: float(points[f"bal top-{k}"][0]) for k in ks},
+            "topk_balanced_ci": {k: interval(dists[f"bal top-{k}"], level) if dists else None for k in ks},
+            "class_set": cls.record(), "no_interval": reason}
+
+
+# --- per-class intervals: Wilson, widened by the image clustering ---------------------------------------------------
+def design_effect(hits, rs: Resamples) -> float:
+    """How much the clustering of samples in images inflates the variance of an accuracy: the image-bootstrap
+    variance of the micro mean of `hits` (N,) over its binomial variance p (1 - p) / N; at least 1."""
+    h = _np(hits).astype(np.float64)
+    p = float(h.mean())
+    if rs.n_resamples < 2 or p in (0.0, 1.0):
+        return 1.0
+    boot = resampled_mean(h, np.ones_like(h, dtype=bool), rs)  # (B,)
+    return max(1.0, float(np.nanvar(boot, ddof=1)) / (p * (1 - p) / h.size))
+
+
+def wilson(correct: float, n: float, level: float = LEVEL, deff: float = 1.0) -> list[float]:
+    """Wilson score interval of correct / n, with n shrunk to the effective sample size n / deff."""
+    n_eff = n / deff
+    p = correct / n
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    centre = (p + z * z / (2 * n_eff)) / (1 + z * z / n_eff)
+    half = z / (1 + z * z / n_eff) * math.sqrt(p * (1 - p) / n_eff + z * z / (4 * n_eff * n_eff))
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def per_class_wilson(rows: list[dict], deff: float, min_samples: int = MIN_CLASS_SAMPLES,
+                     level: float = LEVEL) -> list[list[float] | None]:
+    """The interval of each per_class_accuracy() row: Wilson widened by `deff`; None (hidden) below `min_samples`
+    targets, where an interval of a handful of samples says more about the interval than the class."""
+    return [wilson(r["correct"], r["support"], level, deff) if r["support"] >= min_samples else None for r in rows]
+
+
+# --- a table of arms (compare with several seeds per arm) -------------------------------------------------------------
+@dataclass(frozen=True)
+class SeedRun:
+    """One training seed's predictions scored on the shared resamples: point_metrics() and resampled_metrics()."""
+
+    point: dict  # {metric: float | None}
+    dists: dict  # {metric: (B,)}
+    seed: int | None = None
+
+
+def _arm(runs: Sequence[SeedRun], metric: str) -> Arm | None:
+    """The Arm of one metric over an arm's runs, or None where some run leaves the metric undefined."""
+    if any(r.point.get(metric) is None or metric not in r.dists for r in runs):
+        return None
+    seeds = [r.seed for r in runs]
+    return Arm.of([r.point[metric] for r in runs], [r.dists[metric] for r in runs],
+                  None if any(s is None for s in seeds) else seeds)
+
+
+def seed_table(arms: dict[str, Sequence[SeedRun]], reference: str, names: Sequence[str],
+               level: float = LEVEL) -> dict:
+    """Every arm's metrics with their seeds, and every other arm minus `reference`, worded over ONE family (all
+    differences of the table, Holm): {"arms": {arm: {metric: seed_summary + "ci" + "notes"}}, "differences":
+    {arm: {metric: holm_verdicts record | None}}, "family": its description}. Arms sharing the reference's seeds
+    pair per seed. `names`: the metrics, e.g. metric_names(ks)."""
+    if reference not in arms:
+        raise ScenectlError(f"the reference arm {reference!r} is not among the arms {sorted(arms)}")
+    table = {"arms": {}, "differences": {}}
+    flat: dict[str, dict | None] = {}
+    for name, runs in arms.items():
+        table["arms"][name] = {}
+        for m in names:
+            a = _arm(runs, m)
+            alone = seed_interval(a, level=level) if a is not None else None
+            table["arms"][name][m] = None if a is None else {
+                **seed_summary(a), "ci": alone["ci"] if alone else None, "notes": alone["notes"] if alone else []}
+            if name != reference:
+                b = _arm(arms[reference], m)
+                flat[f"{name}\t{m}"] = seed_interval(a, b, level) if a is not None and b is not None else None
+    family = (f"{len(arms) - 1} arm(s) minus {reference} on {len(names)} metrics: "
+              f"{sum(r is not None for r in flat.values())} differences, Holm")
+    worded = holm_verdicts(flat, family, level)
+    for key, r in worded.items():
+        name, m = key.split("\t")
+        table["differences"].setdefault(name, {})[m] = r
+    table["family"] = family
+    return table

@@ -14,50 +14,19 @@ manifest of the set its config names when it can be opened, else build-shards' d
 
 from __future__ import annotations
 
-import io
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from scenectl.checkpoint import BuildParams, Checkpoint, read_checkpoint
+from scenectl.checkpoint import Checkpoint, read_checkpoint
 from scenectl.config import PredictConfig
 from scenectl.data import masks
 from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
 from scenectl.folders import check_file_target
-
-
-def default_params() -> dict:
-    """build-shards' own defaults (BuildConfig), used when the checkpoint does not say how its shards were built."""
-    from scenectl.data.shards import BuildConfig
-
-    return asdict(BuildParams.parse(asdict(BuildConfig()), "build-shards' defaults"))
-
-
-
-
-# --- what the training shards did --------------------------------------------------------------------------------
-def shard_params(ckpt: Checkpoint) -> tuple[dict, str]:
-    """Build parameters of the checkpoint's training shards (checkpoint.TrainingShards), and where they came from:
-    the checkpoint itself; for one that predates them, the manifest of the shard set its config names when it can
-    be opened here; else build-shards' defaults."""
-    from scenectl.data.loader import open_shard_set
-
-    shards = ckpt.training_shards
-    if shards is not None and shards.params is not None:
-        return asdict(shards.params), f"checkpoint (training shards {shards.spec})"
-    if shards is not None:
-        try:
-            params = open_shard_set(shards.spec, from_file="the checkpoint's config").manifest.get("params", {})
-        except ScenectlError:
-            params = None  # moved, on another machine, or a URL / command (never run from a file): the defaults
-        if isinstance(params, dict):
-            return asdict(BuildParams.parse({**default_params(), **params}, f"manifest of {shards.spec}")), \
-                f"manifest of {shards.spec}"
-    return default_params(), "build-shards defaults (the checkpoint names no reachable training shards)"
+from scenectl.hiding import masked_sample, shard_params
 
 
 # --- the user's region ---------------------------------------------------------------------------------------------
@@ -84,10 +53,7 @@ def object_mask(cfg: PredictConfig, width: int, height: int) -> tuple[np.ndarray
         masks.check_shape("--box", "box", v, width, height)  # NaN passed the comparisons above; huge values too
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
             notes.append(f"--box {cfg.box} reaches outside the {width}x{height} image: clipped to it")
-        cx0, cy0, cx1, cy1 = masks.crop_box([x0, y0, x1 - x0, y1 - y0], width, height)  # whole pixels, clipped
-        m = np.zeros((height, width), dtype=bool)
-        m[cy0:cy1, cx0:cx1] = True
-        return m, notes
+        return masks.box_mask([x0, y0, x1 - x0, y1 - y0], width, height), notes  # whole pixels, clipped
     if cfg.polygon:
         from scenectl.data.coco import decode_mask
 
@@ -138,22 +104,6 @@ def load_upright(path: str | Path, image_size: int):
         raise ScenectlError(f"{path} is not a readable image ({e})") from None
 
 
-# --- masking and the model ------------------------------------------------------------------------------------------
-def masked_sample(dec, obj: np.ndarray, params: dict, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """build-shards' masked-sample steps (scenectl.data.shards.mask_scene) for object mask `obj` (H, W) bool, given
-    in upright full-resolution pixels -> (masked scene (S, S, 3) uint8 after the JPEG round trip, mask (S, S) uint8
-    255 = hidden, hidden share of the image)."""
-    from scenectl.data.shards import encode_jpeg, mask_scene
-
-    region, box = masks.hidden_region(obj, params["shape"], int(params["margin"]))  # (H, W) bool, contains obj
-    lb = masks.Letterbox(*dec.size, int(params["image_size"]))
-    base = lb.image(dec.image)  # (S, S, 3): the unmasked letterboxed scene
-    scene = mask_scene(dec, lb, base, region, box, params["fill"], np.random.default_rng(seed))
-    with Image.open(io.BytesIO(encode_jpeg(scene))) as im:  # shards store JPEG: the model saw its artefacts
-        scene = np.asarray(im.convert("RGB"))
-    return scene, lb.mask(region, box), float(region[box[1]:box[3], box[0]:box[2]].sum()) / region.size
-
-
 def hiding_params(cfg: PredictConfig, ckpt: Checkpoint) -> tuple[dict, str]:
     """How to hide the region: the training shards' parameters, overridden by the options given; and their source."""
     params, source = shard_params(ckpt)
@@ -174,7 +124,7 @@ def predict(cfg: PredictConfig) -> dict:
 
     cfg.check()
     if cfg.out:
-        check_file_target(cfg.out, "--out")
+        check_file_target(cfg.out, "--out", inputs=(cfg.image, cfg.checkpoint, cfg.mask_file))
     device = parse_device(cfg.device)
     ckpt = read_checkpoint(cfg.checkpoint)  # the model itself is built once the inputs have passed their checks
     params, source = hiding_params(cfg, ckpt)

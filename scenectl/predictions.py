@@ -17,10 +17,18 @@ import numpy as np
 import torch
 
 from scenectl.errors import ScenectlError
+from scenectl.h5 import Field, open_h5
 from scenectl.inference import Outputs
 from scenectl.io import atomic_path
 
 FORMAT = "scenectl-predictions/1"
+# N samples, C classes, K ranked, V visible-class entries, S shard sets; checked by scenectl.h5 before any read
+LAYOUT = {"keys": Field("str", ("N",)), "labels": Field("int", ("N",)), "image_ids": Field("int", ("N",), False),
+          "topk_indices": Field("int", ("N", "K")), "topk_scores": Field("float", ("N", "K")),
+          "logits": Field("float", ("N", "C"), False), "visible_flat": Field("int", ("V",)),
+          "visible_offsets": Field("int", ("N+1",)), "class_names": Field("str", ("C",)),
+          "plausible": Field("bool", ("C", "C"), False), "set_index": Field("int", ("N",), False),
+          "set_names": Field("str", ("S",), False)}
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,7 @@ def read_predictions(path: str | Path) -> Predictions:
     if not path.is_file():
         raise ScenectlError(f"predictions file not found: {path} (written by `scenectl eval`)")
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path, "predictions file", LAYOUT) as f:
             if f.attrs.get("format") != FORMAT:
                 raise ScenectlError(f"{path} is not a scenectl predictions file (no '{FORMAT}' format tag)")
             return _read(path, f)

@@ -27,7 +27,7 @@ def pct_ci(x, ci=None) -> str:
 
 
 def signed_ci(d: dict | None) -> str:
-    """A paired difference {"difference", "ci", "verdict"} in percentage points: "+2.1 [-0.5, +4.7] no difference"."""
+    """A paired difference {"difference", "ci", "verdict"} in percentage points: "+2.1 [-0.5, +4.7] inconclusive"."""
     if not d:
         return "—"
     text = f"{100 * d['difference']:+.1f}"
@@ -81,7 +81,7 @@ def metric_cells(summary: dict, ks: list[int]) -> dict[str, str]:
 
 
 def difference_cells(diffs: dict, ks: list[int]) -> dict[str, str]:
-    """{metric: "+2.1 [-0.5, +4.7] no difference"} of a nested paired-difference dict (metrics.nest layout)."""
+    """{metric: "+2.1 [-0.5, +4.7] inconclusive"} of a nested paired-difference dict (metrics.nest layout)."""
     return {m: signed_ci(d) for m, d in flat(diffs, ks).items()}
 
 

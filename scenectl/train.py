@@ -24,8 +24,9 @@ from scenectl import distributed as D
 from scenectl.checkpoint import BuildParams, TrainingShards
 from scenectl.data.coco import classes_match
 from scenectl.config import TrainConfig, check, resolve_schedule
-from scenectl.data.loader import Augment, Loader, ShardSet, SkipCounter, make_eval_loader, make_train_loader, \
-    open_shard_set
+from scenectl.data.loader import Augment, Loader, ShardSet, SkipCounter, TrainBatches, make_eval_loader, \
+    make_train_loader, open_shard_set
+from scenectl.data.transforms import make_hole_only
 from scenectl.engine import Run, cross_entropy, decay_groups, fit, require_tensorboard
 from scenectl.errors import ScenectlError
 from scenectl.inference import validate
@@ -49,6 +50,8 @@ def load_data(cfg: TrainConfig) -> tuple[ShardSet, ShardSet]:
 def resolve_config(cfg: TrainConfig, train_set: ShardSet, world_size: int) -> TrainConfig:
     """Check every option and fill the data-dependent defaults, so config.json records what actually ran."""
     check(cfg)
+    if cfg.hole_only and not cfg.mask_channel:
+        raise ScenectlError("--hole-only trains on the mask channel alone: it cannot go with --no-mask-channel")
     if cfg.tensorboard:
         require_tensorboard()
     c = resolve_schedule(cfg, train_set.num_samples, world_size, data_option=f"--shards {cfg.data.shards}")
@@ -68,10 +71,10 @@ def data_stream(cfg: TrainConfig, shards: ShardSet, dev: D.DistInfo, counter: Sk
                                 mask_channel=cfg.mask_channel, skip_corrupt=d.skip_corrupt, rank=dev.rank,
                                 world_size=dev.world_size, counter=counter, defer_jpeg=gpu)
     return make_train_loader(
-        shards, steps=loop.steps_per_epoch, batch_size=loop.batch_size, image_size=d.image_size,
+        shards, TrainBatches(steps=loop.steps_per_epoch, batch_size=loop.batch_size, image_size=d.image_size,
         mask_channel=cfg.mask_channel, augment=Augment(a.min_scale, a.flip, a.jitter, a.augment), seed=loop.seed,
         epoch=epoch, rank=dev.rank, world_size=dev.world_size, start_step=start, workers=loop.workers,
-        shuffle_buffer=d.shuffle_buffer, skip_corrupt=d.skip_corrupt, counter=counter, defer_jpeg=gpu)
+        shuffle_buffer=d.shuffle_buffer, skip_corrupt=d.skip_corrupt, counter=counter, defer_jpeg=gpu))
 
 
 def training_shards(cfg: TrainConfig, train_set: ShardSet) -> TrainingShards:
@@ -97,6 +100,8 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
     aux_classes = len(train_set.classes) if cfg.aux_visible else 0  # --aux-visible: visible classes, multi-label
     model = create_model(cfg.arch, len(train_set.classes), in_chans,
                          pretrained=None if cfg.loop.resume else cfg.pretrained, aux_classes=aux_classes).to(dev.device)
+    if cfg.hole_only:  # the control: RGB replaced by the fill at the model's input, mask channel kept
+        make_hole_only(model)
     counter = SkipCounter()
 
     def validate_run(net: nn.Module) -> dict:
@@ -112,7 +117,7 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
         facts={"kind": "context", "arch": cfg.arch, "in_chans": in_chans, "num_classes": len(train_set.classes),
                "classes": train_set.classes, "cooccurrence": train_set.cooccurrence().to_state(),
                "image_size": cfg.data.image_size, "mask_channel": cfg.mask_channel, "aux_visible": cfg.aux_visible,
-               "training_shards": asdict(training_shards(cfg, train_set))})
+               "hole_only": cfg.hole_only, "training_shards": asdict(training_shards(cfg, train_set))})
     return fit(run, cfg, dev, resume=cfg.loop.resume, overwrite=cfg.loop.overwrite)
 
 

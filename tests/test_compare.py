@@ -85,9 +85,9 @@ def test_identical_predictions_show_no_difference(tmp_path):
     diffs = rep["differences"]["r18"]
     for group in ("topk", "topk_balanced"):
         for d in diffs[group].values():
-            assert d == {"difference": 0.0, "ci": [0.0, 0.0], "verdict": "no difference"}
-    assert diffs["plausibility@10"]["verdict"] == "no difference"
-    assert "r18 vs copy: no difference on top-1, top-3" in r.output
+            assert d == {"difference": 0.0, "ci": [0.0, 0.0], "verdict": "inconclusive"}
+    assert diffs["plausibility@10"]["verdict"] == "inconclusive"
+    assert "r18 vs copy: inconclusive on top-1, top-3" in r.output
 
 
 def test_inputs_over_other_samples_are_refused_naming_them(tmp_path):
@@ -148,8 +148,8 @@ def test_checkpoints_are_run_on_the_shards(synthetic_shards, tmp_path):
                                 out=str(tmp_path / "cmp"), bootstrap=100, device="cpu", workers=0, batch_size=32))
     n = open_shard_set(synthetic_shards["val"]).num_samples
     assert rep["n"] == n and [m["kind"] for m in rep["models"]] == ["checkpoint", "checkpoint"]
-    assert all(d["verdict"] == "no difference" for d in rep["differences"]["copy/best.pt"]["topk"].values())
+    assert all(d["verdict"] == "inconclusive" for d in rep["differences"]["copy/best.pt"]["topk"].values())
     assert 0.0 <= rep["scores"]["r18/best.pt"]["topk"][1] <= 1.0
     with pytest.raises(ScenectlError, match="pass --shards"):
         compare(CompareConfig(inputs=[str(ckpt), str(ckpt)], out=str(tmp_path / "cmp2")))
-    assert metrics.verdict(rep["differences"]["copy/best.pt"]["topk"][1]["ci"]) == "no difference"
+    assert metrics.verdict(rep["differences"]["copy/best.pt"]["topk"][1]["ci"]) == "inconclusive"

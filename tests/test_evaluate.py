@@ -123,7 +123,7 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
     assert set(disk["vs_baselines"]) == {"prior", "cooccurrence", "random", "mask_only"}
     d = disk["vs_baselines"]["prior"]["topk"]["1"]
     assert d["difference"] == pytest.approx(disk["topk"]["1"] - disk["baselines"]["prior"]["topk"]["1"])
-    assert d["verdict"] == ("no difference" if d["ci"][0] <= 0 <= d["ci"][1] else "higher" if d["ci"][0] > 0 else "lower")
+    assert d["verdict"] == ("inconclusive" if d["ci"][0] <= 0 <= d["ci"][1] else "higher" if d["ci"][0] > 0 else "lower")
     # the shape-leakage control, fitted on the checkpoint's training shards
     assert disk["mask_only"]["run"] and disk["mask_only"]["train_shards"] == str(data["train"])
     assert disk["mask_only"]["train_samples"] == len(_shard_samples(data["train"]))

@@ -11,6 +11,7 @@ writes one file: every kind is then a target) and its flag sets in FLAGS.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -122,3 +123,49 @@ def test_inspect_shards_draws_beside_the_set_not_in_it(inputs, tmp_path):
     r = runner.invoke(app, ["inspect-shards", str(s), "--n", "2"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "set-contact-sheet.png").stat().st_size > 0 and _files(s) == before
+
+
+@pytest.mark.parametrize("which", ["image", "ctx"])
+def test_predict_never_writes_over_its_own_inputs(which, inputs, tmp_path):
+    victim = tmp_path / inputs[which].name
+    shutil.copy(inputs[which], victim)
+    image = victim if which == "image" else inputs["image"]
+    ckpt = victim if which == "ctx" else inputs["ctx"]
+    before = victim.read_bytes()
+    r = runner.invoke(app, ["predict", "-c", str(ckpt), str(image), "--box", "8,8,24,24", "--out", str(victim),
+                            "--device", "cpu"])
+    assert r.exit_code == 2 and "is the command's input" in r.output and str(victim) in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and victim.read_bytes() == before
+
+
+def test_cooccurrence_never_writes_over_the_file_it_reads(inputs, tmp_path):
+    c = tmp_path / "c.h5"
+    shutil.copy(Path(inputs["train"]) / "cooccurrence.h5", c)
+    before = c.read_bytes()
+    r = runner.invoke(app, ["cooccurrence", str(c), "--out", str(c)])
+    assert r.exit_code == 2 and "is the command's input" in r.output and len(r.output.strip().splitlines()) == 1
+    assert c.read_bytes() == before
+
+
+def test_eval_default_out_beside_a_checkpoint_inside_a_shard_set_is_refused(inputs, tmp_path):
+    s = tmp_path / "set"
+    shutil.copytree(inputs["val"], s)
+    shutil.copy(inputs["ctx"], s / "ctx.pt")
+    before = _files(s)
+    r = runner.invoke(app, ["eval", "-c", str(s / "ctx.pt"), "--shards", str(s), "--workers", "0", "--device", "cpu"])
+    assert r.exit_code == 2 and "lies inside a shard set" in r.output, r.output
+    assert _files(s) == before
+
+
+def test_export_overwrite_leaves_exactly_the_new_export(inputs, tmp_path):
+    out = tmp_path / "x"
+    r = runner.invoke(app, ["export-imagefolder", str(inputs["val"]), str(out), "--member", "jpg"])
+    assert r.exit_code == 0, r.output
+    stale = out / "zz-old-class"
+    stale.mkdir()
+    (stale / "old.jpg").write_bytes(b"j")  # a class folder of an earlier export (other classes or images)
+    r = runner.invoke(app, ["export-imagefolder", str(inputs["val"]), str(out), "--member", "jpg", "--overwrite"])
+    assert r.exit_code == 0, r.output
+    listed = json.loads((out / "export.json").read_text())
+    jpgs = sorted(p for p in out.rglob("*.jpg"))
+    assert not stale.exists() and len(jpgs) == listed["images"], (len(jpgs), listed)

@@ -103,7 +103,7 @@ def base_argv(command: str, out: Path) -> list:
 
 
 def test_every_command_lists_its_options_and_the_parser_finds_them():
-    assert len(COMMANDS) == 16
+    assert len(COMMANDS) == 17
     assert {"--seed", "--workers", "--image-size"} <= set(help_options("build-shards"))
     assert [f for f, *_ in numeric_options("predict")] == ["--margin", "--top", "--seed"]
 

@@ -20,7 +20,8 @@ from scenectl.data.coco import decode_mask
 from scenectl.data.shards import BuildConfig, build_shards
 from scenectl.data.synthetic import generate_scenes
 from scenectl.models import create_model
-from scenectl.predict import PredictConfig, load_upright, masked_sample, object_mask, predict, shard_params
+from scenectl.hiding import masked_sample, shard_params
+from scenectl.predict import PredictConfig, load_upright, object_mask, predict
 
 runner = CliRunner()
 

@@ -66,7 +66,7 @@ FIGURES = [
     ("compare-scores.png", "compare/scores.png", "compare", "Several models (here 2 epochs of training and 1) scored on exactly the same samples."),
     ("compare-differences.png", "compare/differences.png", "compare",
      "Each model's paired difference to the reference, in percentage points; an interval across 0 reads "
-     "'no difference'."),
+     "'inconclusive'."),
     ("predict.png", "figures/predict.png", "predict",
      "The model input with the hidden region outlined (its fill has the padding's grey), beside the top classes."),
     ("cooccurrence.png", "figures/cooccurrence.png", "cooccurrence",

@@ -24,3 +24,4 @@ from scenectl.cli import distill as _distill  # noqa: F401,E402
 from scenectl.cli import build_ooc as _build_ooc  # noqa: F401,E402
 from scenectl.cli import fuse as _fuse  # noqa: F401,E402
 from scenectl.cli import export_imagefolder as _export_imagefolder  # noqa: F401,E402
+from scenectl.cli import rescore as _rescore  # noqa: F401,E402

@@ -15,7 +15,7 @@ from scenectl.config import CompareConfig
         "Score several models on exactly the same samples: each metric (top-1/5/10 and every --topk, micro and "
         "class-balanced; plausibility@10) with its 95% bootstrap interval over images, and each model's paired "
         "difference to --reference with its interval (the same image resamples for every model); a difference "
-        "whose interval contains 0 is reported as \"no difference\". INPUTS are eval folders (their "
+        "whose interval contains 0 is reported as \"inconclusive\". INPUTS are eval folders (their "
         "predictions.h5), predictions.h5 files, or checkpoints run on --shards. Inputs that do not cover the same "
         "samples are refused, naming the samples that differ. Writes report.json, report.md, scores.png and "
         "differences.png into --out (see docs/evaluation.md).\n\n"

@@ -24,6 +24,8 @@ from scenectl.data.masks import MEAN_RGB, shape_problem
 from scenectl.errors import ScenectlError
 from scenectl.io import read_json
 
+ANNOTATION_BYTES = 4 << 30  # COCO's instances_train2017.json is 448 MB; a bound, not a guess at the largest
+
 # EXIF orientation tag value -> the PIL transpose that makes the stored pixels upright (as ImageOps.exif_transpose).
 EXIF_ORIENTATION = 0x0112
 ORIENTATION_TRANSPOSE = {
@@ -57,7 +59,7 @@ def load_coco(path: str | os.PathLike) -> COCO:
     inconsistent file, before anything is written, so that no worker meets an inconsistent record later.
     """
     path = Path(path)
-    data = read_json(path, "annotation file")
+    data = read_json(path, "annotation file", limit=ANNOTATION_BYTES)
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
         raise ScenectlError(f"annotation file {path} is not COCO instance format (needs lists 'images', 'annotations', 'categories')")
     problems = integrity_problems(data)

@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from scenectl.data.loader import (Loader, ShardSet, collate, ignore_stop_signals, make_eval_loader, make_train_loader,
-                                  open_shard_set)
+from scenectl.data.loader import (Loader, ShardSet, TrainBatches, collate, ignore_stop_signals, make_eval_loader,
+                                  make_train_loader, open_shard_set)
 from scenectl.data.remote import NetOptions
 from scenectl.data.transforms import Augment, letterbox_input
 from scenectl.errors import ScenectlError
@@ -69,7 +69,7 @@ def folder_classes(ds: ImageFolder) -> list[dict]:
     """[{index, coco_id, name}] in ImageFolder's order; COCO ids from an exported classes.json, else -1."""
     known = {}
     if (Path(ds.root) / CLASSES_FILE).is_file():
-        known = {c["name"]: int(c["coco_id"]) for c in read_json(Path(ds.root) / CLASSES_FILE, "classes file")}
+        known = {c["name"]: int(c["coco_id"]) for c in read_json(Path(ds.root) / CLASSES_FILE, "classes file", list)}
     return [{"index": i, "coco_id": known.get(n, -1), "name": n} for i, n in enumerate(ds.classes)]
 
 
@@ -164,8 +164,8 @@ def make_loader(target: Target, *, image_size: int, batch_size: int, workers: in
                   scene_size=scene_size, scene_mask=scene_mask)
         if epoch is None:
             return make_eval_loader(target.shards, **kw)
-        return make_train_loader(target.shards, steps=epoch.steps, seed=epoch.seed, epoch=epoch.index,
-                                 start_step=epoch.start, **kw)
+        return make_train_loader(target.shards, TrainBatches(steps=epoch.steps, seed=epoch.seed, epoch=epoch.index,
+                                                             start_step=epoch.start, **kw))
     if scene_size:
         raise ScenectlError(f"{target.spec}: an ImageFolder has no scenes for a context model; use a shard set")
     order = list(range(len(target.folder)))

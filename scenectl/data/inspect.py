@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 from dataclasses import replace
 
 import numpy as np
 from PIL import Image
 
+from scenectl.data.format import MEMBERS, parse_cls
 from scenectl.data.loader import ShardSet, raw_samples
+from scenectl.errors import ScenectlError
+from scenectl.io import parse_json
 from scenectl.progress import progress
 
-KNOWN_MEMBERS = ("jpg", "mask.png", "cls", "json", "object.jpg")  # decoded; anything else in a tar is ignored
 SCAN_SAMPLES = 20_000  # samples read at most (whole shards drawn at random) to draw a contact sheet
 
 
@@ -42,8 +43,8 @@ def _rank(seed: int, *parts) -> int:
 def _image_of(raw: dict) -> object:
     """The sample's source image (metadata `image_id`); a sample without a readable one stands for itself."""
     try:
-        image = json.loads(raw.get("json", b"{}")).get("image_id")
-    except (ValueError, AttributeError):  # not JSON, or not an object: decoded (and refused) later if drawn
+        image = parse_json(raw.get("json", b"{}"), "member 'json'").get("image_id")
+    except ScenectlError:  # not JSON, or not an object: decoded (and refused) later if drawn
         image = None
     return image if type(image) is int else ("key", raw["__key__"])
 
@@ -73,15 +74,15 @@ def draw_samples(shards: ShardSet, n: int, seed: int) -> list[dict]:
 def decode_known(raw: dict) -> dict:
     """A raw sample with only the known members decoded (no pickle, ever)."""
     s = {"__key__": raw["__key__"]}
-    for k in KNOWN_MEMBERS:
+    for k in MEMBERS:
         if k in raw:
             v = raw[k]
             if k.endswith(("jpg", "png")):
                 s[k] = np.asarray(Image.open(io.BytesIO(v)))
             elif k == "json":
-                s[k] = json.loads(v)
+                s[k] = parse_json(v, f"sample {raw['__key__']}: member 'json'")
             else:
-                s[k] = int(v)
+                s[k] = parse_cls(v)
     return s
 
 

@@ -388,3 +388,12 @@ def crop_box(box: list[float], width: int, height: int) -> tuple[int, int, int, 
     x0, y0 = min(max(int(math.floor(x)), 0), width - 1), min(max(int(math.floor(y)), 0), height - 1)
     x1, y1 = max(min(int(math.ceil(x + bw)), width), x0 + 1), max(min(int(math.ceil(y + bh)), height), y0 + 1)
     return x0, y0, x1, y1
+
+
+def box_mask(box: list[float], width: int, height: int) -> np.ndarray:
+    """(height, width) bool: the whole pixels of COCO `[x, y, w, h]` box (crop_box: clipped, at least one pixel),
+    the instance mask a box stands for (predict's --box, rescore's detections)."""
+    x0, y0, x1, y1 = crop_box(box, width, height)
+    m = np.zeros((height, width), dtype=bool)
+    m[y0:y1, x0:x1] = True
+    return m

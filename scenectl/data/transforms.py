@@ -13,6 +13,8 @@ float runs once per batch, where the batch meets the model (on the training devi
     batch_to_device(batch, device)            # tensors to device; `input` (+ `input_mask`) uint8 -> float32
                                               #   (B, C, S, S): colour jitter (training), ImageNet normalisation,
                                               #   the mask as channel 4 (1.0 = hidden); `scene_input` likewise
+  at the model (train --hole-only, recorded in the checkpoint):
+    make_hole_only(model)                     # every input's RGB replaced by the fill, mask channel kept
 
 A reader's batch holds `input` (B, 3, S, S) uint8 RGB and, for a model with the mask channel, `input_mask`
 (B, 1, S, S) uint8 (255 = hidden); `jitter` (B, 3) holds each sample's brightness / contrast / saturation factors,
@@ -33,7 +35,7 @@ from torchvision.io import ImageReadMode
 from torchvision.io import decode_image as _decode
 from torchvision.io import decode_jpeg as _decode_jpeg
 
-from scenectl.data.masks import Letterbox
+from scenectl.data.masks import MEAN_RGB, Letterbox
 from scenectl.errors import ScenectlError
 
 # The input normalisation the torchvision ResNets and their ImageNet weights expect (torchvision's transforms for
@@ -259,3 +261,29 @@ def _gray(rgb: torch.Tensor) -> torch.Tensor:
     """(B, 3, S, S) -> (B, 1, S, S) luma (GRAY weights)."""
     r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
     return (r * GRAY[0]).add_(g, alpha=GRAY[1]).add_(b, alpha=GRAY[2])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The hole-only control (`train --hole-only`): the model sees the hidden region's shape and nothing else
+
+
+def hole_only_input(x: torch.Tensor) -> torch.Tensor:
+    """Model input (B, 4, S, S) float (normalised RGB + mask channel) -> a copy whose RGB is the build-shards mean
+    fill (MEAN_RGB, normalised) at every pixel; the mask channel is kept. What is left is where the hole is and its
+    shape and size: the context pixels are gone, so a model trained on this measures what the hole alone gives away."""
+    if x.ndim != 4 or x.shape[1] != 4:
+        raise ScenectlError(f"the hole-only input needs RGB + mask (B, 4, S, S), got {tuple(x.shape)}: a hole-only "
+                            "model needs the mask channel")
+    mean, std = (torch.tensor(v, dtype=x.dtype, device=x.device) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    fill = (torch.tensor(MEAN_RGB, dtype=x.dtype, device=x.device) / 255 - mean) / std  # (3,) as model_input makes it
+    out = x.clone(memory_format=torch.preserve_format)
+    out[:, :3] = fill.view(1, 3, 1, 1)
+    return out
+
+
+def make_hole_only(model: torch.nn.Module) -> torch.nn.Module:
+    """Apply hole_only_input to every input of `model` (a forward pre-hook, so the weights' names are unchanged and
+    every command that runs the model, train steps, validation, eval, predict, sees the same input). Returns it."""
+    model.register_forward_pre_hook(lambda module, args: (hole_only_input(args[0]), *args[1:]))
+    model.hole_only = True
+    return model

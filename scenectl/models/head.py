@@ -1,7 +1,8 @@
 """The classifier-head interface every scenectl model shares (timm-style).
 
-A model defines `forward_features(x) -> (B, num_features)`, a `fc` linear head and `num_features`; this mixin
-adds the rest, so transfer and distillation treat ResNets and FFC-ResNets alike.
+A model defines `forward_features(x) -> (B, num_features)`, a linear head (named `fc`, or as its class's HEAD says:
+a DenseNet's is torchvision's `classifier`) and `num_features`; this mixin adds the rest, so transfer and
+distillation treat every architecture alike.
 
 Optionally a model carries a second, auxiliary head `aux_fc` on the same pooled features (`add_aux_head`):
 `train --aux-visible` uses it to predict the classes still visible in the scene (multi-label). `forward(x)` never
@@ -17,7 +18,8 @@ import torch.nn as nn
 
 
 class ClassifierHead:
-    fc: nn.Linear
+    HEAD = "fc"  # the attribute (and state_dict prefix) of the linear head
+    STEM = "conv1"  # the first convolution, which pretrained loading adapts to more input channels
     num_features: int  # (no class attribute aux_fc: it would shadow the nn.Module registered under that name)
 
     def forward(self, x: torch.Tensor, aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -31,13 +33,13 @@ class ClassifierHead:
         return self.forward_head(features), aux_fc(features)  # (B, num_classes), (B, aux outputs)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)  # (B, num_classes)
+        return self.get_classifier()(features)  # (B, num_classes)
 
     def get_classifier(self) -> nn.Module:
-        return self.fc
+        return getattr(self, self.HEAD)
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes)
+        setattr(self, self.HEAD, nn.Linear(self.num_features, num_classes))
 
     def add_aux_head(self, outputs: int) -> None:
         """A fresh auxiliary linear head (num_features -> outputs); outputs 0 removes it (its weights leave the
@@ -45,7 +47,7 @@ class ClassifierHead:
         self.aux_fc = nn.Linear(self.num_features, outputs) if outputs else None
 
     def head_parameter_names(self) -> list[str]:
-        return [f"fc.{n}" for n, _ in self.fc.named_parameters()]
+        return [f"{self.HEAD}.{n}" for n, _ in self.get_classifier().named_parameters()]
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         head = set(self.head_parameter_names())

@@ -1,4 +1,4 @@
-"""Pretrained weights for the torchvision ResNets: ImageNet through torch's cache, or a local file.
+"""Pretrained weights for the torchvision ResNets and DenseNets: ImageNet through torch's cache, or a local file.
 
 Both sources are torchvision-format state dicts. Two adaptations let them serve scenectl models:
   * the classifier is dropped when its class count differs (a new head is trained);
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import urllib.error
 from pathlib import Path
 
@@ -24,7 +25,13 @@ IMAGENET_WEIGHTS = {
     "resnet18": torchvision.models.ResNet18_Weights,
     "resnet34": torchvision.models.ResNet34_Weights,
     "resnet50": torchvision.models.ResNet50_Weights,
+    "densenet121": torchvision.models.DenseNet121_Weights,
+    "densenet169": torchvision.models.DenseNet169_Weights,
 }
+# torchvision's published DenseNet files name layers 'norm.1' where its modules say 'norm1' (its own loader renames
+# them with this pattern, torchvision.models.densenet._load_state_dict)
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
 def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
@@ -33,7 +40,8 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     filename = os.path.basename(weights.url)
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     try:
-        return torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, weights_only=True)
+        return renamed(torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True,
+                                                          weights_only=True))
     except (urllib.error.URLError, OSError, RuntimeError) as e:
         raise ScenectlError(
             f"cannot fetch ImageNet weights for {arch} ({type(e).__name__}: {e}); offline? download {weights.url} "
@@ -59,7 +67,17 @@ def file_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ScenectlError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}  # DDP-saved files prefix every key
+    return renamed({k.removeprefix("module."): v for k, v in state.items()})  # DDP-saved files prefix every key
+
+
+def renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with torchvision's old DenseNet key names ('denselayer1.norm.1.weight') in today's form
+    ('denselayer1.norm1.weight'); every other key unchanged."""
+    out = {}
+    for k, v in state.items():
+        m = _DENSENET_OLD_KEY.match(k)
+        out[m.group(1) + m.group(2) if m else k] = v
+    return out
 
 
 def adapt_conv1(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -75,11 +93,15 @@ def adapt_conv1(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state` into a scenectl ResNet, adapting the stem and dropping a mismatched classifier."""
+    """Load `state` into a scenectl model, adapting the stem (model.STEM) and dropping a mismatched classifier."""
     own = model.state_dict()
     state = dict(state)
-    if "conv1.weight" in state:
-        state["conv1.weight"] = adapt_conv1(state["conv1.weight"], own["conv1.weight"].shape[1])
+    stem = f"{model.STEM}.weight"
+    if stem in state and stem in own:
+        state[stem] = adapt_conv1(state[stem], own[stem].shape[1])
+    for k in own:
+        if k.endswith("num_batches_tracked") and k not in state:  # files saved before PyTorch 0.4 have no such
+            state[k] = own[k]  # counter (torchvision's DenseNet ImageNet weights); it only matters for momentum=None
     head = set(model.head_parameter_names())
     for k in head:
         if k in state and state[k].shape != own[k].shape:

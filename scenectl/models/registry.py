@@ -15,7 +15,7 @@ from typing import Callable
 import torch.nn as nn
 
 from scenectl.errors import ScenectlError
-from scenectl.models import ffc, pretrained as pre, resnet
+from scenectl.models import densenet, ffc, pretrained as pre, resnet
 
 _MODELS: dict[str, Callable[[int, int], nn.Module]] = {
     "resnet18": resnet.resnet18,
@@ -24,6 +24,8 @@ _MODELS: dict[str, Callable[[int, int], nn.Module]] = {
     "ffc_resnet18": ffc.ffc_resnet18,
     "ffc_resnet34": ffc.ffc_resnet34,
     "ffc_resnet50": ffc.ffc_resnet50,
+    "densenet121": densenet.densenet121,
+    "densenet169": densenet.densenet169,
 }
 # short names for the CLI: `scenectl train --arch ffc`
 ALIASES = {"resnet": "resnet18", "ffc": "ffc_resnet18"}
@@ -49,7 +51,7 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: str
     """Build model `name` with a `num_classes` head for `in_chans`-channel input (and an `aux_classes`-output
     auxiliary head when > 0: train --aux-visible).
 
-    pretrained: None (random init), "imagenet" (torchvision's ImageNet weights, ResNets only) or the path of a
+    pretrained: None (random init), "imagenet" (torchvision's ImageNet weights, ResNets and DenseNets) or the path of a
     torchvision-format state dict. The head is re-initialised when its class count differs; a 3-channel stem
     is adapted to `in_chans` (extra channels start at zero).
     """

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from scenectl.errors import ScenectlError
 from scenectl.models import create_model, list_models, resolve_name
 
-ALL = ["ffc_resnet18", "ffc_resnet34", "ffc_resnet50", "resnet18", "resnet34", "resnet50"]
+ALL = ["densenet121", "densenet169", "ffc_resnet18", "ffc_resnet34", "ffc_resnet50", "resnet18", "resnet34", "resnet50"]
 
 
 def test_list_and_aliases():
