@@ -34,7 +34,7 @@ from typing import Any, Iterator
 
 from scenectl import __version__
 from scenectl.data.masks import MAX_MARGIN
-from scenectl.data.remote import MAX_WAIT, NET_HELP, net_options, scheme_of
+from scenectl.data.remote import MAX_WAIT, NET_HELP, file_value_problem, net_options
 from scenectl.errors import ScenectlError
 from scenectl.io import read_json
 
@@ -524,9 +524,10 @@ def from_command_line(cls: type, options: dict[str, Any], given: set[str],
     cfg = load_config(cls, config_file)
     for name, value in flat(cfg).items():
         for v in value if isinstance(value, list) else [value]:
-            if name not in given and isinstance(v, (str, Path)) and scheme_of(str(v)) == "pipe":
-                raise ScenectlError(f"--config {config_file}: option '{name}' is the command {str(v)!r}; a pipe: command "
-                                    f"read from a file is not run: type it on the command line ({flag(name)} ...)")
+            why = file_value_problem(str(v), urls=True) if isinstance(v, (str, Path)) else None
+            if name not in given and why:
+                raise ScenectlError(f"--config {config_file}: option '{name}' {why}; a pipe: command or a list joined "
+                                    f"by '::' read from a file is not run: type it on the command line ({flag(name)} ...)")
     return replace(cfg, **{k: v for k, v in options.items() if k in given})
 
 

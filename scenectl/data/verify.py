@@ -321,7 +321,7 @@ def _remote_manifest(location: str, net: NetOptions) -> tuple[dict | None, list[
     """The manifest of a remote set (a folder URL or pipe: command prefix) and its problems."""
     problems: list[dict] = []
     try:
-        data = read_remote(_join(location, "manifest.json"), net, "manifest")
+        data = read_remote(_join(location, "manifest.json"), net, "manifest", MAX_JSON_BYTES)
     except ScenectlError as e:
         problems.append(_problem("manifest", f"manifest.json: {e}"))
         return None, problems
