@@ -2,32 +2,26 @@
 training curves of `train`, `transfer` and `distill` (matplotlib, Agg backend: no display needed), drawn to be read
 at 100 % without zooming.
 
-The rules every figure keeps (docs/gallery.md shows them; `figure_problems` checks them mechanically):
+The rules every figure keeps (docs/gallery.md shows them; tests/figkit.py checks them mechanically):
 
 - a title, and a label on every axis that has tick labels, with its unit (%, percentage points, samples, ...);
-- every text at least MIN_PT points at the saved DPI (>= MIN_DPI), and no two tick labels of an axis overlapping:
+- every text at least 8 points at the saved DPI (>= 100), and no two tick labels of an axis overlapping:
   a figure grows with its class count (CELL_IN inches per class) and shows at most MAX_CLASSES classes, the ones
   with most samples, saying so in its title;
 - a colour bar, labelled, wherever colour stands for a number (cells without a value are grey and the title or the
   bar says why).
 
 Draw inside `@styled` (the shared font sizes) and write with `save` (atomically: a temporary name in the target
-folder, renamed when whole). `watch()` lets a test see every figure `save` writes, with its problems:
-
-    with plots.watch() as drawn:
-        plots.plot_weights(curve, 0.5, tmp_path / "weights.png")
-    assert drawn[0].problems == []
+folder, renamed when whole).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -35,14 +29,11 @@ matplotlib.use("Agg")  # headless: clusters, CI and the sandbox have no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from scenectl.io import atomic_path  # noqa: E402
 
 DPI = 110  # saved resolution: 8 pt = 12 px
-MIN_PT = 8.0  # smallest text allowed, in points at DPI
-MIN_DPI = 100
 CELL_IN = 0.16  # inches per class row / column / bar: fits an 8 pt label with a little air
 MAX_CLASSES = 100  # classes one figure shows at most (the ones with most samples)
 GREY = "#d9d9d9"  # cells without a value
@@ -59,85 +50,12 @@ def styled(draw):
     return wrapper
 
 
-# --- saving and checking -------------------------------------------------------------------------------------------
-@dataclass
-class Drawn:
-    path: Path
-    figure: object  # matplotlib Figure (closed: inspect it, do not show it)
-    problems: list[str]
-
-
-_watchers: list[list[Drawn]] = []
-
-
-@contextlib.contextmanager
-def watch() -> Iterator[list[Drawn]]:
-    """Test hook: every figure `save` writes inside the block is appended, with `figure_problems` of it."""
-    drawn: list[Drawn] = []
-    _watchers.append(drawn)
-    try:
-        yield drawn
-    finally:
-        _watchers.remove(drawn)
-
-
+# --- saving -------------------------------------------------------------------------------------------------------
 def save(fig, path: str | Path, dpi: int = DPI) -> None:
-    """Write `fig` as PNG at `dpi`, atomically, and close it (checked first when a `watch()` is open)."""
-    if _watchers:
-        entry = Drawn(Path(path), fig, figure_problems(fig, dpi))
-        for drawn in _watchers:
-            drawn.append(entry)
+    """Write `fig` as PNG at `dpi`, atomically, and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-
-
-def figure_problems(fig, dpi: int = DPI) -> list[str]:
-    """What keeps `fig` from being read at 100 % when saved at `dpi`: missing titles or axis labels, texts under
-    MIN_PT, overlapping tick labels, number-coloured images without a labelled colour bar. Empty: none found."""
-    fig.canvas.draw()  # lays out the tick labels the PNG will hold
-    renderer = fig.canvas.get_renderer()
-    problems = [] if dpi >= MIN_DPI else [f"saved at {dpi} dpi, under {MIN_DPI}"]
-    suptitle = fig._suptitle.get_text() if fig._suptitle is not None else ""
-    for i, ax in enumerate(a for a in fig.axes if a.get_visible()):
-        problems += _axes_problems(ax, ax.get_title() or f"panel {i + 1}", bool(suptitle), renderer)
-    for t in fig.findobj(Text):
-        if t.get_visible() and t.get_text().strip() and t.get_fontsize() < MIN_PT:
-            problems.append(f"text {t.get_text()[:30]!r} is {t.get_fontsize():.1f} pt, under {MIN_PT:g}")
-    return problems
-
-
-def _axes_problems(ax, name: str, has_suptitle: bool, renderer) -> list[str]:
-    cbar = getattr(ax, "_colorbar", None)
-    if cbar is not None:
-        return [] if cbar.long_axis.get_label_text().strip() else [f"{name}: colour bar without a label"]
-    problems = [] if ax.get_title() or has_suptitle else [f"{name}: no title"]
-    for im in ax.get_images():
-        if np.ndim(im.get_array()) == 2 and im.colorbar is None:
-            problems.append(f"{name}: an image of numbers without a colour bar")
-    if not ax.axison:
-        return problems
-    for letter, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
-        labels = [t for t in axis.get_ticklabels() if t.get_visible() and t.get_text().strip()]
-        if labels and not axis.get_label_text().strip():
-            problems.append(f"{name}: {letter} axis without a label")
-        clash = _overlapping(labels, renderer, letter)
-        if clash:
-            problems.append(f"{name}: {letter} tick labels overlap ({clash})")
-    return problems
-
-
-def _overlapping(labels: list[Text], renderer, letter: str) -> str:
-    """The first two tick labels whose boxes overlap (beyond half a pixel), as 'a / b'; '' when none do. Labels
-    rotated other than 0 or 90 degrees are not checked (their boxes overlap where the glyphs do not)."""
-    if any(round(t.get_rotation()) % 90 for t in labels):
-        return ""
-    boxes = sorted(((t.get_window_extent(renderer), t.get_text()) for t in labels),
-                   key=lambda b: b[0].x0 if letter == "x" else b[0].y0)
-    for (a, ta), (b, tb) in zip(boxes, boxes[1:]):
-        if a.padded(-0.5).overlaps(b.padded(-0.5)):
-            return f"{ta!r} / {tb!r}"
-    return ""
 
 
 # --- class selection -----------------------------------------------------------------------------------------------

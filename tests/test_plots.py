@@ -1,5 +1,5 @@
 """scenectl.plots: every figure kind, drawn by the commands that draw it from a small run, is readable at 100 %
-(`figure_problems`: a title, axis labels, text of 8 pt or more at the saved DPI, tick labels that do not overlap, a
+(tests/figkit.py's `figure_problems`: a title, axis labels, text of 8 pt or more at the saved DPI, tick labels that do not overlap, a
 labelled colour bar on images of numbers); the checker fails on figures that break each rule; 80 COCO classes fit;
 the co-occurrence heatmap shows exactly the pairs --min-count keeps; predict outlines the hidden region; the
 contact sheet draws across images, seeded."""
@@ -15,6 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import figkit
 from scenectl import plots
 from scenectl.checkpoint import save_checkpoint
 from scenectl.cli import app
@@ -36,7 +37,7 @@ COCO80 = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", 
           "teddy bear", "hair drier", "toothbrush"]
 
 
-def _only(drawn: list[plots.Drawn]) -> plots.Drawn:
+def _only(drawn: list[figkit.Drawn]) -> figkit.Drawn:
     assert len(drawn) == 1
     assert drawn[0].problems == [], drawn[0].problems
     assert drawn[0].path.stat().st_size > 0
@@ -55,7 +56,7 @@ def _figure(title="t", xlabel="x", ylabel="y", tick_pt=8.0):
 
 
 def test_the_checker_fails_each_broken_rule():
-    assert plots.figure_problems(_figure()[0]) == []
+    assert figkit.figure_problems(_figure()[0]) == []
     cases = {"no title": _figure(title="")[0], "x axis without a label": _figure(xlabel="")[0],
              "under 8": _figure(tick_pt=5)[0]}
     fig, ax = _figure()
@@ -68,10 +69,10 @@ def test_the_checker_fails_each_broken_rule():
     ax.set_xticks(range(40), [f"long class name {i}" for i in range(40)])
     cases["x tick labels overlap"] = fig
     for want, fig in cases.items():
-        assert any(want in p for p in plots.figure_problems(fig)), (want, plots.figure_problems(fig))
+        assert any(want in p for p in figkit.figure_problems(fig)), (want, figkit.figure_problems(fig))
         plt.close(fig)
     fig = _figure()[0]
-    assert plots.figure_problems(fig, dpi=60) == ["saved at 60 dpi, under 100"]
+    assert figkit.figure_problems(fig, dpi=60) == ["saved at 60 dpi, under 100"]
     plt.close(fig)
 
 
@@ -81,14 +82,14 @@ def test_confusion_per_class_and_heatmap_fit_80_classes(tmp_path):
     labels, preds = rng.integers(0, 80, 4000), rng.integers(0, 80, 4000)
     conf = plots.confusion_matrix(labels, preds, 80)
     counts = conf.sum(axis=1)
-    with plots.watch() as drawn:
+    with figkit.watch() as drawn:
         plots.plot_confusion(conf, COCO80, tmp_path / "confusion.png", title="eval: confusion (row-normalised)")
     assert np.isclose(np.nansum(_only(drawn).figure.axes[0].get_images()[0].get_array()[0]), 100)  # % of the row
-    with plots.watch() as drawn:
+    with figkit.watch() as drawn:
         plots.plot_per_class(list(np.diag(conf) / counts), list(counts), COCO80, tmp_path / "per_class.png",
                              intervals=[[0.0, 0.1]] * 80)
     _only(drawn)
-    with plots.watch() as drawn:
+    with figkit.watch() as drawn:
         plots.plot_heatmap(rng.normal(size=(80, 80)), COCO80, tmp_path / "h.png", "co-occurrence", "PMI (nats)")
     _only(drawn)
 
@@ -97,7 +98,7 @@ def test_beyond_max_classes_the_largest_are_shown_and_the_title_says_so(tmp_path
     n = plots.MAX_CLASSES + 20
     names = [f"class {i}" for i in range(n)]
     conf = np.diag(np.arange(1, n + 1))  # class i has i + 1 samples: the last MAX_CLASSES have most
-    with plots.watch() as drawn:
+    with figkit.watch() as drawn:
         plots.plot_confusion(conf, names, tmp_path / "c.png")
     ax = _only(drawn).figure.axes[0]
     assert f"the {plots.MAX_CLASSES} classes with most samples, of {n}" in ax.get_title().replace("\n", " ")
@@ -109,7 +110,7 @@ def test_comparison_and_differences_with_many_metrics_and_models(tmp_path):
     rows = {name: {m: 0.1 * (j + 1) for m in metrics} for j, name in
             enumerate(["model", "prior", "co-occurrence", "mask-only", "random"])}
     errors = {n: {m: [v - 0.05, v + 0.05] for m, v in r.items()} for n, r in rows.items()}
-    with plots.watch() as drawn:
+    with figkit.watch() as drawn:
         plots.plot_comparison(rows, tmp_path / "b.png", "eval: model and baselines", errors)
         plots.plot_differences({"ffc": {m: {"difference": 0.02, "ci": [-0.01, 0.05]} for m in metrics}},
                                tmp_path / "d.png", "resnet18")
@@ -122,7 +123,7 @@ def test_prediction_outlines_the_hidden_region_and_its_ticks_stay_apart(tmp_path
     mask = np.zeros((64, 64), np.uint8)
     mask[20:30, 24:36] = 255
     probs = [0.031, 0.029, 0.027, 0.02, 0.018, 0.015, 0.012, 0.011, 0.01, 0.009]  # near-flat: many small ticks
-    with plots.watch() as drawn:
+    with figkit.watch() as drawn:
         plots.plot_prediction(image, probs, COCO80[:10], tmp_path / "p.png", mask=mask)
     picture, bars = _only(drawn).figure.axes
     assert picture.collections, "no outline drawn on the model input"
@@ -142,7 +143,7 @@ def test_training_curves_of_two_runs_are_readable(tmp_path):
                    "val_top5": 0.3 * e, "val_bal_top1": 0.15 * e} for e in (1, 2, 3)]
         return steps, epochs
 
-    with plots.watch() as drawn:
+    with figkit.watch() as drawn:
         plots.plot_training_curves({"context": run(0.0), "scratch": run(0.3)}, tmp_path / "curves.png",
                                    "transfer: context against scratch")
     _only(drawn)
@@ -161,7 +162,7 @@ def test_the_heatmap_shows_exactly_the_pairs_min_count_keeps(tmp_path, by):
     h5 = _cooc_file(tmp_path)
     shown = {}
     for min_count in (1, 2):
-        with plots.watch() as drawn:
+        with figkit.watch() as drawn:
             rows, text = cooccurrence_main(CooccurrenceConfig(str(h5), 3, by, min_count, str(tmp_path / "h.png")))
         cells = _only(drawn).figure.axes[0].get_images()[0].get_array()  # (4, 4), masked where grey
         shown[min_count] = ~np.ma.getmaskarray(cells) & np.isfinite(np.ma.filled(cells, np.nan))
@@ -215,7 +216,7 @@ def test_every_figure_a_command_draws_is_readable(synthetic_shards, synthetic_sc
     (tmp_path / "f").mkdir()
     figures = {}
     for name, args in _commands(synthetic_shards, synthetic_scenes, tmp_path).items():
-        with plots.watch() as drawn:
+        with figkit.watch() as drawn:
             r = runner.invoke(app, args)
         assert r.exit_code == 0, (name, r.output)
         figures.update({f"{name}: {d.path.relative_to(tmp_path)}": d.problems for d in drawn})
@@ -230,7 +231,7 @@ def test_every_figure_a_command_draws_is_readable(synthetic_shards, synthetic_sc
 def test_the_contact_sheet_draws_across_images_with_its_seed(synthetic_shards, tmp_path):
     val = synthetic_shards["val"]
     image_of = {raw["__key__"]: json.loads(raw["json"])["image_id"] for raw in raw_samples(open_shard_set(val))}
-    with plots.watch() as drawn:
+    with figkit.watch() as drawn:
         first = inspect_shards(val, n=8, out=tmp_path / "a.png", seed=0)
     again = inspect_shards(val, n=8, out=tmp_path / "b.png", seed=0)
     other = inspect_shards(val, n=8, out=tmp_path / "c.png", seed=1)
