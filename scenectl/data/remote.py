@@ -8,7 +8,8 @@ library's HTTP client) or the user's own `pipe:COMMAND`; remote reads survive th
 
 The retry policy (docs/reliability.md, "Network faults"):
 - *Transient* faults are retried: a refused or reset connection, a transfer that ends before its Content-Length
-  (or a chunked body cut short), no data for `timeout` seconds (a stalled transfer), HTTP 5xx, 408 and 429, and a
+  (or a chunked body cut short), no data for `timeout` seconds or fewer than MIN_BYTES_PER_TIMEOUT in `timeout`
+  seconds of waiting (a stalled or dripping transfer), HTTP 5xx, 408 and 429, and a
   `pipe:` command that exits with a non-zero status or goes quiet. Before each new attempt the reader waits
   `backoff * 2**k` seconds (k = 0, 1, ... for the failures in a row; at most MAX_WAIT, longer when the server asks
   with Retry-After), then re-opens the source *at the byte already reached*: an HTTP `Range` request guarded by
@@ -16,8 +17,9 @@ The retry policy (docs/reliability.md, "Network faults"):
   length. A server that answers 200 instead (no range support), and a re-run `pipe:` command, are read from the
   start and the bytes already delivered are skipped after checking that they are the same (crc32). The consumer (the
   tar reader) sees one uninterrupted byte stream, so no sample is read twice or lost.
-- `retries` counts failures in a row without new data: a transfer that fails again after delivering more bytes
-  starts the count afresh, a dead server is given up after `retries` re-tries.
+- `retries` counts failures in a row without new data: a transfer that fails again after delivering at least
+  MIN_BYTES_PER_TIMEOUT more bytes starts the count afresh, a dead server is given up after `retries` re-tries.
+  Redirects are followed only to http(s).
 - *Permanent* faults fail at once: HTTP 401, 403, 404 and every other 4xx, a URL that is not valid, a certificate
   that does not verify, a resource that changed between two attempts. The error (RemoteError, one line) names the
   URL, the attempts made and the last cause; the reader's `--skip-corrupt` then skips and counts the shard like a
