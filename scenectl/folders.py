@@ -276,15 +276,17 @@ def _refuse_inside_leaf(path: Path, option: str) -> None:
 
 
 def _leaf_owner(folder: Path) -> str | None:
-    """The leaf kind owning `folder` by its marker or signature files, else None (no listing of the folder: an
-    ancestor may be as large as /tmp)."""
+    """The leaf kind owning `folder` by its marker, or (sets written before markers) by a scenectl shard manifest;
+    else None. The folder is not listed (an ancestor may be as large as /tmp), and a stray manifest.json of some
+    other tool in a parent folder is not taken for a shard set."""
     with contextlib.suppress(ScenectlError, OSError):
         if (folder / MARKER).is_file():
             found = owner(folder)
             return found if KINDS[found].leaf else None
-        for kind, k in KINDS.items():
-            if k.leaf and k.signature and any((folder / s).is_file() for s in k.signature if "*" not in s):
-                return "ooc" if kind == "shards" and _manifest_task(folder) == "ooc" else kind
+        if (folder / "manifest.json").is_file():
+            manifest = read_json(folder / "manifest.json", "manifest")
+            if str(manifest.get("format", "")).startswith("scenectl-shards/"):
+                return "ooc" if manifest.get("task") == "ooc" else "shards"
     return None
 
 
