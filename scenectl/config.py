@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from scenectl import __version__
-from scenectl.data.remote import Net, scheme_of
+from scenectl.data.remote import Net, file_value_problem
 from scenectl.errors import ScenectlError
 from scenectl.io import read_json
 from scenectl.options import (RANGES, Options, alternatives, flag, flat, group, is_group, leaves, option,
@@ -431,9 +431,10 @@ def from_command_line(cls: type, options: dict[str, Any], given: set[str],
     cfg = load_config(cls, config_file)
     for f, value in option_fields(cfg):
         for v in value if isinstance(value, list) else [value]:
-            if f.name not in given and isinstance(v, (str, Path)) and scheme_of(str(v)) == "pipe":
-                raise ScenectlError(f"--config {config_file}: option '{f.name}' is the command {str(v)!r}; a pipe: "
-                                    f"command read from a file is not run: type it on the command line "
+            why = file_value_problem(str(v), urls=True) if isinstance(v, (str, Path)) else None
+            if f.name not in given and why:
+                raise ScenectlError(f"--config {config_file}: option '{f.name}' {why}; a pipe: command or a list joined "
+                                    f"by '::' read from a file is not run: type it on the command line "
                                     f"({flag(option_name(f))} ...)")
     return with_options(cfg, {k: v for k, v in options.items() if k in given})
 

@@ -12,7 +12,8 @@ Rules (the same for every command, docs/reliability.md):
   --resume refuses a folder with nothing to resume and any changed option, naming the option and both values,
   before anything is deleted.
 - one writer per folder: a kernel lock on `.scenectl-lock` (filelock; released by the kernel when its process ends,
-  however it ends) refuses a second writer while the first lives; the sidecar `.scenectl-lock.json` names the holder.
+  however it ends; the file removed on release) refuses a second writer while the first lives; the sidecar
+  `.scenectl-lock.json` names the holder.
   Part builds (build-shards --part) lock their part and exclude a whole-folder writer, and the other way round.
 """
 
@@ -275,15 +276,17 @@ def _refuse_inside_leaf(path: Path, option: str) -> None:
 
 
 def _leaf_owner(folder: Path) -> str | None:
-    """The leaf kind owning `folder` by its marker or signature files, else None (no listing of the folder: an
-    ancestor may be as large as /tmp)."""
+    """The leaf kind owning `folder` by its marker, or (sets written before markers) by a scenectl shard manifest;
+    else None. The folder is not listed (an ancestor may be as large as /tmp), and a stray manifest.json of some
+    other tool in a parent folder is not taken for a shard set."""
     with contextlib.suppress(ScenectlError, OSError):
         if (folder / MARKER).is_file():
             found = owner(folder)
             return found if KINDS[found].leaf else None
-        for kind, k in KINDS.items():
-            if k.leaf and k.signature and any((folder / s).is_file() for s in k.signature if "*" not in s):
-                return "ooc" if kind == "shards" and _manifest_task(folder) == "ooc" else kind
+        if (folder / "manifest.json").is_file():
+            manifest = read_json(folder / "manifest.json", "manifest")
+            if str(manifest.get("format", "")).startswith("scenectl-shards/"):
+                return "ooc" if manifest.get("task") == "ooc" else "shards"
     return None
 
 
@@ -339,11 +342,11 @@ def _acquire(path: Path, kind: str, suffix: str, option: str) -> _Held:
     held = _Held([_take(lock, 0, path, option)], _sidecar(lock))
     try:
         if suffix:  # a part: no whole-folder writer may be at work
-            _take(path / LOCK, _PART_WAIT, path, option).release()
+            _drop(_take(path / LOCK, _PART_WAIT, path, option))
         else:  # the whole folder: no part build may be at work
             for part in sorted(path.glob(LOCK + ".*")):
                 if part.suffix != ".json":
-                    _take(part, 0, path, option).release()
+                    _drop(_take(part, 0, path, option))
         _note_unfinished(lock, path, option)
         write_json_atomic(held.sidecar, {"pid": os.getpid(), "host": socket.gethostname(),
                                          "command": KINDS[kind].command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -392,4 +395,13 @@ def _release(held: _Held) -> None:
         if _sidecar_info(held.sidecar).get("pid") == os.getpid():
             held.sidecar.unlink()
     for lock in reversed(held.locks):
-        lock.release()
+        _drop(lock)
+
+
+def _drop(lock: FileLock) -> None:
+    """Remove the lock's file, then release it: a folder is left as its writer found it. A process that opened the
+    file before the removal and locks it afterwards holds a removed file, which filelock (>= 4) detects and retries
+    on the file's new inode, so two holders never coexist (test_folders' race test counts them)."""
+    with contextlib.suppress(OSError):
+        Path(lock.lock_file).unlink()
+    lock.release()

@@ -21,7 +21,7 @@ def test_fresh_folder_gets_a_marker_and_a_lock_while_claimed(tmp_path):
         assert f.fresh and (out / LOCK).is_file()
         assert json.loads((out / (LOCK + ".json")).read_text())["command"] == "train"
         assert json.loads((out / MARKER).read_text())["kind"] == "run"
-    assert not (out / (LOCK + ".json")).exists() and owner(out) == "run"  # the kernel lock's file may stay
+    assert not (out / LOCK).exists() and not (out / (LOCK + ".json")).exists() and owner(out) == "run"
 
 
 def test_refusal_leaves_nothing_behind(tmp_path):
@@ -238,6 +238,14 @@ def test_outputs_never_replace_an_input_nor_land_inside_a_shard_set_or_export(tm
             check_file_target(out, inputs=(None, str(photo)))
     with claim(tmp_path / "s", "shards"):
         (tmp_path / "s" / "manifest.json").write_text("{}")
+    (tmp_path / "old").mkdir()  # a set written before markers: known by its manifest's format tag
+    (tmp_path / "old" / "manifest.json").write_text('{"format": "scenectl-shards/1"}')
+    with pytest.raises(ScenectlError, match=r"lies inside a shard set"):
+        check_file_target(tmp_path / "old" / "deeper" / "sheet.png")
+    (tmp_path / "web").mkdir()  # another tool's manifest.json in a parent folder is no shard set
+    (tmp_path / "web" / "manifest.json").write_text('{"name": "an app"}')
+    with claim(tmp_path / "web" / "deeper" / "run", "run"):
+        pass
     for kind in ("run", "eval"):  # e.g. eval's default --out beside a checkpoint copied into a shard set
         with pytest.raises(ScenectlError, match=r"lies inside a shard set"):
             with claim(tmp_path / "s" / "deeper" / kind, kind):

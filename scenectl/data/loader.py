@@ -67,7 +67,6 @@ import random
 import re
 import signal
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -80,12 +79,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.format import (Problem, SampleSpec, basename, join, label_problems, parent, parse_manifest,
                                   sample_problems, shard_samples, unfinished)
-from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path, net_options, on_stop_signal,
-                                  open_stream, read_remote, scheme_of)
+from scenectl.data.remote import (NetOptions, check_scheme, expand_locations, file_value_problem, is_local, local_path,
+                                  net_options, on_stop_signal, open_stream, read_remote)
 from scenectl.data.transforms import Augment, decode_image, deferred_scene, letterbox_input, stack, to_input
 from scenectl.errors import ScenectlError
 from scenectl.h5 import MAX_FILE_BYTES as MAX_H5_BYTES
-from scenectl.io import MAX_JSON_BYTES, parse_json, read_regular
+from scenectl.io import MAX_JSON_BYTES, read_regular
 
 VIEWS = ("scene", "object")
 REBUILD_HINT = "rebuild it with `scenectl build-shards --with-object` (or `--task object`)"
@@ -148,7 +147,7 @@ class ShardSet:
         if is_local(self.location):
             data = read_regular(local_path(where), "co-occurrence file", MAX_H5_BYTES)
         else:
-            data = read_remote(where, self.net, "co-occurrence file")
+            data = read_remote(where, self.net, "co-occurrence file", MAX_H5_BYTES)
         if want is not None:
             _check_sha256(data, want, where)
         return Cooccurrence.load(data, f"co-occurrence file {where}")
@@ -162,9 +161,10 @@ def open_shard_set(spec: str | os.PathLike, net: NetOptions | None = None, from_
     URL or a command (schemes are honoured only where the user typed them)."""
     spec = str(spec)
     check_scheme(spec)
-    if from_file is not None and scheme_of(spec):
-        raise ScenectlError(f"{from_file} names the shard set {spec!r}: a URL or pipe: command read from a file is "
-                            "not opened (give it on the command line)")
+    why = file_value_problem(spec, urls=False) if from_file is not None else None
+    if why:
+        raise ScenectlError(f"{from_file} names the shard set that {why}: a URL, pattern or pipe: command read "
+                            "from a file is not opened (give it on the command line)")
     net = net or net_options()
     if is_local(spec) and Path(local_path(spec)).is_dir():
         return _open_local_folder(Path(local_path(spec)), net)
@@ -182,7 +182,7 @@ def open_shard_set(spec: str | os.PathLike, net: NetOptions | None = None, from_
 
 def _open_pattern(spec: str, net: NetOptions) -> ShardSet:
     """A brace pattern of shards (local or remote) whose manifest lies beside them."""
-    urls = wds.shardlists.expand_urls(spec)
+    urls = expand_locations(spec)
     location = parent(spec)
     if is_local(location) and not Path(local_path(location)).is_dir():
         raise ScenectlError(f"shard folder not found: {location} (from --shards {spec})")
@@ -220,7 +220,7 @@ def _load_manifest(location: str, net: NetOptions) -> dict:
             raise ScenectlError(f"no manifest.json in {folder}: not a shard set written by scenectl build-shards")
         data = read_regular(folder / "manifest.json", "manifest", MAX_JSON_BYTES)
     else:
-        data = read_remote(where, net, "manifest")
+        data = read_remote(where, net, "manifest", MAX_JSON_BYTES)
     return parse_manifest(data, where)
 
 

@@ -8,7 +8,8 @@ library's HTTP client) or the user's own `pipe:COMMAND`; remote reads survive th
 
 The retry policy (docs/reliability.md, "Network faults"):
 - *Transient* faults are retried: a refused or reset connection, a transfer that ends before its Content-Length
-  (or a chunked body cut short), no data for `timeout` seconds (a stalled transfer), HTTP 5xx, 408 and 429, and a
+  (or a chunked body cut short), no data for `timeout` seconds or fewer than MIN_BYTES_PER_TIMEOUT in `timeout`
+  seconds of waiting (a stalled or dripping transfer), HTTP 5xx, 408 and 429, and a
   `pipe:` command that exits with a non-zero status or goes quiet. Before each new attempt the reader waits
   `backoff * 2**k` seconds (k = 0, 1, ... for the failures in a row; at most MAX_WAIT, longer when the server asks
   with Retry-After), then re-opens the source *at the byte already reached*: an HTTP `Range` request guarded by
@@ -16,8 +17,9 @@ The retry policy (docs/reliability.md, "Network faults"):
   length. A server that answers 200 instead (no range support), and a re-run `pipe:` command, are read from the
   start and the bytes already delivered are skipped after checking that they are the same (crc32). The consumer (the
   tar reader) sees one uninterrupted byte stream, so no sample is read twice or lost.
-- `retries` counts failures in a row without new data: a transfer that fails again after delivering more bytes
-  starts the count afresh, a dead server is given up after `retries` re-tries.
+- `retries` counts failures in a row without new data: a transfer that fails again after delivering at least
+  MIN_BYTES_PER_TIMEOUT more bytes starts the count afresh, a dead server is given up after `retries` re-tries.
+  Redirects are followed only to http(s).
 - *Permanent* faults fail at once: HTTP 401, 403, 404 and every other 4xx, a URL that is not valid, a certificate
   that does not verify, a resource that changed between two attempts. The error (RemoteError, one line) names the
   URL, the attempts made and the last cause; the reader's `--skip-corrupt` then skips and counts the shard like a
@@ -33,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import itertools
 import os
 import re
 import select
@@ -49,10 +52,15 @@ from typing import BinaryIO
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import braceexpand
+
 from scenectl.errors import ScenectlError
 from scenectl.options import RANGES, Config, option
 
 MAX_WAIT = RANGES["backoff"].hi  # longest wait between two attempts, seconds
+MAX_LOCATIONS = 1_000_000  # shards one spec may name (LAION-scale sets have ~10^5); checked before expanding
+MIN_BYTES_PER_TIMEOUT = 4096  # fewer bytes than this in --timeout seconds is a stalled transfer (a server dripping)
+_NUMERIC_RANGE = re.compile(r"\{(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?\}")
 SCHEMES = ("", "file", "http", "https", "pipe")
 # a name read from a file (a manifest's shard list): a plain file name of the set's folder
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
@@ -182,6 +190,51 @@ def check_scheme(spec: str, option: str = "shard set") -> None:
                             "http(s):// or pipe:COMMAND (e.g. 'pipe:gsutil cat gs://bucket/shard-000000.tar')")
 
 
+def expand_locations(spec: str, option: str = "shard set") -> list[str]:
+    """webdataset's URL-list syntax (`a::b` joins lists, `{000000..000009}` and `{a,b}` expand), bounded before
+    anything is expanded, every resulting location's scheme checked (a `::` may not smuggle in a scheme the whole
+    spec's check did not see). Environment variables are not substituted (webdataset's $WDS_... is not read)."""
+    urls: list[str] = []
+    for part in spec.split("::"):
+        room = MAX_LOCATIONS - len(urls)
+        # braceexpand builds each numeric range whole: bound them first; lists are bounded by the spec's length
+        # and their combinations come lazily (islice)
+        expanded = list(itertools.islice(braceexpand.braceexpand(part), room + 1)) \
+            if _ranges_size(part) <= room else None
+        if expanded is None or len(expanded) > room:
+            raise ScenectlError(f"{option} {spec}: its brace patterns name more than {MAX_LOCATIONS} shards")
+        urls += expanded
+    for url in urls:
+        check_scheme(url, option)
+    return urls
+
+
+def _ranges_size(pattern: str) -> int:
+    """The product of the sizes of `pattern`'s numeric brace ranges ({0..9}: 10), without expanding them."""
+    size = 1
+    for m in _NUMERIC_RANGE.finditer(pattern):
+        start, end, step = int(m.group(1)), int(m.group(2)), abs(int(m.group(3) or 1)) or 1
+        size *= abs(end - start) // step + 1
+        if size > MAX_LOCATIONS:
+            break
+    return size
+
+
+def file_value_problem(value: str, urls: bool) -> str | None:
+    """Why `value`, read from a file (a config, a checkpoint's config), may not name a place to read, or None.
+    Never a `pipe:` command nor several locations joined by `::` (the second could be a command); with urls=False
+    (the training shards a checkpoint records) only a local path: no URL, no brace pattern."""
+    if "::" in value:
+        return f"joins several locations with '::' ({value!r})"
+    if scheme_of(value) == "pipe":
+        return f"is the command {value!r}"
+    if not urls and scheme_of(value):
+        return f"is the URL {value!r}"
+    if not urls and re.search(r"\{.*\}", value):
+        return f"is the brace pattern {value!r}"
+    return None
+
+
 def plain_name_problem(name: object, suffix: str = "") -> str | None:
     """Why `name` (read from a file) is not a plain file name of a set's folder ending in `suffix`, or None: no URL
     scheme, no path separator, no `..`, no leading dot, no space, NUL, newline or other control character."""
@@ -206,10 +259,19 @@ def open_stream(url: str, net: NetOptions, what: str = "shard") -> BinaryIO:
     return io.BufferedReader(_Retrying(source, url, net, what), buffer_size=1 << 16)
 
 
-def read_remote(url: str, net: NetOptions, what: str) -> bytes:
-    """All the bytes of a remote file (a manifest, cooccurrence.h5), through the same retrying reader."""
+def read_remote(url: str, net: NetOptions, what: str, limit: int) -> bytes:
+    """All the bytes of a remote file (a manifest, cooccurrence.h5), at most `limit` (an endless answer is refused
+    once past it), through the same retrying reader."""
+    data = bytearray()
     with open_stream(url, net, what) as f:
-        data = f.read()
+        while len(data) <= limit:  # in small reads: http.client drops a read's partial bytes when it times out
+            chunk = f.read(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    data = bytes(data)
+    if len(data) > limit:
+        raise ScenectlError(f"{what} {url} is more than the {limit} bytes read for one")
     if not data:
         raise ScenectlError(f"cannot read {what} {url} (missing or empty)")
     return data
@@ -224,6 +286,8 @@ class _Retrying(io.RawIOBase):
         self.crc = 0  # crc32 of the bytes delivered (to check a source re-read from the start)
         self.attempts = 0
         self.in_row = 0  # failures in a row without new data
+        self.window = (0.0, 0)  # (seconds spent waiting on the source, bytes it gave): the minimum rate's window
+        self.since_open = 0  # bytes from the current connection
         self._stoppable(self._connect, None)
 
     def readable(self) -> bool:
@@ -234,6 +298,7 @@ class _Retrying(io.RawIOBase):
 
     def _readinto(self, b) -> int:
         while True:
+            start = time.monotonic()
             try:
                 n = self.source.readinto(b)
             except _Transient as e:
@@ -241,9 +306,28 @@ class _Retrying(io.RawIOBase):
                 continue
             if n:
                 self.crc = zlib.crc32(memoryview(b)[:n], self.crc)
-                self.pos += n
+                self.pos, self.since_open = self.pos + n, self.since_open + n
+            if self.since_open >= MIN_BYTES_PER_TIMEOUT:  # new data: the count of failures in a row starts afresh
                 self.in_row = 0
+            slow = self._too_slow(n, time.monotonic() - start)
+            if slow is not None:
+                self._connect(slow)
             return n
+
+    def _too_slow(self, n: int, waited: float) -> _Transient | None:
+        """A source that gives fewer than MIN_BYTES_PER_TIMEOUT bytes in --timeout seconds of waiting on it is
+        stalled, even when each byte comes within the timeout (a server dripping a byte per 0.5 s never trips the
+        socket's). Only time spent waiting on the source counts: a consumer that pauses (a full DataLoader queue)
+        does not make a transfer slow."""
+        waited, got = self.window[0] + waited, self.window[1] + n
+        if waited < self.net.timeout:
+            self.window = (waited, got)
+            return None
+        self.window = (0.0, 0)
+        if got < MIN_BYTES_PER_TIMEOUT:
+            return _Transient(f"{got} bytes in {waited:.1f} s, fewer than {MIN_BYTES_PER_TIMEOUT} per --timeout "
+                              f"{self.net.timeout:g} s (a stalled transfer)")
+        return None
 
     def _stoppable(self, fn, arg):
         """fn(arg), ended at once by SIGINT/SIGTERM (on_stop_signal) with a one-line error naming the URL."""
@@ -273,6 +357,7 @@ class _Retrying(io.RawIOBase):
             try:
                 if not self.source.open(self.pos):  # the source starts again at byte 0: skip what was delivered
                     self._skip_delivered()
+                self.window, self.since_open = (0.0, 0), 0
                 return
             except _Transient as e:
                 fault = e
@@ -313,7 +398,7 @@ class _Http:
         if offset and self.tag and self.total:  # without a validator the bytes could be another file's: from 0
             headers.update({"Range": f"bytes={offset}-", "If-Range": self.tag})
         try:
-            self.resp = urllib.request.urlopen(urllib.request.Request(self.url, headers=headers), timeout=self.timeout)
+            self.resp = _OPENER.open(urllib.request.Request(self.url, headers=headers), timeout=self.timeout)
         except urllib.error.HTTPError as e:
             e.close()
             raise _http_fault(e) from None
@@ -345,8 +430,10 @@ class _Http:
         return offset == 0
 
     def readinto(self, b) -> int:
-        try:
-            n = self.resp.readinto(b)
+        try:  # read1: what one receive gives (readinto would wait to fill `b`, a dripping server unseen meanwhile)
+            data = self.resp.read1(len(b))
+            n = len(data)
+            b[:n] = data
         except (OSError, http.client.HTTPException, ValueError) as e:
             raise _network_fault(e, self.timeout) from None
         if not n and self.left:
@@ -359,6 +446,20 @@ class _Http:
         if self.resp is not None:
             self.resp.close()
             self.resp = None
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to http(s) (urllib's own handler also follows ftp://)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urlparse(newurl).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(req.full_url, code, f"redirect to {scheme}: {newurl} refused (only http(s) is "
+                                         "followed)", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
 
 
 def _http_fault(e: urllib.error.HTTPError) -> Exception:

@@ -51,7 +51,7 @@ from scenectl.data.remote import (Net, NetOptions, check_scheme, is_local, local
                                   plain_name_problem, read_remote)
 from scenectl.data.cooccurrence import cooccurrence_file_problems
 from scenectl.errors import ScenectlError
-from scenectl.io import MAX_JSON_BYTES, parse_json, read_regular
+from scenectl.io import MAX_JSON_BYTES, read_regular
 from scenectl.options import Options, group, option
 from scenectl.progress import progress as progress_of
 
@@ -227,7 +227,7 @@ def _remote_manifest(location: str, net: NetOptions) -> tuple[dict | None, list[
     """The manifest of a remote set (a folder URL or pipe: command prefix) and its problems."""
     problems: list[dict] = []
     try:
-        data = read_remote(join(location, "manifest.json"), net, "manifest")
+        data = read_remote(join(location, "manifest.json"), net, "manifest", MAX_JSON_BYTES)
     except ScenectlError as e:
         problems.append(_problem("manifest", f"manifest.json: {e}"))
         return None, problems
