@@ -32,10 +32,10 @@ from scenectl.options import RANGES, OptionSpec, alternatives, as_declared, opti
 # typer >= 0.20 carries its own copy of click (typer._click); older versions use click itself
 _click = getattr(typer.core, "_click", None) or importlib.import_module("click")
 CONFIG_HELP = ("Start from this config.json (what an earlier run of this command wrote into its output folder): its "
-               "options, overridden by those given on the command line. A pipe: command in it is not run unless "
-               "typed on the command line.")
+               "options, overridden by those given on the command line. A pipe: command or a '::' list in it is not "
+               "run unless typed on the command line.")
 OPTIONS_FILE_HELP = ("Start from the options in this JSON file ({\"option\": value, ...}), overridden by those given "
-                     "on the command line. A pipe: command in it is not run unless typed on the command line.")
+                     "on the command line. A pipe: command or a '::' list in it is not run unless typed on the command line.")
 _OURS = ("argument", "required", "type", "cli_default")  # cli keys of scenectl.options.option, not typer's
 
 
