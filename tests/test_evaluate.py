@@ -95,8 +95,12 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
     for k in disk["ks"]:
         hits = (top[:, :k] == labels[:, None]).any(1)
         assert disk["topk"][str(k)] == pytest.approx(hits.mean())
-        per_class = [hits[labels == c].mean() for c in np.unique(labels)]
+        declared = [c for c in np.unique(labels) if (labels == c).sum() >= 5]  # --min-class-samples 5
+        per_class = [hits[labels == c].mean() for c in declared]
         assert disk["topk_balanced"][str(k)] == pytest.approx(np.mean(per_class))
+    cs = disk["class_set"]
+    assert cs["classes"] == [int(c) for c in declared] and cs["size"] == len(declared) and cs["min_class_samples"] == 5
+    assert cs["sample_share"] == pytest.approx(np.isin(labels, declared).mean())
     assert disk["topk"]["16"] == 1.0
     support = np.bincount(labels, minlength=C)
     assert [r["support"] for r in disk["per_class"]] == support.tolist()
@@ -105,7 +109,14 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
         assert b["n"] == disk["n"]
     assert disk["plausibility_n"] + disk["plausibility_excluded"] == disk["n"]
     assert disk["plausibility_excluded"] == sum(1 for v in visible if not v)
-    assert 0 <= disk["plausibility@10"] <= 1 and 0 <= disk["plausibility_ceiling"] <= 1
+    assert 0 <= disk["plausibility@10"] <= disk["plausibility@10_max"] <= 1
+    assert disk["plausibility"]["k=1"]["true label"] == disk["plausibility_true_label"]
+    assert set(disk["plausibility"]) == {"k=1", "k=10"} and "attainable maximum" in disk["plausibility"]["k=10"]
+    # the field's numbers: top-3 always, supercategory top-1/5 from the shard set's class table
+    assert "3" in disk["topk"] and set(disk["supercategory_topk"]) == {"1", "5"}
+    sup = disk["supercategories"]
+    assert len(sup) == C and all(isinstance(x, str) for x in sup)
+    assert disk["supercategory_topk"]["1"] == pytest.approx(np.mean([sup[a] == sup[b] for a, b in zip(top[:, 0], labels)]))
     assert disk["cooccurrence_source"].startswith("checkpoint")
     # intervals: over the images, for the model and every baseline, each holding its point estimate
     boot = disk["bootstrap"]
@@ -113,13 +124,14 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
     for summary in [disk, *disk["baselines"].values()]:
         for value, (lo, hi) in _flat_cis(summary):
             assert lo - 1e-6 <= value <= hi + 1e-6
-    outside = [f"{name} bal top-{k}" for name, s in [("model", disk), *disk["baselines"].items()]
-               for k, v in s["topk_balanced"].items()
-               if not s["topk_balanced_ci"][k][0] - 1e-6 <= v <= s["topk_balanced_ci"][k][1] + 1e-6]
-    assert len(boot["outside"]) == len(outside) and (not outside or any("does not hold" in n for n in disk["notes"]))
-    lo, hi = disk["plausibility_ceiling_ci"]
-    assert lo <= disk["plausibility_ceiling"] <= hi
-    assert all(r["ci"] is not None for r in disk["per_class"] if r["support"])
+    # the prior is a constant predictor: its balanced metrics are fixed, so no interval, and the reason
+    prior = disk["baselines"]["prior"]
+    assert all(ci is None for ci in prior["topk_balanced_ci"].values()) and "constant predictor" in prior["no_interval"]
+    assert disk["topk_balanced_ci"]["1"] is not None and "no_interval" not in disk
+    lo, hi = disk["plausibility_true_label_ci"]
+    assert lo <= disk["plausibility_true_label"] <= hi
+    # per-class intervals: Wilson, hidden below 5 samples
+    assert all((r["ci"] is not None) == (r["support"] >= 5) for r in disk["per_class"])
     assert set(disk["vs_baselines"]) == {"prior", "cooccurrence", "random", "mask_only"}
     d = disk["vs_baselines"]["prior"]["topk"]["1"]
     assert d["difference"] == pytest.approx(disk["topk"]["1"] - disk["baselines"]["prior"]["topk"]["1"])
@@ -128,11 +140,16 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
     assert disk["mask_only"]["run"] and disk["mask_only"]["train_shards"] == str(data["train"])
     assert disk["mask_only"]["train_samples"] == len(_shard_samples(data["train"]))
     assert disk["baselines"]["mask_only"]["n"] == disk["n"] and "vs_prior" in disk["baselines"]["mask_only"]
+    assert 0 <= disk["mask_only"]["train_top1"] <= 1 and 0 <= disk["mask_only"]["heldout_top1"] <= 1
+    share = disk["mask_only"]["explained_top1"]
+    assert share is None or share["value"] is None or 0 <= share["value"] <= 1
     for f in ("config.json", "report.md", "confusion.png", "per_class.png", "baselines.png"):
         assert (out / f).stat().st_size > 0, f
     md = (out / "report.md").read_text()
     assert "|  | model | prior | co-occurrence | mask-only | random |" in md
-    assert "Mask-only baseline (shape-leakage control" in md and "model - prior" in md
+    assert "Mask-only baseline (shape-leakage probe" in md and "model - prior" in md
+    assert "declared class set" in md and "attainable maximum" in md and "| super top-1 |" in md
+    assert "prior: no balanced interval, a constant predictor" in md
     assert not list(out.glob(".*tmp*"))  # nothing half-written left behind
 
 
@@ -224,9 +241,9 @@ def test_object_crop_shards_are_refused_by_train_and_eval(data, tmp_path):
 
 
 def test_resolve_ks():
-    assert resolve_ks([50], 80) == ([1, 5, 10, 50], [])
+    assert resolve_ks([50], 80) == ([1, 3, 5, 10, 50], [])
     ks, notes = resolve_ks([100, 1], 80)
-    assert ks == [1, 5, 10, 80] and notes == ["top-100 clamped to top-80: the model knows only 80 classes"]
+    assert ks == [1, 3, 5, 10, 80] and notes == ["top-100 clamped to top-80: the model knows only 80 classes"]
     assert resolve_ks([], 3)[0] == [1, 3]
     with pytest.raises(ScenectlError, match="positive"):
         resolve_ks([0], 80)
@@ -324,16 +341,36 @@ def test_mask_only_reads_the_class_from_instance_shaped_holes(holes, tmp_path):
     for shape in ("instance", "square"):
         ckpt = _untrained(tmp_path / f"{shape}.pt", holes[f"{shape}-train"])
         rep = main(EvalConfig(checkpoint=str(ckpt), shards=[str(holes[f"{shape}-val"])], out=str(tmp_path / shape),
-                              workers=0, device="cpu", bootstrap=500))
+                              workers=0, device="cpu", bootstrap=500,
+                              cooccurrence=str(holes[f"{shape}-train"] / "cooccurrence.h5")))
+        assert "named by --cooccurrence" in rep["cooccurrence_source"]
         hole, prior = rep["baselines"]["mask_only"], rep["baselines"]["prior"]
         gain[shape] = hole["topk"][1] - prior["topk"][1]
         assert rep["mask_only"]["train_shards"] == str(holes[f"{shape}-train"])  # from config["data"]["shards"]
         if shape == "instance":  # the silhouette names the class: far above the prior, paired interval above 0
             assert hole["topk_ci"][1][0] > prior["topk"][1] and hole["vs_prior"]["topk"][1]["verdict"] == "higher"
             md = (tmp_path / shape / "report.md").read_text()
-            assert "Mask-only baseline (shape-leakage control" in md and "mask-only minus prior: +" in md
+            assert "Mask-only baseline (shape-leakage probe" in md and "mask-only minus prior: +" in md
     # a square keeps only size and position: it tells much less than the silhouette
     assert gain["square"] < gain["instance"] - 0.05, gain
+
+
+def test_a_checkpoint_without_counts_is_not_scored_with_the_evaluated_splits_own(data, tmp_path):
+    """Plausibility and the label-only baselines need the TRAINING split's counts: without them in the checkpoint,
+    eval refuses in one line (exit 2, nothing written) unless --cooccurrence names a file."""
+    raw = torch.load(data["ckpt"], weights_only=True)
+    raw["cooccurrence"] = None
+    torch.save(raw, tmp_path / "nocounts.pt")
+    args = ["eval", "-c", str(tmp_path / "nocounts.pt"), "--shards", str(data["val"]), "--out", str(tmp_path / "e"),
+            "--workers", "0", "--device", "cpu", "--bootstrap", "0", "--no-mask-only"]
+    res = runner.invoke(app, args)
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1 and "carries no co-occurrence counts" in lines[0], res.output
+    assert "--cooccurrence" in lines[0] and not (tmp_path / "e").exists()
+    res = runner.invoke(app, args + ["--cooccurrence", str(data["train"] / "cooccurrence.h5")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert rep["cooccurrence_source"].endswith("(named by --cooccurrence)")
 
 
 def test_training_shards_named_by_a_checkpoint_are_data(data, tmp_path):

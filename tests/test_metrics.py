@@ -244,8 +244,8 @@ def test_summarize_schema_clamping_and_json():
     assert set(out) == {"n", "topk", "topk_balanced", "plausibility@10", "plausibility_n", "plausibility_excluded",
                         "per_class", "clamped"}
     assert out["n"] == 6
-    assert out["topk"] == pytest.approx({1: 0.5, 2: 4 / 6, 5: 1.0, 10: 1.0})  # 1, 5, 10 always added
-    assert out["topk_balanced"] == pytest.approx({1: 5 / 12, 2: 0.5, 5: 1.0, 10: 1.0})
+    assert out["topk"] == pytest.approx({1: 0.5, 2: 4 / 6, 3: 5 / 6, 5: 1.0, 10: 1.0})  # 1, 3, 5, 10 always added
+    assert out["topk_balanced"] == pytest.approx({1: 5 / 12, 2: 0.5, 3: 3 / 4, 5: 1.0, 10: 1.0})
     assert out["clamped"] == [5, 10]
     # plausibility@10 with C = 4 takes all four classes: share of plausible classes per scene,
     # {1} -> {0,1} 2/4, {2} -> {2} 1/4, {1,2} -> 3/4; scenes 0,2,3,4,5 -> (1/2 + 1/4 + 3/4 + 1/2 + 1/4) / 5
