@@ -373,6 +373,27 @@ def test_a_checkpoint_without_counts_is_not_scored_with_the_evaluated_splits_own
     assert rep["cooccurrence_source"].endswith("(named by --cooccurrence)")
 
 
+@pytest.mark.slow
+def test_densenet_is_evaluated_beside_its_hole_only_control(data, tmp_path):
+    """train --arch densenet121 trains and evaluates; --hole-only-checkpoint adds model - hole-only (the context
+    contribution) as a paired difference; an ordinary checkpoint is refused as the control."""
+    base = dict(shards=str(data["train"]), val_shards=str(data["val"]), epochs=1, steps_per_epoch=1, batch_size=8,
+                workers=0, device="cpu", log_every=10**6, checkpoint_every=0, shuffle_buffer=16)
+    train(TrainConfig(**base, arch="densenet121", out=str(tmp_path / "dn")))
+    train(TrainConfig(**base, arch="resnet18", hole_only=True, out=str(tmp_path / "hole")))
+    cfg = dict(checkpoint=str(tmp_path / "dn" / "last.pt"), shards=[str(data["val"])], workers=0, device="cpu",
+               bootstrap=200, mask_only=False)
+    rep = main(EvalConfig(**cfg, out=str(tmp_path / "e"), hole_only_checkpoint=str(tmp_path / "hole" / "last.pt")))
+    assert rep["arch"] == "densenet121" and "hole_only" in rep["baselines"]
+    d = rep["vs_baselines"]["hole_only"]["topk"][1]
+    assert d["difference"] == pytest.approx(rep["topk"][1] - rep["baselines"]["hole_only"]["topk"][1])
+    assert d["verdict"] in ("higher", "lower", "inconclusive") and rep["vs_baselines"]["hole_only"]["notes"]
+    assert "model - hole-only (context)" in (tmp_path / "e" / "report.md").read_text()
+    with pytest.raises(ScenectlError, match="was not trained with --hole-only"):
+        main(EvalConfig(**cfg, out=str(tmp_path / "e2"), hole_only_checkpoint=str(data["ckpt"])))
+    assert not (tmp_path / "e2").exists()
+
+
 def test_training_shards_named_by_a_checkpoint_are_data(data, tmp_path):
     """A checkpoint's record of its training shards is read from a file: a URL or pipe: command found there is never
     opened or run."""
