@@ -196,19 +196,19 @@ def aligned(ref: Model, m: Model) -> Model:
 
 
 def pick_reference(cfg: CompareConfig, arms: dict[str, list[str]]) -> str:
-    """The reference arm: --hole-only's (the control every other arm is measured against), else --reference (an arm
+    """The reference arm: --hole-only-arm's (the control every other arm is measured against), else --reference (an arm
     name, or the path of a one-seed arm), else the first."""
-    want = cfg.hole_only or cfg.reference
+    want = cfg.hole_only_arm or cfg.reference
     if want is None:
         return next(iter(arms))
-    if cfg.hole_only and cfg.reference and cfg.reference.rstrip("/") != cfg.hole_only:
-        raise ScenectlError(f"--hole-only {cfg.hole_only} is the reference: drop --reference {cfg.reference}")
+    if cfg.hole_only_arm and cfg.reference and cfg.reference.rstrip("/") != cfg.hole_only_arm:
+        raise ScenectlError(f"--hole-only-arm {cfg.hole_only_arm} is the reference: drop --reference {cfg.reference}")
     want = str(want).rstrip("/")
     for name, paths in arms.items():
         if want == name or (len(paths) == 1 and (want == paths[0].rstrip("/")
                                                  or Path(want).resolve() == Path(paths[0]).resolve())):
             return name
-    flag = "--hole-only" if cfg.hole_only else "--reference"
+    flag = "--hole-only-arm" if cfg.hole_only_arm else "--reference"
     raise ScenectlError(f"{flag} {want} is none of the arms ({', '.join(arms)})")
 
 
@@ -441,7 +441,7 @@ def compare(cfg: CompareConfig) -> dict:
         plausible = models[0].plausible
         source = (f"plausible pairs of {models[0].name} (its training counts)" if plausible is not None else
                   f"not computed: {models[0].source} stores no plausible-pair matrix (an older eval)")
-        rep = {"format": REPORT_FORMAT, "out": str(folder.path), "reference": ref, "hole_only": cfg.hole_only,
+        rep = {"format": REPORT_FORMAT, "out": str(folder.path), "reference": ref, "hole_only": cfg.hole_only_arm,
                "models": [{"name": m.name, "arm": m.arm, "source": m.source, "kind": m.kind} for m in models],
                "n": len(models[0].keys), "ks": ks, "classes": models[0].classes, "plausibility_source": source,
                "notes": notes + [n for m in models for n in m.notes], **score(models, ref, ks, plausible, cfg)}

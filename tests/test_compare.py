@@ -134,12 +134,12 @@ def test_identical_predictions_are_inconclusive(tmp_path):
 
 def test_a_hole_only_arm_is_the_reference_and_its_differences_the_context_contribution(tmp_path):
     a, h = _write(tmp_path / "model", 0.6, seed=1), _write(tmp_path / "hole", 0.3, seed=2)
-    rep = compare(CompareConfig(inputs=[f"model={a}", f"hole={h}"], hole_only="hole", out=str(tmp_path / "cmp"),
+    rep = compare(CompareConfig(inputs=[f"model={a}", f"hole={h}"], hole_only_arm="hole", out=str(tmp_path / "cmp"),
                                 bootstrap=200))
     assert rep["reference"] == "hole" and rep["differences"]["model"]["top-1"]["verdict"] == "higher"
     assert "context contribution" in (tmp_path / "cmp" / "report.md").read_text()
-    with pytest.raises(ScenectlError, match="--hole-only hole is the reference"):
-        compare(CompareConfig(inputs=[f"model={a}", f"hole={h}"], hole_only="hole", reference="model",
+    with pytest.raises(ScenectlError, match="--hole-only-arm hole is the reference"):
+        compare(CompareConfig(inputs=[f"model={a}", f"hole={h}"], hole_only_arm="hole", reference="model",
                               out=str(tmp_path / "cmp2")))
     with pytest.raises(ScenectlError, match="named twice"):
         compare(CompareConfig(inputs=[f"m={a}", f"m={h}"], out=str(tmp_path / "cmp2")))
