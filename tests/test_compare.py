@@ -118,6 +118,18 @@ def test_verdicts_are_holm_adjusted_over_the_table(tmp_path):
     assert lone == "higher" and rep["differences"]["b"]["top-1"]["verdict"] == "inconclusive", rows[0]
 
 
+def test_without_intervals_the_seeds_are_shown_and_nothing_is_worded(tmp_path):
+    a = [str(_write(tmp_path / f"a{i}", 0.6, seed=i)) for i in range(2)]
+    b = str(_write(tmp_path / "b", 0.4, seed=9))
+    rep = compare(CompareConfig(inputs=["a=" + ",".join(a), b], out=str(tmp_path / "cmp"), bootstrap=0))
+    s = rep["scores"]["a"]["top-1"]
+    assert s["seeds"] == 2 and s["ci"] is None and s["mean"] == pytest.approx(np.mean(s["per_seed"]))
+    assert rep["differences"] == {} and rep["family"] is None
+    md = (tmp_path / "cmp" / "report.md").read_text()
+    assert "## Per seed" in md and "60." in md and "## Difference to" not in md
+    assert "b: one training seed: training noise is not in its intervals" in md
+
+
 def test_identical_predictions_are_inconclusive(tmp_path):
     a = _write(tmp_path / "r18", 0.6, seed=1)
     b = tmp_path / "copy"

@@ -297,8 +297,11 @@ def test_bootstrap_and_mask_only_options(data, tmp_path):
     ckpt["training_shards"]["spec"] = str(tmp_path / "gone")  # (the record train writes: checkpoint.TrainingShards)
     save_checkpoint(moved, ckpt)
     rep = main(EvalConfig(checkpoint=str(moved), shards=[str(data["val"])], out=str(tmp_path / "e"), workers=0,
-                          device="cpu", bootstrap=0))
+                          device="cpu", bootstrap=0, min_class_samples=1))
     assert rep["bootstrap"] == {"resamples": 0} and "topk_ci" not in rep and "vs_baselines" not in rep
+    # --min-class-samples 1: every class present enters the balanced mean, covering every sample
+    present = [r["class"] for r in rep["per_class"] if r["support"]]
+    assert rep["class_set"]["classes"] == present and rep["class_set"]["sample_share"] == 1.0
     assert not rep["mask_only"]["run"] and "gone" in rep["mask_only"]["reason"]
     assert "mask_only" not in rep["baselines"] and "not run" in (tmp_path / "e" / "report.md").read_text()
     for args, text in ((["--mask-only-train", str(tmp_path / "none")], "shard set not found"),
