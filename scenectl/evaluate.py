@@ -264,6 +264,15 @@ def plausibility_text(rep: dict) -> str:
             f"{report.pct_ci(rep['plausibility_true_label'], rep.get('plausibility_true_label_ci'))} %")
 
 
+def plausibility_table(rep: dict, markdown: bool = False) -> str:
+    """k = 1: the model beside the true label; k = 10: the model beside the attainable maximum (percent)."""
+    rows = {}
+    for k, r in rep["plausibility"].items():  # {"model": x, "true label" | "attainable maximum": y}
+        (name, value), = [(n, v) for n, v in r.items() if n != "model"]
+        rows[k] = {"model": r["model"], "reference": value, "reference is": name}
+    return report.format_table(rows, ["model", "reference", "reference is"], markdown)
+
+
 def no_interval_text(rep: dict) -> list[str]:
     """Why some estimators' balanced metrics carry no interval."""
     return [f"{ESTIMATORS[k]}: no balanced interval, {r['no_interval']}" for k, r in rep["baselines"].items()
@@ -288,7 +297,8 @@ def write_report_md(path: Path, rep: dict, ks: list[int], names: list[str], titl
              f"least {metrics.MIN_PAIR_COUNT} training images together) with some visible object; its attainable "
              "maximum lists every plausible class first. The true label's plausibility is a k = 1 figure, beside the "
              f"model's plausibility@1. {supercategory_text(rep)}", "", results_table(rep, ks, markdown=True), "",
-             mask_only_text(rep), "", "![model and baselines](baselines.png)", ""]
+             mask_only_text(rep), "", "![model and baselines](baselines.png)", "",
+             "## Plausibility (percent)", "", plausibility_table(rep, markdown=True), ""]
     if rep.get("vs_baselines"):
         lines += ["## Model minus each baseline (paired, percentage points)", "",
                   "Same image resamples for the model and the baseline; an interval that contains 0 reads "

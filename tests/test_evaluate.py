@@ -148,7 +148,9 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
     md = (out / "report.md").read_text()
     assert "|  | model | prior | co-occurrence | mask-only | random |" in md
     assert "Mask-only baseline (shape-leakage probe" in md and "model - prior" in md
-    assert "declared class set" in md and "attainable maximum" in md and "| super top-1 |" in md
+    assert "declared class set" in md and "| super top-1 |" in md
+    assert f"| k=10 | {100 * disk['plausibility@10']:5.1f} | {100 * disk['plausibility@10_max']:5.1f} | attainable maximum |" in md
+    assert "| true label |" in md
     assert "prior: no balanced interval, a constant predictor" in md
     assert not list(out.glob(".*tmp*"))  # nothing half-written left behind
 
