@@ -131,8 +131,11 @@ def pooled(out: Path, seeds: list[int], auxes: list[float], n_resamples: int = 1
 
     arms = {f"--aux-visible {aux:g}": arm_runs(paths) for aux, paths in runs.items()}
     arms["prior baseline"] = [seed_run(prior, None)]
-    arm = lambda name, m: metrics.Arm.of([r.point[m] for r in arms[name]], [r.dists[m] for r in arms[name]],  # noqa: E731
-                                         None if arms[name][0].seed is None else [r.seed for r in arms[name]])
+    def arm(name: str, m: str) -> metrics.Arm:  # one metric of one arm over its seeds
+        rs_ = arms[name]
+        return metrics.Arm.of([r.point[m] for r in rs_], [r.dists[m] for r in rs_],
+                              None if rs_[0].seed is None else [r.seed for r in rs_])
+
     pairs = [(a, "prior baseline") for a in arms if a != "prior baseline"]
     if len(runs) == 2:
         pairs.append(tuple(reversed([a for a in arms if a != "prior baseline"])))

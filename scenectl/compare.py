@@ -84,8 +84,11 @@ def parse_arms(inputs: list[str]) -> dict[str, list[str]]:
     tails = iter(model_names(bare)) if bare else iter(())
     arms: dict[str, list[str]] = {}
     for spec in map(str, inputs):
-        name, paths = (spec.split("=", 1)[0], spec.split("=", 1)[1].split(",")) if _named(spec) else (next(tails), [spec])
-        paths = [p for p in paths if p]
+        if _named(spec):
+            name, rest = spec.split("=", 1)
+            paths = [p for p in rest.split(",") if p]
+        else:
+            name, paths = next(tails), [spec]
         if not paths:
             raise ScenectlError(f"arm {spec!r}: give NAME=PATH[,PATH...] with at least one path")
         if name in arms:
@@ -325,8 +328,8 @@ def differences_table(rep: dict, markdown: bool = False) -> str:
 def mdd_table(rep: dict, markdown: bool = False) -> str:
     """The minimum detectable difference of each comparison (80 % power at the 5 % level, before Holm)."""
     ref = rep["reference"]
-    rows = {m: {f"{a} - {ref}": f"{100 * d[m]['mdd']:.1f}" if d.get(m) else "—" for a, d in rep["differences"].items()}
-            for m in rep["metrics"]}
+    rows = {m: {f"{a} - {ref}": f"{100 * d[m]['mdd']:.1f}" if d.get(m) else "—"
+                for a, d in rep["differences"].items()} for m in rep["metrics"]}
     return report.format_table(rows, [f"{a} - {ref}" for a in rep["differences"]], markdown)
 
 

@@ -262,8 +262,9 @@ class CompareConfig(Run):
     scoring: Scoring = group(Scoring, help={"batch_size": "Samples per forward pass (checkpoint inputs)."})
     max_samples: int | None = option(None, "Score checkpoint inputs on at most this many samples per set.")
     min_class_samples: int = option(5, "Evaluated targets a class needs to enter the balanced metrics.")
-    hole_only_arm: str | None = option(None, "The arm that is the hole-only control (train --hole-only): the reference, "
-                                         "each other arm minus it reported as the context contribution.")
+    hole_only_arm: str | None = option(None, "The arm that is the hole-only control (train --hole-only): the "
+                                             "reference, each other arm minus it reported as the context "
+                                             "contribution.")
     overwrite: bool = option(False, "Replace a report already in --out.", "--overwrite")
     net: Net = group(Net)
 

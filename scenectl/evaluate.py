@@ -311,8 +311,8 @@ def write_report_md(path: Path, rep: dict, ks: list[int], names: list[str], titl
               "| class | samples | correct | accuracy |", "|---|---:|---:|---:|"]
     lines += [f"| {names[r['class']]} | {r['support']} | {r['correct']} | {report.pct_ci(r['accuracy'], r.get('ci'))} |"
               for r in rep["per_class"] if r["support"]]
-    lines += ["", f"Intervals: Wilson, widened by the image clustering; none below {rep['class_set']['min_class_samples']} "
-                  "samples."]
+    lines += ["", "Intervals: Wilson, widened by the image clustering; none below "
+                  f"{rep['class_set']['min_class_samples']} samples."]
     write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
 
 
@@ -441,7 +441,8 @@ def summary_text(rep: dict, out_dir: Path | str) -> str:
     parts.append(mask_only_text(rep).replace("`", ""))
     if rep.get("sets"):
         parts += ["per shard set (model):", sets_table(rep, ks)]
-    parts += [class_set_text(rep), plausibility_text(rep), *(f"note: {n}" for n in rep["notes"] + no_interval_text(rep))]
+    parts += [class_set_text(rep), plausibility_text(rep),
+              *(f"note: {n}" for n in rep["notes"] + no_interval_text(rep))]
     files = "report.json, report.md, predictions.h5, baselines.png, confusion.png, per_class.png"
     parts.append(f"wrote {out_dir}/{{{files}{', comparison.png, sets/' if rep.get('sets') else ''}}}")
     return "\n".join(parts)

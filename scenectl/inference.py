@@ -157,8 +157,8 @@ def checkpoint_cooccurrence(ckpt: Checkpoint, named: str | None = None) -> tuple
     if ckpt.cooccurrence is not None:
         return ckpt.cooccurrence, "checkpoint (training split)"
     raise ScenectlError(f"{ckpt.path} carries no co-occurrence counts: pass --cooccurrence FILE (the training "
-                        "split's cooccurrence.h5); eval does not score plausibility with the evaluated split's own "
-                        "counts unless that file is named")
+                        "split's cooccurrence.h5) to scenectl eval; plausibility is not scored with the evaluated "
+                        "split's own counts unless that file is named")
 
 
 def open_sets(cfg: EvalConfig, ckpt: Checkpoint) -> list:

@@ -294,8 +294,8 @@ def summarize(scores, labels, visible, plausible, ks: Iterable[int], num_classes
               cls: ClassSet | None = None) -> dict:
     """Every metric for one set of scores, in report.json's layout: the point estimates of point_metrics (the one
     computation behind points and intervals; balanced over the declared class set `cls` when given), the top-1
-    per-class rows and the plausibility counts. ks always include DEFAULT_KS (1, 3, 5, 10); a k above C is computed at C and listed in "clamped". topk keys are Python ints (strings once written
-    as JSON)."""
+    per-class rows and the plausibility counts. ks always include DEFAULT_KS (1, 3, 5, 10); a k above C is
+    computed at C and listed in "clamped". topk keys are Python ints (strings once written as JSON)."""
     s = _check_scores(scores, num_classes)
     y = _check_labels(labels, s.shape[0], num_classes)
     ks = _check_ks(set(ks) | set(DEFAULT_KS))
