@@ -832,6 +832,12 @@ def _arm(runs: Sequence[SeedRun], metric: str) -> Arm | None:
                   None if any(s is None for s in seeds) else seeds)
 
 
+def _clip(ci: list[float] | None, lo: float) -> list[float] | None:
+    """An interval of a share (lo = 0) or of a difference of shares (lo = -1) clipped to [lo, 1]: every metric of
+    the table is a share of samples, so no value outside can be true (clipping never moves 0 in or out)."""
+    return None if ci is None else [min(max(ci[0], lo), 1.0), min(max(ci[1], lo), 1.0)]
+
+
 def seed_table(arms: dict[str, Sequence[SeedRun]], reference: str, names: Sequence[str],
                level: float = LEVEL) -> dict:
     """Every arm's metrics with their seeds, and every other arm minus `reference`, worded over ONE family (all
@@ -848,7 +854,8 @@ def seed_table(arms: dict[str, Sequence[SeedRun]], reference: str, names: Sequen
             a = _arm(runs, m)
             alone = seed_interval(a, level=level) if a is not None else None
             table["arms"][name][m] = None if a is None else {
-                **seed_summary(a), "ci": alone["ci"] if alone else None, "notes": alone["notes"] if alone else []}
+                **seed_summary(a), "ci": _clip(alone["ci"], 0.0) if alone else None,
+                "notes": alone["notes"] if alone else []}
             if name != reference:
                 b = _arm(arms[reference], m)
                 flat[f"{name}\t{m}"] = seed_interval(a, b, level) if a is not None and b is not None else None
@@ -857,6 +864,8 @@ def seed_table(arms: dict[str, Sequence[SeedRun]], reference: str, names: Sequen
     worded = holm_verdicts(flat, family, level)
     for key, r in worded.items():
         name, m = key.split("\t")
+        if r is not None:  # a t interval of few seeds can reach past what a difference of shares can be
+            r = {**r, "ci": _clip(r["ci"], -1.0), "ci_holm": _clip(r["ci_holm"], -1.0)}
         table["differences"].setdefault(name, {})[m] = r
     table["family"] = family
     return table
