@@ -14,12 +14,15 @@ Reads top to bottom:
   1. the data: `scenectl sample` (synthetic) or coco-sample as it is; one `build-shards` per hole (circle, square,
      box, instance, circle + --hide-same-class), both splits. --max-area 1 keeps every instance whatever its hole,
      so all shard sets hold the same samples (keys image_annotation) and every variant pairs with the reference.
-  2. one `train` per variant and seed, run one after another (they share the machine's cores)
+  2. one `train` per variant and seed (--seeds, 5 by default: a verdict about a method needs the training-seed
+     variance), run one after another (they share the machine's cores)
   3. one `eval` per run on its own validation shards (same instances, its own holes); eval fits the mask-only control
      on that run's training shards (read from its checkpoint's config)
-  4. one `scenectl compare` per table: paired bootstrap differences to the reference (the same image resamples)
-  5. OUT/tables.md: every metric with its 95% interval, each difference with its interval and verdict, the commands,
-     the machine, its load average and the wall time of every step
+  4. one `scenectl compare` per table, each variant an arm of all its seeds (NAME=EVAL,EVAL,...): intervals that
+     hold the image resamples and the seed-to-seed variance, verdicts after Holm over the table's differences
+  5. OUT/tables.md: every metric with its interval and seed SD, each difference with its Holm-adjusted interval and
+     verdict (higher / lower / inconclusive), its family and seeds, the commands, the machine, its load average and
+     the wall time of every step
 A step whose output is already complete (report.json, config.json of a finished build/run) is not run again, so an
 interrupted run is continued by the same command.
 """
@@ -125,58 +128,67 @@ def _finished(rdir: Path, epochs: int) -> bool:
     return any(x.get("kind") == "epoch" and x.get("epoch") == epochs for x in lines)
 
 
-def compare_tables(run: Runner, out: Path, evals: dict[str, Path], seed: int) -> dict[str, Path]:
-    """4. one `scenectl compare` per table, the reference first."""
+def compare_tables(run: Runner, out: Path, evals: dict[int, dict[str, Path]]) -> dict[str, Path]:
+    """4. one `scenectl compare` per table: each variant an arm of its seeds' evals, the reference first."""
     folders = {}
     for table, (_, names) in TABLES.items():
-        folders[table] = out / f"seed{seed}" / f"compare-{table}"
-        run(["compare", *[str(evals[n]) for n in names], "--reference", str(evals["reference"]), "--out",
-             str(folders[table]), "--seed", "0"], (folders[table] / "report.json").exists())
+        folders[table] = out / f"compare-{table}"
+        arms = [f"{n}=" + ",".join(str(e[n]) for e in evals.values()) for n in names]
+        run(["compare", *arms, "--reference", "reference", "--out", str(folders[table]), "--seed", "0"],
+            (folders[table] / "report.json").exists())
     return folders
 
 
 # --- 5. markdown ---------------------------------------------------------------------------------------------------
-def pct(v: float | None, ci) -> str:
-    if v is None:
+def pct(s: dict | None) -> str:
+    """An arm's metric: its mean over seeds [interval] (SD over seeds)."""
+    if not s:
         return "n/a"
-    return f"{100 * v:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else f"{100 * v:.1f}"
+    text = f"{100 * s['mean']:.1f}" + (f" [{100 * s['ci'][0]:.1f}, {100 * s['ci'][1]:.1f}]" if s["ci"] else "")
+    return text + (f" (SD {100 * s['seed_sd']:.1f})" if s["seed_sd"] is not None else "")
 
 
 def diff(d: dict | None) -> str:
+    """A difference to the reference: its value, its Holm-adjusted interval and its verdict."""
     if not d:
         return ""
-    lo, hi = d["ci"] if d.get("ci") else (None, None)
-    text = f"{100 * d['difference']:+.1f}"
-    return text + (f" [{100 * lo:+.1f}, {100 * hi:+.1f}] {d['verdict']}" if lo is not None else "")
+    lo, hi = d["ci_holm"]
+    return f"{100 * d['value']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] {d['verdict']}"
 
 
-def table_md(table: str, cmp: dict, evals: dict[str, Path]) -> str:
-    """Rows: variants; columns: top-1, top-5, balanced top-1, plausibility@10 (each with its interval), and the
-    paired difference to the reference in top-1 and balanced top-1. The shape table adds each run's mask-only
-    control and the model's paired difference to it (from that run's eval report)."""
+def per_seed(d: dict | None) -> str:
+    """A paired difference of one seed's eval (image-only interval)."""
+    if not d or not d.get("ci"):
+        return "n/a"
+    return f"{100 * d['difference']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] {d['verdict']}"
+
+
+def table_md(table: str, cmp: dict, evals: dict[int, dict[str, Path]]) -> str:
+    """Rows: variants; columns: top-1, top-5, balanced top-1, plausibility@10 (mean over seeds, interval, seed SD),
+    and the difference to the reference in top-1 and balanced top-1 after Holm over the table. The shape table adds
+    each seed's model − mask-only top-1 (from that run's eval report: one seed, image-only intervals)."""
     title, names = TABLES[table]
     head = ["run", "top-1", "top-5", "bal. top-1", "plaus@10", "Δ top-1 vs ref.", "Δ bal. top-1 vs ref."]
     if table == "shape":
-        head += ["mask-only top-1", "model − mask-only top-1"]
-    lines = [f"**{title}** — {cmp['n']} samples, % with 95% intervals; Δ in percentage points (paired)", "",
+        head += ["model − mask-only top-1, per seed"]
+    seeds = list(evals)
+    lines = [f"**{title}** — {cmp['n']} samples, seeds {', '.join(map(str, seeds))}; % mean over seeds [interval "
+             f"with the seed variance] (seed SD); Δ in percentage points [Holm-adjusted interval], verdicts after "
+             f"Holm over this table's family: {cmp.get('family') or 'none'}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     ref = cmp["reference"]
-    for n, m in zip(names, cmp["models"]):
-        s, d = cmp["scores"][m["name"]], cmp["differences"].get(m["name"], {})
-        row = [ROW_NAMES[n], pct(s["topk"]["1"], s["topk_ci"]["1"]), pct(s["topk"]["5"], s["topk_ci"]["5"]),
-               pct(s["topk_balanced"]["1"], s["topk_balanced_ci"]["1"]),
-               pct(s["plausibility@10"], s.get("plausibility@10_ci")),
-               diff(d.get("topk", {}).get("1")) if m["name"] != ref else "—",
-               diff(d.get("topk_balanced", {}).get("1")) if m["name"] != ref else "—"]
+    for n in names:
+        s, d = cmp["scores"][n], cmp["differences"].get(n, {})
+        row = [ROW_NAMES[n], pct(s["top-1"]), pct(s["top-5"]), pct(s["bal top-1"]), pct(s.get("plaus@10")),
+               diff(d.get("top-1")) if n != ref else "—", diff(d.get("bal top-1")) if n != ref else "—"]
         if table == "shape":
-            rep = json.loads((evals[n] / "report.json").read_text())
-            mo = rep["baselines"]["mask_only"]
-            row += [pct(mo["topk"]["1"], mo["topk_ci"]["1"]), diff(rep["vs_baselines"]["mask_only"]["topk"]["1"])]
+            reps = [json.loads((evals[seed][n] / "report.json").read_text()) for seed in seeds]
+            row += ["; ".join(per_seed(r["vs_baselines"]["mask_only"]["topk"]["1"]) for r in reps)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def write_tables(out: Path, a, folders: dict[int, dict[str, Path]], evals: dict[int, dict[str, Path]],
+def write_tables(out: Path, a, folders: dict[str, Path], evals: dict[int, dict[str, Path]],
                  run: Runner, wall: float) -> Path:
     rep0 = json.loads(next(iter(evals.values()))["reference"].joinpath("report.json").read_text())
     loads = [s["load_start"] for s in run.steps] + [s["load_end"] for s in run.steps]
@@ -187,11 +199,10 @@ def write_tables(out: Path, a, folders: dict[int, dict[str, Path]], evals: dict[
              f"average {min(loads):.1f}–{max(loads):.1f} during the steps. Wall time of this invocation "
              f"{wall / 60:.1f} min; every step's command and wall time: commands.jsonl (and below).", "",
              f"Budget per run: {a.epochs} epochs, batch {a.batch_size}, {a.image_size} px, CPU; evaluation on "
-             f"{rep0['n']} validation samples; intervals: 1000 image resamples (seed 0).", ""]
-    for seed, f in folders.items():
-        parts.append(f"## seed {seed}\n")
-        for table, folder in f.items():
-            parts += [table_md(table, json.loads((folder / "report.json").read_text()), evals[seed]), ""]
+             f"{rep0['n']} validation samples; intervals: 1000 image resamples (seed 0), widened by the across-seed "
+             "variance; an interval that holds 0 reads \"inconclusive\".", ""]
+    for table, folder in folders.items():
+        parts += [table_md(table, json.loads((folder / "report.json").read_text()), evals), ""]
     parts += ["## Steps", "", "| command | wall s | load start → end |", "|---|---:|---|"]
     parts += [f"| `{s['command']}` | {s['seconds']} | {s['load_start']} → {s['load_end']} |" for s in run.steps]
     path = out / "tables.md"
@@ -205,7 +216,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--train-images", type=int, default=400, help="synthetic scenes in train2017")
     p.add_argument("--val-images", type=int, default=100, help="synthetic scenes in val2017")
@@ -216,10 +227,8 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     t0, run = time.time(), Runner(a.out)
     _, sets = shard_sets(run, a, a.out)
-    evals, folders = {}, {}
-    for seed in a.seeds:
-        evals[seed] = train_and_eval(run, a, a.out, sets, seed)
-        folders[seed] = compare_tables(run, a.out, evals[seed], seed)
+    evals = {seed: train_and_eval(run, a, a.out, sets, seed) for seed in a.seeds}
+    folders = compare_tables(run, a.out, evals)
     print(f"[experiments] wrote {write_tables(a.out, a, folders, evals, run, time.time() - t0)}")
 
 

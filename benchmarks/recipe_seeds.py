@@ -10,8 +10,9 @@ Per run it records the wall time and the load average before and after (the mach
     python benchmarks/recipe_seeds.py --out /tmp/recipe --seeds 0 1 2 --aux 0 1 --table-only   # re-print the table
 
 Run folders: OUT/aux{W}-seed{S}/ (a quickstart folder; run/eval/report.json), OUT/aux{W}-seed{S}.json (wall time,
-load). The table: each seed's value with its 95 % interval, the mean over seeds, and the prior's and the
-co-occurrence baseline's values (the same val2017 samples for every seed).
+load). The tables: each seed's value with its 95 % interval, the mean over seeds, and the prior's and the
+co-occurrence baseline's values (the same val2017 samples for every seed); then the mean over seeds with intervals
+that hold the training-seed variance and the differences worded after Holm (pooled()).
 """
 
 from __future__ import annotations
@@ -87,10 +88,12 @@ def table(out: Path, seeds: list[int], auxes: list[float]) -> str:
 
 
 def pooled(out: Path, seeds: list[int], auxes: list[float], n_resamples: int = 1000) -> str:
-    """The mean over seeds with ONE image-level bootstrap: every seed's predictions (predictions.h5, matched by
-    sample key) are scored on the same resamples of the val2017 images and averaged, so the interval is that of the
-    seed-mean; beside it the prior on the same resamples, and the paired differences mean - prior and (with two
-    --aux values) the last minus the first."""
+    """The mean over seeds with intervals that hold the image resamples AND the training seeds: every seed's
+    predictions (predictions.h5, matched by sample key) are scored on the same resamples of the val2017 images
+    (balanced metrics over the declared class set, classes with >= 5 targets), metrics.seed_interval widens each
+    side by the across-seed variance; beside them the prior on the same resamples (a constant predictor: its
+    balanced metrics get no interval), and the differences mean - prior and (with two --aux values) the last minus
+    the first (paired per seed), worded after Holm over all of the table's differences (one family)."""
     import numpy as np
 
     from scenectl import metrics
@@ -108,45 +111,60 @@ def pooled(out: Path, seeds: list[int], auxes: list[float], n_resamples: int = 1
     cooc = read_checkpoint(first / "last.pt").cooccurrence  # the training split's counts (same for every seed)
     plausible = metrics.plausible_matrix(cooc)
     rs = metrics.image_resamples(ref.image_ids, n_resamples, 0)
+    cls = metrics.declared_classes(ref.labels, len(ref.class_names))
     prior = metrics.prior_scores(cooc, len(ref.keys))
 
-    def dist(scores) -> dict[str, np.ndarray]:  # each metric on the identity (point) and on every resample
-        point = metrics.resampled_metrics(scores, ref.labels, ref.visible, plausible, ks, rs.identity())
-        boot = metrics.resampled_metrics(scores, ref.labels, ref.visible, plausible, ks, rs)
-        return {m: (float(point[m][0]), boot[m]) for m in names}
+    def seed_run(scores, seed: int | None) -> metrics.SeedRun:  # each metric on the original samples and resamples
+        point = metrics.point_metrics(scores, ref.labels, ref.visible, plausible, ks, rs, cls)
+        return metrics.SeedRun(point, metrics.resampled_metrics(scores, ref.labels, ref.visible, plausible, ks, rs,
+                                                                cls), seed)
 
-    def mean_of(paths: list[Path]) -> dict[str, tuple[float, np.ndarray]]:
-        per_seed = []
-        for r in paths:
+    def arm_runs(paths: list[Path]) -> list[metrics.SeedRun]:
+        out_runs = []
+        for seed, r in zip(seeds, paths):
             p = read_predictions(r / "eval" / "predictions.h5")
             idx = np.array([order[k] for k in p.keys])  # this run's samples in the reference order
             logits = np.empty_like(p.logits)
             logits[idx] = p.logits
-            per_seed.append(dist(logits))
-        return {m: (float(np.mean([d[m][0] for d in per_seed])), np.mean([d[m][1] for d in per_seed], axis=0))
-                for m in names}
+            out_runs.append(seed_run(logits, seed))
+        return out_runs
 
-    def show(point: float, boot: np.ndarray, paired: bool = False) -> str:
-        lo, hi = metrics.interval(boot)
-        text = f"{100 * point:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" if paired else \
-            f"{100 * point:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
-        return text + (f" {metrics.verdict([lo, hi])}" if paired else "")
+    arms = {f"--aux-visible {aux:g}": arm_runs(paths) for aux, paths in runs.items()}
+    arms["prior baseline"] = [seed_run(prior, None)]
+    def arm(name: str, m: str) -> metrics.Arm:  # one metric of one arm over its seeds
+        rs_ = arms[name]
+        return metrics.Arm.of([r.point[m] for r in rs_], [r.dists[m] for r in rs_],
+                              None if rs_[0].seed is None else [r.seed for r in rs_])
 
-    means = {aux: mean_of(paths) for aux, paths in runs.items()}
-    pr = dist(prior)
-    lines = [f"| (%; {n_resamples} resamples of the {rs.n_images} images, seed 0) | " + " | ".join(names) + " |",
-             "|---|" + "---:|" * len(names)]
-    for aux, m in means.items():
-        lines.append(f"| --aux-visible {aux:g}, mean of {len(runs[aux])} seeds | "
-                     + " | ".join(show(*m[k]) for k in names) + " |")
-    lines.append("| prior baseline | " + " | ".join(show(*pr[k]) for k in names) + " |")
-    for aux, m in means.items():
-        lines.append(f"| --aux-visible {aux:g} minus prior (paired) | "
-                     + " | ".join(show(m[k][0] - pr[k][0], m[k][1] - pr[k][1], True) for k in names) + " |")
-    if len(means) == 2:
-        (a0, m0), (a1, m1) = means.items()
-        lines.append(f"| --aux-visible {a1:g} minus {a0:g} (paired) | "
-                     + " | ".join(show(m1[k][0] - m0[k][0], m1[k][1] - m0[k][1], True) for k in names) + " |")
+    pairs = [(a, "prior baseline") for a in arms if a != "prior baseline"]
+    if len(runs) == 2:
+        pairs.append(tuple(reversed([a for a in arms if a != "prior baseline"])))
+    flat = {f"{a} minus {b}\t{m}": metrics.seed_interval(arm(a, m), arm(b, m)) for a, b in pairs for m in names}
+    family = f"{len(pairs)} comparisons on {len(names)} metrics: {len(flat)} differences, Holm"
+    worded = metrics.holm_verdicts(flat, family)
+
+    def show(name: str, m: str) -> str:
+        r = metrics.seed_interval(arm(name, m))
+        if name == "prior baseline" and m.startswith("bal"):
+            return f"{100 * r['value']:.1f} (constant predictor: no interval)"
+        sd = metrics.seed_summary(arm(name, m))["seed_sd"]
+        return (f"{100 * r['value']:.1f} [{100 * r['ci'][0]:.1f}, {100 * r['ci'][1]:.1f}]"
+                + (f" (SD {100 * sd:.1f})" if sd is not None else ""))
+
+    def show_diff(key: str) -> str:
+        r = worded[key]
+        return f"{100 * r['value']:+.1f} [{100 * r['ci_holm'][0]:+.1f}, {100 * r['ci_holm'][1]:+.1f}] {r['verdict']}"
+
+    lines = [f"| (%; seeds {', '.join(map(str, seeds))}; {n_resamples} resamples of the {rs.n_images} images, seed 0; "
+             f"balanced over the {cls.classes.size} classes with >= {cls.min_samples} targets) | "
+             + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for name in arms:
+        lines.append(f"| {name}" + (f", mean of {len(arms[name])} seeds (SD over seeds)" if name != "prior baseline"
+                                    else "") + " | " + " | ".join(show(name, m) for m in names) + " |")
+    for a, b in pairs:
+        lines.append(f"| {a} minus {b} [Holm-adjusted] | "
+                     + " | ".join(show_diff(f"{a} minus {b}\t{m}") for m in names) + " |")
+    lines += ["", f"Verdicts after Holm over one family: {family}; an interval that holds 0 reads \"inconclusive\"."]
     return "\n".join(lines)
 
 
@@ -154,7 +172,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--coco-root", type=Path, default=SHARED)
     ap.add_argument("--out", type=Path, default=Path("/tmp/recipe"))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--aux", type=float, nargs="+", default=[0.0, 1.0], help="--aux-visible weights to run")
     ap.add_argument("--workers", type=int, default=2, help="quickstart --workers")
     ap.add_argument("--table-only", action="store_true", help="only print the table of the runs already in --out")

@@ -194,8 +194,8 @@ class EvalConfig(Run):
                              "--checkpoint", "-c")
     shards: list[str] = option(["shards/val2017"], "Shard set folder or webdataset URL pattern; repeat to compare "
                                                    "sets.")
-    topk: list[int] = option([], "Extra k to report (repeatable); 1, 5 and 10 are always reported; k above the class "
-                                 "count is clamped.", "--topk", "-k")
+    topk: list[int] = option([], "Extra k to report (repeatable); 1, 3, 5 and 10 are always reported; k above the "
+                                 "class count is clamped.", "--topk", "-k")
     out: str | None = option(None, "Output folder; unset: <checkpoint's folder>/eval.", "--out", "-o")
     scoring: Scoring = group(Scoring)
     seed: int = option(0, "Seed of the random baseline, the bootstrap resamples and the mask-only baseline's "
@@ -209,6 +209,13 @@ class EvalConfig(Run):
     save_logits: bool = option(True, "Store the (N, C) logits in predictions.h5 beside the top-k (--no-logits: the "
                                      "top-k only).", "--logits/--no-logits")
     max_samples: int | None = option(None, "Evaluate at most this many samples per set; unset: all.")
+    min_class_samples: int = option(5, "Evaluated targets a class needs to enter the balanced metrics (and to show a "
+                                       "per-class interval).")
+    cooccurrence: str | None = option(None, "cooccurrence.h5 to score plausibility and the label-only baselines "
+                                            "with when the checkpoint carries no counts (eval refuses to use the "
+                                            "evaluated split's own unless named here).")
+    hole_only_checkpoint: str | None = option(None, "A train --hole-only checkpoint: scored on the same samples and "
+                                                    "reported as the model minus it (the context contribution).")
     net: Net = group(Net)
 
 
@@ -240,18 +247,24 @@ class MergeConfig(Options):
 class CompareConfig(Run):
     """`scenectl compare`: eval's Scoring and Net groups, for the checkpoint inputs run on --shards."""
 
-    inputs: list[str] = option([], "Eval folders, predictions.h5 files or checkpoints (two or more).", argument=True,
-                               required=True, metavar="INPUT...")
+    inputs: list[str] = option([], "Arms, each NAME=PATH[,PATH...] (one eval folder, predictions.h5 file or "
+                                   "checkpoint per training seed) or a bare PATH (an arm of one seed); two or more.",
+                               argument=True, required=True, metavar="ARM...")
     reference: str | None = option(None, "The input the others are compared with [default: the first].",
                                    "--reference", "-r")
     shards: list[str] = option([], "Shard set the checkpoint inputs are scored on (repeatable); eval folders carry "
                                    "their own predictions.")
     out: str = option("runs/compare", "Output folder.", "--out", "-o", type=Path)
-    topk: list[int] = option([], "Extra k to report (repeatable); 1, 5 and 10 are always reported.", "--topk", "-k")
+    topk: list[int] = option([], "Extra k to report (repeatable); 1, 3, 5 and 10 are always reported.", "--topk",
+                             "-k")
     bootstrap: int = option(1000, "Bootstrap resamples of the images for the intervals (0 = no intervals).")
     seed: int = option(0, "Seed of the bootstrap resamples.")
     scoring: Scoring = group(Scoring, help={"batch_size": "Samples per forward pass (checkpoint inputs)."})
     max_samples: int | None = option(None, "Score checkpoint inputs on at most this many samples per set.")
+    min_class_samples: int = option(5, "Evaluated targets a class needs to enter the balanced metrics.")
+    hole_only_arm: str | None = option(None, "The arm that is the hole-only control (train --hole-only): the "
+                                             "reference, each other arm minus it reported as the context "
+                                             "contribution.")
     overwrite: bool = option(False, "Replace a report already in --out.", "--overwrite")
     net: Net = group(Net)
 

@@ -144,13 +144,21 @@ def resolve_ks(requested: Iterable[int], num_classes: int) -> tuple[list[int], l
     return sorted(ks), notes
 
 
-def checkpoint_cooccurrence(ckpt: Checkpoint, shard_sets: list) -> tuple[Cooccurrence, str]:
-    """The training split's counts (from the checkpoint); without them, the first shard set's own (noted)."""
-    cooc = ckpt.cooccurrence
-    if cooc is not None:
-        return cooc, "checkpoint (training split)"
-    return shard_sets[0].cooccurrence(), f"{shard_sets[0].urls[0] if shard_sets[0].urls else 'shards'}: " \
-        "the evaluated split's own counts (the checkpoint carries none)"
+def checkpoint_cooccurrence(ckpt: Checkpoint, named: str | None = None) -> tuple[Cooccurrence, str]:
+    """The training split's counts the plausibility metric and the label-only baselines use: the checkpoint's, else
+    the file `named` (--cooccurrence). Without either, refused: the evaluated split's own counts would be fitted on
+    the test labels, so they are used only when named."""
+    if named is not None:
+        cooc = Cooccurrence.load(Path(named), f"--cooccurrence {named}")
+        if len(cooc.image_counts) != ckpt.num_classes:
+            raise ScenectlError(f"--cooccurrence {named}: {len(cooc.image_counts)} classes, the checkpoint has "
+                                f"{ckpt.num_classes}")
+        return cooc, f"{named} (named by --cooccurrence)"
+    if ckpt.cooccurrence is not None:
+        return ckpt.cooccurrence, "checkpoint (training split)"
+    raise ScenectlError(f"{ckpt.path} carries no co-occurrence counts: pass --cooccurrence FILE (the training "
+                        "split's cooccurrence.h5) to scenectl eval; plausibility is not scored with the evaluated "
+                        "split's own counts unless that file is named")
 
 
 def open_sets(cfg: EvalConfig, ckpt: Checkpoint) -> list:

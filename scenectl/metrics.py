@@ -23,8 +23,8 @@ import numpy as np
 from scenectl.data.cooccurrence import MIN_PAIR_COUNT, Cooccurrence, plausible_matrix  # noqa: F401 (metrics.*)
 from scenectl.errors import ScenectlError
 
-DEFAULT_KS = (1, 5, 10)
 FIELD_KS = (1, 3, 5, 10)  # the ks COinCO reports (top-3 beside top-1/5/10)
+DEFAULT_KS = FIELD_KS  # always reported
 PLAUSIBILITY_K = 10
 
 
@@ -215,10 +215,19 @@ def supercategory_index(supercategories: Sequence[str]) -> tuple[np.ndarray, lis
     return np.asarray(index, dtype=np.int64), names
 
 
-def supercategory_topk(pred, labels, super_of: np.ndarray, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
+SUPER_KS = (1, 5)  # supercategory top-k reported (COinCO's supercategory accuracy)
+
+
+def supercategory_topk(pred, labels, super_of: np.ndarray, ks: Iterable[int] = SUPER_KS) -> dict[int, float]:
     """Micro supercategory top-k: share of samples whose true class's supercategory is among the first k DISTINCT
     supercategories of the class ranking (k = 1: the supercategory of the top-1 class). `pred`: scores (N, C) or
     ranked class indices (N, C) int (every class ranked); `super_of`: (C,) supercategory of each class."""
+    return {k: float(h.mean()) for k, h in supercategory_hits(pred, labels, super_of, ks).items()}
+
+
+def supercategory_hits(pred, labels, super_of: np.ndarray, ks: Iterable[int] = SUPER_KS) -> dict[int, np.ndarray]:
+    """{k: (N,) bool}: the per-sample hits behind supercategory_topk (their image-resampled means give its
+    intervals)."""
     super_of = np.asarray(super_of, dtype=np.int64)
     c = super_of.shape[0]
     top, _ = _topk_indices(pred, c, c)  # (N, C)
@@ -230,7 +239,20 @@ def supercategory_topk(pred, labels, super_of: np.ndarray, ks: Iterable[int] = (
         seen_before[:, j] = (ranked[:, :j] == ranked[:, j:j + 1]).any(axis=1)
     order = np.cumsum(~seen_before, axis=1)  # (N, C): 1-based rank of each class's supercategory
     true_rank = np.where(ranked == super_of[y][:, None], order, c + 1).min(axis=1)  # (N,)
-    return {k: float((true_rank <= k).mean()) for k in _check_ks(ks)}
+    return {k: true_rank <= k for k in _check_ks(ks)}
+
+
+def supercategory_fields(pred, labels, super_of: np.ndarray | None, rs: Resamples, level: float = 0.95) -> dict:
+    """Report fields of supercategory top-k (SUPER_KS) on these samples: {"supercategory_topk": {k: value},
+    "supercategory_topk_ci": {k: [lo, hi] | None}} (intervals over the resamples of `rs`; none with 0 resamples),
+    or {} where the classes carry no supercategories (`super_of` None)."""
+    if super_of is None:
+        return {}
+    hits = supercategory_hits(pred, labels, super_of)
+    ones = np.ones(len(_np(labels)), dtype=bool)
+    return {"supercategory_topk": {k: float(h.mean()) for k, h in hits.items()},
+            "supercategory_topk_ci": {k: interval(resampled_mean(h.astype(np.float64), ones, rs), level)
+                                      if rs.n_resamples else None for k, h in hits.items()}}
 
 
 # --- baselines: scores (N, C) from labels and counts only, never from pixels --------------------------------------
@@ -268,16 +290,17 @@ def random_scores(n: int, num_classes: int, seed: int) -> np.ndarray:
 
 
 # --- reports -----------------------------------------------------------------------------------------------------
-def summarize(scores, labels, visible, plausible, ks: Iterable[int], num_classes: int) -> dict:
+def summarize(scores, labels, visible, plausible, ks: Iterable[int], num_classes: int,
+              cls: ClassSet | None = None) -> dict:
     """Every metric for one set of scores, in report.json's layout: the point estimates of point_metrics (the one
-    computation behind points and intervals), the top-1 per-class rows and the plausibility counts. ks always include
-    1, 5, 10; a k above C is computed at C and listed in "clamped". topk keys are Python ints (strings once written
-    as JSON)."""
+    computation behind points and intervals; balanced over the declared class set `cls` when given), the top-1
+    per-class rows and the plausibility counts. ks always include DEFAULT_KS (1, 3, 5, 10); a k above C is
+    computed at C and listed in "clamped". topk keys are Python ints (strings once written as JSON)."""
     s = _check_scores(scores, num_classes)
     y = _check_labels(labels, s.shape[0], num_classes)
     ks = _check_ks(set(ks) | set(DEFAULT_KS))
     n = int(s.shape[0])
-    point = point_metrics(s, y, visible, plausible, ks, Resamples(np.arange(n), np.ones((1, n)), seed=0))
+    point = point_metrics(s, y, visible, plausible, ks, Resamples(np.arange(n), np.ones((1, n)), seed=0), cls)
     has_v = visible_mask(visible, num_classes).any(axis=1)
     return {"n": n, **nest(point, ks), "plausibility_n": int(has_v.sum()), "plausibility_excluded": int((~has_v).sum()),
             "per_class": per_class_accuracy(s, y, num_classes, k=1), "clamped": [k for k in ks if k > num_classes]}
@@ -438,10 +461,14 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
 
 
-def resampled_metrics(pred, labels, visible, plausible, ks: Iterable[int], rs: Resamples) -> dict[str, np.ndarray]:
+def resampled_metrics(pred, labels, visible, plausible, ks: Iterable[int], rs: Resamples,
+                      cls: ClassSet | None = None) -> dict[str, np.ndarray]:
     """summarize()'s metrics on every resample of `rs`: {"top-k": (B,), "bal top-k": (B,), "plaus@10": (B,),
     "per_class": (B, C) top-1 accuracy}; NaN where a resample has nothing to average (no scene with a visible
     class, no sample of a class). `pred`: scores (N, C), or ranked class indices (N, >= max(ks, 10)).
+    Balanced top-k averages over the declared class set `cls` (every resample divides by the same set: a resample
+    missing one of its classes is NaN, left out of the interval); without one, over the classes each resample
+    draws (the older definition, whose intervals can miss their own point).
 
     Every metric is a ratio of per-image sums, so a resample costs one (B, G) @ (G, ...) product per metric."""
     plausible = np.asarray(plausible, dtype=bool)
@@ -458,7 +485,8 @@ def resampled_metrics(pred, labels, visible, plausible, ks: Iterable[int], rs: R
         hits = (top[:, :min(k, c)] == y[:, None]).any(axis=1).astype(np.float64)  # (N,)
         out[f"top-{k}"] = _ratio(w @ _per_image(rs, hits), n)
         per_class = _ratio(w @ _per_image_class(rs, y, hits, c), support)  # (B, C)
-        out[f"bal top-{k}"] = _ratio(np.nansum(per_class, axis=1), present)
+        out[f"bal top-{k}"] = (per_class[:, cls.classes].mean(axis=1) if cls is not None
+                               else _ratio(np.nansum(per_class, axis=1), present))
         if k == 1:
             out["per_class"] = per_class
     out["plaus@10"] = resampled_mean(*plausible_shares(top, visible, plausible), rs)
@@ -472,10 +500,11 @@ def resampled_mean(values: np.ndarray, where: np.ndarray, rs: Resamples) -> np.n
     return _ratio(rs.weights @ _per_image(rs, np.asarray(values) * where), rs.weights @ _per_image(rs, where))
 
 
-def point_metrics(pred, labels, visible, plausible, ks: Iterable[int], rs: Resamples) -> dict[str, float | None]:
+def point_metrics(pred, labels, visible, plausible, ks: Iterable[int], rs: Resamples,
+                  cls: ClassSet | None = None) -> dict[str, float | None]:
     """The metrics of resampled_metrics() on the original samples (None where undefined), per_class left out: the
     one point-estimate path (summarize, compare), so a point and its interval are computed alike."""
-    dists = resampled_metrics(pred, labels, visible, plausible, ks, rs.identity())
+    dists = resampled_metrics(pred, labels, visible, plausible, ks, rs.identity(), cls)
     return {m: (float(d[0]) if np.isfinite(d[0]) else None) for m, d in dists.items() if m != "per_class"}
 
 
@@ -803,6 +832,12 @@ def _arm(runs: Sequence[SeedRun], metric: str) -> Arm | None:
                   None if any(s is None for s in seeds) else seeds)
 
 
+def _clip(ci: list[float] | None, lo: float) -> list[float] | None:
+    """An interval of a share (lo = 0) or of a difference of shares (lo = -1) clipped to [lo, 1]: every metric of
+    the table is a share of samples, so no value outside can be true (clipping never moves 0 in or out)."""
+    return None if ci is None else [min(max(ci[0], lo), 1.0), min(max(ci[1], lo), 1.0)]
+
+
 def seed_table(arms: dict[str, Sequence[SeedRun]], reference: str, names: Sequence[str],
                level: float = LEVEL) -> dict:
     """Every arm's metrics with their seeds, and every other arm minus `reference`, worded over ONE family (all
@@ -819,7 +854,8 @@ def seed_table(arms: dict[str, Sequence[SeedRun]], reference: str, names: Sequen
             a = _arm(runs, m)
             alone = seed_interval(a, level=level) if a is not None else None
             table["arms"][name][m] = None if a is None else {
-                **seed_summary(a), "ci": alone["ci"] if alone else None, "notes": alone["notes"] if alone else []}
+                **seed_summary(a), "ci": _clip(alone["ci"], 0.0) if alone else None,
+                "notes": alone["notes"] if alone else []}
             if name != reference:
                 b = _arm(arms[reference], m)
                 flat[f"{name}\t{m}"] = seed_interval(a, b, level) if a is not None and b is not None else None
@@ -828,6 +864,8 @@ def seed_table(arms: dict[str, Sequence[SeedRun]], reference: str, names: Sequen
     worded = holm_verdicts(flat, family, level)
     for key, r in worded.items():
         name, m = key.split("\t")
+        if r is not None:  # a t interval of few seeds can reach past what a difference of shares can be
+            r = {**r, "ci": _clip(r["ci"], -1.0), "ci_holm": _clip(r["ci_holm"], -1.0)}
         table["differences"].setdefault(name, {})[m] = r
     table["family"] = family
     return table

@@ -131,6 +131,7 @@ RANGES: dict[str, Range] = {
     # scoring and reporting
     "max_samples": Range(1, COUNT_MAX), "topk": Range(1, 100_000), "top": Range(1, 100_000),
     "bootstrap": Range(0, 10_000), "min_count": Range(1, COUNT_MAX), "n": Range(1, 1024),
+    "min_class_samples": Range(1, COUNT_MAX),
     # rescoring a detector's results (scenectl rescore)
     "max_per_image": Range(1, 100_000), "min_score": _real(0, 1, hi_open=True), "relabel": Range(0, 1000),
     "calibration": _real(0, 1, lo_open=True, hi_open=True),

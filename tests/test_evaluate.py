@@ -95,8 +95,12 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
     for k in disk["ks"]:
         hits = (top[:, :k] == labels[:, None]).any(1)
         assert disk["topk"][str(k)] == pytest.approx(hits.mean())
-        per_class = [hits[labels == c].mean() for c in np.unique(labels)]
+        declared = [c for c in np.unique(labels) if (labels == c).sum() >= 5]  # --min-class-samples 5
+        per_class = [hits[labels == c].mean() for c in declared]
         assert disk["topk_balanced"][str(k)] == pytest.approx(np.mean(per_class))
+    cs = disk["class_set"]
+    assert cs["classes"] == [int(c) for c in declared] and cs["size"] == len(declared) and cs["min_class_samples"] == 5
+    assert cs["sample_share"] == pytest.approx(np.isin(labels, declared).mean())
     assert disk["topk"]["16"] == 1.0
     support = np.bincount(labels, minlength=C)
     assert [r["support"] for r in disk["per_class"]] == support.tolist()
@@ -105,7 +109,15 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
         assert b["n"] == disk["n"]
     assert disk["plausibility_n"] + disk["plausibility_excluded"] == disk["n"]
     assert disk["plausibility_excluded"] == sum(1 for v in visible if not v)
-    assert 0 <= disk["plausibility@10"] <= 1 and 0 <= disk["plausibility_ceiling"] <= 1
+    assert 0 <= disk["plausibility@10"] <= disk["plausibility@10_max"] <= 1
+    assert disk["plausibility"]["k=1"]["true label"] == disk["plausibility_true_label"]
+    assert set(disk["plausibility"]) == {"k=1", "k=10"} and "attainable maximum" in disk["plausibility"]["k=10"]
+    # the field's numbers: top-3 always, supercategory top-1/5 from the shard set's class table
+    assert "3" in disk["topk"] and set(disk["supercategory_topk"]) == {"1", "5"}
+    sup = disk["supercategories"]
+    assert len(sup) == C and all(isinstance(x, str) for x in sup)
+    same = [sup[a] == sup[b] for a, b in zip(top[:, 0], labels)]
+    assert disk["supercategory_topk"]["1"] == pytest.approx(np.mean(same))
     assert disk["cooccurrence_source"].startswith("checkpoint")
     # intervals: over the images, for the model and every baseline, each holding its point estimate
     boot = disk["bootstrap"]
@@ -113,13 +125,14 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
     for summary in [disk, *disk["baselines"].values()]:
         for value, (lo, hi) in _flat_cis(summary):
             assert lo - 1e-6 <= value <= hi + 1e-6
-    outside = [f"{name} bal top-{k}" for name, s in [("model", disk), *disk["baselines"].items()]
-               for k, v in s["topk_balanced"].items()
-               if not s["topk_balanced_ci"][k][0] - 1e-6 <= v <= s["topk_balanced_ci"][k][1] + 1e-6]
-    assert len(boot["outside"]) == len(outside) and (not outside or any("does not hold" in n for n in disk["notes"]))
-    lo, hi = disk["plausibility_ceiling_ci"]
-    assert lo <= disk["plausibility_ceiling"] <= hi
-    assert all(r["ci"] is not None for r in disk["per_class"] if r["support"])
+    # the prior is a constant predictor: its balanced metrics are fixed, so no interval, and the reason
+    prior = disk["baselines"]["prior"]
+    assert all(ci is None for ci in prior["topk_balanced_ci"].values()) and "constant predictor" in prior["no_interval"]
+    assert disk["topk_balanced_ci"]["1"] is not None and "no_interval" not in disk
+    lo, hi = disk["plausibility_true_label_ci"]
+    assert lo <= disk["plausibility_true_label"] <= hi
+    # per-class intervals: Wilson, hidden below 5 samples
+    assert all((r["ci"] is not None) == (r["support"] >= 5) for r in disk["per_class"])
     assert set(disk["vs_baselines"]) == {"prior", "cooccurrence", "random", "mask_only"}
     d = disk["vs_baselines"]["prior"]["topk"]["1"]
     assert d["difference"] == pytest.approx(disk["topk"]["1"] - disk["baselines"]["prior"]["topk"]["1"])
@@ -128,11 +141,19 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
     assert disk["mask_only"]["run"] and disk["mask_only"]["train_shards"] == str(data["train"])
     assert disk["mask_only"]["train_samples"] == len(_shard_samples(data["train"]))
     assert disk["baselines"]["mask_only"]["n"] == disk["n"] and "vs_prior" in disk["baselines"]["mask_only"]
+    assert 0 <= disk["mask_only"]["train_top1"] <= 1 and 0 <= disk["mask_only"]["heldout_top1"] <= 1
+    share = disk["mask_only"]["explained_top1"]
+    assert share is None or share["value"] is None or 0 <= share["value"] <= 1
     for f in ("config.json", "report.md", "confusion.png", "per_class.png", "baselines.png"):
         assert (out / f).stat().st_size > 0, f
     md = (out / "report.md").read_text()
     assert "|  | model | prior | co-occurrence | mask-only | random |" in md
-    assert "Mask-only baseline (shape-leakage control" in md and "model - prior" in md
+    assert "Mask-only baseline (shape-leakage probe" in md and "model - prior" in md
+    assert "declared class set" in md and "| super top-1 |" in md
+    at10 = f"| k=10 | {100 * disk['plausibility@10']:5.1f} | {100 * disk['plausibility@10_max']:5.1f} |"
+    assert at10 + " attainable maximum |" in md
+    assert "| true label |" in md
+    assert "prior: no balanced interval, a constant predictor" in md
     assert not list(out.glob(".*tmp*"))  # nothing half-written left behind
 
 
@@ -224,9 +245,9 @@ def test_object_crop_shards_are_refused_by_train_and_eval(data, tmp_path):
 
 
 def test_resolve_ks():
-    assert resolve_ks([50], 80) == ([1, 5, 10, 50], [])
+    assert resolve_ks([50], 80) == ([1, 3, 5, 10, 50], [])
     ks, notes = resolve_ks([100, 1], 80)
-    assert ks == [1, 5, 10, 80] and notes == ["top-100 clamped to top-80: the model knows only 80 classes"]
+    assert ks == [1, 3, 5, 10, 80] and notes == ["top-100 clamped to top-80: the model knows only 80 classes"]
     assert resolve_ks([], 3)[0] == [1, 3]
     with pytest.raises(ScenectlError, match="positive"):
         resolve_ks([0], 80)
@@ -280,8 +301,11 @@ def test_bootstrap_and_mask_only_options(data, tmp_path):
     ckpt["training_shards"]["spec"] = str(tmp_path / "gone")  # (the record train writes: checkpoint.TrainingShards)
     save_checkpoint(moved, ckpt)
     rep = main(EvalConfig(checkpoint=str(moved), shards=[str(data["val"])], out=str(tmp_path / "e"), workers=0,
-                          device="cpu", bootstrap=0))
+                          device="cpu", bootstrap=0, min_class_samples=1))
     assert rep["bootstrap"] == {"resamples": 0} and "topk_ci" not in rep and "vs_baselines" not in rep
+    # --min-class-samples 1: every class present enters the balanced mean, covering every sample
+    present = [r["class"] for r in rep["per_class"] if r["support"]]
+    assert rep["class_set"]["classes"] == present and rep["class_set"]["sample_share"] == 1.0
     assert not rep["mask_only"]["run"] and "gone" in rep["mask_only"]["reason"]
     assert "mask_only" not in rep["baselines"] and "not run" in (tmp_path / "e" / "report.md").read_text()
     for args, text in ((["--mask-only-train", str(tmp_path / "none")], "shard set not found"),
@@ -324,16 +348,57 @@ def test_mask_only_reads_the_class_from_instance_shaped_holes(holes, tmp_path):
     for shape in ("instance", "square"):
         ckpt = _untrained(tmp_path / f"{shape}.pt", holes[f"{shape}-train"])
         rep = main(EvalConfig(checkpoint=str(ckpt), shards=[str(holes[f"{shape}-val"])], out=str(tmp_path / shape),
-                              workers=0, device="cpu", bootstrap=500))
+                              workers=0, device="cpu", bootstrap=500,
+                              cooccurrence=str(holes[f"{shape}-train"] / "cooccurrence.h5")))
+        assert "named by --cooccurrence" in rep["cooccurrence_source"]
         hole, prior = rep["baselines"]["mask_only"], rep["baselines"]["prior"]
         gain[shape] = hole["topk"][1] - prior["topk"][1]
         assert rep["mask_only"]["train_shards"] == str(holes[f"{shape}-train"])  # from config["data"]["shards"]
         if shape == "instance":  # the silhouette names the class: far above the prior, paired interval above 0
             assert hole["topk_ci"][1][0] > prior["topk"][1] and hole["vs_prior"]["topk"][1]["verdict"] == "higher"
             md = (tmp_path / shape / "report.md").read_text()
-            assert "Mask-only baseline (shape-leakage control" in md and "mask-only minus prior: +" in md
+            assert "Mask-only baseline (shape-leakage probe" in md and "mask-only minus prior: +" in md
     # a square keeps only size and position: it tells much less than the silhouette
     assert gain["square"] < gain["instance"] - 0.05, gain
+
+
+def test_a_checkpoint_without_counts_is_not_scored_with_the_evaluated_splits_own(data, tmp_path):
+    """Plausibility and the label-only baselines need the TRAINING split's counts: without them in the checkpoint,
+    eval refuses in one line (exit 2, nothing written) unless --cooccurrence names a file."""
+    raw = torch.load(data["ckpt"], weights_only=True)
+    raw["cooccurrence"] = None
+    torch.save(raw, tmp_path / "nocounts.pt")
+    args = ["eval", "-c", str(tmp_path / "nocounts.pt"), "--shards", str(data["val"]), "--out", str(tmp_path / "e"),
+            "--workers", "0", "--device", "cpu", "--bootstrap", "0", "--no-mask-only"]
+    res = runner.invoke(app, args)
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1 and "carries no co-occurrence counts" in lines[0], res.output
+    assert "--cooccurrence" in lines[0] and not (tmp_path / "e").exists()
+    res = runner.invoke(app, args + ["--cooccurrence", str(data["train"] / "cooccurrence.h5")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert rep["cooccurrence_source"].endswith("(named by --cooccurrence)")
+
+
+@pytest.mark.slow
+def test_densenet_is_evaluated_beside_its_hole_only_control(data, tmp_path):
+    """train --arch densenet121 trains and evaluates; --hole-only-checkpoint adds model - hole-only (the context
+    contribution) as a paired difference; an ordinary checkpoint is refused as the control."""
+    base = dict(shards=str(data["train"]), val_shards=str(data["val"]), epochs=1, steps_per_epoch=1, batch_size=8,
+                workers=0, device="cpu", log_every=10**6, checkpoint_every=0, shuffle_buffer=16)
+    train(TrainConfig(**base, arch="densenet121", out=str(tmp_path / "dn")))
+    train(TrainConfig(**base, arch="resnet18", hole_only=True, out=str(tmp_path / "hole")))
+    cfg = dict(checkpoint=str(tmp_path / "dn" / "last.pt"), shards=[str(data["val"])], workers=0, device="cpu",
+               bootstrap=200, mask_only=False)
+    rep = main(EvalConfig(**cfg, out=str(tmp_path / "e"), hole_only_checkpoint=str(tmp_path / "hole" / "last.pt")))
+    assert rep["arch"] == "densenet121" and "hole_only" in rep["baselines"]
+    d = rep["vs_baselines"]["hole_only"]["topk"][1]
+    assert d["difference"] == pytest.approx(rep["topk"][1] - rep["baselines"]["hole_only"]["topk"][1])
+    assert d["verdict"] in ("higher", "lower", "inconclusive") and rep["vs_baselines"]["hole_only"]["notes"]
+    assert "model - hole-only (context)" in (tmp_path / "e" / "report.md").read_text()
+    with pytest.raises(ScenectlError, match="was not trained with --hole-only"):
+        main(EvalConfig(**cfg, out=str(tmp_path / "e2"), hole_only_checkpoint=str(data["ckpt"])))
+    assert not (tmp_path / "e2").exists()
 
 
 def test_training_shards_named_by_a_checkpoint_are_data(data, tmp_path):

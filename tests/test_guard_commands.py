@@ -30,13 +30,13 @@ from scenectl.models import create_model
 runner = CliRunner()
 
 
-def _checkpoint(path: Path, classes: list[dict], in_chans: int) -> Path:
+def _checkpoint(path: Path, classes: list[dict], in_chans: int, cooc: dict | None = None) -> Path:
     torch.manual_seed(0)
     model = create_model("resnet18", len(classes), in_chans=in_chans)
     save_checkpoint(path, {"kind": "context" if in_chans == 4 else "distill", "arch": "resnet18",
                            "in_chans": in_chans, "num_classes": len(classes), "model": model.state_dict(),
                            "classes": classes, "image_size": 32, "mask_channel": in_chans == 4, "config": {},
-                           "cooccurrence": None, "metrics": {}, "epoch": 1, "step": 1})
+                           "cooccurrence": cooc, "metrics": {}, "epoch": 1, "step": 1})
     return path
 
 
@@ -49,7 +49,9 @@ def inputs(synthetic_scenes, synthetic_shards, tmp_path_factory) -> dict:
     build_shards(BuildConfig(out=parts, coco_root=synthetic_scenes, split="val2017", image_size=32, part="0/1",
                              workers=1, progress=False), echo=lambda s: None)
     return {"scenes": synthetic_scenes, "train": synthetic_shards["train"], "val": synthetic_shards["val"],
-            "ctx": _checkpoint(d / "ctx.pt", classes, 4), "obj": _checkpoint(d / "obj.pt", classes, 3),
+            "ctx": _checkpoint(d / "ctx.pt", classes, 4,
+                               cooc=open_shard_set(synthetic_shards["train"]).cooccurrence().to_state()),
+            "obj": _checkpoint(d / "obj.pt", classes, 3),
             "image": next((synthetic_scenes / "val2017").glob("*.jpg")), "parts": parts}
 
 

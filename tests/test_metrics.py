@@ -244,8 +244,8 @@ def test_summarize_schema_clamping_and_json():
     assert set(out) == {"n", "topk", "topk_balanced", "plausibility@10", "plausibility_n", "plausibility_excluded",
                         "per_class", "clamped"}
     assert out["n"] == 6
-    assert out["topk"] == pytest.approx({1: 0.5, 2: 4 / 6, 5: 1.0, 10: 1.0})  # 1, 5, 10 always added
-    assert out["topk_balanced"] == pytest.approx({1: 5 / 12, 2: 0.5, 5: 1.0, 10: 1.0})
+    assert out["topk"] == pytest.approx({1: 0.5, 2: 4 / 6, 3: 5 / 6, 5: 1.0, 10: 1.0})  # 1, 3, 5, 10 always added
+    assert out["topk_balanced"] == pytest.approx({1: 5 / 12, 2: 0.5, 3: 3 / 4, 5: 1.0, 10: 1.0})
     assert out["clamped"] == [5, 10]
     # plausibility@10 with C = 4 takes all four classes: share of plausible classes per scene,
     # {1} -> {0,1} 2/4, {2} -> {2} 1/4, {1,2} -> 3/4; scenes 0,2,3,4,5 -> (1/2 + 1/4 + 3/4 + 1/2 + 1/4) / 5
@@ -660,5 +660,12 @@ def test_seed_table_words_every_difference_over_one_family():
         for r in filter(None, by_metric.values()):
             assert (r["verdict"] != "inconclusive") == (r["ci_holm"][0] > 0 or r["ci_holm"][1] < 0)
             assert r["ci_holm"][0] <= r["ci"][0] and r["ci_holm"][1] >= r["ci"][1]  # never narrower
+    # two seeds (t with 1 df): intervals of shares stay within [0, 1], of differences within [-1, 1]
+    wild = {"base": runs(0.4, [0, 1]), "other": runs(0.4, [0, 55])}  # top-1 about 0.4 and 0.95: seed SD 0.39
+    raw = M.seed_interval(M._arm(wild["other"], "top-1"))
+    assert raw["ci"][0] < 0 and raw["ci"][1] > 1  # the t interval itself reaches past, so the clip is tested
+    two = M.seed_table(wild, "base", ["top-1"])
+    assert two["arms"]["other"]["top-1"]["ci"] == [0.0, 1.0]
+    assert all(-1 <= v <= 1 for v in two["differences"]["other"]["top-1"]["ci_holm"])
     with pytest.raises(ScenectlError, match="reference"):
         M.seed_table(arms, "missing", names)

@@ -167,8 +167,8 @@ def test_a_redirected_eval_log_shows_the_total_and_holds_no_carriage_return(synt
     ckpt = tmp_path / "ctx.pt"
     save_checkpoint(ckpt, {"kind": "context", "arch": "resnet18", "in_chans": 4, "num_classes": len(val.classes),
                            "model": model.state_dict(), "classes": val.classes, "image_size": 32,
-                           "mask_channel": True, "config": {"image_size": 32}, "cooccurrence": None,
-                           "metrics": {}, "epoch": 1, "step": 1})
+                           "mask_channel": True, "config": {"image_size": 32},
+                           "cooccurrence": val.cooccurrence().to_state(), "metrics": {}, "epoch": 1, "step": 1})
     log = tmp_path / "eval.log"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop(P.STYLE_ENV, None)

@@ -12,9 +12,11 @@ from scenectl.config import EvalConfig
 @command(
     "eval",
     help=(
-        "Evaluate a checkpoint on one or more shard sets: top-1/5/10 and every --topk, each micro and "
-        "class-balanced; per-class accuracy; co-occurrence plausibility@10 (training split's counts, from the "
-        "checkpoint) for the model, the true labels and the baselines on the same samples: class prior, label-only "
+        "Evaluate a checkpoint on one or more shard sets: top-1/3/5/10 and every --topk, each micro and "
+        "class-balanced (over the classes with --min-class-samples targets); supercategory top-1/5; per-class "
+        "accuracy; co-occurrence plausibility@10 beside its attainable maximum (training split's counts, from the "
+        "checkpoint or --cooccurrence) for the model, the true labels and the baselines on the same samples: class "
+        "prior, label-only "
         "co-occurrence naive Bayes, uniform random, and the mask-only shape-leakage control (a classifier of the "
         "hidden region's shape, size and position alone, fitted on the checkpoint's training shards). Every number "
         "has a 95% bootstrap interval over images (--bootstrap), and the model's paired difference to each "

@@ -130,17 +130,31 @@ class ClassTable:
 
     coco_ids: tuple[int, ...]
     names: tuple[str, ...]
+    # COCO's `supercategory` of each class (supercategory top-k); empty when some category of the file has none
+    supercategories: tuple[str, ...] = ()
 
     @classmethod
     def from_coco(cls, coco: COCO) -> "ClassTable":
         cats = sorted(coco.dataset["categories"], key=lambda c: int(c["id"]))
-        return cls(tuple(int(c["id"]) for c in cats), tuple(str(c["name"]) for c in cats))
+        sup = tuple(c.get("supercategory") for c in cats)
+        return cls(tuple(int(c["id"]) for c in cats), tuple(str(c["name"]) for c in cats),
+                   sup if all(isinstance(x, str) and x for x in sup) else ())
 
     def index(self) -> dict[int, int]:
         return {cid: i for i, cid in enumerate(self.coco_ids)}
 
     def to_json(self) -> list[dict]:
-        return [{"index": i, "coco_id": c, "name": n} for i, (c, n) in enumerate(zip(self.coco_ids, self.names))]
+        rows = [{"index": i, "coco_id": c, "name": n} for i, (c, n) in enumerate(zip(self.coco_ids, self.names))]
+        for row, sup in zip(rows, self.supercategories):
+            row["supercategory"] = sup
+        return rows
+
+
+def supercategories(classes: list[dict]) -> list[str] | None:
+    """Each class's supercategory from a class list (ClassTable.to_json's layout), or None where some class has
+    none (a shard set built before they were recorded, an image folder): supercategory metrics are then absent."""
+    sup = [c.get("supercategory") if isinstance(c, dict) else None for c in classes]
+    return sup if sup and all(isinstance(x, str) and 0 < len(x) <= 200 for x in sup) else None
 
 
 def classes_match(a: list[dict], b: list[dict]) -> bool:
