@@ -51,6 +51,7 @@ class Model:
     plausible: np.ndarray | None = None  # (C, C) bool
     notes: list[str] = field(default_factory=list)
     pending: tuple | None = None  # a checkpoint not run yet: (Checkpoint, its opened shard sets)
+    scored: dict = field(default_factory=dict)  # {"provenance", "selection"} of what it is (report.what_was_scored)
 
 
 # --- 1. inputs -----------------------------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ def open_input(spec: str, name: str, cfg: CompareConfig) -> Model:
     if path.suffix == ".h5":
         p = read_predictions(path)
         return Model(name, spec, "predictions", p.keys, p.labels, p.image_ids, p.scores, p.visible, p.class_names,
-                     p.plausible, p.notes)
+                     p.plausible, p.notes, scored=eval_record(path.parent / "report.json"))
     from scenectl.checkpoint import read_checkpoint
     from scenectl.inference import open_sets
 
@@ -106,7 +107,35 @@ def run_pending(m: Model, cfg: CompareConfig) -> None:
     cooc, source = checkpoint_cooccurrence(ckpt, sets)
     m.keys, m.labels, m.image_ids, m.scores, m.visible = out.keys, out.labels, out.image_ids, out.logits, out.visible
     m.plausible, m.pending = metrics.plausible_matrix(cooc), None
+    m.scored = report.what_was_scored(ckpt, sets, outs)
     m.notes.append(f"{m.name}: run on {', '.join(cfg.shards)}; co-occurrence counts: {source}")
+
+
+def eval_record(report_json: Path) -> dict:
+    """The provenance and selection record of the eval report beside a predictions.h5 ({} without one)."""
+    from scenectl.io import read_json
+
+    if not report_json.is_file():
+        return {}
+    rep = read_json(report_json, "eval report")
+    return {k: rep[k] for k in ("provenance", "selection") if isinstance(rep, dict) and isinstance(rep.get(k), dict)}
+
+
+def what_is_compared(models: list[Model]) -> dict:
+    """compare's provenance (its version and commit, each input's own record) and the inputs whose checkpoint was
+    selected on the samples compared (marked optimistic in every output)."""
+    from scenectl.config import provenance
+
+    prov = provenance()
+    optimistic = {m.name: m.scored["selection"]["note"] for m in models
+                  if m.scored.get("selection", {}).get("optimistic")}
+    return {"provenance": {"scenectl": prov["version"], "git_commit": prov.get("git_commit"),
+                           "inputs": {m.name: m.scored.get("provenance") for m in models}},
+            "optimistic": optimistic}
+
+
+def optimistic_lines(rep: dict) -> list[str]:
+    return [f"WARNING: {name}: {note}" for name, note in rep["optimistic"].items()]
 
 
 # --- 2. the same samples -------------------------------------------------------------------------------------------
@@ -140,7 +169,7 @@ def aligned(ref: Model, m: Model) -> Model:
     """m with its samples in ref's order (after check_same_samples)."""
     order = check_same_samples(ref, m)
     return Model(m.name, m.source, m.kind, list(ref.keys), ref.labels, ref.image_ids, m.scores[order],
-                 ref.visible, m.classes, m.plausible, m.notes)
+                 ref.visible, m.classes, m.plausible, m.notes, scored=m.scored)
 
 
 def pick_reference(cfg: CompareConfig, names: list[str]) -> int:
@@ -219,7 +248,8 @@ def intervals_text(rep: dict) -> str:
 
 
 def write_report_md(path: Path, rep: dict) -> None:
-    lines = ["# compare", "", *(f"- {m['name']}: `{m['source']}` ({m['kind']})" for m in rep["models"]),
+    lines = ["# compare", "", *(f"**{w}**" for w in optimistic_lines(rep)), *([""] if rep["optimistic"] else []),
+             *(f"- {m['name']}: `{m['source']}` ({m['kind']})" for m in rep["models"]),
              f"- reference: {rep['reference']}", f"- samples: {rep['n']} (the same for every model)",
              f"- intervals: {intervals_text(rep)}", f"- plausibility@10: {rep['plausibility_source']}",
              *(f"- note: {n}" for n in rep["notes"]), "", "## Scores (percentages)", "", scores_table(rep, True), "",
@@ -280,14 +310,18 @@ def compare(cfg: CompareConfig) -> dict:
         rep = {"format": REPORT_FORMAT, "out": str(folder.path), "reference": models[ref].name,
                "models": [{"name": m.name, "source": m.source, "kind": m.kind} for m in models],
                "n": len(models[ref].keys), "ks": ks, "classes": models[ref].classes, "plausibility_source": source,
-               "notes": notes + [n for m in models for n in m.notes], **score(models, ref, ks, plausible, cfg)}
-        write_outputs(folder.path, rep)
+               "notes": notes + [n for m in models for n in m.notes], **score(models, ref, ks, plausible, cfg),
+               **what_is_compared(models)}
+        with plots.source(data=", ".join(cfg.shards) or None, n=rep["n"],
+                          checkpoint=", ".join(m.name for m in models)):
+            write_outputs(folder.path, rep)
         return rep
 
 
 def summary_text(rep: dict) -> str:
     """What the CLI prints: both tables, the verdicts in words and where the files are."""
-    parts = [f"{len(rep['models'])} models on the same {rep['n']} samples; {intervals_text(rep)}", scores_table(rep)]
+    parts = [*optimistic_lines(rep), f"{len(rep['models'])} models on the same {rep['n']} samples; "
+             f"{intervals_text(rep)}", scores_table(rep)]
     if rep["differences"]:
         parts += [f"difference to {rep['reference']} (percentage points):", differences_table(rep),
                   *verdict_lines(rep)]

@@ -190,7 +190,8 @@ class DistillConfig(Run):
 class EvalConfig(Run):
     """`scenectl eval` (scenectl/evaluate.py)."""
 
-    checkpoint: str = option("runs/train/best.pt", "Checkpoint written by scenectl train (or transfer/distill).",
+    checkpoint: str = option("runs/train/last.pt", "Checkpoint written by scenectl train (or transfer/distill); "
+                                                   "the default, the final weights, was not selected on val2017.",
                              "--checkpoint", "-c")
     shards: list[str] = option(["shards/val2017"], "Shard set folder or webdataset URL pattern; repeat to compare "
                                                    "sets.")

@@ -30,7 +30,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -70,6 +70,9 @@ class Run:
     trained: nn.Module | None = None  # what the loss sees when it is not `net` (e.g. a frozen-backbone wrapper)
     tensorboard: bool = False
     title: str = ""  # curves.png's title
+    # fields saved in best.pt only, read when it is saved (train: "selected_on", the validation samples that pick it,
+    # filled in by its validation)
+    best_facts: dict = field(default_factory=dict)
 
 
 def cross_entropy(label_smoothing: float = 0.0, aux_visible: float = 0.0) -> LossFn:
@@ -391,8 +394,9 @@ class Session:
         if not self.dev.is_main:
             return
         st = self.state
+        facts = {**self.run.facts, **(self.run.best_facts if name == "best.pt" else {})}
         save_checkpoint(self.run.out / name, {
-            **self.run.facts, "model": self.run.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            **facts, "model": self.run.net.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": st.epoch,
             "epoch_step": st.epoch_step, "step": st.step, "best_top1": st.best_top1, "config": self.run.config,
             "metrics": st.metrics or {},

@@ -217,7 +217,8 @@ def plausibility_text(rep: dict) -> str:
 
 
 def write_report_md(path: Path, rep: dict, ks: list[int], names: list[str], title: str) -> None:
-    lines = [f"# {title}", "", f"- checkpoint: `{rep['checkpoint']}` ({rep['arch']}, {len(names)} classes)",
+    lines = [f"# {title}", "", *selection_lines(rep),
+             f"- checkpoint: `{rep['checkpoint']}` ({rep['arch']}, {len(names)} classes)",
              f"- shard sets: {', '.join(f'`{s}`' for s in rep['shards'])}", f"- samples: {rep['n']}",
              f"- co-occurrence counts: {rep['cooccurrence_source']}",
              f"- intervals: {report.bootstrap_text(rep['bootstrap'])}",
@@ -239,6 +240,12 @@ def write_report_md(path: Path, rep: dict, ks: list[int], names: list[str], titl
     lines += [f"| {names[r['class']]} | {r['support']} | {r['correct']} | {report.pct_ci(r['accuracy'], r.get('ci'))} |"
               for r in rep["per_class"] if r["support"]]
     write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+def selection_lines(rep: dict) -> list[str]:
+    """report.md's warning, first of all, when the checkpoint was selected on the samples scored."""
+    note = rep["selection"]["note"]
+    return [f"**{note[0].upper()}{note[1:]}.**", ""] if note else []
 
 
 def plot_estimators(rep: dict, ks: list[int], path: Path, title: str) -> None:
@@ -316,14 +323,18 @@ def evaluate(cfg: EvalConfig) -> dict:
         extra, mask_record = mask_only_baseline(cfg, mask_source, shard_sets, outs, ckpt.num_classes)
         common = {"format": REPORT_FORMAT, "out": str(folder.path), "checkpoint": str(cfg.checkpoint),
                   "arch": ckpt.arch, "classes": ckpt.names, "ks": ks, "cooccurrence_source": cooc_source,
-                  "notes": notes, "mask_only": mask_record}
-        return write_reports(folder.path, cfg, common, outs, labels, cooc, ks, extra)
+                  "notes": notes, "mask_only": mask_record, **report.what_was_scored(ckpt, shard_sets, outs)}
+        with plots.source(**report.figure_source(common["provenance"])):
+            return write_reports(folder.path, cfg, common, outs, labels, cooc, ks, extra)
+
 
 
 def summary_text(rep: dict, out_dir: Path | str) -> str:
     """What the CLI prints: the results table(s), the model's differences to the baselines and where the files are."""
     ks = rep["ks"]
-    parts = [f"{rep['n']} samples, {len(rep['classes'])} classes, {rep['samples_per_s']:.1f} samples/s; "
+    note = rep["selection"]["note"]
+    parts = [f"WARNING: {note}"] if note else []
+    parts += [f"{rep['n']} samples, {len(rep['classes'])} classes, {rep['samples_per_s']:.1f} samples/s; "
              f"{report.bootstrap_text(rep['bootstrap'])}", results_table(rep, ks)]
     if rep.get("vs_baselines"):
         parts += ["model minus each baseline (percentage points; all metrics in report.md):",
@@ -334,4 +345,6 @@ def summary_text(rep: dict, out_dir: Path | str) -> str:
     parts += [plausibility_text(rep), *(f"note: {n}" for n in rep["notes"])]
     files = "report.json, report.md, predictions.h5, baselines.png, confusion.png, per_class.png"
     parts.append(f"wrote {out_dir}/{{{files}{', comparison.png, sets/' if rep.get('sets') else ''}}}")
+    if note:  # said last as well: the line a reader sees below a long table
+        parts.append(f"WARNING: {note}")
     return "\n".join(parts)

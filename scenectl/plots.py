@@ -13,11 +13,15 @@ the tests draw):
   bar says why).
 
 Draw inside `@styled` (the shared font sizes) and write with `save` (atomically: a temporary name in the target
-folder, renamed when whole).
+folder, renamed when whole). A command that draws from a checkpoint or a data set says so once around its drawing,
+`with plots.source(checkpoint=..., data=..., n=...):`, and every figure saved inside carries that line as its
+subtitle (the foot of the figure), whatever its kind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import textwrap
@@ -52,8 +56,44 @@ def styled(draw):
 
 
 # --- saving -------------------------------------------------------------------------------------------------------
+_SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("figure_source", default=None)
+
+
+def source_text(checkpoint: str | None = None, data: str | None = None, n: int | None = None,
+                sha256: str | None = None) -> str:
+    """The subtitle of a figure drawn from a checkpoint and/or a data set: "checkpoint runs/train/last.pt (sha256
+    1a2b3c4d5e6f) · data shards/val2017 · n = 500"."""
+    parts = []
+    if checkpoint:
+        parts.append(f"checkpoint {checkpoint}" + (f" (sha256 {sha256[:12]})" if sha256 else ""))
+    if data:
+        parts.append(f"data {data}")
+    if n is not None:
+        parts.append(f"n = {n}")
+    return " · ".join(parts)
+
+
+@contextlib.contextmanager
+def source(**what):
+    """Every figure saved inside the block carries `source_text(**what)` as its subtitle."""
+    token = _SOURCE.set(source_text(**what) or None)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
+def stamp(fig) -> None:
+    """The current source line at the foot of `fig` (8 pt; bbox_inches="tight" keeps it in the PNG)."""
+    text = _SOURCE.get()
+    if text:
+        fig.text(0.5, 0.0, textwrap.fill(text, 140), ha="center", va="top", fontsize=8, color="#444444")
+
+
 def save(fig, path: str | Path, dpi: int = DPI) -> None:
-    """Write `fig` as PNG at `dpi`, atomically, and close it (the rules every figure keeps: tests/figures.py)."""
+    """Write `fig` as PNG at `dpi` with its source subtitle (`source`), atomically, and close it (the rules every
+    figure keeps: tests/figures.py)."""
+    stamp(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)

@@ -9,9 +9,12 @@ training runs side by side (transfer, distill).
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 from scenectl import metrics
+from scenectl.checkpoint import Checkpoint, SampleSet, file_sha256, optimistic_note
+from scenectl.config import provenance
 from scenectl.io import write_bytes_atomic, write_json_atomic
 
 
@@ -91,6 +94,34 @@ def bootstrap_text(b: dict, also: str = "the instances of one image are resample
         return "no intervals (--bootstrap 0)"
     return (f"[lo, hi] = 95 % percentile-bootstrap interval, {b['resamples']} resamples of the {b['images']} images "
             f"(seed {b['seed']}; {also})")
+
+
+def report_provenance(checkpoints: list[str | Path], data: list[SampleSet]) -> dict:
+    """What a report is of, for its report.json: scenectl's version and git commit (None outside a checkout), each
+    checkpoint's path and sha256, each data set's location and fingerprint, and n (the samples scored)."""
+    prov = provenance()
+    return {"scenectl": prov["version"], "git_commit": prov.get("git_commit"),
+            "checkpoints": [{"path": str(c), "sha256": file_sha256(c)} for c in checkpoints],
+            "data": [asdict(d) for d in data], "n": sum(d.n or 0 for d in data)}
+
+
+def what_was_scored(ckpt: Checkpoint, shard_sets: list, outs: list) -> dict:
+    """A checkpoint scored on shard sets (eval, compare; `outs`: inference.Outputs, one per set): the report's
+    provenance and its selection record, whether the checkpoint was selected on the samples scored (then the report
+    is marked optimistic)."""
+    scored = [SampleSet.of(ss.location, ss.manifest, o.keys) for ss, o in zip(shard_sets, outs)]
+    note = optimistic_note(ckpt.path, ckpt.selected_on, scored)
+    return {"provenance": report_provenance([ckpt.path], scored),
+            "selection": {"selected_on": asdict(ckpt.selected_on) if ckpt.selected_on else None,
+                          "optimistic": note is not None, "note": note}}
+
+
+def figure_source(prov: dict) -> dict:
+    """plots.source's arguments from a report_provenance record: the checkpoint(s), data set(s) and n."""
+    ckpts = prov["checkpoints"]
+    return {"checkpoint": ", ".join(c["path"] for c in ckpts) or None,
+            "sha256": ckpts[0]["sha256"] if len(ckpts) == 1 else None,
+            "data": ", ".join(dict.fromkeys(d["location"] for d in prov["data"])) or None, "n": prov["n"]}
 
 
 def jsonable(x):

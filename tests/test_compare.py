@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
@@ -14,9 +15,9 @@ import torch
 from typer.testing import CliRunner
 
 from scenectl import metrics
-from scenectl.checkpoint import save_checkpoint
+from scenectl.checkpoint import SampleSet, file_sha256, read_checkpoint, save_checkpoint
 from scenectl.cli import app
-from scenectl.compare import CompareConfig, compare, model_names
+from scenectl.compare import CompareConfig, compare, model_names, summary_text
 from scenectl.errors import ScenectlError
 from scenectl.inference import Outputs
 from scenectl.models import create_model
@@ -143,13 +144,21 @@ def test_checkpoints_are_run_on_the_shards(synthetic_shards, tmp_path):
                            "model": model.state_dict(), "classes": classes, "image_size": 32, "mask_channel": True,
                            "config": {}, "cooccurrence": None, "metrics": {}, "epoch": 1, "step": 1})
     (tmp_path / "copy").mkdir()
-    shutil.copy(ckpt, tmp_path / "copy" / "best.pt")
+    val = open_shard_set(synthetic_shards["val"])  # the copy says it was picked on these samples
+    raw = read_checkpoint(ckpt).state
+    save_checkpoint(tmp_path / "copy" / "best.pt", {**raw, "selected_on": asdict(SampleSet.of(val.location,
+                                                                                             val.manifest))})
     rep = compare(CompareConfig(inputs=[str(ckpt), str(tmp_path / "copy" / "best.pt")], shards=[str(synthetic_shards["val"])],
                                 out=str(tmp_path / "cmp"), bootstrap=100, device="cpu", workers=0, batch_size=32))
     n = open_shard_set(synthetic_shards["val"]).num_samples
     assert rep["n"] == n and [m["kind"] for m in rep["models"]] == ["checkpoint", "checkpoint"]
     assert all(d["verdict"] == "no difference" for d in rep["differences"]["copy/best.pt"]["topk"].values())
     assert 0.0 <= rep["scores"]["r18/best.pt"]["topk"][1] <= 1.0
+    assert list(rep["optimistic"]) == ["copy/best.pt"]  # marked in report.json, report.md and the terminal
+    assert (tmp_path / "cmp" / "report.md").read_text().startswith("# compare\n\n**WARNING: copy/best.pt: selected on")
+    assert summary_text(rep).startswith("WARNING: copy/best.pt: selected on these samples: optimistic")
+    inputs = rep["provenance"]["inputs"]
+    assert inputs["r18/best.pt"]["checkpoints"][0]["sha256"] == file_sha256(ckpt) and inputs["r18/best.pt"]["n"] == n
     with pytest.raises(ScenectlError, match="pass --shards"):
         compare(CompareConfig(inputs=[str(ckpt), str(ckpt)], out=str(tmp_path / "cmp2")))
     assert metrics.verdict(rep["differences"]["copy/best.pt"]["topk"][1]["ci"]) == "no difference"

@@ -49,7 +49,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
     train(TrainConfig(shards=str(sets["train"]), val_shards=str(sets["val"]), out=str(d / "run"), epochs=1,
                       steps_per_epoch=2, batch_size=8, workers=0, device="cpu", log_every=10**6,
                       checkpoint_every=0, shuffle_buffer=16))
-    return {**sets, "ckpt": d / "run" / "best.pt"}
+    return {**sets, "ckpt": d / "run" / "best.pt", "last": d / "run" / "last.pt"}
 
 
 def _shard_samples(folder: Path) -> dict[str, tuple[int, list[int], int]]:
@@ -140,11 +140,12 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
 def test_cli_defaults_chain_and_refuses_to_overwrite(data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "train").mkdir(parents=True)
-    shutil.copy(data["ckpt"], tmp_path / "runs" / "train" / "best.pt")
+    shutil.copy(data["last"], tmp_path / "runs" / "train" / "last.pt")  # eval's default: the final weights
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "val2017").symlink_to(data["val"])
     r = runner.invoke(app, ["eval", "--topk", "50", "--workers", "0"])
     assert r.exit_code == 0, r.output
+    assert "optimistic" not in r.output  # the README chain's number was not selected on the samples it scores
     assert "model - prior" in r.output and "mask-only" in r.output and "top-50 clamped to top-16" in r.output
     assert "percentile-bootstrap interval, 1000 resamples" in r.output
     assert (tmp_path / "runs" / "train" / "eval" / "report.json").is_file()
@@ -153,6 +154,36 @@ def test_cli_defaults_chain_and_refuses_to_overwrite(data, tmp_path, monkeypatch
     assert runner.invoke(app, ["eval", "--workers", "0", "--overwrite", "--no-logits"]).exit_code == 0
     with h5py.File(tmp_path / "runs" / "train" / "eval" / "predictions.h5", "r") as f:
         assert "logits" not in f and f["topk_indices"].shape[1] == 10
+
+
+def test_best_checkpoint_scored_on_its_selection_set_is_marked_optimistic(data, tmp_path):
+    """best.pt records the validation samples it was picked on; eval marks a report of it on them, and only then."""
+    from scenectl.checkpoint import SampleSet, file_sha256
+    from scenectl.data.loader import open_shard_set
+
+    best, last = read_checkpoint(data["ckpt"]), read_checkpoint(data["last"])
+    val = open_shard_set(str(data["val"]))
+    assert last.selected_on is None and best.selected_on.location == val.location
+    assert best.selected_on.same_samples(SampleSet.of(val.location, val.manifest, list(_shard_samples(data["val"]))))
+    assert best.selected_on.n == len(_shard_samples(data["val"]))
+    fast = ["--workers", "0", "--bootstrap", "0", "--no-mask-only", "--device", "cpu"]
+    r = runner.invoke(app, ["eval", "-c", str(data["ckpt"]), "--shards", str(data["val"]), "--out",
+                            str(tmp_path / "opt"), *fast])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("WARNING: selected on these samples: optimistic") == 2  # above and below the tables
+    disk = json.loads((tmp_path / "opt" / "report.json").read_text())
+    assert disk["selection"]["optimistic"] and disk["selection"]["selected_on"]["location"] == val.location
+    assert "**Selected on these samples: optimistic" in (tmp_path / "opt" / "report.md").read_text()
+    # provenance: version, commit (None outside a git checkout), the checkpoint's hash, the data's fingerprint, n
+    prov = disk["provenance"]
+    assert prov["scenectl"] and "git_commit" in prov and prov["n"] == disk["n"]
+    assert prov["checkpoints"] == [{"path": str(data["ckpt"]), "sha256": file_sha256(data["ckpt"])}]
+    assert prov["data"][0]["manifest_sha256"] == best.selected_on.manifest_sha256
+    for ckpt, shards in ((data["last"], data["val"]), (data["ckpt"], data["train"])):  # not selected on these
+        rep = main(EvalConfig(checkpoint=str(ckpt), shards=[str(shards)], out=str(tmp_path / ckpt.stem / shards.name),
+                              workers=0, bootstrap=0, mask_only=False, device="cpu"))
+        assert not rep["selection"]["optimistic"] and "optimistic" not in (
+            tmp_path / ckpt.stem / shards.name / "report.md").read_text()
 
 
 @pytest.mark.slow
