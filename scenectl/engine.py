@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from scenectl.data.transforms import batch_to_device
 from scenectl import distributed as D
-from scenectl import folders, progress
+from scenectl import folders, plots, progress
 from scenectl.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from scenectl.data.coco import classes_match
 from scenectl.config import RESUMABLE, Optim, Options, provenance
@@ -73,6 +73,7 @@ class Run:
     # fields saved in best.pt only, read when it is saved (train: "selected_on", the validation samples that pick it,
     # filled in by its validation)
     best_facts: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)  # plots.source's arguments for curves.png (data, n)
 
 
 def cross_entropy(label_smoothing: float = 0.0, aux_visible: float = 0.0) -> LossFn:
@@ -431,7 +432,8 @@ class Session:
             self.save("best.pt")
         self.save("last.pt")
         if self.dev.is_main:
-            plot_curves({self.run.name: self.run.out}, self.run.out / "curves.png", self.run.title or self.run.name)
+            with plots.source(**self.run.source):
+                plot_curves({self.run.name: self.run.out}, self.run.out / "curves.png", self.run.title or self.run.name)
 
     def loop(self, resumed: bool) -> dict:
         st, loop = self.state, self.cfg.loop

@@ -56,6 +56,7 @@ def styled(draw):
 
 
 # --- saving -------------------------------------------------------------------------------------------------------
+SOURCE_GID = "scenectl-source"  # the id of the source line's Text artist
 _SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("figure_source", default=None)
 
 
@@ -87,7 +88,19 @@ def stamp(fig) -> None:
     """The current source line at the foot of `fig` (8 pt; bbox_inches="tight" keeps it in the PNG)."""
     text = _SOURCE.get()
     if text:
-        fig.text(0.5, 0.0, textwrap.fill(text, 140), ha="center", va="top", fontsize=8, color="#444444")
+        fig.text(0.5, 0.0, _wrap_parts(text.split(" · "), 140), ha="center", va="top", fontsize=8, color="#444444",
+                 gid=SOURCE_GID)
+
+
+def _wrap_parts(parts: list[str], width: int) -> str:
+    """Parts joined by " · ", lines broken only between parts (a path or "n = 500" is never cut)."""
+    lines = [parts[0]]
+    for p in parts[1:]:
+        if len(lines[-1]) + 3 + len(p) > width:
+            lines.append(p)
+        else:
+            lines[-1] += " · " + p
+    return "\n".join(lines)
 
 
 def save(fig, path: str | Path, dpi: int = DPI) -> None:
@@ -267,12 +280,21 @@ def outline(ax, mask: np.ndarray) -> None:
 
 @styled
 def plot_prediction(image: np.ndarray, probs: Sequence[float], names: Sequence[str], path: str | Path,
-                    title: str = "", mask: np.ndarray | None = None) -> None:
+                    title: str = "", mask: np.ndarray | None = None,
+                    full: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """The masked model input, its hidden region outlined (`mask` (S, S), 255 = hidden), beside a horizontal bar
-    chart of its top classes in % (best on top, each bar labelled with its value)."""
+    chart of its top classes in % (best on top, each bar labelled with its value); with `full` ((h, w, 3) image,
+    (h, w) mask), the whole image with the hidden region outlined first, on the left."""
     pct = [100 * float(p) for p in probs]
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, max(4.6, 0.24 * len(names) + 1.4)), width_ratios=[1, 1.15],
-                                 layout="constrained")
+    height = max(4.6, 0.24 * len(names) + 1.4)
+    if full is not None:
+        fig, (af, a0, a1) = plt.subplots(1, 3, figsize=(16, height), width_ratios=[1, 1, 1.15], layout="constrained")
+        af.imshow(full[0])
+        outline(af, full[1])
+        af.set_axis_off()
+        _title(af, "the whole image; outline: hidden region")
+    else:
+        fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, height), width_ratios=[1, 1.15], layout="constrained")
     a0.imshow(image, interpolation="nearest")
     outline(a0, mask)
     a0.set_axis_off()
