@@ -36,7 +36,7 @@ from scenectl.checkpoint import Checkpoint, read_checkpoint
 from scenectl.config import EvalConfig  # the options (declared with their help and ranges in scenectl.config)
 from scenectl.data.coco import classes_match
 from scenectl.data.cooccurrence import Cooccurrence
-from scenectl.devices import parse_device
+from scenectl.devices import parse_device, set_cpu_threads
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
 from scenectl.inference import Outputs, checkpoint_cooccurrence, concat, open_sets, resolve_ks, run_sets, set_names
@@ -307,6 +307,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate; returns the top-level report (also written as OUT/report.json)."""
     check_options(cfg)
     device = parse_device(cfg.device)
+    set_cpu_threads(device, cfg.workers)  # torch's threads beside the loader workers (devices.cpu_threads)
     ckpt = read_checkpoint(cfg.checkpoint)
     model = ckpt.build_model(device)
     ks, notes = resolve_ks(cfg.topk, ckpt.num_classes)
