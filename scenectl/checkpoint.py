@@ -54,6 +54,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict, loaded safely; any file that is not a scenectl checkpoint is a one-line error."""
     path = Path(path)
+    if path.is_dir():
+        inside = [p.name for p in sorted(path.glob("*.pt"))[:3]]
+        raise ScenectlError(f"checkpoint {path} is a folder, not a checkpoint file: "
+                            + (f"give one of its {', '.join(inside)}" if inside else
+                               "a checkpoint is the .pt file that train, transfer or distill write (e.g. "
+                               "runs/train/last.pt)"))
     if not path.is_file():
         raise ScenectlError(f"checkpoint not found: {path}")
     try:

@@ -156,6 +156,18 @@ def test_cli_defaults_chain_and_refuses_to_overwrite(data, tmp_path, monkeypatch
         assert "logits" not in f and f["topk_indices"].shape[1] == 10
 
 
+def test_a_folder_given_as_checkpoint_is_named_as_such(data, tmp_path):
+    """One error-line format, `error: scenectl CMD: ...`, and a precise message for a folder given as -c."""
+    r = runner.invoke(app, ["eval", "-c", str(data["val"]), "--out", str(tmp_path / "e")])
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == (
+        f"error: scenectl eval: checkpoint {data['val']} is a folder, not a checkpoint file: a checkpoint is the .pt "
+        "file that train, transfer or distill write (e.g. runs/train/last.pt)"), r.output
+    r = runner.invoke(app, ["eval", "-c", str(data["ckpt"].parent), "--out", str(tmp_path / "e")])
+    assert r.output.strip().splitlines()[-1].endswith("is a folder, not a checkpoint file: give one of its best.pt, "
+                                                      "last.pt"), r.output
+    assert not (tmp_path / "e").exists()
+
+
 def test_best_checkpoint_scored_on_its_selection_set_is_marked_optimistic(data, tmp_path):
     """best.pt records the validation samples it was picked on; eval marks a report of it on them, and only then."""
     from scenectl.checkpoint import SampleSet, file_sha256

@@ -139,7 +139,7 @@ def test_truncated_training_shard_error_or_skip(tiny, tmp_path):
                                  str(tmp_path / "r"), "--workers", "0", "--device", "cpu", "--batch-size", "2"])
     # a member cut short or a broken tar header: either way one line naming the shard
     last = r.output.strip().splitlines()[-1]
-    assert r.exit_code == 2 and re.search(r"error: (cannot read shard|corrupt sample|shard) .*bad/shard-0000", last)
+    assert r.exit_code == 2 and re.search(r"error: scenectl train: (cannot read shard|corrupt sample|shard) .*bad/shard-0000", last)
     val = shutil.copytree(tiny["val"], tmp_path / "val")  # validation reads every sample: the cut one is met
     tar = val / "shard-000000.tar"
     tar.write_bytes(tar.read_bytes()[:9000])

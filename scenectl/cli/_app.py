@@ -2,7 +2,8 @@
 
 - A usage error (an unknown option, a value of the wrong type or out of its range, a missing argument) is one
   `error: scenectl COMMAND: ...` line on stderr, exit status 2 (`_Group.main`).
-- In a command, a ScenectlError is one `error: ...` line (exit 2), an OSError one line naming its path (exit 2: a
+- In a command, a ScenectlError is one `error: scenectl COMMAND: ...` line (exit 2), an OSError one line naming
+  its path (exit 2: a
   full disk says "No space left on device: PATH"), and any other exception one line naming the command, the
   exception and where it was raised (exit 1). `scenectl --debug COMMAND ...` or SCENECTL_DEBUG=1 shows the
   traceback instead.
@@ -88,8 +89,9 @@ def one_line(text: str, limit: int = 400) -> str:
 
 def describe(e: Exception, name: str) -> tuple[int, str]:
     """(exit status, the one `error:` line) for an exception that ended command `name`."""
-    if isinstance(e, ScenectlError):
-        return 2, f"error: {one_line(str(e))}"
+    if isinstance(e, ScenectlError):  # every error line names its command, as usage errors do
+        text = one_line(str(e))
+        return 2, f"error: {text}" if text.startswith("scenectl ") else f"error: scenectl {name}: {text}"
     if isinstance(e, OSError):
         paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
         return 2, f"error: scenectl {name}: {one_line(e.strerror or e)}{': ' + paths if paths else ''}"
