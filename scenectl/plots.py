@@ -398,6 +398,13 @@ def _column(records: list[dict], key: str, scale: float = 1.0) -> tuple[list[int
     return [r["step"] for r in rows], [scale * r[key] for r in rows]
 
 
+def _learning_rates(steps: list[dict], epochs: list[dict]) -> tuple[list[int], list[float]]:
+    """The rate at every step a record holds it (logged steps and epoch ends), in step order: a run that logged one
+    step line still draws its points (with markers: a line through one point is invisible)."""
+    by_step = {r["step"]: float(r["lr"]) for r in [*epochs, *steps] if isinstance(r.get("lr"), (int, float))}
+    return sorted(by_step), [by_step[k] for k in sorted(by_step)]
+
+
 def _draw_run(axes, name: str, steps: list[dict], epochs: list[dict], color: str, prefix: str) -> None:
     a_loss, a_acc, a_lr = axes
     if steps:
@@ -408,8 +415,8 @@ def _draw_run(axes, name: str, steps: list[dict], epochs: list[dict], color: str
     a_acc.plot(*_column(epochs, "val_top5", 100), "^--", color=color, label=f"{prefix}top-5")
     if any("val_bal_top1" in r for r in epochs):
         a_acc.plot(*_column(epochs, "val_bal_top1", 100), "d:", color=color, label=f"{prefix}balanced top-1")
-    lr = _column(steps, "lr") if steps else _column(epochs, "lr")
-    a_lr.plot(*lr, "-" if steps else "o-", color=color, label=name)
+    x, y = _learning_rates(steps, epochs)
+    a_lr.plot(x, y, "-", marker="o" if len(x) < 30 else None, markersize=3, color=color, label=name)
 
 
 @styled
@@ -421,7 +428,7 @@ def plot_training_curves(runs: Mapping[str, tuple[list[dict], list[dict]]], path
     for i, (name, (steps, epochs)) in enumerate(runs.items()):
         _draw_run(axes, name, steps, epochs, f"C{i}", f"{name}: " if len(runs) > 1 else "")
     labels = [("Loss", "cross-entropy (nats)"), ("Validation accuracy", "accuracy (%)"),
-              ("Learning rate", "learning rate (per step)")]
+              ("Learning rate", "learning rate (at logged steps)")]
     for ax, (head, ylabel) in zip(axes, labels):
         ax.set_title(head, fontsize=CURVES_FONT + 1)
         ax.set_xlabel("optimisation step", fontsize=CURVES_FONT)

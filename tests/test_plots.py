@@ -236,6 +236,20 @@ def test_every_figure_a_command_draws_is_readable(synthetic_shards, synthetic_sc
     assert "checkpoint " in sourced["predict: f/p.png"]
 
 
+def test_the_learning_rate_panel_draws_a_run_that_logged_one_step(tmp_path):
+    steps = [{"step": 3, "loss": 2.0, "lr": 0.05}]
+    epochs = [{"step": 6, "train_loss": 2.0, "val_loss": 2.1, "val_top1": 0.3, "val_top5": 0.6, "lr": 0.01}]
+    with watch() as drawn:
+        plots.plot_training_curves({"r": (steps, epochs)}, tmp_path / "c.png", "t")
+    lr_axes = _only(drawn).figure.axes[2]
+    (line,) = lr_axes.get_lines()
+    assert list(line.get_xdata()) == [3, 6] and list(line.get_ydata()) == [0.05, 0.01] and line.get_marker() == "o"
+    with watch() as drawn:  # one step line and no epoch yet: still a visible point
+        plots.plot_training_curves({"r": (steps, [])}, tmp_path / "d.png", "t")
+    (line,) = _only(drawn).figure.axes[2].get_lines()
+    assert list(line.get_xdata()) == [3] and line.get_marker() == "o"
+
+
 def _foot(fig) -> str:
     """The text at the foot of a figure (plots.stamp), "" without one."""
     return " ".join(t.get_text() for t in fig.texts if t.get_gid() == plots.SOURCE_GID)
