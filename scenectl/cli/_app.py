@@ -58,6 +58,27 @@ class _Group(typer.core.TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)  # rv: the exit status of a typer.Exit, else a command's None
 
 
+class _Formatter(_click.HelpFormatter):
+    """click's help formatter, except that an indented paragraph (a command line of an example) is never rewrapped:
+    click would break it at the terminal's width, even inside an option's name (`--train-` / `cooccurrence`), and a
+    copied example would not run."""
+
+    def write_text(self, text: str) -> None:
+        paragraphs = text.split("\n\n")
+        super().write_text("\n\n".join(f"\b\n{p}" if p[:1].isspace() else p for p in paragraphs))
+
+
+class _Context(_click.Context):
+    formatter_class = _Formatter
+
+
+class _Command(typer.core.TyperCommand):
+    context_class = _Context
+
+
+_Group.context_class = _Context
+
+
 def _where(e: Any) -> str:
     ctx = getattr(e, "ctx", None)
     return f"scenectl {ctx.info_name}: " if ctx is not None and ctx.parent is not None else "scenectl: "
@@ -138,7 +159,7 @@ def command(name: str, **kwargs) -> Callable[[F], F]:
             raise typer.Exit(status)
 
         wrapper.__signature__ = inspect.signature(fn)
-        app.command(name, **kwargs)(wrapper)
+        app.command(name, cls=_Command, **kwargs)(wrapper)
         return fn
 
     return decorate
