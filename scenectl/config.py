@@ -195,8 +195,8 @@ class EvalConfig(Run):
                              "--checkpoint", "-c")
     shards: list[str] = option(["shards/val2017"], "Shard set folder or webdataset URL pattern; repeat to compare "
                                                    "sets.")
-    topk: list[int] = option([], "Extra k to report (repeatable); 1, 5 and 10 are always reported; k above the class "
-                                 "count is clamped.", "--topk", "-k")
+    topk: list[int] = option([], "Extra k to report (repeatable); 1, 5 and 10 are always reported; a k at or above "
+                                 "the class count (100 % by construction) is left out, with a note.", "--topk", "-k")
     out: str | None = option(None, "Output folder; unset: <checkpoint's folder>/eval.", "--out", "-o")
     scoring: Scoring = group(Scoring)
     seed: int = option(0, "Seed of the random baseline, the bootstrap resamples and the mask-only baseline's "

@@ -123,7 +123,7 @@ def test_older_files_and_top_k_only_files(tmp_path):
     rep = compare(CompareConfig(inputs=[str(a), str(b)], out=str(tmp_path / "cmp"), bootstrap=50))
     assert rep["bootstrap"]["images"] == 150 and any("image ids read from the sample keys" in n for n in rep["notes"])
     with pytest.raises(ScenectlError, match="stores only its top-10"):
-        compare(CompareConfig(inputs=[str(a), str(b)], out=str(tmp_path / "cmp2"), topk=[20]))
+        compare(CompareConfig(inputs=[str(a), str(b)], out=str(tmp_path / "cmp2"), topk=[11]))
 
 
 def test_model_names_are_the_shortest_unique_tails():

@@ -77,27 +77,27 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
     disk = json.loads((out / "report.json").read_text())
     names = disk["classes"]
     C = len(names)
-    assert C == 16 and disk["ks"] == [1, 3, 5, 10, 16]  # 50 clamped to the 16 synthetic classes
-    assert any("top-50 clamped to top-16" in n for n in disk["notes"])
+    assert C == 16 and disk["ks"] == [1, 3, 5, 10]  # 50 >= the 16 synthetic classes: left out, said once
+    assert [n for n in disk["notes"] if "top-50" in n] == ["top-50 not reported: the model knows only 16 classes, so "
+                                                           "every top-16 is 100 %"]
     with h5py.File(out / "predictions.h5", "r") as f:
         labels, top, logits = f["labels"][()], f["topk_indices"][()], f["logits"][()]
         keys = [k.decode() for k in f["keys"][()]]
         visible = read_visible(f)
         image_ids = f["image_ids"][()].tolist()
-        assert [n.decode() for n in f["class_names"][()]] == names and f.attrs["k"] == 16
-        assert np.allclose(f["topk_scores"][()].sum(1), 1.0, atol=1e-4)  # top-16 of 16 = all the probability
+        assert [n.decode() for n in f["class_names"][()]] == names and f.attrs["k"] == 10
     truth = _shard_samples(data["val"])
     assert sorted(keys) == sorted(truth) and disk["n"] == len(keys) == rep["n"]  # every sample exactly once
     assert [truth[k][0] for k in keys] == labels.tolist()
     assert [truth[k][1] for k in keys] == visible
     assert [truth[k][2] for k in keys] == image_ids  # the bootstrap's unit, from each sample's metadata
-    assert (top == np.argsort(-logits, axis=1, kind="stable")[:, :16]).all()
+    assert (top == np.argsort(-logits, axis=1, kind="stable")[:, :10]).all()
     for k in disk["ks"]:
         hits = (top[:, :k] == labels[:, None]).any(1)
         assert disk["topk"][str(k)] == pytest.approx(hits.mean())
         per_class = [hits[labels == c].mean() for c in np.unique(labels)]
         assert disk["topk_balanced"][str(k)] == pytest.approx(np.mean(per_class))
-    assert disk["topk"]["16"] == 1.0
+    assert "16" not in disk["topk"] and "| top-16 |" not in (out / "report.md").read_text()
     support = np.bincount(labels, minlength=C)
     assert [r["support"] for r in disk["per_class"]] == support.tolist()
     for name, b in disk["baselines"].items():
@@ -146,7 +146,7 @@ def test_cli_defaults_chain_and_refuses_to_overwrite(data, tmp_path, monkeypatch
     r = runner.invoke(app, ["eval", "--topk", "50", "--workers", "0"])
     assert r.exit_code == 0, r.output
     assert "optimistic" not in r.output  # the README chain's number was not selected on the samples it scores
-    assert "model - prior" in r.output and "mask-only" in r.output and "top-50 clamped to top-16" in r.output
+    assert "model - prior" in r.output and "mask-only" in r.output and r.output.count("top-50 not reported") == 1
     assert "percentile-bootstrap interval, 1000 resamples" in r.output
     assert (tmp_path / "runs" / "train" / "eval" / "report.json").is_file()
     again = runner.invoke(app, ["eval", "--workers", "0"])
@@ -268,9 +268,11 @@ def test_object_crop_shards_are_refused_by_train_and_eval(data, tmp_path):
 
 def test_resolve_ks():
     assert resolve_ks([50], 80) == ([1, 5, 10, 50], [])
-    ks, notes = resolve_ks([100, 1], 80)
-    assert ks == [1, 5, 10, 80] and notes == ["top-100 clamped to top-80: the model knows only 80 classes"]
-    assert resolve_ks([], 3)[0] == [1, 3]
+    ks, notes = resolve_ks([100, 80, 1], 80)  # k >= C: 100 % by construction, said once instead of rows of 100 %
+    assert ks == [1, 5, 10] and notes == ["top-80, top-100 not reported: the model knows only 80 classes, so every "
+                                          "top-80 is 100 %"]
+    assert resolve_ks([], 3) == ([1], ["top-5, top-10 not reported: the model knows only 3 classes, so every top-3 "
+                                       "is 100 %"])
     with pytest.raises(ScenectlError, match="positive"):
         resolve_ks([0], 80)
 
