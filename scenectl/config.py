@@ -171,7 +171,8 @@ class TransferConfig(Run):
 class DistillConfig(Run):
     """`scenectl distill` (scenectl/distill.py)."""
 
-    teacher: str = option("runs/train/best.pt", "Context checkpoint (scenectl train): the frozen teacher.")
+    teacher: str = option("runs/train/best.pt", "Context checkpoint (scenectl train): the frozen teacher.",
+                          "--checkpoint", "-c", "--teacher")  # --checkpoint: its name in every command
     student: str = option("resnet18", "Student architecture (resnet18, ffc, ...).")
     data: Data = group(Data, help={"shards": "Training shard set with object.jpg (build-shards --with-object).",
                                    "val_shards": "Validation shard set with object.jpg, the same classes.",
@@ -265,7 +266,8 @@ DEFAULT_WEIGHTS = [round(0.1 * i, 2) for i in range(21)]  # fuse's grid of w: 0,
 class FuseConfig(Run):
     """`scenectl fuse`."""
 
-    context: str = option("runs/train/best.pt", "Context checkpoint (scenectl train).", type=Path)
+    context: str = option("runs/train/best.pt", "Context checkpoint (scenectl train).", "--checkpoint", "-c",
+                          "--context", type=Path)  # --checkpoint: its name in every command
     object: str = option("runs/distill/ce/best.pt", "Object classifier checkpoint (distill / transfer), same classes.",
                          type=Path, required=True)
     shards: str = option("shards/val2017", "Validation shard set with object.jpg (w is chosen here).")

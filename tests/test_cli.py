@@ -293,3 +293,12 @@ def test_help_examples_are_never_wrapped_inside_a_command_line():
     assert examples >= 10
     prose = runner.invoke(app, ["build-ooc", "--help"], terminal_width=60).output
     assert max(len(line) for line in prose.splitlines() if line.startswith("  Paste")) <= 60
+
+
+@pytest.mark.parametrize("command,old", [("distill", "--teacher"), ("fuse", "--context")])
+def test_the_context_checkpoint_is_checkpoint_in_every_command_and_the_old_names_still_work(command, old, tmp_path):
+    missing = tmp_path / "none.pt"
+    extra = ["--object", tmp_path / "obj.pt"] if command == "fuse" else []
+    lines = {flag: one_line(invoke(command, flag, missing, *extra, "--out", tmp_path / "o", "--device", "cpu"))
+             for flag in ("--checkpoint", "-c", old)}
+    assert len(set(lines.values())) == 1 and str(missing) in lines["-c"], lines
