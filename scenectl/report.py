@@ -155,7 +155,19 @@ def write_runs_report(out: Path, report: dict, title: str, notes: list[str]) -> 
              "Validation accuracy (percent) after the same budget; `bal` = class-balanced.", "",
              runs_table(report["runs"], markdown=True), "", "![curves](curves.png)", ""]
     write_bytes_atomic(out / "report.md", ("\n".join(lines) + "\n").encode())
-    write_json_atomic(out / "report.json", report)
+    write_json_atomic(out / "report.json", {**report, "provenance": runs_provenance(report)})
+
+
+def runs_provenance(report: dict) -> dict:
+    """What a transfer or distill report is of: scenectl's version and commit, the context checkpoint (transfer's
+    `checkpoint`, distill's `teacher`) with its sha256, the training and validation data as given, and n (each
+    run's validation samples)."""
+    prov = provenance()
+    ckpt = report.get("checkpoint") or report.get("teacher")
+    data = {k: report[k] for k in ("train", "val", "shards", "val_shards") if isinstance(report.get(k), str)}
+    return {"scenectl": prov["version"], "git_commit": prov.get("git_commit"),
+            "checkpoints": [{"path": ckpt, "sha256": file_sha256(ckpt)}] if ckpt and Path(ckpt).is_file() else [],
+            "data": data, "n": {name: r.get("val_samples") for name, r in report.get("runs", {}).items()}}
 
 
 def runs_summary(report: dict) -> str:
