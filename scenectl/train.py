@@ -123,7 +123,8 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
         groups=decay_groups(model.parameters(), cfg.optim.weight_decay),
         loss_fn=cross_entropy(cfg.optim.label_smoothing, cfg.aux_visible),
         batches=lambda epoch, start: data_stream(cfg, train_set, dev, counter, epoch=epoch, start=start),
-        validate=validate_run, config=asdict(cfg), tensorboard=cfg.tensorboard, title=f"train {cfg.arch}: {cfg.out}",
+        validate=validate_run, config=asdict(cfg), tensorboard=cfg.tensorboard,
+        title=f"train {cfg.arch}: {Path(cfg.out).name}",  # the folder's name: a title never holds a temporary path
         best_facts=selection, source={"data": f"{cfg.data.shards} (validation {cfg.data.val_shards})",
                                       "n": train_set.num_samples},
         facts={"kind": "context", "arch": cfg.arch, "in_chans": in_chans, "num_classes": len(train_set.classes),
