@@ -68,7 +68,8 @@ FIGURES = [
      "Each model's paired difference to the reference, in percentage points; an interval across 0 reads "
      "'no difference'."),
     ("predict.png", "figures/predict.png", "predict",
-     "The model input with the hidden region outlined (its fill has the padding's grey), beside the top classes."),
+     "The whole image with the hidden region outlined, the model input (its fill has the padding's grey), and the "
+     "top classes; the checkpoint is named at the foot."),
     ("cooccurrence.png", "figures/cooccurrence.png", "cooccurrence",
      "P(companion j in the image | class i in the image) over the training split's images."),
     ("cooccurrence-pmi.png", "figures/cooccurrence-pmi.png", "cooccurrence --by pmi",
