@@ -124,8 +124,10 @@ def machine() -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
-    return (f"{platform.system()} {platform.machine()} ({cpu}), {os.cpu_count()} CPU cores, CPU only; Python "
-            f"{platform.python_version()}, torch {torch.__version__}, matplotlib {matplotlib.__version__}")
+    load = os.getloadavg()  # other work on the machine stretches the time: say how much there was
+    return (f"{platform.system()} {platform.machine()} ({cpu}), {os.cpu_count()} CPU cores, CPU only, load average "
+            f"{load[1]:.1f} over the last 5 minutes at the end; Python {platform.python_version()}, torch "
+            f"{torch.__version__}, matplotlib {matplotlib.__version__}")
 
 
 def write_doc(lines_run: list[list[str]], seconds: float) -> None:
