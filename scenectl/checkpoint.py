@@ -15,6 +15,8 @@
       "metrics": dict,                 # last validation metrics
       "training_shards": {"spec": str, "params": {"shape", "fill", "margin", "image_size", "max_area"}},
                                        # train: its --shards and their build params (TrainingShards); absent: none
+      "selected_on": {"location": str, "manifest_sha256": str, "keys_sha256": str | None, "n": int | None},
+                                       # best.pt only: the validation samples it was picked on (SampleSet)
     }
 
 Saved atomically (temporary name, then rename) and always loaded with `torch.load(weights_only=True)`, so a file
@@ -24,6 +26,8 @@ command relies on once and returns a `Checkpoint` record; no command reads the r
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import pickle
 from dataclasses import dataclass, fields
@@ -51,6 +55,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict, loaded safely; any file that is not a scenectl checkpoint is a one-line error."""
     path = Path(path)
+    if path.is_dir():
+        inside = [p.name for p in sorted(path.glob("*.pt"))[:3]]
+        raise ScenectlError(f"checkpoint {path} is a folder, not a checkpoint file: "
+                            + (f"give one of its {', '.join(inside)}" if inside else
+                               "a checkpoint is the .pt file that train, transfer or distill write (e.g. "
+                               "runs/train/last.pt)"))
     if not path.is_file():
         raise ScenectlError(f"checkpoint not found: {path}")
     try:
@@ -120,6 +130,73 @@ class TrainingShards:
     params: BuildParams | None = None  # saved as dataclasses.asdict(TrainingShards)
 
 
+HEX64 = frozenset("0123456789abcdef")
+
+
+def _sha256_hex(v) -> bool:
+    return isinstance(v, str) and len(v) == 64 and set(v) <= HEX64
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (a checkpoint's identity in reports)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def keys_sha256(keys) -> str:
+    """The sha256 of a set of sample keys, independent of their order (sorted, one per line)."""
+    return hashlib.sha256("\n".join(sorted(str(k) for k in keys)).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """A set of samples, fingerprinted: where it was read, the sha256 of its manifest (canonical JSON) and of its
+    sample keys (keys_sha256; None where they were not all seen in one process, e.g. under DDP), and n.
+
+    best.pt records the validation set it was picked on (`selected_on`); eval and compare fingerprint the sets they
+    score and call a score of best.pt on the same samples optimistic: the checkpoint was chosen for doing well there."""
+
+    location: str
+    manifest_sha256: str
+    keys_sha256: str | None = None
+    n: int | None = None
+
+    @classmethod
+    def of(cls, location: str, manifest: Mapping, keys=None) -> "SampleSet":
+        """A shard set's fingerprint from its manifest and (if known) the keys of the samples read."""
+        text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)
+        return cls(str(location), hashlib.sha256(text.encode()).hexdigest(),
+                   None if keys is None else keys_sha256(keys), None if keys is None else len(keys))
+
+    def same_samples(self, other: "SampleSet") -> bool:
+        """The same manifest (the same build, all or some of its samples) or exactly the same sample keys (the same
+        samples rebuilt elsewhere)."""
+        return self.manifest_sha256 == other.manifest_sha256 or (
+            self.keys_sha256 is not None and self.keys_sha256 == other.keys_sha256)
+
+    @classmethod
+    def parse(cls, raw, where: str) -> "SampleSet":
+        if not (isinstance(raw, Mapping) and isinstance(raw.get("location"), str)
+                and _sha256_hex(raw.get("manifest_sha256"))
+                and (raw.get("keys_sha256") is None or _sha256_hex(raw.get("keys_sha256")))
+                and (raw.get("n") is None or (type(raw.get("n")) is int and raw["n"] >= 0))):
+            raise ScenectlError(f"{where}: not {{location: str, manifest_sha256: hex, keys_sha256: hex | null, "
+                                "n: int | null}")
+        return cls(raw["location"], raw["manifest_sha256"], raw.get("keys_sha256"), raw.get("n"))
+
+
+def optimistic_note(path: str | Path, selected_on: SampleSet | None, scored: list[SampleSet]) -> str | None:
+    """The warning a report carries when a checkpoint is scored on the samples it was selected on (else None)."""
+    if selected_on is None or not any(selected_on.same_samples(s) for s in scored):
+        return None
+    return (f"selected on these samples: optimistic. {path} was picked as the best epoch by validation top-1 on "
+            f"{selected_on.location}, the samples scored here, so its numbers flatter it; score last.pt (eval's "
+            "default) or a held-out set for an unbiased estimate")
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """The facts of a checkpoint every command uses, validated once (`state` keeps the raw dict for resume)."""
@@ -135,6 +212,7 @@ class Checkpoint:
     state: dict
     training_shards: TrainingShards | None = None
     hole_only: bool = False  # train --hole-only: build_model replaces every input's RGB by the fill
+    selected_on: SampleSet | None = None  # best.pt: the samples it was picked on
 
     @property
     def num_classes(self) -> int:
@@ -219,8 +297,10 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     kind = raw.get("kind", "context")
     if kind not in KINDS:
         raise bad("kind", f"is {kind!r}, not one of {', '.join(KINDS)}")
+    selected = raw.get("selected_on")
     return Checkpoint(path, kind, arch, classes, in_chans, mask, image_size, config, raw,
-                      _training_shards(raw, config, path, bad), _hole_only(raw, mask, bad))
+                      _training_shards(raw, config, path, bad), _hole_only(raw, mask, bad),
+                      None if selected is None else SampleSet.parse(selected, f"{path}: field 'selected_on'"))
 
 
 def _hole_only(raw: dict, mask: bool, bad) -> bool:

@@ -59,6 +59,7 @@ class Model:
     pending: tuple | None = None  # a checkpoint not run yet: (Checkpoint, its opened shard sets)
     arm: str = ""
     supercategories: list[str] | None = None  # each class's COCO supercategory, where the input records them
+    scored: dict = field(default_factory=dict)  # {"provenance", "selection"} of what it is (report.what_was_scored)
 
 
 # --- 1. inputs -----------------------------------------------------------------------------------------------------
@@ -115,7 +116,8 @@ def open_input(spec: str, name: str, cfg: CompareConfig) -> Model:
     if path.suffix == ".h5":
         p = read_predictions(path)
         return Model(name, spec, "predictions", p.keys, p.labels, p.image_ids, p.scores, p.visible, p.class_names,
-                     p.plausible, p.notes, supercategories=stored_supercategories(p.attrs, len(p.class_names), spec))
+                     p.plausible, p.notes, supercategories=stored_supercategories(p.attrs, len(p.class_names), spec),
+                     scored=eval_record(path.parent / "report.json"))
     from scenectl.checkpoint import read_checkpoint
     from scenectl.inference import open_sets
 
@@ -161,7 +163,35 @@ def run_pending(m: Model, cfg: CompareConfig) -> None:
     cooc, source = checkpoint_cooccurrence(ckpt)
     m.keys, m.labels, m.image_ids, m.scores, m.visible = out.keys, out.labels, out.image_ids, out.logits, out.visible
     m.plausible, m.pending = metrics.plausible_matrix(cooc), None
+    m.scored = report.what_was_scored(ckpt, sets, outs)
     m.notes.append(f"{m.name}: run on {', '.join(cfg.shards)}; co-occurrence counts: {source}")
+
+
+def eval_record(report_json: Path) -> dict:
+    """The provenance and selection record of the eval report beside a predictions.h5 ({} without one)."""
+    from scenectl.io import read_json
+
+    if not report_json.is_file():
+        return {}
+    rep = read_json(report_json, "eval report")
+    return {k: rep[k] for k in ("provenance", "selection") if isinstance(rep, dict) and isinstance(rep.get(k), dict)}
+
+
+def what_is_compared(models: list[Model]) -> dict:
+    """compare's provenance (its version and commit, each input's own record) and the inputs whose checkpoint was
+    selected on the samples compared (marked optimistic in every output)."""
+    from scenectl.config import provenance
+
+    prov = provenance()
+    optimistic = {m.name: m.scored["selection"]["note"] for m in models
+                  if m.scored.get("selection", {}).get("optimistic")}
+    return {"provenance": {"scenectl": prov["version"], "git_commit": prov.get("git_commit"),
+                           "inputs": {m.name: m.scored.get("provenance") for m in models}},
+            "optimistic": optimistic}
+
+
+def optimistic_lines(rep: dict) -> list[str]:
+    return [f"WARNING: {name}: {note}" for name, note in rep["optimistic"].items()]
 
 
 # --- 2. the same samples -------------------------------------------------------------------------------------------
@@ -195,7 +225,8 @@ def aligned(ref: Model, m: Model) -> Model:
     """m with its samples in ref's order (after check_same_samples)."""
     order = check_same_samples(ref, m)
     return Model(m.name, m.source, m.kind, list(ref.keys), ref.labels, ref.image_ids, m.scores[order],
-                 ref.visible, m.classes, m.plausible, m.notes, arm=m.arm, supercategories=m.supercategories)
+                 ref.visible, m.classes, m.plausible, m.notes, arm=m.arm, supercategories=m.supercategories,
+                 scored=m.scored)
 
 
 def pick_reference(cfg: CompareConfig, arms: dict[str, list[str]]) -> str:
@@ -375,8 +406,8 @@ def intervals_text(rep: dict) -> str:
 
 def write_report_md(path: Path, rep: dict) -> None:
     cs = rep["class_set"]
-    lines = ["# compare", "", *(f"- {m['name']} (arm {m['arm']}): `{m['source']}` ({m['kind']})"
-                                for m in rep["models"]),
+    lines = ["# compare", "", *(f"**{w}**" for w in optimistic_lines(rep)), *([""] if rep["optimistic"] else []),
+             *(f"- {m['name']} (arm {m['arm']}): `{m['source']}` ({m['kind']})" for m in rep["models"]),
              f"- reference: {rep['reference']}", f"- samples: {rep['n']} (the same for every model)",
              f"- intervals: {intervals_text(rep)}", f"- plausibility@10: {rep['plausibility_source']}",
              f"- balanced metrics over the {cs['size']} classes with >= {cs['min_class_samples']} samples "
@@ -447,16 +478,19 @@ def compare(cfg: CompareConfig) -> dict:
         rep = {"format": REPORT_FORMAT, "out": str(folder.path), "reference": ref, "hole_only": cfg.hole_only_arm,
                "models": [{"name": m.name, "arm": m.arm, "source": m.source, "kind": m.kind} for m in models],
                "n": len(models[0].keys), "ks": ks, "classes": models[0].classes, "plausibility_source": source,
-               "notes": notes + [n for m in models for n in m.notes], **score(models, ref, ks, plausible, cfg)}
-        write_outputs(folder.path, rep)
+               "notes": notes + [n for m in models for n in m.notes], **score(models, ref, ks, plausible, cfg),
+               **what_is_compared(models)}
+        with plots.source(data=", ".join(cfg.shards) or None, n=rep["n"],
+                          checkpoint=", ".join(m.name for m in models)):
+            write_outputs(folder.path, rep)
         return rep
 
 
 def summary_text(rep: dict) -> str:
     """What the CLI prints: the tables, the verdicts in words and where the files are."""
     arms = len(rep["scores"])
-    parts = [f"{arms} arms ({len(rep['models'])} models) on the same {rep['n']} samples; {intervals_text(rep)}",
-             scores_table(rep), "per seed (seed SD):", seeds_table(rep)]
+    parts = [*optimistic_lines(rep), f"{arms} arms ({len(rep['models'])} models) on the same {rep['n']} samples; "
+             f"{intervals_text(rep)}", scores_table(rep), "per seed (seed SD):", seeds_table(rep)]
     if rep["differences"]:
         parts += [f"difference to {rep['reference']} (percentage points); {family_text(rep)}:",
                   differences_table(rep), *verdict_lines(rep),

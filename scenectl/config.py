@@ -171,7 +171,8 @@ class TransferConfig(Run):
 class DistillConfig(Run):
     """`scenectl distill` (scenectl/distill.py)."""
 
-    teacher: str = option("runs/train/best.pt", "Context checkpoint (scenectl train): the frozen teacher.")
+    teacher: str = option("runs/train/best.pt", "Context checkpoint (scenectl train): the frozen teacher.",
+                          "--checkpoint", "-c", "--teacher")  # --checkpoint: its name in every command
     student: str = option("resnet18", "Student architecture (resnet18, ffc, ...).")
     data: Data = group(Data, help={"shards": "Training shard set with object.jpg (build-shards --with-object).",
                                    "val_shards": "Validation shard set with object.jpg, the same classes.",
@@ -190,12 +191,13 @@ class DistillConfig(Run):
 class EvalConfig(Run):
     """`scenectl eval` (scenectl/evaluate.py)."""
 
-    checkpoint: str = option("runs/train/best.pt", "Checkpoint written by scenectl train (or transfer/distill).",
+    checkpoint: str = option("runs/train/last.pt", "Checkpoint written by scenectl train (or transfer/distill); "
+                                                   "the default, the final weights, was not selected on val2017.",
                              "--checkpoint", "-c")
     shards: list[str] = option(["shards/val2017"], "Shard set folder or webdataset URL pattern; repeat to compare "
                                                    "sets.")
-    topk: list[int] = option([], "Extra k to report (repeatable); 1, 3, 5 and 10 are always reported; k above the "
-                                 "class count is clamped.", "--topk", "-k")
+    topk: list[int] = option([], "Extra k to report (repeatable); 1, 3, 5 and 10 are always reported; a k at or above "
+                                 "the class count (100 % by construction) is left out, with a note.", "--topk", "-k")
     out: str | None = option(None, "Output folder; unset: <checkpoint's folder>/eval.", "--out", "-o")
     scoring: Scoring = group(Scoring)
     seed: int = option(0, "Seed of the random baseline, the bootstrap resamples and the mask-only baseline's "
@@ -277,7 +279,8 @@ DEFAULT_WEIGHTS = [round(0.1 * i, 2) for i in range(21)]  # fuse's grid of w: 0,
 class FuseConfig(Run):
     """`scenectl fuse`."""
 
-    context: str = option("runs/train/best.pt", "Context checkpoint (scenectl train).", type=Path)
+    context: str = option("runs/train/best.pt", "Context checkpoint (scenectl train).", "--checkpoint", "-c",
+                          "--context", type=Path)  # --checkpoint: its name in every command
     object: str = option("runs/distill/ce/best.pt", "Object classifier checkpoint (distill / transfer), same classes.",
                          type=Path, required=True)
     shards: str = option("shards/val2017", "Validation shard set with object.jpg (w is chosen here).")

@@ -1,4 +1,4 @@
-"""`--device`: one parser for every command.
+"""`--device`: one parser for every command; how many CPU threads a process computes with beside its loader workers.
 
     parse_device("auto")      # this process's GPU when torch sees one, else the CPU
     parse_device("cpu")
@@ -42,3 +42,33 @@ def parse_device(name: str, local_rank: int | None = None) -> torch.device:
         raise ScenectlError(f"--device {name}: this machine has {count} GPU{'s' if count != 1 else ''} "
                             f"(cuda:0..cuda:{count - 1})")
     return torch.device("cuda", int(index))
+
+
+
+THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # the user's own choice, always kept
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a cluster job's share, not the whole machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_threads(workers: int, cores: int) -> int:
+    """Intra-op threads for a process computing on the CPU beside `workers` loader processes: the cores the workers
+    leave free, at least 1. Torch's default (one thread per core) makes its threads and the workers' decoding fight
+    for the same cores: a short training on 2 cores with 2 workers ran at 14 samples/s so, and at 42 with one thread
+    (issue 24; benchmarks/threads.py measures the ratio)."""
+    return max(1, cores - max(0, workers))
+
+
+def set_cpu_threads(device: torch.device, workers: int) -> str:
+    """Set torch's intra-op threads for computing on `device` beside `workers` loader processes (cpu_threads). On a
+    GPU, or where $OMP_NUM_THREADS / $MKL_NUM_THREADS is set, torch's own setting is kept. Returns what holds, for a
+    run's start-up line: "1 intra-op thread (2 cores, 2 loader workers)"."""
+    given = next((v for v in THREADS_ENV if os.environ.get(v)), None)
+    cores = available_cores()
+    if device.type == "cpu" and given is None:
+        torch.set_num_threads(cpu_threads(workers, cores))
+    n = torch.get_num_threads()
+    why = f"set by ${given}" if given else f"{cores} cores"
+    return f"{n} intra-op thread{'s' * (n != 1)} ({why}, {workers} loader worker{'s' * (workers != 1)})"

@@ -30,7 +30,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -40,16 +40,19 @@ import torch.nn.functional as F
 
 from scenectl.data.transforms import batch_to_device
 from scenectl import distributed as D
-from scenectl import folders, progress
+from scenectl import folders, plots, progress
 from scenectl.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from scenectl.data.coco import classes_match
 from scenectl.config import RESUMABLE, Optim, Options, provenance
 from scenectl.data import remote
+from scenectl.devices import set_cpu_threads
 from scenectl.plots import plot_training_curves
 from scenectl.errors import ScenectlError
 from scenectl.io import parse_json, remove_stale_tmp, write_json_atomic
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
+WARM_STEPS = 5  # steps timed before the first measured speed and the whole run's ETA are printed (start-up excluded)
+SLOW_CPU_RUN_S = 3600.0  # a CPU run projected longer than this gets a notice with smaller flags
 
 
 @dataclass
@@ -70,6 +73,10 @@ class Run:
     trained: nn.Module | None = None  # what the loss sees when it is not `net` (e.g. a frozen-backbone wrapper)
     tensorboard: bool = False
     title: str = ""  # curves.png's title
+    # fields saved in best.pt only, read when it is saved (train: "selected_on", the validation samples that pick it,
+    # filled in by its validation)
+    best_facts: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)  # plots.source's arguments for curves.png (data, n)
 
 
 def cross_entropy(label_smoothing: float = 0.0, aux_visible: float = 0.0) -> LossFn:
@@ -359,6 +366,35 @@ class Session:
         self.model = nn.parallel.DistributedDataParallel(
             trained, device_ids=[dev.device.index] if dev.device.type == "cuda" else None) if dev.distributed else trained
         self.log = RunLog(run.out, dev.is_main, run.tensorboard, fresh)
+        self.threads = set_cpu_threads(dev.device, cfg.loop.workers)  # before the first step: torch's pool is fixed then
+        self.announced = False  # the first measured rate and the whole run's ETA are said once per session
+
+    def total_steps(self) -> int:
+        loop = self.cfg.loop
+        whole = loop.epochs * loop.steps_per_epoch
+        return min(whole, loop.max_steps) if loop.max_steps else whole
+
+    def start_line(self) -> str:
+        """The start-up summary: where and how the run computes, and how much there is to do."""
+        loop, st = self.cfg.loop, self.state
+        where = f"{self.dev.device}" + (f" x {self.dev.world_size} processes" if self.dev.world_size > 1 else "")
+        todo = self.total_steps() - st.step
+        return (f"[{self.run.name}] {where}, {self.threads}; {loop.epochs} epochs x {loop.steps_per_epoch} steps of "
+                f"{loop.batch_size * self.dev.world_size} samples: {todo} steps to go"
+                + (f" (from step {st.step})" if st.step else "") + f"; measuring speed over {WARM_STEPS} steps")
+
+    def rate_line(self, steps_per_s: float) -> str:
+        """After WARM_STEPS steps: the measured speed and the whole run's ETA (training steps; validation adds a
+        little), with a notice and smaller flags where GPU-sized defaults project hours on a CPU."""
+        loop = self.cfg.loop
+        eta = (self.total_steps() - self.state.step) / steps_per_s
+        line = (f"[{self.run.name}] first measured: {steps_per_s * loop.batch_size * self.dev.world_size:.1f} "
+                f"samples/s; whole run ETA {progress.duration(eta)}")
+        if self.dev.device.type == "cpu" and eta > SLOW_CPU_RUN_S:
+            line += (f"\nnotice: on this CPU the run projects {progress.duration(eta)}: train's defaults are sized for a "
+                     "GPU. For a first look try --image-size 64 --epochs 2 --batch-size 32 (minutes on 2 cores; "
+                     "docs/training.md), or run on a GPU")
+        return line
 
     @property
     def lr(self) -> float:
@@ -391,8 +427,9 @@ class Session:
         if not self.dev.is_main:
             return
         st = self.state
+        facts = {**self.run.facts, **(self.run.best_facts if name == "best.pt" else {})}
         save_checkpoint(self.run.out / name, {
-            **self.run.facts, "model": self.run.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            **facts, "model": self.run.net.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": st.epoch,
             "epoch_step": st.epoch_step, "step": st.step, "best_top1": st.best_top1, "config": self.run.config,
             "metrics": st.metrics or {},
@@ -419,20 +456,22 @@ class Session:
                       "train_samples_per_s": result["samples_per_s"], "seconds": time.perf_counter() - t0}
         self.log.write({"kind": "epoch" if epoch_done else "partial_epoch", **st.metrics, "lr": self.lr})
         if self.dev.is_main:
-            progress.write(f"[{self.run.name}] epoch {st.epoch} step {st.step}: train loss {result['loss']:.3f}, "
-                       f"val loss {val['val_loss']:.3f}, top-1 {val['val_top1']:.3f}, top-5 {val['val_top5']:.3f}"
-                       + (f", balanced top-1 {val['val_bal_top1']:.3f}" if "val_bal_top1" in val else ""))
+            progress.note(epoch_line(self.run.name, st.epoch if epoch_done else st.epoch + 1, epoch_done, st.step,
+                                     result, val))
         if val["val_top1"] > st.best_top1:
             st.best_top1 = val["val_top1"]
             self.save("best.pt")
         self.save("last.pt")
         if self.dev.is_main:
-            plot_curves({self.run.name: self.run.out}, self.run.out / "curves.png", self.run.title or self.run.name)
+            with plots.source(**self.run.source):
+                plot_curves({self.run.name: self.run.out}, self.run.out / "curves.png", self.run.title or self.run.name)
 
     def loop(self, resumed: bool) -> dict:
         st, loop = self.state, self.cfg.loop
         if resumed:
             self.log.write({"kind": "resume", "epoch": st.epoch, "step": st.step, "epoch_step": st.epoch_step})
+        if self.dev.is_main:
+            progress.note(self.start_line())
         with StopRequest() as stop:
             while st.epoch < loop.epochs and not (loop.max_steps and st.step >= loop.max_steps):
                 t0 = time.perf_counter()
@@ -448,11 +487,20 @@ class Session:
         return {**st.metrics, "best_top1": st.best_top1}
 
 
+def epoch_line(name: str, epoch: int, done: bool, step: int, result: dict, val: dict) -> str:
+    """An epoch's line, epochs counted from 1 (a cut-short one says so), accuracies in percent."""
+    pct = lambda key: f"{100 * val[key]:.1f}%"  # noqa: E731
+    return (f"[{name}] epoch {epoch}{'' if done else ' (partial)'} step {step}: train loss {result['loss']:.3f}, "
+            f"val loss {val['val_loss']:.3f}, top-1 {pct('val_top1')}, top-5 {pct('val_top5')}"
+            + (f", balanced top-1 {pct('val_bal_top1')}" if "val_bal_top1" in val else ""))
+
+
 def train_one_epoch(s: Session, batches: Iterable[dict], stop: StopRequest) -> dict:
     """Train over `batches` (the rest of epoch s.state.epoch). Returns {'loss', 'steps', 'stopped', 'samples_per_s'}."""
     loop, st, dev = s.cfg.loop, s.state, s.dev
     s.model.train()
     total_loss, n_steps, t0, seen, stopped = 0.0, 0, time.perf_counter(), 0, None
+    t_warm = t0
     bar = progress.progress(total=loop.steps_per_epoch, initial=st.epoch_step, unit="steps", leave=False,
                             desc=f"{s.run.name} epoch {st.epoch + 1}/{loop.epochs}", disable=not dev.is_main,
                             dynamic_ncols=True)
@@ -462,8 +510,16 @@ def train_one_epoch(s: Session, batches: Iterable[dict], stop: StopRequest) -> d
         total_loss += mean_loss
         seen += len(batch["label"]) * dev.world_size
         rate = seen / (time.perf_counter() - t0)
+        if n_steps == 1:
+            t_warm = time.perf_counter()  # the first step (start-up, loader spin-up) is not counted in the speed
+        steps_per_s = (n_steps - 1) / max(1e-9, time.perf_counter() - t_warm) if n_steps > 1 else None
+        warm = n_steps == WARM_STEPS + 1 or st.epoch_step == loop.steps_per_epoch  # or a short epoch's end
+        if steps_per_s and warm and not s.announced and dev.is_main:
+            s.announced = True
+            progress.note(s.rate_line(steps_per_s))
         bar.update(1)
-        bar.set_postfix(loss=f"{mean_loss:.3f}", samples_s=f"{rate:.0f}")
+        bar.set_postfix(loss=f"{mean_loss:.3f}", samples_s=f"{rate:.0f}", run_eta=progress.duration(
+            (s.total_steps() - st.step) / steps_per_s) if steps_per_s else "?")
         if loop.log_every and st.step % loop.log_every == 0:
             s.log.write({"kind": "step", "epoch": st.epoch, "step": st.step, "loss": mean_loss, "lr": s.lr,
                          "samples_per_s": rate})

@@ -36,7 +36,7 @@ from scenectl.checkpoint import Checkpoint, read_checkpoint
 from scenectl.config import EvalConfig  # the options (declared with their help and ranges in scenectl.config)
 from scenectl.data.coco import classes_match, supercategories
 from scenectl.data.cooccurrence import Cooccurrence
-from scenectl.devices import parse_device
+from scenectl.devices import parse_device, set_cpu_threads
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
 from scenectl.inference import Outputs, checkpoint_cooccurrence, concat, open_sets, resolve_ks, run_sets, set_names
@@ -286,7 +286,8 @@ def supercategory_text(rep: dict) -> str:
 
 
 def write_report_md(path: Path, rep: dict, ks: list[int], names: list[str], title: str) -> None:
-    lines = [f"# {title}", "", f"- checkpoint: `{rep['checkpoint']}` ({rep['arch']}, {len(names)} classes)",
+    lines = [f"# {title}", "", *selection_lines(rep),
+             f"- checkpoint: `{rep['checkpoint']}` ({rep['arch']}, {len(names)} classes)",
              f"- shard sets: {', '.join(f'`{s}`' for s in rep['shards'])}", f"- samples: {rep['n']}",
              f"- co-occurrence counts: {rep['cooccurrence_source']}",
              f"- intervals: {report.bootstrap_text(rep['bootstrap'])}",
@@ -314,6 +315,12 @@ def write_report_md(path: Path, rep: dict, ks: list[int], names: list[str], titl
     lines += ["", "Intervals: Wilson, widened by the image clustering; none below "
                   f"{rep['class_set']['min_class_samples']} samples."]
     write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+def selection_lines(rep: dict) -> list[str]:
+    """report.md's warning, first of all, when the checkpoint was selected on the samples scored."""
+    note = rep["selection"]["note"]
+    return [f"**{note[0].upper()}{note[1:]}.**", ""] if note else []
 
 
 def plot_estimators(rep: dict, ks: list[int], path: Path, title: str) -> None:
@@ -404,6 +411,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate; returns the top-level report (also written as OUT/report.json)."""
     check_options(cfg)
     device = parse_device(cfg.device)
+    set_cpu_threads(device, cfg.workers)  # torch's threads beside the loader workers (devices.cpu_threads)
     ckpt = read_checkpoint(cfg.checkpoint)
     model = ckpt.build_model(device)
     ks, notes = resolve_ks(cfg.topk, ckpt.num_classes)
@@ -426,14 +434,17 @@ def evaluate(cfg: EvalConfig) -> dict:
         common = {"format": REPORT_FORMAT, "out": str(folder.path), "checkpoint": str(cfg.checkpoint),
                   "arch": ckpt.arch, "classes": ckpt.names, "ks": ks, "cooccurrence_source": cooc_source,
                   "notes": notes, "mask_only": mask_record, "supercategories": sup,
-                  "hole_only_checkpoint": cfg.hole_only_checkpoint}
-        return write_reports(folder.path, cfg, common, outs, labels, setup, extra)
+                  "hole_only_checkpoint": cfg.hole_only_checkpoint, **report.what_was_scored(ckpt, shard_sets, outs)}
+        with plots.source(**report.figure_source(common["provenance"])):
+            return write_reports(folder.path, cfg, common, outs, labels, setup, extra)
 
 
 def summary_text(rep: dict, out_dir: Path | str) -> str:
     """What the CLI prints: the results table(s), the model's differences to the baselines and where the files are."""
     ks = rep["ks"]
-    parts = [f"{rep['n']} samples, {len(rep['classes'])} classes, {rep['samples_per_s']:.1f} samples/s; "
+    note = rep["selection"]["note"]
+    parts = [f"WARNING: {note}"] if note else []
+    parts += [f"{rep['n']} samples, {len(rep['classes'])} classes, {rep['samples_per_s']:.1f} samples/s; "
              f"{report.bootstrap_text(rep['bootstrap'])}", results_table(rep, ks)]
     if rep.get("vs_baselines"):
         parts += [f"model minus each baseline (percentage points; all metrics in report.md; {metrics.NO_SEED_NOISE}):",
@@ -445,4 +456,6 @@ def summary_text(rep: dict, out_dir: Path | str) -> str:
               *(f"note: {n}" for n in rep["notes"] + no_interval_text(rep))]
     files = "report.json, report.md, predictions.h5, baselines.png, confusion.png, per_class.png"
     parts.append(f"wrote {out_dir}/{{{files}{', comparison.png, sets/' if rep.get('sets') else ''}}}")
+    if note:  # said last as well: the line a reader sees below a long table
+        parts.append(f"WARNING: {note}")
     return "\n".join(parts)

@@ -131,17 +131,18 @@ def class_sums(out: Outputs, num_classes: int) -> torch.Tensor:
 
 # --- a checkpoint on shard sets, as `scenectl eval` scores it (eval, compare) ----------------------------------------
 def resolve_ks(requested: Iterable[int], num_classes: int) -> tuple[list[int], list[str]]:
-    """Sorted ks (1, 5, 10 always), each clamped to C; notes say which were clamped."""
+    """Sorted ks (1, 3, 5, 10 always, and those requested) below the class count C; a k >= C is 100 % by construction,
+    so it is left out of every table and plot and said once in a note."""
     requested = [int(k) for k in requested]
     bad = [k for k in requested if k < 1]
     if bad:
         raise ScenectlError(f"--topk must be a positive integer, got {bad[0]}")
-    ks, notes = set(), []
-    for k in sorted(set(requested) | set(metrics.DEFAULT_KS)):
-        if k > num_classes:
-            notes.append(f"top-{k} clamped to top-{num_classes}: the model knows only {num_classes} classes")
-        ks.add(min(k, num_classes))
-    return sorted(ks), notes
+    wanted = sorted(set(requested) | set(metrics.DEFAULT_KS))
+    ks = [k for k in wanted if k < num_classes] or [1]
+    beyond = [k for k in wanted if k not in ks]
+    notes = [f"top-{', top-'.join(map(str, beyond))} not reported: the model knows only {num_classes} classes, so "
+             f"every top-{num_classes} is 100 %"] if beyond else []
+    return ks, notes
 
 
 def checkpoint_cooccurrence(ckpt: Checkpoint, named: str | None = None) -> tuple[Cooccurrence, str]:

@@ -13,11 +13,15 @@ the tests draw):
   bar says why).
 
 Draw inside `@styled` (the shared font sizes) and write with `save` (atomically: a temporary name in the target
-folder, renamed when whole).
+folder, renamed when whole). A command that draws from a checkpoint or a data set says so once around its drawing,
+`with plots.source(checkpoint=..., data=..., n=...):`, and every figure saved inside carries that line as its
+subtitle (the foot of the figure), whatever its kind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import textwrap
@@ -52,8 +56,57 @@ def styled(draw):
 
 
 # --- saving -------------------------------------------------------------------------------------------------------
+SOURCE_GID = "scenectl-source"  # the id of the source line's Text artist
+_SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("figure_source", default=None)
+
+
+def source_text(checkpoint: str | None = None, data: str | None = None, n: int | None = None,
+                sha256: str | None = None) -> str:
+    """The subtitle of a figure drawn from a checkpoint and/or a data set: "checkpoint runs/train/last.pt (sha256
+    1a2b3c4d5e6f) · data shards/val2017 · n = 500"."""
+    parts = []
+    if checkpoint:
+        parts.append(f"checkpoint {checkpoint}" + (f" (sha256 {sha256[:12]})" if sha256 else ""))
+    if data:
+        parts.append(f"data {data}")
+    if n is not None:
+        parts.append(f"n = {n}")
+    return " · ".join(parts)
+
+
+@contextlib.contextmanager
+def source(**what):
+    """Every figure saved inside the block carries `source_text(**what)` as its subtitle."""
+    token = _SOURCE.set(source_text(**what) or None)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
+def stamp(fig) -> None:
+    """The current source line at the foot of `fig` (8 pt; bbox_inches="tight" keeps it in the PNG)."""
+    text = _SOURCE.get()
+    if text:
+        fig.text(0.5, 0.0, _wrap_parts(text.split(" · "), 140), ha="center", va="top", fontsize=8, color="#444444",
+                 gid=SOURCE_GID)
+
+
+def _wrap_parts(parts: list[str], width: int) -> str:
+    """Parts joined by " · ", lines broken only between parts (a path or "n = 500" is never cut)."""
+    lines = [parts[0]]
+    for p in parts[1:]:
+        if len(lines[-1]) + 3 + len(p) > width:
+            lines.append(p)
+        else:
+            lines[-1] += " · " + p
+    return "\n".join(lines)
+
+
 def save(fig, path: str | Path, dpi: int = DPI) -> None:
-    """Write `fig` as PNG at `dpi`, atomically, and close it (the rules every figure keeps: tests/figures.py)."""
+    """Write `fig` as PNG at `dpi` with its source subtitle (`source`), atomically, and close it (the rules every
+    figure keeps: tests/figures.py)."""
+    stamp(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
@@ -227,12 +280,21 @@ def outline(ax, mask: np.ndarray) -> None:
 
 @styled
 def plot_prediction(image: np.ndarray, probs: Sequence[float], names: Sequence[str], path: str | Path,
-                    title: str = "", mask: np.ndarray | None = None) -> None:
+                    title: str = "", mask: np.ndarray | None = None,
+                    full: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """The masked model input, its hidden region outlined (`mask` (S, S), 255 = hidden), beside a horizontal bar
-    chart of its top classes in % (best on top, each bar labelled with its value)."""
+    chart of its top classes in % (best on top, each bar labelled with its value); with `full` ((h, w, 3) image,
+    (h, w) mask), the whole image with the hidden region outlined first, on the left."""
     pct = [100 * float(p) for p in probs]
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, max(4.6, 0.24 * len(names) + 1.4)), width_ratios=[1, 1.15],
-                                 layout="constrained")
+    height = max(4.6, 0.24 * len(names) + 1.4)
+    if full is not None:
+        fig, (af, a0, a1) = plt.subplots(1, 3, figsize=(16, height), width_ratios=[1, 1, 1.15], layout="constrained")
+        af.imshow(full[0])
+        outline(af, full[1])
+        af.set_axis_off()
+        _title(af, "the whole image; outline: hidden region")
+    else:
+        fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, height), width_ratios=[1, 1.15], layout="constrained")
     a0.imshow(image, interpolation="nearest")
     outline(a0, mask)
     a0.set_axis_off()
@@ -336,6 +398,13 @@ def _column(records: list[dict], key: str, scale: float = 1.0) -> tuple[list[int
     return [r["step"] for r in rows], [scale * r[key] for r in rows]
 
 
+def _learning_rates(steps: list[dict], epochs: list[dict]) -> tuple[list[int], list[float]]:
+    """The rate at every step a record holds it (logged steps and epoch ends), in step order: a run that logged one
+    step line still draws its points (with markers: a line through one point is invisible)."""
+    by_step = {r["step"]: float(r["lr"]) for r in [*epochs, *steps] if isinstance(r.get("lr"), (int, float))}
+    return sorted(by_step), [by_step[k] for k in sorted(by_step)]
+
+
 def _draw_run(axes, name: str, steps: list[dict], epochs: list[dict], color: str, prefix: str) -> None:
     a_loss, a_acc, a_lr = axes
     if steps:
@@ -346,8 +415,8 @@ def _draw_run(axes, name: str, steps: list[dict], epochs: list[dict], color: str
     a_acc.plot(*_column(epochs, "val_top5", 100), "^--", color=color, label=f"{prefix}top-5")
     if any("val_bal_top1" in r for r in epochs):
         a_acc.plot(*_column(epochs, "val_bal_top1", 100), "d:", color=color, label=f"{prefix}balanced top-1")
-    lr = _column(steps, "lr") if steps else _column(epochs, "lr")
-    a_lr.plot(*lr, "-" if steps else "o-", color=color, label=name)
+    x, y = _learning_rates(steps, epochs)
+    a_lr.plot(x, y, "-", marker="o" if len(x) < 30 else None, markersize=3, color=color, label=name)
 
 
 @styled
@@ -359,7 +428,7 @@ def plot_training_curves(runs: Mapping[str, tuple[list[dict], list[dict]]], path
     for i, (name, (steps, epochs)) in enumerate(runs.items()):
         _draw_run(axes, name, steps, epochs, f"C{i}", f"{name}: " if len(runs) > 1 else "")
     labels = [("Loss", "cross-entropy (nats)"), ("Validation accuracy", "accuracy (%)"),
-              ("Learning rate", "learning rate (per step)")]
+              ("Learning rate", "learning rate (at logged steps)")]
     for ax, (head, ylabel) in zip(axes, labels):
         ax.set_title(head, fontsize=CURVES_FONT + 1)
         ax.set_xlabel("optimisation step", fontsize=CURVES_FONT)

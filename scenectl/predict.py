@@ -104,6 +104,16 @@ def load_upright(path: str | Path, image_size: int):
         raise ScenectlError(f"{path} is not a readable image ({e})") from None
 
 
+# --- what predict's figure shows ------------------------------------------------------------------------------------
+def full_view(dec, obj: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The whole upright image (h, w, 3) uint8 as decoded and its hidden region (h, w) uint8, 255 = hidden, at the
+    decoded size (JPEG draft decoding may have shrunk it): what predict's figure shows beside the model's input."""
+    region, _ = masks.hidden_region(obj, params["shape"], int(params["margin"]))  # (H, W) bool, full resolution
+    image = np.asarray(dec.image.convert("RGB"))
+    hidden = Image.fromarray(region.astype(np.uint8) * 255).resize(dec.image.size, Image.NEAREST)
+    return image, np.asarray(hidden)
+
+
 def hiding_params(cfg: PredictConfig, ckpt: Checkpoint) -> tuple[dict, str]:
     """How to hide the region: the training shards' parameters, overridden by the options given; and their source."""
     params, source = shard_params(ckpt)
@@ -145,8 +155,10 @@ def predict(cfg: PredictConfig) -> dict:
     if cfg.out:
         from scenectl import plots
 
-        plots.plot_prediction(scene, [t["probability"] for t in top], [t["class"] for t in top], cfg.out,
-                              title=f"{Path(cfg.image).name}: {params['shape']} region hidden ({params['fill']} fill, "
-                                    f"{100 * fraction:.1f}% of the image); outline: hidden region", mask=mask)
-    return {"top": top, "params": {k: params[k] for k in ("shape", "fill", "margin", "image_size")},
+        with plots.source(checkpoint=str(cfg.checkpoint), data=str(cfg.image)):
+            plots.plot_prediction(scene, [t["probability"] for t in top], [t["class"] for t in top], cfg.out,
+                                  title=f"model input: {params['shape']} region hidden ({params['fill']} fill, "
+                                        f"{100 * fraction:.1f}% of the image); outline: hidden region", mask=mask,
+                                  full=full_view(dec, obj, params))
+    return {"checkpoint": f"{cfg.checkpoint} ({ckpt.arch}, {ckpt.num_classes} classes, {ckpt.kind})", "top": top, "params": {k: params[k] for k in ("shape", "fill", "margin", "image_size")},
             "params_source": source, "hidden_fraction": fraction, "notes": notes, "out": cfg.out}

@@ -8,18 +8,20 @@ When standard error is a terminal this is tqdm's own bar. When it is not (a clus
 object writes one line every `interval` seconds (30 by default) and one at the end, each ended by a newline and
 never a carriage return, so a redirected log reads top to bottom:
 
-    eval val2017: 1200/4096 samples (29%), 310 samples/s, ETA 9 s
-    eval val2017: 4096/4096 samples (100%), 305 samples/s, done in 13 s
+    2026-12-06 02:41:07 eval val2017: 1200/4096 samples (29%), 310 samples/s, ETA 9 s
+    2026-12-06 02:41:11 eval val2017: 4096/4096 samples (100%), 305 samples/s, done in 13 s
 
 With a known total (pass `total=`: a manifest's sample count, a list's length) the line has the share done and an
 ETA; without one, the count and the rate. `SCENECTL_PROGRESS=bar|log|off` forces a style; `SCENECTL_PROGRESS_EVERY`
-sets the seconds between log lines. `write(msg)` prints a message between bars (tqdm.write) without breaking them.
+sets the seconds between log lines. `write(msg)` prints a message between bars (tqdm.write) without breaking them;
+`note(msg)` does so with the time in front, as the log lines have it (a run's start-up summary and epoch lines).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Iterable, TextIO
 
 from tqdm import tqdm
@@ -81,8 +83,8 @@ class LogBar(tqdm):
         elapsed = now - self.start_t
         done_here = self.n - self.initial  # a resumed count (tqdm's `initial`): the rate covers this run's items
         rate = done_here / elapsed if elapsed > 0 and done_here > 0 else None
-        self.fp.write(log_line(self.desc.rstrip(": "), self.n, self.total, self.unit, elapsed, rate,
-                               self.postfix or "", final) + "\n")
+        self.fp.write(f"{timestamp()} " + log_line(self.desc.rstrip(": "), self.n, self.total, self.unit, elapsed,
+                                                   rate, self.postfix or "", final) + "\n")
         self.fp.flush()
         return True
 
@@ -136,3 +138,13 @@ def progress(iterable: Iterable | None = None, *, desc: str = "", total: float |
 def write(message: str, file: TextIO | None = None) -> None:
     """Print a message between progress bars without breaking them (tqdm.write; standard output by default)."""
     tqdm.write(message, file=file)
+
+
+def timestamp() -> str:
+    """The local time in front of every log line: `2026-12-06 02:41:07`."""
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def note(message: str, file: TextIO | None = None) -> None:
+    """`write` with the time in front: a line of a long run's log."""
+    write(f"{timestamp()} {message}", file=file)

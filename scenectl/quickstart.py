@@ -54,7 +54,9 @@ def _recipes(key: str, fmt: str = "", synthetic: str = "synthetic ") -> str:
 class QuickstartConfig(Config):
     """`scenectl quickstart`."""
 
-    out: str = option("quickstart", "Folder for every step's output.", "--out", "-o", type=Path)
+    out: str | None = option(None, "Folder for every step's output; unset: quickstart, or quickstart-coco with "
+                                   "--coco-root (so the README's two lines never collide).", "--out", "-o",
+                             type=Path | None)
     coco_root: str | None = option(None, "Real COCO root instead of synthetic scenes.", type=Path | None)
     epochs: int | None = option(None, "Training epochs. " + _recipes("epochs"))  # None: the recipe's
     image_size: int | None = option(None, "Shard and model input size (px). " + _recipes("image_size", synthetic=""))
@@ -90,7 +92,8 @@ class QuickstartConfig(Config):
     def resolved(self) -> "QuickstartConfig":
         """This config with image_size, epochs and aux_visible filled in from the recipe (what config.json records)."""
         r = self.recipe()
-        return replace(self, image_size=r["image_size"], epochs=r["epochs"], aux_visible=r["aux_visible"])
+        out = self.out or ("quickstart" if self.coco_root is None else "quickstart-coco")
+        return replace(self, image_size=r["image_size"], epochs=r["epochs"], aux_visible=r["aux_visible"], out=out)
 
 
 def quickstart(cfg: QuickstartConfig, echo: Callable[[str], None] = print) -> dict:

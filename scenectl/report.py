@@ -9,9 +9,12 @@ training runs side by side (transfer, distill).
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 from scenectl import metrics
+from scenectl.checkpoint import Checkpoint, SampleSet, file_sha256, optimistic_note
+from scenectl.config import provenance
 from scenectl.io import write_bytes_atomic, write_json_atomic
 
 
@@ -109,6 +112,34 @@ def bootstrap_text(b: dict, also: str = "the instances of one image are resample
             f"(seed {b['seed']}; {also})")
 
 
+def report_provenance(checkpoints: list[str | Path], data: list[SampleSet]) -> dict:
+    """What a report is of, for its report.json: scenectl's version and git commit (None outside a checkout), each
+    checkpoint's path and sha256, each data set's location and fingerprint, and n (the samples scored)."""
+    prov = provenance()
+    return {"scenectl": prov["version"], "git_commit": prov.get("git_commit"),
+            "checkpoints": [{"path": str(c), "sha256": file_sha256(c)} for c in checkpoints],
+            "data": [asdict(d) for d in data], "n": sum(d.n or 0 for d in data)}
+
+
+def what_was_scored(ckpt: Checkpoint, shard_sets: list, outs: list) -> dict:
+    """A checkpoint scored on shard sets (eval, compare; `outs`: inference.Outputs, one per set): the report's
+    provenance and its selection record, whether the checkpoint was selected on the samples scored (then the report
+    is marked optimistic)."""
+    scored = [SampleSet.of(ss.location, ss.manifest, o.keys) for ss, o in zip(shard_sets, outs)]
+    note = optimistic_note(ckpt.path, ckpt.selected_on, scored)
+    return {"provenance": report_provenance([ckpt.path], scored),
+            "selection": {"selected_on": asdict(ckpt.selected_on) if ckpt.selected_on else None,
+                          "optimistic": note is not None, "note": note}}
+
+
+def figure_source(prov: dict) -> dict:
+    """plots.source's arguments from a report_provenance record: the checkpoint(s), data set(s) and n."""
+    ckpts = prov["checkpoints"]
+    return {"checkpoint": ", ".join(c["path"] for c in ckpts) or None,
+            "sha256": ckpts[0]["sha256"] if len(ckpts) == 1 else None,
+            "data": ", ".join(dict.fromkeys(d["location"] for d in prov["data"])) or None, "n": prov["n"]}
+
+
 def jsonable(x):
     """A report as JSON takes it: int keys (k of top-k) -> str, recursively."""
     if isinstance(x, dict):
@@ -140,7 +171,19 @@ def write_runs_report(out: Path, report: dict, title: str, notes: list[str]) -> 
              "Validation accuracy (percent) after the same budget; `bal` = class-balanced.", "",
              runs_table(report["runs"], markdown=True), "", "![curves](curves.png)", ""]
     write_bytes_atomic(out / "report.md", ("\n".join(lines) + "\n").encode())
-    write_json_atomic(out / "report.json", report)
+    write_json_atomic(out / "report.json", {**report, "provenance": runs_provenance(report)})
+
+
+def runs_provenance(report: dict) -> dict:
+    """What a transfer or distill report is of: scenectl's version and commit, the context checkpoint (transfer's
+    `checkpoint`, distill's `teacher`) with its sha256, the training and validation data as given, and n (each
+    run's validation samples)."""
+    prov = provenance()
+    ckpt = report.get("checkpoint") or report.get("teacher")
+    data = {k: report[k] for k in ("train", "val", "shards", "val_shards") if isinstance(report.get(k), str)}
+    return {"scenectl": prov["version"], "git_commit": prov.get("git_commit"),
+            "checkpoints": [{"path": ckpt, "sha256": file_sha256(ckpt)}] if ckpt and Path(ckpt).is_file() else [],
+            "data": data, "n": {name: r.get("val_samples") for name, r in report.get("runs", {}).items()}}
 
 
 def runs_summary(report: dict) -> str:

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from scenectl import distributed as D
-from scenectl.checkpoint import BuildParams, TrainingShards
+from scenectl.checkpoint import BuildParams, SampleSet, TrainingShards
 from scenectl.data.coco import classes_match
 from scenectl.config import TrainConfig, check, resolve_schedule
 from scenectl.data.loader import (Augment, EvalBatches, Loader, ShardSet, SkipCounter, TrainBatches, make_eval_loader,
@@ -83,6 +83,17 @@ def training_shards(cfg: TrainConfig, train_set: ShardSet) -> TrainingShards:
     return TrainingShards(str(cfg.data.shards), BuildParams.of_manifest(train_set.manifest, where))
 
 
+def fingerprinted(batches, val_set: ShardSet, dev: D.DistInfo, into: dict):
+    """`batches` passed through, their keys hashed at the end into `into["selected_on"]` (a SampleSet: best.pt is
+    picked on these samples). Under DDP a rank sees only its share of the keys: the manifest's hash alone."""
+    keys = []
+    for batch in batches:
+        keys.extend(batch["key"])
+        yield batch
+    fact = SampleSet.of(val_set.location, val_set.manifest, keys if dev.world_size == 1 else None)
+    into["selected_on"] = asdict(fact)
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) one training run; returns the last validation metrics."""
     dev = D.init_distributed(cfg.loop.device)
@@ -103,9 +114,13 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
     if cfg.hole_only:  # the control: RGB replaced by the fill at the model's input, mask channel kept
         make_hole_only(model)
     counter = SkipCounter()
+    selection: dict = {}  # best.pt's "selected_on": the validation samples, fingerprinted on the first validation
 
     def validate_run(net: nn.Module) -> dict:
-        val = validate(net, data_stream(cfg, val_set, dev, counter), dev.device, len(val_set.classes), reduce=True)
+        batches = data_stream(cfg, val_set, dev, counter)
+        if not selection:
+            batches = fingerprinted(batches, val_set, dev, selection)
+        val = validate(net, batches, dev.device, len(val_set.classes), reduce=True)
         return {**val, "skipped_corrupt": int(D.all_reduce_sum(torch.tensor([counter.value], device=dev.device)).item())}
 
     run = Run(
@@ -113,7 +128,10 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
         groups=decay_groups(model.parameters(), cfg.optim.weight_decay),
         loss_fn=cross_entropy(cfg.optim.label_smoothing, cfg.aux_visible),
         batches=lambda epoch, start: data_stream(cfg, train_set, dev, counter, epoch=epoch, start=start),
-        validate=validate_run, config=asdict(cfg), tensorboard=cfg.tensorboard, title=f"train {cfg.arch}: {cfg.out}",
+        validate=validate_run, config=asdict(cfg), tensorboard=cfg.tensorboard,
+        title=f"train {cfg.arch}: {Path(cfg.out).name}",  # the folder's name: a title never holds a temporary path
+        best_facts=selection, source={"data": f"{cfg.data.shards} (validation {cfg.data.val_shards})",
+                                      "n": train_set.num_samples},
         facts={"kind": "context", "arch": cfg.arch, "in_chans": in_chans, "num_classes": len(train_set.classes),
                "classes": train_set.classes, "cooccurrence": train_set.cooccurrence().to_state(),
                "image_size": cfg.data.image_size, "mask_channel": cfg.mask_channel, "aux_visible": cfg.aux_visible,

@@ -281,3 +281,30 @@ def test_eval_and_transfer_pass_retries_timeout_backoff_to_the_reader(inputs, mo
                tmp_path / "t", "--device", "cpu", *net)
     assert r.exit_code == 2 and "stop here" in r.output
     assert [(n.retries, n.timeout, n.backoff) for n in seen] == [(2, 3.5, 0.0)] * 2
+
+
+def test_help_examples_are_never_wrapped_inside_a_command_line():
+    """Every example line of every command's --help (an indented paragraph) comes out whole on a narrow terminal,
+    so it can be copied and run; prose still wraps."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    examples = 0
+    for name, cmd in group.commands.items():
+        out = runner.invoke(app, [name, "--help"], terminal_width=60).output
+        for para in (cmd.help or "").split("\n\n"):
+            if para[:1].isspace() and para.strip().startswith(("scenectl ", "torchrun ")):
+                examples += 1
+                assert para.strip() in out, (name, para)
+    assert examples >= 10
+    prose = runner.invoke(app, ["build-ooc", "--help"], terminal_width=60).output
+    assert max(len(line) for line in prose.splitlines() if line.startswith("  Paste")) <= 60
+
+
+@pytest.mark.parametrize("command,old", [("distill", "--teacher"), ("fuse", "--context")])
+def test_the_context_checkpoint_is_checkpoint_in_every_command_and_the_old_names_still_work(command, old, tmp_path):
+    missing = tmp_path / "none.pt"
+    extra = ["--object", tmp_path / "obj.pt"] if command == "fuse" else []
+    lines = {flag: one_line(invoke(command, flag, missing, *extra, "--out", tmp_path / "o", "--device", "cpu"))
+             for flag in ("--checkpoint", "-c", old)}
+    assert len(set(lines.values())) == 1 and str(missing) in lines["-c"], lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
@@ -14,9 +15,9 @@ import torch
 from typer.testing import CliRunner
 
 from scenectl import metrics
-from scenectl.checkpoint import save_checkpoint
+from scenectl.checkpoint import SampleSet, file_sha256, read_checkpoint, save_checkpoint
 from scenectl.cli import app
-from scenectl.compare import CompareConfig, compare, model_names
+from scenectl.compare import CompareConfig, compare, model_names, summary_text
 from scenectl.errors import ScenectlError
 from scenectl.inference import Outputs
 from scenectl.models import create_model
@@ -189,7 +190,7 @@ def test_older_files_and_top_k_only_files(tmp_path):
     rep = compare(CompareConfig(inputs=[str(a), str(b)], out=str(tmp_path / "cmp"), bootstrap=50))
     assert rep["bootstrap"]["images"] == 150 and any("image ids read from the sample keys" in n for n in rep["notes"])
     with pytest.raises(ScenectlError, match="stores only its top-10"):
-        compare(CompareConfig(inputs=[str(a), str(b)], out=str(tmp_path / "cmp2"), topk=[20]))
+        compare(CompareConfig(inputs=[str(a), str(b)], out=str(tmp_path / "cmp2"), topk=[11]))
 
 
 def test_model_names_are_the_shortest_unique_tails():
@@ -211,7 +212,10 @@ def test_checkpoints_are_run_on_the_shards(synthetic_shards, tmp_path):
                            "config": {}, "metrics": {}, "epoch": 1, "step": 1,
                            "cooccurrence": open_shard_set(synthetic_shards["train"]).cooccurrence().to_state()})
     (tmp_path / "copy").mkdir()
-    shutil.copy(ckpt, tmp_path / "copy" / "best.pt")
+    val = open_shard_set(synthetic_shards["val"])  # the copy says it was picked on these samples
+    raw = read_checkpoint(ckpt).state
+    save_checkpoint(tmp_path / "copy" / "best.pt", {**raw, "selected_on": asdict(SampleSet.of(val.location,
+                                                                                             val.manifest))})
     rep = compare(CompareConfig(inputs=[str(ckpt), str(tmp_path / "copy" / "best.pt")], shards=[str(synthetic_shards["val"])],
                                 out=str(tmp_path / "cmp"), bootstrap=100, device="cpu", workers=0, batch_size=32))
     n = open_shard_set(synthetic_shards["val"]).num_samples
@@ -219,6 +223,11 @@ def test_checkpoints_are_run_on_the_shards(synthetic_shards, tmp_path):
     assert all(d["verdict"] == "inconclusive" for d in rep["differences"]["copy/best.pt"].values() if d)
     assert 0.0 <= rep["scores"]["r18/best.pt"]["top-1"]["mean"] <= 1.0
     assert "super top-1" in rep["metrics"]  # the checkpoint's classes carry their supercategories
+    assert list(rep["optimistic"]) == ["copy/best.pt"]  # marked in report.json, report.md and the terminal
+    assert (tmp_path / "cmp" / "report.md").read_text().startswith("# compare\n\n**WARNING: copy/best.pt: selected on")
+    assert summary_text(rep).startswith("WARNING: copy/best.pt: selected on these samples: optimistic")
+    inputs = rep["provenance"]["inputs"]
+    assert inputs["r18/best.pt"]["checkpoints"][0]["sha256"] == file_sha256(ckpt) and inputs["r18/best.pt"]["n"] == n
     with pytest.raises(ScenectlError, match="pass --shards"):
         compare(CompareConfig(inputs=[str(ckpt), str(ckpt)], out=str(tmp_path / "cmp2")))
     assert metrics.verdict(rep["differences"]["copy/best.pt"]["top-1"]["ci"]) == "inconclusive"

@@ -49,7 +49,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
     train(TrainConfig(shards=str(sets["train"]), val_shards=str(sets["val"]), out=str(d / "run"), epochs=1,
                       steps_per_epoch=2, batch_size=8, workers=0, device="cpu", log_every=10**6,
                       checkpoint_every=0, shuffle_buffer=16))
-    return {**sets, "ckpt": d / "run" / "best.pt"}
+    return {**sets, "ckpt": d / "run" / "best.pt", "last": d / "run" / "last.pt"}
 
 
 def _shard_samples(folder: Path) -> dict[str, tuple[int, list[int], int]]:
@@ -77,21 +77,21 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
     disk = json.loads((out / "report.json").read_text())
     names = disk["classes"]
     C = len(names)
-    assert C == 16 and disk["ks"] == [1, 3, 5, 10, 16]  # 50 clamped to the 16 synthetic classes
-    assert any("top-50 clamped to top-16" in n for n in disk["notes"])
+    assert C == 16 and disk["ks"] == [1, 3, 5, 10]  # 50 >= the 16 synthetic classes: left out, said once
+    assert [n for n in disk["notes"] if "top-50" in n] == ["top-50 not reported: the model knows only 16 classes, so "
+                                                           "every top-16 is 100 %"]
     with h5py.File(out / "predictions.h5", "r") as f:
         labels, top, logits = f["labels"][()], f["topk_indices"][()], f["logits"][()]
         keys = [k.decode() for k in f["keys"][()]]
         visible = read_visible(f)
         image_ids = f["image_ids"][()].tolist()
-        assert [n.decode() for n in f["class_names"][()]] == names and f.attrs["k"] == 16
-        assert np.allclose(f["topk_scores"][()].sum(1), 1.0, atol=1e-4)  # top-16 of 16 = all the probability
+        assert [n.decode() for n in f["class_names"][()]] == names and f.attrs["k"] == 10
     truth = _shard_samples(data["val"])
     assert sorted(keys) == sorted(truth) and disk["n"] == len(keys) == rep["n"]  # every sample exactly once
     assert [truth[k][0] for k in keys] == labels.tolist()
     assert [truth[k][1] for k in keys] == visible
     assert [truth[k][2] for k in keys] == image_ids  # the bootstrap's unit, from each sample's metadata
-    assert (top == np.argsort(-logits, axis=1, kind="stable")[:, :16]).all()
+    assert (top == np.argsort(-logits, axis=1, kind="stable")[:, :10]).all()
     for k in disk["ks"]:
         hits = (top[:, :k] == labels[:, None]).any(1)
         assert disk["topk"][str(k)] == pytest.approx(hits.mean())
@@ -101,7 +101,7 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
     cs = disk["class_set"]
     assert cs["classes"] == [int(c) for c in declared] and cs["size"] == len(declared) and cs["min_class_samples"] == 5
     assert cs["sample_share"] == pytest.approx(np.isin(labels, declared).mean())
-    assert disk["topk"]["16"] == 1.0
+    assert "16" not in disk["topk"] and "| top-16 |" not in (out / "report.md").read_text()
     support = np.bincount(labels, minlength=C)
     assert [r["support"] for r in disk["per_class"]] == support.tolist()
     for name, b in disk["baselines"].items():
@@ -161,12 +161,13 @@ def test_report_agrees_with_predictions_and_shards(data, tmp_path):
 def test_cli_defaults_chain_and_refuses_to_overwrite(data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "train").mkdir(parents=True)
-    shutil.copy(data["ckpt"], tmp_path / "runs" / "train" / "best.pt")
+    shutil.copy(data["last"], tmp_path / "runs" / "train" / "last.pt")  # eval's default: the final weights
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "val2017").symlink_to(data["val"])
     r = runner.invoke(app, ["eval", "--topk", "50", "--workers", "0"])
     assert r.exit_code == 0, r.output
-    assert "model - prior" in r.output and "mask-only" in r.output and "top-50 clamped to top-16" in r.output
+    assert "optimistic" not in r.output  # the README chain's number was not selected on the samples it scores
+    assert "model - prior" in r.output and "mask-only" in r.output and r.output.count("top-50 not reported") == 1
     assert "percentile-bootstrap interval, 1000 resamples" in r.output
     assert (tmp_path / "runs" / "train" / "eval" / "report.json").is_file()
     again = runner.invoke(app, ["eval", "--workers", "0"])
@@ -174,6 +175,48 @@ def test_cli_defaults_chain_and_refuses_to_overwrite(data, tmp_path, monkeypatch
     assert runner.invoke(app, ["eval", "--workers", "0", "--overwrite", "--no-logits"]).exit_code == 0
     with h5py.File(tmp_path / "runs" / "train" / "eval" / "predictions.h5", "r") as f:
         assert "logits" not in f and f["topk_indices"].shape[1] == 10
+
+
+def test_a_folder_given_as_checkpoint_is_named_as_such(data, tmp_path):
+    """One error-line format, `error: scenectl CMD: ...`, and a precise message for a folder given as -c."""
+    r = runner.invoke(app, ["eval", "-c", str(data["val"]), "--out", str(tmp_path / "e")])
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == (
+        f"error: scenectl eval: checkpoint {data['val']} is a folder, not a checkpoint file: a checkpoint is the .pt "
+        "file that train, transfer or distill write (e.g. runs/train/last.pt)"), r.output
+    r = runner.invoke(app, ["eval", "-c", str(data["ckpt"].parent), "--out", str(tmp_path / "e")])
+    assert r.output.strip().splitlines()[-1].endswith("is a folder, not a checkpoint file: give one of its best.pt, "
+                                                      "last.pt"), r.output
+    assert not (tmp_path / "e").exists()
+
+
+def test_best_checkpoint_scored_on_its_selection_set_is_marked_optimistic(data, tmp_path):
+    """best.pt records the validation samples it was picked on; eval marks a report of it on them, and only then."""
+    from scenectl.checkpoint import SampleSet, file_sha256
+    from scenectl.data.loader import open_shard_set
+
+    best, last = read_checkpoint(data["ckpt"]), read_checkpoint(data["last"])
+    val = open_shard_set(str(data["val"]))
+    assert last.selected_on is None and best.selected_on.location == val.location
+    assert best.selected_on.same_samples(SampleSet.of(val.location, val.manifest, list(_shard_samples(data["val"]))))
+    assert best.selected_on.n == len(_shard_samples(data["val"]))
+    fast = ["--workers", "0", "--bootstrap", "0", "--no-mask-only", "--device", "cpu"]
+    r = runner.invoke(app, ["eval", "-c", str(data["ckpt"]), "--shards", str(data["val"]), "--out",
+                            str(tmp_path / "opt"), *fast])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("WARNING: selected on these samples: optimistic") == 2  # above and below the tables
+    disk = json.loads((tmp_path / "opt" / "report.json").read_text())
+    assert disk["selection"]["optimistic"] and disk["selection"]["selected_on"]["location"] == val.location
+    assert "**Selected on these samples: optimistic" in (tmp_path / "opt" / "report.md").read_text()
+    # provenance: version, commit (None outside a git checkout), the checkpoint's hash, the data's fingerprint, n
+    prov = disk["provenance"]
+    assert prov["scenectl"] and "git_commit" in prov and prov["n"] == disk["n"]
+    assert prov["checkpoints"] == [{"path": str(data["ckpt"]), "sha256": file_sha256(data["ckpt"])}]
+    assert prov["data"][0]["manifest_sha256"] == best.selected_on.manifest_sha256
+    for ckpt, shards in ((data["last"], data["val"]), (data["ckpt"], data["train"])):  # not selected on these
+        rep = main(EvalConfig(checkpoint=str(ckpt), shards=[str(shards)], out=str(tmp_path / ckpt.stem / shards.name),
+                              workers=0, bootstrap=0, mask_only=False, device="cpu"))
+        assert not rep["selection"]["optimistic"] and "optimistic" not in (
+            tmp_path / ckpt.stem / shards.name / "report.md").read_text()
 
 
 @pytest.mark.slow
@@ -246,9 +289,11 @@ def test_object_crop_shards_are_refused_by_train_and_eval(data, tmp_path):
 
 def test_resolve_ks():
     assert resolve_ks([50], 80) == ([1, 3, 5, 10, 50], [])
-    ks, notes = resolve_ks([100, 1], 80)
-    assert ks == [1, 3, 5, 10, 80] and notes == ["top-100 clamped to top-80: the model knows only 80 classes"]
-    assert resolve_ks([], 3)[0] == [1, 3]
+    ks, notes = resolve_ks([100, 80, 1], 80)  # k >= C: 100 % by construction, said once instead of rows of 100 %
+    assert ks == [1, 3, 5, 10] and notes == ["top-80, top-100 not reported: the model knows only 80 classes, so "
+                                             "every top-80 is 100 %"]
+    assert resolve_ks([], 3) == ([1], ["top-3, top-5, top-10 not reported: the model knows only 3 classes, so every "
+                                       "top-3 is 100 %"])
     with pytest.raises(ScenectlError, match="positive"):
         resolve_ks([0], 80)
 

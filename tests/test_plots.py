@@ -215,16 +215,74 @@ def _commands(s: dict[str, Path], scenes: Path, d: Path) -> dict[str, list[str]]
 def test_every_figure_a_command_draws_is_readable(synthetic_shards, synthetic_scenes, tmp_path):
     (tmp_path / "f").mkdir()
     figures = {}
+    sourced = {}
     for name, args in _commands(synthetic_shards, synthetic_scenes, tmp_path).items():
         with watch() as drawn:
             r = runner.invoke(app, args)
         assert r.exit_code == 0, (name, r.output)
         figures.update({f"{name}: {d.path.relative_to(tmp_path)}": d.problems for d in drawn})
+        sourced.update({f"{name}: {d.path.relative_to(tmp_path)}": _foot(d.figure) for d in drawn})
     expected = {"eval: ev/confusion.png", "eval: ev/per_class.png", "eval: ev/baselines.png", "eval: ev/comparison.png",
                 "compare: cmp/scores.png", "compare: cmp/differences.png", "predict: f/p.png",
                 "cooccurrence: f/c.png", "inspect-shards: f/s.png", "fuse: fu/weights.png", "train: tr/curves.png"}
     assert expected <= set(figures), sorted(figures)
     assert {k: v for k, v in figures.items() if v} == {}
+    # every figure of a checkpoint or a data set says which, and how many samples (plots.source)
+    for name, foot in sourced.items():
+        if name.split(":")[0] in ("eval", "compare", "train"):
+            assert "data " in foot and "n = " in foot, (name, foot)
+        if name.split(":")[0] in ("eval", "predict"):
+            assert "checkpoint " in foot and "sha256" in foot or name.startswith("predict"), (name, foot)
+    assert "checkpoint " in sourced["predict: f/p.png"]
+
+
+def test_the_learning_rate_panel_draws_a_run_that_logged_one_step(tmp_path):
+    steps = [{"step": 3, "loss": 2.0, "lr": 0.05}]
+    epochs = [{"step": 6, "train_loss": 2.0, "val_loss": 2.1, "val_top1": 0.3, "val_top5": 0.6, "lr": 0.01}]
+    with watch() as drawn:
+        plots.plot_training_curves({"r": (steps, epochs)}, tmp_path / "c.png", "t")
+    lr_axes = _only(drawn).figure.axes[2]
+    (line,) = lr_axes.get_lines()
+    assert list(line.get_xdata()) == [3, 6] and list(line.get_ydata()) == [0.05, 0.01] and line.get_marker() == "o"
+    with watch() as drawn:  # one step line and no epoch yet: still a visible point
+        plots.plot_training_curves({"r": (steps, [])}, tmp_path / "d.png", "t")
+    (line,) = _only(drawn).figure.axes[2].get_lines()
+    assert list(line.get_xdata()) == [3] and line.get_marker() == "o"
+
+
+def _foot(fig) -> str:
+    """The text at the foot of a figure (plots.stamp), "" without one."""
+    return " ".join(t.get_text() for t in fig.texts if t.get_gid() == plots.SOURCE_GID)
+
+
+def test_every_figure_kind_carries_the_source_line(tmp_path):
+    """Whatever the kind, a figure saved inside plots.source names the checkpoint, the data and n."""
+    names = ["a", "b", "c"]
+    kinds = {
+        "confusion": lambda p: plots.plot_confusion(np.eye(3), names, p),
+        "per_class": lambda p: plots.plot_per_class([0.5, 0.2, 0.9], [3, 4, 5], names, p),
+        "comparison": lambda p: plots.plot_comparison({"m": {"top-1": 0.5}, "n": {"top-1": 0.4}}, p),
+        "differences": lambda p: plots.plot_differences({"m": {"top-1": {"difference": 0.1, "ci": [0.0, 0.2]}}},
+                                                        p, "n"),
+        "prediction": lambda p: plots.plot_prediction(np.zeros((8, 8, 3), np.uint8), [0.6, 0.3], ["a", "b"], p,
+                                                      full=(np.zeros((12, 16, 3), np.uint8), np.zeros((12, 16)))),
+        "heatmap": lambda p: plots.plot_heatmap(np.ones((3, 3)), names, p, "t", "count"),
+        "weights": lambda p: plots.plot_weights([{"w": 0.0, "top1": 0.3}, {"w": 1.0, "top1": 0.4}], 1.0, p),
+        "curves": lambda p: plots.plot_training_curves({"r": ([{"step": 1, "loss": 2.0, "lr": 0.1}],
+                                                              [{"step": 1, "train_loss": 2.0, "val_loss": 2.1,
+                                                                "val_top1": 0.3, "val_top5": 0.6, "lr": 0.1}])},
+                                                       p, "t"),
+    }
+    with plots.source(checkpoint="runs/x/last.pt", sha256="ab" * 32, data="shards/val2017", n=123), watch() as drawn:
+        for name, draw in kinds.items():
+            draw(tmp_path / f"{name}.png")
+    assert len(drawn) == len(kinds)
+    for d in drawn:
+        assert _foot(d.figure) == "checkpoint runs/x/last.pt (sha256 abababababab) · data shards/val2017 · n = 123", \
+            d.path
+    with watch() as drawn:  # outside the block: no line
+        plots.plot_confusion(np.eye(3), names, tmp_path / "plain.png")
+    assert _foot(drawn[0].figure) == ""
 
 
 # --- the contact sheet ---------------------------------------------------------------------------------------------

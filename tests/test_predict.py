@@ -14,6 +14,8 @@ import webdataset as wds
 from PIL import Image
 from typer.testing import CliRunner
 
+from figures import watch
+
 from scenectl.checkpoint import save_checkpoint
 from scenectl.cli import app
 from scenectl.data.coco import decode_mask
@@ -78,10 +80,20 @@ def test_hides_exactly_what_build_shards_hid(setup, how, tmp_path):
 def test_cli_prints_top10_and_draws(setup, tmp_path):
     image = setup["images"] / setup["ann"]["images"][0]["file_name"]
     out = tmp_path / "pred.png"
-    r = runner.invoke(app, ["predict", "-c", str(setup["ckpt"]), str(image), "--box", "100,60,50,40", "--out", str(out)])
+    with watch() as drawn:
+        r = runner.invoke(app, ["predict", "-c", str(setup["ckpt"]), str(image), "--box", "100,60,50,40", "--out",
+                                str(out)])
     assert r.exit_code == 0, r.output
     lines = r.output.strip().splitlines()
-    assert lines[0].startswith("hidden: box, fill mean, margin 5 px") and "manifest of" in lines[0]
+    assert lines[0] == f"checkpoint: {setup['ckpt']} (resnet18, 16 classes, context)"  # which model answered
+    assert lines[1].startswith("hidden: box, fill mean, margin 5 px") and "manifest of" in lines[1]
+    # the whole image (its own size) with the hidden region outlined, beside the model's input, and the source line
+    fig = drawn[0].figure
+    whole, model_input = fig.axes[0], fig.axes[1]
+    assert "whole image" in whole.get_title() and "model input" in model_input.get_title()
+    assert whole.images[0].get_array().shape[:2] != model_input.images[0].get_array().shape[:2]
+    assert whole.collections, "the hidden region is outlined on the whole image"
+    assert any(str(setup["ckpt"]) in t.get_text() for t in fig.texts)
     ranked = [ln for ln in lines if re.match(r"\s*\d+\. ", ln)]
     assert len(ranked) == 10
     probs = [float(ln.split()[-1].rstrip("%")) for ln in ranked]

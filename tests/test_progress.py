@@ -29,6 +29,9 @@ class Terminal(io.StringIO):
         return True
 
 
+TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "  # every log line starts with the local time
+
+
 @pytest.fixture(autouse=True)
 def no_style_forced(monkeypatch):
     monkeypatch.delenv(P.STYLE_ENV, raising=False)
@@ -46,8 +49,8 @@ def test_a_log_gets_whole_lines_with_total_rate_and_eta(monkeypatch):
     text = log.getvalue()
     assert "\r" not in text and text.endswith("\n")
     lines = text.splitlines()
-    assert re.fullmatch(r"eval val2017: 30/100 samples \(30%\), [\d.e+]+ samples/s, ETA \d+ s", lines[0]), lines[0]
-    assert re.fullmatch(r"eval val2017: 100/100 samples \(100%\), [\d.e+]+ samples/s, done in \d+ s, loss=0.5",
+    assert re.fullmatch(TIME + r"eval val2017: 30/100 samples \(30%\), [\d.e+]+ samples/s, ETA \d+ s", lines[0]), lines[0]
+    assert re.fullmatch(TIME + r"eval val2017: 100/100 samples \(100%\), [\d.e+]+ samples/s, done in \d+ s, loss=0.5",
                         lines[-1]), lines[-1]
 
 
@@ -57,7 +60,7 @@ def test_work_ended_before_its_total_is_not_called_done(monkeypatch):
     with pytest.raises(RuntimeError):
         with P.progress(desc="run epoch 1/5", total=20, unit="steps", file=log):
             raise RuntimeError("the stream failed")  # before the first step
-    assert re.fullmatch(r"run epoch 1/5: 0/20 steps \(0%\), stopped after \d+ s\n", log.getvalue()), log.getvalue()
+    assert re.fullmatch(TIME + r"run epoch 1/5: 0/20 steps \(0%\), stopped after \d+ s\n", log.getvalue()), log.getvalue()
 
 
 def test_lines_come_every_interval_and_at_the_end_only(monkeypatch):
@@ -66,14 +69,14 @@ def test_lines_come_every_interval_and_at_the_end_only(monkeypatch):
     for _ in P.progress(range(1000), desc="sample train2017", unit="img", file=log):
         pass
     assert log.getvalue().splitlines() == [log.getvalue().strip()]  # one line: the last
-    assert log.getvalue().startswith("sample train2017: 1000/1000 img (100%)")  # the total from len()
+    assert re.match(TIME + re.escape("sample train2017: 1000/1000 img (100%)"), log.getvalue())  # the total from len()
 
 
 def test_without_a_total_the_count_and_rate():
     log = io.StringIO()
     with P.progress(desc="export", unit="img", file=log) as bar:
         bar.update(7)
-    assert re.fullmatch(r"export: 7 img, [\d.e+]+ img/s, done in \d+ s\n", log.getvalue())
+    assert re.fullmatch(TIME + r"export: 7 img, [\d.e+]+ img/s, done in \d+ s\n", log.getvalue())
 
 
 def test_a_resumed_count_starts_from_its_initial_value():
@@ -81,7 +84,7 @@ def test_a_resumed_count_starts_from_its_initial_value():
     bar = P.progress(desc="build-shards train2017", total=10, initial=6, unit="img", file=log)
     bar.update(4)
     bar.close()
-    assert log.getvalue().startswith("build-shards train2017: 10/10 img (100%)")
+    assert re.match(TIME + re.escape("build-shards train2017: 10/10 img (100%)"), log.getvalue())
 
 
 def test_messages_between_lines_and_a_disabled_counter_write_no_carriage_return(monkeypatch):
@@ -129,7 +132,7 @@ def test_durations_read_as_words():
 
 # --- the commands --------------------------------------------------------------------------------------------------
 def _total_line(output: str, desc: str, n: int, unit: str) -> bool:
-    return re.search(rf"^{re.escape(desc)}: {n}/{n} {unit} \(100%\), .*done in", output, re.M) is not None
+    return re.search(rf"^{TIME}{re.escape(desc)}: {n}/{n} {unit} \(100%\), .*done in", output, re.M) is not None
 
 
 def test_commands_show_totals_and_no_carriage_return_when_not_on_a_terminal(synthetic_shards, tmp_path):

@@ -47,3 +47,7 @@ def test_quickstart_bad_options(tmp_path):
     r = runner.invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--coco-root", str(tmp_path / "none")])
     assert r.exit_code == 2 and "--coco-root" in r.output
     assert "Example" in runner.invoke(app, ["quickstart", "--help"]).output
+    # README's two lines write to different folders: quickstart/ and quickstart-coco/
+    assert QuickstartConfig().resolved().out == "quickstart"
+    assert QuickstartConfig(coco_root=str(tmp_path)).resolved().out == "quickstart-coco"
+    assert QuickstartConfig(out="mine", coco_root=str(tmp_path)).resolved().out == "mine"

@@ -139,7 +139,7 @@ def test_truncated_training_shard_error_or_skip(tiny, tmp_path):
                                  str(tmp_path / "r"), "--workers", "0", "--device", "cpu", "--batch-size", "2"])
     # a member cut short or a broken tar header: either way one line naming the shard
     last = r.output.strip().splitlines()[-1]
-    assert r.exit_code == 2 and re.search(r"error: (cannot read shard|corrupt sample|shard) .*bad/shard-0000", last)
+    assert r.exit_code == 2 and re.search(r"error: scenectl train: (cannot read shard|corrupt sample|shard) .*bad/shard-0000", last)
     val = shutil.copytree(tiny["val"], tmp_path / "val")  # validation reads every sample: the cut one is met
     tar = val / "shard-000000.tar"
     tar.write_bytes(tar.read_bytes()[:9000])
@@ -170,6 +170,48 @@ def test_resume_with_a_changed_option_is_refused_naming_it_and_deletes_nothing(t
     assert _snapshot(out) == before
     # options that only change speed or logging may change: the finished run just reports again
     assert train(_cfg(tiny, out, epochs=1, steps_per_epoch=1, lr=0.01, log_every=5, resume=True))["step"] == 1
+
+
+def test_a_run_says_where_it_computes_how_fast_and_how_long(tiny, tmp_path, monkeypatch, capsys):
+    """The start-up summary (device, threads, workers, steps), the first measured speed with the whole run's ETA, a
+    notice when a CPU run projects hours, timestamps, epochs counted from 1 and percentages."""
+    import scenectl.engine as engine
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(engine, "SLOW_CPU_RUN_S", 0.0)  # every run is "hours" long: the notice must appear
+    threads = torch.get_num_threads()
+    try:
+        train(_cfg(tiny, tmp_path / "run", epochs=2, steps_per_epoch=3, max_steps=5))
+    finally:
+        torch.set_num_threads(threads)
+    lines = capsys.readouterr().out.splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+    cores = len(os.sched_getaffinity(0))
+    assert re.fullmatch(stamp + rf"\[train\] cpu, {cores} intra-op threads? \({cores} cores, 0 loader workers\); "
+                        r"2 epochs x 3 steps of 4 samples: 5 steps to go; measuring speed over 5 steps", lines[0]), lines
+    assert re.fullmatch(stamp + r"\[train\] first measured: [\d.]+ samples/s; whole run ETA \d+ s", lines[1]), lines
+    assert lines[2].startswith("notice: on this CPU the run projects") and "--image-size 64" in lines[2]
+    assert re.fullmatch(stamp + r"\[train\] epoch 1 step 3: train loss [\d.]+, val loss [\d.]+, top-1 [\d.]+%, "
+                        r"top-5 [\d.]+%, balanced top-1 [\d.]+%", lines[3]), lines
+    assert re.fullmatch(stamp + r"\[train\] epoch 2 \(partial\) step 5: .*", lines[4]), lines
+
+
+def test_cpu_threads_leave_the_loader_workers_their_cores(monkeypatch):
+    from scenectl.devices import cpu_threads, set_cpu_threads
+
+    assert [cpu_threads(w, c) for w, c in ((2, 2), (0, 2), (4, 16), (8, 4))] == [1, 2, 12, 1]
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting is kept
+        torch.set_num_threads(3)
+        assert set_cpu_threads(torch.device("cpu"), 2) == "3 intra-op threads (set by $OMP_NUM_THREADS, 2 loader workers)"
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+        set_cpu_threads(torch.device("cpu"), 10**6)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_curves_png_is_drawn_after_every_epoch(tiny, tmp_path, monkeypatch):

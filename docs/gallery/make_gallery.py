@@ -36,19 +36,19 @@ STEPS = [
      "--epochs", "2", "--batch-size", "32", "--workers", "0", *CPU],
     ["train", "--shards", "{W}/shards/train2017", "--val-shards", "{W}/shards/val2017", "--out", "{W}/runs/1-epoch",
      "--epochs", "1", "--batch-size", "32", "--workers", "0", *CPU],
-    ["eval", "--checkpoint", "{W}/runs/2-epochs/best.pt", "--shards", "{W}/shards/val2017",
+    ["eval", "--checkpoint", "{W}/runs/2-epochs/last.pt", "--shards", "{W}/shards/val2017",
      "--shards", "{W}/shards/val-square", "--out", "{W}/eval", "--bootstrap", "200", *CPU],
-    ["compare", "{W}/runs/2-epochs/best.pt", "{W}/runs/1-epoch/best.pt", "--shards", "{W}/shards/val2017",
+    ["compare", "{W}/runs/2-epochs/last.pt", "{W}/runs/1-epoch/last.pt", "--shards", "{W}/shards/val2017",
      "--out", "{W}/compare", "--bootstrap", "200", *CPU],
-    ["predict", "--checkpoint", "{W}/runs/2-epochs/best.pt", "{IMAGE}", "--box", "{BOX}",
+    ["predict", "--checkpoint", "{W}/runs/2-epochs/last.pt", "{IMAGE}", "--box", "{BOX}",
      "--out", "{W}/figures/predict.png", *CPU],
     ["cooccurrence", "{W}/shards/train2017", "--out", "{W}/figures/cooccurrence.png"],
     ["cooccurrence", "{W}/shards/train2017", "--by", "pmi", "--min-count", "5",
      "--out", "{W}/figures/cooccurrence-pmi.png"],
     ["inspect-shards", "{W}/shards/val2017", "--out", "{W}/figures/contact-sheet.png"],
-    ["distill", "--teacher", "{W}/runs/2-epochs/best.pt", "--shards", "{W}/shards/train2017",
-     "--val-shards", "{W}/shards/val2017", "--out", "{W}/distill", "--epochs", "1", "--no-compare", *CPU],
-    ["fuse", "--context", "{W}/runs/2-epochs/best.pt", "--object", "{W}/distill/kd/best.pt",
+    ["distill", "--teacher", "{W}/runs/2-epochs/last.pt", "--shards", "{W}/shards/train2017",
+     "--val-shards", "{W}/shards/val2017", "--out", "{W}/distill", "--epochs", "1", *CPU],
+    ["fuse", "--context", "{W}/runs/2-epochs/last.pt", "--object", "{W}/distill/kd/last.pt",
      "--shards", "{W}/shards/val2017", "--out", "{W}/fuse", *CPU],
 ]
 
@@ -68,7 +68,8 @@ FIGURES = [
      "Each model's paired difference to the reference, in percentage points; an interval across 0 reads "
      "'inconclusive'."),
     ("predict.png", "figures/predict.png", "predict",
-     "The model input with the hidden region outlined (its fill has the padding's grey), beside the top classes."),
+     "The whole image with the hidden region outlined, the model input (its fill has the padding's grey), and the "
+     "top classes; the checkpoint is named at the foot."),
     ("cooccurrence.png", "figures/cooccurrence.png", "cooccurrence",
      "P(companion j in the image | class i in the image) over the training split's images."),
     ("cooccurrence-pmi.png", "figures/cooccurrence-pmi.png", "cooccurrence --by pmi",
@@ -101,17 +102,19 @@ def first_box(scenes: Path) -> tuple[Path, str]:
 
 def run(step: list[str], work: Path, log) -> list[str]:
     """Run one command as a user would (its progress as log lines into `log`); returns the command line."""
-    args = [a.replace("{W}", str(work)) for a in step]
+    # run inside the work folder with paths relative to it: the figures name their checkpoint and data at their foot,
+    # and no temporary path may show there
+    args = [a.replace("{W}/", "") for a in step]
     if "{IMAGE}" in args:
         image, box = first_box(work / "scenes")
-        args = [str(image) if a == "{IMAGE}" else box if a == "{BOX}" else a for a in args]
+        args = [str(image.relative_to(work)) if a == "{IMAGE}" else box if a == "{BOX}" else a for a in args]
     log.write(f"$ scenectl {' '.join(args)}\n")
     log.flush()
     # one intra-op thread unless told otherwise: small CPU models gain nothing from more, and OpenMP threads spinning
     # on a shared machine make them many times slower
     env = {"OMP_NUM_THREADS": "1", **os.environ, "SCENECTL_PROGRESS": "log"}
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "scenectl", *args], check=True, stdout=log, stderr=log, env=env)
+    subprocess.run([sys.executable, "-m", "scenectl", *args], check=True, stdout=log, stderr=log, env=env, cwd=work)
     print(f"{time.perf_counter() - t0:6.1f} s  scenectl {' '.join(args)}", flush=True)
     return args
 
@@ -121,8 +124,10 @@ def machine() -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
-    return (f"{platform.system()} {platform.machine()} ({cpu}), {os.cpu_count()} CPU cores, CPU only; Python "
-            f"{platform.python_version()}, torch {torch.__version__}, matplotlib {matplotlib.__version__}")
+    load = os.getloadavg()  # other work on the machine stretches the time: say how much there was
+    return (f"{platform.system()} {platform.machine()} ({cpu}), {os.cpu_count()} CPU cores, CPU only, load average "
+            f"{load[1]:.1f} over the last 5 minutes at the end; Python {platform.python_version()}, torch "
+            f"{torch.__version__}, matplotlib {matplotlib.__version__}")
 
 
 def write_doc(lines_run: list[list[str]], seconds: float) -> None:
@@ -133,11 +138,12 @@ def write_doc(lines_run: list[list[str]], seconds: float) -> None:
            "point: the figures show what a reader of each report sees, at 100 %. All of them are drawn by "
            "`scenectl/plots.py` and keep its rules (a title, labelled axes with units, "
            "text of 8 pt or more at the saved 110 dpi, a labelled colour bar wherever colour stands for a number), "
-           "which `tests/test_plots.py` checks.", "",
+           "which `tests/test_plots.py` checks. A figure drawn from a checkpoint or a shard set names them, and n, at "
+           "its foot (`plots.source`).", "",
            "Regenerated by `PYTHONPATH=$PWD python3 docs/gallery/make_gallery.py` (from the repository root), "
            f"in {seconds:.0f} s on: {machine()}; one intra-op thread per command (`OMP_NUM_THREADS=1` unless set), "
            "progress as log lines (`SCENECTL_PROGRESS=log`).", "",
-           "The commands it ran (`WORK` = a temporary folder):", "",
+           "The commands it ran, inside a temporary folder:", "",
            "```"]
     out += [f"scenectl {line}" for line in sorted(shown, key=[" ".join(a) for a in lines_run].index)]
     out += ["```", ""]
@@ -150,7 +156,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, help="Folder for the scenes, shards and runs (default: a temporary one).")
     opts = ap.parse_args()
-    work = opts.work or Path(tempfile.mkdtemp(prefix="scenectl-gallery-"))
+    work = (opts.work or Path(tempfile.mkdtemp(prefix="scenectl-gallery-"))).resolve()  # commands run inside it
     (work / "figures").mkdir(parents=True, exist_ok=True)  # single-file outputs: outside the folders commands own
     t0, done = time.perf_counter(), []
     with open(work / "commands.log", "w") as log:

@@ -2,7 +2,8 @@
 
 - A usage error (an unknown option, a value of the wrong type or out of its range, a missing argument) is one
   `error: scenectl COMMAND: ...` line on stderr, exit status 2 (`_Group.main`).
-- In a command, a ScenectlError is one `error: ...` line (exit 2), an OSError one line naming its path (exit 2: a
+- In a command, a ScenectlError is one `error: scenectl COMMAND: ...` line (exit 2), an OSError one line naming
+  its path (exit 2: a
   full disk says "No space left on device: PATH"), and any other exception one line naming the command, the
   exception and where it was raised (exit 1). `scenectl --debug COMMAND ...` or SCENECTL_DEBUG=1 shows the
   traceback instead.
@@ -57,6 +58,27 @@ class _Group(typer.core.TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)  # rv: the exit status of a typer.Exit, else a command's None
 
 
+class _Formatter(_click.HelpFormatter):
+    """click's help formatter, except that an indented paragraph (a command line of an example) is never rewrapped:
+    click would break it at the terminal's width, even inside an option's name (`--train-` / `cooccurrence`), and a
+    copied example would not run."""
+
+    def write_text(self, text: str) -> None:
+        paragraphs = text.split("\n\n")
+        super().write_text("\n\n".join(f"\b\n{p}" if p[:1].isspace() else p for p in paragraphs))
+
+
+class _Context(_click.Context):
+    formatter_class = _Formatter
+
+
+class _Command(typer.core.TyperCommand):
+    context_class = _Context
+
+
+_Group.context_class = _Context
+
+
 def _where(e: Any) -> str:
     ctx = getattr(e, "ctx", None)
     return f"scenectl {ctx.info_name}: " if ctx is not None and ctx.parent is not None else "scenectl: "
@@ -88,8 +110,9 @@ def one_line(text: str, limit: int = 400) -> str:
 
 def describe(e: Exception, name: str) -> tuple[int, str]:
     """(exit status, the one `error:` line) for an exception that ended command `name`."""
-    if isinstance(e, ScenectlError):
-        return 2, f"error: {one_line(str(e))}"
+    if isinstance(e, ScenectlError):  # every error line names its command, as usage errors do
+        text = one_line(str(e))
+        return 2, f"error: {text}" if text.startswith("scenectl ") else f"error: scenectl {name}: {text}"
     if isinstance(e, OSError):
         paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
         return 2, f"error: scenectl {name}: {one_line(e.strerror or e)}{': ' + paths if paths else ''}"
@@ -136,7 +159,7 @@ def command(name: str, **kwargs) -> Callable[[F], F]:
             raise typer.Exit(status)
 
         wrapper.__signature__ = inspect.signature(fn)
-        app.command(name, **kwargs)(wrapper)
+        app.command(name, cls=_Command, **kwargs)(wrapper)
         return fn
 
     return decorate

@@ -28,6 +28,7 @@ def predict_cmd(cfg: PredictConfig) -> None:
 
     res = predict(cfg)
     p = res["params"]
+    typer.echo(f"checkpoint: {res['checkpoint']}")
     typer.echo(f"hidden: {p['shape']}, fill {p['fill']}, margin {p['margin']} px, {100 * res['hidden_fraction']:.1f}% "
                f"of the image; letterboxed to {p['image_size']} px (parameters: {res['params_source']})")
     for note in res["notes"]:
