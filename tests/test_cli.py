@@ -9,17 +9,15 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import scenectl.cli.build_shards as build_cli
-from scenectl.checkpoint import save_checkpoint
+import kit
 from scenectl.cli import app
 from scenectl.config import EvalConfig, from_command_line
 from scenectl.data.loader import open_shard_set
 from scenectl.errors import ScenectlError
 from scenectl.io import atomic_path
-from scenectl.models import create_model
 
 runner = CliRunner()
 
@@ -34,22 +32,12 @@ def one_line(r) -> str:
     return lines[0]
 
 
-def _checkpoint(path: Path, classes: list[dict], in_chans: int, config: dict | None = None) -> Path:
-    torch.manual_seed(0)
-    model = create_model("resnet18", len(classes), in_chans=in_chans)
-    save_checkpoint(path, {"kind": "context" if in_chans == 4 else "distill", "arch": "resnet18",
-                           "in_chans": in_chans, "num_classes": len(classes), "model": model.state_dict(),
-                           "classes": classes, "image_size": 32, "mask_channel": in_chans == 4,
-                           "config": config or {}, "cooccurrence": None, "metrics": {}, "epoch": 1, "step": 1})
-    return path
-
-
 @pytest.fixture(scope="module")
 def inputs(synthetic_scenes, synthetic_shards, tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("cli-inputs")
     classes = open_shard_set(synthetic_shards["val"]).classes
     return {"scenes": synthetic_scenes, "train": synthetic_shards["train"], "val": synthetic_shards["val"],
-            "ctx": _checkpoint(d / "ctx.pt", classes, 4), "obj": _checkpoint(d / "obj.pt", classes, 3),
+            "ctx": kit.checkpoint(d / "ctx.pt", classes, 4), "obj": kit.checkpoint(d / "obj.pt", classes, 3),
             "image": next((synthetic_scenes / "val2017").glob("*.jpg"))}
 
 

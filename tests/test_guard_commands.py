@@ -17,27 +17,15 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from scenectl.checkpoint import save_checkpoint
+import kit
 from scenectl.cli import app
 from scenectl.data.loader import open_shard_set
 from scenectl.data.shards import BuildConfig, build_shards
 from scenectl.folders import KINDS, claim
-from scenectl.models import create_model
 
 runner = CliRunner()
-
-
-def _checkpoint(path: Path, classes: list[dict], in_chans: int) -> Path:
-    torch.manual_seed(0)
-    model = create_model("resnet18", len(classes), in_chans=in_chans)
-    save_checkpoint(path, {"kind": "context" if in_chans == 4 else "distill", "arch": "resnet18",
-                           "in_chans": in_chans, "num_classes": len(classes), "model": model.state_dict(),
-                           "classes": classes, "image_size": 32, "mask_channel": in_chans == 4, "config": {},
-                           "cooccurrence": None, "metrics": {}, "epoch": 1, "step": 1})
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +37,7 @@ def inputs(synthetic_scenes, synthetic_shards, tmp_path_factory) -> dict:
     build_shards(BuildConfig(out=parts, coco_root=synthetic_scenes, split="val2017", image_size=32, part="0/1",
                              workers=1, progress=False), echo=lambda s: None)
     return {"scenes": synthetic_scenes, "train": synthetic_shards["train"], "val": synthetic_shards["val"],
-            "ctx": _checkpoint(d / "ctx.pt", classes, 4), "obj": _checkpoint(d / "obj.pt", classes, 3),
+            "ctx": kit.checkpoint(d / "ctx.pt", classes, 4), "obj": kit.checkpoint(d / "obj.pt", classes, 3),
             "image": next((synthetic_scenes / "val2017").glob("*.jpg")), "parts": parts}
 
 

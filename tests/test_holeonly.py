@@ -13,7 +13,7 @@ from scenectl.data.transforms import hole_only_input, make_hole_only, model_inpu
 from scenectl.errors import ScenectlError
 from scenectl.models import create_model
 from scenectl.train import TrainConfig, train
-from test_loader import write_shards
+from kit import write_shards
 
 
 def _batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ from scenectl.cli import app
 from scenectl.data.loader import make_eval_loader, make_train_loader, open_shard_set, raw_samples
 from scenectl.data.remote import NetOptions, RemoteError, net_options, open_stream, read_remote
 from scenectl.errors import ScenectlError
-from test_loader import write_shards
+from kit import write_shards
 
 FAST = NetOptions(retries=3, timeout=1.0, backoff=0.0)
 

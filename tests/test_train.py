@@ -24,7 +24,7 @@ from scenectl.cli import app
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.errors import ScenectlError
 from scenectl.train import TrainConfig, train
-from test_loader import CLASSES, write_shards
+from kit import CLASSES, write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 

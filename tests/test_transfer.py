@@ -11,7 +11,8 @@ import torch
 import webdataset as wds
 from typer.testing import CliRunner
 
-from scenectl.checkpoint import read_checkpoint, save_checkpoint
+import kit
+from scenectl.checkpoint import read_checkpoint
 from scenectl.cli import app
 from scenectl.data.export import export_imagefolder
 from scenectl.data.configs import ExportConfig
@@ -33,11 +34,7 @@ def context_checkpoint(path: Path, classes: list[dict], image_size: int = 32, se
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
-    save_checkpoint(path, {"kind": "context", "arch": "resnet18", "in_chans": 4, "num_classes": len(classes),
-                           "model": model.state_dict(), "classes": classes, "image_size": image_size,
-                           "mask_channel": True, "config": {"image_size": image_size}, "cooccurrence": None,
-                           "metrics": {}, "epoch": 1, "step": 1})
-    return path
+    return kit.checkpoint(path, classes, model=model, image_size=image_size, config={"image_size": image_size})
 
 
 @pytest.fixture(scope="module")
