@@ -156,6 +156,7 @@ def test_distill_refuses_bad_options_and_non_checkpoints(synthetic_shards, teach
         distill(DistillConfig(**{**base, "teacher": str(fake)}))
 
 
+@pytest.mark.slow
 def test_distill_resume_with_a_changed_option_is_refused_naming_it(synthetic_shards, teacher, tmp_path):
     out = tmp_path / "d"
     args = ["distill", "--teacher", str(teacher), "--shards", str(synthetic_shards["train"]), "--val-shards",

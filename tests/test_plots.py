@@ -77,6 +77,7 @@ def test_the_checker_fails_each_broken_rule():
 
 
 # --- each kind with 80 COCO classes (the hard case for labels) -----------------------------------------------------
+@pytest.mark.slow
 def test_confusion_per_class_and_heatmap_fit_80_classes(tmp_path):
     rng = np.random.default_rng(0)
     labels, preds = rng.integers(0, 80, 4000), rng.integers(0, 80, 4000)

@@ -100,6 +100,7 @@ def test_refuses_out_folder_with_another_run(tiny, tmp_path):
     assert not (tmp_path / "fresh").exists()
 
 
+@pytest.mark.slow
 def test_refuses_resume_with_another_arch_or_options(tiny, tmp_path):
     out = tmp_path / "run"
     train(_cfg(tiny, out, max_steps=1, epochs=1, steps_per_epoch=1))
@@ -159,6 +160,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_option_is_refused_naming_it_and_deletes_nothing(tiny, tmp_path):
     out = tmp_path / "run"
     train(_cfg(tiny, out, epochs=1, steps_per_epoch=1, lr=0.01))
@@ -172,6 +174,7 @@ def test_resume_with_a_changed_option_is_refused_naming_it_and_deletes_nothing(t
     assert train(_cfg(tiny, out, epochs=1, steps_per_epoch=1, lr=0.01, log_every=5, resume=True))["step"] == 1
 
 
+@pytest.mark.slow
 def test_curves_png_is_drawn_after_every_epoch(tiny, tmp_path, monkeypatch):
     import scenectl.engine as engine
 
@@ -188,6 +191,7 @@ def test_curves_png_is_drawn_after_every_epoch(tiny, tmp_path, monkeypatch):
     assert epochs[0]["lr"] > epochs[1]["lr"] == 0.0  # the learning-rate panel's points: cosine decay to 0
 
 
+@pytest.mark.slow
 def test_a_failing_data_stream_saves_last_pt_and_resume_continues(tiny, tmp_path, monkeypatch):
     import scenectl.train as T
 
@@ -215,6 +219,7 @@ def test_a_failing_data_stream_saves_last_pt_and_resume_continues(tiny, tmp_path
     assert [x["step"] for x in lines[lines.index(resume):] if x["kind"] == "step"] == [3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_config_file_reruns_a_run_and_command_line_flags_override_it(tiny, tmp_path):
     first = tmp_path / "first"
     train(_cfg(tiny, first, epochs=2, steps_per_epoch=10))  # 20 steps, across an epoch boundary (reshuffle)
@@ -232,6 +237,7 @@ def test_config_file_reruns_a_run_and_command_line_flags_override_it(tiny, tmp_p
     assert cfg["optim"]["lr"] == 0.5 and cfg["loop"]["steps_per_epoch"] == 10 and cfg["data"]["shards"] == str(tiny["train"])
 
 
+@pytest.mark.slow
 def test_bad_options_and_config_files_are_refused_before_anything_is_created(tiny, tmp_path):
     def run(*args):
         return CliRunner().invoke(app, ["train", "--out", str(tmp_path / "o"), "--device", "cpu", *args])
@@ -360,6 +366,7 @@ def test_resume_refuses_a_last_pt_whose_position_is_malformed(tiny, tmp_path):
 
 # --- --aux-visible: a second head predicting the classes still visible in the scene ----------------------------
 
+@pytest.mark.slow
 def test_aux_visible_head_learns_the_visible_classes():
     from scenectl.engine import cross_entropy
     from scenectl.models import create_model
@@ -398,6 +405,7 @@ def test_aux_visible_head_learns_the_visible_classes():
     assert model(x).shape == (n, c)  # forward(x) alone: the classifier only
 
 
+@pytest.mark.slow
 def test_aux_visible_is_recorded_resume_refuses_a_change_and_eval_reads_the_checkpoint(tiny, tmp_path):
     from scenectl.checkpoint import read_checkpoint, save_checkpoint
     from scenectl.evaluate import EvalConfig, evaluate

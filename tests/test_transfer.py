@@ -132,6 +132,7 @@ def test_compare_scratch_prints_both_side_by_side(folders, ctx, tmp_path):
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.slow
 def test_bad_targets_and_checkpoints_are_refused(folders, ctx, tmp_path):
     def run(*args):
         return runner.invoke(app, ["transfer", "--device", "cpu", "--out", str(tmp_path / "o"), *args])
@@ -163,6 +164,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_resume_with_changed_options_is_refused_before_anything_is_deleted(folders, ctx, tmp_path):
     out = tmp_path / "t"
     args = ["transfer", "--checkpoint", str(ctx), "--train", str(folders["train"]), "--val", str(folders["val"]),
