@@ -33,6 +33,7 @@ from typing import Iterable, Iterator
 from filelock import FileLock, Timeout
 
 from scenectl import __version__
+from scenectl.data.format import SET_FILES
 from scenectl.errors import ScenectlError
 from scenectl.io import read_json, write_json_atomic
 
@@ -54,9 +55,7 @@ class Kind:
 _RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "tensorboard", "curves.png")
 _EXPERIMENT_FILES = (*_RUN_FILES, "report.json", "report.md")
 KINDS: dict[str, Kind] = {
-    "shards": Kind("build-shards", "a shard set",
-                   ("shard-*.tar", "shard-*.tar.partial", "manifest*.json", "progress*.json", "config*.json",
-                    "cooccurrence.h5"),
+    "shards": Kind("build-shards", "a shard set", SET_FILES,
                    ("manifest.json", "progress.json", "manifest.part-*.json", "progress.part-*.json"), True, True),
     "run": Kind("train", "a training run", _RUN_FILES, ("last.pt", "metrics.jsonl"), True),
     "eval": Kind("eval", "an evaluation report", ("config.json", "report.json", "report.md", "predictions.h5", "*.png",
@@ -67,8 +66,7 @@ KINDS: dict[str, Kind] = {
     "distill": Kind("distill", "a distillation experiment", ("kd", "ce", *_EXPERIMENT_FILES), ("kd", "ce"), True),
     "fuse": Kind("fuse", "a fusion report", ("config.json", "report.json", "report.md", "*.png"), ()),
     "rescore": Kind("rescore", "a rescore report", ("config.json", "report.json", "report.md", "rescored.json", "*.png"), ()),
-    "ooc": Kind("build-ooc", "an out-of-context set", ("shard-*.tar", "shard-*.tar.partial", "manifest.json",
-                                                       "config.json", "cooccurrence.h5"), (), leaf=True),
+    "ooc": Kind("build-ooc", "an out-of-context set", SET_FILES, (), leaf=True),
     "export": Kind("export-imagefolder", "an ImageFolder export", ("*",), ("export.json",), leaf=True),
     "scenes": Kind("sample", "synthetic scenes", ("annotations", "train2017", "val2017", "README.md",
                                                   ".scenectl-synthetic"), (".scenectl-synthetic",)),

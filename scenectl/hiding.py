@@ -51,12 +51,12 @@ def masked_sample(dec, obj: np.ndarray, params: dict, seed, base: np.ndarray | N
     in upright full-resolution pixels -> (masked scene (S, S, 3) uint8 after the JPEG round trip, mask (S, S) uint8
     255 = hidden, hidden share of the image). `seed`: numpy seed (an int or a sequence) of noise / blur fills;
     `base`: the unmasked letterboxed scene when the caller made it once for several regions of one image."""
-    from scenectl.data.shards import encode_jpeg, mask_scene
+    from scenectl.data.shards import SceneView, encode_jpeg, mask_scene
 
     region, box = masks.hidden_region(obj, params["shape"], int(params["margin"]))  # (H, W) bool, contains obj
     lb = masks.Letterbox(*dec.size, int(params["image_size"]))
     base = lb.image(dec.image) if base is None else base  # (S, S, 3): the unmasked letterboxed scene
-    scene = mask_scene(dec, lb, base, region, box, params["fill"], np.random.default_rng(seed))
+    scene = mask_scene(SceneView(dec, lb, base), region, box, params["fill"], np.random.default_rng(seed))
     with Image.open(io.BytesIO(encode_jpeg(scene))) as im:  # shards store JPEG: the model saw its artefacts
         scene = np.asarray(im.convert("RGB"))
     return scene, lb.mask(region, box), float(region[box[1]:box[3], box[0]:box[2]].sum()) / region.size

@@ -72,6 +72,7 @@ def damage(src: Path, dst: Path, kind: str | None, shards: int = 3) -> Damaged:
     if truncate:
         _cut_inside_a_member(dst / name)
     manifest = json.loads((src / "manifest.json").read_text())
+    manifest.get("files", {}).pop("_info.json", None)  # the index of the source's shards, not copied
     manifest["shards"] = [{"name": n, "samples": c, "sha256": _sha256(dst / n)} for n, c in zip(names, listed)]
     if kind == "shard_listed_twice":
         manifest["shards"].append(dict(manifest["shards"][1]))
@@ -97,13 +98,13 @@ def _apply(kind: str, parts: list[list[Sample]], names: list[str], listed: list[
         one.pop()
         return r"shard \S*{shard} gave \d+ samples where its manifest lists \d+", False, False
     if kind == "more_than_manifest":
-        one.append(("999999999999_999999999999", one[0][1]))
+        one.append(_rekeyed(one[0], "999999999999_999999999999"))
         return r"shard \S*{shard} gave \d+ samples where its manifest lists \d+", False, False
     if kind == "keys_across_shards":
-        one[0] = (parts[0][0][0], one[0][1])
+        one[0] = _rekeyed(one[0], parts[0][0][0])
         return r"is in two shards: .*{shard}", False, False
     if kind == "key_twice_in_shard":
-        one[2] = (one[0][0], one[2][1])
+        one[2] = _rekeyed(one[2], one[0][0])
         return r"occurs twice in shard \S*{shard}", False, False
     if kind == "cls_disagrees_with_json":
         members = dict(one[0][1])
@@ -112,6 +113,14 @@ def _apply(kind: str, parts: list[list[Sample]], names: list[str], listed: list[
         one[0] = (one[0][0], list(members.items()))
         return r"sample \S+ in shard \S*{shard}: member 'cls' is \d+ but the json metadata says cls", False, False
     return r"cannot read shard \S*{shard} \(truncated or corrupt\?\)", False, True  # truncated_tar
+
+
+def _rekeyed(sample: Sample, key: str) -> Sample:
+    """`sample` under another key, its json's ids made to match (the sample is otherwise what the format says)."""
+    image_id, annotation_id = (int(k) for k in key.split("_"))
+    members = [(suffix, json.dumps({**json.loads(data), "image_id": image_id, "annotation_id": annotation_id}).encode()
+                if suffix == "json" else data) for suffix, data in sample[1]]
+    return key, members
 
 
 def _shard_paths(folder: Path) -> list[Path]:

@@ -35,8 +35,7 @@ COMMANDS_PENDING = ("scenectl/data/ooc.py imports scenectl.data.shards",)
 MAX_PARAMETERS = 8
 # Functions over the cap in files other helpers rewrite (the lead empties this list when their branches land):
 # "format" (the shard reader and writer), "options" (the hand-written Typer signatures, generated from configs).
-PARAMETERS_PENDING = ("scenectl/data/loader.py make_train_loader", "scenectl/data/loader.py make_eval_loader",
-                      "scenectl/data/shards.py _sample", "scenectl/data/shards.py mask_scene")
+PARAMETERS_PENDING = ("scenectl/data/loader.py make_eval_loader",)
 
 
 def _modules(folder: Path) -> list[tuple[Path, ast.Module]]:

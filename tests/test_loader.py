@@ -15,6 +15,7 @@ from PIL import Image
 
 from scenectl.data.loader import (
     Augment,
+    TrainBatches,
     decode_sample,
     make_eval_loader,
     make_train_loader,
@@ -186,27 +187,27 @@ def test_eval_loader_every_sample_once(shardset_dir):
 def test_train_loader_fixed_length_deterministic_and_resumable(shardset_dir):
     s = open_shard_set(shardset_dir)
     kw = dict(steps=7, batch_size=4, image_size=16, seed=1, shuffle_buffer=10)
-    a = _keys(make_train_loader(s, epoch=0, **kw))
+    a = _keys(make_train_loader(s, TrainBatches(epoch=0, **kw)))
     assert len(a) == 7 and all(len(k) == 4 for k in a)  # 28 > 24 samples: the stream goes round again
-    assert a == _keys(make_train_loader(s, epoch=0, **kw))
-    assert a != _keys(make_train_loader(s, epoch=1, **kw))
+    assert a == _keys(make_train_loader(s, TrainBatches(epoch=0, **kw)))
+    assert a != _keys(make_train_loader(s, TrainBatches(epoch=1, **kw)))
     # resuming at step 3 gives exactly the remaining batches, inputs included
-    full = list(make_train_loader(s, epoch=0, **kw))
-    rest = list(make_train_loader(s, epoch=0, start_step=3, **kw))
+    full = list(make_train_loader(s, TrainBatches(epoch=0, **kw)))
+    rest = list(make_train_loader(s, TrainBatches(epoch=0, start_step=3, **kw)))
     assert [b["key"] for b in rest] == a[3:]
     assert torch.equal(rest[0]["input"], full[3]["input"])
     # two ranks read different samples and both get exactly `steps` batches
-    r0 = _keys(make_train_loader(s, epoch=0, rank=0, world_size=2, **kw))
-    r1 = _keys(make_train_loader(s, epoch=0, rank=1, world_size=2, **kw))
+    r0 = _keys(make_train_loader(s, TrainBatches(epoch=0, rank=0, world_size=2, **kw)))
+    r1 = _keys(make_train_loader(s, TrainBatches(epoch=0, rank=1, world_size=2, **kw)))
     assert len(r0) == len(r1) == 7 and r0 != r1
 
 
 def test_train_loader_workers_resume_order(shardset_dir):
     s = open_shard_set(shardset_dir)
     kw = dict(steps=6, batch_size=4, image_size=16, seed=2, shuffle_buffer=10, workers=2)
-    a = _keys(make_train_loader(s, **kw))
-    assert len(a) == 6 and a == _keys(make_train_loader(s, **kw))
-    assert _keys(make_train_loader(s, start_step=3, **kw)) == a[3:]
+    a = _keys(make_train_loader(s, TrainBatches(**kw)))
+    assert len(a) == 6 and a == _keys(make_train_loader(s, TrainBatches(**kw)))
+    assert _keys(make_train_loader(s, TrainBatches(start_step=3, **kw))) == a[3:]
 
 
 def test_truncated_shard_error_or_skip(tmp_path, shardset_dir):
@@ -315,7 +316,7 @@ def test_views_refuse_sets_that_lack_them(object_sets, shardset_dir):
     with pytest.raises(ScenectlError, match="no object crops.*--with-object"):
         make_eval_loader(plain, view="object", image_size=16, batch_size=4)
     with pytest.raises(ScenectlError, match="--task object"):
-        make_train_loader(task, steps=1, batch_size=4, image_size=16)
+        make_train_loader(task, TrainBatches(steps=1, batch_size=4, image_size=16))
     with pytest.raises(ScenectlError, match="--task object"):
         make_eval_loader(task, view="object", image_size=16, batch_size=4, scene_size=16)
     with pytest.raises(ValueError, match="unknown view"):
@@ -326,12 +327,13 @@ def test_object_view_train_stream_is_the_scene_streams(object_sets):
     """The object view draws the same samples in the same order as the scene view (one stream mechanism)."""
     s = open_shard_set(object_sets["with_object"])
     kw = dict(steps=6, batch_size=4, image_size=16, seed=3, shuffle_buffer=6)
-    obj = list(make_train_loader(s, view="object", **kw))
-    assert _keys(obj) == _keys(make_train_loader(s, **kw)) and obj[0]["input"].shape == (4, 3, 16, 16)
-    rest = list(make_train_loader(s, view="object", start_step=2, **kw))
+    obj = list(make_train_loader(s, TrainBatches(view="object", **kw)))
+    assert _keys(obj) == _keys(make_train_loader(s, TrainBatches(**kw))) and obj[0]["input"].shape == (4, 3, 16, 16)
+    rest = list(make_train_loader(s, TrainBatches(view="object", start_step=2, **kw)))
     assert _keys(rest) == _keys(obj)[2:] and torch.equal(rest[0]["input"], obj[2]["input"])
-    two = _keys(make_train_loader(s, view="object", workers=2, **kw))
-    assert len(two) == 6 and _keys(make_train_loader(s, view="object", workers=2, start_step=3, **kw)) == two[3:]
+    two = _keys(make_train_loader(s, TrainBatches(view="object", workers=2, **kw)))
+    again = _keys(make_train_loader(s, TrainBatches(view="object", workers=2, start_step=3, **kw)))
+    assert len(two) == 6 and again == two[3:]
 
 
 def test_eval_workers_split_the_shards(shardset_dir):
@@ -418,7 +420,7 @@ def test_skip_corrupt_over_nothing_but_failures_stops(tmp_path, shardset_dir, da
         else:  # every shard reads, every sample's image is junk
             write_samples(tar, [(k, [(m, b"junk" if m == "jpg" else d) for m, d in ms]) for k, ms in read_samples(tar)])
     s = open_shard_set(bad)
-    loader = make_train_loader(s, steps=2, batch_size=4, image_size=16, skip_corrupt=True)
+    loader = make_train_loader(s, TrainBatches(steps=2, batch_size=4, image_size=16, skip_corrupt=True))
     with pytest.raises(ScenectlError, match=rf"stopped: {FAILURES_IN_A_ROW} failures in a row with --skip-corrupt "
                                             rf"and no usable sample between them \(the limit is {FAILURES_IN_A_ROW}\)"):
         list(loader)
@@ -432,8 +434,8 @@ def test_skip_corrupt_goes_on_while_some_samples_are_usable(tmp_path, shardset_d
     bad = shutil.copytree(shardset_dir, tmp_path / "bad")
     for tar in ("shard-000000.tar", "shard-000001.tar"):  # two of three shards unreadable, read again and again
         (bad / tar).write_bytes(b"not a tar" * 100)
-    loader = make_train_loader(open_shard_set(bad), steps=20, batch_size=8, image_size=16, skip_corrupt=True,
-                               shuffle_buffer=8)
+    loader = make_train_loader(open_shard_set(bad), TrainBatches(steps=20, batch_size=8, image_size=16,
+                                                                 skip_corrupt=True, shuffle_buffer=8))
     assert sum(1 for _ in loader) == 20 and loader.skipped > 5  # more failures than the bound, never 5 in a row
 
 

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scenectl.cli import app
-from scenectl.data.loader import make_eval_loader, make_train_loader, open_shard_set, raw_samples
+from scenectl.data.loader import TrainBatches, make_eval_loader, make_train_loader, open_shard_set, raw_samples
 from scenectl.data.remote import NetOptions, RemoteError, net_options, open_stream, read_remote
 from scenectl.errors import ScenectlError
 from kit import write_shards
@@ -118,7 +118,7 @@ def serve():
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("remote")
-    write_shards(root / "train", n=48, per_shard=16, size=32)
+    write_shards(root / "train", n=48, per_shard=16, size=160)  # shards > 2 x 64 KiB: a stall after half is mid-read
     val = write_shards(root / "val", n=16, per_shard=8, size=32, seed=1)
     m = json.loads((val / "manifest.json").read_text())  # the totals build-shards writes (inspect-shards shows them)
     labels = Counter(int(raw["cls"]) for raw in raw_samples(open_shard_set(val)))
@@ -253,7 +253,7 @@ def test_eval_and_train_loaders_read_what_the_local_copy_gives(sets, serve):
     assert _keys(make_eval_loader(remote, image_size=16, batch_size=8)) == \
         _keys(make_eval_loader(local, image_size=16, batch_size=8))
     kw = dict(steps=6, batch_size=4, image_size=16, seed=3, shuffle_buffer=8)
-    assert _keys(make_train_loader(remote, **kw)) == _keys(make_train_loader(local, **kw))
+    assert _keys(make_train_loader(remote, TrainBatches(**kw))) == _keys(make_train_loader(local, TrainBatches(**kw)))
     assert {n for n, _, s in faults.log if s == 206} >= set(names) - {"shard-000002.tar"}  # resumed, not re-read
 
 

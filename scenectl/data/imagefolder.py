@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from scenectl.data.loader import (Loader, ShardSet, collate, ignore_stop_signals, make_eval_loader, make_train_loader,
-                                  open_shard_set)
+from scenectl.data.loader import (Loader, ShardSet, TrainBatches, collate, ignore_stop_signals, make_eval_loader,
+                                  make_train_loader, open_shard_set)
 from scenectl.data.remote import NetOptions
 from scenectl.data.transforms import Augment, letterbox_input
 from scenectl.errors import ScenectlError
@@ -164,8 +164,8 @@ def make_loader(target: Target, *, image_size: int, batch_size: int, workers: in
                   scene_size=scene_size, scene_mask=scene_mask)
         if epoch is None:
             return make_eval_loader(target.shards, **kw)
-        return make_train_loader(target.shards, steps=epoch.steps, seed=epoch.seed, epoch=epoch.index,
-                                 start_step=epoch.start, **kw)
+        return make_train_loader(target.shards, TrainBatches(steps=epoch.steps, seed=epoch.seed, epoch=epoch.index,
+                                                             start_step=epoch.start, **kw))
     if scene_size:
         raise ScenectlError(f"{target.spec}: an ImageFolder has no scenes for a context model; use a shard set")
     order = list(range(len(target.folder)))

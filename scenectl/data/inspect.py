@@ -13,12 +13,12 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
+from scenectl.data.format import MEMBERS, parse_cls
 from scenectl.data.loader import ShardSet, raw_samples
 from scenectl.errors import ScenectlError
 from scenectl.io import parse_json
 from scenectl.progress import progress
 
-KNOWN_MEMBERS = ("jpg", "mask.png", "cls", "json", "object.jpg")  # decoded; anything else in a tar is ignored
 SCAN_SAMPLES = 20_000  # samples read at most (whole shards drawn at random) to draw a contact sheet
 
 
@@ -74,7 +74,7 @@ def draw_samples(shards: ShardSet, n: int, seed: int) -> list[dict]:
 def decode_known(raw: dict) -> dict:
     """A raw sample with only the known members decoded (no pickle, ever)."""
     s = {"__key__": raw["__key__"]}
-    for k in KNOWN_MEMBERS:
+    for k in MEMBERS:
         if k in raw:
             v = raw[k]
             if k.endswith(("jpg", "png")):
@@ -82,7 +82,7 @@ def decode_known(raw: dict) -> dict:
             elif k == "json":
                 s[k] = parse_json(v, f"sample {raw['__key__']}: member 'json'")
             else:
-                s[k] = int(v)
+                s[k] = parse_cls(v)
     return s
 
 

@@ -39,9 +39,9 @@ Two pipelines, both plain webdataset (`wds.DataPipeline` of shard list -> checke
   the caller all-reduces its sums.
 
 Integrity, the same for every view: each read of a shard must give exactly the manifest's count (a shard that ends
-early, yields nothing, or holds more); a sample key may occur once per shard and in one shard only; `cls` must be an
-ASCII integer below the number of classes that agrees with the `json` metadata's `cls`; a truncated or corrupt tar
-or member is an error. Each is a one-line ScenectlError naming the shard (and sample, member), or with
+early, yields nothing, or holds more); a sample key may occur once per shard and in one shard only; each member and
+sample must be what the format says (scenectl.data.format: a plain tar of regular, capped `KEY.SUFFIX` members;
+`sample_problems`, the checks verify-shards applies too); a truncated or corrupt tar is an error. Each is a one-line ScenectlError naming the shard (and sample, member), or with
 `skip_corrupt` is counted (SkipCounter: a bad shard read once, a bad or duplicate sample once) and left out; a
 stream that meets FAILURES_IN_A_ROW failures with no usable sample between them stops with an error (an endless
 training stream over unreadable data would otherwise never end).
@@ -66,6 +66,8 @@ import os
 import random
 import re
 import signal
+import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -76,8 +78,10 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scenectl.data.cooccurrence import Cooccurrence
+from scenectl.data.format import (Problem, SampleSpec, basename, join, label_problems, parent, parse_manifest,
+                                  sample_problems, shard_samples, unfinished)
 from scenectl.data.remote import (NetOptions, check_scheme, is_local, local_path, net_options, on_stop_signal,
-                                  open_stream, plain_name_problem, read_remote, scheme_of)
+                                  open_stream, read_remote, scheme_of)
 from scenectl.data.transforms import Augment, decode_image, deferred_scene, letterbox_input, stack, to_input
 from scenectl.errors import ScenectlError
 from scenectl.h5 import MAX_FILE_BYTES as MAX_H5_BYTES
@@ -127,7 +131,10 @@ class ShardSet:
     def shard_sizes(self) -> dict[str, int]:
         """Samples the manifest records for each shard URL (every read of a shard must give exactly these)."""
         counts = {s["name"]: int(s["samples"]) for s in self.manifest.get("shards", [])}
-        return {u: counts.get(_basename(u), 0) for u in self.urls}
+        return {u: counts.get(basename(u), 0) for u in self.urls}
+
+    def reads(self) -> _Reads:
+        return _Reads(self.shard_sizes(), SampleSpec.of(self.manifest), self.net)
 
     @property
     def image_size(self) -> int:
@@ -136,7 +143,7 @@ class ShardSet:
     def cooccurrence(self) -> Cooccurrence:
         """The source split's co-occurrence counts (cooccurrence.h5 beside the shards), checked against the
         manifest's `files` sha256 when it records one (sets built before that field are taken as they are)."""
-        where = _join(self.location, "cooccurrence.h5")
+        where = join(self.location, "cooccurrence.h5")
         want = self.manifest.get("files", {}).get("cooccurrence.h5")
         if is_local(self.location):
             data = read_regular(local_path(where), "co-occurrence file", MAX_H5_BYTES)
@@ -168,7 +175,7 @@ def open_shard_set(spec: str | os.PathLike, net: NetOptions | None = None, from_
     if not re.search(r"\.tar\b", spec):  # a remote folder: https://host/dir/
         location = spec.rstrip("/")
         manifest = _load_manifest(location, net)
-        urls = [_join(location, s["name"]) for s in manifest["shards"]]
+        urls = [join(location, s["name"]) for s in manifest["shards"]]
         return _checked(ShardSet(urls, manifest, manifest["classes"], location, net))
     return _open_pattern(spec, net)
 
@@ -176,14 +183,14 @@ def open_shard_set(spec: str | os.PathLike, net: NetOptions | None = None, from_
 def _open_pattern(spec: str, net: NetOptions) -> ShardSet:
     """A brace pattern of shards (local or remote) whose manifest lies beside them."""
     urls = wds.shardlists.expand_urls(spec)
-    location = _parent(spec)
+    location = parent(spec)
     if is_local(location) and not Path(local_path(location)).is_dir():
         raise ScenectlError(f"shard folder not found: {location} (from --shards {spec})")
     manifest = _load_manifest(location, net)
     listed = {s["name"] for s in manifest["shards"]}
     for u in urls:
-        if _basename(u) not in listed:
-            raise ScenectlError(f"shard {u} is not listed in {_join(location, 'manifest.json')}")
+        if basename(u) not in listed:
+            raise ScenectlError(f"shard {u} is not listed in {join(location, 'manifest.json')}")
         if is_local(u) and not Path(local_path(u)).is_file():
             raise ScenectlError(f"shard not found: {u}")
     return _checked(ShardSet(urls, manifest, manifest["classes"], location, net))
@@ -201,56 +208,20 @@ def _open_local_folder(folder: Path, net: NetOptions) -> ShardSet:
 
 
 def _load_manifest(location: str, net: NetOptions) -> dict:
-    where = _join(location, "manifest.json")
+    where = join(location, "manifest.json")
     if is_local(location):
         folder = Path(local_path(location))
         if not (folder / "manifest.json").is_file():
-            partial = [p.name for p in folder.glob("*") if p.name == "progress.json" or p.suffix == ".partial"
-                       or p.name.startswith("manifest.part-")]
+            partial = unfinished(folder)
             if partial:
                 raise ScenectlError(
-                    f"shard set {folder} is incomplete (no manifest.json, found {sorted(partial)[0]}): finish it with "
+                    f"shard set {folder} is incomplete (no manifest.json, found {partial[0]}): finish it with "
                     "`scenectl build-shards --resume` (or `scenectl merge-manifests` for a build in parts)")
             raise ScenectlError(f"no manifest.json in {folder}: not a shard set written by scenectl build-shards")
         data = read_regular(folder / "manifest.json", "manifest", MAX_JSON_BYTES)
     else:
         data = read_remote(where, net, "manifest")
-    manifest = parse_json(data, f"manifest {where}")
-    if not str(manifest.get("format", "")).startswith("scenectl-shards/"):
-        raise ScenectlError(f"{where} is not a scenectl shard manifest (no 'scenectl-shards/...' format tag)")
-    for k in ("classes", "shards"):
-        if not isinstance(manifest.get(k), list):
-            raise ScenectlError(f"manifest {where} has no '{k}' list")
-    _check_shard_entries(manifest["shards"], where)
-    _check_files_entry(manifest.get("files", {}), where)
-    return manifest
-
-
-def _check_shard_entries(entries: list, where: str) -> None:
-    """Each listed shard once, as a plain `.tar` file name of its folder with a positive sample count."""
-    seen = set()
-    for s in entries:
-        name, n = (s.get("name"), s.get("samples")) if isinstance(s, dict) else (None, None)
-        problem = plain_name_problem(name, ".tar")
-        if problem:
-            raise ScenectlError(f"manifest {where} lists shard {problem}")
-        if type(n) is not int or n < 1:
-            raise ScenectlError(f"manifest {where} lists shard {name} with {n!r} samples (a shard holds at least one)")
-        if name in seen:
-            raise ScenectlError(f"manifest {where} lists shard {name} twice")
-        seen.add(name)
-
-
-def _check_files_entry(files: object, where: str) -> None:
-    """`files` (written by newer builds): the set's other files, each a plain file name with its sha256."""
-    if not isinstance(files, dict):
-        raise ScenectlError(f"manifest {where}: 'files' is not a mapping of file names to sha256")
-    for name, digest in files.items():
-        problem = plain_name_problem(name)
-        if problem:
-            raise ScenectlError(f"manifest {where}: 'files' names {problem}")
-        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise ScenectlError(f"manifest {where}: 'files' gives {name} the sha256 {digest!r} (64 hex digits expected)")
+    return parse_manifest(data, where)
 
 
 def _check_sha256(data: bytes, want: str, where: str) -> None:
@@ -269,25 +240,6 @@ def _checked(s: ShardSet) -> ShardSet:
             raise ScenectlError(f"shard {u} is named twice (a shard set reads each shard once per pass)")
         seen.add(u)
     return s
-
-
-def _basename(url: str) -> str:
-    m = re.search(r"([^/\s]+\.tar)\b", url)
-    return m.group(1) if m else url.rsplit("/", 1)[-1]
-
-
-def _parent(pattern: str) -> str:
-    """The folder / URL prefix of a shard pattern (for pipe: commands: the command with the prefix in place)."""
-    m = list(re.finditer(r"[^/\s]*\.tar\b", pattern))[-1]
-    return pattern[: m.start()].rstrip("/") + "\0" + pattern[m.end():] if pattern.startswith("pipe:") \
-        else pattern[: m.start()].rstrip("/")
-
-
-def _join(location: str, name: str) -> str:
-    if "\0" in location:  # a pipe: command with a hole where the file name goes
-        prefix, suffix = location.split("\0", 1)
-        return f"{prefix}/{name}{suffix}"
-    return f"{location}/{name}" if location else name
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -326,22 +278,20 @@ def decode_sample(raw: dict, images: tuple[str, ...] | None = None, num_classes:
             out[name] = decode_image(raw[member], mode)
         except Exception as e:  # torchvision raises RuntimeError (and others) for bad bytes
             fail(member, f"is not a readable image ({type(e).__name__}: {e})")
-    try:
-        out["label"] = label = int(raw["cls"].decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError, AttributeError):
-        fail("cls", "is not an ASCII integer")
-    if num_classes is not None and not 0 <= label < num_classes:
-        fail("cls", f"is {label}, outside the manifest's {num_classes} classes")
-    try:
-        out["meta"] = meta = parse_json(raw["json"], "member 'json'")
-        out["visible"] = [int(v) for v in meta.get("visible_categories", [])]
-    except (ScenectlError, TypeError, ValueError, AttributeError) as e:
-        fail("json", f"is not valid metadata JSON ({e})")
-    if type(meta.get("cls")) is not int or meta["cls"] != label:
-        fail("cls", f"is {label} but the json metadata says cls {meta.get('cls')!r}")
+    label, meta, problems = label_problems(key, raw, num_classes)  # the format's checks (scenectl.data.format)
+    if problems:
+        raise _sample_error(problems[0], url)
+    out["label"], out["meta"], out["visible"] = label, meta, list(meta.get("visible_categories", []))
     if "image" in out and "mask" in out and out["image"].shape[1:] != out["mask"].shape[1:]:
         fail("mask.png", f"has size {_wh(out['mask'])}, the image {_wh(out['image'])}")
     return out
+
+
+def _sample_error(problem: Problem, url: str) -> ScenectlError:
+    """A problem of the format's checks as the reader's one-line error, naming the sample and its shard."""
+    if problem.sample is None:
+        return ScenectlError(f"shard {url}: {problem.message}")
+    return ScenectlError(f"corrupt sample {problem.sample} in shard {url}: {problem.message}")
 
 
 def _wh(x: torch.Tensor) -> tuple[int, int]:
@@ -484,34 +434,52 @@ class KeyLedger:
         return False
 
 
-def _read_shards(src: Iterable[dict], sizes: dict[str, int], handler: Handler, net: NetOptions,
+@dataclass(frozen=True)
+class _Reads:
+    """How a set's shards are read: each shard's manifest count, what its samples must be (scenectl.data.format),
+    and how remote reads retry."""
+
+    sizes: dict[str, int]
+    spec: SampleSpec
+    net: NetOptions
+
+
+def _read_shards(src: Iterable[dict], reads: _Reads, handler: Handler,
                  ledger: KeyLedger | None = None) -> Iterator[dict]:
     """The raw samples of each shard in `src` ({"url": ...} items), read whole and checked (`_read_shard`)."""
     for item in src:
-        yield from _read_shard(item["url"], sizes[item["url"]], handler, ledger, net)
+        yield from _read_shard(item["url"], reads, handler, ledger)
 
 
-def _tar_samples(url: str, net: NetOptions, handler: Callable[[Exception], bool]) -> Iterator[dict]:
-    """webdataset's own tar expansion and grouping by key, over the one opener of shard bytes
-    (`scenectl.data.remote.open_stream`: remote reads retried and resumed at the byte reached). The stream is closed
-    when the shard ends or its reader is dropped."""
+def _tar_samples(url: str, reads: _Reads, handler: Callable[[Exception], bool]) -> Iterator[dict]:
+    """The shard's samples as webdataset gives them ({__key__, __url__, member: bytes}), read by the format's
+    member reader (scenectl.data.format.shard_samples: a plain tar, only the format's members, each within the
+    manifest's size cap) over the one opener of shard bytes (`scenectl.data.remote.open_stream`: remote reads
+    retried and resumed at the byte reached). A refused member ends the shard's read (it is not what the format
+    says). The stream is closed when the shard ends or its reader is dropped."""
     try:
-        stream = open_stream(url, net)
+        stream = open_stream(url, reads.net)
     except Exception as e:  # a permanent remote fault (RemoteError) or a missing file
         handler(e)
         return
     try:
-        files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}], handler=handler)
-        yield from wds.tariterators.group_by_keys(files, handler=handler)
+        for item in shard_samples(stream, reads.spec):
+            if isinstance(item, Problem):
+                handler(_sample_error(item, url))
+                return
+            yield {"__key__": item[0], "__url__": url, **item[1]}
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        handler(e)
     finally:
         stream.close()
 
 
-def _read_shard(url: str, want: int, handler: Handler, ledger: KeyLedger | None, net: NetOptions) -> Iterator[dict]:
-    """One read of one shard: its raw samples, each key once (and, with a ledger, in no other shard); at its end it
-    must have given `want` samples (Python's tarfile ends a stream quietly at a cut or damaged header, so a
-    truncated shard would otherwise just look short, and a shard that yields nothing would go unnoticed)."""
-    failed = []
+def _read_shard(url: str, reads: _Reads, handler: Handler, ledger: KeyLedger | None) -> Iterator[dict]:
+    """One read of one shard: its raw samples, each what the format says (`sample_problems`), each key once (and,
+    with a ledger, in no other shard); at its end it must have given the manifest's count (Python's tarfile ends a
+    stream quietly at a cut or damaged header, so a truncated shard would otherwise just look short, and a shard
+    that yields nothing would go unnoticed)."""
+    failed, want = [], reads.sizes[url]
 
     def noted(exn: Exception) -> bool:  # a read error names (and counts) this shard once; its count is not checked
         if failed and handler.skip_corrupt:
@@ -520,13 +488,17 @@ def _read_shard(url: str, want: int, handler: Handler, ledger: KeyLedger | None,
         return handler(exn, url)
 
     n, keys = 0, set()
-    for raw in _tar_samples(url, net, noted):
+    for raw in _tar_samples(url, reads, noted):
         n += 1
         key = raw["__key__"]
         if key in keys:
             handler(ScenectlError(f"sample key {key} occurs twice in shard {url}"))
             continue
         keys.add(key)
+        problems = sample_problems(key, {k: v for k, v in raw.items() if not k.startswith("__")}, reads.spec)
+        if problems:
+            handler(_sample_error(problems[0], url))
+            continue
         if ledger is None or ledger.fresh(key, url, handler):
             yield raw
     if n != want and not failed:
@@ -538,7 +510,7 @@ def raw_samples(shards: ShardSet, skip_corrupt: bool = False, counter: SkipCount
     """Every raw sample of the set once, in shard order, in this process, with the reader's shard and key checks:
     for tools that copy members as stored (export-imagefolder). Decode with `decode_sample`."""
     handler = Handler(skip_corrupt, counter or SkipCounter())
-    return _read_shards(({"url": u} for u in shards.urls), shards.shard_sizes(), handler, shards.net, KeyLedger())
+    return _read_shards(({"url": u} for u in shards.urls), shards.reads(), handler, KeyLedger())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -580,47 +552,68 @@ def _decoded(src: Iterator[dict], handler: Handler, prepare: Callable[[dict, int
         yield sample
 
 
+@dataclass(frozen=True)
+class TrainBatches:
+    """What `make_train_loader` yields: exactly `steps - start_step` batches of `batch_size` samples of `view`,
+    shuffled and augmented, this rank's part of epoch `epoch` (docs/training.md, "Data pipeline")."""
+
+    steps: int
+    batch_size: int
+    image_size: int
+    # the view (make_view): `scene` / `object`, the mask channel, augmentation, a context model's scene beside an
+    # object crop, scenes' JPEGs decoded per batch on the model's device (a CUDA run)
+    view: str = "scene"
+    mask_channel: bool = True
+    augment: Augment | None = None
+    scene_size: int | None = None
+    scene_mask: bool = True
+    defer_jpeg: bool = False
+    # the order: seed, epoch, this rank of world_size, the step it resumes at, the shuffle buffer
+    seed: int = 0
+    epoch: int = 0
+    rank: int = 0
+    world_size: int = 1
+    start_step: int = 0
+    shuffle_buffer: int = 1000
+    # the reading: DataLoader workers, corrupt samples skipped (and counted in `counter`) or an error
+    workers: int = 0
+    skip_corrupt: bool = False
+    counter: SkipCounter | None = None
+
+
 @dataclass
 class _TrainStream(IterableDataset):
     """One epoch of training batches for one rank; DataLoader workers split it into interleaved streams."""
 
     urls: list[str]
-    sizes: dict[str, int]
+    reads: _Reads
     view: View
-    steps: int
-    batch_size: int
-    seed: int
-    epoch: int
-    rank: int
-    world_size: int
-    start_step: int
-    shuffle_buffer: int
-    skip_corrupt: bool
+    batches: TrainBatches
     counter: SkipCounter
-    net: NetOptions
 
     def __iter__(self):
         info = get_worker_info()
         worker, nw = (info.id, info.num_workers) if info else (0, 1)
         # DataLoader hands out batch i from worker i % nw; after a resume at start_step it starts with worker 0,
         # so worker w plays stream (w + start_step) % nw and global batch order is unchanged.
-        stream = (worker + self.start_step) % nw
-        skip = len(range(stream, self.start_step, nw))  # batches of this stream already consumed
-        todo = len(range(stream, self.steps, nw)) - skip
+        b = self.batches
+        stream = (worker + b.start_step) % nw
+        skip = len(range(stream, b.start_step, nw))  # batches of this stream already consumed
+        todo = len(range(stream, b.steps, nw)) - skip
         if todo <= 0:
             return iter(())
-        g, G = self.rank * nw + stream, self.world_size * nw
-        ids = [self.seed, self.epoch, g, G]
-        handler = Handler(self.skip_corrupt, self.counter)
-        share = _stream_share(self.urls, self.sizes, ids)
-        buffer = max(1, min(self.shuffle_buffer, share.per_pass))  # never more than one pass of the stream
-        bs = self.batch_size
+        g, G = b.rank * nw + stream, b.world_size * nw
+        ids = [b.seed, b.epoch, g, G]
+        handler = Handler(b.skip_corrupt, self.counter)
+        share = _stream_share(self.urls, self.reads.sizes, ids)
+        buffer = max(1, min(b.shuffle_buffer, share.per_pass))  # never more than one pass of the stream
+        bs = b.batch_size
 
         def prepare(raw: dict, i: int) -> dict:  # per-sample randomness: (seed, epoch, stream, sample number)
             return self.view(raw, np.random.default_rng(ids + [i]))
 
         return iter(wds.DataPipeline(
-            lambda: _passes(share, ids, buffer, KeyLedger(), handler, self.net),  # keys across its shards
+            lambda: _passes(share, ids, buffer, KeyLedger(), handler, self.reads),  # keys across its shards
             wds.slice(skip * bs, None),
             lambda src: _decoded(src, handler, prepare, start=skip * bs),
             wds.batched(bs, collation_fn=collate, partial=False),
@@ -669,19 +662,19 @@ def _stream_share(urls: list[str], sizes: dict[str, int], ids: list[int]) -> _Sh
 
 
 def _passes(share: _Share, ids: list[int], buffer: int, ledger: KeyLedger, handler: Handler,
-            net: NetOptions) -> Iterator[dict]:
+            reads: _Reads) -> Iterator[dict]:
     """This stream's raw samples, endlessly, pass after pass: each pass reads every sample of its share once
     (`_mixed`) through its own shuffle buffer, so with a buffer of the whole pass an epoch of one pass draws no
     sample twice."""
     for p in range(10**12):
         order = share.shards.copy()
         random.Random(str(ids + [p])).shuffle(order)  # shards open in a new order on every pass
-        mix = _mixed(share, order, random.Random(str(ids + [p, "mix"])), ledger, handler, net)
+        mix = _mixed(share, order, random.Random(str(ids + [p, "mix"])), ledger, handler, reads)
         yield from wds.shuffle(buffer, initial=buffer, rng=random.Random(str(ids + [p])))(mix)
 
 
 def _mixed(share: _Share, order: list[str], rng: random.Random, ledger: KeyLedger, handler: Handler,
-           net: NetOptions) -> Iterator[dict]:
+           reads: _Reads) -> Iterator[dict]:
     """One pass over the share: up to SHARDS_OPEN shards of `order` read at once, each next sample taken from an
     open shard with probability proportional to the samples it has left (so the open shards advance together and
     end together); a finished shard is replaced by the next of `order`."""
@@ -689,7 +682,7 @@ def _mixed(share: _Share, order: list[str], rng: random.Random, ledger: KeyLedge
 
     def kept(url: str) -> Iterator[dict]:
         first = (share.k - share.offsets[url]) % share.m
-        read = _read_shard(url, share.sizes[url], handler, ledger, net)
+        read = _read_shard(url, reads, handler, ledger)
         return (raw for j, raw in enumerate(read) if j % share.m == first)
 
     while True:
@@ -714,7 +707,7 @@ def _eval_pipeline(shards: ShardSet, view: View, batch_size: int, rank: int, wor
     stages = [
         wds.SimpleShardList(urls),
         wds.split_by_worker,  # DataLoader workers split the rank's shards (never more workers than shards)
-        lambda src: _read_shards(src, shards.shard_sizes(), handler, shards.net),  # keys across shards: Loader
+        lambda src: _read_shards(src, shards.reads(), handler),  # keys across shards: Loader
     ]
     if not by_shard:  # fewer shards than ranks: every rank reads all shards and keeps every world_size-th sample
         stages.append(wds.slice(rank, None, world_size))
@@ -792,22 +785,16 @@ def as_is(batch: dict) -> dict:
     return batch
 
 
-def make_train_loader(shards: ShardSet, *, view: str = "scene", steps: int, batch_size: int, image_size: int,
-                      mask_channel: bool = True, augment: Augment | None = None, seed: int = 0, epoch: int = 0,
-                      rank: int = 0, world_size: int = 1, start_step: int = 0, workers: int = 0,
-                      shuffle_buffer: int = 1000, skip_corrupt: bool = False, counter: SkipCounter | None = None,
-                      scene_size: int | None = None, scene_mask: bool = True, defer_jpeg: bool = False) -> Loader:
-    """Exactly `steps - start_step` shuffled, augmented batches of `view`: this rank's part of epoch `epoch`.
-    `defer_jpeg`: scenes' JPEGs are decoded per batch on the model's device (`make_view`; a CUDA run)."""
-    counter = counter or SkipCounter()
-    v = make_view(shards, view, image_size, mask_channel, augment, scene_size, scene_mask, defer_jpeg)
-    ds = _TrainStream(shards.urls, shards.shard_sizes(), v, steps=steps, batch_size=batch_size, seed=seed,
-                      epoch=epoch, rank=rank, world_size=world_size, start_step=start_step,
-                      shuffle_buffer=shuffle_buffer, skip_corrupt=skip_corrupt, counter=counter, net=shards.net)
-    dl = DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=False,
-                    pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None,
+def make_train_loader(shards: ShardSet, batches: TrainBatches) -> Loader:
+    """The training batches `batches` describes: exactly `steps - start_step` shuffled, augmented batches of its
+    view, this rank's part of its epoch."""
+    b, counter = batches, batches.counter or SkipCounter()
+    v = make_view(shards, b.view, b.image_size, b.mask_channel, b.augment, b.scene_size, b.scene_mask, b.defer_jpeg)
+    ds = _TrainStream(shards.urls, shards.reads(), v, b, counter)
+    dl = DataLoader(ds, batch_size=None, num_workers=b.workers, persistent_workers=False,
+                    pin_memory=torch.cuda.is_available(), prefetch_factor=4 if b.workers else None,
                     worker_init_fn=ignore_stop_signals, collate_fn=as_is)
-    return Loader(dl, steps - start_step, counter)
+    return Loader(dl, b.steps - b.start_step, counter)
 
 
 def make_eval_loader(shards: ShardSet, *, view: str = "scene", image_size: int, batch_size: int, workers: int = 0,

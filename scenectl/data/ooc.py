@@ -14,7 +14,9 @@ Reads top to bottom:
      square root of the image-area ratio, at the donor's relative position
   4. `render`: the standard sample (docs/shard-format.md) with the pasted object hidden by masks.py's geometry,
      fill and letterbox (as build-shards), `object.jpg` = the unmasked crop, `json` + ooc/host/donor fields
-  5. shards + manifest (written last) + the training side's cooccurrence.h5 copied beside them
+  5. shards through the format's sink (as build-shards writes them: hashed, journalled, no PAX headers), the
+     training side's cooccurrence.h5 copied beside them, then `seal_set`: the manifest's `files` checksums,
+     `_info.json` and the manifest itself, written last
 
 The output folder is an `ooc` folder (scenectl.folders.claim): --overwrite replaces only an earlier OOC set.
 How a context model flags OOC objects is measured by `metrics.flag_report` (`scenectl fuse --ooc-shards`).
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from collections import Counter
@@ -33,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
 from scenectl import __version__
@@ -41,11 +41,13 @@ from scenectl.data.coco import (BadImage, ClassTable, classes_match, decode_mask
                                 split_paths)
 from scenectl.data.configs import OOCConfig
 from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
+from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardSink, SinkTarget, parse_manifest,
+                                  seal_set)
 from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
 from scenectl.data.shards import encode_jpeg, encode_png
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
-from scenectl.io import read_json, write_json_atomic
+from scenectl.io import write_json_atomic
 from scenectl.progress import progress
 
 SHRINK, SHRINK_TRIES = 0.8, 6  # a hidden region above max_area: shrink the pasted object (× 0.8, at most 6 times)
@@ -98,9 +100,10 @@ def train_side(spec: str | Path) -> tuple[Path, dict, Cooccurrence]:
     h5 = p / "cooccurrence.h5" if p.is_dir() else p
     if not h5.is_file():
         raise ScenectlError(f"--train-cooccurrence {spec}: no such file")
-    manifest = read_json(h5.parent / "manifest.json", "training shard manifest (beside the co-occurrence file)")
-    if not str(manifest.get("format", "")).startswith("scenectl-shards/") or not isinstance(manifest.get("classes"), list):
-        raise ScenectlError(f"{h5.parent / 'manifest.json'} is not a scenectl shard manifest")
+    where = h5.parent / MANIFEST
+    if not where.is_file():
+        raise ScenectlError(f"no {MANIFEST} beside {h5}: the training side is a shard set's folder")
+    manifest = parse_manifest(where.read_bytes(), str(where))
     cooc = Cooccurrence.load(h5)
     if len(cooc.names) != len(manifest["classes"]):
         raise ScenectlError(f"{h5}: {len(cooc.names)} classes, its manifest {len(manifest['classes'])}")
@@ -297,13 +300,13 @@ def make_pair(s: Split, ann: dict, rng: np.random.Generator) -> tuple[list[dict]
     return (None, reasons[0]) if reasons else ([sample for sample, _ in made], None)
 
 
-def write_pairs(s: Split, out: Path, donors: list[dict], rng: np.random.Generator, max_pairs: int,
-                maxcount: int) -> tuple[list[dict], dict]:
-    """Write the pairs into OUT/shard-*.tar; returns (the shards' manifest entries, counts)."""
+def write_pairs(s: Split, target: SinkTarget, donors: list[dict], rng: np.random.Generator,
+                max_pairs: int) -> tuple[list[dict], dict]:
+    """Write the pairs into shards through the format's sink (journalled in progress.json as build-shards'
+    shards are); returns (the shards' manifest entries, counts)."""
     counts = {"pairs": 0, "per_class": [0] * len(s.names), "skipped": Counter()}
-    closed = []
-    with wds.ShardWriter(str(out / "shard-%06d.tar.partial"), maxcount=maxcount, verbose=0, mtime=0.0,
-                         post=closed.append) as sink:
+    sink = ShardSink(target, {"format": "scenectl-progress/1", "shards": []})
+    try:
         for ann in progress(donors, desc=f"build-ooc {s.name}", unit="donors"):
             if max_pairs and counts["pairs"] >= max_pairs:
                 break
@@ -315,27 +318,17 @@ def write_pairs(s: Split, out: Path, donors: list[dict], rng: np.random.Generato
                 sink.write(sample)
             counts["per_class"][s.index[ann["category_id"]]] += 2
             counts["pairs"] += 1
-    return seal(closed), counts
-
-
-def seal(partials: list[str]) -> list[dict]:
-    """Rename each closed `.partial` (ShardWriter's post hook saw it whole) and list it: name, samples, sha256."""
-    entries = []
-    for f in partials:
-        final = Path(f).with_name(Path(f).name[: -len(".partial")])
-        os.replace(f, final)
-        n = sum(1 for _ in wds.DataPipeline(wds.SimpleShardList([str(final)]), wds.tarfile_to_samples()))
-        if n:
-            entries.append({"name": final.name, "samples": n, "sha256": file_sha256(final)})
-        else:
-            final.unlink()
-    return entries
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    return sink.journal["shards"], counts
 
 
 def ooc_manifest(cfg: OOCConfig, s: Split, h5: Path, entries: list[dict], counts: dict, seconds: float) -> dict:
     pairs, names = counts["pairs"], s.names
     return {
-        "format": "scenectl-shards/1", "scenectl_version": __version__, "task": "ooc",
+        "format": FORMAT, "scenectl_version": __version__, "task": "ooc",
         "params": {**s.params, "split": cfg.split, "maxcount": cfg.maxcount, "max_pairs": cfg.max_pairs},
         "source": {"annotations": str(s.annotations.resolve()), "annotations_sha256": file_sha256(s.annotations),
                    "images": str(s.folder.resolve()), "train_cooccurrence": str(Path(h5).resolve()),
@@ -358,16 +351,14 @@ def build_ooc(cfg: OOCConfig) -> dict:
     s = open_split(cfg, train_manifest, cooc)
     with claim(cfg.out, "ooc", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
         out = folder.path
-        write_json_atomic(out / "config.json", asdict(cfg))
+        write_json_atomic(out / CONFIG, asdict(cfg))
         donors, rng = shuffled_donors(s, cfg.seed)
-        entries, counts = write_pairs(s, out, donors, rng, cfg.max_pairs, cfg.maxcount)
+        entries, counts = write_pairs(s, SinkTarget(out, maxcount=cfg.maxcount), donors, rng, cfg.max_pairs)
         if not counts["pairs"]:
             raise ScenectlError(f"no out-of-context pair could be built from {s.annotations} (skipped: "
                                 f"{dict(counts['skipped'])}); try a lower --min-area or a larger split")
-        shutil.copyfile(h5, out / "cooccurrence.h5")
-        manifest = ooc_manifest(cfg, s, h5, entries, counts, time.time() - t0)
-        write_json_atomic(out / "manifest.json", manifest)
-    return manifest
+        shutil.copyfile(h5, out / COOCCURRENCE)
+        return seal_set(out, ooc_manifest(cfg, s, h5, entries, counts, time.time() - t0))
 
 
 def summary(manifest: dict, out: str | Path) -> str:

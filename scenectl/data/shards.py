@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -35,6 +35,9 @@ from scenectl.data.coco import (
     BadImage, ClassTable, annotation_box, file_sha256, load_coco, load_image, rle_box, split_paths, to_rle,
     transpose_box,
 )
+from scenectl.data.format import (
+    FORMAT, TIMM_INFO, SetNames, ShardSink, SinkTarget, seal_set, write_timm_info,
+)
 from scenectl.data.masks import (
     FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, fill_reach, hidden_region, nearest_mask,
     reduce_any,
@@ -45,7 +48,6 @@ from scenectl.io import read_json, remove_stale_tmp, write_json_atomic
 from scenectl.options import Config, option
 from scenectl.progress import progress
 
-FORMAT = "scenectl-shards/1"
 TASKS = ("masked", "object")
 SKIP_REASONS = ("crowd", "too_large", "too_small", "bad_image", "bad_annotation")
 DEFAULT_COCO_ROOT = Path("data/scenes")  # where `scenectl sample` writes
@@ -145,29 +147,6 @@ def default_coco_root(seed: int = 0, echo: Callable[[str], None] = print) -> Pat
     return root
 
 
-@dataclass(frozen=True)
-class _Names:
-    """File names of a whole build or of part i of n."""
-
-    part: tuple[int, int] | None
-
-    @property
-    def tag(self) -> str:
-        return "" if self.part is None else f".part-{self.part[0]}-of-{self.part[1]}"
-
-    @property
-    def pattern(self) -> str:  # ShardWriter pattern
-        return "shard-%06d.tar" if self.part is None else f"shard-p{self.part[0]}of{self.part[1]}-%06d.tar"
-
-    @property
-    def shard_glob(self) -> str:
-        return self.pattern.replace("%06d", "*")
-
-    manifest = property(lambda self: f"manifest{self.tag}.json")
-    progress = property(lambda self: f"progress{self.tag}.json")
-    config = property(lambda self: f"config{self.tag}.json")
-
-
 # --- the worker side: one image -> its samples ----------------------------------------------------------------
 @dataclass(frozen=True)
 class Job:
@@ -236,19 +215,52 @@ def process_image(job: Job, index: int, record: dict, anns: list[dict]) -> Image
     lb = Letterbox(*dec.size, p["image_size"])  # defined on full-resolution upright pixels
     base = lb.image(dec.image) if p["task"] == "masked" else None  # unmasked letterboxed scene, patched per sample
     pixels = np.asarray(dec.image) if p["task"] == "masked" else None  # (h, w, 3), one copy for all samples
-    for a, region, box, rect, frac, area, visible in kept:
+    scene = _Scene(record, SceneView(dec, lb, base, pixels))
+    for t in kept:
         if dec.turn is not None:  # annotations in the stored frame, pixels upright: turn the region likewise
-            region = np.asarray(Image.fromarray(region).transpose(dec.turn))
-            box = bbox(region)
-        a = {**a, "bbox": inst.coco_boxes[a["id"]]}  # checked; a missing or zero-size bbox is the mask's box
-        res.samples.append(_sample(job, record, a, dec, lb, base, pixels, region, box, rect, frac, area, visible))
+            region = np.asarray(Image.fromarray(t.region).transpose(dec.turn))
+            t = replace(t, region=region, box=bbox(region))
+        t = replace(t, ann={**t.ann, "bbox": inst.coco_boxes[t.ann["id"]]})  # checked; else the mask's box
+        res.samples.append(_sample(job, scene, t))
     return res
 
 
-def _eligible(job: Job, anns: list[dict], targets: list[dict], inst: _Instances, skipped: Counter) -> list[tuple]:
-    """The targets that make samples, from the annotations alone (no pixels), each as (annotation, hidden region
-    (H, W) bool in the annotation frame, its box, whether it is exactly its box, area fraction, instance area,
-    visible classes); the others counted in `skipped` by reason."""
+@dataclass(frozen=True)
+class _Target:
+    """One instance that makes a sample, as `_eligible` finds it from the annotations alone."""
+
+    ann: dict
+    region: np.ndarray  # (H, W) bool: the hidden pixels (annotation frame, until turned upright)
+    box: tuple  # the region's box (x0, y0, x1, y1)
+    rect: bool  # the region is exactly its box
+    frac: float  # hidden pixels / image pixels
+    area: int  # the instance's pixel count
+    visible: list[int]  # classes of the other instances still showing
+
+
+@dataclass(frozen=True)
+class SceneView:
+    """A decoded image as masking uses it: the decoded image (coco.load_image), its letterbox, the unmasked
+    letterboxed scene (S, S, 3) uint8 and, when made once for all its samples, its pixels as an array (h, w, 3)
+    (base and pixels None where no scene is masked: --task object)."""
+
+    dec: Any
+    lb: Letterbox
+    base: np.ndarray | None
+    pixels: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """One image as every sample of it uses it: its record and its decoded view."""
+
+    record: dict
+    view: SceneView
+
+
+def _eligible(job: Job, anns: list[dict], targets: list[dict], inst: _Instances, skipped: Counter) -> list[_Target]:
+    """The targets that make samples, from the annotations alone (no pixels); the others counted in `skipped` by
+    reason."""
     p, cls_of, kept = job.params, {cid: i for i, cid in enumerate(job.coco_ids)}, []
     for a in targets:
         if a["id"] not in inst.rles:
@@ -269,7 +281,7 @@ def _eligible(job: Job, anns: list[dict], targets: list[dict], inst: _Instances,
         hidden_ids = {b["id"] for b in hidden}
         visible = sorted({cls_of[b["category_id"]] for b in anns
                           if b["id"] not in hidden_ids and b["id"] in inst.rles and inst.shows(b, region, box, rect)})
-        kept.append((a, region, box, rect, frac, area, visible))
+        kept.append(_Target(a, region, box, rect, frac, area, visible))
     return kept
 
 
@@ -348,20 +360,18 @@ def mask_from_metadata(annotations: list[dict], image_record: dict, meta: dict) 
     return nearest_mask(region, box, tuple(t["resized"]), tuple(t["offset"]), int(t["size"]))
 
 
-def _sample(job, record, a, dec, lb, base, pixels, region, box, rect, frac, area,
-            visible) -> tuple[dict, int, float]:
-    """Encode one sample. `region`/`box`: the hidden pixels, upright, full resolution (`rect`: exactly the box);
-    `pixels`: the decoded image as an array (made once per image)."""
-    p = job.params
+def _sample(job: Job, scene: _Scene, t: _Target) -> tuple[dict, int, float]:
+    """Encode the sample of target `t` (its region and box upright, full resolution) in `scene`."""
+    p, record, dec, a = job.params, scene.record, scene.view.dec, t.ann
     c = job.coco_ids.index(a["category_id"])
     key = f"{record['id']:012d}_{a['id']:012d}"
     coco_box = transpose_box(a["bbox"], dec.turn, int(record["width"]), int(record["height"]))  # upright frame
-    transform = {**lb.transform(), "turn": None if dec.turn is None else dec.turn.name}
+    transform = {**scene.view.lb.transform(), "turn": None if dec.turn is None else dec.turn.name}
     meta = {
         "image_id": record["id"], "annotation_id": a["id"], "category_id": a["category_id"],
         "category_name": job.names[c], "cls": c, "bbox": coco_box, "shape": p["shape"], "fill": p["fill"],
-        "margin": p["margin"], "area_fraction": frac, "instance_area": area, "max_area": p["max_area"],
-        "min_area": p["min_area"], "hide_same_class": p["hide_same_class"], "visible_categories": visible,
+        "margin": p["margin"], "area_fraction": t.frac, "instance_area": t.area, "max_area": p["max_area"],
+        "min_area": p["min_area"], "hide_same_class": p["hide_same_class"], "visible_categories": t.visible,
         "orig_size": list(dec.size), "transform": transform, "split": job.split,
         "license": record.get("license"), "file_name": record["file_name"],
     }
@@ -371,26 +381,27 @@ def _sample(job, record, a, dec, lb, base, pixels, region, box, rect, frac, area
         sample["object.jpg"] = encode_jpeg(Letterbox(crop.width, crop.height, p["image_size"]).image(crop))
     if p["task"] == "object":
         sample["jpg"] = sample.pop("object.jpg")
-        return sample, c, frac
-    sample["mask.png"] = encode_png(lb.mask(region, box))
+        return sample, c, t.frac
+    sample["mask.png"] = encode_png(scene.view.lb.mask(t.region, t.box))
     # per-sample randomness from (seed, image id, annotation id): independent of workers and order
     rng = np.random.default_rng([p["seed"], record["id"], a["id"]]) if p["fill"] in ("noise", "blur") else None
-    sample["jpg"] = encode_jpeg(mask_scene(dec, lb, base, region, box, p["fill"], rng, rect, pixels))
-    return sample, c, frac
+    sample["jpg"] = encode_jpeg(mask_scene(scene.view, t.region, t.box, p["fill"], rng, t.rect))
+    return sample, c, t.frac
 
 
-def mask_scene(dec, lb: Letterbox, base: np.ndarray, region: np.ndarray, box: tuple, fill_kind: str,
-               rng: np.random.Generator | None, rect: bool = False, pixels: np.ndarray | None = None) -> np.ndarray:
-    """The masked, letterboxed scene (S, S, 3) uint8: `region` (upright, full resolution, box `box`) filled in the
-    decoded pixels of `dec` (`pixels`: them as an array, when the caller made it once for all its samples), patched
-    into `base` (the unmasked letterboxed scene). Shared with `scenectl predict`, so a user's query is hidden exactly
-    as the training samples were. Only the window of pixels the patch reads (and the fill sees) is copied and filled."""
-    arr = np.asarray(dec.image) if pixels is None else pixels  # (h, w, 3): full resolution / dec.reduce (draft)
+def mask_scene(view: SceneView, region: np.ndarray, box: tuple, fill_kind: str, rng: np.random.Generator | None,
+               rect: bool = False) -> np.ndarray:
+    """The masked, letterboxed scene (S, S, 3) uint8: `region` (upright, full resolution, box `box`; `rect`: exactly
+    its box) filled in the decoded pixels of `view`, patched into its unmasked letterboxed scene. Shared with
+    `scenectl predict`, so a user's query is hidden exactly as the training samples were. Only the window of pixels
+    the patch reads (and the fill sees) is copied and filled."""
+    dec, lb = view.dec, view.lb
+    arr = np.asarray(dec.image) if view.pixels is None else view.pixels  # (h, w, 3): full resolution or 1/dec.reduce
     small, sbox = reduce_any(region, box, dec.reduce, arr.shape[:2], rect)  # the region in those pixels, covering
     x0, y0, x1, y1 = lb.source_window(sbox, arr.shape[:2], fill_reach(fill_kind, sbox))
     part = fill(arr[y0:y1, x0:x1], small[y0:y1, x0:x1], fill_kind, rng,
                 (sbox[0] - x0, sbox[1] - y0, sbox[2] - x0, sbox[3] - y0))  # a filled copy of the window
-    return lb.patch(base, part, small, sbox, origin=(x0, y0), shape=arr.shape[:2])
+    return lb.patch(view.base, part, small, sbox, origin=(x0, y0), shape=arr.shape[:2])
 
 
 # --- the parent side ------------------------------------------------------------------------------------------
@@ -439,80 +450,32 @@ def _new_counters(n_classes: int) -> dict:
             "skipped": dict.fromkeys(SKIP_REASONS, 0), "area_hist": [0] * HIST_BINS}
 
 
-class _Sink:
-    """ShardWriter whose finished shards are hashed, renamed from .partial and journalled in progress.json.
+class _Sink(ShardSink):
+    """The format's ShardSink journalling a build: the journal's `next` is the first sample not inside a finished
+    shard (the sample whose write made ShardWriter close the previous shard, or the end); its counters are those of
+    everything before `next`, its seconds those of every run so far."""
 
-    The journal's `next` is the first sample not inside a finished shard: the sample whose write made
-    ShardWriter close the previous shard, or the end. Its counters are those of everything before `next`.
-    """
-
-    def __init__(self, out: Path, names: _Names, journal: dict, maxcount: int, maxsize: float, started: float):
-        self.out, self.journal, self.started = out, journal, started
-        self.progress = out / names.progress
+    def __init__(self, target: SinkTarget, journal: dict, started: float):
+        self.started, self.seconds0 = started, journal.get("seconds", 0.0)
         self.counters = copy.deepcopy(journal["counters"])
-        self.seconds0 = journal.get("seconds", 0.0)
-        self.next, self.in_shard = None, 0
-        import webdataset as wds  # here, not at the top: it imports torch, which workers never need
-
-        # mtime=0: tar headers carry no wall-clock time, so a rebuild is byte-identical; an int, as a float mtime
-        # makes tarfile (PAX format) add an extended header to every member, which readers then parse too;
-        # encoder=False: workers already encoded every member to bytes
-        self.writer = wds.ShardWriter(str(out / (names.pattern + ".partial")), maxcount=maxcount, maxsize=maxsize,
-                                      post=self._post, start_shard=len(journal["shards"]), verbose=0, mtime=0,
-                                      encoder=False)
+        self.next: tuple[int, int] | None = None
+        super().__init__(target, journal, self._fill)
 
     def write(self, sample: dict, position: tuple[int, int]) -> None:
         self.next = position
-        with self._naming_the_shard():
-            self.writer.write(sample)
-        self.in_shard += 1
+        super().write(sample)
 
     def close(self, end: int) -> None:
         self.next = (end, 0)
-        with self._naming_the_shard():
-            self.writer.close()
-        self._journal()  # also when the last shard was empty
+        super().close()
 
-    @contextlib.contextmanager
-    def _naming_the_shard(self) -> Iterator[None]:
-        """A failed write (a full disk) names the shard being written: a file object's OSError carries no path."""
-        try:
-            yield
-        except OSError as e:
-            if not e.filename and getattr(self.writer, "fname", None):
-                e.filename = self.writer.fname
-            raise
-
-    def abort(self) -> None:
-        """Drop the shard being written (an error or interrupt: the journal still says where to restart)."""
-        stream = getattr(self.writer, "tarstream", None)
-        if stream is not None:
-            with contextlib.suppress(OSError):  # flushing a full disk's shard fails again; it is deleted anyway
-                stream.close()
-            Path(self.writer.fname).unlink(missing_ok=True)
-
-    def _post(self, fname: str) -> None:
-        partial = Path(fname)
-        if self.in_shard == 0:  # nothing written since the last shard (only at close)
-            partial.unlink(missing_ok=True)
-            return
-        with open(partial, "rb") as f:
-            os.fsync(f.fileno())
-        final = partial.with_name(partial.name[: -len(".partial")])
-        sha = file_sha256(partial)
-        os.replace(partial, final)  # rename first: a journalled shard always exists under its final name
-        self.journal["shards"].append({"name": final.name, "samples": self.in_shard, "sha256": sha})
-        self.in_shard = 0
-        self._journal()
-
-    def _journal(self) -> None:
-        self.journal["next"] = {"image": self.next[0], "sample": self.next[1]}
-        self.journal["counters"] = copy.deepcopy(self.counters)
-        self.journal["seconds"] = self.seconds0 + time.time() - self.started
-        write_json_atomic(self.progress, self.journal)
+    def _fill(self, journal: dict) -> None:
+        journal["next"] = {"image": self.next[0], "sample": self.next[1]}
+        journal["counters"] = copy.deepcopy(self.counters)
+        journal["seconds"] = self.seconds0 + time.time() - self.started
 
 
-def _own_files(out: Path, names: _Names) -> list[Path]:
+def _own_files(out: Path, names: SetNames) -> list[Path]:
     """This build's (or part's) files, and the merged manifest: what a part's --overwrite removes (the other parts'
     files stay), and what a build that found no sample removes again."""
     globs = [names.shard_glob, names.shard_glob + ".partial", names.manifest, names.progress, names.config,
@@ -521,7 +484,7 @@ def _own_files(out: Path, names: _Names) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _output_folder(out: Path, cfg: BuildConfig, names: _Names) -> Iterator[Folder]:
+def _output_folder(out: Path, cfg: BuildConfig, names: SetNames) -> Iterator[Folder]:
     """`out` claimed as a shard set (scenectl.folders: never a folder another command owns). A whole build takes
     --resume / --overwrite as the guard has them. The n parts of a build share one folder, each with its own writer
     lock: a part joins a set another part started, and its --resume / --overwrite concern its files (_start_journal)."""
@@ -542,7 +505,7 @@ def _output_folder(out: Path, cfg: BuildConfig, names: _Names) -> Iterator[Folde
         yield folder
 
 
-def _start_journal(out: Path, names: _Names, params: dict, source: dict, n_classes: int, cfg: BuildConfig) -> dict:
+def _start_journal(out: Path, names: SetNames, params: dict, source: dict, n_classes: int, cfg: BuildConfig) -> dict:
     """Return the journal to continue (fresh or resumed), or a finished manifest (resume of a complete build)."""
     fresh = {"format": "scenectl-progress/1", "params": params, "source": source, "shards": [],
              "next": {"image": 0, "sample": 0}, "counters": _new_counters(n_classes), "seconds": 0.0}
@@ -560,7 +523,7 @@ def _start_journal(out: Path, names: _Names, params: dict, source: dict, n_class
     return _resumed_journal(out, names, params, source) or fresh
 
 
-def _resumed_journal(out: Path, names: _Names, params: dict, source: dict) -> dict | None:
+def _resumed_journal(out: Path, names: SetNames, params: dict, source: dict) -> dict | None:
     """The journal (or finished manifest) to continue, checked to record this very build; None: nothing journalled.
     Shards not in the journal (a .partial, or one renamed just before a kill) are removed: they are rewritten."""
     journal = None
@@ -629,7 +592,7 @@ def build_shards(cfg: BuildConfig, echo: Callable[[str], None] = print) -> dict:
     started = time.time()
     cfg.check()
     src = _open_source(cfg, echo)
-    params, names, out = cfg.params(src.split), _Names(parse_part(cfg.part)), Path(cfg.out)
+    params, names, out = cfg.params(src.split), SetNames(parse_part(cfg.part)), Path(cfg.out)
     with _output_folder(out, cfg, names) as folder:
         journal = _start_journal(out, names, params, src.record, len(src.classes.coco_ids), cfg)
         if journal.pop("resumed_complete", False):
@@ -639,7 +602,7 @@ def build_shards(cfg: BuildConfig, echo: Callable[[str], None] = print) -> dict:
         return _finish(cfg, src, params, out, names, sink, folder.fresh)
 
 
-def _write_samples(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: _Names, journal: dict,
+def _write_samples(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: SetNames, journal: dict,
                    started: float) -> _Sink:
     """Stream this build's (or part's) images through the workers into shards, from where the journal says."""
     ids = _part_images(list(src.coco.imgs), names.part, cfg.seed)
@@ -647,7 +610,7 @@ def _write_samples(cfg: BuildConfig, src: _Source, params: dict, out: Path, name
     job = Job(str(src.images), src.split, params, src.classes.coco_ids, src.classes.names)
     tasks = ((k, src.coco.imgs[i], src.coco.imgToAnns.get(i, [])) for k, i in enumerate(ids) if k >= start)
     workers = len(os.sched_getaffinity(0)) if cfg.workers is None else cfg.workers
-    sink = _Sink(out, names, journal, cfg.maxcount, cfg.maxsize, started)
+    sink = _Sink(SinkTarget(out, names, cfg.maxcount, cfg.maxsize), journal, started)
     bar = progress(total=len(ids), initial=start, desc=f"build-shards {src.split}", unit="img",
                    disable=not cfg.progress)
     try:
@@ -680,7 +643,7 @@ def _take(sink: _Sink, res: ImageResult, skip: int, max_area: float) -> None:
         c["skipped"][reason] += n
 
 
-def _finish(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: _Names, sink: _Sink,
+def _finish(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: SetNames, sink: _Sink,
             fresh: bool) -> dict:
     """cooccurrence.h5, then the manifest (last: its presence means the set is complete); returns the manifest."""
     c = sink.counters
@@ -699,15 +662,10 @@ def _finish(cfg: BuildConfig, src: _Source, params: dict, out: Path, names: _Nam
     manifest = {
         "format": FORMAT, "scenectl_version": __version__, "task": cfg.task, "params": params, "source": src.record,
         "classes": src.classes.to_json(), "shards": sink.journal["shards"],
-        "files": {name: file_sha256(out / name) for name in ("cooccurrence.h5", names.config)},
         "totals": _totals(c, src.classes, len(sink.journal["shards"]), cfg.max_area),
         "skipped": c["skipped"], "seconds": round(sink.journal["seconds"], 3),  # across resumed runs
     }
-    if names.part is None:  # a part's shards are not a set yet: merge-manifests writes the index of the whole
-        manifest["files"][TIMM_INFO] = write_timm_info(out, manifest)
-    write_json_atomic(out / names.manifest, manifest)
-    (out / names.progress).unlink(missing_ok=True)
-    return manifest
+    return seal_set(out, manifest, names)
 
 
 def _totals(c: dict, classes: ClassTable, n_shards: int, max_area: float) -> dict:
@@ -734,21 +692,6 @@ def summary(manifest: dict, out: Path) -> str:
 
 
 # --- merging parts --------------------------------------------------------------------------------------------
-TIMM_INFO = "_info.json"
-
-
-def write_timm_info(out: Path, manifest: dict) -> str:
-    """Write `_info.json`, the index timm's webdataset reader needs (`timm.data.create_dataset("wds/NAME",
-    root=out, split=SPLIT)`: the split's shard file names and sample counts; it reads `jpg` and the `cls` integer
-    itself), atomically; return its sha256 for the manifest's `files`. SPLIT is the split the set was built from."""
-    split = manifest["params"]["split"]
-    shards = manifest["shards"]
-    write_json_atomic(out / TIMM_INFO, {"name": f"scenectl-{split}", "splits": {split: {
-        "name": split, "num_samples": sum(s["samples"] for s in shards),
-        "filenames": [s["name"] for s in shards], "shard_lengths": [s["samples"] for s in shards]}}})
-    return file_sha256(out / TIMM_INFO)
-
-
 _PART_RE = re.compile(r"manifest\.part-(\d+)-of-(\d+)\.json")
 
 

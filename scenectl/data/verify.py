@@ -13,13 +13,15 @@ nothing is unpickled: only jpg, mask.png, cls, json and object.jpg are decoded, 
     not looked for there)
   - the set's other files: `cooccurrence.h5`, the build's config and `_info.json` against the manifest's `files`
     sha256 (sets built before that field have none)
-  - each listed shard: the file exists; its sha256 equals the manifest's (when recorded); it reads to the end
-    (a truncated or corrupt tar is reported); every member is a regular file with a safe name (no absolute path,
-    no `..`); members are grouped into samples by key exactly as webdataset does
-  - each sample: the members the build writes are all there (jpg, mask.png, cls, json; object.jpg with
-    `--with-object`; jpg, cls, json for `--task object`); no other member (reported: readers ignore them, but a
-    scenectl build never writes them); each decodes; images are image_size x image_size and the mask is binary
-    and as large as the scene; cls is an index of the class list and equals the json's cls; the key is
+  - each listed shard: the file exists; its sha256 equals the manifest's (when recorded); it reads to the end as
+    a plain tar (a truncated, corrupt or compressed tar is reported); every member passes the format's member
+    rules (scenectl.data.format.shard_samples: a regular file, a UTF-8 `KEY.SUFFIX` name of a format member, within
+    the size cap); members are grouped into samples by key exactly as webdataset does
+  - each sample (scenectl.data.format.sample_problems, the reader's own checks, here with pixels decoded too):
+    the members the build writes are all there (jpg, mask.png, cls, json; object.jpg with
+    `--with-object`; jpg, cls, json for `--task object`); no other member (the reader refuses them too); each decodes;
+    images are image_size x image_size (their headers, before decoding) and the mask is binary; cls is ASCII
+    digits naming a class of the list and equals the json's cls; visible_categories are class indices; the key is
     `{image_id:012d}_{annotation_id:012d}` of the json and appears once in the whole set
   - counts: samples per shard, total and per class equal the manifest's
 
@@ -42,8 +44,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PIL import Image
 
+from scenectl.data.format import (JOURNAL_GLOB, PART_MANIFEST_GLOB, PARTIAL_GLOB, Problem, SampleSpec, join,
+                                  manifest_problems, parse_cls, sample_problems, shard_samples, usable_shards)
 from scenectl.data.remote import (Net, NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
                                   plain_name_problem, read_remote)
 from scenectl.data.cooccurrence import cooccurrence_file_problems
@@ -52,8 +55,6 @@ from scenectl.io import MAX_JSON_BYTES, parse_json, read_regular
 from scenectl.options import Options, group, option
 from scenectl.progress import progress as progress_of
 
-KNOWN = ("jpg", "mask.png", "cls", "json", "object.jpg")  # the only members scenectl writes (and decodes)
-_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext: key = up to the first dot
 
 
 @dataclass(init=False)
@@ -72,12 +73,10 @@ class VerifyConfig(Options):
 
 @dataclass(frozen=True)
 class _Expect:
-    """What every sample of this set must look like (from the manifest)."""
+    """What this verification checks every shard against: the format's sample spec (from the manifest), and
+    whether checksums are compared."""
 
-    required: tuple[str, ...]
-    image_size: int | None
-    num_classes: int
-    names: tuple[str, ...]
+    spec: SampleSpec
     check_hashes: bool
 
 
@@ -92,16 +91,16 @@ def verify_shard(url: str | os.PathLike, entry: dict, expect: _Expect, net: NetO
     per_class as a list)."""
     url = str(url)
     name = entry.get("name") or Path(url).name
-    res = {"shard": name, "problems": [], "samples": 0, "keys": [], "per_class": [0] * expect.num_classes}
+    res = {"shard": name, "problems": [], "samples": 0, "keys": [], "per_class": [0] * expect.spec.num_classes}
     add = lambda kind, msg, **kw: res["problems"].append(_problem(kind, f"{name}: {msg}", shard=name, **kw))  # noqa: E731
     if is_local(url) and not Path(local_path(url)).is_file():
         add("missing_shard", "listed in manifest.json but missing")
         return res
-    groups, digest = _read_tar(url, net, add)
+    groups, digest = _read_tar(url, expect.spec, net, add)
     if expect.check_hashes and entry.get("sha256") and digest and digest != entry["sha256"]:
         add("checksum", f"sha256 {digest[:12]}... differs from the manifest's {entry['sha256'][:12]}...")
     for key, members in groups:
-        _check_sample(key, members, expect, add, res)
+        _check_sample(key, members, expect.spec, add, res)
     if res["samples"] != int(entry.get("samples", -1)):
         add("count", f"holds {res['samples']} samples, the manifest says {entry.get('samples')}")
     return res
@@ -122,16 +121,21 @@ class _Hashing(io.RawIOBase):
         return n
 
 
-def _read_tar(url: str, net: NetOptions, add: Callable) -> tuple[list[tuple[str, dict]], str | None]:
+def _read_tar(url: str, spec: SampleSpec, net: NetOptions,
+              add: Callable) -> tuple[list[tuple[str, dict]], str | None]:
     """The samples of one shard in tar order, (key, {suffix: bytes}), read once as a stream through the reader's
-    opener (remote reads retried), with the sha256 of all its bytes (None when the bytes could not all be read)."""
+    opener (remote reads retried) by the format's member reader (refused members reported, not read), with the
+    sha256 of all its bytes (None when the bytes could not all be read)."""
     groups: list[tuple[str, dict]] = []
     try:
         with open_stream(url, net) as raw:
             f = _Hashing(raw)
             try:
-                with tarfile.open(fileobj=f, mode="r|") as tar:  # plain POSIX tar, member by member, never extracted
-                    _tar_members(tar, groups, add)
+                for item in shard_samples(f, spec):
+                    if isinstance(item, Problem):
+                        _add_problem(add, item)
+                    else:
+                        groups.append(item)
             except (tarfile.TarError, EOFError, OSError, ValueError) as e:
                 add("unreadable", f"cannot read the tar to its end (truncated or corrupt?): {type(e).__name__}: {e}")
             while f.read(1 << 20):  # the end-of-archive padding the tar reader leaves, for the checksum
@@ -142,113 +146,33 @@ def _read_tar(url: str, net: NetOptions, add: Callable) -> tuple[list[tuple[str,
         return groups, None
 
 
-def _tar_members(tar: tarfile.TarFile, groups: list[tuple[str, dict]], add: Callable) -> None:
-    """Members grouped by key exactly as webdataset does; unsafe or unexpected members reported, not read."""
-    for info in tar:
-        member = info.name
-        if not info.isreg():
-            add("unsafe_member", f"member {member!r} is not a regular file (type {info.type!r})", member=member)
-            continue
-        if member.startswith("/") or ".." in Path(member).parts:
-            add("unsafe_member", f"member {member!r} has an absolute or '..' path", member=member)
-            continue
-        m = _KEY.match(member)
-        if not m:
-            add("unexpected_member", f"member {member!r} has no key.suffix name", member=member)
-            continue
-        key, suffix = m.group(1), m.group(2)
-        if not groups or groups[-1][0] != key:
-            groups.append((key, {}))
-        if suffix in groups[-1][1]:
-            add("duplicate_member", f"sample {key}: member {suffix!r} appears twice", sample=key, member=suffix)
-        data = tar.extractfile(info).read()  # (regular file: bytes in memory)
-        if len(data) != info.size:
-            raise EOFError(f"member {member!r} cut short")
-        groups[-1][1][suffix] = data
+def _add_problem(add: Callable, p: Problem) -> None:
+    where = f"sample {p.sample}: " if p.sample else ""
+    add(p.kind, where + p.message, sample=p.sample, member=p.member)
 
 
-def _check_sample(key: str, members: dict, expect: _Expect, add: Callable, res: dict) -> None:
+def _check_sample(key: str, members: dict, spec: SampleSpec, add: Callable, res: dict) -> None:
+    """The format's checks of one sample (pixels decoded too), and its class counted."""
     res["samples"] += 1
     res["keys"].append(key)
-    for suffix in members:
-        if suffix not in KNOWN or suffix not in expect.required:
-            add("unexpected_member", f"sample {key}: unexpected member {suffix!r} (never decoded)", sample=key,
-                member=suffix)
-    missing = [m for m in expect.required if m not in members]
-    for m in missing:
-        add("missing_member", f"sample {key}: member {m!r} is missing", sample=key, member=m)
-    sizes = {}
-    for m in ("jpg", "object.jpg", "mask.png"):
-        if m not in members or m not in expect.required:
-            continue
-        try:
-            with Image.open(io.BytesIO(members[m])) as im:
-                im.load()
-                arr = np.asarray(im)
-                sizes[m] = im.size
-        except Exception as e:  # PIL raises many types for bad bytes
-            add("undecodable", f"sample {key}: member {m!r} is not a readable image ({type(e).__name__}: {e})",
-                sample=key, member=m)
-            continue
-        if expect.image_size and im.size != (expect.image_size, expect.image_size):
-            add("bad_value", f"sample {key}: member {m!r} is {im.size[0]}x{im.size[1]}, not the manifest's "
-                f"image_size {expect.image_size}", sample=key, member=m)
-        if m == "mask.png" and (arr.ndim != 2 or not np.isin(arr, (0, 255)).all()):
-            add("bad_value", f"sample {key}: member 'mask.png' is not a binary greyscale mask (0/255)", sample=key,
-                member=m)
-    if "jpg" in sizes and "mask.png" in sizes and sizes["jpg"] != sizes["mask.png"]:
-        add("bad_value", f"sample {key}: mask.png {sizes['mask.png']} and jpg {sizes['jpg']} differ in size",
-            sample=key, member="mask.png")
-    cls = None
-    if "cls" in members:
-        try:
-            cls = int(members["cls"].decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError):
-            add("undecodable", f"sample {key}: member 'cls' is not an ASCII integer", sample=key, member="cls")
-        if cls is not None and not 0 <= cls < expect.num_classes:
-            add("bad_value", f"sample {key}: cls {cls} is not an index of the {expect.num_classes}-class list",
-                sample=key, member="cls")
-            cls = None
-    if "json" in members:
-        try:
-            meta = parse_json(members["json"], "member 'json'")
-        except ScenectlError as e:
-            add("undecodable", f"sample {key}: member 'json' is not valid metadata JSON ({e})", sample=key,
-                member="json")
-            meta = None
-        if meta is not None:
-            _check_meta(key, meta, cls, expect, add)
-    if cls is not None:
+    for p in sample_problems(key, members, spec, decode=True):
+        _add_problem(add, p)
+    cls = parse_cls(members.get("cls", b""))
+    if cls is not None and cls < spec.num_classes:
         res["per_class"][cls] += 1
-
-
-def _check_meta(key: str, meta: dict, cls: int | None, expect: _Expect, add: Callable) -> None:
-    if cls is not None and meta.get("cls") != cls:
-        add("inconsistent", f"sample {key}: cls member {cls} but json cls {meta.get('cls')!r}", sample=key,
-            member="json")
-    if cls is not None and "category_name" in meta and meta["category_name"] != expect.names[cls]:
-        add("inconsistent", f"sample {key}: json category_name {meta['category_name']!r} but class {cls} is "
-            f"{expect.names[cls]!r}", sample=key, member="json")
-    try:
-        want = f"{int(meta['image_id']):012d}_{int(meta['annotation_id']):012d}"
-    except (KeyError, TypeError, ValueError):
-        add("inconsistent", f"sample {key}: json has no integer image_id / annotation_id", sample=key, member="json")
-        return
-    if key != want:
-        add("inconsistent", f"sample {key}: key does not match the json's ids ({want})", sample=key, member="json")
 
 
 # --- the whole set -----------------------------------------------------------------------------------------------
 def _folder_problems(d: Path) -> tuple[dict | None, list[dict]]:
     """The manifest (or None) and the problems of a local folder: leftovers of a build, unlisted shards."""
     problems = []
-    for p in sorted(d.glob("*.partial")):
+    for p in sorted(d.glob(PARTIAL_GLOB)):
         problems.append(_problem("leftover", f"{p.name}: a partly written shard (an interrupted build; finish it with "
                                              "`scenectl build-shards --resume`)", shard=p.name))
-    for p in sorted(d.glob("progress*.json")):
+    for p in sorted(d.glob(JOURNAL_GLOB)):
         problems.append(_problem("leftover", f"{p.name}: the journal of an unfinished build", shard=None))
     if not (d / "manifest.json").is_file():
-        parts = sorted(p.name for p in d.glob("manifest.part-*-of-*.json"))
+        parts = sorted(p.name for p in d.glob(PART_MANIFEST_GLOB))
         why = (f"a build in parts ({parts[0]}, ...): run `scenectl merge-manifests {d}`" if parts else
                "not a shard set written by scenectl build-shards, or an unfinished build")
         problems.append(_problem("manifest", f"manifest.json missing: {why}"))
@@ -259,7 +183,7 @@ def _folder_problems(d: Path) -> tuple[dict | None, list[dict]]:
         problems.append(_problem("manifest", str(e)))
         return None, problems
     if manifest is not None:
-        listed = {s["name"] for s in manifest["shards"]}
+        listed = {s["name"] for s in usable_shards(manifest)}
         for p in sorted(d.glob("*.tar")):
             if p.name not in listed:
                 problems.append(_problem("unlisted_shard", f"{p.name}: a shard the manifest does not list",
@@ -268,27 +192,9 @@ def _folder_problems(d: Path) -> tuple[dict | None, list[dict]]:
 
 
 def _parse_manifest(data: bytes, problems: list[dict]) -> dict | None:
-    """The manifest from its bytes, or None; its problems (not JSON, not scenectl's, names that are not plain file
-    names of the folder: no scheme, separator or '..') added to `problems`."""
-    try:
-        manifest = parse_json(data, "manifest.json", expect=None)
-    except ScenectlError as e:
-        problems.append(_problem("manifest", str(e)))
-        return None
-    ok = (isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("scenectl-shards/")
-          and isinstance(manifest.get("classes"), list) and isinstance(manifest.get("shards"), list)
-          and all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in manifest["shards"])
-          and isinstance(manifest.get("files", {}), dict))
-    if not ok:
-        problems.append(_problem("manifest", "manifest.json is not a scenectl shard manifest (format tag, 'classes' "
-                                             "and 'shards' lists, 'files' mapping)"))
-        return None
-    for name in [s["name"] for s in manifest["shards"]]:
-        if plain_name_problem(name, ".tar"):
-            problems.append(_problem("manifest", f"manifest.json lists shard {plain_name_problem(name, '.tar')}"))
-    for name in manifest.get("files", {}):
-        if plain_name_problem(name):
-            problems.append(_problem("manifest", f"manifest.json 'files' names {plain_name_problem(name)}"))
+    """The manifest from its bytes (scenectl.data.format), or None; its problems added to `problems`."""
+    manifest, found = manifest_problems(data)
+    problems += [_problem(p.kind, f"manifest.json {p.message}") for p in found]
     return manifest
 
 
@@ -299,7 +205,7 @@ def _files_problems(location: str, manifest: dict, net: NetOptions) -> list[dict
     for name, want in manifest.get("files", {}).items():
         if plain_name_problem(name):
             continue
-        where = _join(location, name)
+        where = join(location, name)
         try:
             data = open_stream(where, net, "file").read()
         except FileNotFoundError:
@@ -321,25 +227,11 @@ def _remote_manifest(location: str, net: NetOptions) -> tuple[dict | None, list[
     """The manifest of a remote set (a folder URL or pipe: command prefix) and its problems."""
     problems: list[dict] = []
     try:
-        data = read_remote(_join(location, "manifest.json"), net, "manifest")
+        data = read_remote(join(location, "manifest.json"), net, "manifest")
     except ScenectlError as e:
         problems.append(_problem("manifest", f"manifest.json: {e}"))
         return None, problems
     return _parse_manifest(data, problems), problems
-
-
-def _join(location: str, name: str) -> str:
-    return str(Path(local_path(location)) / name) if is_local(location) else f"{location.rstrip('/')}/{name}"
-
-
-def _expect(manifest: dict, check_hashes: bool) -> _Expect:
-    params = manifest.get("params") or {}
-    task = manifest.get("task", params.get("task", "masked"))
-    required = ("jpg", "cls", "json") if task == "object" else \
-        ("jpg", "mask.png", "cls", "json") + (("object.jpg",) if params.get("with_object") else ())
-    size = params.get("image_size")
-    return _Expect(required, int(size) if size else None, len(manifest["classes"]),
-                   tuple(str(c.get("name")) for c in manifest["classes"]), check_hashes)
 
 
 def _verify_one(args: tuple) -> dict:
@@ -367,11 +259,10 @@ def verify_shards(directory: str | os.PathLike, check_hashes: bool = True, worke
     if manifest is None:
         report["ok"] = False
         return report
-    expect = _expect(manifest, check_hashes)
+    expect = _Expect(SampleSpec.of(manifest), check_hashes)
     if check_hashes:
         problems += _files_problems(spec, manifest, net)
-    jobs = [(_join(spec, s["name"]), s, expect, net) for s in manifest["shards"]
-            if not plain_name_problem(s["name"], ".tar")]
+    jobs = [(join(spec, s["name"]), s, expect, net) for s in usable_shards(manifest)]
     bar = dict(total=len(jobs), desc=f"verify {spec.rstrip('/').rsplit('/', 1)[-1]}", unit="shards",
                disable=not progress)
     if workers > 1 and len(jobs) > 1:
@@ -389,7 +280,7 @@ def verify_shards(directory: str | os.PathLike, check_hashes: bool = True, worke
 def _set_problems(manifest: dict, expect: _Expect, results: list[dict], problems: list[dict]) -> None:
     """Keys across shards and the totals against the manifest's, added to `problems`."""
     seen: dict[str, str] = {}
-    per_class = np.zeros(expect.num_classes, np.int64)
+    per_class = np.zeros(expect.spec.num_classes, np.int64)
     for r in results:
         problems += r["problems"]
         per_class += np.asarray(r["per_class"], np.int64)
@@ -404,7 +295,7 @@ def _set_problems(manifest: dict, expect: _Expect, results: list[dict], problems
         problems.append(_problem("count", f"manifest.json: totals.samples is {totals['samples']}, the shards hold {n}"))
     declared = totals.get("per_class")
     if isinstance(declared, dict) and all(isinstance(v, int) for v in declared.values()) and not problems:
-        for name, got in zip(expect.names, per_class.tolist()):
+        for name, got in zip(expect.spec.names, per_class.tolist()):
             if declared.get(name, 0) != got:
                 problems.append(_problem("count", f"manifest.json: totals.per_class[{name!r}] is "
                                                   f"{declared.get(name, 0)}, the shards hold {got}"))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from kit import write_shards
 
-from scenectl.data.loader import SHARDS_OPEN, _stream_share, make_train_loader, open_shard_set
+from scenectl.data.loader import SHARDS_OPEN, TrainBatches, _stream_share, make_train_loader, open_shard_set
 
 N_CLASSES = 8
 BATCH = 16
@@ -60,8 +60,8 @@ def test_each_batch_is_a_sample_of_the_split(tmp_path, shards, workers, ranks):
     steps = s.num_samples // (BATCH * ranks)  # one epoch, as `scenectl train` sizes it
     labels, keys = [], []
     for rank in range(ranks):
-        for b in make_train_loader(s, steps=steps, batch_size=BATCH, image_size=8, seed=0, epoch=0, rank=rank,
-                                   world_size=ranks, workers=workers):
+        for b in make_train_loader(s, TrainBatches(steps=steps, batch_size=BATCH, image_size=8, seed=0, epoch=0,
+                                                   rank=rank, world_size=ranks, workers=workers)):
             labels.append(b["label"].numpy())
             keys += b["key"]
     assert len(labels) == steps * ranks

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from damaged_sets import KINDS, damage
-from scenectl.data.loader import make_eval_loader, make_train_loader, open_shard_set
+from scenectl.data.loader import TrainBatches, make_eval_loader, make_train_loader, open_shard_set
 from scenectl.errors import ScenectlError
 from kit import write_shards
 
@@ -44,8 +44,8 @@ def _eval(d, skip_corrupt=False, workers=0, **view):
 
 
 def _train(d, skip_corrupt=False, **view):  # 24 samples drawn from a set of 12: every shard is read
-    loader = make_train_loader(open_shard_set(d.path), steps=6, batch_size=4, image_size=16, shuffle_buffer=4,
-                               skip_corrupt=skip_corrupt, **view)
+    loader = make_train_loader(open_shard_set(d.path), TrainBatches(steps=6, batch_size=4, image_size=16,
+                                                                    shuffle_buffer=4, skip_corrupt=skip_corrupt, **view))
     return [k for b in loader for k in b["key"]], loader.skipped
 
 

@@ -14,6 +14,7 @@ import webdataset.writer
 from faultkit import build, cli_args, shard_hashes, subset
 from scenectl.checkpoint import load_checkpoint
 from scenectl.cli import app
+from scenectl.data import format as F
 from scenectl.data import shards as S
 from scenectl.data.loader import open_shard_set
 from scenectl.errors import ScenectlError
@@ -95,7 +96,7 @@ def test_build_disk_full_while_writing_the_manifest(source, reference, tmp_path,
                 raise enospc(tmp)
         real(path, obj)
 
-    monkeypatch.setattr(S, "write_json_atomic", full)
+    monkeypatch.setattr(F, "write_json_atomic", full)  # the format's seal_set writes the manifest
     with pytest.raises(OSError, match="No space left"):
         build(source, out, **OPTS)
     monkeypatch.undo()

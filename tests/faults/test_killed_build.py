@@ -26,10 +26,10 @@ OPTS = {"maxcount": 2, "seed": 3, "shape": "circle"}  # tiny shards: many rename
 # A build that dies (SIGKILL, no cleanup) half-way through writing manifest.json through scenectl.io.atomic_path.
 DIE_IN_MANIFEST = """
 import json, os, signal, sys
-from scenectl.data import shards as S
+from scenectl.data import format as F  # seal_set writes the manifest
 from scenectl.io import atomic_path
 
-real = S.write_json_atomic
+real = F.write_json_atomic
 def dying(path, obj):
     if os.path.basename(str(path)) == "manifest.json":
         data = json.dumps(obj).encode()
@@ -39,7 +39,7 @@ def dying(path, obj):
                 f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
     real(path, obj)
-S.write_json_atomic = dying
+F.write_json_atomic = dying
 from scenectl.cli import main
 sys.argv = ["scenectl", "build-shards", *sys.argv[1:]]
 main()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
+import resource
 import shutil
 import tarfile
 from pathlib import Path
@@ -55,26 +57,31 @@ def _one_line_error(r, text):
 @pytest.mark.parametrize("command", ["train", "eval", "inspect-shards", "export-imagefolder", "object-crops",
                                      "verify-shards"])
 def test_pickles_in_shards_are_never_loaded(evil, real_ckpt, tmp_path, command):
+    """A member the format does not have is refused by the reader (one line naming the shard, exit 2) and reported
+    by verify-shards; it is never decoded, let alone unpickled."""
     s, marker = evil["set"], evil["marker"]
+    refused = "unexpected member 'pyd' (never decoded)"
     if command == "train":
         r = _cli("train", "--shards", s, "--val-shards", s, "--out", tmp_path / "run", "--epochs", "1",
                  "--steps-per-epoch", "1", "--batch-size", "2", "--image-size", "32", "--workers", "0", "--device",
                  "cpu", "--checkpoint-every", "0")
-        assert r.exit_code == 0, r.output
+        _one_line_error(r, refused)
     elif command == "eval":
         r = _cli("eval", "-c", real_ckpt, "--shards", s, "--out", tmp_path / "eval", "--workers", "0", "--device", "cpu")
-        assert r.exit_code == 0 and json.loads((tmp_path / "eval" / "report.json").read_text())["n"] > 0, r.output
+        _one_line_error(r, refused)
+        assert ".tar" in r.output.strip().splitlines()[-1]
     elif command == "inspect-shards":
-        assert _cli("inspect-shards", s, "--out", tmp_path / "sheet.png").exit_code == 0
+        _one_line_error(_cli("inspect-shards", s, "--out", tmp_path / "sheet.png"), refused)
     elif command == "export-imagefolder":
         r = _cli("export-imagefolder", s, tmp_path / "folder")
-        assert r.exit_code == 0, r.output
+        _one_line_error(r, refused)
         assert not list((tmp_path / "folder").rglob("*.pyd")) and not list((tmp_path / "folder").rglob("*.pth"))
     elif command == "object-crops":  # what transfer and distill read from a shard set
         from scenectl.data.imagefolder import make_loader, open_target
+        from scenectl.errors import ScenectlError
 
-        n = sum(len(b["label"]) for b in make_loader(open_target(s), image_size=32, batch_size=8))
-        assert n == json.loads((s / "manifest.json").read_text())["totals"]["samples"]
+        with pytest.raises(ScenectlError, match=re.escape(refused)):
+            list(make_loader(open_target(s), image_size=32, batch_size=8))
     else:
         r = _cli("verify-shards", s, "--json", "--no-progress")
         rep = json.loads(r.stdout)
@@ -179,3 +186,142 @@ def test_crafted_checkpoint_is_refused(evil_ckpt, real_set, coco_sample, tmp_pat
     assert not marker.exists(), f"{command} ran code from a checkpoint"
     torch.load(path, weights_only=False)  # the file does run code when unpickled
     assert marker.exists()
+
+
+
+# --- tar members: one rule for the reader and verify-shards (scenectl.data.format) ------------------------------------
+def _header(name: str, size: int, sparse: bool = False) -> bytes:
+    """A tar header for `name` (bytes beyond UTF-8 kept as they are); `sparse`: a GNU sparse file whose real size
+    field declares `size` bytes and which carries no data (the 512-byte header of issue 23)."""
+    info = tarfile.TarInfo(name)
+    info.size = 0 if sparse else size
+    head = bytearray(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
+    if sparse:
+        head[156:157], head[483:495] = tarfile.GNUTYPE_SPARSE, b"%011o\0" % size
+    head[148:156] = b" " * 8
+    head[148:156] = b"%06o\0 " % sum(head)
+    return bytes(head)
+
+
+def _write_raw(path: Path, members: list[tuple[str, bytes | int]]) -> None:
+    """A tar of (name, data) members; (name, n) with an int: a sparse header declaring n bytes."""
+    out = io.BytesIO()
+    for name, data in members:
+        if isinstance(data, int):
+            out.write(_header(name, data, sparse=True))
+        else:
+            out.write(_header(name, len(data)) + data + b"\0" * (-len(data) % 512))
+    out.write(b"\0" * 1024)
+    path.write_bytes(out.getvalue())
+
+
+def _edit_shard(folder: Path, edit) -> None:
+    """Shard 1 rewritten as `edit([(name, bytes)]) -> members`, the manifest's sha256 following (a tampered set
+    that is internally consistent: only the member rules can catch it)."""
+    from scenectl.data.coco import file_sha256
+
+    path = folder / "shard-000001.tar"
+    _write_raw(path, edit([(m.name, d) for m, d in tar_members(path)]))
+    m = json.loads((folder / "manifest.json").read_text())
+    next(s for s in m["shards"] if s["name"] == path.name)["sha256"] = file_sha256(path)
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def _first_sample_member(suffix: str, new):
+    """Edit: the first sample's member `suffix` gets new(key, old bytes) (json given as a dict)."""
+    def edit(members):
+        key = members[0][0].split(".", 1)[0]
+        out = []
+        for name, data in members:
+            if name == f"{key}.{suffix}":
+                data = new(key, json.loads(data) if suffix == "json" else data)
+                data = json.dumps(data).encode() if isinstance(data, dict) else data
+            out.append((name, data))
+        return out
+    return edit
+
+
+def _big_jpeg_header(key, data):
+    """The jpg's SOF marker patched to declare 20000 x 20000 pixels (the bytes after it stay a 32 x 32 image's)."""
+    at = data.index(b"\xff\xc0") + 5
+    return data[:at] + (20000).to_bytes(2, "big") * 2 + data[at + 4:]
+
+
+def _gzipped(folder: Path) -> None:
+    import gzip
+
+    from scenectl.data.coco import file_sha256
+
+    path = folder / "shard-000001.tar"
+    path.write_bytes(gzip.compress(path.read_bytes()))
+    m = json.loads((folder / "manifest.json").read_text())
+    next(s for s in m["shards"] if s["name"] == path.name)["sha256"] = file_sha256(path)
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def _insert(extra):
+    return lambda members: members[:4] + extra(members[0][0].split(".", 1)[0]) + members[4:]
+
+
+# class -> (damage of the copied set, the reader's one-line message, verify-shards' problem kind)
+TAR_MEMBERS = {
+    "gzipped shard": (_gzipped, "not a plain POSIX tar", "unreadable"),
+    "GNU sparse header declaring 3 GB": (lambda d: _edit_shard(d, _insert(lambda k: [(f"{k}.object.jpg", 3 << 30)])),
+                                         "is not a regular file (type b'S')", "unsafe_member"),
+    "member larger than the size cap": (
+        lambda d: _edit_shard(d, _first_sample_member("json", lambda k, meta: {**meta, "pad": "x" * (2 << 20)})),
+        "more than the", "too_large"),
+    "image header declaring 20000 x 20000": (lambda d: _edit_shard(d, _first_sample_member("jpg", _big_jpeg_header)),
+                                             "not the manifest's image_size 32",
+                                             "bad_value"),
+    "non-UTF-8 member name": (lambda d: _edit_shard(d, _insert(lambda k: [(f"{k}.jp\udcffg", b"x")])),
+                              "has a name that is not UTF-8", "bad_name"),
+    "cls ' 1_0\\n'": (lambda d: _edit_shard(d, _first_sample_member("cls", lambda k, v: b" 1_0\n")),
+                      "member 'cls' is not an ASCII integer", "undecodable"),
+    "visible_categories [-1]": (
+        lambda d: _edit_shard(d, _first_sample_member("json", lambda k, meta: {**meta, "visible_categories": [-1]})),
+        "visible_categories [-1] are not class indices", "bad_value"),
+    "visible_categories out of range": (
+        lambda d: _edit_shard(d, _first_sample_member("json", lambda k, meta: {**meta, "visible_categories": [12]})),
+        "visible_categories [12] are not class indices", "bad_value"),
+}
+
+
+@pytest.fixture(scope="module")
+def twelve_classes(tmp_path_factory) -> Path:
+    """A set of 12 classes (so that cls 10 would be a valid index), 3 shards of 8 samples, 32 px."""
+    from kit import write_shards
+
+    classes = [{"index": i, "coco_id": i + 1, "name": f"c{i}"} for i in range(12)]
+    labels = [10] * 8 + [i % 12 for i in range(16)]
+    folder = write_shards(tmp_path_factory.mktemp("twelve") / "set", size=32, classes=classes, labels=labels)
+    m = json.loads((folder / "manifest.json").read_text())  # the totals a build writes (inspect-shards shows them)
+    per_class = {c["name"]: labels.count(c["index"]) for c in classes}
+    m["totals"].update(shards=3, images=24, instances=24, per_class=per_class,
+                       area_fraction_histogram={"edges": [0.0, 0.5, 1.0], "counts": [24, 0]})
+    m["skipped"] = {"crowd": 0}
+    (folder / "manifest.json").write_text(json.dumps(m))
+    return folder
+
+
+def test_the_twelve_class_set_is_read_whole(twelve_classes, tmp_path):
+    """The control of the member tests below: untouched, the set reads and verifies."""
+    assert _cli("inspect-shards", twelve_classes, "--out", tmp_path / "sheet.png").exit_code == 0
+    assert _cli("verify-shards", twelve_classes, "--no-progress").exit_code == 0
+
+
+@pytest.mark.parametrize("damage", list(TAR_MEMBERS))
+def test_tar_members_are_refused_by_the_reader_and_verify(twelve_classes, tmp_path, damage):
+    """Each hostile member class: the reader stops with one line naming the shard (exit 2), before decoding or
+    allocating what the member declares; verify-shards reports the same rule's problem for that shard."""
+    spoil, message, kind = TAR_MEMBERS[damage]
+    d = shutil.copytree(twelve_classes, tmp_path / "set")
+    spoil(d)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    r = _cli("inspect-shards", d, "--out", tmp_path / "sheet.png")
+    _one_line_error(r, message)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200 << 10  # nothing declared was allocated
+    assert "shard-000001.tar" in r.output.strip().splitlines()[-1]
+    rep = json.loads(_cli("verify-shards", d, "--json", "--no-progress").stdout)
+    assert not rep["ok"] and any(p["kind"] == kind and p["shard"] == "shard-000001.tar" for p in rep["problems"]), \
+        rep["problems"]
