@@ -34,7 +34,7 @@ from scenectl.checkpoint import Checkpoint, read_checkpoint
 from scenectl.data.coco import classes_match
 from scenectl.config import DistillConfig, check, resolve_schedule
 from scenectl.data.imagefolder import Epoch, Target, make_loader
-from scenectl.data.loader import REBUILD_HINT, Loader, make_eval_loader, open_shard_set
+from scenectl.data.loader import REBUILD_HINT, EvalBatches, Loader, make_eval_loader, open_shard_set
 from scenectl.devices import parse_device
 from scenectl.engine import LossFn, Run, cross_entropy, fit_experiment, param_groups
 from scenectl.errors import ScenectlError
@@ -105,8 +105,8 @@ def data_stream(cfg: DistillConfig, target: Target, *, epoch: int | None = None,
     size (batch key SCENE). view "scene": the teacher's own view of every sample once (its reference score)."""
     loop = cfg.loop
     if view == "scene":
-        return make_eval_loader(target.shards, image_size=teacher.image_size, batch_size=loop.batch_size,
-                                workers=loop.workers, mask_channel=teacher.mask_channel)
+        return make_eval_loader(target.shards, EvalBatches(image_size=teacher.image_size, batch_size=loop.batch_size,
+                                                           workers=loop.workers, mask_channel=teacher.mask_channel))
     return make_loader(target, image_size=cfg.data.image_size, batch_size=loop.batch_size, workers=loop.workers,
                        epoch=None if epoch is None else Epoch(loop.seed, epoch, loop.steps_per_epoch, start),
                        scene_size=teacher.image_size if teacher else None,

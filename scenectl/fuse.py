@@ -32,7 +32,7 @@ from scenectl.checkpoint import Checkpoint, read_checkpoint
 from scenectl.config import FuseConfig
 from scenectl.data.coco import classes_match
 from scenectl.data.cooccurrence import Cooccurrence
-from scenectl.data.loader import ShardSet, make_eval_loader, open_shard_set
+from scenectl.data.loader import EvalBatches, ShardSet, make_eval_loader, open_shard_set
 from scenectl.data.remote import NetOptions
 from scenectl.data.transforms import batch_to_device
 from scenectl.devices import parse_device
@@ -120,8 +120,8 @@ def paired_batches(s: ShardSet, obj: Checkpoint, ctx: Checkpoint, cfg: FuseConfi
     """Every sample of `s` once, in order, as (object crops (B, 3, H, W) at the object model's size, masked scenes
     (B, C, H', W') as the context model was trained, both model input on `device`, the batch); the one place fuse
     asks the shard reader."""
-    loader = make_eval_loader(s, view="object", image_size=obj.image_size, batch_size=cfg.batch_size,
-                              workers=cfg.workers, scene_size=ctx.image_size, scene_mask=ctx.mask_channel)
+    loader = make_eval_loader(s, EvalBatches(view="object", image_size=obj.image_size, batch_size=cfg.batch_size,
+                                             workers=cfg.workers, scene_size=ctx.image_size, scene_mask=ctx.mask_channel))
     for batch in loader:
         b = batch_to_device(batch, device)
         yield b["input"], b["scene_input"], batch

@@ -51,7 +51,8 @@ def masked_sample(dec, obj: np.ndarray, params: dict, seed, base: np.ndarray | N
     in upright full-resolution pixels -> (masked scene (S, S, 3) uint8 after the JPEG round trip, mask (S, S) uint8
     255 = hidden, hidden share of the image). `seed`: numpy seed (an int or a sequence) of noise / blur fills;
     `base`: the unmasked letterboxed scene when the caller made it once for several regions of one image."""
-    from scenectl.data.shards import SceneView, encode_jpeg, mask_scene
+    from scenectl.data.format import encode_jpeg
+    from scenectl.data.shards import SceneView, mask_scene
 
     region, box = masks.hidden_region(obj, params["shape"], int(params["margin"]))  # (H, W) bool, contains obj
     lb = masks.Letterbox(*dec.size, int(params["image_size"]))

@@ -177,11 +177,11 @@ def set_names(specs: list[str]) -> list[str]:
 def eval_loader(shard_set, ckpt: Checkpoint, cfg: EvalConfig, device: torch.device | None = None):
     """The shard set as batches shaped for this checkpoint's model (image size, mask channel as in training); on a
     CUDA `device` the JPEGs are decoded per batch there (transforms.batch_to_device)."""
-    from scenectl.data.loader import make_eval_loader
+    from scenectl.data.loader import EvalBatches, make_eval_loader
 
-    return make_eval_loader(shard_set, image_size=ckpt.image_size, mask_channel=ckpt.mask_channel,
-                            batch_size=cfg.batch_size, workers=cfg.workers,
-                            defer_jpeg=device is not None and device.type == "cuda")
+    return make_eval_loader(shard_set, EvalBatches(image_size=ckpt.image_size, mask_channel=ckpt.mask_channel,
+                                                   batch_size=cfg.batch_size, workers=cfg.workers,
+                                                   defer_jpeg=device is not None and device.type == "cuda"))
 
 
 def run_sets(cfg: EvalConfig, ckpt: Checkpoint, model: torch.nn.Module, shard_sets: list,

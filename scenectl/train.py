@@ -24,8 +24,8 @@ from scenectl import distributed as D
 from scenectl.checkpoint import BuildParams, TrainingShards
 from scenectl.data.coco import classes_match
 from scenectl.config import TrainConfig, check, resolve_schedule
-from scenectl.data.loader import Augment, Loader, ShardSet, SkipCounter, TrainBatches, make_eval_loader, \
-    make_train_loader, open_shard_set
+from scenectl.data.loader import (Augment, EvalBatches, Loader, ShardSet, SkipCounter, TrainBatches, make_eval_loader,
+                                  make_train_loader, open_shard_set)
 from scenectl.data.transforms import make_hole_only
 from scenectl.engine import Run, cross_entropy, decay_groups, fit, require_tensorboard
 from scenectl.errors import ScenectlError
@@ -67,9 +67,9 @@ def data_stream(cfg: TrainConfig, shards: ShardSet, dev: D.DistInfo, counter: Sk
     d, loop, a = cfg.data, cfg.loop, cfg.augmentation
     gpu = dev.device.type == "cuda"  # JPEGs decoded per batch on the GPU (transforms.batch_to_device)
     if epoch is None:
-        return make_eval_loader(shards, image_size=d.image_size, batch_size=loop.batch_size, workers=loop.workers,
-                                mask_channel=cfg.mask_channel, skip_corrupt=d.skip_corrupt, rank=dev.rank,
-                                world_size=dev.world_size, counter=counter, defer_jpeg=gpu)
+        return make_eval_loader(shards, EvalBatches(
+            image_size=d.image_size, batch_size=loop.batch_size, workers=loop.workers, mask_channel=cfg.mask_channel,
+            skip_corrupt=d.skip_corrupt, rank=dev.rank, world_size=dev.world_size, counter=counter, defer_jpeg=gpu))
     return make_train_loader(
         shards, TrainBatches(steps=loop.steps_per_epoch, batch_size=loop.batch_size, image_size=d.image_size,
         mask_channel=cfg.mask_channel, augment=Augment(a.min_scale, a.flip, a.jitter, a.augment), seed=loop.seed,

@@ -28,14 +28,12 @@ COMMANDS = ("scenectl.train", "scenectl.evaluate", "scenectl.compare", "scenectl
             "scenectl.data.export", "scenectl.rescore")
 CHAINS = {"scenectl.quickstart": COMMANDS,  # sample -> build-shards -> train -> eval in one command
           "scenectl.data.shards": ("scenectl.data.synthetic",)}  # build-shards without COCO runs `sample` first
-# build-shards' sample encoders and masking steps, shared with build-ooc and scenectl.hiding, still live in data/shards.py:
-# helper "format" moves them into the one shard-format module; the lead empties this list when that branch lands.
-COMMANDS_PENDING = ("scenectl/data/ooc.py imports scenectl.data.shards",)
+# Command-to-command imports still being removed (empty: none).
+COMMANDS_PENDING: tuple[str, ...] = ()
 
 MAX_PARAMETERS = 8
-# Functions over the cap in files other helpers rewrite (the lead empties this list when their branches land):
-# "format" (the shard reader and writer), "options" (the hand-written Typer signatures, generated from configs).
-PARAMETERS_PENDING = ("scenectl/data/loader.py make_eval_loader",)
+# Functions over the cap still being reworked (empty: none).
+PARAMETERS_PENDING: tuple[str, ...] = ()
 
 
 def _modules(folder: Path) -> list[tuple[Path, ast.Module]]:

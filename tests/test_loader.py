@@ -15,6 +15,7 @@ from PIL import Image
 
 from scenectl.data.loader import (
     Augment,
+    EvalBatches,
     TrainBatches,
     decode_sample,
     make_eval_loader,
@@ -170,7 +171,7 @@ def _keys(loader) -> list[list[str]]:
 
 def test_eval_loader_every_sample_once(shardset_dir):
     s = open_shard_set(shardset_dir)
-    batches = list(make_eval_loader(s, image_size=16, batch_size=5))
+    batches = list(make_eval_loader(s, EvalBatches(image_size=16, batch_size=5)))
     keys = [k for b in batches for k in b["key"]]
     assert len(keys) == 24 and len(set(keys)) == 24
     b = batches[0]
@@ -179,7 +180,7 @@ def test_eval_loader_every_sample_once(shardset_dir):
     assert len(b["visible"]) == 5 and isinstance(b["meta"][0], dict)
     # DDP: ranks split the shards (3 shards, 2 ranks) or the samples (3 shards, 4 ranks); together exactly once
     for world in (2, 4):
-        per_rank = [[k for b in make_eval_loader(s, image_size=16, batch_size=8, rank=r, world_size=world)
+        per_rank = [[k for b in make_eval_loader(s, EvalBatches(image_size=16, batch_size=8, rank=r, world_size=world))
                      for k in b["key"]] for r in range(world)]
         assert sorted(sum(per_rank, [])) == sorted(keys)
 
@@ -216,8 +217,8 @@ def test_truncated_shard_error_or_skip(tmp_path, shardset_dir):
     tar.write_bytes(tar.read_bytes()[:3000])
     s = open_shard_set(bad)
     with pytest.raises(ScenectlError, match="shard-000001.tar"):
-        list(make_eval_loader(s, image_size=16, batch_size=4))
-    loader = make_eval_loader(s, image_size=16, batch_size=4, skip_corrupt=True)
+        list(make_eval_loader(s, EvalBatches(image_size=16, batch_size=4)))
+    loader = make_eval_loader(s, EvalBatches(image_size=16, batch_size=4, skip_corrupt=True))
     keys = [k for b in loader for k in b["key"]]
     assert loader.skipped >= 1 and 16 <= len(keys) < 24
 
@@ -232,8 +233,8 @@ def test_shard_cut_at_a_member_boundary_is_noticed(tmp_path, shardset_dir):
     tar.write_bytes(tar.read_bytes()[:end])
     s = open_shard_set(bad)
     with pytest.raises(ScenectlError, match=r"shard-000002.tar gave 3 samples where its manifest lists 8"):
-        list(make_eval_loader(s, image_size=16, batch_size=4))
-    loader = make_eval_loader(s, image_size=16, batch_size=4, skip_corrupt=True)
+        list(make_eval_loader(s, EvalBatches(image_size=16, batch_size=4)))
+    loader = make_eval_loader(s, EvalBatches(image_size=16, batch_size=4, skip_corrupt=True))
     assert sum(len(b["key"]) for b in loader) == 19 and loader.skipped == 1
 
 
@@ -241,7 +242,7 @@ def test_pipe_spec_reads_manifest_through_the_same_command(shardset_dir):
     s = open_shard_set(f"pipe:cat {shardset_dir}/shard-{{000000..000001}}.tar")
     assert s.urls[0] == f"pipe:cat {shardset_dir}/shard-000000.tar" and s.num_samples == 16
     assert s.cooccurrence().n_images == 24  # cooccurrence.h5 fetched with `cat` too
-    keys = [k for b in make_eval_loader(s, image_size=16, batch_size=8) for k in b["key"]]
+    keys = [k for b in make_eval_loader(s, EvalBatches(image_size=16, batch_size=8)) for k in b["key"]]
     assert len(keys) == 16
 
 
@@ -296,31 +297,31 @@ def object_sets(tmp_path_factory) -> dict[str, Path]:
 
 def test_object_view_with_and_without_the_scene(object_sets):
     s = open_shard_set(object_sets["with_object"])
-    b = next(iter(make_eval_loader(s, view="object", image_size=20, batch_size=5)))
+    b = next(iter(make_eval_loader(s, EvalBatches(view="object", image_size=20, batch_size=5))))
     assert b["input"].shape == (5, 3, 20, 20) and "scene_input" not in b and len(b["url"]) == 5
-    b = next(iter(make_eval_loader(s, view="object", image_size=20, batch_size=5, scene_size=16, scene_mask=True)))
+    b = next(iter(make_eval_loader(s, EvalBatches(view="object", image_size=20, batch_size=5, scene_size=16, scene_mask=True))))
     assert b["input"].shape == (5, 3, 20, 20) and b["scene_input"].shape == (5, 3, 16, 16)
     assert batch_to_device(b, torch.device("cpu"))["scene_input"].shape == (5, 4, 16, 16)  # + the mask channel
-    scene = next(iter(make_eval_loader(s, image_size=16, batch_size=5)))
+    scene = next(iter(make_eval_loader(s, EvalBatches(image_size=16, batch_size=5))))
     assert torch.equal(b["scene_input"], scene["input"]) and b["key"] == scene["key"]  # the same samples, in order
     assert torch.equal(b["scene_input_mask"], scene["input_mask"])
-    b = next(iter(make_eval_loader(s, view="object", image_size=20, batch_size=5, scene_size=16, scene_mask=False)))
+    b = next(iter(make_eval_loader(s, EvalBatches(view="object", image_size=20, batch_size=5, scene_size=16, scene_mask=False))))
     assert "scene_input_mask" not in b and batch_to_device(b, torch.device("cpu"))["scene_input"].shape == (5, 3, 16, 16)
     t = open_shard_set(object_sets["task_object"])
-    keys = [k for b in make_eval_loader(t, view="object", image_size=20, batch_size=5) for k in b["key"]]
-    assert keys == [k for b in make_eval_loader(s, view="object", image_size=20, batch_size=5) for k in b["key"]]
+    keys = [k for b in make_eval_loader(t, EvalBatches(view="object", image_size=20, batch_size=5)) for k in b["key"]]
+    assert keys == [k for b in make_eval_loader(s, EvalBatches(view="object", image_size=20, batch_size=5)) for k in b["key"]]
 
 
 def test_views_refuse_sets_that_lack_them(object_sets, shardset_dir):
     plain, task = open_shard_set(shardset_dir), open_shard_set(object_sets["task_object"])
     with pytest.raises(ScenectlError, match="no object crops.*--with-object"):
-        make_eval_loader(plain, view="object", image_size=16, batch_size=4)
+        make_eval_loader(plain, EvalBatches(view="object", image_size=16, batch_size=4))
     with pytest.raises(ScenectlError, match="--task object"):
         make_train_loader(task, TrainBatches(steps=1, batch_size=4, image_size=16))
     with pytest.raises(ScenectlError, match="--task object"):
-        make_eval_loader(task, view="object", image_size=16, batch_size=4, scene_size=16)
+        make_eval_loader(task, EvalBatches(view="object", image_size=16, batch_size=4, scene_size=16))
     with pytest.raises(ValueError, match="unknown view"):
-        make_eval_loader(plain, view="crop", image_size=16, batch_size=4)
+        make_eval_loader(plain, EvalBatches(view="crop", image_size=16, batch_size=4))
 
 
 def test_object_view_train_stream_is_the_scene_streams(object_sets):
@@ -339,7 +340,7 @@ def test_object_view_train_stream_is_the_scene_streams(object_sets):
 def test_eval_workers_split_the_shards(shardset_dir):
     """Each DataLoader worker reads its own shards: no batch mixes the shards of two workers."""
     s = open_shard_set(shardset_dir)  # 3 shards of 8
-    batches = list(make_eval_loader(s, image_size=16, batch_size=16, workers=2))
+    batches = list(make_eval_loader(s, EvalBatches(image_size=16, batch_size=16, workers=2)))
     keys = [k for b in batches for k in b["key"]]
     assert len(keys) == 24 and len(set(keys)) == 24
     names = [{u.rsplit("/", 1)[-1] for u in b["url"]} for b in batches]

@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from scenectl.cli import app
-from scenectl.data.loader import TrainBatches, make_eval_loader, make_train_loader, open_shard_set, raw_samples
+from scenectl.data.loader import (EvalBatches, TrainBatches, make_eval_loader, make_train_loader, open_shard_set,
+                                  raw_samples)
 from scenectl.data.remote import NetOptions, RemoteError, net_options, open_stream, read_remote
 from scenectl.errors import ScenectlError
 from kit import write_shards
@@ -250,8 +251,8 @@ def test_eval_and_train_loaders_read_what_the_local_copy_gives(sets, serve):
     local = open_shard_set(sets / "train")
     a, b = remote.cooccurrence(), local.cooccurrence()
     assert a.names == b.names and (a.cooccurrence == b.cooccurrence).all() and a.n_images == b.n_images == 48
-    assert _keys(make_eval_loader(remote, image_size=16, batch_size=8)) == \
-        _keys(make_eval_loader(local, image_size=16, batch_size=8))
+    assert _keys(make_eval_loader(remote, EvalBatches(image_size=16, batch_size=8))) == \
+        _keys(make_eval_loader(local, EvalBatches(image_size=16, batch_size=8)))
     kw = dict(steps=6, batch_size=4, image_size=16, seed=3, shuffle_buffer=8)
     assert _keys(make_train_loader(remote, TrainBatches(**kw))) == _keys(make_train_loader(local, TrainBatches(**kw)))
     assert {n for n, _, s in faults.log if s == 206} >= set(names) - {"shard-000002.tar"}  # resumed, not re-read
@@ -261,9 +262,9 @@ def test_a_missing_remote_shard_fails_in_one_line_or_is_skipped_and_counted(sets
     base = serve(sets, Faults(gone=[SHARD]))
     s = open_shard_set(f"{base}/train/", FAST)
     with pytest.raises(ScenectlError) as e:
-        list(make_eval_loader(s, image_size=16, batch_size=8))
+        list(make_eval_loader(s, EvalBatches(image_size=16, batch_size=8)))
     assert str(e.value) == f"cannot read shard {base}/train/{SHARD}: HTTP 404 Not Found (attempt 1; not retried)"
-    loader = make_eval_loader(s, image_size=16, batch_size=8, skip_corrupt=True)
+    loader = make_eval_loader(s, EvalBatches(image_size=16, batch_size=8, skip_corrupt=True))
     assert sum(len(b["key"]) for b in loader) == 32 and loader.skipped == 1
 
 

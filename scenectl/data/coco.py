@@ -59,7 +59,7 @@ def load_coco(path: str | os.PathLike) -> COCO:
     inconsistent file, before anything is written, so that no worker meets an inconsistent record later.
     """
     path = Path(path)
-    data = read_json(path, "annotation file", limit=ANNOTATION_BYTES)
+    data = read_json(path, "annotation file", expect=None, limit=ANNOTATION_BYTES)  # its own message below
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
         raise ScenectlError(f"annotation file {path} is not COCO instance format (needs lists 'images', 'annotations', 'categories')")
     problems = integrity_problems(data)

@@ -35,6 +35,7 @@ from scenectl.io import parse_json, write_json_atomic
 FORMAT = "scenectl-shards/1"
 TASKS = ("masked", "object", "ooc")  # a manifest's `task`: build-shards' two, build-ooc's
 MEMBERS = ("jpg", "mask.png", "cls", "json", "object.jpg")  # the only members a sample may hold (and that are decoded)
+JPEG_QUALITY = 90  # jpg and object.jpg; mask.png is lossless
 IMAGE_MEMBERS = ("jpg", "mask.png", "object.jpg")
 SHARD_PATTERN = "shard-%06d.tar"  # ShardWriter pattern of a whole build (a part's: SetNames.pattern)
 MANIFEST, PROGRESS, CONFIG = "manifest.json", "progress.json", "config.json"
@@ -119,6 +120,24 @@ class Problem:
     message: str
     sample: str | None = None
     member: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Member encodings (build-shards, build-ooc, and scenectl.hiding's JPEG round trip)
+
+
+def encode_jpeg(arr: np.ndarray) -> bytes:
+    """An (H, W, 3) uint8 image as the `jpg` / `object.jpg` member."""
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def encode_png(arr: np.ndarray) -> bytes:
+    """An (H, W) uint8 mask (255 = hidden) as the `mask.png` member."""
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG", compress_level=1)  # 2-3x faster than the default 6; masks stay ~0.5 kB
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------------------------

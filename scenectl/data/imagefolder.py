@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from scenectl.data.loader import (Loader, ShardSet, TrainBatches, collate, ignore_stop_signals, make_eval_loader,
-                                  make_train_loader, open_shard_set)
+from scenectl.data.loader import (EvalBatches, Loader, ShardSet, TrainBatches, collate, ignore_stop_signals,
+                                  make_eval_loader, make_train_loader, open_shard_set)
 from scenectl.data.remote import NetOptions
 from scenectl.data.transforms import Augment, letterbox_input
 from scenectl.errors import ScenectlError
@@ -163,7 +163,7 @@ def make_loader(target: Target, *, image_size: int, batch_size: int, workers: in
         kw = dict(view="object", image_size=image_size, batch_size=batch_size, workers=workers,
                   scene_size=scene_size, scene_mask=scene_mask)
         if epoch is None:
-            return make_eval_loader(target.shards, **kw)
+            return make_eval_loader(target.shards, EvalBatches(**kw))
         return make_train_loader(target.shards, TrainBatches(steps=epoch.steps, seed=epoch.seed, epoch=epoch.index,
                                                              start_step=epoch.start, **kw))
     if scene_size:

@@ -797,14 +797,33 @@ def make_train_loader(shards: ShardSet, batches: TrainBatches) -> Loader:
     return Loader(dl, b.steps - b.start_step, counter)
 
 
-def make_eval_loader(shards: ShardSet, *, view: str = "scene", image_size: int, batch_size: int, workers: int = 0,
-                     mask_channel: bool = True, skip_corrupt: bool = False, rank: int = 0, world_size: int = 1,
-                     counter: SkipCounter | None = None, scene_size: int | None = None,
-                     scene_mask: bool = True, defer_jpeg: bool = False) -> Loader:
-    """Every sample of `view` once (this rank's share under DDP), not augmented, in shard order."""
-    counter = counter or SkipCounter()
-    v = make_view(shards, view, image_size, mask_channel, None, scene_size, scene_mask, defer_jpeg)
-    pipeline, n_urls = _eval_pipeline(shards, v, batch_size, rank, world_size, Handler(skip_corrupt, counter))
-    dl = DataLoader(pipeline, batch_size=None, num_workers=min(workers, max(1, n_urls)),
+@dataclass
+class EvalBatches:
+    """What `make_eval_loader` yields: every sample of `view` once (this rank's share under DDP), in batches of
+    `batch_size`, not augmented, in shard order."""
+
+    batch_size: int
+    image_size: int
+    # the view (make_view), as in TrainBatches
+    view: str = "scene"
+    mask_channel: bool = True
+    scene_size: int | None = None
+    scene_mask: bool = True
+    defer_jpeg: bool = False
+    # this rank of world_size (DDP)
+    rank: int = 0
+    world_size: int = 1
+    # the reading: DataLoader workers, corrupt samples skipped (and counted in `counter`) or an error
+    workers: int = 0
+    skip_corrupt: bool = False
+    counter: SkipCounter | None = None
+
+
+def make_eval_loader(shards: ShardSet, b: EvalBatches) -> Loader:
+    """The batches `b` describes over `shards`."""
+    counter = b.counter or SkipCounter()
+    v = make_view(shards, b.view, b.image_size, b.mask_channel, None, b.scene_size, b.scene_mask, b.defer_jpeg)
+    pipeline, n_urls = _eval_pipeline(shards, v, b.batch_size, b.rank, b.world_size, Handler(b.skip_corrupt, counter))
+    dl = DataLoader(pipeline, batch_size=None, num_workers=min(b.workers, max(1, n_urls)),
                     pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals, collate_fn=as_is)
-    return Loader(dl, None, counter, unique_keys=True, skip_corrupt=skip_corrupt)
+    return Loader(dl, None, counter, unique_keys=True, skip_corrupt=b.skip_corrupt)

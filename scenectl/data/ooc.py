@@ -41,10 +41,9 @@ from scenectl.data.coco import (BadImage, ClassTable, classes_match, decode_mask
                                 split_paths)
 from scenectl.data.configs import OOCConfig
 from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
-from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardSink, SinkTarget, parse_manifest,
-                                  seal_set)
+from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardSink, SinkTarget, encode_jpeg, encode_png,
+                                  parse_manifest, seal_set)
 from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
-from scenectl.data.shards import encode_jpeg, encode_png
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
 from scenectl.io import write_json_atomic

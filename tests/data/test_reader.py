@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from damaged_sets import KINDS, damage
-from scenectl.data.loader import TrainBatches, make_eval_loader, make_train_loader, open_shard_set
+from scenectl.data.loader import EvalBatches, TrainBatches, make_eval_loader, make_train_loader, open_shard_set
 from scenectl.errors import ScenectlError
 from kit import write_shards
 
@@ -38,8 +38,8 @@ def damaged(source, tmp_path_factory):
 
 
 def _eval(d, skip_corrupt=False, workers=0, **view):
-    loader = make_eval_loader(open_shard_set(d.path), image_size=16, batch_size=5, workers=workers,
-                              skip_corrupt=skip_corrupt, **view)
+    loader = make_eval_loader(open_shard_set(d.path), EvalBatches(image_size=16, batch_size=5, workers=workers,
+                              skip_corrupt=skip_corrupt, **view))
     return [k for b in loader for k in b["key"]], loader.skipped
 
 
