@@ -178,6 +178,7 @@ def _tars(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("shard-*.tar"))}
 
 
+@pytest.mark.slow
 def test_build_shards_config_rebuilds_the_same_bytes_and_flags_override(inputs, tmp_path):
     first = tmp_path / "first"
     r = invoke("build-shards", "--coco-root", inputs["scenes"], "--split", "val2017", "--out", first, "--workers",
@@ -207,6 +208,7 @@ def _report(folder: Path) -> dict:
     return strip(json.loads((folder / "report.json").read_text()))
 
 
+@pytest.mark.slow
 def test_eval_config_reproduces_the_report(inputs, tmp_path):
     first = tmp_path / "first"
     r = invoke("eval", "-c", inputs["ctx"], "--shards", inputs["val"], "--out", first, "--device", "cpu",
@@ -220,6 +222,7 @@ def test_eval_config_reproduces_the_report(inputs, tmp_path):
     assert (recorded["seed"], recorded["topk"], recorded["out"], recorded["overwrite"]) == (5, [3], str(again), False)
 
 
+@pytest.mark.slow
 def test_a_pipe_command_in_a_config_file_is_not_run(inputs, tmp_path):
     made = tmp_path / "ran"
     command = f"pipe:touch {made}; cat {inputs['val']}/shard-000000.tar"

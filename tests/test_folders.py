@@ -122,6 +122,7 @@ def test_parts_lock_separately(tmp_path):
             assert {p.name for p in (tmp_path / "s").iterdir()} >= {LOCK + ".part-0-of-2", LOCK + ".part-1-of-2"}
 
 
+@pytest.mark.slow
 def test_a_part_build_and_a_whole_build_of_one_folder_exclude_each_other(tmp_path):
     out = tmp_path / "s"
     with claim(out, "shards", lock=".part-0-of-2"):

@@ -49,6 +49,7 @@ def test_a_hole_only_model_ignores_the_scene():
         assert not torch.allclose(model(xa), model(model_input(a, other)))  # ... and does see the hole
 
 
+@pytest.mark.slow
 def test_train_hole_only_records_it_and_eval_builds_the_same_model(tmp_path):
     shards = {s: write_shards(tmp_path / s, n=8, per_shard=8, size=32, seed=i) for i, s in enumerate(("t", "v"))}
     base = dict(shards=str(shards["t"]), val_shards=str(shards["v"]), arch="resnet18", epochs=1, steps_per_epoch=1,

@@ -95,6 +95,7 @@ def test_confusion_per_class_and_heatmap_fit_80_classes(tmp_path):
     _only(drawn)
 
 
+@pytest.mark.slow
 def test_beyond_max_classes_the_largest_are_shown_and_the_title_says_so(tmp_path):
     n = plots.MAX_CLASSES + 20
     names = [f"class {i}" for i in range(n)]
@@ -229,6 +230,7 @@ def test_every_figure_a_command_draws_is_readable(synthetic_shards, synthetic_sc
 
 
 # --- the contact sheet ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_contact_sheet_draws_across_images_with_its_seed(synthetic_shards, tmp_path):
     val = synthetic_shards["val"]
     image_of = {raw["__key__"]: json.loads(raw["json"])["image_id"] for raw in raw_samples(open_shard_set(val))}

@@ -141,6 +141,7 @@ def test_weight_zero_reproduces_the_detector_and_cocoeval_agrees(setup, tmp_path
 GRID2 = ("--relabel", "2", "--seed", "3", "--weight", "0", "--weight", "1.5")
 
 
+@pytest.mark.slow
 def test_calibration_split_and_rescored_file(setup, tmp_path):
     """w is chosen on the calibration images; AP before/after is COCOeval's on the other part, of the input and of
     rescored.json; the split is seeded and recorded; --relabel adds K rows per box."""

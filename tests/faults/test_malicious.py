@@ -304,6 +304,7 @@ def twelve_classes(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_the_twelve_class_set_is_read_whole(twelve_classes, tmp_path):
     """The control of the member tests below: untouched, the set reads and verifies."""
     assert _cli("inspect-shards", twelve_classes, "--out", tmp_path / "sheet.png").exit_code == 0
