@@ -158,6 +158,7 @@ def _race_worker(args):
     results.put((pair, outcomes))
 
 
+@pytest.mark.slow
 def test_two_writers_racing_for_one_folder_never_both_take_it(tmp_path):
     """200 synchronised trials (2 pairs of processes x 100 folders), each folder carrying a dead writer's record:
     in each, at most one process holds the folder at a time, and none crashes."""

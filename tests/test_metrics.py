@@ -339,6 +339,7 @@ def _coverage(correlated: bool, by_image: bool, draws: int = 200, p: float = 0.6
     return covered / draws
 
 
+@pytest.mark.slow
 def test_image_bootstrap_covers_the_true_accuracy():
     assert 0.90 <= _coverage(correlated=False, by_image=True) <= 0.99
     assert 0.90 <= _coverage(correlated=True, by_image=True) <= 0.99

@@ -132,6 +132,7 @@ def test_tensorboard_missing_is_a_clear_error(tiny, tmp_path):
     assert not (tmp_path / "tb").exists()  # refused before the run folder was created
 
 
+@pytest.mark.slow
 def test_truncated_training_shard_error_or_skip(tiny, tmp_path):
     bad = shutil.copytree(tiny["train"], tmp_path / "bad")
     for tar in bad.glob("*.tar"):  # every shard cut short: nothing but corrupt data
@@ -354,6 +355,7 @@ def test_coco_train_killed_and_resumed(coco_shards, tmp_path, arch):
 
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_last_pt_whose_position_is_malformed(tiny, tmp_path):
     out = tmp_path / "run"
     train(_cfg(tiny, out, epochs=1, steps_per_epoch=1))
