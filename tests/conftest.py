@@ -9,6 +9,10 @@ layout, so a fresh clone runs the same tests), and small synthetic scenes and sh
     synthetic_scenes   Path to synthetic scenes in COCO layout (120 train / 40 val images, no crowds), generated once
     synthetic_shards   {'train': Path, 'val': Path}: shard sets built once from synthetic_scenes
                        (image_size 64, shape square, with_object, workers 1)
+    trained_checkpoint best.pt of 2 training steps (resnet18, CPU) on synthetic_shards, trained once: the small
+                       trained checkpoint of every test that needs one (tests must not write to it)
+
+Shared helpers that are not fixtures (shard writer, checkpoint maker, brief training) are in tests/kit.py.
 
 Tests that use coco_sample must hold on both kinds of data: they compute what they expect from the annotation file
 (counts, categories, which image has what) rather than from facts of real COCO. To run the suite as a clone without
@@ -113,3 +117,10 @@ def synthetic_shards(synthetic_scenes: Path, tmp_path_factory: pytest.TempPathFa
         build_shards(cfg, echo=lambda s: None)
         sets[name] = cfg.out
     return sets
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(synthetic_shards: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from kit import brief_training
+
+    return brief_training(synthetic_shards["train"], synthetic_shards["val"], tmp_path_factory.mktemp("trained") / "run")

@@ -6,7 +6,7 @@
     with pytest.raises(ScenectlError, match=d.match):
         <read d.path with any command>
 
-`src` is any shard-set folder (a build, `synthetic_shards[...]`, tests/test_loader.write_shards). The copy is
+`src` is any shard-set folder (a build, `synthetic_shards[...]`, tests/kit.write_shards). The copy is
 re-sharded into `shards` tars (default 3) of consecutive samples, in the source's order, with a true manifest;
 then shard 1 (`d.shard`, the second in the manifest) is damaged. `damage(src, dst, None)` is the same copy
 undamaged (a control: it must read whole). `d.match` is a regex for the reader's one-line

@@ -8,18 +8,16 @@ from dataclasses import asdict
 import pytest
 import torch
 
+import kit
 from scenectl.checkpoint import BuildParams, TrainingShards, read_checkpoint, save_checkpoint
 from scenectl.errors import ScenectlError
-from scenectl.models import create_model
 
 CLASSES = [{"index": i, "coco_id": 10 + i, "name": f"c{i}"} for i in range(3)]
 
 
 def _good(**over) -> dict:
-    model = create_model("resnet18", 3, 4)
-    return {"kind": "context", "arch": "resnet18", "in_chans": 4, "num_classes": 3, "mask_channel": True,
-            "image_size": 32, "model": {f"module.{k}": v for k, v in model.state_dict().items()},
-            "classes": CLASSES, "config": {"seed": 0}, **over}
+    record = kit.checkpoint_record(CLASSES, config={"seed": 0})
+    return {**record, "model": {f"module.{k}": v for k, v in record["model"].items()}, **over}  # as DDP saves it
 
 
 def test_round_trip_gives_a_working_model(tmp_path):

@@ -9,17 +9,15 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import scenectl.cli.build_shards as build_cli
-from scenectl.checkpoint import save_checkpoint
+import kit
 from scenectl.cli import app
 from scenectl.config import EvalConfig, from_command_line
 from scenectl.data.loader import open_shard_set
 from scenectl.errors import ScenectlError
 from scenectl.io import atomic_path
-from scenectl.models import create_model
 
 runner = CliRunner()
 
@@ -34,25 +32,14 @@ def one_line(r) -> str:
     return lines[0]
 
 
-def _checkpoint(path: Path, classes: list[dict], in_chans: int, config: dict | None = None,
-                cooc: dict | None = None) -> Path:
-    torch.manual_seed(0)
-    model = create_model("resnet18", len(classes), in_chans=in_chans)
-    save_checkpoint(path, {"kind": "context" if in_chans == 4 else "distill", "arch": "resnet18",
-                           "in_chans": in_chans, "num_classes": len(classes), "model": model.state_dict(),
-                           "classes": classes, "image_size": 32, "mask_channel": in_chans == 4,
-                           "config": config or {}, "cooccurrence": cooc, "metrics": {}, "epoch": 1, "step": 1})
-    return path
-
-
 @pytest.fixture(scope="module")
 def inputs(synthetic_scenes, synthetic_shards, tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("cli-inputs")
     classes = open_shard_set(synthetic_shards["val"]).classes
     return {"scenes": synthetic_scenes, "train": synthetic_shards["train"], "val": synthetic_shards["val"],
-            "ctx": _checkpoint(d / "ctx.pt", classes, 4,
-                               cooc=open_shard_set(synthetic_shards["train"]).cooccurrence().to_state()),
-            "obj": _checkpoint(d / "obj.pt", classes, 3),
+            "ctx": kit.checkpoint(d / "ctx.pt", classes, 4,
+                                  cooccurrence=open_shard_set(synthetic_shards["train"]).cooccurrence().to_state()),
+            "obj": kit.checkpoint(d / "obj.pt", classes, 3),
             "image": next((synthetic_scenes / "val2017").glob("*.jpg"))}
 
 
@@ -193,6 +180,7 @@ def _tars(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("shard-*.tar"))}
 
 
+@pytest.mark.slow
 def test_build_shards_config_rebuilds_the_same_bytes_and_flags_override(inputs, tmp_path):
     first = tmp_path / "first"
     r = invoke("build-shards", "--coco-root", inputs["scenes"], "--split", "val2017", "--out", first, "--workers",
@@ -222,6 +210,7 @@ def _report(folder: Path) -> dict:
     return strip(json.loads((folder / "report.json").read_text()))
 
 
+@pytest.mark.slow
 def test_eval_config_reproduces_the_report(inputs, tmp_path):
     first = tmp_path / "first"
     r = invoke("eval", "-c", inputs["ctx"], "--shards", inputs["val"], "--out", first, "--device", "cpu",
@@ -235,6 +224,7 @@ def test_eval_config_reproduces_the_report(inputs, tmp_path):
     assert (recorded["seed"], recorded["topk"], recorded["out"], recorded["overwrite"]) == (5, [3], str(again), False)
 
 
+@pytest.mark.slow
 def test_a_pipe_command_in_a_config_file_is_not_run(inputs, tmp_path):
     made = tmp_path / "ran"
     command = f"pipe:touch {made}; cat {inputs['val']}/shard-000000.tar"

@@ -11,35 +11,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
+import kit
 from damaged_sets import KINDS, damage
-from scenectl.checkpoint import read_checkpoint, save_checkpoint
+from scenectl.checkpoint import read_checkpoint
 from scenectl.distill import distill
 from scenectl.config import DistillConfig, TransferConfig
 from scenectl.errors import ScenectlError
 from scenectl.evaluate import EvalConfig, evaluate
 from scenectl.fuse import FuseConfig, fuse
-from scenectl.models import create_model
-from scenectl.train import TrainConfig, train
 from scenectl.transfer import transfer
 
 
 @pytest.fixture(scope="module")
-def models(synthetic_shards, tmp_path_factory) -> dict[str, Path]:
-    """A context checkpoint (2 training steps) and an RGB object model over the same classes."""
-    root = tmp_path_factory.mktemp("damaged-commands")
-    s = synthetic_shards
-    train(TrainConfig(shards=str(s["train"]), val_shards=str(s["val"]), out=str(root / "ctx"), epochs=1,
-                      steps_per_epoch=2, batch_size=4, workers=0, device="cpu", log_every=0, checkpoint_every=0,
-                      shuffle_buffer=8))
-    ctx = read_checkpoint(root / "ctx" / "best.pt")
-    torch.manual_seed(0)
-    obj = create_model(ctx.arch, ctx.num_classes, 3)
-    save_checkpoint(root / "obj.pt", {"kind": "transfer", "arch": ctx.arch, "in_chans": 3, "mask_channel": False,
-                                      "num_classes": ctx.num_classes, "image_size": ctx.image_size,
-                                      "model": obj.state_dict(), "classes": ctx.classes, "config": {}})
-    return {"ctx": root / "ctx" / "best.pt", "obj": root / "obj.pt", "train": s["train"]}
+def models(synthetic_shards, trained_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    """The session's briefly trained context checkpoint and an RGB object model over the same classes."""
+    ctx = read_checkpoint(trained_checkpoint)
+    obj = kit.checkpoint(tmp_path_factory.mktemp("damaged-commands") / "obj.pt", ctx.classes, 3, kind="transfer",
+                         image_size=ctx.image_size)
+    return {"ctx": trained_checkpoint, "obj": obj, "train": synthetic_shards["train"]}
 
 
 def _run(command: str, models: dict, bad: Path, out: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch.distributed as dist
 
 from scenectl.checkpoint import load_checkpoint
-from test_loader import write_shards
+from kit import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 

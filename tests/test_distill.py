@@ -11,14 +11,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from scenectl.checkpoint import read_checkpoint, save_checkpoint
+import kit
+from scenectl.checkpoint import read_checkpoint
 from scenectl.cli import app
 from scenectl.data.imagefolder import make_loader, open_target
 from scenectl.data.loader import decode_sample, open_shard_set
 from scenectl.distill import SCENE, DistillConfig, distill, distillation_loss, kd_loss
 from scenectl.errors import ScenectlError
 from scenectl.inference import validate
-from scenectl.models import create_model
 
 runner = CliRunner()
 
@@ -70,15 +70,9 @@ def test_distillation_loss_is_a_function_of_model_and_batch_alone():
     assert teacher.weight.grad is None and student.weight.grad is not None
 
 
-def context_checkpoint(path: Path, classes: list[dict], image_size: int = 32, seed: int = 0) -> Path:
+def context_checkpoint(path: Path, classes: list[dict]) -> Path:
     """A (random-weight) 4-channel context checkpoint in scenectl's format: enough to test the plumbing."""
-    torch.manual_seed(seed)
-    model = create_model("resnet18", len(classes), in_chans=4)
-    save_checkpoint(path, {"kind": "context", "arch": "resnet18", "in_chans": 4, "num_classes": len(classes),
-                           "model": model.state_dict(), "classes": classes, "image_size": image_size,
-                           "mask_channel": True, "config": {"image_size": image_size, "mask_channel": True},
-                           "cooccurrence": None, "metrics": {}, "epoch": 1, "step": 1})
-    return path
+    return kit.checkpoint(path, classes, config={"image_size": 32, "mask_channel": True})
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +161,7 @@ def test_distill_refuses_bad_options_and_non_checkpoints(synthetic_shards, teach
         distill(DistillConfig(**{**base, "teacher": str(fake)}))
 
 
+@pytest.mark.slow
 def test_distill_resume_with_a_changed_option_is_refused_naming_it(synthetic_shards, teacher, tmp_path):
     out = tmp_path / "d"
     args = ["distill", "--teacher", str(teacher), "--shards", str(synthetic_shards["train"]), "--val-shards",

@@ -240,6 +240,7 @@ def test_several_shard_sets_give_a_comparison(data, tmp_path):
         assert [s.decode() for s in f["set_names"][()]] == ["val", "val-square"]
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(data, tmp_path):
     base = ["eval", "-c", str(data["ckpt"]), "--shards", str(data["val"]), "--workers", "0"]
 
@@ -335,6 +336,7 @@ def test_cooccurrence_cli(data, tmp_path):
 
 # --- intervals and the shape-leakage control -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bootstrap_and_mask_only_options(data, tmp_path):
     """--bootstrap 0 leaves the intervals out; a checkpoint whose training shards cannot be read still gets its
     report, which says the mask-only control was not run and why; a bad --mask-only-train is refused up front."""

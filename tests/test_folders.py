@@ -122,6 +122,7 @@ def test_parts_lock_separately(tmp_path):
             assert {p.name for p in (tmp_path / "s").iterdir()} >= {LOCK + ".part-0-of-2", LOCK + ".part-1-of-2"}
 
 
+@pytest.mark.slow
 def test_a_part_build_and_a_whole_build_of_one_folder_exclude_each_other(tmp_path):
     out = tmp_path / "s"
     with claim(out, "shards", lock=".part-0-of-2"):
@@ -157,6 +158,7 @@ def _race_worker(args):
     results.put((pair, outcomes))
 
 
+@pytest.mark.slow
 def test_two_writers_racing_for_one_folder_never_both_take_it(tmp_path):
     """200 synchronised trials (2 pairs of processes x 100 folders), each folder carrying a dead writer's record:
     in each, at most one process holds the folder at a time, and none crashes."""

@@ -9,16 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from scenectl.checkpoint import save_checkpoint
+import kit
 from scenectl.cli import app
 from scenectl.data.loader import open_shard_set
 from scenectl.data.ooc import OOCConfig, build_ooc
 from scenectl.errors import ScenectlError
 from scenectl.fuse import FuseConfig, changes, choose_weight, crossfit, fuse, fuse_logprobs
-from scenectl.models import create_model
 
 runner = CliRunner()
 LOG = np.log
@@ -68,23 +66,14 @@ def test_crossfit_scores_each_half_with_the_other_halfs_weight():
     assert cf["weights"] == [1.0, 1.0] and cf["fused_top1"] == 1.0 and cf["fixed"] + cf["object_top1"] * 60 == 60
 
 
-def _checkpoint(path: Path, classes, in_chans: int, seed: int, kind: str) -> Path:
-    torch.manual_seed(seed)
-    model = create_model("resnet18", len(classes), in_chans=in_chans)
-    save_checkpoint(path, {"kind": kind, "arch": "resnet18", "in_chans": in_chans, "num_classes": len(classes),
-                           "model": model.state_dict(), "classes": classes, "image_size": 32,
-                           "mask_channel": in_chans == 4, "config": {"image_size": 32}, "cooccurrence": None,
-                           "metrics": {}, "epoch": 1, "step": 1})
-    return path
-
-
 @pytest.fixture(scope="module")
 def models(synthetic_shards, tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("fuse-models")
     classes = open_shard_set(synthetic_shards["train"]).classes
-    return {"ctx": _checkpoint(d / "ctx.pt", classes, 4, 0, "context"),
-            "obj": _checkpoint(d / "obj.pt", classes, 3, 1, "distill"),
-            "other": _checkpoint(d / "other.pt", classes[:-1], 3, 1, "distill")}
+    config = {"image_size": 32}
+    return {"ctx": kit.checkpoint(d / "ctx.pt", classes, 4, config=config),
+            "obj": kit.checkpoint(d / "obj.pt", classes, 3, seed=1, config=config),
+            "other": kit.checkpoint(d / "other.pt", classes[:-1], 3, seed=1, config=config)}
 
 
 @pytest.mark.slow

@@ -17,27 +17,15 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from scenectl.checkpoint import save_checkpoint
+import kit
 from scenectl.cli import app
 from scenectl.data.loader import open_shard_set
 from scenectl.data.shards import BuildConfig, build_shards
 from scenectl.folders import KINDS, claim
-from scenectl.models import create_model
 
 runner = CliRunner()
-
-
-def _checkpoint(path: Path, classes: list[dict], in_chans: int, cooc: dict | None = None) -> Path:
-    torch.manual_seed(0)
-    model = create_model("resnet18", len(classes), in_chans=in_chans)
-    save_checkpoint(path, {"kind": "context" if in_chans == 4 else "distill", "arch": "resnet18",
-                           "in_chans": in_chans, "num_classes": len(classes), "model": model.state_dict(),
-                           "classes": classes, "image_size": 32, "mask_channel": in_chans == 4, "config": {},
-                           "cooccurrence": cooc, "metrics": {}, "epoch": 1, "step": 1})
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +37,9 @@ def inputs(synthetic_scenes, synthetic_shards, tmp_path_factory) -> dict:
     build_shards(BuildConfig(out=parts, coco_root=synthetic_scenes, split="val2017", image_size=32, part="0/1",
                              workers=1, progress=False), echo=lambda s: None)
     return {"scenes": synthetic_scenes, "train": synthetic_shards["train"], "val": synthetic_shards["val"],
-            "ctx": _checkpoint(d / "ctx.pt", classes, 4,
-                               cooc=open_shard_set(synthetic_shards["train"]).cooccurrence().to_state()),
-            "obj": _checkpoint(d / "obj.pt", classes, 3),
+            "ctx": kit.checkpoint(d / "ctx.pt", classes, 4,
+                                  cooccurrence=open_shard_set(synthetic_shards["train"]).cooccurrence().to_state()),
+            "obj": kit.checkpoint(d / "obj.pt", classes, 3),
             "image": next((synthetic_scenes / "val2017").glob("*.jpg")), "parts": parts}
 
 
@@ -91,7 +79,17 @@ OWN = {"eval": "eval", "fuse": "fuse", "build-ooc": "ooc", "quickstart": "quicks
 FLAGS = {"eval": [[], ["--overwrite"]], "fuse": [[], ["--overwrite"]], "build-ooc": [[], ["--overwrite"]],
          "quickstart": [[], ["--overwrite"]], "build-shards": [[], ["--overwrite"], ["--resume"]],
          "build-shards --part": [[], ["--overwrite"], ["--resume"]], "export-imagefolder": [[], ["--overwrite"]]}
-CASES = [(cmd, kind) for cmd in ARGV for kind in sorted(KINDS) if kind != OWN[cmd]]
+
+
+def _cases() -> list:
+    """Every (command, kind of folder) pair. The fast tier keeps one pair per command, its target kind rotating
+    from command to command so that the fast pairs meet different kinds; the rest of the matrix is marked slow."""
+    cases = []
+    for i, cmd in enumerate(ARGV):
+        kinds = [kind for kind in sorted(KINDS) if kind != OWN[cmd]]
+        cases += [pytest.param(cmd, kind, id=f"{cmd}->{kind}", marks=() if j == i % len(kinds) else pytest.mark.slow)
+                  for j, kind in enumerate(kinds)]
+    return cases
 
 
 def _files(folder: Path) -> dict[str, str]:
@@ -99,7 +97,7 @@ def _files(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("command, kind", CASES, ids=[f"{c}->{k}" for c, k in CASES])
+@pytest.mark.parametrize("command, kind", _cases())
 def test_refuses_a_folder_of_another_kind(command, kind, inputs, tmp_path):
     target = tmp_path / kind
     with claim(target, kind):

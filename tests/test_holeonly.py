@@ -13,7 +13,8 @@ from scenectl.data.transforms import hole_only_input, make_hole_only, model_inpu
 from scenectl.errors import ScenectlError
 from scenectl.models import create_model
 from scenectl.train import TrainConfig, train
-from test_loader import write_shards
+import kit
+from kit import write_shards
 
 
 def _batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,6 +50,7 @@ def test_a_hole_only_model_ignores_the_scene():
         assert not torch.allclose(model(xa), model(model_input(a, other)))  # ... and does see the hole
 
 
+@pytest.mark.slow
 def test_train_hole_only_records_it_and_eval_builds_the_same_model(tmp_path):
     shards = {s: write_shards(tmp_path / s, n=8, per_shard=8, size=32, seed=i) for i, s in enumerate(("t", "v"))}
     base = dict(shards=str(shards["t"]), val_shards=str(shards["v"]), arch="resnet18", epochs=1, steps_per_epoch=1,
@@ -70,12 +72,8 @@ def test_train_hole_only_records_it_and_eval_builds_the_same_model(tmp_path):
 
 
 def test_a_checkpoint_with_a_bad_hole_only_field_is_refused(tmp_path):
-    shards = {s: write_shards(tmp_path / s, n=8, per_shard=8, size=32, seed=i) for i, s in enumerate(("t", "v"))}
-    train(TrainConfig(shards=str(shards["t"]), val_shards=str(shards["v"]), out=str(tmp_path / "run"), epochs=1,
-                      steps_per_epoch=1, batch_size=4, workers=0, device="cpu", shuffle_buffer=8, max_steps=1))
-    raw = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     for bad in ("yes", 1):
-        torch.save({**raw, "hole_only": bad}, tmp_path / "bad.pt")
+        kit.checkpoint(tmp_path / "bad.pt", kit.CLASSES, hole_only=bad)
         with pytest.raises(ScenectlError, match="field 'hole_only'"):
             read_checkpoint(tmp_path / "bad.pt")
 

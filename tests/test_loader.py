@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from pathlib import Path
@@ -14,8 +13,6 @@ import torchvision.transforms.v2.functional as TF
 import webdataset as wds
 from PIL import Image
 
-from scenectl.data.cooccurrence import Cooccurrence
-from scenectl.data.format import FORMAT, ShardSink, SinkTarget, seal_set
 from scenectl.data.loader import (
     Augment,
     EvalBatches,
@@ -28,65 +25,7 @@ from scenectl.data.loader import (
 )
 from scenectl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, batch_to_device, color_jitter
 from scenectl.errors import ScenectlError
-
-CLASSES = [{"index": i, "coco_id": i + 1, "name": f"c{i}"} for i in range(4)]
-
-
-def write_shards(folder: Path, n: int = 24, per_shard: int = 8, size: int = 32, seed: int = 0,
-                 classes: list[dict] = CLASSES, with_object: bool = False, task: str = "masked",
-                 labels: list[int] | None = None) -> Path:
-    """A small shard set in the documented format (docs/shard-format.md), written as the builds write theirs:
-    through the format's sink and `seal_set` (scenectl.data.format), so its tars, checksums, `files` map and
-    `_info.json` are a build's.
-
-    labels: the class of each sample in writing order (n = len(labels)); default: drawn at random.
-
-    The class is written into the scene's context (the background colour), so a model can learn it. with_object:
-    also `object.jpg` (the unmasked square under the hidden region, resized to size x size); task "object": `jpg`
-    is that crop and there is no `mask.png` (as `build-shards --task object` writes).
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    palette = np.random.default_rng(12345).integers(0, 256, (len(classes), 3))  # same context in every set
-    rng = np.random.default_rng(seed)
-    per_image = []
-    n = n if labels is None else len(labels)
-    sink = ShardSink(SinkTarget(folder, maxcount=per_shard), {"shards": []})
-    for i in range(n):
-        label = int(rng.integers(len(classes))) if labels is None else labels[i]
-        img = np.clip(palette[label] + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
-        mask = np.zeros((size, size), np.uint8)
-        x, y, s = (int(v) for v in rng.integers(2, size // 2, 3))
-        mask[y:y + s, x:x + s] = 255
-        crop = _jpeg(np.asarray(Image.fromarray(img[y:y + s, x:x + s]).resize((size, size))))
-        img[mask > 0] = 128
-        png = io.BytesIO()
-        Image.fromarray(mask).save(png, "PNG")
-        visible = sorted({int(v) for v in rng.integers(len(classes), size=2)})
-        meta = {"image_id": i, "annotation_id": 1000 + i, "cls": label, "visible_categories": visible}
-        sample = {"__key__": f"{i:012d}_{1000 + i:012d}", "jpg": _jpeg(img), "mask.png": png.getvalue(),
-                  "cls": str(label).encode(), "json": json.dumps(meta).encode()}
-        if with_object:
-            sample["object.jpg"] = crop
-        if task == "object":
-            sample["jpg"] = crop
-            del sample["mask.png"]
-        sink.write(sample)
-        per_image.append([label] + visible)
-    sink.close()
-    Cooccurrence.count(per_image, [c["coco_id"] for c in classes], [c["name"] for c in classes]).save(
-        folder / "cooccurrence.h5")
-    manifest = {"format": FORMAT, "task": task,
-                "params": {"image_size": size, "task": task, "with_object": with_object, "split": "test"},
-                "classes": classes, "shards": sink.journal["shards"], "totals": {"samples": n}}
-    seal_set(folder, manifest)
-    return folder
-
-
-def _jpeg(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG")
-    return buf.getvalue()
-
+from kit import CLASSES, write_shards
 
 @pytest.fixture(scope="module")
 def shardset_dir(tmp_path_factory) -> Path:

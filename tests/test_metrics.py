@@ -339,11 +339,13 @@ def _coverage(correlated: bool, by_image: bool, draws: int = 200, p: float = 0.6
     return covered / draws
 
 
+@pytest.mark.slow
 def test_image_bootstrap_covers_the_true_accuracy():
     assert 0.90 <= _coverage(correlated=False, by_image=True) <= 0.99
     assert 0.90 <= _coverage(correlated=True, by_image=True) <= 0.99
 
 
+@pytest.mark.slow
 def test_instance_bootstrap_is_too_narrow_when_instances_of_an_image_correlate():
     # design effect 1 + (8 - 1) * 0.5 = 4.5: instance-level intervals are about 1/sqrt(4.5) as wide as they should be
     assert _coverage(correlated=True, by_image=False) < 0.80

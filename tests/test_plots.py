@@ -77,6 +77,7 @@ def test_the_checker_fails_each_broken_rule():
 
 
 # --- each kind with 80 COCO classes (the hard case for labels) -----------------------------------------------------
+@pytest.mark.slow
 def test_confusion_per_class_and_heatmap_fit_80_classes(tmp_path):
     rng = np.random.default_rng(0)
     labels, preds = rng.integers(0, 80, 4000), rng.integers(0, 80, 4000)
@@ -94,6 +95,7 @@ def test_confusion_per_class_and_heatmap_fit_80_classes(tmp_path):
     _only(drawn)
 
 
+@pytest.mark.slow
 def test_beyond_max_classes_the_largest_are_shown_and_the_title_says_so(tmp_path):
     n = plots.MAX_CLASSES + 20
     names = [f"class {i}" for i in range(n)]
@@ -286,6 +288,7 @@ def test_every_figure_kind_carries_the_source_line(tmp_path):
 
 
 # --- the contact sheet ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_contact_sheet_draws_across_images_with_its_seed(synthetic_shards, tmp_path):
     val = synthetic_shards["val"]
     image_of = {raw["__key__"]: json.loads(raw["json"])["image_id"] for raw in raw_samples(open_shard_set(val))}

@@ -113,6 +113,7 @@ def test_instance_polygon_and_clipping(setup):
     assert r.exit_code == 0 and "clipped" in r.output, r.output
 
 
+@pytest.mark.slow
 def test_refusals(setup, tmp_path):
     image = setup["images"] / setup["ann"]["images"][0]["file_name"]
     base = ["predict", "-c", str(setup["ckpt"])]

@@ -135,6 +135,7 @@ def _total_line(output: str, desc: str, n: int, unit: str) -> bool:
     return re.search(rf"^{TIME}{re.escape(desc)}: {n}/{n} {unit} \(100%\), .*done in", output, re.M) is not None
 
 
+@pytest.mark.slow
 def test_commands_show_totals_and_no_carriage_return_when_not_on_a_terminal(synthetic_shards, tmp_path):
     """CliRunner's standard error is not a terminal: sample, build-shards, verify-, inspect-shards and
     export-imagefolder write log lines with their totals."""

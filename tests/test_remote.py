@@ -22,7 +22,7 @@ from scenectl.data.loader import (EvalBatches, TrainBatches, make_eval_loader, m
                                   raw_samples)
 from scenectl.data.remote import NetOptions, RemoteError, net_options, open_stream, read_remote
 from scenectl.errors import ScenectlError
-from test_loader import write_shards
+from kit import write_shards
 
 FAST = NetOptions(retries=3, timeout=1.0, backoff=0.0)
 LIMIT = 1 << 20  # bytes read_remote reads of one file here

@@ -19,15 +19,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import kit
 from scenectl import boxap
-from scenectl.checkpoint import save_checkpoint
 from scenectl.cli import app
 from scenectl.data.coco import ClassTable, load_coco
 from scenectl.data.synthetic import generate_scenes
 from scenectl.detections import read_results
 from scenectl.errors import ScenectlError
 from scenectl.metrics import image_resamples
-from scenectl.models import create_model
 from figures import watch
 
 runner = CliRunner()
@@ -41,14 +40,9 @@ def _simulator():
     return mod
 
 
-def _checkpoint(path: Path, classes: list[dict], cooccurrence=None) -> Path:
-    torch.manual_seed(0)
-    model = create_model("resnet18", len(classes), in_chans=4)
-    save_checkpoint(path, {"kind": "context", "arch": "resnet18", "in_chans": 4, "num_classes": len(classes),
-                           "model": model.state_dict(), "classes": classes, "image_size": 32, "mask_channel": True,
-                           "config": {"shard_params": {"shape": "box", "fill": "mean", "margin": 3, "image_size": 32}},
-                           "cooccurrence": cooccurrence, "metrics": {}, "epoch": 1, "step": 1})
-    return path
+def _checkpoint(path: Path, classes: list[dict]) -> Path:  # a context model that names its training shards' hiding
+    return kit.checkpoint(path, classes, config={"shard_params": {"shape": "box", "fill": "mean", "margin": 3,
+                                                                  "image_size": 32}})
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +141,7 @@ def test_weight_zero_reproduces_the_detector_and_cocoeval_agrees(setup, tmp_path
 GRID2 = ("--relabel", "2", "--seed", "3", "--weight", "0", "--weight", "1.5")
 
 
+@pytest.mark.slow
 def test_calibration_split_and_rescored_file(setup, tmp_path):
     """w is chosen on the calibration images; AP before/after is COCOeval's on the other part, of the input and of
     rescored.json; the split is seeded and recorded; --relabel adds K rows per box."""

@@ -24,7 +24,7 @@ from scenectl.cli import app
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.errors import ScenectlError
 from scenectl.train import TrainConfig, train
-from test_loader import CLASSES, write_shards
+from kit import CLASSES, write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,6 +100,7 @@ def test_refuses_out_folder_with_another_run(tiny, tmp_path):
     assert not (tmp_path / "fresh").exists()
 
 
+@pytest.mark.slow
 def test_refuses_resume_with_another_arch_or_options(tiny, tmp_path):
     out = tmp_path / "run"
     train(_cfg(tiny, out, max_steps=1, epochs=1, steps_per_epoch=1))
@@ -131,6 +132,7 @@ def test_tensorboard_missing_is_a_clear_error(tiny, tmp_path):
     assert not (tmp_path / "tb").exists()  # refused before the run folder was created
 
 
+@pytest.mark.slow
 def test_truncated_training_shard_error_or_skip(tiny, tmp_path):
     bad = shutil.copytree(tiny["train"], tmp_path / "bad")
     for tar in bad.glob("*.tar"):  # every shard cut short: nothing but corrupt data
@@ -159,6 +161,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_option_is_refused_naming_it_and_deletes_nothing(tiny, tmp_path):
     out = tmp_path / "run"
     train(_cfg(tiny, out, epochs=1, steps_per_epoch=1, lr=0.01))
@@ -214,6 +217,7 @@ def test_cpu_threads_leave_the_loader_workers_their_cores(monkeypatch):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_curves_png_is_drawn_after_every_epoch(tiny, tmp_path, monkeypatch):
     import scenectl.engine as engine
 
@@ -230,6 +234,7 @@ def test_curves_png_is_drawn_after_every_epoch(tiny, tmp_path, monkeypatch):
     assert epochs[0]["lr"] > epochs[1]["lr"] == 0.0  # the learning-rate panel's points: cosine decay to 0
 
 
+@pytest.mark.slow
 def test_a_failing_data_stream_saves_last_pt_and_resume_continues(tiny, tmp_path, monkeypatch):
     import scenectl.train as T
 
@@ -257,6 +262,7 @@ def test_a_failing_data_stream_saves_last_pt_and_resume_continues(tiny, tmp_path
     assert [x["step"] for x in lines[lines.index(resume):] if x["kind"] == "step"] == [3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_config_file_reruns_a_run_and_command_line_flags_override_it(tiny, tmp_path):
     first = tmp_path / "first"
     train(_cfg(tiny, first, epochs=2, steps_per_epoch=10))  # 20 steps, across an epoch boundary (reshuffle)
@@ -274,6 +280,7 @@ def test_config_file_reruns_a_run_and_command_line_flags_override_it(tiny, tmp_p
     assert cfg["optim"]["lr"] == 0.5 and cfg["loop"]["steps_per_epoch"] == 10 and cfg["data"]["shards"] == str(tiny["train"])
 
 
+@pytest.mark.slow
 def test_bad_options_and_config_files_are_refused_before_anything_is_created(tiny, tmp_path):
     def run(*args):
         return CliRunner().invoke(app, ["train", "--out", str(tmp_path / "o"), "--device", "cpu", *args])
@@ -390,6 +397,7 @@ def test_coco_train_killed_and_resumed(coco_shards, tmp_path, arch):
 
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_last_pt_whose_position_is_malformed(tiny, tmp_path):
     out = tmp_path / "run"
     train(_cfg(tiny, out, epochs=1, steps_per_epoch=1))
@@ -402,6 +410,7 @@ def test_resume_refuses_a_last_pt_whose_position_is_malformed(tiny, tmp_path):
 
 # --- --aux-visible: a second head predicting the classes still visible in the scene ----------------------------
 
+@pytest.mark.slow
 def test_aux_visible_head_learns_the_visible_classes():
     from scenectl.engine import cross_entropy
     from scenectl.models import create_model
@@ -440,6 +449,7 @@ def test_aux_visible_head_learns_the_visible_classes():
     assert model(x).shape == (n, c)  # forward(x) alone: the classifier only
 
 
+@pytest.mark.slow
 def test_aux_visible_is_recorded_resume_refuses_a_change_and_eval_reads_the_checkpoint(tiny, tmp_path):
     from scenectl.checkpoint import read_checkpoint, save_checkpoint
     from scenectl.evaluate import EvalConfig, evaluate

@@ -11,7 +11,8 @@ import torch
 import webdataset as wds
 from typer.testing import CliRunner
 
-from scenectl.checkpoint import read_checkpoint, save_checkpoint
+import kit
+from scenectl.checkpoint import read_checkpoint
 from scenectl.cli import app
 from scenectl.data.export import export_imagefolder
 from scenectl.data.configs import ExportConfig
@@ -33,11 +34,7 @@ def context_checkpoint(path: Path, classes: list[dict], image_size: int = 32, se
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
-    save_checkpoint(path, {"kind": "context", "arch": "resnet18", "in_chans": 4, "num_classes": len(classes),
-                           "model": model.state_dict(), "classes": classes, "image_size": image_size,
-                           "mask_channel": True, "config": {"image_size": image_size}, "cooccurrence": None,
-                           "metrics": {}, "epoch": 1, "step": 1})
-    return path
+    return kit.checkpoint(path, classes, model=model, image_size=image_size, config={"image_size": image_size})
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +132,7 @@ def test_compare_scratch_prints_both_side_by_side(folders, ctx, tmp_path):
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.slow
 def test_bad_targets_and_checkpoints_are_refused(folders, ctx, tmp_path):
     def run(*args):
         return runner.invoke(app, ["transfer", "--device", "cpu", "--out", str(tmp_path / "o"), *args])
@@ -166,6 +164,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_resume_with_changed_options_is_refused_before_anything_is_deleted(folders, ctx, tmp_path):
     out = tmp_path / "t"
     args = ["transfer", "--checkpoint", str(ctx), "--train", str(folders["train"]), "--val", str(folders["val"]),

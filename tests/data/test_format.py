@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from test_loader import write_shards
+from kit import write_shards
 from test_shards import build, subset
 
 from scenectl.data.coco import ClassTable, load_coco

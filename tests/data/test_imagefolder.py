@@ -10,7 +10,7 @@ from scenectl.data.export import export_imagefolder
 from scenectl.data.configs import ExportConfig
 from scenectl.data.imagefolder import make_loader, open_target
 from scenectl.errors import ScenectlError
-from test_loader import write_shards
+from kit import write_shards
 
 KINDS = [None, "zero_sample_shard", "keys_across_shards", "cls_disagrees_with_json", "truncated_tar"]
 

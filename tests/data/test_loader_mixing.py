@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_loader import write_shards
+from kit import write_shards
 
 from scenectl.data.loader import SHARDS_OPEN, TrainBatches, _stream_share, make_train_loader, open_shard_set
 

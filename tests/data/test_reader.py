@@ -10,7 +10,7 @@ import pytest
 from damaged_sets import KINDS, damage
 from scenectl.data.loader import EvalBatches, TrainBatches, make_eval_loader, make_train_loader, open_shard_set
 from scenectl.errors import ScenectlError
-from test_loader import write_shards
+from kit import write_shards
 
 READ_KINDS = [k for k in KINDS if k != "shard_listed_twice"]
 VIEWS = {"scene": {}, "object": {"view": "object"}, "object+scene": {"view": "object", "scene_size": 16}}

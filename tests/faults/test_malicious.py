@@ -290,7 +290,7 @@ TAR_MEMBERS = {
 @pytest.fixture(scope="module")
 def twelve_classes(tmp_path_factory) -> Path:
     """A set of 12 classes (so that cls 10 would be a valid index), 3 shards of 8 samples, 32 px."""
-    from test_loader import write_shards
+    from kit import write_shards
 
     classes = [{"index": i, "coco_id": i + 1, "name": f"c{i}"} for i in range(12)]
     labels = [10] * 8 + [i % 12 for i in range(16)]
@@ -304,6 +304,7 @@ def twelve_classes(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_the_twelve_class_set_is_read_whole(twelve_classes, tmp_path):
     """The control of the member tests below: untouched, the set reads and verifies."""
     assert _cli("inspect-shards", twelve_classes, "--out", tmp_path / "sheet.png").exit_code == 0

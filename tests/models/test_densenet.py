@@ -61,7 +61,7 @@ def test_pretrained_file_adapts_the_stem_and_reads_old_key_names(tmp_path):
 
 
 def test_train_arch_densenet121_takes_a_step(tmp_path):
-    from test_loader import write_shards
+    from kit import write_shards
 
     from scenectl.checkpoint import load_checkpoint
     from scenectl.train import TrainConfig, train

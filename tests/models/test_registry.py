@@ -33,7 +33,10 @@ def test_bad_arguments():
         create_model("ffc", 10, pretrained="imagenet")
 
 
-@pytest.mark.parametrize("name", ALL)
+FAST = {"densenet121", "ffc_resnet18", "resnet18"}  # the smallest of each family; the fast tier leaves out the rest
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in ALL])
 @pytest.mark.parametrize("in_chans", [3, 4])
 def test_forward_backward(name, in_chans):
     torch.manual_seed(0)
