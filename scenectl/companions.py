@@ -91,7 +91,10 @@ def cooccurrence_main(cfg: CooccurrenceConfig) -> tuple[list[dict], str]:
         comp = ", ".join(f"{c['name']} {c['value']:.2f} ({c['images']})" for c in r["companions"]) or "(none)"
         lines.append(f"{r['class']:<{width}}  [{r['images']:>5} images]  {comp}")
     if cfg.heatmap():
-        plot_companions(cooc, cfg)
+        from_checkpoint = Path(cfg.source).is_file() and Path(cfg.source).suffix not in (".h5", ".hdf5")
+        with plots.source(checkpoint=cfg.source if from_checkpoint else None,
+                          data=None if from_checkpoint else where, n=cooc.n_images):
+            plot_companions(cooc, cfg)
         lines.append(f"wrote {cfg.heatmap()}")
     return rows, "\n".join(lines)
 

@@ -558,12 +558,16 @@ def fit_experiment(cfg: Options, kind: str, dev: D.DistInfo, runs: dict[str, Cal
     with claimed(out, kind, dev, resume=cfg.loop.resume, overwrite=cfg.loop.overwrite, config=asdict(cfg)):
         (out / "report.json").unlink(missing_ok=True)  # until the new one is whole, the folder must not look complete
         write_config(out, asdict(cfg))
-        results = {}
+        results, sources = {}, []
         for name, make in runs.items():
             run = make()  # built here, in order: each run seeds its own initial weights
+            sources.append(run.source)
             resume = cfg.loop.resume and (run.out / "last.pt").is_file()
             results[name] = fit(run, cfg, dev, resume=resume, overwrite=not resume)
-        plot_curves({name: out / name for name in results}, out / "curves.png", title)
+        # the runs share their data; the checkpoint named is the one a run starts from or learns from, if any
+        source = {**sources[0], "checkpoint": next((s["checkpoint"] for s in sources if s.get("checkpoint")), None)}
+        with plots.source(**source):
+            plot_curves({name: out / name for name in results}, out / "curves.png", title)
         return finish(results)
 
 

@@ -259,7 +259,8 @@ def fuse(cfg: FuseConfig) -> dict:
             if o.ooc.any() and (~o.ooc).any():
                 cooc = cooccurrence_of(ctx, cfg.ooc_shards, cfg.net.options())
                 rep["ooc_flags"] = flag_report(o.logp_ctx, o.labels, o.ooc, o.visible, cooc)
-        plots.plot_weights(curve, w, folder.path / "weights.png")
+        with plots.source(checkpoint=f"{cfg.context} + {cfg.object}", data=cfg.shards, n=len(val.labels)):
+            plots.plot_weights(curve, w, folder.path / "weights.png")
         write_report(folder.path, rep)
         write_json_atomic(folder.path / "report.json", rep)
     return rep

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from scenectl import plots
 from scenectl.data.inspect import decode_known, draw_samples, pick_shards, report, set_name
 from scenectl.data.loader import open_shard_set
 from scenectl.data.remote import NetOptions, is_local, local_path
 from scenectl.errors import ScenectlError
 from scenectl.folders import check_file_target
-from scenectl.plots import plot_contact_sheet
 
 
 def default_sheet(location: str) -> Path:
@@ -40,7 +40,8 @@ def inspect_shards(spec: str | os.PathLike, n: int = 16, out: str | os.PathLike 
     images = len({str(s.get("json", {}).get("image_id", s["__key__"])) for s in samples})
     drawn = (f"{len(samples)} samples of {images} images drawn at random (seed {seed}) from "
              f"{len(scanned.urls)} of {len(shards.urls)} shards")
-    plot_contact_sheet(samples, sheet, title=f"{set_name(shards.location)}: {drawn}; outline: hidden region",
-                       histogram=manifest.get("totals", {}).get("area_fraction_histogram"))
+    with plots.source(data=shards.location, n=shards.num_samples):
+        plots.plot_contact_sheet(samples, sheet, title=f"{set_name(shards.location)}: {drawn}; outline: hidden region",
+                                 histogram=manifest.get("totals", {}).get("area_fraction_histogram"))
     return {"manifest": manifest, "text": report(manifest) + f"\ncontact sheet: {drawn}", "sheet": str(sheet),
             "keys": [s["__key__"] for s in samples]}

@@ -333,9 +333,11 @@ def rescore(cfg: RescoreConfig) -> dict:
                "evaluation": compare(inp, ev, w, cfg.relabel, eval_ids, cfg.bootstrap, cfg.seed)}
         rep["speed"] = {"detections_per_s": rate, "device": str(device),
                         "bootstrap_seconds": rep["evaluation"].pop("bootstrap_seconds", None)}
-        from scenectl import rescore_report
+        from scenectl import plots, rescore_report
 
-        rescore_report.write(folder.path, rep, sheet_samples(inp, cfg, changed_boxes(inp, own, alts, eval_ids)))
+        with plots.source(checkpoint=str(cfg.checkpoint), data=f"{cfg.detections} on {cfg.images}",
+                          n=len(eval_ids)):
+            rescore_report.write(folder.path, rep, sheet_samples(inp, cfg, changed_boxes(inp, own, alts, eval_ids)))
         write_json_atomic(folder.path / "report.json", rep)
     return rep
 

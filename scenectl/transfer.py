@@ -156,6 +156,8 @@ def make_run(cfg: TransferConfig, ckpt: Checkpoint, init: str, train_t: Target, 
         validate=lambda model: validate(model, data_stream(cfg, val_t), dev.device, n, desc=f"val {init}",
                                         total=val_t.num_samples),
         config={**asdict(cfg), "run": init}, title=f"transfer ({cfg.mode}, {init} init): {cfg.out}/{init}",
+        source={"checkpoint": str(cfg.checkpoint) if init == "context" else None,
+                "data": f"{cfg.train} (validation {cfg.val})", "n": train_t.num_samples},
         facts={"kind": "transfer", "arch": ckpt.arch, "in_chans": 3, "num_classes": n, "classes": train_t.classes,
                "cooccurrence": cooc, "image_size": cfg.image_size, "mask_channel": False, "init": init,
                "source_checkpoint": str(cfg.checkpoint)})

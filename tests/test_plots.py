@@ -12,18 +12,16 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
+import kit
 from figures import Drawn, figure_problems, watch
 from scenectl import plots
-from scenectl.checkpoint import save_checkpoint
 from scenectl.cli import app
 from scenectl.companions import CooccurrenceConfig, cooccurrence_main
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.inspect_shards import inspect_shards
 from scenectl.data.loader import open_shard_set, raw_samples
-from scenectl.models import create_model
 
 runner = CliRunner()
 COCO80 = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -177,21 +175,13 @@ def test_the_heatmap_shows_exactly_the_pairs_min_count_keeps(tmp_path, by):
 
 
 # --- every kind, drawn by its command from a small run -------------------------------------------------------------
-def _checkpoint(path: Path, classes, in_chans: int, seed: int, kind: str, config: dict) -> str:
-    torch.manual_seed(seed)
-    model = create_model("resnet18", len(classes), in_chans=in_chans)
-    save_checkpoint(path, {"kind": kind, "arch": "resnet18", "in_chans": in_chans, "num_classes": len(classes),
-                           "model": model.state_dict(), "classes": classes, "image_size": 32,
-                           "mask_channel": in_chans == 4, "config": {"image_size": 32, **config},
-                           "cooccurrence": None, "metrics": {}, "epoch": 1, "step": 1})
-    return str(path)
-
-
 def _commands(s: dict[str, Path], scenes: Path, d: Path) -> dict[str, list[str]]:
     classes = open_shard_set(s["val"]).classes
-    ctx = _checkpoint(d / "ctx.pt", classes, 4, 0, "context", {"shards": str(s["train"])})
-    ctx2 = _checkpoint(d / "ctx2.pt", classes, 4, 1, "context", {"shards": str(s["train"])})
-    obj = _checkpoint(d / "obj.pt", classes, 3, 2, "distill", {})
+    counts = open_shard_set(s["train"]).cooccurrence().to_state()  # the training split's, as train records them
+    config = {"image_size": 32, "shards": str(s["train"])}
+    ctx, ctx2 = (str(kit.checkpoint(d / name, classes, 4, seed, config=config, cooccurrence=counts))
+                 for name, seed in (("ctx.pt", 0), ("ctx2.pt", 1)))
+    obj = str(kit.checkpoint(d / "obj.pt", classes, 3, 2, config={"image_size": 32}))
     ann = json.loads((scenes / "annotations" / "instances_val2017.json").read_text())["annotations"][0]
     image = next((scenes / "val2017").glob(f"{ann['image_id']:012d}.jpg"))
     cpu = ["--device", "cpu"]
@@ -231,11 +221,16 @@ def test_every_figure_a_command_draws_is_readable(synthetic_shards, synthetic_sc
     assert {k: v for k, v in figures.items() if v} == {}
     # every figure of a checkpoint or a data set says which, and how many samples (plots.source)
     for name, foot in sourced.items():
-        if name.split(":")[0] in ("eval", "compare", "train"):
-            assert "data " in foot and "n = " in foot, (name, foot)
-        if name.split(":")[0] in ("eval", "predict"):
-            assert "checkpoint " in foot and "sha256" in foot or name.startswith("predict"), (name, foot)
-    assert "checkpoint " in sourced["predict: f/p.png"]
+        command = name.split(":")[0]
+        assert "data " in foot or "checkpoint " in foot, (name, foot)
+        if command != "predict":  # predict draws one image of the user's: no n
+            assert "n = " in foot, (name, foot)
+        if command in ("eval", "compare", "train", "inspect-shards"):
+            assert "data " in foot, (name, foot)
+        if command in ("eval", "predict", "fuse"):
+            assert "checkpoint " in foot, (name, foot)
+        if command == "eval":
+            assert "sha256" in foot, (name, foot)
 
 
 def test_the_learning_rate_panel_draws_a_run_that_logged_one_step(tmp_path):

@@ -20,7 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 import kit
-from scenectl import boxap
+from scenectl import boxap, plots
 from scenectl.cli import app
 from scenectl.data.coco import ClassTable, load_coco
 from scenectl.data.synthetic import generate_scenes
@@ -150,6 +150,8 @@ def test_calibration_split_and_rescored_file(setup, tmp_path):
         r = runner.invoke(app, _argv(setup, out, *GRID2))
     assert r.exit_code == 0, r.output
     assert all(d.problems == [] for d in drawn), [(d.path.name, d.problems) for d in drawn]
+    feet = [" ".join(t.get_text() for t in d.figure.texts if t.get_gid() == plots.SOURCE_GID) for d in drawn]
+    assert feet and all("checkpoint " in f and "data " in f and "n = 6" in f for f in feet), feet  # 6 evaluation images
     rep = json.loads((out / "report.json").read_text())
     sp = rep["split"]
     cal, evl = sp["calibration_image_ids"], sp["evaluation_image_ids"]
