@@ -291,6 +291,7 @@ def test_help_examples_are_never_wrapped_inside_a_command_line():
     assert max(len(line) for line in prose.splitlines() if line.startswith("  Paste")) <= 60
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command,old", [("distill", "--teacher"), ("fuse", "--context")])
 def test_the_context_checkpoint_is_checkpoint_in_every_command_and_the_old_names_still_work(command, old, tmp_path):
     missing = tmp_path / "none.pt"

@@ -257,6 +257,7 @@ def _foot(fig) -> str:
     return " ".join(t.get_text() for t in fig.texts if t.get_gid() == plots.SOURCE_GID)
 
 
+@pytest.mark.slow
 def test_every_figure_kind_carries_the_source_line(tmp_path):
     """Whatever the kind, a figure saved inside plots.source names the checkpoint, the data and n."""
     names = ["a", "b", "c"]
