@@ -221,7 +221,7 @@ def test_class_table_is_sorted_by_coco_id(val):
     t = C.ClassTable.from_coco(val)
     cats = sorted(val.dataset["categories"], key=lambda c: c["id"])
     assert list(t.coco_ids) == [c["id"] for c in cats] and list(t.names) == [c["name"] for c in cats]
-    assert t.to_json()[0] == {"index": 0, "coco_id": 1, "name": "person"}
+    assert t.to_json()[0] == {"index": 0, "coco_id": 1, "name": "person", "supercategory": "person"}
 
 
 def test_load_image_variants(first_image, tmp_path):
