@@ -252,6 +252,7 @@ def test_a_config_files_urls_and_paths_are_data_and_typed_commands_are_honoured(
 
 # --- remote-read options reach the shard reader in eval and transfer ---------------------------------------------
 
+@pytest.mark.slow
 def test_eval_and_transfer_pass_retries_timeout_backoff_to_the_reader(inputs, monkeypatch, tmp_path):
     import scenectl.data.imagefolder as imagefolder
     import scenectl.data.loader as loader

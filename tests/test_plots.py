@@ -238,6 +238,7 @@ def test_every_figure_a_command_draws_is_readable(synthetic_shards, synthetic_sc
     assert "checkpoint " in sourced["predict: f/p.png"]
 
 
+@pytest.mark.slow
 def test_the_learning_rate_panel_draws_a_run_that_logged_one_step(tmp_path):
     steps = [{"step": 3, "loss": 2.0, "lr": 0.05}]
     epochs = [{"step": 6, "train_loss": 2.0, "val_loss": 2.1, "val_top1": 0.3, "val_top5": 0.6, "lr": 0.01}]
