@@ -252,6 +252,7 @@ def test_a_config_files_urls_and_paths_are_data_and_typed_commands_are_honoured(
 
 # --- remote-read options reach the shard reader in eval and transfer ---------------------------------------------
 
+@pytest.mark.slow
 def test_eval_and_transfer_pass_retries_timeout_backoff_to_the_reader(inputs, monkeypatch, tmp_path):
     import scenectl.data.imagefolder as imagefolder
     import scenectl.data.loader as loader
@@ -291,6 +292,7 @@ def test_help_examples_are_never_wrapped_inside_a_command_line():
     assert max(len(line) for line in prose.splitlines() if line.startswith("  Paste")) <= 60
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command,old", [("distill", "--teacher"), ("fuse", "--context")])
 def test_the_context_checkpoint_is_checkpoint_in_every_command_and_the_old_names_still_work(command, old, tmp_path):
     missing = tmp_path / "none.pt"

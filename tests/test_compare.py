@@ -77,6 +77,7 @@ def test_a_planted_difference_is_found_and_its_size_recovered(tmp_path):
         assert (tmp_path / "cmp" / f).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_arms_of_three_seeds_find_a_planted_difference_and_call_a_null_one_inconclusive(tmp_path):
     """Two arms of three training seeds each against a reference arm, from the command line: per-seed values, the
     seed SD and the seed-aware intervals printed; the arm 15 points lower is "lower", the arm drawn like the

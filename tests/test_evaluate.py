@@ -189,6 +189,7 @@ def test_a_folder_given_as_checkpoint_is_named_as_such(data, tmp_path):
     assert not (tmp_path / "e").exists()
 
 
+@pytest.mark.slow
 def test_best_checkpoint_scored_on_its_selection_set_is_marked_optimistic(data, tmp_path):
     """best.pt records the validation samples it was picked on; eval marks a report of it on them, and only then."""
     from scenectl.checkpoint import SampleSet, file_sha256
@@ -409,6 +410,7 @@ def test_mask_only_reads_the_class_from_instance_shaped_holes(holes, tmp_path):
     assert gain["square"] < gain["instance"] - 0.05, gain
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_counts_is_not_scored_with_the_evaluated_splits_own(data, tmp_path):
     """Plausibility and the label-only baselines need the TRAINING split's counts: without them in the checkpoint,
     eval refuses in one line (exit 2, nothing written) unless --cooccurrence names a file."""
@@ -448,6 +450,7 @@ def test_densenet_is_evaluated_beside_its_hole_only_control(data, tmp_path):
     assert not (tmp_path / "e2").exists()
 
 
+@pytest.mark.slow
 def test_training_shards_named_by_a_checkpoint_are_data(data, tmp_path):
     """A checkpoint's record of its training shards is read from a file: a URL or pipe: command found there is never
     opened or run."""

@@ -157,6 +157,7 @@ def test_eval_default_out_beside_a_checkpoint_inside_a_shard_set_is_refused(inpu
     assert _files(s) == before
 
 
+@pytest.mark.slow
 def test_export_overwrite_leaves_exactly_the_new_export(inputs, tmp_path):
     out = tmp_path / "x"
     r = runner.invoke(app, ["export-imagefolder", str(inputs["val"]), str(out), "--member", "jpg"])

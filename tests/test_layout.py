@@ -176,6 +176,7 @@ def test_no_function_takes_more_than_8_parameters():
     assert not offenders, f"functions over {MAX_PARAMETERS} parameters:\n" + "\n".join(offenders)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("allowed", [DATA_PENDING, COMMANDS_PENDING, PARAMETERS_PENDING])
 def test_allow_lists_hold_only_live_offenders(allowed):
     """An entry whose offence is gone must leave its list (so the lists only ever shrink to empty)."""

@@ -613,6 +613,7 @@ def _arms(rng, effect: float, seed_sd: float = 0.04, n_images: int = 300, per_im
     return arms
 
 
+@pytest.mark.slow
 def test_planted_difference_found_and_null_called_inconclusive():
     rng = np.random.default_rng(3)
     a, b = _arms(rng, effect=0.25)

@@ -233,6 +233,7 @@ def test_every_figure_a_command_draws_is_readable(synthetic_shards, synthetic_sc
             assert "sha256" in foot, (name, foot)
 
 
+@pytest.mark.slow
 def test_the_learning_rate_panel_draws_a_run_that_logged_one_step(tmp_path):
     steps = [{"step": 3, "loss": 2.0, "lr": 0.05}]
     epochs = [{"step": 6, "train_loss": 2.0, "val_loss": 2.1, "val_top1": 0.3, "val_top5": 0.6, "lr": 0.01}]
@@ -252,6 +253,7 @@ def _foot(fig) -> str:
     return " ".join(t.get_text() for t in fig.texts if t.get_gid() == plots.SOURCE_GID)
 
 
+@pytest.mark.slow
 def test_every_figure_kind_carries_the_source_line(tmp_path):
     """Whatever the kind, a figure saved inside plots.source names the checkpoint, the data and n."""
     names = ["a", "b", "c"]

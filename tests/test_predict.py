@@ -77,6 +77,7 @@ def test_hides_exactly_what_build_shards_hid(setup, how, tmp_path):
     assert frac == pytest.approx(meta["area_fraction"])
 
 
+@pytest.mark.slow
 def test_cli_prints_top10_and_draws(setup, tmp_path):
     image = setup["images"] / setup["ann"]["images"][0]["file_name"]
     out = tmp_path / "pred.png"

@@ -155,6 +155,7 @@ def test_a_cut_transfer_is_resumed_at_the_byte_reached(sets, serve, ranges):
     assert status == (206 if ranges else 200)  # 200: read again from the start, the delivered bytes skipped
 
 
+@pytest.mark.slow
 def test_a_stalled_transfer_times_out_and_resumes(sets, serve):
     faults = Faults(stall=[SHARD])
     url = f"{serve(sets, faults)}/train/{SHARD}"
@@ -273,6 +274,7 @@ def _keys(loader) -> list[tuple]:
     return [(tuple(b["key"]), tuple(b["label"].tolist()), float(b["input"].sum())) for b in loader]
 
 
+@pytest.mark.slow
 def test_eval_and_train_loaders_read_what_the_local_copy_gives(sets, serve):
     names = sorted(p.name for p in (sets / "train").glob("*.tar"))
     faults = _all_faults(names)
@@ -309,6 +311,7 @@ def test_commands_that_read_shard_sets_take_the_network_options(command):
     assert "$SCENECTL_TIMEOUT" in text
 
 
+@pytest.mark.slow
 def test_inspect_and_verify_a_remote_set_through_the_faults(sets, serve, tmp_path):
     names = sorted(p.name for p in (sets / "val").glob("*.tar"))
     base = serve(sets, _all_faults(names))
@@ -505,6 +508,7 @@ def hostile():
     server.server_close()
 
 
+@pytest.mark.slow
 def test_a_server_dripping_bytes_does_not_defeat_the_timeout(hostile):
     start = time.monotonic()
     with pytest.raises(RemoteError, match=r"drip/shard-000000.tar: 2 attempts failed.*fewer than 4096 per --timeout"):

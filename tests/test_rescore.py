@@ -307,6 +307,7 @@ def test_read_results_refuses_a_missing_or_broken_file(tmp_path):
 
 # --- the torchvision recipe of docs/detectors.md ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_docs_torchvision_recipe_writes_results_rescore_reads(setup, tmp_path, monkeypatch):
     """The recipe in docs/detectors.md, run as written with an untrained (weights=None) small detector saved to a
     local file: its output is a results file that read_results and COCO.loadRes accept (format only)."""

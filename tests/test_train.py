@@ -175,6 +175,7 @@ def test_resume_with_a_changed_option_is_refused_naming_it_and_deletes_nothing(t
     assert train(_cfg(tiny, out, epochs=1, steps_per_epoch=1, lr=0.01, log_every=5, resume=True))["step"] == 1
 
 
+@pytest.mark.slow
 def test_a_run_says_where_it_computes_how_fast_and_how_long(tiny, tmp_path, monkeypatch, capsys):
     """The start-up summary (device, threads, workers, steps), the first measured speed with the whole run's ETA, a
     notice when a CPU run projects hours, timestamps, epochs counted from 1 and percentages."""

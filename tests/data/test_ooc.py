@@ -122,6 +122,7 @@ def test_build_ooc_from_real_coco_sample(coco_sample, train_side, tmp_path):
     assert [s["sha256"] for s in other["shards"]] != [s["sha256"] for s in m["shards"]]
 
 
+@pytest.mark.slow
 def test_build_ooc_bad_inputs(coco_sample, train_side, tmp_path):
     args = ["build-ooc", "--coco-root", str(coco_sample), "--split", "val2017", "--out", str(tmp_path / "o")]
     r = runner.invoke(app, args + ["--train-cooccurrence", str(tmp_path / "missing.h5")])

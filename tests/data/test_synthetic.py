@@ -157,6 +157,7 @@ def _label_only_topk(root: Path, k: int = 3) -> dict[str, float]:
     return {name: float(np.mean(h)) for name, h in hits.items()}
 
 
+@pytest.mark.slow
 def test_context_predicts_the_hidden_class_better_than_the_prior(tmp_path):
     generate_scenes(tmp_path, 60, 30, seed=0)
     acc = _label_only_topk(tmp_path)
@@ -167,6 +168,7 @@ def test_context_predicts_the_hidden_class_better_than_the_prior(tmp_path):
     assert counts.max() / counts.sum() < 0.25
 
 
+@pytest.mark.slow
 def test_context_test_fails_when_scenes_are_random(tmp_path, monkeypatch):
     # Negative control: one scene type holding every class with equal weight leaves no context to exploit.
     flat = dataclasses.replace(synthetic.SCENES[1], weights={c.name: 1 for c in synthetic.CLASSES})

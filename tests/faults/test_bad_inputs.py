@@ -102,6 +102,7 @@ def test_train_refuses_sets_of_different_builds(real_set, other_build, tmp_path)
         load_data(TrainConfig(shards=str(real_set), val_shards=str(other_build)))
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_class_list(real_set, other_build, tmp_path):
     out = tmp_path / "run"
     kw = dict(out=str(out), image_size=32, batch_size=2, epochs=1, steps_per_epoch=2, workers=0, device="cpu",
@@ -113,6 +114,7 @@ def test_resume_refuses_another_class_list(real_set, other_build, tmp_path):
     assert load_checkpoint(out / "last.pt")["step"] == before  # the refused resume changed nothing
 
 
+@pytest.mark.slow
 def test_eval_and_fuse_refuse_other_classes(real_ckpt, other_build, tmp_path):
     r = runner.invoke(app, ["eval", "-c", str(real_ckpt), "--shards", str(other_build), "--out", str(tmp_path / "e")])
     _one_line_error(r, "class list differs")

@@ -60,6 +60,7 @@ def test_pretrained_file_adapts_the_stem_and_reads_old_key_names(tmp_path):
         torch.testing.assert_close(model.forward_features(torch.cat([rgb, mask], 1)), ref)
 
 
+@pytest.mark.slow
 def test_train_arch_densenet121_takes_a_step(tmp_path):
     from kit import write_shards
 
