@@ -11,16 +11,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
+import kit
 from scenectl import metrics
 from scenectl.checkpoint import SampleSet, file_sha256, read_checkpoint, save_checkpoint
 from scenectl.cli import app
 from scenectl.compare import CompareConfig, compare, model_names, summary_text
 from scenectl.errors import ScenectlError
 from scenectl.inference import Outputs
-from scenectl.models import create_model
 from scenectl.predictions import write_predictions
 
 runner = CliRunner()
@@ -204,14 +203,9 @@ def test_checkpoints_are_run_on_the_shards(synthetic_shards, tmp_path):
     from scenectl.data.loader import open_shard_set
 
     classes = open_shard_set(synthetic_shards["val"]).classes
-    torch.manual_seed(0)
-    model = create_model("resnet18", len(classes), in_chans=4)
     ckpt = tmp_path / "r18" / "best.pt"
     ckpt.parent.mkdir()
-    save_checkpoint(ckpt, {"kind": "context", "arch": "resnet18", "in_chans": 4, "num_classes": len(classes),
-                           "model": model.state_dict(), "classes": classes, "image_size": 32, "mask_channel": True,
-                           "config": {}, "metrics": {}, "epoch": 1, "step": 1,
-                           "cooccurrence": open_shard_set(synthetic_shards["train"]).cooccurrence().to_state()})
+    kit.checkpoint(ckpt, classes, 4, cooccurrence=open_shard_set(synthetic_shards["train"]).cooccurrence().to_state())
     (tmp_path / "copy").mkdir()
     val = open_shard_set(synthetic_shards["val"])  # the copy says it was picked on these samples
     raw = read_checkpoint(ckpt).state

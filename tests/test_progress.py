@@ -14,12 +14,11 @@ import pytest
 from tqdm import tqdm
 from typer.testing import CliRunner
 
+import kit
 from scenectl import progress as P
-from scenectl.checkpoint import save_checkpoint
 from scenectl.cli import app
 from scenectl.data.loader import open_shard_set
 from scenectl.errors import ScenectlError
-from scenectl.models import create_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,12 +166,8 @@ def test_commands_show_totals_and_no_carriage_return_when_not_on_a_terminal(synt
 def test_a_redirected_eval_log_shows_the_total_and_holds_no_carriage_return(synthetic_shards, tmp_path):
     """`scenectl eval` as a cluster job runs it: standard error to a file."""
     val = open_shard_set(synthetic_shards["val"])
-    model = create_model("resnet18", len(val.classes), in_chans=4)
-    ckpt = tmp_path / "ctx.pt"
-    save_checkpoint(ckpt, {"kind": "context", "arch": "resnet18", "in_chans": 4, "num_classes": len(val.classes),
-                           "model": model.state_dict(), "classes": val.classes, "image_size": 32,
-                           "mask_channel": True, "config": {"image_size": 32},
-                           "cooccurrence": val.cooccurrence().to_state(), "metrics": {}, "epoch": 1, "step": 1})
+    ckpt = kit.checkpoint(tmp_path / "ctx.pt", val.classes, 4, config={"image_size": 32},
+                          cooccurrence=val.cooccurrence().to_state())
     log = tmp_path / "eval.log"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop(P.STYLE_ENV, None)
