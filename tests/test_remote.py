@@ -415,7 +415,7 @@ def test_a_404_mid_run_fails_in_one_line_after_saving_and_resume_finishes(sets, 
     last = r.output.strip().splitlines()[-1].split("error: ", 1)[-1]  # (after the progress bar's carriage returns)
     gone = faults.gone_when.name
     assert r.exit_code == 2 and gone and "Traceback" not in r.output and last.startswith(
-        f"cannot read shard {base}/train/{gone}: HTTP 404 Not Found (attempt 1; not retried)"), r.output
+        f"scenectl train: cannot read shard {base}/train/{gone}: HTTP 404 Not Found (attempt 1; not retried)"), r.output
     steps = [x for x in _metrics(run) if "/loss" in x and "/val_top1" not in x]
     assert load_checkpoint(run / "last.pt")["step"] == len(steps) >= 1  # saved where training had got to
     faults.gone_when.served = True  # the server has the shard again
@@ -442,8 +442,9 @@ def test_sigterm_stops_a_run_blocked_on_a_stalled_transfer_within_seconds(sets, 
     base = serve(sets, faults)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "scenectl", "train", "--shards", f"{base}/train/", "--val-shards", str(sets / "val"),
-           "--out", str(run), "--device", "cpu", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "3",
+           "--out", str(run), "--device", "cpu", "--batch-size", "16", "--epochs", "1", "--steps-per-epoch", "3",
            "--workers", str(workers), "--timeout", "60", "--retries", "5", "--shuffle-buffer", "4"]
+    # 3 x 16 samples: the whole set, so the run must read past every shard's first half (where the stall begins)
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
