@@ -275,6 +275,7 @@ def test_bad_inputs_are_one_line_errors(data, tmp_path):
     assert not (tmp_path / "a" / "report.json").exists() and not (tmp_path / "b" / "report.json").exists()
 
 
+@pytest.mark.slow
 def test_object_crop_shards_are_refused_by_train_and_eval(data, tmp_path):
     """`build-shards --task object` sets (crops, no mask.png) belong to transfer/distill; train and eval say so
     up front instead of failing on the first sample's missing mask."""
@@ -320,6 +321,7 @@ def test_cooccurrence_companions_match_the_counts(data, tmp_path):
             assert c["value"] == pytest.approx(np.log(n * cooc.cooccurrence[i, j] / (cooc.image_counts[i] * cooc.image_counts[j])))
 
 
+@pytest.mark.slow
 def test_cooccurrence_cli(data, tmp_path):
     png = tmp_path / "heat.png"
     r = runner.invoke(app, ["cooccurrence", str(data["train"]), "--top", "2", "--out", str(png)])

@@ -135,6 +135,7 @@ def test_prediction_outlines_the_hidden_region_and_its_ticks_stay_apart(tmp_path
     assert bars.get_xlabel() == "probability (%)"
 
 
+@pytest.mark.slow
 def test_training_curves_of_two_runs_are_readable(tmp_path):
     """curves.png of train / transfer / distill (engine): two runs, per-step and per-epoch records."""
     def run(offset: float) -> tuple[list[dict], list[dict]]:

@@ -252,6 +252,7 @@ def test_image_order_is_the_documented_seeded_permutation():
     assert S._part_images(ids, (1, 3), 0) == order[1::3]
 
 
+@pytest.mark.slow
 def test_every_shard_samples_the_whole_split(coco_sample, tmp_path):
     """A 2-shard build of coco-sample val2017 (all 128 images): each shard holds images from the lowest and the
     highest quarter of the image ids (in image-id order the second shard would hold only the highest ids)."""

@@ -190,6 +190,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_hostile_geometry_is_skipped_within_a_memory_cap(tmp_path):
     """Hostile values through process_image and to_rle in a child capped at its imports + 256 MiB: it must end
     normally (a crash, a MemoryError or a failed property ends it otherwise)."""
