@@ -53,22 +53,22 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def cpu_threads(workers: int, cores: int) -> int:
-    """Intra-op threads for a process computing on the CPU beside `workers` loader processes: the cores the workers
-    leave free, at least 1. Torch's default (one thread per core) makes its threads and the workers' decoding fight
-    for the same cores: a short training on 2 cores with 2 workers ran at 14 samples/s so, and at 42 with one thread
-    (issue 24; benchmarks/threads.py measures the ratio)."""
-    return max(1, cores - max(0, workers))
+def cpu_threads(cores: int) -> int:
+    """Intra-op threads for a process computing on the CPU: one per core it may run on (its affinity, so a cluster
+    job's share is not oversubscribed). Leaving the loader workers cores of their own (cores - workers) was measured
+    slower on an idle 2-core box with 2 workers: 0.64x at 64 px and 0.63x at 128 px (benchmarks/threads.py,
+    docs/performance.md): the model's steps want every core and the workers' decoding fits between them."""
+    return max(1, cores)
 
 
 def set_cpu_threads(device: torch.device, workers: int) -> str:
-    """Set torch's intra-op threads for computing on `device` beside `workers` loader processes (cpu_threads). On a
-    GPU, or where $OMP_NUM_THREADS / $MKL_NUM_THREADS is set, torch's own setting is kept. Returns what holds, for a
-    run's start-up line: "1 intra-op thread (2 cores, 2 loader workers)"."""
+    """Set torch's intra-op threads for computing on `device` (cpu_threads); `workers`, the loader processes beside
+    it, are named in the line. On a GPU, or where $OMP_NUM_THREADS / $MKL_NUM_THREADS is set, torch's own setting is
+    kept. Returns what holds, for a run's start-up line: "2 intra-op threads (2 cores, 2 loader workers)"."""
     given = next((v for v in THREADS_ENV if os.environ.get(v)), None)
     cores = available_cores()
     if device.type == "cpu" and given is None:
-        torch.set_num_threads(cpu_threads(workers, cores))
+        torch.set_num_threads(cpu_threads(cores))
     n = torch.get_num_threads()
     why = f"set by ${given}" if given else f"{cores} cores"
     return f"{n} intra-op thread{'s' * (n != 1)} ({why}, {workers} loader worker{'s' * (workers != 1)})"

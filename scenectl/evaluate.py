@@ -411,7 +411,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate; returns the top-level report (also written as OUT/report.json)."""
     check_options(cfg)
     device = parse_device(cfg.device)
-    set_cpu_threads(device, cfg.workers)  # torch's threads beside the loader workers (devices.cpu_threads)
+    set_cpu_threads(device, cfg.workers)  # torch's threads: one per core of this process (devices.cpu_threads)
     ckpt = read_checkpoint(cfg.checkpoint)
     model = ckpt.build_model(device)
     ks, notes = resolve_ks(cfg.topk, ckpt.num_classes)
