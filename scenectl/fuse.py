@@ -27,8 +27,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from scenectl import metrics, plots
-from scenectl.checkpoint import Checkpoint, read_checkpoint
+from scenectl import metrics, plots, report
+from scenectl.checkpoint import Checkpoint, SampleSet, read_checkpoint
 from scenectl.config import FuseConfig
 from scenectl.data.coco import classes_match
 from scenectl.data.cooccurrence import Cooccurrence
@@ -253,12 +253,15 @@ def fuse(cfg: FuseConfig) -> dict:
                "weight_curve": curve,
                "val_crossfit": crossfit(val.logp_obj, val.logp_ctx, val.labels, val.keys, cfg.weights, num_classes),
                "sets": {"val": compare(val.logp_obj, val.logp_ctx, val.labels, w, num_classes)}}
+        scored = [SampleSet.of(sets[cfg.shards].location, sets[cfg.shards].manifest, val.keys)]
         if cfg.ooc_shards:
             o = score_set(cfg.ooc_shards, sets[cfg.ooc_shards], obj, obj_net, ctx, ctx_net, cfg, device)
+            scored.append(SampleSet.of(sets[cfg.ooc_shards].location, sets[cfg.ooc_shards].manifest, o.keys))
             rep["sets"].update(ooc_sets(o, w, num_classes))
             if o.ooc.any() and (~o.ooc).any():
                 cooc = cooccurrence_of(ctx, cfg.ooc_shards, cfg.net.options())
                 rep["ooc_flags"] = flag_report(o.logp_ctx, o.labels, o.ooc, o.visible, cooc)
+        rep["provenance"] = report.report_provenance([cfg.context, cfg.object], scored)
         with plots.source(checkpoint=f"{cfg.context} + {cfg.object}", data=cfg.shards, n=len(val.labels)):
             plots.plot_weights(curve, w, folder.path / "weights.png")
         write_report(folder.path, rep)

@@ -304,6 +304,19 @@ def compare(inp: Inputs, ev: Evidence, w: float, relabel: int, eval_ids: list[in
 # the command
 
 
+def provenance_of(cfg: RescoreConfig, n: int) -> dict:
+    """What the report is of: scenectl's version and commit, the context checkpoint and the input files with their
+    sha256 (a detector's results are not a shard set: the files are the fingerprint), n evaluation images."""
+    from scenectl.checkpoint import file_sha256
+    from scenectl.config import provenance
+
+    prov = provenance()
+    return {"scenectl": prov["version"], "git_commit": prov.get("git_commit"),
+            "checkpoints": [{"path": str(cfg.checkpoint), "sha256": file_sha256(cfg.checkpoint)}],
+            "data": [{"location": str(p), "sha256": file_sha256(p)} for p in (cfg.detections, cfg.annotations)]
+            + [{"location": str(cfg.images)}], "n": n}
+
+
 def rescore(cfg: RescoreConfig) -> dict:
     """Rescore cfg.detections with the context model; writes cfg.out (a `rescore` folder), report.json last."""
     cfg.check()
@@ -331,6 +344,7 @@ def rescore(cfg: RescoreConfig) -> dict:
                "split": {"seed": cfg.seed, "calibration": None if fixed else cfg.calibration,
                          "calibration_image_ids": cal_ids, "evaluation_image_ids": eval_ids},
                "evaluation": compare(inp, ev, w, cfg.relabel, eval_ids, cfg.bootstrap, cfg.seed)}
+        rep["provenance"] = provenance_of(cfg, len(eval_ids))
         rep["speed"] = {"detections_per_s": rate, "device": str(device),
                         "bootstrap_seconds": rep["evaluation"].pop("bootstrap_seconds", None)}
         from scenectl import plots, rescore_report

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import kit
+from scenectl.checkpoint import file_sha256
 from scenectl.cli import app
 from scenectl.data.loader import open_shard_set
 from scenectl.data.ooc import OOCConfig, build_ooc
@@ -92,6 +93,9 @@ def test_fuse_end_to_end_on_val_and_an_ooc_set(synthetic_scenes, synthetic_shard
     assert rep["w"] in (0.0, 0.5, 1.0) and [c["w"] for c in rep["weight_curve"]] == [0.0, 0.5, 1.0]
     n_val = open_shard_set(synthetic_shards["val"]).num_samples
     assert rep["sets"]["val"]["n"] == n_val
+    prov = rep["provenance"]  # both checkpoints with their sha256, both sets fingerprinted
+    assert [c["sha256"] for c in prov["checkpoints"]] == [file_sha256(models["ctx"]), file_sha256(models["obj"])]
+    assert [d["n"] for d in prov["data"]] == [n_val, 2 * m["totals"]["pairs"]] and prov["scenectl"]
     assert rep["sets"]["ooc: out-of-context"]["n"] == rep["sets"]["ooc: in-context"]["n"] == m["totals"]["pairs"]
     for s in rep["sets"].values():  # fixed - broken is exactly the accuracy gained
         assert s["fixed"] - s["broken"] == round((s["fused"]["top1"] - s["object"]["top1"]) * s["n"])

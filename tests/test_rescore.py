@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 import kit
 from scenectl import boxap, plots
+from scenectl.checkpoint import file_sha256
 from scenectl.cli import app
 from scenectl.data.coco import ClassTable, load_coco
 from scenectl.data.synthetic import generate_scenes
@@ -153,6 +154,9 @@ def test_calibration_split_and_rescored_file(setup, tmp_path):
     feet = [" ".join(t.get_text() for t in d.figure.texts if t.get_gid() == plots.SOURCE_GID) for d in drawn]
     assert feet and all("checkpoint " in f and "data " in f and "n = 6" in f for f in feet), feet  # 6 evaluation images
     rep = json.loads((out / "report.json").read_text())
+    prov = rep["provenance"]
+    assert prov["checkpoints"][0]["sha256"] == file_sha256(setup["ckpt"]) and prov["n"] == 6
+    assert [d["sha256"] for d in prov["data"][:2]] == [file_sha256(setup["dets"]), file_sha256(setup["ann"])]
     sp = rep["split"]
     cal, evl = sp["calibration_image_ids"], sp["evaluation_image_ids"]
     assert len(cal) == 6 and len(evl) == 6 and not set(cal) & set(evl)
