@@ -68,6 +68,7 @@ def test_models_snippet_loads_a_checkpoint_into_torchvision_and_timm(chain, monk
                monkeypatch)
 
 
+@pytest.mark.slow
 def test_training_md_names_every_command_that_takes_the_remote_read_options():
     text = (ROOT / "docs" / "training.md").read_text()
     sentence = text[text.index("every command that reads shard sets also takes the options:"):]

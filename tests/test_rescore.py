@@ -232,7 +232,7 @@ def _one(setup, **change) -> dict:
     return {k: v for k, v in row.items() if v is not None}
 
 
-@pytest.mark.parametrize("case, text", [
+HOSTILE_ROWS = [
     ("not a list", "not a COCO results file"),
     ("not an object", "row 1 is not an object"),
     ("no bbox", "row 1 has no 'bbox'"),
@@ -246,7 +246,12 @@ def _one(setup, **change) -> dict:
     ("unknown image", "row 1: image_id 999999999 is not in the annotation file"),
     ("unknown category", "row 1: category_id 999 is not a category"),
     ("string id", "row 1: 'image_id' must be an integer"),
-])
+]
+
+
+# every row kind through the command; the fast tier runs the first three
+@pytest.mark.parametrize("case, text", [pytest.param(*c, marks=() if k < 3 else pytest.mark.slow)
+                                        for k, c in enumerate(HOSTILE_ROWS)])
 def test_hostile_rows_are_refused_naming_the_row(setup, tmp_path, case, text):
     bad = {"not an object": [1, 2], "no bbox": _one(setup, bbox=None), "no score": _one(setup, score=None),
            "nan box": _one(setup, bbox=[float("nan"), 1, 2, 3]), "negative width": _one(setup, bbox=[1, 1, -5, 3]),

@@ -54,7 +54,7 @@ def homogeneity_p(batches: list[np.ndarray], permutations: int = 999, seed: int 
 
 
 @pytest.mark.parametrize("shards,workers,ranks", [(1, 2, 1), (2, 2, 1), (3, 2, 1), pytest.param(16, 4, 1, marks=pytest.mark.slow),
-                                                   (4, 2, 2)])
+                                                   pytest.param(4, 2, 2, marks=pytest.mark.slow)])
 def test_each_batch_is_a_sample_of_the_split(tmp_path, shards, workers, ranks):
     per_shard = {1: 128, 2: 64, 3: 64, 16: 16, 4: 64}[shards]  # samples: a multiple of batch x streams
     s = open_shard_set(sorted_set(tmp_path / "set", shards, per_shard))

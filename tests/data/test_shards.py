@@ -560,6 +560,7 @@ def assert_timm_index(out: Path, manifest: dict) -> None:
     assert not list(out.glob("*.tmp*"))  # written atomically
 
 
+@pytest.mark.slow
 def test_timm_reads_the_set_as_scenectl_does(reference):
     """timm's own webdataset reader, pointed at a built folder, gives the same samples: keys and `cls` labels."""
     timm_data = pytest.importorskip("timm.data", reason="timm is not installed (pip install 'scenectl[dev]')")

@@ -47,7 +47,8 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.parametrize("damage", [pytest.param(d, marks=() if k == 0 else pytest.mark.slow)
+                                    for k, d in enumerate(DAMAGE)])  # one damage kind in the fast tier
 def test_eval_names_the_damaged_shard(real_set, real_ckpt, tmp_path, damage):
     spoil, text = DAMAGE[damage]
     folder = shutil.copytree(real_set, tmp_path / "set")

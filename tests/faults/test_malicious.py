@@ -311,7 +311,8 @@ def test_the_twelve_class_set_is_read_whole(twelve_classes, tmp_path):
     assert _cli("verify-shards", twelve_classes, "--no-progress").exit_code == 0
 
 
-@pytest.mark.parametrize("damage", list(TAR_MEMBERS))
+@pytest.mark.parametrize("damage", [pytest.param(d, marks=() if k < 3 else pytest.mark.slow)  # 3 in the fast tier
+                                    for k, d in enumerate(TAR_MEMBERS)])
 def test_tar_members_are_refused_by_the_reader_and_verify(twelve_classes, tmp_path, damage):
     """Each hostile member class: the reader stops with one line naming the shard (exit 2), before decoding or
     allocating what the member declares; verify-shards reports the same rule's problem for that shard."""
