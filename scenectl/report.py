@@ -112,13 +112,17 @@ def bootstrap_text(b: dict, also: str = "the instances of one image are resample
             f"(seed {b['seed']}; {also})")
 
 
-def report_provenance(checkpoints: list[str | Path], data: list[SampleSet]) -> dict:
-    """What a report is of, for its report.json: scenectl's version and git commit (None outside a checkout), each
-    checkpoint's path and sha256, each data set's location and fingerprint, and n (the samples scored)."""
+def provenance_record(checkpoints: list[str | Path], data, n) -> dict:
+    """The one shape of a report's `provenance`: scenectl's version and git commit (None outside a checkout), each
+    checkpoint's path and sha256, the data as the command fingerprints it, and n."""
     prov = provenance()
     return {"scenectl": prov["version"], "git_commit": prov.get("git_commit"),
-            "checkpoints": [{"path": str(c), "sha256": file_sha256(c)} for c in checkpoints],
-            "data": [asdict(d) for d in data], "n": sum(d.n or 0 for d in data)}
+            "checkpoints": [{"path": str(c), "sha256": file_sha256(c)} for c in checkpoints], "data": data, "n": n}
+
+
+def report_provenance(checkpoints: list[str | Path], data: list[SampleSet]) -> dict:
+    """A report of checkpoints scored on shard sets: each set's location and fingerprint, n the samples scored."""
+    return provenance_record(checkpoints, [asdict(d) for d in data], sum(d.n or 0 for d in data))
 
 
 def what_was_scored(ckpt: Checkpoint, shard_sets: list, outs: list) -> dict:
@@ -178,12 +182,10 @@ def runs_provenance(report: dict) -> dict:
     """What a transfer or distill report is of: scenectl's version and commit, the context checkpoint (transfer's
     `checkpoint`, distill's `teacher`) with its sha256, the training and validation data as given, and n (each
     run's validation samples)."""
-    prov = provenance()
     ckpt = report.get("checkpoint") or report.get("teacher")
     data = {k: report[k] for k in ("train", "val", "shards", "val_shards") if isinstance(report.get(k), str)}
-    return {"scenectl": prov["version"], "git_commit": prov.get("git_commit"),
-            "checkpoints": [{"path": ckpt, "sha256": file_sha256(ckpt)}] if ckpt and Path(ckpt).is_file() else [],
-            "data": data, "n": {name: r.get("val_samples") for name, r in report.get("runs", {}).items()}}
+    return provenance_record([ckpt] if ckpt and Path(ckpt).is_file() else [], data,
+                             {name: r.get("val_samples") for name, r in report.get("runs", {}).items()})
 
 
 def runs_summary(report: dict) -> str:

@@ -308,13 +308,10 @@ def provenance_of(cfg: RescoreConfig, n: int) -> dict:
     """What the report is of: scenectl's version and commit, the context checkpoint and the input files with their
     sha256 (a detector's results are not a shard set: the files are the fingerprint), n evaluation images."""
     from scenectl.checkpoint import file_sha256
-    from scenectl.config import provenance
+    from scenectl.report import provenance_record
 
-    prov = provenance()
-    return {"scenectl": prov["version"], "git_commit": prov.get("git_commit"),
-            "checkpoints": [{"path": str(cfg.checkpoint), "sha256": file_sha256(cfg.checkpoint)}],
-            "data": [{"location": str(p), "sha256": file_sha256(p)} for p in (cfg.detections, cfg.annotations)]
-            + [{"location": str(cfg.images)}], "n": n}
+    files = [{"location": str(p), "sha256": file_sha256(p)} for p in (cfg.detections, cfg.annotations)]
+    return provenance_record([cfg.checkpoint], files + [{"location": str(cfg.images)}], n)
 
 
 def rescore(cfg: RescoreConfig) -> dict:
