@@ -552,33 +552,40 @@ def _decoded(src: Iterator[dict], handler: Handler, prepare: Callable[[dict, int
         yield sample
 
 
-@dataclass(frozen=True)
-class TrainBatches:
-    """What `make_train_loader` yields: exactly `steps - start_step` batches of `batch_size` samples of `view`,
-    shuffled and augmented, this rank's part of epoch `epoch` (docs/training.md, "Data pipeline")."""
+@dataclass(frozen=True, kw_only=True)
+class Batches:
+    """What both loaders share: batches of `batch_size` samples of `view` at `image_size`, this rank's part."""
 
-    steps: int
     batch_size: int
     image_size: int
-    # the view (make_view): `scene` / `object`, the mask channel, augmentation, a context model's scene beside an
-    # object crop, scenes' JPEGs decoded per batch on the model's device (a CUDA run)
+    # the view (make_view): `scene` / `object`, the mask channel, a context model's scene beside an object crop,
+    # scenes' JPEGs decoded per batch on the model's device (a CUDA run)
     view: str = "scene"
     mask_channel: bool = True
-    augment: Augment | None = None
     scene_size: int | None = None
     scene_mask: bool = True
     defer_jpeg: bool = False
-    # the order: seed, epoch, this rank of world_size, the step it resumes at, the shuffle buffer
-    seed: int = 0
-    epoch: int = 0
+    # this rank of world_size (DDP)
     rank: int = 0
     world_size: int = 1
-    start_step: int = 0
-    shuffle_buffer: int = 1000
     # the reading: DataLoader workers, corrupt samples skipped (and counted in `counter`) or an error
     workers: int = 0
     skip_corrupt: bool = False
     counter: SkipCounter | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainBatches(Batches):
+    """What `make_train_loader` yields: exactly `steps - start_step` batches, shuffled and augmented (`augment`),
+    of epoch `epoch` (docs/training.md, "Data pipeline")."""
+
+    steps: int
+    augment: Augment | None = None
+    # the order: seed, epoch, the step it resumes at, the shuffle buffer
+    seed: int = 0
+    epoch: int = 0
+    start_step: int = 0
+    shuffle_buffer: int = 1000
 
 
 @dataclass
@@ -797,26 +804,10 @@ def make_train_loader(shards: ShardSet, batches: TrainBatches) -> Loader:
     return Loader(dl, b.steps - b.start_step, counter)
 
 
-@dataclass
-class EvalBatches:
-    """What `make_eval_loader` yields: every sample of `view` once (this rank's share under DDP), in batches of
-    `batch_size`, not augmented, in shard order."""
-
-    batch_size: int
-    image_size: int
-    # the view (make_view), as in TrainBatches
-    view: str = "scene"
-    mask_channel: bool = True
-    scene_size: int | None = None
-    scene_mask: bool = True
-    defer_jpeg: bool = False
-    # this rank of world_size (DDP)
-    rank: int = 0
-    world_size: int = 1
-    # the reading: DataLoader workers, corrupt samples skipped (and counted in `counter`) or an error
-    workers: int = 0
-    skip_corrupt: bool = False
-    counter: SkipCounter | None = None
+@dataclass(frozen=True, kw_only=True)
+class EvalBatches(Batches):
+    """What `make_eval_loader` yields: every sample of `view` once (this rank's share under DDP), not augmented, in
+    shard order."""
 
 
 def make_eval_loader(shards: ShardSet, b: EvalBatches) -> Loader:
