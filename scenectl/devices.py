@@ -16,6 +16,23 @@ import torch
 from scenectl.errors import ScenectlError
 
 _FORM = re.compile(r"(auto|cpu|cuda)(?::(\d+))?")
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def torchrun_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment, (0, 1, 0) outside it; each value checked (a whole
+    number, 0 <= rank < world_size <= 65536, local_rank < 65536), else a one-line error naming the variable."""
+    values = []
+    for name, default in zip(TORCHRUN_ENV, ("0", "1", "0")):
+        text = os.environ.get(name, "").strip() or default
+        if not (text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65536):
+            raise ScenectlError(f"environment variable {name}={text[:40]!r} is not a whole number in 0..65536 "
+                                "(torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; unset them to run one process)")
+        values.append(int(text))
+    rank, world, local_rank = values
+    if world < 1 or rank >= world:
+        raise ScenectlError(f"environment variables RANK={rank}, WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE")
+    return rank, world, local_rank
 
 
 def parse_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -25,7 +42,7 @@ def parse_device(name: str, local_rank: int | None = None) -> torch.device:
         raise ScenectlError(f"--device must be auto, cpu, cuda or cuda:N, not {name!r}")
     kind, index = m[1], m[2]
     if local_rank is None:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        local_rank = torchrun_env()[2]
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cpu":
@@ -35,7 +52,7 @@ def parse_device(name: str, local_rank: int | None = None) -> torch.device:
     count = torch.cuda.device_count()
     if index is None:
         return torch.device("cuda", local_rank % count)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if torchrun_env()[1] > 1:
         raise ScenectlError(f"--device {name}: under torchrun each process takes its own GPU (LOCAL_RANK); "
                             "pass --device cuda")
     if int(index) >= count:

@@ -8,13 +8,12 @@ run the same torchrun line on every node with `--nnodes N --node_rank i --master
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from scenectl.devices import parse_device
+from scenectl.devices import parse_device, torchrun_env
 
 
 @dataclass
@@ -35,8 +34,7 @@ class DistInfo:
 
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group when WORLD_SIZE > 1; otherwise a single process (rank 0 of 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world, local_rank = torchrun_env()
     dev = parse_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":

@@ -24,7 +24,6 @@ is minutes, not hours.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from scenectl.checkpoint import Checkpoint, read_checkpoint
 from scenectl.config import EvalConfig  # the options (declared with their help and ranges in scenectl.config)
 from scenectl.data.coco import classes_match, supercategories
 from scenectl.data.cooccurrence import Cooccurrence
-from scenectl.devices import parse_device, set_cpu_threads
+from scenectl.devices import parse_device, set_cpu_threads, torchrun_env
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
 from scenectl.inference import Outputs, checkpoint_cooccurrence, concat, open_sets, resolve_ks, run_sets, set_names
@@ -48,7 +47,7 @@ REPORT_FORMAT = "scenectl-eval/1"
 
 # --- 1. options (the checkpoint, its shard sets and the model over them: scenectl.inference) ------------------------
 def check_options(cfg: EvalConfig) -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would write the same files
+    if torchrun_env()[1] > 1:  # every rank would write the same files
         raise ScenectlError("scenectl eval runs in one process: start it without torchrun (see docs/evaluation.md)")
     cfg.check()
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from scenectl.devices import parse_device
+from scenectl.devices import TORCHRUN_ENV, parse_device, torchrun_env
+from scenectl.distributed import init_distributed
 from scenectl.errors import ScenectlError
 
 
@@ -31,3 +32,25 @@ def test_cuda_index_out_of_range():
     assert parse_device("cuda:0") == torch.device("cuda", 0)
     with pytest.raises(ScenectlError, match=f"has {n} GPU"):
         parse_device(f"cuda:{n}")
+
+
+@pytest.mark.parametrize("env, name", [({"WORLD_SIZE": "abc"}, "WORLD_SIZE"), ({"LOCAL_RANK": "-1"}, "LOCAL_RANK"),
+                                       ({"RANK": "1" * 5000}, "RANK"), ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0"),
+                                       ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2, WORLD_SIZE=2")])
+def test_junk_torchrun_environment_is_one_line(monkeypatch, env, name):
+    """torchrun's variables are data too: junk in them is a one-line error naming the variable, not a traceback
+    (issue 23: `int(os.environ[...])` raised ValueError, reported as an unexpected exit 1)."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ScenectlError, match=f"environment variables? .*{name}"):
+        torchrun_env()
+    with pytest.raises(ScenectlError, match=f"environment variables? .*{name}"):
+        init_distributed("cpu")
+
+
+def test_torchrun_environment_read(monkeypatch):
+    for key in TORCHRUN_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert torchrun_env() == (0, 1, 0)
+    monkeypatch.setenv("RANK", "1"), monkeypatch.setenv("WORLD_SIZE", "4"), monkeypatch.setenv("LOCAL_RANK", " 1 ")
+    assert torchrun_env() == (1, 4, 1)
