@@ -137,15 +137,6 @@ def _sha256_hex(v) -> bool:
     return isinstance(v, str) and len(v) == 64 and set(v) <= HEX64
 
 
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file's bytes (a checkpoint's identity in reports)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def keys_sha256(keys) -> str:
     """The sha256 of a set of sample keys, independent of their order (sorted, one per line)."""
     return hashlib.sha256("\n".join(sorted(str(k) for k in keys)).encode()).hexdigest()

@@ -8,11 +8,12 @@ in the same folder and renamed into place only when whole; `os.replace` is atomi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 
 def tmp_name(path: Path) -> Path:
@@ -80,9 +81,10 @@ MAX_JSON_BYTES = 64 << 20  # a config, manifest or marker is kilobytes; COCO ann
 MAX_NUMBER_CHARS = 64  # digits of one JSON number: a 5000-digit integer is no count, index or setting
 
 
-def read_regular(path: str | os.PathLike, what: str, limit: int) -> bytes:
-    """The bytes of the regular file `path`, at most `limit` of them; a FIFO, device or folder is refused at once
-    (opened non-blocking, so a FIFO never hangs), a larger file is refused without reading it."""
+def open_regular(path: str | os.PathLike, what: str) -> BinaryIO:
+    """`path` opened for reading (binary) if it is a regular file; a FIFO, device or folder is refused at once
+    (opened non-blocking, so a FIFO never hangs the process, whose stop signals then still work). The one way
+    scenectl opens a file named by a user or a file: images, JSON, HDF5, checksummed files."""
     from scenectl.errors import ScenectlError
 
     path = Path(path)
@@ -92,16 +94,34 @@ def read_regular(path: str | os.PathLike, what: str, limit: int) -> bytes:
         raise ScenectlError(f"{what} not found: {path}") from None
     except OSError as e:
         raise ScenectlError(f"cannot read {what} {path}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ScenectlError(f"{what} {path} is not a regular file (a FIFO, device or folder is not read)")
-        if st.st_size > limit:
-            raise ScenectlError(f"{what} {path} is {st.st_size} bytes, more than the {limit} read for one")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ScenectlError(f"{what} {path} is not a regular file (a FIFO, device or folder is not read)")
+    return os.fdopen(fd, "rb")  # O_NONBLOCK changes nothing for a regular file's reads
+
+
+def read_regular(path: str | os.PathLike, what: str, limit: int) -> bytes:
+    """The bytes of the regular file `path` (open_regular), at most `limit` of them; a larger file is refused
+    without reading it."""
+    from scenectl.errors import ScenectlError
+
+    with open_regular(path, what) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise ScenectlError(f"{what} {path} is {size} bytes, more than the {limit} read for one")
         data = f.read(limit + 1)
     if len(data) > limit:  # grew while being read
         raise ScenectlError(f"{what} {path} is more than the {limit} bytes read for one")
     return data
+
+
+def file_sha256(path: str | os.PathLike, what: str = "file") -> str:
+    """The sha256 of a regular file's bytes (a checkpoint's identity, a shard set's checksums)."""
+    h = hashlib.sha256()
+    with open_regular(path, what) as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file", expect: type | None = dict,

@@ -26,6 +26,7 @@ from scenectl.data import masks
 from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
 from scenectl.folders import check_file_target
+from scenectl.io import open_regular
 from scenectl.hiding import masked_sample, shard_params
 
 
@@ -71,11 +72,11 @@ def object_mask(cfg: PredictConfig, width: int, height: int) -> tuple[np.ndarray
             raise ScenectlError("--polygon covers no pixel of the image")
         return m, notes
     path = Path(cfg.mask_file)
-    if not path.is_file():
-        raise ScenectlError(f"--mask-file not found: {path}")
     try:
-        with Image.open(path) as im:
+        with open_regular(path, "--mask-file") as f, Image.open(f) as im:
             m = np.asarray(im.convert("L")) > 0
+    except ScenectlError:
+        raise
     except Exception as e:  # PIL raises many types for bad files
         raise ScenectlError(f"--mask-file {path} is not a readable image ({type(e).__name__})") from None
     if m.shape != (height, width):
@@ -91,11 +92,11 @@ def load_upright(path: str | Path, image_size: int):
     from scenectl.data.coco import BadImage, load_image
 
     path = Path(path)
-    if not path.is_file():
-        raise ScenectlError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
+        with open_regular(path, "image") as f, Image.open(f) as im:
             size = im.size  # as stored: load_image checks it like an annotation's width/height
+    except ScenectlError:
+        raise
     except Exception as e:  # PIL raises many types for bad files
         raise ScenectlError(f"{path} is not a readable image ({type(e).__name__})") from None
     try:

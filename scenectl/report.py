@@ -13,9 +13,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from scenectl import metrics
-from scenectl.checkpoint import Checkpoint, SampleSet, file_sha256, optimistic_note
+from scenectl.checkpoint import Checkpoint, SampleSet, optimistic_note
 from scenectl.config import provenance
-from scenectl.io import write_bytes_atomic, write_json_atomic
+from scenectl.io import file_sha256, write_bytes_atomic, write_json_atomic
 
 
 def pct(x) -> str:

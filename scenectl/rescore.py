@@ -307,7 +307,7 @@ def compare(inp: Inputs, ev: Evidence, w: float, relabel: int, eval_ids: list[in
 def provenance_of(cfg: RescoreConfig, n: int) -> dict:
     """What the report is of: scenectl's version and commit, the context checkpoint and the input files with their
     sha256 (a detector's results are not a shard set: the files are the fingerprint), n evaluation images."""
-    from scenectl.checkpoint import file_sha256
+    from scenectl.io import file_sha256
     from scenectl.report import provenance_record
 
     files = [{"location": str(p), "sha256": file_sha256(p)} for p in (cfg.detections, cfg.annotations)]

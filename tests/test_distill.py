@@ -101,7 +101,7 @@ def test_distill_end_to_end_with_and_without_teacher(synthetic_shards, teacher, 
     disk = json.loads((tmp_path / "d" / "report.json").read_text())
     assert disk["teacher_val"]["val_samples"] > 0
     prov = disk["provenance"]  # what the report is of: version, commit, the teacher's sha256, the data, n
-    from scenectl.checkpoint import file_sha256
+    from scenectl.io import file_sha256
     assert prov["scenectl"] and "git_commit" in prov and prov["checkpoints"][0]["sha256"] == file_sha256(cfg.teacher)
     assert prov["data"]["val_shards"] == cfg.data.val_shards and prov["n"]["kd"] == rep["runs"]["kd"]["val_samples"]
     # the metrics logged during training are those of the saved weights (validation in eval mode, BN untouched)

@@ -192,7 +192,8 @@ def test_a_folder_given_as_checkpoint_is_named_as_such(data, tmp_path):
 @pytest.mark.slow
 def test_best_checkpoint_scored_on_its_selection_set_is_marked_optimistic(data, tmp_path):
     """best.pt records the validation samples it was picked on; eval marks a report of it on them, and only then."""
-    from scenectl.checkpoint import SampleSet, file_sha256
+    from scenectl.checkpoint import SampleSet
+    from scenectl.io import file_sha256
     from scenectl.data.loader import open_shard_set
 
     best, last = read_checkpoint(data["ckpt"]), read_checkpoint(data["last"])

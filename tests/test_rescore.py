@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 import kit
 from scenectl import boxap, plots
-from scenectl.checkpoint import file_sha256
+from scenectl.io import file_sha256
 from scenectl.cli import app
 from scenectl.data.coco import ClassTable, load_coco
 from scenectl.data.synthetic import generate_scenes

@@ -7,7 +7,6 @@ image's record and annotations; workers decode masks with `decode_mask` and pixe
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import math
 import os
@@ -22,7 +21,7 @@ from pycocotools.coco import COCO
 
 from scenectl.data.masks import MEAN_RGB, shape_problem
 from scenectl.errors import ScenectlError
-from scenectl.io import read_json
+from scenectl.io import open_regular, read_json
 
 ANNOTATION_BYTES = 4 << 30  # COCO's instances_train2017.json is 448 MB; a bound, not a guess at the largest
 
@@ -164,14 +163,6 @@ def classes_match(a: list[dict], b: list[dict]) -> bool:
     return key(a) == key(b)
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 # --- masks ----------------------------------------------------------------------------------------------------
 def to_rle(segmentation, height: int, width: int) -> dict | None:
     """pycocotools' RLE of one annotation (the steps of COCO.annToRLE), or None when degenerate or hostile.
@@ -309,8 +300,8 @@ def load_image(path: str | os.PathLike, width: int, height: int, draft: int | No
     still leaves at least `draft` pixels on the longer side (libjpeg's DCT scaling: faster, and the output is
     resized down anyway).
     """
-    try:
-        with Image.open(path) as im:
+    try:  # open_regular: a FIFO or device among the images is a bad image, never a hang
+        with open_regular(path, "image") as f, Image.open(f) as im:
             stored = im.size
             reduce = 1
             if draft and im.format == "JPEG":
@@ -322,7 +313,7 @@ def load_image(path: str | os.PathLike, width: int, height: int, draft: int | No
             # exif_transpose and convert each copy the pixels even when there is nothing to do: call them only
             # when needed (the image object stays usable after the file is closed: it is loaded)
             rgb = to_rgb(ImageOps.exif_transpose(im) if orientation in ORIENTATION_TRANSPOSE else im)
-    except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (ScenectlError, UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImage(f"{path}: {e}") from None
     turn = ORIENTATION_TRANSPOSE.get(orientation)
     swapped = turn in (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90,

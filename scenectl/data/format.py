@@ -30,7 +30,7 @@ from PIL import Image
 
 from scenectl.data.remote import plain_name_problem
 from scenectl.errors import ScenectlError
-from scenectl.io import parse_json, write_json_atomic
+from scenectl.io import file_sha256, parse_json, write_json_atomic
 
 FORMAT = "scenectl-shards/1"
 TASKS = ("masked", "object", "ooc")  # a manifest's `task`: build-shards' two, build-ooc's
@@ -156,7 +156,7 @@ def manifest_problems(data: bytes) -> tuple[dict | None, list[Problem]]:
     for k in ("classes", "shards"):
         if not isinstance(manifest.get(k), list):
             return None, [Problem("manifest", f"has no '{k}' list")]
-    problems = _classes_problems(manifest["classes"]) + _params_problems(manifest)
+    problems = _classes_problems(manifest["classes"]) + _params_problems(manifest) + _counts_problems(manifest)
     if not isinstance(manifest.get("files", {}), dict):
         problems.append(Problem("manifest", "'files' is not a mapping of file names to sha256"))
     if problems:
@@ -187,6 +187,33 @@ def _params_problems(manifest: dict) -> list[Problem]:
     size = params.get("image_size")
     if size is not None and (type(size) is not int or not 8 <= size <= MAX_IMAGE_SIZE):
         return [Problem("manifest", f"has params.image_size {str(size)[:40]!r} (an integer 8..{MAX_IMAGE_SIZE})")]
+    return []
+
+
+def _counts_problems(manifest: dict) -> list[Problem]:
+    """`totals`, `skipped` and `seconds` where present (every build writes them; inspect and merge read them):
+    counts are whole numbers >= 0, per_class names the set's classes, the histogram has one edge more than counts."""
+    totals, skipped = manifest.get("totals", {}), manifest.get("skipped", {})
+    if not isinstance(totals, dict) or not isinstance(skipped, dict):
+        return [Problem("manifest", "has 'totals' or 'skipped' that are not objects")]
+    per_class, hist = totals.get("per_class", {}), totals.get("area_fraction_histogram", {"edges": [0], "counts": []})
+    if not isinstance(per_class, dict) or not set(per_class) <= {c["name"] for c in manifest["classes"]}:
+        return [Problem("manifest", "has totals.per_class that is not a mapping of the set's class names to counts")]
+    edges, counts = (hist.get("edges"), hist.get("counts")) if isinstance(hist, dict) else (None, None)
+    if not (isinstance(edges, list) and isinstance(counts, list) and len(edges) == len(counts) + 1 <= 1001
+            and all(type(e) in (int, float) and 0 <= e <= 1 for e in edges)):
+        return [Problem("manifest", "has a totals.area_fraction_histogram that is not {'edges': [n + 1 fractions], "
+                                    "'counts': [n counts]}")]
+    named = {**{f"totals.{k}": v for k, v in totals.items() if k not in ("per_class", "area_fraction_histogram")},
+             **{f"skipped.{k}": v for k, v in skipped.items()},
+             **{f"totals.per_class[{k!r}]": v for k, v in per_class.items()},
+             **{f"totals.area_fraction_histogram.counts[{i}]": v for i, v in enumerate(counts)}}
+    bad = next((k for k, v in named.items() if type(v) is not int or v < 0), None)
+    if bad:
+        return [Problem("manifest", f"has {bad[:80]} = {repr(named[bad])[:40]} (a count: a whole number >= 0)")]
+    seconds = manifest.get("seconds", 0)
+    if type(seconds) not in (int, float) or not 0 <= seconds < 1e9:
+        return [Problem("manifest", f"has seconds = {repr(seconds)[:40]} (a duration: a number >= 0)")]
     return []
 
 
@@ -437,8 +464,6 @@ class ShardSink:
     def __init__(self, target: SinkTarget, journal: dict, fill: Callable[[dict], None] = lambda journal: None):
         import webdataset as wds  # here, not at the top: it imports torch, which build workers never need
 
-        from scenectl.data.coco import file_sha256
-
         self.target, self.journal, self.fill, self._sha256 = target, journal, fill, file_sha256
         self.in_shard = 0
         self.writer = wds.ShardWriter(str(target.out / (target.names.pattern + ".partial")), maxcount=target.maxcount,
@@ -496,7 +521,6 @@ def seal_set(out: Path, manifest: dict, names: SetNames = SetNames()) -> dict:
     """Finish a set: the manifest's `files` (sha256 of cooccurrence.h5 and the build's config), `_info.json` for a
     whole set, then the manifest itself, written last (atomically: its presence means the set is complete), and the
     journal removed. Returns the manifest."""
-    from scenectl.data.coco import file_sha256
 
     manifest["files"] = {name: file_sha256(out / name) for name in (COOCCURRENCE, names.config)
                          if (out / name).is_file()}
@@ -511,7 +535,6 @@ def write_timm_info(out: Path, manifest: dict) -> str:
     """Write `_info.json`, the index timm's webdataset reader needs (`timm.data.create_dataset("wds/NAME",
     root=out, split=SPLIT)`: the split's shard file names and sample counts; it reads `jpg` and the `cls` integer
     itself), atomically; return its sha256 for the manifest's `files`. SPLIT is the split the set was built from."""
-    from scenectl.data.coco import file_sha256
 
     split = manifest["params"]["split"]
     shards = manifest["shards"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -35,7 +36,7 @@ from scenectl.data.loader import (EvalBatches, Loader, ShardSet, TrainBatches, c
 from scenectl.data.remote import NetOptions
 from scenectl.data.transforms import Augment, letterbox_input
 from scenectl.errors import ScenectlError
-from scenectl.io import read_json
+from scenectl.io import open_regular, read_json
 
 CLASSES_FILE = "classes.json"  # written by export_imagefolder beside the class folders: keeps COCO ids
 
@@ -56,13 +57,20 @@ def open_image_folder(root: str | Path, option: str = "--train") -> ImageFolder:
     if not root.is_dir():
         raise ScenectlError(f"{option} {root}: no such folder")
     try:
-        ds = ImageFolder(str(root))
+        ds = ImageFolder(str(root), loader=load_rgb)
     except FileNotFoundError as e:  # no class folder, or class folders without images
         raise ScenectlError(f"{option} {root}: not an ImageFolder tree ({str(e).splitlines()[0]}); expected "
                             f"{root}/<class name>/<image>{'|'.join(sorted(IMG_EXTENSIONS))[:40]}...") from None
     if len(ds.classes) < 2:
         raise ScenectlError(f"{option} {root}: only one class folder ({ds.classes[0]!r}); a classifier needs two or more")
     return ds
+
+
+def load_rgb(path: str) -> Image.Image:
+    """torchvision's `pil_loader` opening through `open_regular`: a FIFO or device among the images is an error
+    naming it, never a hang that also keeps the stop signals from ending the run."""
+    with open_regular(path, "image") as f:
+        return Image.open(f).convert("RGB")
 
 
 def folder_classes(ds: ImageFolder) -> list[dict]:
@@ -135,6 +143,8 @@ class FolderSamples(Dataset):
         path, label = self.ds.samples[idx]
         try:
             image = self.ds.loader(path)  # PIL RGB
+        except ScenectlError:  # not a regular file (load_rgb), said whole
+            raise
         except Exception as e:  # PIL raises many types for bad bytes
             raise ScenectlError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
         rng = np.random.default_rng([self.seed, self.epoch, idx]) if self.train else None

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from scenectl import __version__
-from scenectl.data.coco import (BadImage, ClassTable, classes_match, decode_mask, file_sha256, load_coco, load_image,
+from scenectl.data.coco import (BadImage, ClassTable, classes_match, decode_mask, load_coco, load_image,
                                 split_paths)
 from scenectl.data.configs import OOCConfig
 from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
@@ -46,7 +46,7 @@ from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardS
 from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
-from scenectl.io import write_json_atomic
+from scenectl.io import MAX_JSON_BYTES, file_sha256, read_regular, write_json_atomic
 from scenectl.progress import progress
 
 SHRINK, SHRINK_TRIES = 0.8, 6  # a hidden region above max_area: shrink the pasted object (× 0.8, at most 6 times)
@@ -102,7 +102,7 @@ def train_side(spec: str | Path) -> tuple[Path, dict, Cooccurrence]:
     where = h5.parent / MANIFEST
     if not where.is_file():
         raise ScenectlError(f"no {MANIFEST} beside {h5}: the training side is a shard set's folder")
-    manifest = parse_manifest(where.read_bytes(), str(where))
+    manifest = parse_manifest(read_regular(where, "manifest", MAX_JSON_BYTES), str(where))
     cooc = Cooccurrence.load(h5)
     if len(cooc.names) != len(manifest["classes"]):
         raise ScenectlError(f"{h5}: {len(cooc.names)} classes, its manifest {len(manifest['classes'])}")

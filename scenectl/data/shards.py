@@ -31,11 +31,12 @@ from scenectl import __version__
 from pycocotools import mask as mask_utils
 
 from scenectl.data.coco import (
-    BadImage, ClassTable, annotation_box, file_sha256, load_coco, load_image, rle_box, split_paths, to_rle,
+    BadImage, ClassTable, annotation_box, load_coco, load_image, rle_box, split_paths, to_rle,
     transpose_box,
 )
 from scenectl.data.format import (
-    FORMAT, JPEG_QUALITY, TIMM_INFO, SetNames, ShardSink, SinkTarget, encode_jpeg, encode_png, seal_set, write_timm_info,
+    FORMAT, JPEG_QUALITY, TIMM_INFO, SetNames, ShardSink, SinkTarget, encode_jpeg, encode_png, parse_manifest, seal_set,
+    write_timm_info,
 )
 from scenectl.data.masks import (
     FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, fill_reach, hidden_region, nearest_mask,
@@ -43,7 +44,7 @@ from scenectl.data.masks import (
 )
 from scenectl.errors import ScenectlError
 from scenectl.folders import MARKER, Folder, claim, owner
-from scenectl.io import read_json, remove_stale_tmp, write_json_atomic
+from scenectl.io import MAX_JSON_BYTES, file_sha256, read_json, read_regular, remove_stale_tmp, write_json_atomic
 from scenectl.options import Config, option
 from scenectl.progress import progress
 
@@ -679,6 +680,25 @@ def summary(manifest: dict, out: Path) -> str:
 
 # --- merging parts --------------------------------------------------------------------------------------------
 _PART_RE = re.compile(r"manifest\.part-(\d+)-of-(\d+)\.json")
+_TOTAL_KEYS = ("images", "bad_images", "instances", "samples", "shards", "per_class", "area_fraction_histogram")
+
+
+def _read_part(path: Path, i: int, n: int) -> dict:
+    """Part i of n, validated by the format's manifest check (plain shard and file names, counts), with the fields
+    a merge sums: a part names nothing outside its folder and carries no junk into the merged manifest."""
+    m = parse_manifest(read_regular(path, "part manifest", MAX_JSON_BYTES), str(path))
+    t, src = m.get("totals"), m.get("source")
+    part = re.fullmatch(r"(\d{1,6})/(\d{1,6})", str(m["params"].get("part")))
+    missing = [k for k, ok in (("params.part", part is not None and (int(part[1]), int(part[2])) == (i, n)),
+                               ("source.annotations_sha256", isinstance(src, dict) and isinstance(
+                                   src.get("annotations_sha256"), str)),
+                               ("totals", isinstance(t, dict) and set(_TOTAL_KEYS) <= set(t)),
+                               ("skipped", set(m.get("skipped", {})) == set(SKIP_REASONS)),
+                               ("seconds", "seconds" in m)) if not ok]
+    if missing:
+        raise ScenectlError(f"part manifest {path}: {missing[0]} is missing or not this part's (a part of "
+                            f"`build-shards --part {i}/{n}` writes it)")
+    return m
 
 
 def merge_manifests(directory: str | os.PathLike) -> dict:
@@ -698,21 +718,26 @@ def merge_manifests(directory: str | os.PathLike) -> dict:
     missing = [i for i in range(n) if (i, n) not in found]
     if missing:
         raise ScenectlError(f"{d}: part(s) {', '.join(f'{i}/{n}' for i in missing)} missing (no manifest.part-{missing[0]}-of-{n}.json)")
-    parts = [read_json(found[(i, n)], "part manifest") for i in range(n)]
+    parts = [_read_part(found[(i, n)], i, n) for i in range(n)]
     first = parts[0]
     strip = lambda m: {k: v for k, v in m["params"].items() if k != "part"}  # noqa: E731
     for i, m in enumerate(parts[1:], 1):
         for what, get in (("params", strip), ("classes", lambda m: m["classes"]), ("task", lambda m: m["task"]),
-                          ("annotations", lambda m: m["source"]["annotations_sha256"])):
+                          ("annotations", lambda m: m["source"]["annotations_sha256"]),
+                          ("counted classes and histogram", lambda m: (sorted(m["totals"]["per_class"]),
+                                                                       m["totals"]["area_fraction_histogram"]["edges"]))):
             if get(m) != get(first):
                 raise ScenectlError(f"part {i}/{n} in {d} is incompatible with part 0/{n}: different {what}")
     shards = [s for m in parts for s in m["shards"]]
+    repeated = next((s["name"] for k, s in enumerate(shards) if s["name"] in {t["name"] for t in shards[:k]}), None)
+    if repeated:
+        raise ScenectlError(f"shard {repeated} is listed by two part manifests in {d}")
     for s in shards:
         if not (d / s["name"]).is_file():
             raise ScenectlError(f"shard {s['name']} listed by a part manifest is missing from {d}")
     if not any(s["samples"] for s in shards):
         raise ScenectlError(f"the {n} parts in {d} hold no samples")
-    totals = {k: sum(m["totals"][k] for m in parts) for k in ("images", "bad_images", "instances", "samples", "shards")}
+    totals = {k: sum(m["totals"][k] for m in parts) for k in _TOTAL_KEYS[:5]}
     totals["per_class"] = {k: sum(m["totals"]["per_class"][k] for m in parts) for k in first["totals"]["per_class"]}
     hist = first["totals"]["area_fraction_histogram"]
     totals["area_fraction_histogram"] = {"edges": hist["edges"], "counts": [

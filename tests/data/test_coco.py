@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -411,3 +414,23 @@ def test_shared_data_layout(shared_data):
                                                                    if a["image_id"] in set(ids))
     for im in c128["images"]:
         assert (shared_data / "coco128" / "train2017" / im["file_name"]).is_file()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_an_image_that_is_not_a_regular_file_is_bad_never_a_hang(tmp_path, kind):
+    """A FIFO among the images hung build-shards (and predict, transfer) in open(), where even SIGTERM could not end
+    it (issue 23); now every image is opened through io.open_regular: a FIFO, device or folder is a bad image."""
+    path = tmp_path / "000000000001.jpg"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path = Path("/dev/zero")
+    signal.signal(signal.SIGALRM, lambda *a: pytest.fail("load_image hung on a non-regular file"))
+    signal.alarm(20)
+    try:
+        with pytest.raises(C.BadImage, match="not a regular file"):
+            C.load_image(path, 8, 8)
+    finally:
+        signal.alarm(0)

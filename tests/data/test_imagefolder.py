@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
+import numpy as np
 import pytest
+from PIL import Image
 
 from damaged_sets import damage
 from scenectl.data.export import export_imagefolder
@@ -42,3 +47,21 @@ def test_a_shard_target_is_read_by_the_object_view(source, tmp_path, kind):
         return
     with pytest.raises(ScenectlError, match=d.match):
         list(loader)
+
+
+def test_a_fifo_among_a_folders_images_is_an_error_naming_it(tmp_path):
+    """transfer/distill's ImageFolder targets open images through io.open_regular (issue 23: a FIFO hung the run,
+    and SIGTERM with it)."""
+    for c in "ab":
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / c / f"{i}.jpg")
+    os.mkfifo(tmp_path / "b" / "2.jpg")
+    loader = make_loader(open_target(str(tmp_path)), image_size=8, batch_size=5)
+    signal.signal(signal.SIGALRM, lambda *a: pytest.fail("reading the folder hung on a FIFO"))
+    signal.alarm(20)
+    try:
+        with pytest.raises(ScenectlError, match="b/2.jpg is not a regular file"):
+            list(loader)
+    finally:
+        signal.alarm(0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -449,6 +450,37 @@ def test_merge_refuses_missing_or_incompatible_parts(small, tmp_path):
         S.merge_manifests(tmp_path)
     with pytest.raises(ScenectlError, match="--part"):
         build(small, out, part="3/3")
+
+
+@pytest.fixture(scope="module")
+def two_parts(small, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("two") / "parts"
+    for i in range(2):
+        build(small, out, maxcount=5, part=f"{i}/2")
+    return out
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda m: m["shards"][0].update(name="../outside.tar"), "lists shard '../outside.tar'"),
+    (lambda m: m["files"].update({"../x.json": "0" * 64}), "'files' names '../x.json'"),
+    (lambda m: m["totals"].update(samples="7"), "totals.samples = '7'"),
+    (lambda m: m["totals"]["per_class"].update(person=-1), "totals.per_class\\['person'\\] = -1"),
+    (lambda m: m["skipped"].pop("crowd"), "skipped is missing"),
+    (lambda m: m["params"].update(part="0/2"), "params.part is missing or not this part's"),
+    (lambda m: m.update(totals=[]), "'totals' or 'skipped' that are not objects"),
+], ids=["outside-shard", "outside-file", "string-count", "negative-count", "skipped-keys", "wrong-part", "totals-type"])
+def test_merge_validates_every_part(two_parts, tmp_path, tamper, message):
+    """Parts are data (issue 23): a part naming ../outside.tar, a junk count or another part's identity is refused
+    with a one-line error naming the part file, and nothing is merged (on the last round's main the first reached
+    the merged manifest and timm's _info.json, the counts were summed as given)."""
+    out = shutil.copytree(two_parts, tmp_path / "parts")
+    path = out / "manifest.part-1-of-2.json"
+    m = json.loads(path.read_text())
+    tamper(m)
+    path.write_text(json.dumps(m))
+    with pytest.raises(ScenectlError, match=f"manifest.part-1-of-2.json.*{message}"):
+        S.merge_manifests(out)
+    assert not (out / "manifest.json").exists() and not (out / "_info.json").exists()
 
 
 # --- bad input ------------------------------------------------------------------------------------------------

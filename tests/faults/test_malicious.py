@@ -218,7 +218,7 @@ def _write_raw(path: Path, members: list[tuple[str, bytes | int]]) -> None:
 def _edit_shard(folder: Path, edit) -> None:
     """Shard 1 rewritten as `edit([(name, bytes)]) -> members`, the manifest's sha256 following (a tampered set
     that is internally consistent: only the member rules can catch it)."""
-    from scenectl.data.coco import file_sha256
+    from scenectl.io import file_sha256
 
     path = folder / "shard-000001.tar"
     _write_raw(path, edit([(m.name, d) for m, d in tar_members(path)]))
@@ -250,7 +250,7 @@ def _big_jpeg_header(key, data):
 def _gzipped(folder: Path) -> None:
     import gzip
 
-    from scenectl.data.coco import file_sha256
+    from scenectl.io import file_sha256
 
     path = folder / "shard-000001.tar"
     path.write_bytes(gzip.compress(path.read_bytes()))
