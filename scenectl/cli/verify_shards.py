@@ -9,6 +9,7 @@ import typer
 from scenectl.cli._app import command
 from scenectl.cli._config import OPTIONS_FILE_HELP, config_options
 from scenectl.data.verify import VerifyConfig
+from scenectl.errors import ScenectlError
 
 
 @command("verify-shards")
@@ -26,7 +27,12 @@ def verify_shards_cmd(cfg: VerifyConfig) -> None:
     """
     from scenectl.data.verify import format_report, main
 
-    report = main(cfg)
+    try:
+        report = main(cfg)
+    except ScenectlError as e:  # --json: its report first, then the one-line error (exit 2)
+        if hasattr(e, "report"):
+            typer.echo(json.dumps(e.report, indent=2))
+        raise
     typer.echo(json.dumps(report, indent=2) if cfg.json else format_report(report))
     if not report["ok"]:
         raise typer.Exit(1)

@@ -318,5 +318,14 @@ def format_report(report: dict, limit: int = 50) -> str:
 
 
 def main(cfg: VerifyConfig) -> dict:
-    cfg.check()
-    return verify_shards(cfg.directory, cfg.check_hashes, cfg.workers, cfg.progress, cfg.net.options())
+    """The report; with --json, a set that cannot be opened at all (no such folder, a bad option) is a report of
+    one `set` problem too, so `--json` always prints JSON (the error also goes to stderr and exits 2)."""
+    try:
+        cfg.check()
+        return verify_shards(cfg.directory, cfg.check_hashes, cfg.workers, cfg.progress, cfg.net.options())
+    except ScenectlError as e:
+        if not cfg.json:
+            raise
+        e.report = {"format": "scenectl-verify/1", "directory": str(cfg.directory), "shards": 0, "samples": 0,
+                    "problems": [_problem("set", str(e))], "ok": False}
+        raise

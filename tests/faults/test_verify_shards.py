@@ -4,6 +4,7 @@ shard's name and exit status 1; nothing in a shard is ever unpickled."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -168,3 +169,18 @@ def test_workers_give_the_same_report(real_set, tmp_path):
     rewrite_tar(folder / S1, _replace("json", b"{"))
     one, two = verify_shards(folder), verify_shards(folder, workers=2)
     assert one == two and not one["ok"]
+
+
+@pytest.mark.parametrize("what", ["no such folder", "a FIFO", "a shard's URL"])
+def test_json_is_printed_even_when_the_set_cannot_be_opened(tmp_path, what):
+    """--json always prints a JSON report (issue 23: a set that could not be opened printed no JSON, only the
+    error line); the one-line error still goes to stderr and the exit is 2."""
+    target = tmp_path / "missing"
+    if what == "a FIFO":
+        os.mkfifo(target)
+    elif what == "a shard's URL":
+        target = "http://127.0.0.1:9/set/shard-000000.tar"  # refused before any connection: a set is its folder
+    r = _verify(target, "--json")
+    rep = json.loads(r.stdout)
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "error:" in r.stderr
+    assert rep["ok"] is False and rep["shards"] == 0 and [p["kind"] for p in rep["problems"]] == ["set"]
