@@ -230,8 +230,21 @@ class Checkpoint:
         return cooc
 
     def model_state(self) -> dict[str, torch.Tensor]:
-        """The model's weights; keys saved by a DistributedDataParallel wrapper lose their `module.` prefix."""
-        return {k.removeprefix("module."): v for k, v in self.state["model"].items()}
+        """The model's weights, checked against the checkpoint's own architecture, classes and input channels
+        before any model is allocated (weights_problem); keys saved by a DistributedDataParallel wrapper lose their
+        `module.` prefix."""
+        from scenectl.models import create_model
+
+        state = {k.removeprefix("module."): v for k, v in self.state["model"].items()}
+        aux = state.get("aux_fc.weight")
+        aux_classes = aux.shape[0] if aux is not None and aux.ndim == 2 else 0
+        with torch.device("meta"):  # shapes and dtypes only: no memory, whatever the checkpoint declares
+            skeleton = create_model(self.arch, self.num_classes, self.in_chans, aux_classes=aux_classes).state_dict()
+        problem = weights_problem(state, skeleton)
+        if problem:
+            raise ScenectlError(f"{self.path}: weights do not fit a {self.arch} model of {self.num_classes} classes "
+                                f"and {self.in_chans} input channels ({problem})")
+        return state
 
     def build_model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         """The checkpoint's model with its weights, in eval mode on `device`. An auxiliary head (train
@@ -242,17 +255,34 @@ class Checkpoint:
         state = self.model_state()
         aux = state.get("aux_fc.weight")
         model = create_model(self.arch, self.num_classes, self.in_chans, aux_classes=0 if aux is None else aux.shape[0])
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise ScenectlError(f"{self.path}: weights do not fit a {self.arch} model ({first})") from None
+        model.load_state_dict(state)  # every key, shape and dtype checked by model_state
         model.add_aux_head(0)
         if self.hole_only:
             from scenectl.data.transforms import make_hole_only
 
             make_hole_only(model)
         return model.to(device).eval()
+
+
+def weights_problem(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps `state` from loading into a model whose state_dict is `expected` (a meta-device skeleton's), or
+    None: a missing or unexpected key, another shape (0-d and empty tensors included) or kind of dtype, a tensor
+    that is not dense (sparse, or a stride-0 broadcast that declares more values than the file holds), a
+    non-finite weight."""
+    missing, unexpected = [k for k in expected if k not in state], [k for k in state if k not in expected]
+    if missing or unexpected:
+        return f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+    for k, v in state.items():
+        e = expected[k]
+        if v.shape != e.shape:
+            return f"{k} has shape {tuple(v.shape)}, the model's is {tuple(e.shape)}"
+        if v.layout != torch.strided or v.is_floating_point() != e.is_floating_point() or v.is_complex():
+            return f"{k} is a {v.layout} {v.dtype} tensor, the model's a dense {e.dtype} one"
+        if any(s == 0 and n > 1 for s, n in zip(v.stride(), v.shape)):
+            return f"{k} is a stride-0 view: it declares more values than the file holds"
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            return f"{k} holds NaN or infinite values"
+    return None
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

@@ -341,6 +341,47 @@ def guarded(batches: Iterable[dict], failed: Callable[[Exception], None]) -> Ite
 # one run
 
 
+def _same_layout(a, b) -> bool:
+    """Whether `a` (read from a checkpoint) has the layout of `b` (this run's own state): the same keys, lengths and
+    kinds of value all the way down (numbers of either kind, lists and tuples alike)."""
+    if isinstance(b, dict):
+        return isinstance(a, dict) and set(a) == set(b) and all(_same_layout(a[k], b[k]) for k in b)
+    if isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and len(a) == len(b) and all(map(_same_layout, a, b))
+    if isinstance(b, bool) or b is None or isinstance(b, str):
+        return type(a) is type(b)
+    if isinstance(b, (int, float)):
+        return type(a) in (int, float) and math.isfinite(a)
+    return type(a) is type(b)  # a tensor (the scaler's): its values are checked by load_state_dict
+
+
+def load_training_state(session: "Session", ckpt: Checkpoint) -> None:
+    """The optimiser, schedule and scaler of a resumed run, each checked to fit this run before it is trusted
+    (a crafted-but-loadable checkpoint otherwise crashes mid-way, at the first step): a one-line error naming the
+    file and the field."""
+    raw = ckpt.state
+    for field, target in (("optimizer", session.optimizer), ("scheduler", session.scheduler),
+                          ("scaler", session.scaler)):
+        own = target.state_dict()
+        given = raw.get(field) or ({} if field == "scaler" else None)
+        layout = (given, own) if field != "optimizer" else (given.get("param_groups"), own["param_groups"]) \
+            if isinstance(given, dict) else (None, own)
+        if not (given == {} or _same_layout(*layout)):
+            raise ScenectlError(f"{ckpt.path}: field '{field}' does not fit this run's {field} (its entries differ)")
+        try:
+            target.load_state_dict(given) if given else None
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise ScenectlError(f"{ckpt.path}: field '{field}' does not fit this run's {field} ({first})") from None
+    for group in session.optimizer.param_groups:
+        for p in group["params"]:
+            for name, v in session.optimizer.state.get(p, {}).items():
+                if not (torch.is_tensor(v) and v.layout == torch.strided
+                        and (v.numel() == 1 if name == "step" else v.shape == p.shape)):
+                    raise ScenectlError(f"{ckpt.path}: field 'optimizer' holds a '{name}' state that does not fit "
+                                        f"a parameter of shape {tuple(p.shape)}")
+
+
 class Session:
     """A run in progress: its model (DDP-wrapped under torchrun), optimiser, schedule, scaler, state and log."""
 
@@ -357,12 +398,8 @@ class Session:
         self.state = State()
         if ckpt is not None:
             self.state = resume_state(ckpt)
-            raw = ckpt.state
             run.net.load_state_dict(ckpt.model_state())
-            self.optimizer.load_state_dict(raw["optimizer"])
-            self.scheduler.load_state_dict(raw["scheduler"])
-            if raw.get("scaler"):
-                self.scaler.load_state_dict(raw["scaler"])
+            load_training_state(self, ckpt)
         self.model = nn.parallel.DistributedDataParallel(
             trained, device_ids=[dev.device.index] if dev.device.type == "cuda" else None) if dev.distributed else trained
         self.log = RunLog(run.out, dev.is_main, run.tensorboard, fresh)

@@ -91,3 +91,39 @@ def test_bad_training_shards_are_named(tmp_path, fact, why):
     save_checkpoint(tmp_path / "c.pt", _good(training_shards=fact))
     with pytest.raises(ScenectlError, match=f"c.pt: field 'training_shards'.*{why}"):
         read_checkpoint(tmp_path / "c.pt")
+
+
+def _weights(change) -> dict:
+    record = kit.checkpoint_record(CLASSES)
+    change(record)
+    return record
+
+
+CRAFTED = {  # issue 23: each loads with weights_only=True, and crashed or allocated mid-way on the previous main
+    "0-d aux head": (lambda r: r.update(aux_visible=1.0, model={**r["model"], "aux_fc.weight": torch.tensor(1.0)}),
+                     "aux_fc.weight"),
+    "empty weight": (lambda r: r["model"].update({"fc.weight": torch.zeros(0)}), "fc.weight has shape \\(0,\\)"),
+    "stride-0 head of 10^5 classes": (lambda r: r.update(
+        classes=[{"index": i, "coco_id": i, "name": f"c{i}"} for i in range(100_000)], num_classes=100_000,
+        model={**r["model"], "fc.weight": torch.zeros(1).expand(100_000, 512),
+               "fc.bias": torch.zeros(1).expand(100_000)}), "stride-0"),
+    "NaN weight": (lambda r: r["model"]["conv1.weight"].view(-1)[0].fill_(float("nan")), "NaN"),
+    "integer weight": (lambda r: r["model"].update({"fc.bias": torch.zeros(3, dtype=torch.int64)}), "dense"),
+    "stride-0 co-occurrence": (lambda r: r.update(cooccurrence={
+        "cooccurrence": torch.zeros(1, dtype=torch.int64).expand(3, 3), "image_counts": torch.zeros(3, dtype=torch.int64),
+        "instance_counts": torch.zeros(4, dtype=torch.int64), "coco_ids": torch.arange(3), "names": ["c0", "c1", "c2"],
+        "n_images": 1}), "co-occurrence counts are malformed"),
+}
+
+
+@pytest.mark.parametrize("kind", list(CRAFTED))
+def test_crafted_but_loadable_checkpoints_are_refused_before_a_model_is_built(tmp_path, kind):
+    """The weights are checked against a meta-device skeleton of the checkpoint's own architecture, classes and
+    input channels (no memory) before any model is allocated: the stride-0 head declared 10^5 classes of 512
+    weights (205 MB) in a file of kilobytes, and the previous main allocated and loaded it."""
+    change, match = CRAFTED[kind]
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, _weights(change))
+    ckpt = read_checkpoint(path)
+    with pytest.raises(ScenectlError, match=match):
+        ckpt.cooccurrence if "co-occurrence" in kind else ckpt.build_model()

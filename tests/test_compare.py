@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 import kit
 from scenectl import metrics
-from scenectl.checkpoint import SampleSet, file_sha256, read_checkpoint, save_checkpoint
+from scenectl.checkpoint import SampleSet, read_checkpoint, save_checkpoint
+from scenectl.io import file_sha256
 from scenectl.cli import app
 from scenectl.compare import CompareConfig, compare, model_names, summary_text
 from scenectl.errors import ScenectlError

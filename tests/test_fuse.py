@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import kit
-from scenectl.checkpoint import file_sha256
+from scenectl.io import file_sha256
 from scenectl.cli import app
 from scenectl.data.loader import open_shard_set
 from scenectl.data.ooc import OOCConfig, build_ooc

@@ -100,6 +100,39 @@ def test_refuses_out_folder_with_another_run(tiny, tmp_path):
     assert not (tmp_path / "fresh").exists()
 
 
+@pytest.fixture(scope="module")
+def one_step_run(tiny, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("one") / "run"
+    train(_cfg(tiny, out, max_steps=1, epochs=1, steps_per_epoch=2))
+    return out
+
+
+RESUME_TAMPER = {  # issue 23: each was accepted by load_state_dict and crashed at the first resumed step
+    "momentum of another shape": (lambda raw: raw["optimizer"]["state"][0].update(
+        momentum_buffer=torch.zeros(3)), "'optimizer' holds a 'momentum_buffer' state"),
+    "a learning rate that is text": (lambda raw: raw["optimizer"]["param_groups"][0].update(lr="x"), "'optimizer'"),
+    "a schedule with junk": (lambda raw: raw["scheduler"].update(last_epoch=[1]), "'scheduler'"),
+    "no optimiser": (lambda raw: raw.update(optimizer=[]), "'optimizer'"),
+}
+
+
+@pytest.mark.parametrize("kind", list(RESUME_TAMPER))
+def test_a_resumed_optimiser_and_schedule_must_fit_the_run(tiny, one_step_run, tmp_path, kind):
+    tamper, match = RESUME_TAMPER[kind]
+    out = shutil.copytree(one_step_run, tmp_path / "run")
+    raw = load_checkpoint(out / "last.pt")
+    tamper(raw)
+    torch.save(raw, out / "last.pt")
+    with pytest.raises(ScenectlError, match=f"last.pt: field {match}"):
+        train(_cfg(tiny, out, max_steps=2, epochs=1, steps_per_epoch=2, resume=True))
+
+
+def test_an_untampered_one_step_run_resumes(tiny, one_step_run, tmp_path):
+    out = shutil.copytree(one_step_run, tmp_path / "run")
+    train(_cfg(tiny, out, max_steps=2, epochs=1, steps_per_epoch=2, resume=True))
+    assert load_checkpoint(out / "last.pt")["step"] == 2
+
+
 @pytest.mark.slow
 def test_refuses_resume_with_another_arch_or_options(tiny, tmp_path):
     out = tmp_path / "run"

@@ -36,6 +36,19 @@ class Cooccurrence:
     names: list[str]
     n_images: int
 
+    def __post_init__(self):
+        """Counts read from a file or checkpoint are data: C classes throughout, whole numbers >= 0, own memory
+        (a copy: a stride-0 or read-only view from a file never reaches the metrics). ValueError otherwise."""
+        c = len(self.names)
+        for name, shape in (("cooccurrence", (c, c)), ("image_counts", (c,)), ("instance_counts", (c,)),
+                            ("coco_ids", (c,))):
+            arr = np.array(getattr(self, name), dtype=np.int64, copy=True)
+            if arr.shape != shape or (name != "coco_ids" and (arr < 0).any()):
+                raise ValueError(f"'{name}' has shape {arr.shape} (expected {shape} for {c} names) or a negative count")
+            setattr(self, name, arr)
+        if not all(isinstance(n, str) for n in self.names) or type(self.n_images) is not int or self.n_images < 0:
+            raise ValueError("'names' are not strings or 'n_images' is not a whole number >= 0")
+
     @classmethod
     def count(
         cls, image_classes: Iterable[Sequence[int]], coco_ids: Sequence[int], names: Sequence[str]
@@ -97,11 +110,9 @@ class Cooccurrence:
 
     @classmethod
     def from_state(cls, state: Mapping) -> "Cooccurrence":
-        arr = lambda k: np.asarray(state[k].cpu().numpy() if hasattr(state[k], "cpu") else state[k], np.int64)  # noqa: E731
-        return cls(
-            arr("cooccurrence"), arr("image_counts"), arr("instance_counts"), arr("coco_ids"),
-            list(state["names"]), int(state["n_images"]),
-        )
+        arr = lambda k: state[k].cpu().numpy() if hasattr(state[k], "cpu") else state[k]  # noqa: E731
+        return cls(arr("cooccurrence"), arr("image_counts"), arr("instance_counts"), arr("coco_ids"),
+                   list(state["names"]), state["n_images"])
 
 
 MIN_PAIR_COUNT = 3  # training images a pair must share to count as plausible (plausible_matrix)
