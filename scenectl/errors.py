@@ -7,3 +7,21 @@ line on stderr and exits with status 2. Anything else is a bug and keeps its tra
 
 class ScenectlError(Exception):
     """A bad input or an impossible request, explained in one line."""
+
+
+class OutOfMemory(ScenectlError):
+    """The machine's or job's memory ran out (memory_message): never counted or skipped as a corrupt input."""
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether `e` says the process ran out of memory (Python's MemoryError, torch's OutOfMemoryError, or torch's
+    CPU allocator's RuntimeError): a resource limit, to be reported as such, never as a corrupt input."""
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
+        isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text))
+
+
+def memory_message(what: str) -> str:
+    """The one line for running out of memory while doing `what`."""
+    return (f"out of memory{' ' + what if what else ''}: a resource limit of this machine or job, not a damaged input (free memory, or "
+            "lower --batch-size / --workers)")

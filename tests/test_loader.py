@@ -24,7 +24,7 @@ from scenectl.data.loader import (
     to_input,
 )
 from scenectl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, batch_to_device, color_jitter
-from scenectl.errors import ScenectlError
+from scenectl.errors import OutOfMemory, ScenectlError
 from kit import CLASSES, write_shards
 
 @pytest.fixture(scope="module")
@@ -465,3 +465,29 @@ def test_deferred_jpeg_decoding_matches_the_workers_decoding(shardset_dir):
             assert torch.equal(xa, xb)
     with pytest.raises(ValueError, match="scene view"):
         make_view(s, "object", 16, defer_jpeg=True)
+
+
+@pytest.mark.parametrize("oom", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                                                             "can't allocate memory: you tried to allocate 3000000000 bytes")])
+@pytest.mark.parametrize("skip_corrupt", [False, True])
+def test_running_out_of_memory_while_decoding_is_said_never_called_corrupt(shardset_dir, monkeypatch, oom, skip_corrupt):
+    """Issue 23: out of memory while decoding was reported as a corrupt sample (and skipped with --skip-corrupt)."""
+    import scenectl.data.loader as L
+
+    def decode(data, mode):
+        raise oom
+
+    monkeypatch.setattr(L, "decode_image", decode)
+    loader = make_eval_loader(open_shard_set(shardset_dir), EvalBatches(image_size=16, batch_size=4,
+                                                                        skip_corrupt=skip_corrupt))
+    with pytest.raises(OutOfMemory, match="out of memory decoding member 'jpg' .* not a damaged input") as e:
+        list(loader)
+    assert "corrupt" not in str(e.value) and loader.skipped == 0
+
+
+def test_the_cli_says_out_of_memory_in_one_line():
+    from scenectl.cli._app import describe
+
+    status, line = describe(MemoryError(), "eval")
+    assert status == 2 and line.startswith("error: scenectl eval: out of memory: a resource limit")
+    assert "unexpected" not in line

@@ -26,7 +26,7 @@ import typer.core
 
 from scenectl import __version__
 from scenectl.cli._config import _click, root_options
-from scenectl.errors import ScenectlError
+from scenectl.errors import ScenectlError, memory_message, out_of_memory
 from scenectl.options import option
 
 DEBUG_ENV = "SCENECTL_DEBUG"
@@ -113,12 +113,16 @@ def describe(e: Exception, name: str) -> tuple[int, str]:
     if isinstance(e, ScenectlError):  # every error line names its command, as usage errors do
         text = one_line(str(e))
         return 2, f"error: {text}" if text.startswith("scenectl ") else f"error: scenectl {name}: {text}"
+    if out_of_memory(e):  # a resource limit, not a bug: the frame it happened in helps to size the job
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if _in_package(f.filename)]
+        where = f" (at {_source_tail(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+        return 2, f"error: scenectl {name}: {memory_message('')}{where}"
     if isinstance(e, OSError):
         paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
         return 2, f"error: scenectl {name}: {one_line(e.strerror or e)}{': ' + paths if paths else ''}"
     frames = [f for f in traceback.extract_tb(e.__traceback__) if _in_package(f.filename)]
     where = f"{_source_tail(frames[-1].filename)}:{frames[-1].lineno}; " if frames else ""
-    what = "out of memory" if isinstance(e, MemoryError) else f"{type(e).__name__}: {one_line(str(e), 300)}"
+    what = f"{type(e).__name__}: {one_line(str(e), 300)}"
     return 1, f"error: scenectl {name}: {what} (unexpected; at {where}--debug or {DEBUG_ENV}=1 shows the traceback)"
 
 

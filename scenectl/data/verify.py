@@ -50,7 +50,7 @@ from scenectl.data.format import (JOURNAL_GLOB, PART_MANIFEST_GLOB, PARTIAL_GLOB
 from scenectl.data.remote import (Net, NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
                                   plain_name_problem, read_remote)
 from scenectl.data.cooccurrence import cooccurrence_file_problems
-from scenectl.errors import ScenectlError
+from scenectl.errors import OutOfMemory, ScenectlError
 from scenectl.io import MAX_JSON_BYTES, read_regular
 from scenectl.options import Options, group, option
 from scenectl.progress import progress as progress_of
@@ -141,6 +141,8 @@ def _read_tar(url: str, spec: SampleSpec, net: NetOptions,
             while f.read(1 << 20):  # the end-of-archive padding the tar reader leaves, for the checksum
                 pass
             return groups, f.sha.hexdigest()
+    except OutOfMemory:  # this machine's limit, not the shard's fault
+        raise
     except (ScenectlError, OSError) as e:  # RemoteError: a remote read that failed for good
         add("unreadable", str(e))
         return groups, None
