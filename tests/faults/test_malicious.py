@@ -327,3 +327,48 @@ def test_tar_members_are_refused_by_the_reader_and_verify(twelve_classes, tmp_pa
     rep = json.loads(_cli("verify-shards", d, "--json", "--no-progress").stdout)
     assert not rep["ok"] and any(p["kind"] == kind and p["shard"] == "shard-000001.tar" for p in rep["problems"]), \
         rep["problems"]
+
+
+_PEAK = """
+import resource, sys
+from scenectl.cli import main
+sys.argv[0], code = "scenectl", None
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+print("PEAK_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "EXIT", code, flush=True)
+"""
+
+
+def _eval_peak(ckpt: Path, shards: Path, out: Path) -> tuple[int, int, str]:
+    """`scenectl eval` in a fresh interpreter: (its peak resident memory in KiB, exit status, output)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _PEAK, "eval", "--checkpoint", str(ckpt), "--shards", str(shards),
+                        "--out", str(out), "--device", "cpu", "--workers", "0", "--cooccurrence",
+                        str(shards / "cooccurrence.h5")],
+                       capture_output=True, text=True, timeout=300)
+    peak, code = re.search(r"PEAK_KIB (\d+) EXIT (\S+)", r.stdout).groups()
+    return int(peak), code, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_eval_peak_memory_with_one_hostile_member_stays_near_the_clean_sets(twelve_classes, tmp_path):
+    """Issue 23's bar: eval's peak memory (getrusage in a subprocess) on a set with one hostile member stays within
+    200 MB of the clean set's: a member declaring 3 GB (GNU sparse) or an image header declaring 20000 x 20000
+    (1.2 GB of pixels) is refused from its header, never allocated."""
+    from kit import checkpoint
+
+    classes = json.loads((twelve_classes / "manifest.json").read_text())["classes"]
+    ckpt = checkpoint(tmp_path / "c.pt", classes)
+    clean, code, out = _eval_peak(ckpt, twelve_classes, tmp_path / "clean")
+    assert code in ("0", "None") and (tmp_path / "clean" / "report.json").is_file(), out
+    for name in ("GNU sparse header declaring 3 GB", "image header declaring 20000 x 20000"):
+        d = shutil.copytree(twelve_classes, tmp_path / name.split()[0])
+        TAR_MEMBERS[name][0](d)
+        peak, code, out = _eval_peak(ckpt, d, tmp_path / f"{name.split()[0]}-eval")
+        assert code == "2" and "shard-000001.tar" in out.strip().splitlines()[-1], out  # refused, one line
+        print(f"eval peak: {name}: {peak >> 10} MiB, clean set: {clean >> 10} MiB")
+        assert peak - clean < 200 << 10, f"{name}: peak {peak >> 10} MiB, clean {clean >> 10} MiB"
