@@ -172,9 +172,23 @@ def parse_manifest(data: bytes, where: str) -> dict:
     return manifest
 
 
+MAX_CLASSES = 100_000  # a class list longer than this is refused (COCO has 80, LVIS 1203)
+
+
 def _classes_problems(classes: list) -> list[Problem]:
-    if not classes or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in classes):
-        return [Problem("manifest", "has a 'classes' list that is empty or not of {'name': ...} objects")]
+    """Every class {index: its position, coco_id: int, name: str, supercategory?: str}, names and ids unique."""
+    def bad(i: int, c) -> bool:
+        return not (isinstance(c, dict) and isinstance(c.get("name"), str) and 0 < len(c["name"]) <= 200
+                    and type(c.get("coco_id")) is int and c.get("index", i) == i
+                    and isinstance(c.get("supercategory", ""), str))
+    if not classes or len(classes) > MAX_CLASSES:
+        return [Problem("manifest", f"has a 'classes' list that is empty or longer than {MAX_CLASSES}")]
+    wrong = next((i for i, c in enumerate(classes) if bad(i, c)), None)
+    if wrong is not None:
+        return [Problem("manifest", f"has classes[{wrong}] that is not {{'index': {wrong}, 'coco_id': int, 'name': "
+                                    "str}")]
+    if len({c["name"] for c in classes}) < len(classes) or len({c["coco_id"] for c in classes}) < len(classes):
+        return [Problem("manifest", "has a 'classes' list that names a class or COCO id twice")]
     return []
 
 

@@ -70,12 +70,20 @@ def test_sink_journals_finished_shards_and_drops_an_aborted_one(tmp_path):
     (b"{", "is not valid JSON"),
     (b"[1]", "is not a scenectl shard manifest"),
     (json.dumps({"format": "scenectl-shards/1", "classes": [], "shards": []}).encode(), "'classes' list"),
-    (json.dumps({"format": "scenectl-shards/1", "classes": [{"name": "a"}], "shards": [],
+    (json.dumps({"format": "scenectl-shards/1", "classes": [{"name": "a", "coco_id": 1}], "shards": [],
                  "params": {"image_size": 10**6}}).encode(), "params.image_size"),
-    (json.dumps({"format": "scenectl-shards/1", "classes": [{"name": "a"}], "task": "evil", "shards": []}).encode(),
+    (json.dumps({"format": "scenectl-shards/1", "classes": [{"name": "a", "coco_id": 1}], "task": "evil", "shards": []}).encode(),
      "has task 'evil'"),
-    (json.dumps({"format": "scenectl-shards/1", "classes": [{"name": "a"}],
+    (json.dumps({"format": "scenectl-shards/1", "classes": [{"name": "a", "coco_id": 1}],
                  "shards": [{"name": "../x.tar", "samples": 1}]}).encode(), "not a plain .tar file name"),
+    (json.dumps({"format": "scenectl-shards/1", "classes": [{"name": "a"}], "shards": []}).encode(),
+     "'coco_id': int, 'name': str"),
+    (json.dumps({"format": "scenectl-shards/1", "classes": [{"name": "a", "coco_id": "1"}], "shards": []}).encode(),
+     "'coco_id': int, 'name': str"),
+    (json.dumps({"format": "scenectl-shards/1", "classes": [{"name": "a", "coco_id": 1}, {"name": "a", "coco_id": 2}],
+                 "shards": []}).encode(), "names a class or COCO id twice"),
+    (json.dumps({"format": "scenectl-shards/1", "classes": [{"name": "a", "coco_id": 1}], "shards": [],
+                 "totals": {"samples": -1}}).encode(), "totals.samples = -1"),
 ])
 def test_manifest_problems_are_raised_by_the_reader_and_listed_by_verify(tmp_path, manifest, message):
     found = manifest_problems(manifest)[1]
