@@ -113,3 +113,10 @@ def brief_training(train_shards: Path, val_shards: Path, out: Path) -> Path:
     train(TrainConfig(shards=str(train_shards), val_shards=str(val_shards), out=str(out), epochs=1, steps_per_epoch=2,
                       batch_size=4, workers=0, device="cpu", log_every=0, checkpoint_every=0, shuffle_buffer=8))
     return Path(out) / "best.pt"
+
+
+def fast_first(values, n: int = 1) -> list:
+    """pytest params of `values`: the first `n` in the fast tier, the rest marked slow (the full suite runs all)."""
+    import pytest
+
+    return [pytest.param(v, marks=() if k < n else pytest.mark.slow) for k, v in enumerate(values)]

@@ -25,7 +25,7 @@ from scenectl.data.loader import (
 )
 from scenectl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, batch_to_device, color_jitter
 from scenectl.errors import OutOfMemory, ScenectlError
-from kit import CLASSES, write_shards
+from kit import CLASSES, fast_first, write_shards
 
 @pytest.fixture(scope="module")
 def shardset_dir(tmp_path_factory) -> Path:
@@ -469,7 +469,7 @@ def test_deferred_jpeg_decoding_matches_the_workers_decoding(shardset_dir):
 
 @pytest.mark.parametrize("oom", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
                                                              "can't allocate memory: you tried to allocate 3000000000 bytes")])
-@pytest.mark.parametrize("skip_corrupt", [False, True])
+@pytest.mark.parametrize("skip_corrupt", fast_first([True, False]))
 def test_running_out_of_memory_while_decoding_is_said_never_called_corrupt(shardset_dir, monkeypatch, oom, skip_corrupt):
     """Issue 23: out of memory while decoding was reported as a corrupt sample (and skipped with --skip-corrupt)."""
     import scenectl.data.loader as L

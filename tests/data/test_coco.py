@@ -20,6 +20,7 @@ from pycocotools.coco import COCO
 from scenectl.data import coco as C
 from scenectl.data.masks import MEAN_RGB, bbox
 from scenectl.errors import ScenectlError
+from kit import fast_first
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' numpy-2 notice
 
@@ -416,7 +417,7 @@ def test_shared_data_layout(shared_data):
         assert (shared_data / "coco128" / "train2017" / im["file_name"]).is_file()
 
 
-@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+@pytest.mark.parametrize("kind", fast_first(["fifo", "device", "folder"]))
 def test_an_image_that_is_not_a_regular_file_is_bad_never_a_hang(tmp_path, kind):
     """A FIFO among the images hung build-shards (and predict, transfer) in open(), where even SIGTERM could not end
     it (issue 23); now every image is opened through io.open_regular: a FIFO, device or folder is a bad image."""
