@@ -9,6 +9,8 @@ i.e. scenectl's defaults):
   (b) square vs circle vs box vs instance holes, each model beside its mask-only (shape-leakage) control
   (c) with and without the mask channel
   (d) --hide-same-class off vs on
+  (e) the reference minus its hole-only control (train --hole-only: the same model, recipe and seeds on the hidden
+      region alone), the context contribution; compare's --hole-only-arm
 
 Reads top to bottom:
   1. the data: `scenectl sample` (synthetic) or coco-sample as it is; one `build-shards` per hole (circle, square,
@@ -51,16 +53,20 @@ VARIANTS = {
     "instance": ("instance", []),
     "no-mask-channel": ("circle", ["--no-mask-channel"]),
     "hide-same-class": ("circle-hide", []),
+    "hole-only": ("circle", ["--hole-only"]),
 }
 TABLES = {  # table -> (title, variants in row order; the reference first)
     "arch": ("(a) resnet18 vs ffc_resnet18", ["reference", "ffc_resnet18"]),
     "shape": ("(b) hole shape (each with its mask-only control)", ["reference", "square", "box", "instance"]),
     "mask": ("(c) with and without the mask channel", ["reference", "no-mask-channel"]),
     "hide": ("(d) --hide-same-class off vs on", ["reference", "hide-same-class"]),
+    "context": ("(e) the context contribution: the reference minus its hole-only control (Δ = reference − hole-only)",
+                ["reference", "hole-only"]),
 }
 ROW_NAMES = {"reference": "resnet18, circle, mask channel, hide off (reference)", "ffc_resnet18": "ffc_resnet18",
              "square": "square", "box": "box", "instance": "instance", "no-mask-channel": "--no-mask-channel",
-             "hide-same-class": "--hide-same-class"}
+             "hide-same-class": "--hide-same-class",
+             "hole-only": "--hole-only (circle holes; RGB replaced by the fill, mask channel kept)"}
 
 
 class Runner:
@@ -134,7 +140,8 @@ def compare_tables(run: Runner, out: Path, evals: dict[int, dict[str, Path]]) ->
     for table, (_, names) in TABLES.items():
         folders[table] = out / f"compare-{table}"
         arms = [f"{n}=" + ",".join(str(e[n]) for e in evals.values()) for n in names]
-        run(["compare", *arms, "--reference", "reference", "--out", str(folders[table]), "--seed", "0"],
+        ref = ["--hole-only-arm", "hole-only"] if "hole-only" in names else ["--reference", "reference"]
+        run(["compare", *arms, *ref, "--out", str(folders[table]), "--seed", "0"],
             (folders[table] / "report.json").exists())
     return folders
 
@@ -170,7 +177,7 @@ def table_md(table: str, cmp: dict, evals: dict[int, dict[str, Path]]) -> str:
     title, names = TABLES[table]
     head = ["run", "top-1", "top-5", "bal. top-1", "plaus@10", "Δ top-1 vs ref.", "Δ bal. top-1 vs ref."]
     if table == "shape":
-        head += ["model − mask-only top-1, per seed"]
+        head += ["model − mask-only probe top-1, each seed's own eval (image noise only, unadjusted)"]
     seeds = list(evals)
     lines = [f"**{title}** — {cmp['n']} samples, seeds {', '.join(map(str, seeds))}; % mean over seeds [interval "
              f"with the seed variance] (seed SD); Δ in percentage points [Holm-adjusted interval], verdicts after "
