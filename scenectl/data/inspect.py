@@ -88,19 +88,23 @@ def decode_known(raw: dict) -> dict:
 
 def report(manifest: dict) -> str:
     """Build params, per-class counts and the area-fraction histogram, as text."""
-    t = manifest["totals"]
-    lines = [f"task {manifest['task']}, {t['samples']} samples in {t['shards']} shards from {t['images']} images "
-             f"({t['instances']} instances)",
-             "params: " + " ".join(f"{k}={v}" for k, v in manifest["params"].items()),
-             "skipped: " + ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items()),
+    t = manifest.get("totals", {})  # checked by the format's manifest check; an OOC set's counts pairs, no histogram
+    counts = ", ".join(f"{t[k]} {k.replace('_', '-')}" for k in ("instances", "pairs") if k in t)
+    lines = [f"task {manifest.get('task', 'masked')}, {t.get('samples', '?')} samples in "
+             f"{t.get('shards', len(manifest['shards']))} shards from {t.get('images', '?')} images"
+             + (f" ({counts})" if counts else ""),
+             "params: " + " ".join(f"{k}={v}" for k, v in manifest.get("params", {}).items()),
+             "skipped: " + (", ".join(f"{k} {v}" for k, v in manifest.get("skipped", {}).items()) or "none recorded"),
              "samples per class:"]
-    per_class = sorted(t["per_class"].items(), key=lambda kv: (-kv[1], kv[0]))
-    width = max(len(k) for k, _ in per_class)
+    per_class = sorted(t.get("per_class", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    width = max((len(k) for k, _ in per_class), default=0)
     lines += [f"  {k:{width}s} {v:7d}" for k, v in per_class if v]
     empty = [k for k, v in per_class if not v]
     if empty:
         lines.append(f"  (no samples: {', '.join(empty)})")
-    hist = t["area_fraction_histogram"]
+    hist = t.get("area_fraction_histogram")
+    if not hist or not hist["counts"]:
+        return "\n".join(lines)
     peak = max(hist["counts"]) or 1
     lines.append("hidden area / image area:")
     for lo, hi, c in zip(hist["edges"], hist["edges"][1:], hist["counts"]):

@@ -11,6 +11,7 @@ import pytest
 import webdataset as wds
 from typer.testing import CliRunner
 
+from scenectl.data.inspect import report as inspect_report
 from scenectl.cli import app
 from scenectl.data.coco import ClassTable, load_coco
 from scenectl.data.cooccurrence import Cooccurrence
@@ -115,6 +116,8 @@ def test_build_ooc_from_real_coco_sample(coco_sample, train_side, tmp_path):
         else:
             assert plausible_matrix(cooc)[c, meta["visible_categories"]].any()
     assert sorted(flags) == [False] * 4 + [True] * 4
+    text = inspect_report(m)  # inspect-shards' text: an OOC set counts pairs and has no area histogram
+    assert text.startswith("task ooc, 8 samples in 1 shards from") and "(4 pairs)" in text, text
     # same seed -> the same bytes; another seed -> other pairs
     again = build_ooc(OOCConfig(**{**cfg.__dict__, "out": str(tmp_path / "again")}))
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in m["shards"]]
