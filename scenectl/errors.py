@@ -10,7 +10,11 @@ class ScenectlError(Exception):
 
 
 class OutOfMemory(ScenectlError):
-    """The machine's or job's memory ran out (memory_message): never counted or skipped as a corrupt input."""
+    """The machine's or job's memory ran out while doing `what`: never counted or skipped as a corrupt input."""
+
+    def __init__(self, what: str = ""):
+        super().__init__(f"out of memory{' ' + what if what else ''}: a resource limit of this machine or job, not a "
+                         "damaged input (free memory, or lower --batch-size / --workers)")
 
 
 def out_of_memory(e: BaseException) -> bool:
@@ -19,9 +23,3 @@ def out_of_memory(e: BaseException) -> bool:
     text = str(e).lower()
     return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
         isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text))
-
-
-def memory_message(what: str) -> str:
-    """The one line for running out of memory while doing `what`."""
-    return (f"out of memory{' ' + what if what else ''}: a resource limit of this machine or job, not a damaged input (free memory, or "
-            "lower --batch-size / --workers)")

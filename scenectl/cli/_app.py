@@ -26,7 +26,7 @@ import typer.core
 
 from scenectl import __version__
 from scenectl.cli._config import _click, root_options
-from scenectl.errors import ScenectlError, memory_message, out_of_memory
+from scenectl.errors import OutOfMemory, ScenectlError, out_of_memory
 from scenectl.options import option
 
 DEBUG_ENV = "SCENECTL_DEBUG"
@@ -114,19 +114,24 @@ def describe(e: Exception, name: str) -> tuple[int, str]:
         text = one_line(str(e))
         return 2, f"error: {text}" if text.startswith("scenectl ") else f"error: scenectl {name}: {text}"
     if out_of_memory(e):  # a resource limit, not a bug: the frame it happened in helps to size the job
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if _in_package(f.filename)]
-        where = f" (at {_source_tail(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
-        return 2, f"error: scenectl {name}: {memory_message('')}{where}"
+        where = _last_frame(e)
+        return 2, f"error: scenectl {name}: {OutOfMemory()}" + (f" (at {where})" if where else "")
     if isinstance(e, OSError):
         paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
         return 2, f"error: scenectl {name}: {one_line(e.strerror or e)}{': ' + paths if paths else ''}"
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if _in_package(f.filename)]
-    where = f"{_source_tail(frames[-1].filename)}:{frames[-1].lineno}; " if frames else ""
+    where = _last_frame(e)
     what = f"{type(e).__name__}: {one_line(str(e), 300)}"
-    return 1, f"error: scenectl {name}: {what} (unexpected; at {where}--debug or {DEBUG_ENV}=1 shows the traceback)"
+    return 1, (f"error: scenectl {name}: {what} (unexpected; at {where + '; ' if where else ''}--debug or "
+               f"{DEBUG_ENV}=1 shows the traceback)")
 
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the installed scenectl/ folder
+
+
+def _last_frame(e: BaseException) -> str:
+    """scenectl/FILE:LINE of the innermost frame of scenectl's own code in `e`'s traceback, or ""."""
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if _in_package(f.filename)]
+    return f"{_source_tail(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
 
 
 def _in_package(filename: str) -> bool:

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from scenectl.data.remote import plain_name_problem
-from scenectl.errors import OutOfMemory, ScenectlError, memory_message, out_of_memory
+from scenectl.errors import OutOfMemory, ScenectlError, out_of_memory
 from scenectl.io import file_sha256, parse_json, write_json_atomic
 
 FORMAT = "scenectl-shards/1"
@@ -388,8 +388,7 @@ def _image_problems(key: str, member: str, data: bytes, size: int | None, decode
                                      f"manifest's image_size {size} (refused before decoding)", key, member)]
     except Exception as e:  # PIL raises many types for bad bytes
         if out_of_memory(e):
-            raise OutOfMemory(memory_message(f"decoding member {member!r} ({len(data)} bytes) of sample {key}")) \
-                from None
+            raise OutOfMemory(f"decoding member {member!r} ({len(data)} bytes) of sample {key}") from None
         return [Problem("undecodable", f"member {member!r} is not a readable image ({type(e).__name__}: "
                                        f"{str(e)[:120]})", key, member)]
     if decode and member == "mask.png" and (arr.ndim != 2 or not np.isin(arr, (0, 255)).all()):

@@ -82,7 +82,7 @@ from scenectl.data.format import (Problem, SampleSpec, basename, join, label_pro
 from scenectl.data.remote import (NetOptions, check_scheme, expand_locations, file_value_problem, is_local, local_path,
                                   net_options, on_stop_signal, open_stream, read_remote)
 from scenectl.data.transforms import Augment, decode_image, deferred_scene, letterbox_input, stack, to_input
-from scenectl.errors import OutOfMemory, ScenectlError, memory_message, out_of_memory
+from scenectl.errors import OutOfMemory, ScenectlError, out_of_memory
 from scenectl.h5 import MAX_FILE_BYTES as MAX_H5_BYTES
 from scenectl.io import MAX_JSON_BYTES, read_regular
 
@@ -278,8 +278,8 @@ def decode_sample(raw: dict, images: tuple[str, ...] | None = None, num_classes:
             out[name] = decode_image(raw[member], mode)
         except Exception as e:  # torchvision raises RuntimeError (and others) for bad bytes
             if out_of_memory(e):
-                raise OutOfMemory(memory_message(f"decoding member '{member}' ({len(raw[member])} bytes) of sample "
-                                                   f"{key} in shard {url}")) from None
+                raise OutOfMemory(f"decoding member '{member}' ({len(raw[member])} bytes) of sample {key} in shard "
+                                  f"{url}") from None
             fail(member, f"is not a readable image ({type(e).__name__}: {e})")
     label, meta, problems = label_problems(key, raw, num_classes)  # the format's checks (scenectl.data.format)
     if problems:
@@ -404,7 +404,7 @@ class Handler:
 
     def __call__(self, exn: Exception, where: str = "?") -> bool:
         if isinstance(exn, OutOfMemory) or out_of_memory(exn):  # never skipped as corrupt, never called corrupt
-            raise exn if isinstance(exn, OutOfMemory) else OutOfMemory(memory_message(f"reading shard {where}"))
+            raise exn if isinstance(exn, OutOfMemory) else OutOfMemory(f"reading shard {where}")
         # webdataset's stages append " @ stream" to the message and (stream, url) to the args of passing errors
         first = str(exn.args[0]).split(" @ ")[0] if exn.args else type(exn).__name__
         message = first if isinstance(exn, ScenectlError) else \
