@@ -25,13 +25,13 @@ def verify_shards_cmd(cfg: VerifyConfig) -> None:
 
       scenectl verify-shards shards/val2017 --json > verify.json
     """
-    from scenectl.data.verify import format_report, main
+    from scenectl.data.verify import format_report, main, unopened_report
 
     try:
         report = main(cfg)
     except ScenectlError as e:  # --json: its report first, then the one-line error (exit 2)
-        if hasattr(e, "report"):
-            typer.echo(json.dumps(e.report, indent=2))
+        if cfg.json:
+            typer.echo(json.dumps(unopened_report(cfg.directory, e), indent=2))
         raise
     typer.echo(json.dumps(report, indent=2) if cfg.json else format_report(report))
     if not report["ok"]:

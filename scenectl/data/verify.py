@@ -55,6 +55,7 @@ from scenectl.io import MAX_JSON_BYTES, read_regular
 from scenectl.options import Options, group, option
 from scenectl.progress import progress as progress_of
 
+REPORT_FORMAT = "scenectl-verify/1"
 
 
 @dataclass(init=False)
@@ -257,7 +258,7 @@ def verify_shards(directory: str | os.PathLike, check_hashes: bool = True, worke
         if re.search(r"\.tar\b", spec):
             raise ScenectlError(f"verify-shards {spec}: give the set's folder (a URL ending in '/'), not shards")
         manifest, problems = _remote_manifest(spec, net)
-    report = {"format": "scenectl-verify/1", "directory": spec, "shards": 0, "samples": 0, "problems": problems}
+    report = {"format": REPORT_FORMAT, "directory": spec, "shards": 0, "samples": 0, "problems": problems}
     if manifest is None:
         report["ok"] = False
         return report
@@ -320,14 +321,12 @@ def format_report(report: dict, limit: int = 50) -> str:
 
 
 def main(cfg: VerifyConfig) -> dict:
-    """The report; with --json, a set that cannot be opened at all (no such folder, a bad option) is a report of
-    one `set` problem too, so `--json` always prints JSON (the error also goes to stderr and exits 2)."""
-    try:
-        cfg.check()
-        return verify_shards(cfg.directory, cfg.check_hashes, cfg.workers, cfg.progress, cfg.net.options())
-    except ScenectlError as e:
-        if not cfg.json:
-            raise
-        e.report = {"format": "scenectl-verify/1", "directory": str(cfg.directory), "shards": 0, "samples": 0,
-                    "problems": [_problem("set", str(e))], "ok": False}
-        raise
+    cfg.check()
+    return verify_shards(cfg.directory, cfg.check_hashes, cfg.workers, cfg.progress, cfg.net.options())
+
+
+def unopened_report(directory: str, error: ScenectlError) -> dict:
+    """The report of a set that could not be opened at all (no such folder, a shard's URL): one `set` problem, so
+    that `--json` always prints JSON (the error also goes to stderr, exit 2)."""
+    return {"format": REPORT_FORMAT, "directory": str(directory), "shards": 0, "samples": 0,
+            "problems": [_problem("set", str(error))], "ok": False}
