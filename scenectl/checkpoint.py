@@ -236,10 +236,9 @@ class Checkpoint:
         from scenectl.models import create_model
 
         state = {k.removeprefix("module."): v for k, v in self.state["model"].items()}
-        aux = state.get("aux_fc.weight")
-        aux_classes = aux.shape[0] if aux is not None and aux.ndim == 2 else 0
         with torch.device("meta"):  # shapes and dtypes only: no memory, whatever the checkpoint declares
-            skeleton = create_model(self.arch, self.num_classes, self.in_chans, aux_classes=aux_classes).state_dict()
+            skeleton = create_model(self.arch, self.num_classes, self.in_chans,
+                                    aux_classes=_aux_classes(state)).state_dict()
         problem = weights_problem(state, skeleton)
         if problem:
             raise ScenectlError(f"{self.path}: weights do not fit a {self.arch} model of {self.num_classes} classes "
@@ -253,8 +252,7 @@ class Checkpoint:
         from scenectl.models import create_model
 
         state = self.model_state()
-        aux = state.get("aux_fc.weight")
-        model = create_model(self.arch, self.num_classes, self.in_chans, aux_classes=0 if aux is None else aux.shape[0])
+        model = create_model(self.arch, self.num_classes, self.in_chans, aux_classes=_aux_classes(state))
         model.load_state_dict(state)  # every key, shape and dtype checked by model_state
         model.add_aux_head(0)
         if self.hole_only:
@@ -262,6 +260,13 @@ class Checkpoint:
 
             make_hole_only(model)
         return model.to(device).eval()
+
+
+def _aux_classes(state: Mapping[str, torch.Tensor]) -> int:
+    """Outputs of the auxiliary head (train --aux-visible) the weights hold: 0 without one (or with a head of the
+    wrong rank, which weights_problem then names)."""
+    aux = state.get("aux_fc.weight")
+    return aux.shape[0] if aux is not None and aux.ndim == 2 else 0
 
 
 def weights_problem(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> str | None:

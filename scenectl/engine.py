@@ -359,17 +359,19 @@ def load_training_state(session: "Session", ckpt: Checkpoint) -> None:
     """The optimiser, schedule and scaler of a resumed run, each checked to fit this run before it is trusted
     (a crafted-but-loadable checkpoint otherwise crashes mid-way, at the first step): a one-line error naming the
     file and the field."""
-    raw = ckpt.state
     for field, target in (("optimizer", session.optimizer), ("scheduler", session.scheduler),
                           ("scaler", session.scaler)):
-        own = target.state_dict()
-        given = raw.get(field) or ({} if field == "scaler" else None)
-        layout = (given, own) if field != "optimizer" else (given.get("param_groups"), own["param_groups"]) \
-            if isinstance(given, dict) else (None, own)
-        if not (given == {} or _same_layout(*layout)):
+        given, own = ckpt.state.get(field), target.state_dict()
+        if field == "scaler" and not given:
+            continue  # no scaler state saved (CPU, bf16): this run's own is kept
+        if field == "optimizer" and isinstance(given, dict):  # its per-parameter state is checked below
+            given_layout, own_layout = given.get("param_groups"), own["param_groups"]
+        else:
+            given_layout, own_layout = given, own
+        if not _same_layout(given_layout, own_layout):
             raise ScenectlError(f"{ckpt.path}: field '{field}' does not fit this run's {field} (its entries differ)")
         try:
-            target.load_state_dict(given) if given else None
+            target.load_state_dict(given)
         except (KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise ScenectlError(f"{ckpt.path}: field '{field}' does not fit this run's {field} ({first})") from None
