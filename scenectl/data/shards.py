@@ -680,7 +680,8 @@ def summary(manifest: dict, out: Path) -> str:
 
 # --- merging parts --------------------------------------------------------------------------------------------
 _PART_RE = re.compile(r"manifest\.part-(\d+)-of-(\d+)\.json")
-_TOTAL_KEYS = ("images", "bad_images", "instances", "samples", "shards", "per_class", "area_fraction_histogram")
+_SUMMED = ("images", "bad_images", "instances", "samples", "shards")  # totals a merge adds up
+_TOTAL_KEYS = (*_SUMMED, "per_class", "area_fraction_histogram")
 
 
 def _read_part(path: Path, i: int, n: int) -> dict:
@@ -729,7 +730,7 @@ def merge_manifests(directory: str | os.PathLike) -> dict:
             if get(m) != get(first):
                 raise ScenectlError(f"part {i}/{n} in {d} is incompatible with part 0/{n}: different {what}")
     shards = [s for m in parts for s in m["shards"]]
-    repeated = next((s["name"] for k, s in enumerate(shards) if s["name"] in {t["name"] for t in shards[:k]}), None)
+    repeated = next((name for name, n in Counter(s["name"] for s in shards).items() if n > 1), None)
     if repeated:
         raise ScenectlError(f"shard {repeated} is listed by two part manifests in {d}")
     for s in shards:
@@ -737,7 +738,7 @@ def merge_manifests(directory: str | os.PathLike) -> dict:
             raise ScenectlError(f"shard {s['name']} listed by a part manifest is missing from {d}")
     if not any(s["samples"] for s in shards):
         raise ScenectlError(f"the {n} parts in {d} hold no samples")
-    totals = {k: sum(m["totals"][k] for m in parts) for k in _TOTAL_KEYS[:5]}
+    totals = {k: sum(m["totals"][k] for m in parts) for k in _SUMMED}
     totals["per_class"] = {k: sum(m["totals"]["per_class"][k] for m in parts) for k in first["totals"]["per_class"]}
     hist = first["totals"]["area_fraction_histogram"]
     totals["area_fraction_histogram"] = {"edges": hist["edges"], "counts": [

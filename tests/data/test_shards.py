@@ -483,6 +483,18 @@ def test_merge_validates_every_part(two_parts, tmp_path, tamper, message):
     assert not (out / "manifest.json").exists() and not (out / "_info.json").exists()
 
 
+def test_merge_refuses_a_shard_two_parts_list(two_parts, tmp_path):
+    out = shutil.copytree(two_parts, tmp_path / "parts")
+    first = json.loads((out / "manifest.part-0-of-2.json").read_text())["shards"][0]
+    path = out / "manifest.part-1-of-2.json"
+    m = json.loads(path.read_text())
+    m["shards"][0] = first
+    path.write_text(json.dumps(m))
+    with pytest.raises(ScenectlError, match=f"shard {first['name']} is listed by two part manifests"):
+        S.merge_manifests(out)
+    assert not (out / "manifest.json").exists()
+
+
 # --- bad input ------------------------------------------------------------------------------------------------
 def test_bad_images_are_skipped_and_odd_jpegs_handled(coco_sample, val, tmp_path):
     """zero-byte, truncated and missing files are skipped (bad_image); grey, CMYK and EXIF-rotated JPEGs work."""
