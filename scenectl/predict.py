@@ -26,8 +26,8 @@ from scenectl.data import masks
 from scenectl.devices import parse_device
 from scenectl.errors import ScenectlError
 from scenectl.folders import check_file_target
-from scenectl.io import open_regular
 from scenectl.hiding import masked_sample, shard_params
+from scenectl.io import open_regular
 
 
 # --- the user's region ---------------------------------------------------------------------------------------------
