@@ -105,11 +105,8 @@ def balanced_topk_accuracy(scores, labels, ks: Iterable[int], num_classes: int) 
     y = _check_labels(labels, s.shape[0], num_classes)
     support = np.bincount(y, minlength=num_classes)  # (C,)
     present = support > 0
-    out = {}
-    for k, hits in topk_hits(s, y, ks).items():
-        correct = np.bincount(y, weights=hits, minlength=num_classes)  # (C,)
-        out[k] = float(np.mean(correct[present] / support[present]))
-    return out
+    return {k: float(np.mean(np.bincount(y, weights=hits, minlength=num_classes)[present] / support[present]))
+            for k, hits in topk_hits(s, y, ks).items()}
 
 
 def per_class_accuracy(scores, labels, num_classes: int, k: int = 1) -> list[dict]:
@@ -204,15 +201,11 @@ def plausibility_rows(pred, labels, visible: Sequence[Iterable[int]], plausible:
 # --- supercategories (COCO's `supercategory` field) ------------------------------------------------------------------
 def supercategory_index(supercategories: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """Class -> supercategory: ((C,) int64 index into the names, the distinct names in first-seen order)."""
-    names: list[str] = []
-    index = []
     for i, name in enumerate(supercategories):
         if not isinstance(name, str) or not name:
             raise ScenectlError(f"class {i} has no supercategory name (got {name!r})")
-        if name not in names:
-            names.append(name)
-        index.append(names.index(name))
-    return np.asarray(index, dtype=np.int64), names
+    names = list(dict.fromkeys(supercategories))
+    return np.asarray([names.index(name) for name in supercategories], dtype=np.int64), names
 
 
 SUPER_KS = (1, 5)  # supercategory top-k reported (COinCO's supercategory accuracy)
@@ -524,11 +517,6 @@ def interval(dist: np.ndarray, level: float = LEVEL) -> list[float] | None:
         return None
     lo, hi = np.percentile(d, [50 * (1 - level), 50 * (1 + level)])
     return [float(lo), float(hi)]
-
-
-def class_intervals(per_class: np.ndarray, level: float = LEVEL) -> list[list[float] | None]:
-    """interval() of each column of a (B, C) distribution."""
-    return [interval(per_class[:, j], level) for j in range(per_class.shape[1])]
 
 
 def verdict(ci: list[float] | None) -> str | None:
