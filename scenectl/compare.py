@@ -39,8 +39,6 @@ REPORT_FORMAT = "scenectl-compare/1"
 MAX_SHOWN = 3  # sample keys named when inputs differ
 
 
-
-
 @dataclass
 class Model:
     """One input's per-sample predictions (N samples, C classes)."""
@@ -276,9 +274,8 @@ def seed_run(m: Model, base: Model, pl: np.ndarray, has_pl: bool, scoring: tuple
         point["plaus@10"] = None
     if super_of is not None:
         for k, h in metrics.supercategory_hits(m.scores, base.labels, super_of).items():
-            ones = np.ones(h.shape[0], dtype=bool)
             point[f"super top-{k}"] = float(h.mean())
-            dists[f"super top-{k}"] = metrics.resampled_mean(h.astype(np.float64), ones, rs)
+            dists[f"super top-{k}"] = metrics.resampled_mean(h.astype(np.float64), np.ones_like(h), rs)
     return metrics.SeedRun(point, dists)
 
 
@@ -395,10 +392,6 @@ def context_text(rep: dict) -> list[str]:
             "context contribution"]
 
 
-def super_note(rep: dict) -> list[str]:
-    return [f"supercategory top-k {rep['supercategories']}"] if rep["supercategories"] else []
-
-
 def intervals_text(rep: dict) -> str:
     return report.bootstrap_text(rep["bootstrap"], "the same resamples for every model: paired; each side widened "
                                                    "by the across-seed variance of arms of several seeds")
@@ -412,7 +405,8 @@ def write_report_md(path: Path, rep: dict) -> None:
              f"- intervals: {intervals_text(rep)}", f"- plausibility@10: {rep['plausibility_source']}",
              f"- balanced metrics over the {cs['size']} classes with >= {cs['min_class_samples']} samples "
              f"({100 * cs['sample_share']:.1f} % of the samples)",
-             *(f"- note: {n}" for n in rep["notes"] + seed_notes(rep) + context_text(rep) + super_note(rep)), "",
+             *(f"- note: {n}" for n in rep["notes"] + seed_notes(rep) + context_text(rep)),
+             *([f"- note: supercategory top-k {rep['supercategories']}"] if rep["supercategories"] else []), "",
              "## Scores (percentages; mean over seeds [interval])", "", scores_table(rep, True), "",
              "## Per seed (percentages; seed SD)", "", seeds_table(rep, True), "", "![scores](scores.png)", ""]
     if rep["differences"]:
