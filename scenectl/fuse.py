@@ -22,7 +22,6 @@ from __future__ import annotations
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -114,18 +113,6 @@ class Scores:
     ooc: np.ndarray  # (N,) bool (False where the json has no "ooc")
 
 
-def paired_batches(s: ShardSet, obj: Checkpoint, ctx: Checkpoint, cfg: FuseConfig,
-                   device: torch.device = torch.device("cpu")) -> Iterator[tuple]:
-    """Every sample of `s` once, in order, as (object crops (B, 3, H, W) at the object model's size, masked scenes
-    (B, C, H', W') as the context model was trained, both model input on `device`, the batch); the one place fuse
-    asks the shard reader."""
-    loader = make_eval_loader(s, EvalBatches(view="object", image_size=obj.image_size, batch_size=cfg.batch_size,
-                                             workers=cfg.workers, scene_size=ctx.image_size, scene_mask=ctx.mask_channel))
-    for batch in loader:
-        b = batch_to_device(batch, device)
-        yield b["input"], b["scene_input"], batch
-
-
 def open_checked(spec: str, obj: Checkpoint, ctx: Checkpoint, net: NetOptions | None) -> ShardSet:
     """Shard set `spec`, checked to name both models' classes (before the output folder is made)."""
     s = open_shard_set(spec, net)
@@ -139,12 +126,16 @@ def open_checked(spec: str, obj: Checkpoint, ctx: Checkpoint, net: NetOptions | 
 @torch.inference_mode()
 def score_set(spec: str, s: ShardSet, obj: Checkpoint, obj_net, ctx: Checkpoint, ctx_net, cfg: FuseConfig,
               device: torch.device) -> Scores:
-    """Both models over shard set `s` (opened from `spec`): the object model on object.jpg, the context model on
-    the masked scene."""
+    """Both models over every sample of shard set `s` (opened from `spec`) once, in order: the object model on
+    object.jpg (crops at its size), the context model on the masked scene (as it was trained); the one place fuse
+    asks the shard reader."""
+    loader = make_eval_loader(s, EvalBatches(view="object", image_size=obj.image_size, batch_size=cfg.batch_size,
+                                             workers=cfg.workers, scene_size=ctx.image_size, scene_mask=ctx.mask_channel))
     lo, lc, y, keys, vis, ooc = [], [], [], [], [], []
-    for crops, scenes, batch in paired_batches(s, obj, ctx, cfg, device):
-        lo.append(obj_net(crops).float().cpu())  # (B, C)
-        lc.append(ctx_net(scenes).float().cpu())  # (B, C)
+    for batch in loader:
+        b = batch_to_device(batch, device)  # model input: crops (B, 3, H, W), scenes (B, C, H', W')
+        lo.append(obj_net(b["input"]).float().cpu())  # (B, C)
+        lc.append(ctx_net(b["scene_input"]).float().cpu())  # (B, C)
         y.append(batch["label"])
         keys += batch["key"]
         vis += batch["visible"]
