@@ -635,11 +635,9 @@ def seed_interval(a: Arm, b: Arm | None = None, level: float = LEVEL) -> dict | 
     z = NormalDist().inv_cdf(0.5 + level / 2)
     sides = [max(value - image_ci[0], 0.0) / z, max(image_ci[1] - value, 0.0) / z]  # image se below, above
     v_seed, df_seed, paired = _seed_variance(a, b)
-    se, dfs = [], []
-    for side in sides:
-        total = side * side + v_seed
-        se.append(math.sqrt(total))
-        dfs.append(total * total / (v_seed * v_seed / df_seed) if v_seed > 0 else math.inf)
+    totals = [side * side + v_seed for side in sides]
+    se = [math.sqrt(total) for total in totals]
+    dfs = [total * total / (v_seed * v_seed / df_seed) if v_seed > 0 else math.inf for total in totals]
     t = [t_quantile(0.5 + level / 2, df) for df in dfs]
     toward = 0 if value > 0 else 1  # the side facing 0
     p = (2 * (1 - _t_cdf(abs(value) / se[toward], dfs[toward])) if se[toward] > 0 else float(value == 0))
