@@ -321,44 +321,38 @@ def _pp(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+def _table(rep: dict, group: str, cell, markdown: bool, suffix: str = "") -> str:
+    """Metrics as rows, one column per arm of rep[group] (headed by its name + `suffix`): cell(the arm's record of
+    the metric), "—" where it has none."""
+    rows = {m: {a + suffix: cell(r[m]) if r.get(m) else "—" for a, r in rep[group].items()} for m in rep["metrics"]}
+    return report.format_table(rows, [a + suffix for a in rep[group]], markdown)
+
+
 def scores_table(rep: dict, markdown: bool = False) -> str:
     """Metrics as rows, arms as columns: the mean over seeds [its interval]."""
-    rows = {m: {a: report.pct_ci(s[m]["mean"], s[m]["ci"]) if s.get(m) else "—" for a, s in rep["scores"].items()}
-            for m in rep["metrics"]}
-    return report.format_table(rows, list(rep["scores"]), markdown)
+    return _table(rep, "scores", lambda s: report.pct_ci(s["mean"], s["ci"]), markdown)
 
 
 def seeds_table(rep: dict, markdown: bool = False) -> str:
     """Metrics as rows, arms as columns: each seed's value and the seed SD (one seed: said in words below)."""
-    def cell(s: dict | None) -> str:
-        if not s:
-            return "—"
+    def cell(s: dict) -> str:
         vals = " / ".join(report.pct(v).strip() for v in s["per_seed"])
         return vals + (f" (SD {100 * s['seed_sd']:.1f})" if s["seed_sd"] is not None else "")
-    rows = {m: {a: cell(s.get(m)) for a, s in rep["scores"].items()} for m in rep["metrics"]}
-    return report.format_table(rows, list(rep["scores"]), markdown)
+    return _table(rep, "scores", cell, markdown)
 
 
-def difference_cell(d: dict | None) -> str:
+def difference_cell(d: dict) -> str:
     """"+2.1 [-0.5, +4.7] inconclusive": the difference, its Holm-adjusted interval and the verdict."""
-    if not d:
-        return "—"
     return f"{_pp(d['value'])} [{_pp(d['ci_holm'][0])}, {_pp(d['ci_holm'][1])}] {d['verdict']}"
 
 
 def differences_table(rep: dict, markdown: bool = False) -> str:
-    ref = rep["reference"]
-    rows = {m: {f"{a} - {ref}": difference_cell(d.get(m)) for a, d in rep["differences"].items()}
-            for m in rep["metrics"]}
-    return report.format_table(rows, [f"{a} - {ref}" for a in rep["differences"]], markdown)
+    return _table(rep, "differences", difference_cell, markdown, f" - {rep['reference']}")
 
 
 def mdd_table(rep: dict, markdown: bool = False) -> str:
     """The minimum detectable difference of each comparison (80 % power at the 5 % level, before Holm)."""
-    ref = rep["reference"]
-    rows = {m: {f"{a} - {ref}": f"{100 * d[m]['mdd']:.1f}" if d.get(m) else "—"
-                for a, d in rep["differences"].items()} for m in rep["metrics"]}
-    return report.format_table(rows, [f"{a} - {ref}" for a in rep["differences"]], markdown)
+    return _table(rep, "differences", lambda d: f"{100 * d['mdd']:.1f}", markdown, f" - {rep['reference']}")
 
 
 def verdict_lines(rep: dict) -> list[str]:
