@@ -659,9 +659,7 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     m = p.size
     order = np.argsort(p, kind="stable")
     adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out = np.empty(m)
-    out[order] = adjusted
-    return out
+    return adjusted[np.argsort(order)]  # back in the given order
 
 
 def holm_verdicts(results: dict[str, dict], family: str, level: float = LEVEL) -> dict[str, dict]:
@@ -730,11 +728,8 @@ def declared_classes(labels, num_classes: int, min_samples: int = MIN_CLASS_SAMP
 def constant_predictor(pred, k: int) -> bool:
     """True when every sample's top-k (scores (N, C) or ranked indices (N, >= k)) is the same list: the prior."""
     p = _np(pred)
-    if np.issubdtype(p.dtype, np.integer):
-        top = (p[:, None] if p.ndim == 1 else p)[:, :int(k)]
-    else:
-        top = ranking(p)[:, :int(k)]
-    return bool((top == top[:1]).all())
+    top = (p[:, None] if p.ndim == 1 else p) if np.issubdtype(p.dtype, np.integer) else ranking(p)
+    return bool((top[:, :int(k)] == top[:1, :int(k)]).all())
 
 
 def resampled_balanced(pred, labels, ks: Iterable[int], rs: Resamples, cls: ClassSet) -> dict[str, np.ndarray]:
