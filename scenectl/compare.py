@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -222,9 +222,8 @@ def check_same_samples(ref: Model, m: Model) -> np.ndarray:
 def aligned(ref: Model, m: Model) -> Model:
     """m with its samples in ref's order (after check_same_samples)."""
     order = check_same_samples(ref, m)
-    return Model(m.name, m.source, m.kind, list(ref.keys), ref.labels, ref.image_ids, m.scores[order],
-                 ref.visible, m.classes, m.plausible, m.notes, arm=m.arm, supercategories=m.supercategories,
-                 scored=m.scored)
+    return replace(m, keys=list(ref.keys), labels=ref.labels, image_ids=ref.image_ids, scores=m.scores[order],
+                   visible=ref.visible)
 
 
 def pick_reference(cfg: CompareConfig, arms: dict[str, list[str]]) -> str:
