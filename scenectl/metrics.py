@@ -191,11 +191,10 @@ def plausibility_rows(pred, labels, visible: Sequence[Iterable[int]], plausible:
     """The plausibility table: {"k=1": {"model": @1, "true label": the hidden class's own plausibility},
     f"k={k}": {"model": @k, "attainable maximum": plausibility_ceiling}} (values; None where no scene qualifies).
     The true label is a k = 1 "prediction", so it belongs beside the model's @1, never in the @k column."""
-    value = lambda d: d["value"]  # noqa: E731
-    return {"k=1": {"model": value(plausibility_at_k(pred, visible, plausible, k=1)),
-                    "true label": value(plausibility_of_labels(labels, visible, plausible))},
-            f"k={k}": {"model": value(plausibility_at_k(pred, visible, plausible, k=k)),
-                       "attainable maximum": value(plausibility_ceiling(visible, plausible, k))}}
+    return {"k=1": {"model": plausibility_at_k(pred, visible, plausible, k=1)["value"],
+                    "true label": plausibility_of_labels(labels, visible, plausible)["value"]},
+            f"k={k}": {"model": plausibility_at_k(pred, visible, plausible, k=k)["value"],
+                       "attainable maximum": plausibility_ceiling(visible, plausible, k)["value"]}}
 
 
 # --- supercategories (COCO's `supercategory` field) ------------------------------------------------------------------
