@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,17 +111,9 @@ class Matching:
         class has."""
         w = np.asarray(weights, np.float64)
         per_class = np.stack([_class_ap(c, w, self.rec_thrs) for c in self.classes], axis=1)  # (B, K)
-        with np.errstate(invalid="ignore"), _quiet_nanmean():
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row is a NaN result, not a warning
             return np.nanmean(per_class, axis=1)
-
-
-@contextlib.contextmanager
-def _quiet_nanmean():
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row is a NaN result, not a warning
-        yield
 
 
 def _concat(scores, image, tp, ig, gt, n_thr: int) -> _Class:

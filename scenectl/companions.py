@@ -14,13 +14,11 @@ import numpy as np
 
 from scenectl import plots
 from scenectl.checkpoint import read_checkpoint
-from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.config import CooccurrenceConfig
+from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.remote import NetOptions
 from scenectl.errors import ScenectlError
 from scenectl.folders import check_file_target
-
-
 
 
 def load_cooccurrence(source: str, net: NetOptions | None = None) -> tuple[Cooccurrence, str]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +37,6 @@ from scenectl.predictions import read_predictions
 
 REPORT_FORMAT = "scenectl-compare/1"
 MAX_SHOWN = 3  # sample keys named when inputs differ
-
-
 
 
 @dataclass
@@ -224,9 +222,8 @@ def check_same_samples(ref: Model, m: Model) -> np.ndarray:
 def aligned(ref: Model, m: Model) -> Model:
     """m with its samples in ref's order (after check_same_samples)."""
     order = check_same_samples(ref, m)
-    return Model(m.name, m.source, m.kind, list(ref.keys), ref.labels, ref.image_ids, m.scores[order],
-                 ref.visible, m.classes, m.plausible, m.notes, arm=m.arm, supercategories=m.supercategories,
-                 scored=m.scored)
+    return replace(m, keys=list(ref.keys), labels=ref.labels, image_ids=ref.image_ids, scores=m.scores[order],
+                   visible=ref.visible)
 
 
 def pick_reference(cfg: CompareConfig, arms: dict[str, list[str]]) -> str:
@@ -276,9 +273,8 @@ def seed_run(m: Model, base: Model, pl: np.ndarray, has_pl: bool, scoring: tuple
         point["plaus@10"] = None
     if super_of is not None:
         for k, h in metrics.supercategory_hits(m.scores, base.labels, super_of).items():
-            ones = np.ones(h.shape[0], dtype=bool)
             point[f"super top-{k}"] = float(h.mean())
-            dists[f"super top-{k}"] = metrics.resampled_mean(h.astype(np.float64), ones, rs)
+            dists[f"super top-{k}"] = metrics.resampled_mean(h.astype(np.float64), np.ones_like(h), rs)
     return metrics.SeedRun(point, dists)
 
 
@@ -324,44 +320,38 @@ def _pp(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+def _table(rep: dict, group: str, cell, markdown: bool, suffix: str = "") -> str:
+    """Metrics as rows, one column per arm of rep[group] (headed by its name + `suffix`): cell(the arm's record of
+    the metric), "—" where it has none."""
+    rows = {m: {a + suffix: cell(r[m]) if r.get(m) else "—" for a, r in rep[group].items()} for m in rep["metrics"]}
+    return report.format_table(rows, [a + suffix for a in rep[group]], markdown)
+
+
 def scores_table(rep: dict, markdown: bool = False) -> str:
     """Metrics as rows, arms as columns: the mean over seeds [its interval]."""
-    rows = {m: {a: report.pct_ci(s[m]["mean"], s[m]["ci"]) if s.get(m) else "—" for a, s in rep["scores"].items()}
-            for m in rep["metrics"]}
-    return report.format_table(rows, list(rep["scores"]), markdown)
+    return _table(rep, "scores", lambda s: report.pct_ci(s["mean"], s["ci"]), markdown)
 
 
 def seeds_table(rep: dict, markdown: bool = False) -> str:
     """Metrics as rows, arms as columns: each seed's value and the seed SD (one seed: said in words below)."""
-    def cell(s: dict | None) -> str:
-        if not s:
-            return "—"
+    def cell(s: dict) -> str:
         vals = " / ".join(report.pct(v).strip() for v in s["per_seed"])
         return vals + (f" (SD {100 * s['seed_sd']:.1f})" if s["seed_sd"] is not None else "")
-    rows = {m: {a: cell(s.get(m)) for a, s in rep["scores"].items()} for m in rep["metrics"]}
-    return report.format_table(rows, list(rep["scores"]), markdown)
+    return _table(rep, "scores", cell, markdown)
 
 
-def difference_cell(d: dict | None) -> str:
+def difference_cell(d: dict) -> str:
     """"+2.1 [-0.5, +4.7] inconclusive": the difference, its Holm-adjusted interval and the verdict."""
-    if not d:
-        return "—"
     return f"{_pp(d['value'])} [{_pp(d['ci_holm'][0])}, {_pp(d['ci_holm'][1])}] {d['verdict']}"
 
 
 def differences_table(rep: dict, markdown: bool = False) -> str:
-    ref = rep["reference"]
-    rows = {m: {f"{a} - {ref}": difference_cell(d.get(m)) for a, d in rep["differences"].items()}
-            for m in rep["metrics"]}
-    return report.format_table(rows, [f"{a} - {ref}" for a in rep["differences"]], markdown)
+    return _table(rep, "differences", difference_cell, markdown, f" - {rep['reference']}")
 
 
 def mdd_table(rep: dict, markdown: bool = False) -> str:
     """The minimum detectable difference of each comparison (80 % power at the 5 % level, before Holm)."""
-    ref = rep["reference"]
-    rows = {m: {f"{a} - {ref}": f"{100 * d[m]['mdd']:.1f}" if d.get(m) else "—"
-                for a, d in rep["differences"].items()} for m in rep["metrics"]}
-    return report.format_table(rows, [f"{a} - {ref}" for a in rep["differences"]], markdown)
+    return _table(rep, "differences", lambda d: f"{100 * d['mdd']:.1f}", markdown, f" - {rep['reference']}")
 
 
 def verdict_lines(rep: dict) -> list[str]:
@@ -395,10 +385,6 @@ def context_text(rep: dict) -> list[str]:
             "context contribution"]
 
 
-def super_note(rep: dict) -> list[str]:
-    return [f"supercategory top-k {rep['supercategories']}"] if rep["supercategories"] else []
-
-
 def intervals_text(rep: dict) -> str:
     return report.bootstrap_text(rep["bootstrap"], "the same resamples for every model: paired; each side widened "
                                                    "by the across-seed variance of arms of several seeds")
@@ -412,7 +398,8 @@ def write_report_md(path: Path, rep: dict) -> None:
              f"- intervals: {intervals_text(rep)}", f"- plausibility@10: {rep['plausibility_source']}",
              f"- balanced metrics over the {cs['size']} classes with >= {cs['min_class_samples']} samples "
              f"({100 * cs['sample_share']:.1f} % of the samples)",
-             *(f"- note: {n}" for n in rep["notes"] + seed_notes(rep) + context_text(rep) + super_note(rep)), "",
+             *(f"- note: {n}" for n in rep["notes"] + seed_notes(rep) + context_text(rep)),
+             *([f"- note: supercategory top-k {rep['supercategories']}"] if rep["supercategories"] else []), "",
              "## Scores (percentages; mean over seeds [interval])", "", scores_table(rep, True), "",
              "## Per seed (percentages; seed SD)", "", seeds_table(rep, True), "", "![scores](scores.png)", ""]
     if rep["differences"]:

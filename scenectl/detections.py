@@ -116,16 +116,12 @@ def read_results(path, sizes: dict[int, tuple[int, int]], categories: set[int], 
         else:
             seen.add(got)
             kept.append((*got, k))
-    dets = _arrays(kept, len(data), skipped)
-    return _cap_per_image(dets, max_per_image)
+    return _cap_per_image(_arrays(kept, len(data), skipped), max_per_image)
 
 
 def _arrays(kept: list[tuple], n_read: int, skipped: Counter) -> Detections:
-    if not kept:
-        return Detections(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0),
-                          np.zeros(0, np.int64), n_read, skipped)
-    img, cat, box, score, row = zip(*kept)
-    return Detections(np.array(img, np.int64), np.array(cat, np.int64), np.array(box, np.float64),
+    img, cat, box, score, row = zip(*kept) if kept else ((),) * 5
+    return Detections(np.array(img, np.int64), np.array(cat, np.int64), np.array(box, np.float64).reshape(-1, 4),
                       np.array(score, np.float64), np.array(row, np.int64), n_read, skipped)
 
 

@@ -402,10 +402,6 @@ def hole_only_scores(cfg: EvalConfig, hole: tuple | None, shard_sets: list, outs
 
 
 # --- main ---------------------------------------------------------------------------------------------------------
-def output_folder(cfg: EvalConfig) -> Path:
-    return Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "eval"
-
-
 def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate; returns the top-level report (also written as OUT/report.json)."""
     check_options(cfg)
@@ -421,7 +417,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     sup = supercategories(ckpt.classes)
     setup = Setup(cooc, ks, cfg.seed, cfg.bootstrap, cfg.min_class_samples,
                   None if sup is None else metrics.supercategory_index(sup)[0])
-    out = output_folder(cfg)
+    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "eval"
     # a folder without report.json holds an unfinished eval, replaced without --overwrite (nothing to lose)
     with claim(out, "eval", overwrite=cfg.overwrite or not (out / "report.json").is_file(),
                config=asdict(cfg)) as folder:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -31,7 +30,6 @@ from scenectl import metrics, plots, report
 from scenectl.checkpoint import Checkpoint, SampleSet, read_checkpoint
 from scenectl.config import FuseConfig
 from scenectl.data.coco import classes_match
-from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.loader import EvalBatches, ShardSet, make_eval_loader, open_shard_set
 from scenectl.data.remote import NetOptions
 from scenectl.data.transforms import batch_to_device
@@ -42,7 +40,6 @@ from scenectl.fusion import fuse_logprobs
 from scenectl.io import write_bytes_atomic, write_json_atomic
 from scenectl.metrics import flag_report, log_softmax
 from scenectl.report import format_table
-
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -79,7 +76,8 @@ def compare(logp_obj, logp_ctx, labels, w: float, num_classes: int) -> dict:
     k5 = min(5, num_classes)
     row = {}
     for name, lp in (("object", logp_obj), ("context", logp_ctx), ("fused", fused)):
-        row[name] = {"top1": metrics.topk_accuracy(lp, labels, [1])[1], "top5": metrics.topk_accuracy(lp, labels, [k5])[k5],
+        acc = metrics.topk_accuracy(lp, labels, [1, k5])
+        row[name] = {"top1": acc[1], "top5": acc[k5],
                      "bal_top1": metrics.balanced_topk_accuracy(lp, labels, [1], num_classes)[1],
                      "nll": nll(log_softmax(lp), labels)}
     return {"n": int(len(labels)), "w": w, **row, **changes(logp_obj, fused, labels)}
@@ -115,18 +113,6 @@ class Scores:
     ooc: np.ndarray  # (N,) bool (False where the json has no "ooc")
 
 
-def paired_batches(s: ShardSet, obj: Checkpoint, ctx: Checkpoint, cfg: FuseConfig,
-                   device: torch.device = torch.device("cpu")) -> Iterator[tuple]:
-    """Every sample of `s` once, in order, as (object crops (B, 3, H, W) at the object model's size, masked scenes
-    (B, C, H', W') as the context model was trained, both model input on `device`, the batch); the one place fuse
-    asks the shard reader."""
-    loader = make_eval_loader(s, EvalBatches(view="object", image_size=obj.image_size, batch_size=cfg.batch_size,
-                                             workers=cfg.workers, scene_size=ctx.image_size, scene_mask=ctx.mask_channel))
-    for batch in loader:
-        b = batch_to_device(batch, device)
-        yield b["input"], b["scene_input"], batch
-
-
 def open_checked(spec: str, obj: Checkpoint, ctx: Checkpoint, net: NetOptions | None) -> ShardSet:
     """Shard set `spec`, checked to name both models' classes (before the output folder is made)."""
     s = open_shard_set(spec, net)
@@ -140,12 +126,16 @@ def open_checked(spec: str, obj: Checkpoint, ctx: Checkpoint, net: NetOptions | 
 @torch.inference_mode()
 def score_set(spec: str, s: ShardSet, obj: Checkpoint, obj_net, ctx: Checkpoint, ctx_net, cfg: FuseConfig,
               device: torch.device) -> Scores:
-    """Both models over shard set `s` (opened from `spec`): the object model on object.jpg, the context model on
-    the masked scene."""
+    """Both models over every sample of shard set `s` (opened from `spec`) once, in order: the object model on
+    object.jpg (crops at its size), the context model on the masked scene (as it was trained); the one place fuse
+    asks the shard reader."""
+    loader = make_eval_loader(s, EvalBatches(view="object", image_size=obj.image_size, batch_size=cfg.batch_size,
+                                             workers=cfg.workers, scene_size=ctx.image_size, scene_mask=ctx.mask_channel))
     lo, lc, y, keys, vis, ooc = [], [], [], [], [], []
-    for crops, scenes, batch in paired_batches(s, obj, ctx, cfg, device):
-        lo.append(obj_net(crops).float().cpu())  # (B, C)
-        lc.append(ctx_net(scenes).float().cpu())  # (B, C)
+    for batch in loader:
+        b = batch_to_device(batch, device)  # model input: crops (B, 3, H, W), scenes (B, C, H', W')
+        lo.append(obj_net(b["input"]).float().cpu())  # (B, C)
+        lc.append(ctx_net(b["scene_input"]).float().cpu())  # (B, C)
         y.append(batch["label"])
         keys += batch["key"]
         vis += batch["visible"]
@@ -156,32 +146,16 @@ def score_set(spec: str, s: ShardSet, obj: Checkpoint, obj_net, ctx: Checkpoint,
                   keys, vis, np.array(ooc, bool))
 
 
-def _subset(sc: Scores, sel: np.ndarray) -> Scores:
-    idx = np.flatnonzero(sel)
-    return Scores(sc.logp_obj[idx], sc.logp_ctx[idx], sc.labels[idx], [sc.keys[i] for i in idx],
-                  [sc.visible[i] for i in idx], sc.ooc[idx])
-
-
 # --------------------------------------------------------------------------------------------------------------
 # reports
 
 
-def _rows(sets: dict[str, dict]) -> tuple[dict, list[str]]:
-    cols = ["object top-1", "context top-1", "fused top-1", "fused bal top-1", "fixed", "broken", "n"]
-    rows = {}
-    for name, r in sets.items():
-        rows[name] = {"object top-1": r["object"]["top1"], "context top-1": r["context"]["top1"],
-                      "fused top-1": r["fused"]["top1"], "fused bal top-1": r["fused"]["bal_top1"],
-                      "fixed": r["fixed"], "broken": r["broken"], "n": r["n"]}
-    return rows, cols
-
-
 def table(sets: dict[str, dict], markdown: bool = False) -> str:
-    rows, cols = _rows(sets)
-    pct = {n: {c: v for c, v in r.items() if c not in ("fixed", "broken", "n")} for n, r in rows.items()}
-    text = format_table(pct, cols[:4], markdown=markdown)
-    counts = [f"{n}: n={r['n']}, changed {sets[n]['changed']}, fixed {r['fixed']}, broken {r['broken']}"
-              for n, r in rows.items()]
+    pct = {n: {"object top-1": r["object"]["top1"], "context top-1": r["context"]["top1"],
+               "fused top-1": r["fused"]["top1"], "fused bal top-1": r["fused"]["bal_top1"]} for n, r in sets.items()}
+    text = format_table(pct, ["object top-1", "context top-1", "fused top-1", "fused bal top-1"], markdown=markdown)
+    counts = [f"{n}: n={r['n']}, changed {r['changed']}, fixed {r['fixed']}, broken {r['broken']}"
+              for n, r in sets.items()]
     return text + "\n" + "\n".join(("- " if markdown else "") + c for c in counts)
 
 
@@ -232,8 +206,7 @@ def ooc_sets(o: Scores, w: float, num_classes: int) -> dict[str, dict]:
     sets = {"ooc set (all)": compare(o.logp_obj, o.logp_ctx, o.labels, w, num_classes)}
     for name, sel in (("ooc: out-of-context", o.ooc), ("ooc: in-context", ~o.ooc)):
         if sel.any():
-            sub = _subset(o, sel)
-            sets[name] = compare(sub.logp_obj, sub.logp_ctx, sub.labels, w, num_classes)
+            sets[name] = compare(o.logp_obj[sel], o.logp_ctx[sel], o.labels[sel], w, num_classes)
     return sets
 
 
@@ -259,7 +232,9 @@ def fuse(cfg: FuseConfig) -> dict:
             scored.append(SampleSet.of(sets[cfg.ooc_shards].location, sets[cfg.ooc_shards].manifest, o.keys))
             rep["sets"].update(ooc_sets(o, w, num_classes))
             if o.ooc.any() and (~o.ooc).any():
-                cooc = cooccurrence_of(ctx, cfg.ooc_shards, cfg.net.options())
+                cooc = ctx.cooccurrence  # the context model's training counts, else the OOC set's copy of them
+                if cooc is None:
+                    cooc = open_shard_set(cfg.ooc_shards, cfg.net.options()).cooccurrence()
                 rep["ooc_flags"] = flag_report(o.logp_ctx, o.labels, o.ooc, o.visible, cooc)
         rep["provenance"] = report.report_provenance([cfg.context, cfg.object], scored)
         with plots.source(checkpoint=f"{cfg.context} + {cfg.object}", data=cfg.shards, n=len(val.labels)):
@@ -267,12 +242,6 @@ def fuse(cfg: FuseConfig) -> dict:
         write_report(folder.path, rep)
         write_json_atomic(folder.path / "report.json", rep)
     return rep
-
-
-def cooccurrence_of(ctx: Checkpoint, spec: str, net: NetOptions | None = None) -> Cooccurrence:
-    """The context model's training counts (checkpoint), else the OOC set's copy of them."""
-    cooc = ctx.cooccurrence
-    return cooc if cooc is not None else open_shard_set(spec, net).cooccurrence()
 
 
 def summary_text(rep: dict) -> str:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,10 +58,8 @@ def run_model(model: torch.nn.Module, batches: Iterable[dict], device: torch.dev
 
 def _run_model(model, batches, device, max_samples, desc, total) -> Outputs:
     logits, labels, keys, visible, images = [], [], [], [], []
-    n, t0 = 0, time.perf_counter()
-    if max_samples is not None and total is not None:
-        total = min(total, max_samples)
-    with progress(desc=desc, total=total, unit="samples", leave=False) as bar:
+    n, t0, limit = 0, time.perf_counter(), math.inf if max_samples is None else max_samples
+    with progress(desc=desc, total=None if total is None else min(total, limit), unit="samples", leave=False) as bar:
         for batch in batches:
             x = batch_to_device(batch, device)["input"]  # (B, C, H, W) float
             logits.append(model(x).float().cpu())  # (B, num_classes)
@@ -68,15 +67,15 @@ def _run_model(model, batches, device, max_samples, desc, total) -> Outputs:
             keys.extend(str(k) for k in batch["key"])
             visible.extend([int(v) for v in vs] for vs in batch["visible"])
             images.extend(image_id(m) for m in batch.get("meta") or [{}] * x.shape[0])
-            bar.update(min(x.shape[0], max_samples - n) if max_samples is not None else x.shape[0])
+            bar.update(min(x.shape[0], limit - n))
             n += x.shape[0]
-            if max_samples is not None and n >= max_samples:
+            if n >= limit:
                 break
     if n == 0:
         return Outputs(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), [], [], time.perf_counter() - t0)
-    cut = max_samples if max_samples is not None else n
-    return Outputs(torch.cat(logits).numpy()[:cut], torch.cat(labels).numpy()[:cut], keys[:cut], visible[:cut],
-                   time.perf_counter() - t0, np.array(images[:cut], dtype=np.int64))
+    return Outputs(torch.cat(logits).numpy()[:max_samples], torch.cat(labels).numpy()[:max_samples],
+                   keys[:max_samples], visible[:max_samples], time.perf_counter() - t0,
+                   np.array(images[:max_samples], dtype=np.int64))  # [:None]: every sample
 
 
 def image_id(meta: dict) -> int:

@@ -105,11 +105,8 @@ def balanced_topk_accuracy(scores, labels, ks: Iterable[int], num_classes: int) 
     y = _check_labels(labels, s.shape[0], num_classes)
     support = np.bincount(y, minlength=num_classes)  # (C,)
     present = support > 0
-    out = {}
-    for k, hits in topk_hits(s, y, ks).items():
-        correct = np.bincount(y, weights=hits, minlength=num_classes)  # (C,)
-        out[k] = float(np.mean(correct[present] / support[present]))
-    return out
+    return {k: float(np.mean(np.bincount(y, weights=hits, minlength=num_classes)[present] / support[present]))
+            for k, hits in topk_hits(s, y, ks).items()}
 
 
 def per_class_accuracy(scores, labels, num_classes: int, k: int = 1) -> list[dict]:
@@ -194,25 +191,20 @@ def plausibility_rows(pred, labels, visible: Sequence[Iterable[int]], plausible:
     """The plausibility table: {"k=1": {"model": @1, "true label": the hidden class's own plausibility},
     f"k={k}": {"model": @k, "attainable maximum": plausibility_ceiling}} (values; None where no scene qualifies).
     The true label is a k = 1 "prediction", so it belongs beside the model's @1, never in the @k column."""
-    value = lambda d: d["value"]  # noqa: E731
-    return {"k=1": {"model": value(plausibility_at_k(pred, visible, plausible, k=1)),
-                    "true label": value(plausibility_of_labels(labels, visible, plausible))},
-            f"k={k}": {"model": value(plausibility_at_k(pred, visible, plausible, k=k)),
-                       "attainable maximum": value(plausibility_ceiling(visible, plausible, k))}}
+    return {"k=1": {"model": plausibility_at_k(pred, visible, plausible, k=1)["value"],
+                    "true label": plausibility_of_labels(labels, visible, plausible)["value"]},
+            f"k={k}": {"model": plausibility_at_k(pred, visible, plausible, k=k)["value"],
+                       "attainable maximum": plausibility_ceiling(visible, plausible, k)["value"]}}
 
 
 # --- supercategories (COCO's `supercategory` field) ------------------------------------------------------------------
 def supercategory_index(supercategories: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """Class -> supercategory: ((C,) int64 index into the names, the distinct names in first-seen order)."""
-    names: list[str] = []
-    index = []
     for i, name in enumerate(supercategories):
         if not isinstance(name, str) or not name:
             raise ScenectlError(f"class {i} has no supercategory name (got {name!r})")
-        if name not in names:
-            names.append(name)
-        index.append(names.index(name))
-    return np.asarray(index, dtype=np.int64), names
+    names = list(dict.fromkeys(supercategories))
+    return np.asarray([names.index(name) for name in supercategories], dtype=np.int64), names
 
 
 SUPER_KS = (1, 5)  # supercategory top-k reported (COinCO's supercategory accuracy)
@@ -526,11 +518,6 @@ def interval(dist: np.ndarray, level: float = LEVEL) -> list[float] | None:
     return [float(lo), float(hi)]
 
 
-def class_intervals(per_class: np.ndarray, level: float = LEVEL) -> list[list[float] | None]:
-    """interval() of each column of a (B, C) distribution."""
-    return [interval(per_class[:, j], level) for j in range(per_class.shape[1])]
-
-
 def verdict(ci: list[float] | None) -> str | None:
     """How a paired difference's interval reads in words: "inconclusive" when it contains 0 (the data cannot tell
     the sign; never "no difference"), else higher/lower."""
@@ -647,11 +634,9 @@ def seed_interval(a: Arm, b: Arm | None = None, level: float = LEVEL) -> dict | 
     z = NormalDist().inv_cdf(0.5 + level / 2)
     sides = [max(value - image_ci[0], 0.0) / z, max(image_ci[1] - value, 0.0) / z]  # image se below, above
     v_seed, df_seed, paired = _seed_variance(a, b)
-    se, dfs = [], []
-    for side in sides:
-        total = side * side + v_seed
-        se.append(math.sqrt(total))
-        dfs.append(total * total / (v_seed * v_seed / df_seed) if v_seed > 0 else math.inf)
+    totals = [side * side + v_seed for side in sides]
+    se = [math.sqrt(total) for total in totals]
+    dfs = [total * total / (v_seed * v_seed / df_seed) if v_seed > 0 else math.inf for total in totals]
     t = [t_quantile(0.5 + level / 2, df) for df in dfs]
     toward = 0 if value > 0 else 1  # the side facing 0
     p = (2 * (1 - _t_cdf(abs(value) / se[toward], dfs[toward])) if se[toward] > 0 else float(value == 0))
@@ -673,9 +658,7 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     m = p.size
     order = np.argsort(p, kind="stable")
     adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out = np.empty(m)
-    out[order] = adjusted
-    return out
+    return adjusted[np.argsort(order)]  # back in the given order
 
 
 def holm_verdicts(results: dict[str, dict], family: str, level: float = LEVEL) -> dict[str, dict]:
@@ -744,11 +727,8 @@ def declared_classes(labels, num_classes: int, min_samples: int = MIN_CLASS_SAMP
 def constant_predictor(pred, k: int) -> bool:
     """True when every sample's top-k (scores (N, C) or ranked indices (N, >= k)) is the same list: the prior."""
     p = _np(pred)
-    if np.issubdtype(p.dtype, np.integer):
-        top = (p[:, None] if p.ndim == 1 else p)[:, :int(k)]
-    else:
-        top = ranking(p)[:, :int(k)]
-    return bool((top == top[:1]).all())
+    top = (p[:, None] if p.ndim == 1 else p) if np.issubdtype(p.dtype, np.integer) else ranking(p)
+    return bool((top[:, :int(k)] == top[:1, :int(k)]).all())
 
 
 def resampled_balanced(pred, labels, ks: Iterable[int], rs: Resamples, cls: ClassSet) -> dict[str, np.ndarray]:

@@ -64,14 +64,9 @@ def source_text(checkpoint: str | None = None, data: str | None = None, n: int |
                 sha256: str | None = None) -> str:
     """The subtitle of a figure drawn from a checkpoint and/or a data set: "checkpoint runs/train/last.pt (sha256
     1a2b3c4d5e6f) · data shards/val2017 · n = 500"."""
-    parts = []
-    if checkpoint:
-        parts.append(f"checkpoint {checkpoint}" + (f" (sha256 {sha256[:12]})" if sha256 else ""))
-    if data:
-        parts.append(f"data {data}")
-    if n is not None:
-        parts.append(f"n = {n}")
-    return " · ".join(parts)
+    parts = [f"checkpoint {checkpoint}" + (f" (sha256 {sha256[:12]})" if sha256 else "") if checkpoint else "",
+             f"data {data}" if data else "", f"n = {n}" if n is not None else ""]
+    return " · ".join(p for p in parts if p)
 
 
 @contextlib.contextmanager
@@ -115,10 +110,7 @@ def save(fig, path: str | Path, dpi: int = DPI) -> None:
 # --- class selection -----------------------------------------------------------------------------------------------
 def top_classes(weights: Sequence[float], limit: int = MAX_CLASSES) -> list[int]:
     """Indices of the `limit` classes of largest weight (samples, images), in their original order."""
-    if len(weights) <= limit:
-        return list(range(len(weights)))
-    order = sorted(range(len(weights)), key=lambda i: (-float(weights[i]), i))[:limit]
-    return sorted(order)
+    return sorted(sorted(range(len(weights)), key=lambda i: (-float(weights[i]), i))[:limit])
 
 
 def _shown(n_shown: int, n_all: int, what: str = "samples") -> str:
@@ -213,18 +205,23 @@ def plot_per_class(
     save(fig, path)
 
 
-def _grouped_bars(ax, values: Mapping[str, Sequence[float]], intervals: Mapping[str, Sequence] | None) -> None:
-    """One group per position, one bar per name (legend), with optional [lo, hi] error bars; NaN stays blank."""
+def _metric_bars(metrics: list[str], values: Mapping[str, Sequence[float]], intervals: Mapping[str, Sequence] | None,
+                 ylabel: str, title: str):
+    """Grouped bars: one group per metric (its name under it, at 0 degrees: the figure is wide enough), one bar per
+    name (legend), with optional [lo, hi] error bars; NaN stays blank. Returns (fig, ax) for the caller to finish."""
+    fig, ax = plt.subplots(figsize=(max(6.0, len(metrics) * max(1.0, 0.3 * len(values)) + 3.0), 4.5),
+                           layout="constrained")
     width = 0.8 / max(len(values), 1)
     for j, (name, vals) in enumerate(values.items()):
-        cis = (intervals or {}).get(name)
         x = np.arange(len(vals)) + (j - (len(values) - 1) / 2) * width
-        ax.bar(x, vals, width, label=name, yerr=_yerr(np.nan_to_num(vals), cis), ecolor="black", capsize=2)
-
-
-def _metric_figure(n_metrics: int, n_names: int):
-    """Wide enough for each metric's name under its group of bars, at 0 degrees."""
-    return plt.subplots(figsize=(max(6.0, n_metrics * max(1.0, 0.3 * n_names) + 3.0), 4.5), layout="constrained")
+        ax.bar(x, vals, width, label=name, yerr=_yerr(np.nan_to_num(vals), (intervals or {}).get(name)),
+               ecolor="black", capsize=2)
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set_xlabel("metric")
+    ax.set_ylabel(ylabel)
+    _legend_outside(ax)
+    _title(ax, title)
+    return fig, ax
 
 
 @styled
@@ -236,14 +233,8 @@ def plot_comparison(rows: Mapping[str, Mapping[str, float]], path: str | Path, t
     vals = {n: [np.nan if r.get(m) is None else 100 * float(r[m]) for m in metrics] for n, r in rows.items()}
     cis = {n: [[100 * v for v in ci] if (ci := (errors.get(n) or {}).get(m)) else None for m in metrics]
            for n in rows} if errors else None
-    fig, ax = _metric_figure(len(metrics), len(rows))
-    _grouped_bars(ax, vals, cis)
-    ax.set_xticks(range(len(metrics)), metrics)
+    fig, ax = _metric_bars(metrics, vals, cis, "score (%)", title or "comparison")
     ax.set_ylim(0, 100)
-    ax.set_xlabel("metric")
-    ax.set_ylabel("score (%)")
-    _legend_outside(ax)
-    _title(ax, title or "comparison")
     save(fig, path)
 
 
@@ -257,14 +248,9 @@ def plot_differences(diffs: Mapping[str, Mapping[str, Mapping]], path: str | Pat
     cells = {n: [d.get(m) or {} for m in metrics] for n, d in diffs.items()}
     vals = {n: [100 * r["difference"] if "difference" in r else np.nan for r in rs] for n, rs in cells.items()}
     cis = {n: [[100 * v for v in r["ci"]] if r.get("ci") else None for r in rs] for n, rs in cells.items()}
-    fig, ax = _metric_figure(len(metrics), len(diffs))
-    _grouped_bars(ax, vals, cis)
+    fig, ax = _metric_bars(metrics, vals, cis, f"model − {reference} (percentage points)",
+                           title or f"difference to {reference} (paired, 95% intervals)")
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(metrics)), metrics)
-    ax.set_xlabel("metric")
-    ax.set_ylabel(f"model − {reference} (percentage points)")
-    _legend_outside(ax)
-    _title(ax, title or f"difference to {reference} (paired, 95% intervals)")
     save(fig, path)
 
 

@@ -118,9 +118,7 @@ def full_view(dec, obj: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarra
 def hiding_params(cfg: PredictConfig, ckpt: Checkpoint) -> tuple[dict, str]:
     """How to hide the region: the training shards' parameters, overridden by the options given; and their source."""
     params, source = shard_params(ckpt)
-    for key in ("shape", "fill", "margin"):
-        if getattr(cfg, key) is not None:
-            params[key] = getattr(cfg, key)
+    params |= {key: getattr(cfg, key) for key in ("shape", "fill", "margin") if getattr(cfg, key) is not None}
     if params["shape"] not in masks.SHAPES:
         raise ScenectlError(f"--shape must be one of {', '.join(masks.SHAPES)}, got {params['shape']!r}")
     if params["fill"] not in masks.FILLS:

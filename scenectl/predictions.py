@@ -45,8 +45,7 @@ def write_predictions(path: Path, out: Outputs, names: list[str], k: int, sets: 
     `plausible`: the (C, C) plausible-pair matrix the report's plausibility@10 used (stored for re-scoring)."""
     probs = torch.softmax(torch.from_numpy(out.logits), dim=1).numpy()  # (N, C)
     top = np.argsort(-out.logits, axis=1, kind="stable")[:, :k]  # (N, k)
-    lengths = np.array([len(v) for v in out.visible], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # (N + 1,)
+    offsets = np.concatenate([[0], np.cumsum([len(v) for v in out.visible])]).astype(np.int64)  # (N + 1,)
     flat = np.array([c for v in out.visible for c in v], dtype=np.int64)
     string = h5py.string_dtype()
     with atomic_path(path) as tmp:

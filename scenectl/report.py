@@ -83,19 +83,13 @@ def metric_cells(summary: dict, ks: list[int]) -> dict[str, str]:
     return {m: pct_ci(values[m], cis[m]) for m in values}
 
 
-def super_cells(summary: dict) -> dict[str, str]:
-    """{"super top-k": "value [lo, hi]"} of a summary's supercategory top-k (metrics.supercategory_fields); {}
-    without supercategories."""
-    values, cis = summary.get("supercategory_topk") or {}, summary.get("supercategory_topk_ci") or {}
-    return {f"super top-{k}": pct_ci(v, cis.get(k, cis.get(str(k)))) for k, v in values.items()}
-
-
 def with_super_rows(rows: dict[str, dict[str, str]], summaries: dict[str, dict]) -> dict[str, dict[str, str]]:
-    """by_metric's rows with the supercategory top-k rows of each column's summary added below."""
-    cells = {c: super_cells(s) for c, s in summaries.items()}
-    for c, cs in cells.items():
-        for m, v in cs.items():
-            rows.setdefault(m, {})[c] = v
+    """by_metric's rows with the supercategory top-k rows of each column's summary added below: "super top-k" ->
+    "value [lo, hi]" (metrics.supercategory_fields; none without supercategories)."""
+    for c, s in summaries.items():
+        values, cis = s.get("supercategory_topk") or {}, s.get("supercategory_topk_ci") or {}
+        for k, v in values.items():
+            rows.setdefault(f"super top-{k}", {})[c] = pct_ci(v, cis.get(k, cis.get(str(k))))
     return rows
 
 

@@ -157,14 +157,11 @@ class BoxScenes(torch.utils.data.Dataset):
         from scenectl.data.transforms import to_input
 
         rec, dec, base = self.scene(self.image_ids[k])
-        rgb, msk = [], []
-        for i in self.members[k]:
-            x, m = to_input(*self.hidden(rec, dec, base, int(i)), self.inp.ckpt.image_size,
-                            self.inp.ckpt.mask_channel)
-            rgb.append(x)
-            msk.append(m)
-        masks_ = torch.stack(msk) if self.inp.ckpt.mask_channel else None
-        return torch.as_tensor(self.members[k]), torch.stack(rgb), masks_  # (n,), (n, 3, S, S), (n, 1, S, S)
+        ck = self.inp.ckpt
+        pairs = [to_input(*self.hidden(rec, dec, base, int(i)), ck.image_size, ck.mask_channel)
+                 for i in self.members[k]]
+        masks_ = torch.stack([m for _, m in pairs]) if ck.mask_channel else None  # (n, 1, S, S)
+        return torch.as_tensor(self.members[k]), torch.stack([x for x, _ in pairs]), masks_  # (n,), (n, 3, S, S)
 
 
 @torch.inference_mode()
@@ -230,8 +227,7 @@ class Evidence:
 
 def evidence(inp: Inputs, logp_ctx: np.ndarray, lprior: np.ndarray) -> Evidence:
     cat_of = np.zeros(inp.ckpt.num_classes, np.int64)
-    for cat, i in inp.class_of.items():
-        cat_of[i] = cat
+    cat_of[list(inp.class_of.values())] = list(inp.class_of)
     cls = np.array([inp.class_of[int(c)] for c in inp.dets.category_id], np.int64)
     return Evidence(logp_ctx.astype(np.float64) - lprior[None, :], cls, cat_of)
 
@@ -265,11 +261,8 @@ def choose_weight(inp: Inputs, ev: Evidence, cal_ids: list[int], cfg: RescoreCon
     if not cal_ids:
         return float(cfg.weights[0]), []
     sel = np.isin(inp.dets.image_id, cal_ids)
-    curve = []
-    relabel = cfg.relabel
-    for w in sorted(set(float(v) for v in cfg.weights)):
-        rows, _, _ = rescored(inp.dets, ev, w, relabel, sel)
-        curve.append({"w": w, "AP": boxap.evaluate(inp.gt, rows, cal_ids).stats[0]})
+    curve = [{"w": w, "AP": boxap.evaluate(inp.gt, rescored(inp.dets, ev, w, cfg.relabel, sel)[0], cal_ids).stats[0]}
+             for w in sorted(set(float(v) for v in cfg.weights))]
     best = min(curve, key=lambda r: (-r["AP"], r["w"]))
     return best["w"], curve
 
