@@ -202,13 +202,13 @@ def process_image(job: Job, index: int, record: dict, anns: list[dict]) -> Image
     lb = Letterbox(*dec.size, p["image_size"])  # defined on full-resolution upright pixels
     base = lb.image(dec.image) if p["task"] == "masked" else None  # unmasked letterboxed scene, patched per sample
     pixels = np.asarray(dec.image) if p["task"] == "masked" else None  # (h, w, 3), one copy for all samples
-    scene = _Scene(record, SceneView(dec, lb, base, pixels))
+    view = SceneView(dec, lb, base, pixels)
     for t in kept:
         if dec.turn is not None:  # annotations in the stored frame, pixels upright: turn the region likewise
             region = np.asarray(Image.fromarray(t.region).transpose(dec.turn))
             t = replace(t, region=region, box=bbox(region))
         t = replace(t, ann={**t.ann, "bbox": inst.coco_boxes[t.ann["id"]]})  # checked; else the mask's box
-        res.samples.append(_sample(job, scene, t))
+        res.samples.append(_sample(job, record, view, t))
     return res
 
 
@@ -237,14 +237,6 @@ class SceneView:
     pixels: np.ndarray | None = None
 
 
-@dataclass(frozen=True)
-class _Scene:
-    """One image as every sample of it uses it: its record and its decoded view."""
-
-    record: dict
-    view: SceneView
-
-
 def _eligible(job: Job, anns: list[dict], targets: list[dict], inst: _Instances, skipped: Counter) -> list[_Target]:
     """The targets that make samples, from the annotations alone (no pixels); the others counted in `skipped` by
     reason."""
@@ -257,8 +249,7 @@ def _eligible(job: Job, anns: list[dict], targets: list[dict], inst: _Instances,
         if area < p["min_area"]:
             skipped["too_small"] += 1
             continue
-        hidden = [b for b in anns if b["id"] == a["id"] or (
-            p["hide_same_class"] and b["category_id"] == a["category_id"] and b["id"] in inst.rles)]
+        hidden = inst.hidden(anns, a, p["hide_same_class"])
         region, box, rect = inst.region(hidden)  # (H, W) bool in the annotation frame, its box
         hidden_px = (box[2] - box[0]) * (box[3] - box[1]) if rect else int(region[box[1]:box[3], box[0]:box[2]].sum())
         frac = hidden_px / region.size
@@ -296,6 +287,11 @@ class _Instances:
         if a["id"] not in self._masks:
             self._masks[a["id"]] = mask_utils.decode(self.rles[a["id"]]).view(bool)  # (H, W), 0/1 uint8 seen as bool
         return self._masks[a["id"]]
+
+    def hidden(self, anns: list[dict], target: dict, same_class: bool) -> list[dict]:
+        """The annotations hidden with `target`: itself and, with `same_class`, every usable one of its class."""
+        return [b for b in anns if b["id"] == target["id"] or (
+            same_class and b["category_id"] == target["category_id"] and b["id"] in self.rles)]
 
     def region(self, anns: list[dict]) -> tuple[np.ndarray, tuple, bool]:
         """Union of the hidden regions of `anns` -> ((H, W) bool, box, whether it is exactly its box)."""
@@ -337,8 +333,7 @@ def mask_from_metadata(annotations: list[dict], image_record: dict, meta: dict) 
     height, width = int(image_record["height"]), int(image_record["width"])
     inst = _Instances(annotations, height, width, meta["shape"], int(meta["margin"]))
     target = next(a for a in annotations if a["id"] == meta["annotation_id"])
-    hidden = [b for b in annotations if b["id"] == target["id"] or (
-        meta["hide_same_class"] and b["category_id"] == target["category_id"] and b["id"] in inst.rles)]
+    hidden = inst.hidden(annotations, target, meta["hide_same_class"])
     region, box, _ = inst.region(hidden)  # (H, W) bool in the annotation frame
     t = meta["transform"]
     if t.get("turn"):
@@ -347,13 +342,14 @@ def mask_from_metadata(annotations: list[dict], image_record: dict, meta: dict) 
     return nearest_mask(region, box, tuple(t["resized"]), tuple(t["offset"]), int(t["size"]))
 
 
-def _sample(job: Job, scene: _Scene, t: _Target) -> tuple[dict, int, float]:
-    """Encode the sample of target `t` (its region and box upright, full resolution) in `scene`."""
-    p, record, dec, a = job.params, scene.record, scene.view.dec, t.ann
+def _sample(job: Job, record: dict, view: SceneView, t: _Target) -> tuple[dict, int, float]:
+    """Encode the sample of target `t` (its region and box upright, full resolution) in the image of `record`,
+    decoded as `view`."""
+    p, dec, a = job.params, view.dec, t.ann
     c = job.coco_ids.index(a["category_id"])
     key = f"{record['id']:012d}_{a['id']:012d}"
     coco_box = transpose_box(a["bbox"], dec.turn, int(record["width"]), int(record["height"]))  # upright frame
-    transform = {**scene.view.lb.transform(), "turn": None if dec.turn is None else dec.turn.name}
+    transform = {**view.lb.transform(), "turn": None if dec.turn is None else dec.turn.name}
     meta = {
         "image_id": record["id"], "annotation_id": a["id"], "category_id": a["category_id"],
         "category_name": job.names[c], "cls": c, "bbox": coco_box, "shape": p["shape"], "fill": p["fill"],
@@ -369,10 +365,10 @@ def _sample(job: Job, scene: _Scene, t: _Target) -> tuple[dict, int, float]:
     if p["task"] == "object":
         sample["jpg"] = sample.pop("object.jpg")
         return sample, c, t.frac
-    sample["mask.png"] = encode_png(scene.view.lb.mask(t.region, t.box))
+    sample["mask.png"] = encode_png(view.lb.mask(t.region, t.box))
     # per-sample randomness from (seed, image id, annotation id): independent of workers and order
     rng = np.random.default_rng([p["seed"], record["id"], a["id"]]) if p["fill"] in ("noise", "blur") else None
-    sample["jpg"] = encode_jpeg(mask_scene(scene.view, t.region, t.box, p["fill"], rng, t.rect))
+    sample["jpg"] = encode_jpeg(mask_scene(view, t.region, t.box, p["fill"], rng, t.rect))
     return sample, c, t.frac
 
 
@@ -674,8 +670,8 @@ def summary(manifest: dict, out: Path) -> str:
     """The one-paragraph report printed at the end of a build."""
     t = manifest["totals"]
     shards = f"{t['shards']} shard" + ("" if t["shards"] == 1 else "s")
-    return (f"{out}: {t['samples']} samples in {shards} from {t['images']} images "
-            f"({t['instances']} instances) in {manifest['seconds']:.1f} s; skipped: {_fmt_skipped(manifest['skipped'])}")
+    return (f"{out}: {t['samples']} samples in {shards} from {t['images']} images ({t['instances']} instances) in "
+            f"{manifest['seconds']:.1f} s; skipped: {_fmt_skipped(manifest['skipped'])}")
 
 
 # --- merging parts --------------------------------------------------------------------------------------------
@@ -705,11 +701,8 @@ def _read_part(path: Path, i: int, n: int) -> dict:
 def merge_manifests(directory: str | os.PathLike) -> dict:
     """Join `manifest.part-{i}-of-{n}.json` (all n present, compatible) into `manifest.json` (atomic)."""
     d = Path(directory)
-    found = {}
-    for p in d.glob("manifest.part-*-of-*.json"):
-        m = _PART_RE.fullmatch(p.name)
-        if m:
-            found[(int(m[1]), int(m[2]))] = p
+    found = {(int(m[1]), int(m[2])): p for p in d.glob("manifest.part-*-of-*.json")
+             if (m := _PART_RE.fullmatch(p.name))}
     if not found:
         raise ScenectlError(f"no manifest.part-*-of-*.json in {d}")
     ns = {n for _, n in found}
@@ -718,17 +711,18 @@ def merge_manifests(directory: str | os.PathLike) -> dict:
     n = ns.pop()
     missing = [i for i in range(n) if (i, n) not in found]
     if missing:
-        raise ScenectlError(f"{d}: part(s) {', '.join(f'{i}/{n}' for i in missing)} missing (no manifest.part-{missing[0]}-of-{n}.json)")
+        raise ScenectlError(f"{d}: part(s) {', '.join(f'{i}/{n}' for i in missing)} missing "
+                            f"(no manifest.part-{missing[0]}-of-{n}.json)")
     parts = [_read_part(found[(i, n)], i, n) for i in range(n)]
     first = parts[0]
-    strip = lambda m: {k: v for k, v in m["params"].items() if k != "part"}  # noqa: E731
-    for i, m in enumerate(parts[1:], 1):
-        for what, get in (("params", strip), ("classes", lambda m: m["classes"]), ("task", lambda m: m["task"]),
-                          ("annotations", lambda m: m["source"]["annotations_sha256"]),
-                          ("counted classes and histogram", lambda m: (sorted(m["totals"]["per_class"]),
-                                                                       m["totals"]["area_fraction_histogram"]["edges"]))):
-            if get(m) != get(first):
-                raise ScenectlError(f"part {i}/{n} in {d} is incompatible with part 0/{n}: different {what}")
+    shared = [{"params": {k: v for k, v in m["params"].items() if k != "part"}, "classes": m["classes"],
+               "task": m["task"], "annotations": m["source"]["annotations_sha256"],
+               "counted classes and histogram": (sorted(m["totals"]["per_class"]),
+                                                 m["totals"]["area_fraction_histogram"]["edges"])} for m in parts]
+    for i, m in enumerate(shared[1:], 1):
+        what = next((k for k in m if m[k] != shared[0][k]), None)
+        if what:
+            raise ScenectlError(f"part {i}/{n} in {d} is incompatible with part 0/{n}: different {what}")
     shards = [s for m in parts for s in m["shards"]]
     repeated = next((name for name, n in Counter(s["name"] for s in shards).items() if n > 1), None)
     if repeated:
