@@ -30,9 +30,7 @@ def export_imagefolder(cfg: ExportConfig) -> dict:
     """
     cfg.check()
     shards = open_shard_set(cfg.shards, cfg.net.options())
-    member = {"auto": None, "object": "object.jpg", "jpg": "jpg"}[cfg.member]
-    if member is None:
-        member = shards.object_member()
+    member = {"object": "object.jpg", "jpg": "jpg"}.get(cfg.member) or shards.object_member()  # or auto
     with claim(cfg.out, "export", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
         write_json_atomic(folder.path / "config.json", asdict(cfg))
         return _export(cfg, shards, member, folder.path)
@@ -58,7 +56,8 @@ def _export(cfg: ExportConfig, shards: ShardSet, member: str, out: Path) -> dict
         with atomic_path(folder / f"{key}.jpg") as tmp:
             tmp.write_bytes(raw[member])
         counts[label] += 1
-    present = [{"index": i, "coco_id": int(c["coco_id"]), "name": dirs[i]} for i, c in enumerate(shards.classes) if counts[i]]
+    present = [{"index": i, "coco_id": int(c["coco_id"]), "name": dirs[i]} for i, c in enumerate(shards.classes)
+               if counts[i]]
     write_json_atomic(out / CLASSES_FILE, present)
     summary = {"shards": cfg.shards, "member": member, "images": sum(counts), "classes": len(present),
                "per_class": {dirs[i]: counts[i] for i in range(len(names)) if counts[i]}}

@@ -38,7 +38,7 @@ MEMBERS = ("jpg", "mask.png", "cls", "json", "object.jpg")  # the only members a
 JPEG_QUALITY = 90  # jpg and object.jpg; mask.png is lossless
 IMAGE_MEMBERS = ("jpg", "mask.png", "object.jpg")
 SHARD_PATTERN = "shard-%06d.tar"  # ShardWriter pattern of a whole build (a part's: SetNames.pattern)
-MANIFEST, PROGRESS, CONFIG = "manifest.json", "progress.json", "config.json"
+MANIFEST, CONFIG = "manifest.json", "config.json"
 COOCCURRENCE, TIMM_INFO = "cooccurrence.h5", "_info.json"
 # every file a build writes into its folder (a part's files included): what --overwrite may remove
 SET_FILES = ("shard-*.tar", "shard-*.tar.partial", "manifest*.json", "progress*.json", "config*.json", COOCCURRENCE,
@@ -396,15 +396,6 @@ def _image_problems(key: str, member: str, data: bytes, size: int | None, decode
     return []
 
 
-def parse_meta(data: bytes) -> dict | None:
-    """The `json` member as an object, or None (not UTF-8 JSON, not an object, nested too deep)."""
-    try:
-        meta = parse_json(data, "member 'json'", expect=None)
-    except ScenectlError:
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
 def label_problems(key: str, members: dict, num_classes: int | None,
                    names: tuple[str, ...] = ()) -> tuple[int | None, dict | None, list[Problem]]:
     """A sample's label and metadata, `(cls, meta, problems)`, from its `cls` and `json` members (those present):
@@ -421,7 +412,8 @@ def label_problems(key: str, members: dict, num_classes: int | None,
                                                  "classes", key, "cls"))
             cls = None
     if "json" in members:
-        meta = parse_meta(members["json"])
+        with contextlib.suppress(ScenectlError):  # not UTF-8 JSON, not an object, nested too deep
+            meta = parse_json(members["json"], "member 'json'")
         if meta is None:
             problems.append(Problem("undecodable", "member 'json' is not valid metadata JSON (a UTF-8 JSON object)",
                                     key, "json"))
@@ -480,7 +472,7 @@ class ShardSink:
     def __init__(self, target: SinkTarget, journal: dict, fill: Callable[[dict], None] = lambda journal: None):
         import webdataset as wds  # here, not at the top: it imports torch, which build workers never need
 
-        self.target, self.journal, self.fill, self._sha256 = target, journal, fill, file_sha256
+        self.target, self.journal, self.fill = target, journal, fill
         self.in_shard = 0
         self.writer = wds.ShardWriter(str(target.out / (target.names.pattern + ".partial")), maxcount=target.maxcount,
                                       maxsize=target.maxsize, post=self._post, start_shard=len(journal["shards"]),
@@ -526,7 +518,7 @@ class ShardSink:
         with open(partial, "rb") as f:
             os.fsync(f.fileno())
         final = partial.with_name(partial.name[: -len(".partial")])
-        sha = self._sha256(partial)
+        sha = file_sha256(partial)
         os.replace(partial, final)  # rename first: a journalled shard always exists under its final name
         self.journal["shards"].append({"name": final.name, "samples": self.in_shard, "sha256": sha})
         self.in_shard = 0

@@ -58,9 +58,7 @@ def draw_samples(shards: ShardSet, n: int, seed: int) -> list[dict]:
                         total=shards.num_samples):
         image, r_sample = _image_of(raw), _rank(seed, raw["__key__"])
         entry = (_rank(seed, "image", image), r_sample, raw)
-        if image in images and r_sample < images[image][1]:
-            images[image] = entry
-        elif image not in images:
+        if image not in images or r_sample < images[image][1]:  # a new image, or a lower-ranked sample of one
             images[image] = entry
             if len(images) > n:
                 del images[max(images, key=lambda k: images[k][0])]

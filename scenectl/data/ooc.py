@@ -41,8 +41,8 @@ from scenectl.data.coco import (BadImage, ClassTable, classes_match, decode_mask
                                 split_paths)
 from scenectl.data.configs import OOCConfig
 from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
-from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardSink, SinkTarget, encode_jpeg, encode_png,
-                                  parse_manifest, seal_set)
+from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardSink, SinkTarget, encode_jpeg,
+                                  encode_png, parse_manifest, seal_set)
 from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
@@ -50,8 +50,6 @@ from scenectl.io import MAX_JSON_BYTES, file_sha256, read_regular, write_json_at
 from scenectl.progress import progress
 
 SHRINK, SHRINK_TRIES = 0.8, 6  # a hidden region above max_area: shrink the pasted object (× 0.8, at most 6 times)
-
-
 
 
 # --------------------------------------------------------------------------------------------------------------
