@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import tarfile
@@ -138,6 +139,17 @@ def encode_png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "PNG", compress_level=1)  # 2-3x faster than the default 6; masks stay ~0.5 kB
     return buf.getvalue()
+
+
+def encode_sample(record: dict, ann: dict, cls: int, params: dict, **meta) -> dict:
+    """The key `{image_id:012d}_{annotation_id:012d}` and the `cls` and `json` members of the sample of instance
+    `ann` in the image of `record` (its COCO records) with class index `cls`: the json records the image, the
+    instance, the class, the build's hiding `params` and the sample's own `meta` (docs/shard-format.md)."""
+    meta = {"image_id": record["id"], "annotation_id": ann["id"], "category_id": ann["category_id"], "cls": cls,
+            "license": record.get("license"), "file_name": record["file_name"],
+            **{k: params[k] for k in ("shape", "fill", "margin", "max_area", "min_area", "hide_same_class")}, **meta}
+    return {"__key__": f"{record['id']:012d}_{ann['id']:012d}", "cls": str(cls).encode(),
+            "json": json.dumps(meta, sort_keys=True).encode()}
 
 
 # --------------------------------------------------------------------------------------------------------------

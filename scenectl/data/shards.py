@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import multiprocessing as mp
 import os
 import re
@@ -35,8 +34,8 @@ from scenectl.data.coco import (
     transpose_box,
 )
 from scenectl.data.format import (
-    FORMAT, JPEG_QUALITY, TIMM_INFO, SetNames, ShardSink, SinkTarget, encode_jpeg, encode_png, parse_manifest, seal_set,
-    write_timm_info,
+    FORMAT, JPEG_QUALITY, TIMM_INFO, SetNames, ShardSink, SinkTarget, encode_jpeg, encode_png, encode_sample,
+    parse_manifest, seal_set, write_timm_info,
 )
 from scenectl.data.masks import (
     FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, fill_reach, hidden_region, nearest_mask,
@@ -347,18 +346,11 @@ def _sample(job: Job, record: dict, view: SceneView, t: _Target) -> tuple[dict, 
     decoded as `view`."""
     p, dec, a = job.params, view.dec, t.ann
     c = job.coco_ids.index(a["category_id"])
-    key = f"{record['id']:012d}_{a['id']:012d}"
     coco_box = transpose_box(a["bbox"], dec.turn, int(record["width"]), int(record["height"]))  # upright frame
     transform = {**view.lb.transform(), "turn": None if dec.turn is None else dec.turn.name}
-    meta = {
-        "image_id": record["id"], "annotation_id": a["id"], "category_id": a["category_id"],
-        "category_name": job.names[c], "cls": c, "bbox": coco_box, "shape": p["shape"], "fill": p["fill"],
-        "margin": p["margin"], "area_fraction": t.frac, "instance_area": t.area, "max_area": p["max_area"],
-        "min_area": p["min_area"], "hide_same_class": p["hide_same_class"], "visible_categories": t.visible,
-        "orig_size": list(dec.size), "transform": transform, "split": job.split,
-        "license": record.get("license"), "file_name": record["file_name"],
-    }
-    sample = {"__key__": key, "cls": str(c).encode(), "json": json.dumps(meta, sort_keys=True).encode()}
+    sample = encode_sample(record, a, c, p, category_name=job.names[c], bbox=coco_box, area_fraction=t.frac,
+                           instance_area=t.area, visible_categories=t.visible, orig_size=list(dec.size),
+                           transform=transform, split=job.split)
     if p["task"] == "object" or p["with_object"]:  # decoded at full resolution (no draft)
         crop = dec.image.crop(crop_box(coco_box, *dec.size))
         sample["object.jpg"] = encode_jpeg(Letterbox(crop.width, crop.height, p["image_size"]).image(crop))
