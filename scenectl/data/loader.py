@@ -41,10 +41,10 @@ Two pipelines, both plain webdataset (`wds.DataPipeline` of shard list -> checke
 Integrity, the same for every view: each read of a shard must give exactly the manifest's count (a shard that ends
 early, yields nothing, or holds more); a sample key may occur once per shard and in one shard only; each member and
 sample must be what the format says (scenectl.data.format: a plain tar of regular, capped `KEY.SUFFIX` members;
-`sample_problems`, the checks verify-shards applies too); a truncated or corrupt tar is an error. Each is a one-line ScenectlError naming the shard (and sample, member), or with
-`skip_corrupt` is counted (SkipCounter: a bad shard read once, a bad or duplicate sample once) and left out; a
-stream that meets FAILURES_IN_A_ROW failures with no usable sample between them stops with an error (an endless
-training stream over unreadable data would otherwise never end).
+`sample_problems`, the checks verify-shards applies too); a truncated or corrupt tar is an error. Each is a one-line
+ScenectlError naming the shard (and sample, member), or with `skip_corrupt` is counted (SkipCounter: a bad shard read
+once, a bad or duplicate sample once) and left out; a stream that meets FAILURES_IN_A_ROW failures with no usable
+sample between them stops with an error (an endless training stream over unreadable data would otherwise never end).
 Keys are checked across the whole set in an eval pass (in the process that receives the batches, so duplicates
 split over DataLoader workers are caught; under DDP each rank checks its own share) and by `raw_samples`. A training
 stream checks the shards it reads: a key in two of its shards is caught, a key duplicated in shards read by
@@ -234,11 +234,9 @@ def _check_sha256(data: bytes, want: str, where: str) -> None:
 def _checked(s: ShardSet) -> ShardSet:
     if not s.urls or s.num_samples == 0:
         raise ScenectlError(f"shard set {s.location} holds no samples")
-    seen = set()
-    for u in s.urls:
-        if u in seen:
-            raise ScenectlError(f"shard {u} is named twice (a shard set reads each shard once per pass)")
-        seen.add(u)
+    if len(set(s.urls)) < len(s.urls):
+        twice = next(u for i, u in enumerate(s.urls) if u in s.urls[:i])
+        raise ScenectlError(f"shard {twice} is named twice (a shard set reads each shard once per pass)")
     return s
 
 

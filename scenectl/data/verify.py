@@ -170,8 +170,7 @@ def _folder_problems(d: Path) -> tuple[dict | None, list[dict]]:
         parts = sorted(p.name for p in d.glob(PART_MANIFEST_GLOB))
         why = (f"a build in parts ({parts[0]}, ...): run `scenectl merge-manifests {d}`" if parts else
                "not a shard set written by scenectl build-shards, or an unfinished build")
-        problems.append(_problem("manifest", f"manifest.json missing: {why}"))
-        return None, problems
+        return None, problems + [_problem("manifest", f"manifest.json missing: {why}")]
     try:
         manifest, found = _parse_manifest(read_regular(d / "manifest.json", "manifest", MAX_JSON_BYTES))
     except ScenectlError as e:  # not a regular file, or too large
@@ -283,10 +282,9 @@ def _set_problems(manifest: dict, spec: SampleSpec, results: list[dict], problem
         problems.append(_problem("count", f"manifest.json: totals.samples is {totals['samples']}, the shards hold {n}"))
     declared = totals.get("per_class")
     if isinstance(declared, dict) and all(isinstance(v, int) for v in declared.values()) and not problems:
-        for name, got in zip(spec.names, per_class.tolist()):
-            if declared.get(name, 0) != got:
-                problems.append(_problem("count", f"manifest.json: totals.per_class[{name!r}] is "
-                                                  f"{declared.get(name, 0)}, the shards hold {got}"))
+        problems += [_problem("count", f"manifest.json: totals.per_class[{name!r}] is {declared.get(name, 0)}, the "
+                                       f"shards hold {got}")
+                     for name, got in zip(spec.names, per_class.tolist()) if declared.get(name, 0) != got]
 
 
 def format_report(report: dict, limit: int = 50) -> str:
