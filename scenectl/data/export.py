@@ -38,11 +38,10 @@ def export_imagefolder(cfg: ExportConfig) -> dict:
 
 def _export(cfg: ExportConfig, shards: ShardSet, member: str, out: Path) -> dict:
     """The export's files in `out` (claimed); export.json last."""
-    names = [str(c["name"]) for c in shards.classes]
-    dirs = [safe_dirname(n) for n in names]
+    dirs = [safe_dirname(str(c["name"])) for c in shards.classes]
     if len(set(dirs)) != len(dirs):
         raise ScenectlError(f"{cfg.shards}: two class names map to the same folder name")
-    counts = [0] * len(names)
+    counts = [0] * len(dirs)
     # the reader's checked stream: shard counts, unique keys (no file written twice); decode_sample checks that
     # the image decodes and that the label parses, agrees with the json and names a manifest class
     for raw in progress(raw_samples(shards), desc=f"export-imagefolder {Path(cfg.out).name}", unit="img",
@@ -50,7 +49,7 @@ def _export(cfg: ExportConfig, shards: ShardSet, member: str, out: Path) -> dict
         key = raw["__key__"]
         if Path(key).name != key or key.startswith("."):  # a tar member named '../x.jpg' or '/abs/x.jpg'
             raise ScenectlError(f"sample key {key!r} in {raw.get('__url__')} is not a plain file name; not writing it")
-        label = decode_sample(raw, (member,), len(names))["label"]
+        label = decode_sample(raw, (member,), len(dirs))["label"]
         folder = out / dirs[label]
         folder.mkdir(exist_ok=True)
         with atomic_path(folder / f"{key}.jpg") as tmp:
@@ -60,6 +59,6 @@ def _export(cfg: ExportConfig, shards: ShardSet, member: str, out: Path) -> dict
                if counts[i]]
     write_json_atomic(out / CLASSES_FILE, present)
     summary = {"shards": cfg.shards, "member": member, "images": sum(counts), "classes": len(present),
-               "per_class": {dirs[i]: counts[i] for i in range(len(names)) if counts[i]}}
+               "per_class": {d: n for d, n in zip(dirs, counts) if n}}
     write_json_atomic(out / "export.json", summary)
     return summary
