@@ -25,10 +25,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
-
-from scenectl import __version__
 from pycocotools import mask as mask_utils
 
+from scenectl import __version__
 from scenectl.data.coco import (
     BadImage, ClassTable, annotation_box, load_coco, load_image, rle_box, split_paths, to_rle,
     transpose_box,

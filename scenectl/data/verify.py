@@ -93,8 +93,13 @@ def verify_shard(url: str | os.PathLike, entry: dict, spec: SampleSpec, check_ha
     groups, digest = _read_tar(url, spec, net, add)
     if check_hashes and entry.get("sha256") and digest and digest != entry["sha256"]:
         add("checksum", f"sha256 {digest[:12]}... differs from the manifest's {entry['sha256'][:12]}...")
-    for key, members in groups:
-        _check_sample(key, members, spec, add, res)
+    res["samples"], res["keys"] = len(groups), [key for key, _ in groups]
+    for key, members in groups:  # the format's checks of each sample (pixels decoded too), its class counted
+        for p in sample_problems(key, members, spec, decode=True):
+            _add_problem(add, p)
+        cls = parse_cls(members.get("cls", b""))
+        if cls is not None and cls < spec.num_classes:
+            res["per_class"][cls] += 1
     if res["samples"] != int(entry.get("samples", -1)):
         add("count", f"holds {res['samples']} samples, the manifest says {entry.get('samples')}")
     return res
@@ -145,17 +150,6 @@ def _read_tar(url: str, spec: SampleSpec, net: NetOptions,
 def _add_problem(add: Callable, p: Problem) -> None:
     where = f"sample {p.sample}: " if p.sample else ""
     add(p.kind, where + p.message, sample=p.sample, member=p.member)
-
-
-def _check_sample(key: str, members: dict, spec: SampleSpec, add: Callable, res: dict) -> None:
-    """The format's checks of one sample (pixels decoded too), and its class counted."""
-    res["samples"] += 1
-    res["keys"].append(key)
-    for p in sample_problems(key, members, spec, decode=True):
-        _add_problem(add, p)
-    cls = parse_cls(members.get("cls", b""))
-    if cls is not None and cls < spec.num_classes:
-        res["per_class"][cls] += 1
 
 
 # --- the whole set -----------------------------------------------------------------------------------------------
