@@ -187,8 +187,7 @@ def render(host: Scene, donor: Scene, ann: dict, p: dict, index: dict[int, int],
     lb = Letterbox(W, H, p["image_size"])
     rng = np.random.default_rng([p["seed"], host.record["id"], ann["id"]]) if p["fill"] in ("noise", "blur") else None
     filled = fill(composite, region, p["fill"], rng)
-    cb = crop_box(box, W, H)
-    obj = Image.fromarray(composite).crop(cb)
+    obj = Image.fromarray(composite).crop(crop_box(box, W, H))
     sample = encode_sample(  # p["hide_same_class"] is False: only the pasted object is hidden
         host.record, ann, c, p, category_name=names[c], bbox=box, area_fraction=frac, instance_area=area,
         visible_categories=visible, orig_size=[W, H], transform=lb.transform(), split=split,
