@@ -317,12 +317,6 @@ class View:
     scene_mask: bool = True  # ... with the mask channel
     defer_jpeg: bool = False  # scene: jpg left encoded, decoded per batch on the model's device (batch_to_device)
 
-    @property
-    def members(self) -> tuple[str, ...]:
-        if self.name == "scene":
-            return SCENE_MEMBERS
-        return (self.object_member,) + (SCENE_MEMBERS if self.scene_size else ())
-
     def __call__(self, raw: dict, rng: np.random.Generator | None) -> dict:
         """Decode `raw` and add `input` (C, S, S) uint8 (+ `scene_input`); augmented when `rng` is given, with the
         sample's colour jitter factors in `jitter` (3,) (applied per batch: transforms.batch_to_device)."""
@@ -332,7 +326,9 @@ class View:
                 s["mask"], self.image_size, self.mask_channel, rng, self.augment)
             s["input_jpg"] = s.pop("jpg")  # (n,) uint8: the JPEG's bytes
             return _drop_none(s)
-        s = decode_sample(raw, self.members, self.num_classes)
+        members = SCENE_MEMBERS if self.name == "scene" else \
+            (self.object_member,) + (SCENE_MEMBERS if self.scene_size else ())  # + the context model's scene
+        s = decode_sample(raw, members, self.num_classes)
         if self.name == "scene":
             image, mask = s["image"], s["mask"]
             if rng is not None:  # crop + resize straight to image_size, on uint8
