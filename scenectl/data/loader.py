@@ -148,8 +148,9 @@ class ShardSet:
             data = read_regular(local_path(where), "co-occurrence file", MAX_H5_BYTES)
         else:
             data = read_remote(where, self.net, "co-occurrence file", MAX_H5_BYTES)
-        if want is not None:
-            _check_sha256(data, want, where)
+        if want is not None and (got := hashlib.sha256(data).hexdigest()) != want:
+            raise ScenectlError(f"{where}: sha256 {got[:12]}... differs from the manifest's {want[:12]}... (a file of "
+                                "another build, or changed since: the set is not whole)")
         return Cooccurrence.load(data, f"co-occurrence file {where}")
 
 
@@ -222,13 +223,6 @@ def _load_manifest(location: str, net: NetOptions) -> dict:
     else:
         data = read_remote(where, net, "manifest", MAX_JSON_BYTES)
     return parse_manifest(data, where)
-
-
-def _check_sha256(data: bytes, want: str, where: str) -> None:
-    got = hashlib.sha256(data).hexdigest()
-    if got != want:
-        raise ScenectlError(f"{where}: sha256 {got[:12]}... differs from the manifest's {want[:12]}... (a file of "
-                            "another build, or changed since: the set is not whole)")
 
 
 def _checked(s: ShardSet) -> ShardSet:
