@@ -419,11 +419,6 @@ def _results(tasks: Iterable, job: Job, workers: int, chunksize: int = 4) -> Ite
         pool.join()
 
 
-def _new_counters(n_classes: int) -> dict:
-    return {"images": 0, "bad_images": 0, "instances": 0, "samples": 0, "per_class": [0] * n_classes,
-            "skipped": dict.fromkeys(SKIP_REASONS, 0), "area_hist": [0] * HIST_BINS}
-
-
 class _Sink(ShardSink):
     """The format's ShardSink journalling a build: the journal's `next` is the first sample not inside a finished
     shard (the sample whose write made ShardWriter close the previous shard, or the end); its counters are those of
@@ -482,7 +477,9 @@ def _output_folder(out: Path, cfg: BuildConfig, names: SetNames) -> Iterator[Fol
 def _start_journal(out: Path, names: SetNames, params: dict, source: dict, n_classes: int, cfg: BuildConfig) -> dict:
     """Return the journal to continue (fresh or resumed), or a finished manifest (resume of a complete build)."""
     fresh = {"format": "scenectl-progress/1", "params": params, "source": source, "shards": [],
-             "next": {"image": 0, "sample": 0}, "counters": _new_counters(n_classes), "seconds": 0.0}
+             "next": {"image": 0, "sample": 0},
+             "counters": {"images": 0, "bad_images": 0, "instances": 0, "samples": 0, "per_class": [0] * n_classes,
+                          "skipped": dict.fromkeys(SKIP_REASONS, 0), "area_hist": [0] * HIST_BINS}, "seconds": 0.0}
     if names.part is not None:  # other parts' files are expected; only this part's (and a merged manifest) clash
         mine = [p for p in _own_files(out, names) if p.name != "manifest.json" or cfg.overwrite]
         if cfg.overwrite:
