@@ -600,9 +600,7 @@ def _write_samples(cfg: BuildConfig, src: _Source, params: dict, out: Path, name
 def _take(sink: _Sink, res: ImageResult, skip: int, max_area: float) -> None:
     """Write one image's samples (but the first `skip`, already inside a finished shard) and count the image."""
     c = sink.counters
-    for j, (sample, cls, frac) in enumerate(res.samples):
-        if j < skip:
-            continue
+    for j, (sample, cls, frac) in enumerate(res.samples[skip:], skip):
         sink.write(sample, (res.index, j))
         c["samples"] += 1
         c["per_class"][cls] += 1

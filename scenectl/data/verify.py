@@ -238,8 +238,7 @@ def verify_shards(directory: str | os.PathLike, check_hashes: bool = True, worke
         manifest, problems = _remote_manifest(spec, net)
     report = {"format": REPORT_FORMAT, "directory": spec, "shards": 0, "samples": 0, "problems": problems}
     if manifest is None:
-        report["ok"] = False
-        return report
+        return {**report, "ok": False}
     sample_spec = SampleSpec.of(manifest)
     if check_hashes:
         problems += _files_problems(spec, manifest, net)
