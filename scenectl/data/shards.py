@@ -702,7 +702,7 @@ def merge_manifests(directory: str | os.PathLike) -> dict:
     parts = [_read_part(found[(i, n)], i, n) for i in range(n)]
     first = parts[0]
     shared = [{"params": {k: v for k, v in m["params"].items() if k != "part"}, "classes": m["classes"],
-               "task": m["task"], "annotations": m["source"]["annotations_sha256"],
+               "task": m.get("task"), "annotations": m["source"]["annotations_sha256"],
                "counted classes and histogram": (sorted(m["totals"]["per_class"]),
                                                  m["totals"]["area_fraction_histogram"]["edges"])} for m in parts]
     for i, m in enumerate(shared[1:], 1):
