@@ -351,4 +351,3 @@ def summary(manifest: dict, out: str | Path) -> str:
     t, s = manifest["totals"], manifest["skipped"]
     return (f"{t['pairs']} pairs ({t['ooc']} out-of-context + {t['in_context']} in-context samples) in "
             f"{t['shards']} shard(s) at {out}; skipped donors: " + ", ".join(f"{k} {v}" for k, v in s.items()))
-
