@@ -30,9 +30,7 @@ def export_imagefolder(cfg: ExportConfig) -> dict:
     """
     cfg.check()
     shards = open_shard_set(cfg.shards, cfg.net.options())
-    member = {"auto": None, "object": "object.jpg", "jpg": "jpg"}[cfg.member]
-    if member is None:
-        member = shards.object_member()
+    member = {"object": "object.jpg", "jpg": "jpg"}.get(cfg.member) or shards.object_member()  # or auto
     with claim(cfg.out, "export", overwrite=cfg.overwrite, config=asdict(cfg)) as folder:
         write_json_atomic(folder.path / "config.json", asdict(cfg))
         return _export(cfg, shards, member, folder.path)
@@ -40,11 +38,10 @@ def export_imagefolder(cfg: ExportConfig) -> dict:
 
 def _export(cfg: ExportConfig, shards: ShardSet, member: str, out: Path) -> dict:
     """The export's files in `out` (claimed); export.json last."""
-    names = [str(c["name"]) for c in shards.classes]
-    dirs = [safe_dirname(n) for n in names]
+    dirs = [safe_dirname(str(c["name"])) for c in shards.classes]
     if len(set(dirs)) != len(dirs):
         raise ScenectlError(f"{cfg.shards}: two class names map to the same folder name")
-    counts = [0] * len(names)
+    counts = [0] * len(dirs)
     # the reader's checked stream: shard counts, unique keys (no file written twice); decode_sample checks that
     # the image decodes and that the label parses, agrees with the json and names a manifest class
     for raw in progress(raw_samples(shards), desc=f"export-imagefolder {Path(cfg.out).name}", unit="img",
@@ -52,15 +49,16 @@ def _export(cfg: ExportConfig, shards: ShardSet, member: str, out: Path) -> dict
         key = raw["__key__"]
         if Path(key).name != key or key.startswith("."):  # a tar member named '../x.jpg' or '/abs/x.jpg'
             raise ScenectlError(f"sample key {key!r} in {raw.get('__url__')} is not a plain file name; not writing it")
-        label = decode_sample(raw, (member,), len(names))["label"]
+        label = decode_sample(raw, (member,), len(dirs))["label"]
         folder = out / dirs[label]
         folder.mkdir(exist_ok=True)
         with atomic_path(folder / f"{key}.jpg") as tmp:
             tmp.write_bytes(raw[member])
         counts[label] += 1
-    present = [{"index": i, "coco_id": int(c["coco_id"]), "name": dirs[i]} for i, c in enumerate(shards.classes) if counts[i]]
+    present = [{"index": i, "coco_id": int(c["coco_id"]), "name": dirs[i]} for i, c in enumerate(shards.classes)
+               if counts[i]]
     write_json_atomic(out / CLASSES_FILE, present)
     summary = {"shards": cfg.shards, "member": member, "images": sum(counts), "classes": len(present),
-               "per_class": {dirs[i]: counts[i] for i in range(len(names)) if counts[i]}}
+               "per_class": {d: n for d, n in zip(dirs, counts) if n}}
     write_json_atomic(out / "export.json", summary)
     return summary

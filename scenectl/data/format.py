@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import tarfile
@@ -38,7 +39,7 @@ MEMBERS = ("jpg", "mask.png", "cls", "json", "object.jpg")  # the only members a
 JPEG_QUALITY = 90  # jpg and object.jpg; mask.png is lossless
 IMAGE_MEMBERS = ("jpg", "mask.png", "object.jpg")
 SHARD_PATTERN = "shard-%06d.tar"  # ShardWriter pattern of a whole build (a part's: SetNames.pattern)
-MANIFEST, PROGRESS, CONFIG = "manifest.json", "progress.json", "config.json"
+MANIFEST, CONFIG = "manifest.json", "config.json"
 COOCCURRENCE, TIMM_INFO = "cooccurrence.h5", "_info.json"
 # every file a build writes into its folder (a part's files included): what --overwrite may remove
 SET_FILES = ("shard-*.tar", "shard-*.tar.partial", "manifest*.json", "progress*.json", "config*.json", COOCCURRENCE,
@@ -138,6 +139,17 @@ def encode_png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "PNG", compress_level=1)  # 2-3x faster than the default 6; masks stay ~0.5 kB
     return buf.getvalue()
+
+
+def encode_sample(record: dict, ann: dict, cls: int, params: dict, **meta) -> dict:
+    """The key `{image_id:012d}_{annotation_id:012d}` and the `cls` and `json` members of the sample of instance
+    `ann` in the image of `record` (its COCO records) with class index `cls`: the json records the image, the
+    instance, the class, the build's hiding `params` and the sample's own `meta` (docs/shard-format.md)."""
+    meta = {"image_id": record["id"], "annotation_id": ann["id"], "category_id": ann["category_id"], "cls": cls,
+            "license": record.get("license"), "file_name": record["file_name"],
+            **{k: params[k] for k in ("shape", "fill", "margin", "max_area", "min_area", "hide_same_class")}, **meta}
+    return {"__key__": f"{record['id']:012d}_{ann['id']:012d}", "cls": str(cls).encode(),
+            "json": json.dumps(meta, sort_keys=True).encode()}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -396,15 +408,6 @@ def _image_problems(key: str, member: str, data: bytes, size: int | None, decode
     return []
 
 
-def parse_meta(data: bytes) -> dict | None:
-    """The `json` member as an object, or None (not UTF-8 JSON, not an object, nested too deep)."""
-    try:
-        meta = parse_json(data, "member 'json'", expect=None)
-    except ScenectlError:
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
 def label_problems(key: str, members: dict, num_classes: int | None,
                    names: tuple[str, ...] = ()) -> tuple[int | None, dict | None, list[Problem]]:
     """A sample's label and metadata, `(cls, meta, problems)`, from its `cls` and `json` members (those present):
@@ -421,7 +424,8 @@ def label_problems(key: str, members: dict, num_classes: int | None,
                                                  "classes", key, "cls"))
             cls = None
     if "json" in members:
-        meta = parse_meta(members["json"])
+        with contextlib.suppress(ScenectlError):  # not UTF-8 JSON, not an object, nested too deep
+            meta = parse_json(members["json"], "member 'json'")
         if meta is None:
             problems.append(Problem("undecodable", "member 'json' is not valid metadata JSON (a UTF-8 JSON object)",
                                     key, "json"))
@@ -480,7 +484,7 @@ class ShardSink:
     def __init__(self, target: SinkTarget, journal: dict, fill: Callable[[dict], None] = lambda journal: None):
         import webdataset as wds  # here, not at the top: it imports torch, which build workers never need
 
-        self.target, self.journal, self.fill, self._sha256 = target, journal, fill, file_sha256
+        self.target, self.journal, self.fill = target, journal, fill
         self.in_shard = 0
         self.writer = wds.ShardWriter(str(target.out / (target.names.pattern + ".partial")), maxcount=target.maxcount,
                                       maxsize=target.maxsize, post=self._post, start_shard=len(journal["shards"]),
@@ -526,7 +530,7 @@ class ShardSink:
         with open(partial, "rb") as f:
             os.fsync(f.fileno())
         final = partial.with_name(partial.name[: -len(".partial")])
-        sha = self._sha256(partial)
+        sha = file_sha256(partial)
         os.replace(partial, final)  # rename first: a journalled shard always exists under its final name
         self.journal["shards"].append({"name": final.name, "samples": self.in_shard, "sha256": sha})
         self.in_shard = 0

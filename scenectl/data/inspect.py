@@ -58,9 +58,7 @@ def draw_samples(shards: ShardSet, n: int, seed: int) -> list[dict]:
                         total=shards.num_samples):
         image, r_sample = _image_of(raw), _rank(seed, raw["__key__"])
         entry = (_rank(seed, "image", image), r_sample, raw)
-        if image in images and r_sample < images[image][1]:
-            images[image] = entry
-        elif image not in images:
+        if image not in images or r_sample < images[image][1]:  # a new image, or a lower-ranked sample of one
             images[image] = entry
             if len(images) > n:
                 del images[max(images, key=lambda k: images[k][0])]
@@ -74,15 +72,13 @@ def draw_samples(shards: ShardSet, n: int, seed: int) -> list[dict]:
 def decode_known(raw: dict) -> dict:
     """A raw sample with only the known members decoded (no pickle, ever)."""
     s = {"__key__": raw["__key__"]}
-    for k in MEMBERS:
-        if k in raw:
-            v = raw[k]
-            if k.endswith(("jpg", "png")):
-                s[k] = np.asarray(Image.open(io.BytesIO(v)))
-            elif k == "json":
-                s[k] = parse_json(v, f"sample {raw['__key__']}: member 'json'")
-            else:
-                s[k] = parse_cls(v)
+    for k in [m for m in MEMBERS if m in raw]:
+        if k.endswith(("jpg", "png")):
+            s[k] = np.asarray(Image.open(io.BytesIO(raw[k])))
+        elif k == "json":
+            s[k] = parse_json(raw[k], f"sample {raw['__key__']}: member 'json'")
+        else:
+            s[k] = parse_cls(raw[k])
     return s
 
 
@@ -103,12 +99,11 @@ def report(manifest: dict) -> str:
     if empty:
         lines.append(f"  (no samples: {', '.join(empty)})")
     hist = t.get("area_fraction_histogram")
-    if not hist or not hist["counts"]:
-        return "\n".join(lines)
-    peak = max(hist["counts"]) or 1
-    lines.append("hidden area / image area:")
-    for lo, hi, c in zip(hist["edges"], hist["edges"][1:], hist["counts"]):
-        lines.append(f"  {lo:5.3f}-{hi:5.3f} {c:7d} {'#' * round(40 * c / peak)}")
+    if hist and hist["counts"]:
+        peak = max(hist["counts"]) or 1
+        lines.append("hidden area / image area:")
+        lines += [f"  {lo:5.3f}-{hi:5.3f} {c:7d} {'#' * round(40 * c / peak)}"
+                  for lo, hi, c in zip(hist["edges"], hist["edges"][1:], hist["counts"])]
     return "\n".join(lines)
 
 

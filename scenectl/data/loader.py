@@ -41,10 +41,10 @@ Two pipelines, both plain webdataset (`wds.DataPipeline` of shard list -> checke
 Integrity, the same for every view: each read of a shard must give exactly the manifest's count (a shard that ends
 early, yields nothing, or holds more); a sample key may occur once per shard and in one shard only; each member and
 sample must be what the format says (scenectl.data.format: a plain tar of regular, capped `KEY.SUFFIX` members;
-`sample_problems`, the checks verify-shards applies too); a truncated or corrupt tar is an error. Each is a one-line ScenectlError naming the shard (and sample, member), or with
-`skip_corrupt` is counted (SkipCounter: a bad shard read once, a bad or duplicate sample once) and left out; a
-stream that meets FAILURES_IN_A_ROW failures with no usable sample between them stops with an error (an endless
-training stream over unreadable data would otherwise never end).
+`sample_problems`, the checks verify-shards applies too); a truncated or corrupt tar is an error. Each is a one-line
+ScenectlError naming the shard (and sample, member), or with `skip_corrupt` is counted (SkipCounter: a bad shard read
+once, a bad or duplicate sample once) and left out; a stream that meets FAILURES_IN_A_ROW failures with no usable
+sample between them stops with an error (an endless training stream over unreadable data would otherwise never end).
 Keys are checked across the whole set in an eval pass (in the process that receives the batches, so duplicates
 split over DataLoader workers are caught; under DDP each rank checks its own share) and by `raw_samples`. A training
 stream checks the shards it reads: a key in two of its shards is caught, a key duplicated in shards read by
@@ -148,8 +148,9 @@ class ShardSet:
             data = read_regular(local_path(where), "co-occurrence file", MAX_H5_BYTES)
         else:
             data = read_remote(where, self.net, "co-occurrence file", MAX_H5_BYTES)
-        if want is not None:
-            _check_sha256(data, want, where)
+        if want is not None and (got := hashlib.sha256(data).hexdigest()) != want:
+            raise ScenectlError(f"{where}: sha256 {got[:12]}... differs from the manifest's {want[:12]}... (a file of "
+                                "another build, or changed since: the set is not whole)")
         return Cooccurrence.load(data, f"co-occurrence file {where}")
 
 
@@ -224,21 +225,12 @@ def _load_manifest(location: str, net: NetOptions) -> dict:
     return parse_manifest(data, where)
 
 
-def _check_sha256(data: bytes, want: str, where: str) -> None:
-    got = hashlib.sha256(data).hexdigest()
-    if got != want:
-        raise ScenectlError(f"{where}: sha256 {got[:12]}... differs from the manifest's {want[:12]}... (a file of "
-                            "another build, or changed since: the set is not whole)")
-
-
 def _checked(s: ShardSet) -> ShardSet:
     if not s.urls or s.num_samples == 0:
         raise ScenectlError(f"shard set {s.location} holds no samples")
-    seen = set()
-    for u in s.urls:
-        if u in seen:
-            raise ScenectlError(f"shard {u} is named twice (a shard set reads each shard once per pass)")
-        seen.add(u)
+    if len(set(s.urls)) < len(s.urls):
+        twice = next(u for i, u in enumerate(s.urls) if u in s.urls[:i])
+        raise ScenectlError(f"shard {twice} is named twice (a shard set reads each shard once per pass)")
     return s
 
 
@@ -319,12 +311,6 @@ class View:
     scene_mask: bool = True  # ... with the mask channel
     defer_jpeg: bool = False  # scene: jpg left encoded, decoded per batch on the model's device (batch_to_device)
 
-    @property
-    def members(self) -> tuple[str, ...]:
-        if self.name == "scene":
-            return SCENE_MEMBERS
-        return (self.object_member,) + (SCENE_MEMBERS if self.scene_size else ())
-
     def __call__(self, raw: dict, rng: np.random.Generator | None) -> dict:
         """Decode `raw` and add `input` (C, S, S) uint8 (+ `scene_input`); augmented when `rng` is given, with the
         sample's colour jitter factors in `jitter` (3,) (applied per batch: transforms.batch_to_device)."""
@@ -334,7 +320,9 @@ class View:
                 s["mask"], self.image_size, self.mask_channel, rng, self.augment)
             s["input_jpg"] = s.pop("jpg")  # (n,) uint8: the JPEG's bytes
             return _drop_none(s)
-        s = decode_sample(raw, self.members, self.num_classes)
+        members = SCENE_MEMBERS if self.name == "scene" else \
+            (self.object_member,) + (SCENE_MEMBERS if self.scene_size else ())  # + the context model's scene
+        s = decode_sample(raw, members, self.num_classes)
         if self.name == "scene":
             image, mask = s["image"], s["mask"]
             if rng is not None:  # crop + resize straight to image_size, on uint8

@@ -24,7 +24,6 @@ How a context model flags OOC objects is measured by `metrics.flag_report` (`sce
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -41,8 +40,8 @@ from scenectl.data.coco import (BadImage, ClassTable, classes_match, decode_mask
                                 split_paths)
 from scenectl.data.configs import OOCConfig
 from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
-from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardSink, SinkTarget, encode_jpeg, encode_png,
-                                  parse_manifest, seal_set)
+from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardSink, SinkTarget, encode_jpeg,
+                                  encode_png, encode_sample, parse_manifest, seal_set)
 from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
@@ -50,8 +49,6 @@ from scenectl.io import MAX_JSON_BYTES, file_sha256, read_regular, write_json_at
 from scenectl.progress import progress
 
 SHRINK, SHRINK_TRIES = 0.8, 6  # a hidden region above max_area: shrink the pasted object (× 0.8, at most 6 times)
-
-
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -190,24 +187,14 @@ def render(host: Scene, donor: Scene, ann: dict, p: dict, index: dict[int, int],
     lb = Letterbox(W, H, p["image_size"])
     rng = np.random.default_rng([p["seed"], host.record["id"], ann["id"]]) if p["fill"] in ("noise", "blur") else None
     filled = fill(composite, region, p["fill"], rng)
-    cb = crop_box(box, W, H)
-    obj = Image.fromarray(composite).crop(cb)
-    meta = {
-        "image_id": host.record["id"], "annotation_id": ann["id"], "category_id": ann["category_id"],
-        "category_name": names[c], "cls": c, "bbox": box, "shape": p["shape"], "fill": p["fill"],
-        "margin": p["margin"], "area_fraction": frac, "instance_area": area, "max_area": p["max_area"],
-        "min_area": p["min_area"], "hide_same_class": False, "visible_categories": visible,
-        "orig_size": [W, H], "transform": lb.transform(), "split": split, "license": host.record.get("license"),
-        "file_name": host.record["file_name"],
-        "ooc": ooc, "host_image_id": host.record["id"], "donor_image_id": donor.record["id"],
-        "donor_annotation_id": ann["id"], "donor_file_name": donor.record["file_name"], "paste_scale": scale,
-    }
-    return {
-        "__key__": f"{host.record['id']:012d}_{ann['id']:012d}",
-        "jpg": encode_jpeg(lb.image(Image.fromarray(filled))), "mask.png": encode_png(lb.mask(region)),
-        "cls": str(c).encode(), "json": json.dumps(meta, sort_keys=True).encode(),
-        "object.jpg": encode_jpeg(Letterbox(obj.width, obj.height, p["image_size"]).image(obj)),
-    }, None
+    obj = Image.fromarray(composite).crop(crop_box(box, W, H))
+    sample = encode_sample(  # p["hide_same_class"] is False: only the pasted object is hidden
+        host.record, ann, c, p, category_name=names[c], bbox=box, area_fraction=frac, instance_area=area,
+        visible_categories=visible, orig_size=[W, H], transform=lb.transform(), split=split,
+        ooc=ooc, host_image_id=host.record["id"], donor_image_id=donor.record["id"], donor_annotation_id=ann["id"],
+        donor_file_name=donor.record["file_name"], paste_scale=scale)
+    return {**sample, "jpg": encode_jpeg(lb.image(Image.fromarray(filled))), "mask.png": encode_png(lb.mask(region)),
+            "object.jpg": encode_jpeg(Letterbox(obj.width, obj.height, p["image_size"]).image(obj))}, None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -364,4 +351,3 @@ def summary(manifest: dict, out: str | Path) -> str:
     t, s = manifest["totals"], manifest["skipped"]
     return (f"{t['pairs']} pairs ({t['ooc']} out-of-context + {t['in_context']} in-context samples) in "
             f"{t['shards']} shard(s) at {out}; skipped donors: " + ", ".join(f"{k} {v}" for k, v in s.items()))
-

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import multiprocessing as mp
 import os
 import re
@@ -26,17 +25,16 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
-
-from scenectl import __version__
 from pycocotools import mask as mask_utils
 
+from scenectl import __version__
 from scenectl.data.coco import (
     BadImage, ClassTable, annotation_box, load_coco, load_image, rle_box, split_paths, to_rle,
     transpose_box,
 )
 from scenectl.data.format import (
-    FORMAT, JPEG_QUALITY, TIMM_INFO, SetNames, ShardSink, SinkTarget, encode_jpeg, encode_png, parse_manifest, seal_set,
-    write_timm_info,
+    FORMAT, JPEG_QUALITY, TIMM_INFO, SetNames, ShardSink, SinkTarget, encode_jpeg, encode_png, encode_sample,
+    parse_manifest, seal_set, write_timm_info,
 )
 from scenectl.data.masks import (
     FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, fill_reach, hidden_region, nearest_mask,
@@ -202,13 +200,13 @@ def process_image(job: Job, index: int, record: dict, anns: list[dict]) -> Image
     lb = Letterbox(*dec.size, p["image_size"])  # defined on full-resolution upright pixels
     base = lb.image(dec.image) if p["task"] == "masked" else None  # unmasked letterboxed scene, patched per sample
     pixels = np.asarray(dec.image) if p["task"] == "masked" else None  # (h, w, 3), one copy for all samples
-    scene = _Scene(record, SceneView(dec, lb, base, pixels))
+    view = SceneView(dec, lb, base, pixels)
     for t in kept:
         if dec.turn is not None:  # annotations in the stored frame, pixels upright: turn the region likewise
             region = np.asarray(Image.fromarray(t.region).transpose(dec.turn))
             t = replace(t, region=region, box=bbox(region))
         t = replace(t, ann={**t.ann, "bbox": inst.coco_boxes[t.ann["id"]]})  # checked; else the mask's box
-        res.samples.append(_sample(job, scene, t))
+        res.samples.append(_sample(job, record, view, t))
     return res
 
 
@@ -237,14 +235,6 @@ class SceneView:
     pixels: np.ndarray | None = None
 
 
-@dataclass(frozen=True)
-class _Scene:
-    """One image as every sample of it uses it: its record and its decoded view."""
-
-    record: dict
-    view: SceneView
-
-
 def _eligible(job: Job, anns: list[dict], targets: list[dict], inst: _Instances, skipped: Counter) -> list[_Target]:
     """The targets that make samples, from the annotations alone (no pixels); the others counted in `skipped` by
     reason."""
@@ -257,8 +247,7 @@ def _eligible(job: Job, anns: list[dict], targets: list[dict], inst: _Instances,
         if area < p["min_area"]:
             skipped["too_small"] += 1
             continue
-        hidden = [b for b in anns if b["id"] == a["id"] or (
-            p["hide_same_class"] and b["category_id"] == a["category_id"] and b["id"] in inst.rles)]
+        hidden = inst.hidden(anns, a, p["hide_same_class"])
         region, box, rect = inst.region(hidden)  # (H, W) bool in the annotation frame, its box
         hidden_px = (box[2] - box[0]) * (box[3] - box[1]) if rect else int(region[box[1]:box[3], box[0]:box[2]].sum())
         frac = hidden_px / region.size
@@ -296,6 +285,11 @@ class _Instances:
         if a["id"] not in self._masks:
             self._masks[a["id"]] = mask_utils.decode(self.rles[a["id"]]).view(bool)  # (H, W), 0/1 uint8 seen as bool
         return self._masks[a["id"]]
+
+    def hidden(self, anns: list[dict], target: dict, same_class: bool) -> list[dict]:
+        """The annotations hidden with `target`: itself and, with `same_class`, every usable one of its class."""
+        return [b for b in anns if b["id"] == target["id"] or (
+            same_class and b["category_id"] == target["category_id"] and b["id"] in self.rles)]
 
     def region(self, anns: list[dict]) -> tuple[np.ndarray, tuple, bool]:
         """Union of the hidden regions of `anns` -> ((H, W) bool, box, whether it is exactly its box)."""
@@ -337,8 +331,7 @@ def mask_from_metadata(annotations: list[dict], image_record: dict, meta: dict) 
     height, width = int(image_record["height"]), int(image_record["width"])
     inst = _Instances(annotations, height, width, meta["shape"], int(meta["margin"]))
     target = next(a for a in annotations if a["id"] == meta["annotation_id"])
-    hidden = [b for b in annotations if b["id"] == target["id"] or (
-        meta["hide_same_class"] and b["category_id"] == target["category_id"] and b["id"] in inst.rles)]
+    hidden = inst.hidden(annotations, target, meta["hide_same_class"])
     region, box, _ = inst.region(hidden)  # (H, W) bool in the annotation frame
     t = meta["transform"]
     if t.get("turn"):
@@ -347,32 +340,26 @@ def mask_from_metadata(annotations: list[dict], image_record: dict, meta: dict) 
     return nearest_mask(region, box, tuple(t["resized"]), tuple(t["offset"]), int(t["size"]))
 
 
-def _sample(job: Job, scene: _Scene, t: _Target) -> tuple[dict, int, float]:
-    """Encode the sample of target `t` (its region and box upright, full resolution) in `scene`."""
-    p, record, dec, a = job.params, scene.record, scene.view.dec, t.ann
+def _sample(job: Job, record: dict, view: SceneView, t: _Target) -> tuple[dict, int, float]:
+    """Encode the sample of target `t` (its region and box upright, full resolution) in the image of `record`,
+    decoded as `view`."""
+    p, dec, a = job.params, view.dec, t.ann
     c = job.coco_ids.index(a["category_id"])
-    key = f"{record['id']:012d}_{a['id']:012d}"
     coco_box = transpose_box(a["bbox"], dec.turn, int(record["width"]), int(record["height"]))  # upright frame
-    transform = {**scene.view.lb.transform(), "turn": None if dec.turn is None else dec.turn.name}
-    meta = {
-        "image_id": record["id"], "annotation_id": a["id"], "category_id": a["category_id"],
-        "category_name": job.names[c], "cls": c, "bbox": coco_box, "shape": p["shape"], "fill": p["fill"],
-        "margin": p["margin"], "area_fraction": t.frac, "instance_area": t.area, "max_area": p["max_area"],
-        "min_area": p["min_area"], "hide_same_class": p["hide_same_class"], "visible_categories": t.visible,
-        "orig_size": list(dec.size), "transform": transform, "split": job.split,
-        "license": record.get("license"), "file_name": record["file_name"],
-    }
-    sample = {"__key__": key, "cls": str(c).encode(), "json": json.dumps(meta, sort_keys=True).encode()}
+    transform = {**view.lb.transform(), "turn": None if dec.turn is None else dec.turn.name}
+    sample = encode_sample(record, a, c, p, category_name=job.names[c], bbox=coco_box, area_fraction=t.frac,
+                           instance_area=t.area, visible_categories=t.visible, orig_size=list(dec.size),
+                           transform=transform, split=job.split)
     if p["task"] == "object" or p["with_object"]:  # decoded at full resolution (no draft)
         crop = dec.image.crop(crop_box(coco_box, *dec.size))
         sample["object.jpg"] = encode_jpeg(Letterbox(crop.width, crop.height, p["image_size"]).image(crop))
     if p["task"] == "object":
         sample["jpg"] = sample.pop("object.jpg")
         return sample, c, t.frac
-    sample["mask.png"] = encode_png(scene.view.lb.mask(t.region, t.box))
+    sample["mask.png"] = encode_png(view.lb.mask(t.region, t.box))
     # per-sample randomness from (seed, image id, annotation id): independent of workers and order
     rng = np.random.default_rng([p["seed"], record["id"], a["id"]]) if p["fill"] in ("noise", "blur") else None
-    sample["jpg"] = encode_jpeg(mask_scene(scene.view, t.region, t.box, p["fill"], rng, t.rect))
+    sample["jpg"] = encode_jpeg(mask_scene(view, t.region, t.box, p["fill"], rng, t.rect))
     return sample, c, t.frac
 
 
@@ -430,11 +417,6 @@ def _results(tasks: Iterable, job: Job, workers: int, chunksize: int = 4) -> Ite
         stop.set()
         pool.terminate()
         pool.join()
-
-
-def _new_counters(n_classes: int) -> dict:
-    return {"images": 0, "bad_images": 0, "instances": 0, "samples": 0, "per_class": [0] * n_classes,
-            "skipped": dict.fromkeys(SKIP_REASONS, 0), "area_hist": [0] * HIST_BINS}
 
 
 class _Sink(ShardSink):
@@ -495,7 +477,9 @@ def _output_folder(out: Path, cfg: BuildConfig, names: SetNames) -> Iterator[Fol
 def _start_journal(out: Path, names: SetNames, params: dict, source: dict, n_classes: int, cfg: BuildConfig) -> dict:
     """Return the journal to continue (fresh or resumed), or a finished manifest (resume of a complete build)."""
     fresh = {"format": "scenectl-progress/1", "params": params, "source": source, "shards": [],
-             "next": {"image": 0, "sample": 0}, "counters": _new_counters(n_classes), "seconds": 0.0}
+             "next": {"image": 0, "sample": 0},
+             "counters": {"images": 0, "bad_images": 0, "instances": 0, "samples": 0, "per_class": [0] * n_classes,
+                          "skipped": dict.fromkeys(SKIP_REASONS, 0), "area_hist": [0] * HIST_BINS}, "seconds": 0.0}
     if names.part is not None:  # other parts' files are expected; only this part's (and a merged manifest) clash
         mine = [p for p in _own_files(out, names) if p.name != "manifest.json" or cfg.overwrite]
         if cfg.overwrite:
@@ -616,9 +600,7 @@ def _write_samples(cfg: BuildConfig, src: _Source, params: dict, out: Path, name
 def _take(sink: _Sink, res: ImageResult, skip: int, max_area: float) -> None:
     """Write one image's samples (but the first `skip`, already inside a finished shard) and count the image."""
     c = sink.counters
-    for j, (sample, cls, frac) in enumerate(res.samples):
-        if j < skip:
-            continue
+    for j, (sample, cls, frac) in enumerate(res.samples[skip:], skip):
         sink.write(sample, (res.index, j))
         c["samples"] += 1
         c["per_class"][cls] += 1
@@ -674,8 +656,8 @@ def summary(manifest: dict, out: Path) -> str:
     """The one-paragraph report printed at the end of a build."""
     t = manifest["totals"]
     shards = f"{t['shards']} shard" + ("" if t["shards"] == 1 else "s")
-    return (f"{out}: {t['samples']} samples in {shards} from {t['images']} images "
-            f"({t['instances']} instances) in {manifest['seconds']:.1f} s; skipped: {_fmt_skipped(manifest['skipped'])}")
+    return (f"{out}: {t['samples']} samples in {shards} from {t['images']} images ({t['instances']} instances) in "
+            f"{manifest['seconds']:.1f} s; skipped: {_fmt_skipped(manifest['skipped'])}")
 
 
 # --- merging parts --------------------------------------------------------------------------------------------
@@ -705,11 +687,8 @@ def _read_part(path: Path, i: int, n: int) -> dict:
 def merge_manifests(directory: str | os.PathLike) -> dict:
     """Join `manifest.part-{i}-of-{n}.json` (all n present, compatible) into `manifest.json` (atomic)."""
     d = Path(directory)
-    found = {}
-    for p in d.glob("manifest.part-*-of-*.json"):
-        m = _PART_RE.fullmatch(p.name)
-        if m:
-            found[(int(m[1]), int(m[2]))] = p
+    found = {(int(m[1]), int(m[2])): p for p in d.glob("manifest.part-*-of-*.json")
+             if (m := _PART_RE.fullmatch(p.name))}
     if not found:
         raise ScenectlError(f"no manifest.part-*-of-*.json in {d}")
     ns = {n for _, n in found}
@@ -718,17 +697,18 @@ def merge_manifests(directory: str | os.PathLike) -> dict:
     n = ns.pop()
     missing = [i for i in range(n) if (i, n) not in found]
     if missing:
-        raise ScenectlError(f"{d}: part(s) {', '.join(f'{i}/{n}' for i in missing)} missing (no manifest.part-{missing[0]}-of-{n}.json)")
+        raise ScenectlError(f"{d}: part(s) {', '.join(f'{i}/{n}' for i in missing)} missing "
+                            f"(no manifest.part-{missing[0]}-of-{n}.json)")
     parts = [_read_part(found[(i, n)], i, n) for i in range(n)]
     first = parts[0]
-    strip = lambda m: {k: v for k, v in m["params"].items() if k != "part"}  # noqa: E731
-    for i, m in enumerate(parts[1:], 1):
-        for what, get in (("params", strip), ("classes", lambda m: m["classes"]), ("task", lambda m: m["task"]),
-                          ("annotations", lambda m: m["source"]["annotations_sha256"]),
-                          ("counted classes and histogram", lambda m: (sorted(m["totals"]["per_class"]),
-                                                                       m["totals"]["area_fraction_histogram"]["edges"]))):
-            if get(m) != get(first):
-                raise ScenectlError(f"part {i}/{n} in {d} is incompatible with part 0/{n}: different {what}")
+    shared = [{"params": {k: v for k, v in m["params"].items() if k != "part"}, "classes": m["classes"],
+               "task": m.get("task"), "annotations": m["source"]["annotations_sha256"],
+               "counted classes and histogram": (sorted(m["totals"]["per_class"]),
+                                                 m["totals"]["area_fraction_histogram"]["edges"])} for m in parts]
+    for i, m in enumerate(shared[1:], 1):
+        what = next((k for k in m if m[k] != shared[0][k]), None)
+        if what:
+            raise ScenectlError(f"part {i}/{n} in {d} is incompatible with part 0/{n}: different {what}")
     shards = [s for m in parts for s in m["shards"]]
     repeated = next((name for name, n in Counter(s["name"] for s in shards).items() if n > 1), None)
     if repeated:

@@ -72,36 +72,34 @@ class VerifyConfig(Options):
     net: Net = group(Net)
 
 
-@dataclass(frozen=True)
-class _Expect:
-    """What this verification checks every shard against: the format's sample spec (from the manifest), and
-    whether checksums are compared."""
-
-    spec: SampleSpec
-    check_hashes: bool
-
-
 def _problem(kind: str, message: str, shard: str | None = None, sample: str | None = None,
              member: str | None = None) -> dict:
     return {"kind": kind, "shard": shard, "sample": sample, "member": member, "message": message}
 
 
 # --- one shard ---------------------------------------------------------------------------------------------------
-def verify_shard(url: str | os.PathLike, entry: dict, expect: _Expect, net: NetOptions = NetOptions()) -> dict:
-    """Check one shard (a local path or a URL); returns {problems, samples, keys, per_class} (keys in order,
-    per_class as a list)."""
+def verify_shard(url: str | os.PathLike, entry: dict, spec: SampleSpec, check_hashes: bool = True,
+                 net: NetOptions = NetOptions()) -> dict:
+    """Check one shard (a local path or a URL) against the format's sample spec (from the manifest) and, with
+    `check_hashes`, its sha256; returns {problems, samples, keys, per_class} (keys in order, per_class as a list)."""
     url = str(url)
     name = entry.get("name") or Path(url).name
-    res = {"shard": name, "problems": [], "samples": 0, "keys": [], "per_class": [0] * expect.spec.num_classes}
-    add = lambda kind, msg, **kw: res["problems"].append(_problem(kind, f"{name}: {msg}", shard=name, **kw))  # noqa: E731
+    res = {"shard": name, "problems": [], "samples": 0, "keys": [], "per_class": [0] * spec.num_classes}
+    add = lambda kind, msg, **kw: res["problems"].append(  # noqa: E731
+        _problem(kind, f"{name}: {msg}", shard=name, **kw))
     if is_local(url) and not Path(local_path(url)).is_file():
         add("missing_shard", "listed in manifest.json but missing")
         return res
-    groups, digest = _read_tar(url, expect.spec, net, add)
-    if expect.check_hashes and entry.get("sha256") and digest and digest != entry["sha256"]:
+    groups, digest = _read_tar(url, spec, net, add)
+    if check_hashes and entry.get("sha256") and digest and digest != entry["sha256"]:
         add("checksum", f"sha256 {digest[:12]}... differs from the manifest's {entry['sha256'][:12]}...")
-    for key, members in groups:
-        _check_sample(key, members, expect.spec, add, res)
+    res["samples"], res["keys"] = len(groups), [key for key, _ in groups]
+    for key, members in groups:  # the format's checks of each sample (pixels decoded too), its class counted
+        for p in sample_problems(key, members, spec, decode=True):
+            _add_problem(add, p)
+        cls = parse_cls(members.get("cls", b""))
+        if cls is not None and cls < spec.num_classes:
+            res["per_class"][cls] += 1
     if res["samples"] != int(entry.get("samples", -1)):
         add("count", f"holds {res['samples']} samples, the manifest says {entry.get('samples')}")
     return res
@@ -154,51 +152,33 @@ def _add_problem(add: Callable, p: Problem) -> None:
     add(p.kind, where + p.message, sample=p.sample, member=p.member)
 
 
-def _check_sample(key: str, members: dict, spec: SampleSpec, add: Callable, res: dict) -> None:
-    """The format's checks of one sample (pixels decoded too), and its class counted."""
-    res["samples"] += 1
-    res["keys"].append(key)
-    for p in sample_problems(key, members, spec, decode=True):
-        _add_problem(add, p)
-    cls = parse_cls(members.get("cls", b""))
-    if cls is not None and cls < spec.num_classes:
-        res["per_class"][cls] += 1
-
-
 # --- the whole set -----------------------------------------------------------------------------------------------
 def _folder_problems(d: Path) -> tuple[dict | None, list[dict]]:
     """The manifest (or None) and the problems of a local folder: leftovers of a build, unlisted shards."""
-    problems = []
-    for p in sorted(d.glob(PARTIAL_GLOB)):
-        problems.append(_problem("leftover", f"{p.name}: a partly written shard (an interrupted build; finish it with "
-                                             "`scenectl build-shards --resume`)", shard=p.name))
-    for p in sorted(d.glob(JOURNAL_GLOB)):
-        problems.append(_problem("leftover", f"{p.name}: the journal of an unfinished build", shard=None))
+    problems = [_problem("leftover", f"{p.name}: a partly written shard (an interrupted build; finish it with "
+                                     "`scenectl build-shards --resume`)", shard=p.name)
+                for p in sorted(d.glob(PARTIAL_GLOB))]
+    problems += [_problem("leftover", f"{p.name}: the journal of an unfinished build")
+                 for p in sorted(d.glob(JOURNAL_GLOB))]
     if not (d / "manifest.json").is_file():
         parts = sorted(p.name for p in d.glob(PART_MANIFEST_GLOB))
         why = (f"a build in parts ({parts[0]}, ...): run `scenectl merge-manifests {d}`" if parts else
                "not a shard set written by scenectl build-shards, or an unfinished build")
-        problems.append(_problem("manifest", f"manifest.json missing: {why}"))
-        return None, problems
+        return None, problems + [_problem("manifest", f"manifest.json missing: {why}")]
     try:
-        manifest = _parse_manifest(read_regular(d / "manifest.json", "manifest", MAX_JSON_BYTES), problems)
+        manifest, found = _parse_manifest(read_regular(d / "manifest.json", "manifest", MAX_JSON_BYTES))
     except ScenectlError as e:  # not a regular file, or too large
-        problems.append(_problem("manifest", str(e)))
-        return None, problems
-    if manifest is not None:
-        listed = {s["name"] for s in usable_shards(manifest)}
-        for p in sorted(d.glob("*.tar")):
-            if p.name not in listed:
-                problems.append(_problem("unlisted_shard", f"{p.name}: a shard the manifest does not list",
-                                         shard=p.name))
+        return None, problems + [_problem("manifest", str(e))]
+    listed = {s["name"] for s in usable_shards(manifest)} if manifest is not None else None
+    problems += found + [_problem("unlisted_shard", f"{p.name}: a shard the manifest does not list", shard=p.name)
+                         for p in sorted(d.glob("*.tar")) if listed is not None and p.name not in listed]
     return manifest, problems
 
 
-def _parse_manifest(data: bytes, problems: list[dict]) -> dict | None:
-    """The manifest from its bytes (scenectl.data.format), or None; its problems added to `problems`."""
+def _parse_manifest(data: bytes) -> tuple[dict | None, list[dict]]:
+    """The manifest from its bytes (scenectl.data.format), or None, and its problems."""
     manifest, found = manifest_problems(data)
-    problems += [_problem(p.kind, f"manifest.json {p.message}") for p in found]
-    return manifest
+    return manifest, [_problem(p.kind, f"manifest.json {p.message}") for p in found]
 
 
 def _files_problems(location: str, manifest: dict, net: NetOptions) -> list[dict]:
@@ -228,13 +208,11 @@ def _files_problems(location: str, manifest: dict, net: NetOptions) -> list[dict
 
 def _remote_manifest(location: str, net: NetOptions) -> tuple[dict | None, list[dict]]:
     """The manifest of a remote set (a folder URL or pipe: command prefix) and its problems."""
-    problems: list[dict] = []
     try:
         data = read_remote(join(location, "manifest.json"), net, "manifest", MAX_JSON_BYTES)
     except ScenectlError as e:
-        problems.append(_problem("manifest", f"manifest.json: {e}"))
-        return None, problems
-    return _parse_manifest(data, problems), problems
+        return None, [_problem("manifest", f"manifest.json: {e}")]
+    return _parse_manifest(data)
 
 
 def _verify_one(args: tuple) -> dict:
@@ -260,12 +238,11 @@ def verify_shards(directory: str | os.PathLike, check_hashes: bool = True, worke
         manifest, problems = _remote_manifest(spec, net)
     report = {"format": REPORT_FORMAT, "directory": spec, "shards": 0, "samples": 0, "problems": problems}
     if manifest is None:
-        report["ok"] = False
-        return report
-    expect = _Expect(SampleSpec.of(manifest), check_hashes)
+        return {**report, "ok": False}
+    sample_spec = SampleSpec.of(manifest)
     if check_hashes:
         problems += _files_problems(spec, manifest, net)
-    jobs = [(join(spec, s["name"]), s, expect, net) for s in usable_shards(manifest)]
+    jobs = [(join(spec, s["name"]), s, sample_spec, check_hashes, net) for s in usable_shards(manifest)]
     bar = dict(total=len(jobs), desc=f"verify {spec.rstrip('/').rsplit('/', 1)[-1]}", unit="shards",
                disable=not progress)
     if workers > 1 and len(jobs) > 1:
@@ -275,15 +252,15 @@ def verify_shards(directory: str | os.PathLike, check_hashes: bool = True, worke
             results = list(progress_of(pool.imap(_verify_one, jobs), **bar))
     else:
         results = [verify_shard(*j) for j in progress_of(jobs, **bar)]
-    _set_problems(manifest, expect, results, problems)
+    _set_problems(manifest, sample_spec, results, problems)
     report.update(shards=len(results), samples=sum(r["samples"] for r in results), ok=not problems)
     return report
 
 
-def _set_problems(manifest: dict, expect: _Expect, results: list[dict], problems: list[dict]) -> None:
+def _set_problems(manifest: dict, spec: SampleSpec, results: list[dict], problems: list[dict]) -> None:
     """Keys across shards and the totals against the manifest's, added to `problems`."""
     seen: dict[str, str] = {}
-    per_class = np.zeros(expect.spec.num_classes, np.int64)
+    per_class = np.zeros(spec.num_classes, np.int64)
     for r in results:
         problems += r["problems"]
         per_class += np.asarray(r["per_class"], np.int64)
@@ -298,10 +275,9 @@ def _set_problems(manifest: dict, expect: _Expect, results: list[dict], problems
         problems.append(_problem("count", f"manifest.json: totals.samples is {totals['samples']}, the shards hold {n}"))
     declared = totals.get("per_class")
     if isinstance(declared, dict) and all(isinstance(v, int) for v in declared.values()) and not problems:
-        for name, got in zip(expect.spec.names, per_class.tolist()):
-            if declared.get(name, 0) != got:
-                problems.append(_problem("count", f"manifest.json: totals.per_class[{name!r}] is "
-                                                  f"{declared.get(name, 0)}, the shards hold {got}"))
+        problems += [_problem("count", f"manifest.json: totals.per_class[{name!r}] is {declared.get(name, 0)}, the "
+                                       f"shards hold {got}")
+                     for name, got in zip(spec.names, per_class.tolist()) if declared.get(name, 0) != got]
 
 
 def format_report(report: dict, limit: int = 50) -> str:
@@ -311,8 +287,8 @@ def format_report(report: dict, limit: int = 50) -> str:
         lines.append(f"... and {len(report['problems']) - limit} more (--json lists them all)")
     kinds = Counter(p["kind"] for p in report["problems"])
     if report["ok"]:
-        lines.append(f"OK: {report['directory']}: {report['samples']} samples in {report['shards']} shard{'' if report['shards'] == 1 else 's'} match "
-                     "manifest.json")
+        lines.append(f"OK: {report['directory']}: {report['samples']} samples in {report['shards']} "
+                     f"shard{'' if report['shards'] == 1 else 's'} match manifest.json")
     else:
         lines.append(f"FAILED: {report['directory']}: {len(report['problems'])} problem(s) "
                      f"({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}) in {report['shards']} shards, "
