@@ -20,6 +20,7 @@ Rules (the same for every command, docs/reliability.md):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -123,22 +124,17 @@ def _manifest_task(path: Path) -> str | None:
     return None
 
 
-def _refuse_other(path: Path, kind: str, found: str, option: str) -> None:
-    me = KINDS[kind]
+def _refuse_another_kind(path: Path, kind: str, option: str) -> str | None:
+    """The folder's owner (None: new or empty) unless another kind or foreign files hold it: refused."""
+    found, me = owner(path), KINDS[kind]
     if found == "foreign":
         first = min((p.name for p in path.iterdir() if not _internal(p.name)), default="?")
         raise ScenectlError(f"{option} {path} is not empty and holds files scenectl did not write ({first}, ...): "
                             f"`scenectl {me.command}` writes only into a new or empty folder or one of its own")
-    other = KINDS[found]
-    raise ScenectlError(f"{option} {path} holds {other.what} (written by `scenectl {other.command}`): "
-                        f"`scenectl {me.command}` never writes into or deletes from it; choose another {option}")
-
-
-def _refuse_another_kind(path: Path, kind: str, option: str) -> str | None:
-    """The folder's owner (None: new or empty) unless another kind or foreign files hold it: refused."""
-    found = owner(path)
     if found not in (None, kind):
-        _refuse_other(path, kind, found, option)
+        other = KINDS[found]
+        raise ScenectlError(f"{option} {path} holds {other.what} (written by `scenectl {other.command}`): "
+                            f"`scenectl {me.command}` never writes into or deletes from it; choose another {option}")
     return found
 
 
@@ -297,21 +293,14 @@ def _plain(config: dict) -> dict:
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
 def _first_missing(path: Path) -> Path | None:
     """The outermost folder of `path` that does not exist yet (what mkdir(parents=True) would create)."""
-    missing = None
-    for p in [path, *path.parents]:
-        if p.exists():
-            break
-        missing = p
-    return missing
+    missing = list(itertools.takewhile(lambda p: not p.exists(), [path, *path.parents]))
+    return missing[-1] if missing else None
 
 
 def _remove_created(created: Path | None) -> None:
@@ -379,8 +368,7 @@ def _holder(lock: Path) -> str:
 
 def _sidecar_info(sidecar: Path) -> dict:
     with contextlib.suppress(OSError, ScenectlError):
-        info = read_json(sidecar, "writer lock record")
-        return info if isinstance(info, dict) else {}
+        return read_json(sidecar, "writer lock record")  # a JSON object (read_json's `expect`)
     return {}
 
 
