@@ -256,8 +256,7 @@ def annotation_box(a: dict, rle: dict, width: int, height: int) -> list[float] |
 
 
 def _rle_xywh(rle: dict) -> list[float]:
-    x0, y0, x1, y1 = rle_box(rle)
-    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+    return [float(v) for v in mask_utils.toBbox(rle)]  # whole pixels: an RLE's box is exact in float
 
 
 def rle_box(rle: dict) -> tuple[int, int, int, int]:
@@ -316,9 +315,7 @@ def load_image(path: str | os.PathLike, width: int, height: int, draft: int | No
     except (ScenectlError, UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImage(f"{path}: {e}") from None
     turn = ORIENTATION_TRANSPOSE.get(orientation)
-    swapped = turn in (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90,
-                       Image.Transpose.ROTATE_270)
-    upright = stored[::-1] if swapped else stored
+    upright = stored[::-1] if orientation in (5, 6, 7, 8) else stored  # these turn by 90°: width and height swap
     if stored == (width, height):
         return Decoded(rgb, turn, reduce, upright)  # annotations in the stored frame: turn masks like the pixels
     if upright == (width, height):
