@@ -252,10 +252,9 @@ def open_stream(url: str, net: NetOptions, what: str = "shard") -> BinaryIO:
     """The bytes of `url` as a file object read front to back: a local file as it is; http(s) and pipe: through
     transient faults (see the module docstring). Raises RemoteError (a ScenectlError) for a permanent fault."""
     check_scheme(url)
-    scheme = scheme_of(url)
-    if scheme in ("", "file"):
+    if is_local(url):
         return open(local_path(url), "rb")
-    source = _Http(url, net.timeout) if scheme in ("http", "https") else _Pipe(url[len("pipe:"):], net.timeout)
+    source = _Http(url, net.timeout) if scheme_of(url) in ("http", "https") else _Pipe(url[len("pipe:"):], net.timeout)
     return io.BufferedReader(_Retrying(source, url, net, what), buffer_size=1 << 16)
 
 
@@ -402,10 +401,8 @@ class _Http:
         except urllib.error.HTTPError as e:
             e.close()
             raise _http_fault(e) from None
-        except urllib.error.URLError as e:
-            raise _network_fault(e.reason, self.timeout) from None
-        except (OSError, http.client.HTTPException) as e:
-            raise _network_fault(e, self.timeout) from None
+        except (OSError, http.client.HTTPException) as e:  # a URLError (an OSError) names its cause in `reason`
+            raise _network_fault(e.reason if isinstance(e, urllib.error.URLError) else e, self.timeout) from None
         except ValueError as e:  # not a valid URL
             raise _Permanent(str(e)) from None
         return self._check_answer(offset)
