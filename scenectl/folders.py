@@ -167,7 +167,8 @@ def claim(path: str | os.PathLike, kind: str, *, resume: bool = False, overwrite
         try:
             folder = _enter(path, kind, resume, overwrite, config, set(keep), option)
         except BaseException:
-            _remove_created(created)  # still holding the lock: no other writer can have moved in
+            if created is not None:  # still holding the lock: no other writer can have moved in
+                shutil.rmtree(created, ignore_errors=True)
             raise
         yield folder
     finally:
@@ -303,11 +304,6 @@ def _first_missing(path: Path) -> Path | None:
     return missing[-1] if missing else None
 
 
-def _remove_created(created: Path | None) -> None:
-    if created is not None and created.is_dir():
-        shutil.rmtree(created, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # one writer per folder
 #
@@ -336,7 +332,9 @@ def _acquire(path: Path, kind: str, suffix: str, option: str) -> _Held:
             for part in sorted(path.glob(LOCK + ".*")):
                 if part.suffix != ".json":
                     _drop(_take(part, 0, path, option))
-        _note_unfinished(lock, path, option)
+        if held.sidecar.exists():  # left by a writer that ended without releasing (killed; its kernel lock went)
+            print(f"note: {option} {path}: the previous writer {_holder(lock)} ended without finishing",
+                  file=sys.stderr)
         write_json_atomic(held.sidecar, {"pid": os.getpid(), "host": socket.gethostname(),
                                          "command": KINDS[kind].command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
     except BaseException:
@@ -370,12 +368,6 @@ def _sidecar_info(sidecar: Path) -> dict:
     with contextlib.suppress(OSError, ScenectlError):
         return read_json(sidecar, "writer lock record")  # a JSON object (read_json's `expect`)
     return {}
-
-
-def _note_unfinished(lock: Path, path: Path, option: str) -> None:
-    """A sidecar left behind: its writer ended without releasing (killed); its kernel lock went with it."""
-    if _sidecar(lock).exists():
-        print(f"note: {option} {path}: the previous writer {_holder(lock)} ended without finishing", file=sys.stderr)
 
 
 def _release(held: _Held) -> None:

@@ -32,7 +32,6 @@ local fault is not transient).
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import io
 import itertools
@@ -84,17 +83,6 @@ def on_stop_signal(signum=None, frame=None) -> None:
     STOP.set()
     if _blocking_depth[0]:
         raise Stopped()
-
-
-@contextlib.contextmanager
-def _interruptible():
-    if STOP.is_set():
-        raise Stopped()
-    _blocking_depth[0] += 1
-    try:
-        yield
-    finally:
-        _blocking_depth[0] -= 1
 
 
 @dataclass
@@ -331,8 +319,13 @@ class _Retrying(io.RawIOBase):
     def _stoppable(self, fn, arg):
         """fn(arg), ended at once by SIGINT/SIGTERM (on_stop_signal) with a one-line error naming the URL."""
         try:
-            with _interruptible():
+            if STOP.is_set():
+                raise Stopped()
+            _blocking_depth[0] += 1
+            try:
                 return fn(arg)
+            finally:
+                _blocking_depth[0] -= 1
         except Stopped:
             self.source.close()
             raise self._error(f"stopped by a signal (SIGINT/SIGTERM) after {self.pos} bytes") from None
