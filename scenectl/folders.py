@@ -99,10 +99,9 @@ def owner(path: Path) -> str | None:
     A non-empty folder of unknown files is 'foreign'."""
     marker = path / MARKER
     if marker.is_file():
-        try:
+        kind = None
+        with contextlib.suppress(ScenectlError):
             kind = read_json(marker, "folder marker").get("kind")
-        except ScenectlError:
-            kind = None
         if kind not in KINDS:
             raise ScenectlError(f"{marker} is damaged or names an unknown kind ({kind!r}); remove it by hand if "
                                 f"{path} is yours to reuse")

@@ -81,11 +81,9 @@ def integrity_problems(data: dict) -> list[str]:
     image, category or annotation ids, duplicate category names, image sizes that are not positive integers, a
     `file_name` that is not a relative path inside the image folder, and annotations naming an undeclared image
     or category. Geometry is checked per annotation later (a bad one is skipped, not fatal)."""
-    problems: list[str] = []
     records = {k: [r for r in data[k] if isinstance(r, dict)] for k in ("images", "categories", "annotations")}
-    for k in records:
-        if len(records[k]) != len(data[k]):
-            problems.append(f"'{k}' holds {len(data[k]) - len(records[k])} entries that are not objects")
+    problems = [f"'{k}' holds {len(data[k]) - len(rs)} entries that are not objects"
+                for k, rs in records.items() if len(rs) != len(data[k])]
     img_ids = _ids(records["images"], "image", problems)
     cat_ids = _ids(records["categories"], "category", problems)
     _ids(records["annotations"], "annotation", problems)

@@ -251,17 +251,14 @@ def read_remote(url: str, net: NetOptions, what: str, limit: int) -> bytes:
     once past it), through the same retrying reader."""
     data = bytearray()
     with open_stream(url, net, what) as f:
-        while len(data) <= limit:  # in small reads: http.client drops a read's partial bytes when it times out
-            chunk = f.read(1 << 16)
-            if not chunk:
-                break
+        # in small reads: http.client drops a read's partial bytes when it times out
+        while len(data) <= limit and (chunk := f.read(1 << 16)):
             data += chunk
-    data = bytes(data)
     if len(data) > limit:
         raise ScenectlError(f"{what} {url} is more than the {limit} bytes read for one")
     if not data:
         raise ScenectlError(f"cannot read {what} {url} (missing or empty)")
-    return data
+    return bytes(data)
 
 
 class _Retrying(io.RawIOBase):
