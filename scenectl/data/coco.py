@@ -244,17 +244,12 @@ def annotation_box(a: dict, rle: dict, width: int, height: int) -> list[float] |
     """The annotation's COCO `bbox` [x, y, w, h]; a missing or zero-size one (w or h 0) is replaced by its
     segmentation's box (`rle`, already checked); None when the bbox is malformed, non-finite or out of range."""
     box = a.get("bbox")
-    if box is None or box == []:
-        return _rle_xywh(rle)
-    if shape_problem("box", box, width, height) is not None:
+    missing = box is None or box == []
+    if not missing and shape_problem("box", box, width, height) is not None:
         return None
-    if box[2] <= 0 or box[3] <= 0:
-        return _rle_xywh(rle)
+    if missing or box[2] <= 0 or box[3] <= 0:
+        box = mask_utils.toBbox(rle)  # whole pixels: an RLE's box is exact in float
     return [float(v) for v in box]
-
-
-def _rle_xywh(rle: dict) -> list[float]:
-    return [float(v) for v in mask_utils.toBbox(rle)]  # whole pixels: an RLE's box is exact in float
 
 
 def rle_box(rle: dict) -> tuple[int, int, int, int]:
