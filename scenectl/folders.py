@@ -171,8 +171,7 @@ def claim(path: str | os.PathLike, kind: str, *, resume: bool = False, overwrite
             raise
         yield folder
     finally:
-        if held is not None:
-            _release(held)
+        _release(held)
 
 
 def _enter(path: Path, kind: str, resume: bool, overwrite: bool, config: dict | None, keep: set[str],
@@ -315,15 +314,9 @@ def _first_missing(path: Path) -> Path | None:
 _PART_WAIT = 5.0  # seconds a part build waits for `.scenectl-lock` (other parts hold it only for a moment)
 
 
-@dataclass
-class _Held:
-    locks: list[FileLock]  # the locks this claim holds, first taken first
-    sidecar: Path
-
-
-def _acquire(path: Path, kind: str, suffix: str, option: str) -> _Held:
+def _acquire(path: Path, kind: str, suffix: str, option: str) -> FileLock:
     lock = path / (LOCK + suffix)
-    held = _Held([_take(lock, 0, path, option)], _sidecar(lock))
+    held, sidecar = _take(lock, 0, path, option), _sidecar(lock)
     try:
         if suffix:  # a part: no whole-folder writer may be at work
             _drop(_take(path / LOCK, _PART_WAIT, path, option))
@@ -331,11 +324,11 @@ def _acquire(path: Path, kind: str, suffix: str, option: str) -> _Held:
             for part in sorted(path.glob(LOCK + ".*")):
                 if part.suffix != ".json":
                     _drop(_take(part, 0, path, option))
-        if held.sidecar.exists():  # left by a writer that ended without releasing (killed; its kernel lock went)
+        if sidecar.exists():  # left by a writer that ended without releasing (killed; its kernel lock went)
             print(f"note: {option} {path}: the previous writer {_holder(lock)} ended without finishing",
                   file=sys.stderr)
-        write_json_atomic(held.sidecar, {"pid": os.getpid(), "host": socket.gethostname(),
-                                         "command": KINDS[kind].command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        write_json_atomic(sidecar, {"pid": os.getpid(), "host": socket.gethostname(),
+                                    "command": KINDS[kind].command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
     except BaseException:
         _release(held)
         raise
@@ -369,12 +362,12 @@ def _sidecar_info(sidecar: Path) -> dict:
     return {}
 
 
-def _release(held: _Held) -> None:
+def _release(held: FileLock) -> None:
+    sidecar = _sidecar(Path(held.lock_file))
     with contextlib.suppress(OSError):
-        if _sidecar_info(held.sidecar).get("pid") == os.getpid():
-            held.sidecar.unlink()
-    for lock in reversed(held.locks):
-        _drop(lock)
+        if _sidecar_info(sidecar).get("pid") == os.getpid():  # this process's record, not a later writer's
+            sidecar.unlink()
+    _drop(held)
 
 
 def _drop(lock: FileLock) -> None:
