@@ -108,8 +108,7 @@ def owner(path: Path) -> str | None:
         return kind
     if not path.is_dir():
         return None
-    names = [p.name for p in path.iterdir() if not _internal(p.name)]
-    if not names:
+    if all(_internal(p.name) for p in path.iterdir()):  # empty but for the marker, locks and files being written
         return None
     for kind, k in KINDS.items():
         if any(next(path.glob(s), None) is not None for s in k.signature):
@@ -225,12 +224,10 @@ def check_same_options(path: Path, config: dict, keep: set[str], option: str = "
 def recorded_config(path: Path) -> dict | None:
     """The options recorded when the folder was started: the marker's, else (older folders) config.json's."""
     for name, get in ((MARKER, lambda d: d.get("config")), ("config.json", lambda d: d)):
-        try:
-            data = read_json(path / name, "recorded options")
-        except ScenectlError:
-            continue
-        if isinstance(get(data), dict):
-            return get(data)
+        with contextlib.suppress(ScenectlError):
+            recorded = get(read_json(path / name, "recorded options"))
+            if isinstance(recorded, dict):
+                return recorded
     return None
 
 
