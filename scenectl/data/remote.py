@@ -401,19 +401,18 @@ class _Http:
         h = self.resp.headers
         length = int(h["Content-Length"]) if (h.get("Content-Length") or "").isdigit() else None
         tag = h.get("ETag") if h.get("ETag") and not h["ETag"].startswith("W/") else h.get("Last-Modified")
+        self.left = length
         if self.resp.status == 206:
             m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", (h.get("Content-Range") or "").strip())
             if not m or int(m.group(1)) != offset or int(m.group(3)) != self.total:
                 raise _Permanent(f"asked for its bytes from {offset} of {self.total}, the server answered "
                                  f"Content-Range {h.get('Content-Range')!r}")
-            self.left = length
             return True
         if offset and ((self.tag and tag != self.tag) or (length is not None and length != self.total)):
             raise _Permanent(f"it changed on the server during the read ({self.tag!r}, {self.total} bytes before; "
                              f"{tag!r}, {length} bytes now)")
         if not offset:
             self.total, self.tag = length, tag
-        self.left = length
         return offset == 0
 
     def readinto(self, b) -> int:

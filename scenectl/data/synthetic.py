@@ -23,7 +23,6 @@ as COCO writes them); its randomness comes from its own stream, so every other f
 
 from __future__ import annotations
 
-import io
 import math
 import shutil
 from dataclasses import asdict, dataclass
@@ -357,9 +356,7 @@ def _write_split(out: Path, split: str, stream: int, first_id: int, n: int, seed
         crowd_rng = np.random.default_rng([seed, stream, i, 1]) if crowd_every and i % crowd_every == 0 else None
         img, scene, objects, crowd = draw_scene(rng, crowd_rng)
         image_id, (w, h) = first_id + i, img.size
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-        (out / split / f"{image_id:012d}.jpg").write_bytes(buf.getvalue())
+        img.save(out / split / f"{image_id:012d}.jpg", format="JPEG", quality=JPEG_QUALITY, subsampling=0)
         images.append({"id": image_id, "file_name": f"{image_id:012d}.jpg", "width": w, "height": h,
                        "license": 1, "scene_type": scene})
         # Annotation ids are image_id * 100 + k: unique across splits and stable whatever n is.
