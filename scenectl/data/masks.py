@@ -290,8 +290,7 @@ class Letterbox:
     def image(self, img: Image.Image) -> np.ndarray:
         """Resize (bicubic, antialiased) and pad with MEAN_RGB -> (size, size, 3) uint8."""
         canvas = _mean_canvas(self.size).copy()
-        nw, nh = self.resized
-        ox, oy = self.offset
+        (nw, nh), (ox, oy) = self.resized, self.offset
         canvas[oy:oy + nh, ox:ox + nw] = np.asarray(img.resize((nw, nh), Image.BICUBIC))
         return canvas
 
@@ -323,8 +322,7 @@ class Letterbox:
         out = base.copy()
         if box is None:
             return out
-        nw, nh = self.resized
-        ox, oy = self.offset
+        (nw, nh), (ox, oy) = self.resized, self.offset
         h_in, w_in = filled.shape[:2] if shape is None else shape  # full resolution, or reduced by a draft decode
         u0, u1, sx0, sx1 = _window(box[0], box[2], w_in, nw)
         v0, v1, sy0, sy1 = _window(box[1], box[3], h_in, nh)

@@ -165,9 +165,8 @@ class Augment:
         else:
             x, y = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
         flip = bool(rng.random() < self.flip)
-        jitter = None
-        if self.jitter > 0:
-            jitter = torch.from_numpy(rng.uniform(1 - self.jitter, 1 + self.jitter, size=3).astype(np.float32))
+        jitter = (torch.from_numpy(rng.uniform(1 - self.jitter, 1 + self.jitter, size=3).astype(np.float32))
+                  if self.jitter > 0 else None)
         return (x, y, x + w, y + h), flip, jitter
 
 
