@@ -58,14 +58,13 @@ class Cooccurrence:
         c = len(coco_ids)
         co = np.zeros((c, c), dtype=np.int64)
         inst = np.zeros(c, dtype=np.int64)
-        n = 0
-        for classes in image_classes:
-            n += 1
+        n = 0  # images counted
+        for n, classes in enumerate(image_classes, 1):
             classes = np.asarray(classes, dtype=np.int64)
             np.add.at(inst, classes, 1)
             present = np.unique(classes)
             co[np.ix_(present, present)] += 1
-        return cls(co, np.diag(co).copy(), inst, np.asarray(coco_ids, dtype=np.int64), list(names), n)
+        return cls(co, np.diag(co), inst, np.asarray(coco_ids, dtype=np.int64), list(names), n)
 
     # --- HDF5 -------------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
