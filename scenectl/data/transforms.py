@@ -35,7 +35,7 @@ from torchvision.io import ImageReadMode
 from torchvision.io import decode_image as _decode
 from torchvision.io import decode_jpeg as _decode_jpeg
 
-from scenectl.data.masks import MEAN_RGB, Letterbox
+from scenectl.data.masks import MEAN_RGB, Letterbox, bbox
 from scenectl.errors import ScenectlError
 
 # The input normalisation the torchvision ResNets and their ImageNet weights expect (torchvision's transforms for
@@ -153,7 +153,7 @@ class Augment:
         """The random choices for an image of the mask's size (1, H, W): crop box (x0, y0, x1, y1), flip, jitter
         factors (3,) or None (what `__call__` applies; batch_to_device applies them to a JPEG decoded later)."""
         H, W = mask.shape[-2:]
-        box = _mask_bbox(mask)  # (x0, y0, x1, y1) exclusive, or None
+        box = bbox(mask[0].numpy() > 127)  # the hidden region's (x0, y0, x1, y1), exclusive ends, or None
         area = W * H * rng.uniform(self.min_scale, 1.0)
         ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
         w = min(W, max(1, round(math.sqrt(area * ratio))))
@@ -168,14 +168,6 @@ class Augment:
         jitter = (torch.from_numpy(rng.uniform(1 - self.jitter, 1 + self.jitter, size=3).astype(np.float32))
                   if self.jitter > 0 else None)
         return (x, y, x + w, y + h), flip, jitter
-
-
-def _mask_bbox(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
-    m = mask[0].numpy()  # (H, W) uint8; numpy's row / column max is a few times faster than torch's any here
-    rows, cols = np.flatnonzero(m.max(1) > 127), np.flatnonzero(m.max(0) > 127)
-    if not len(rows):
-        return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 # --------------------------------------------------------------------------------------------------------------
