@@ -169,15 +169,6 @@ SCENES: tuple[SceneType, ...] = (
 )
 
 
-def class_given_scene() -> np.ndarray:
-    """(S, C) float: P(class | scene type) of one drawn object, in CLASSES order (used by docs and tests)."""
-    p = np.zeros((len(SCENES), len(CLASSES)))
-    for s, scene in enumerate(SCENES):
-        for name, w in scene.weights.items():
-            p[s, CLASSES.index(CLASS_BY_NAME[name])] = w
-    return p / p.sum(1, keepdims=True)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Drawing one scene
 
