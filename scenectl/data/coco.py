@@ -115,10 +115,9 @@ def _ids(records: list[dict], what: str, problems: list[str]) -> set[int]:
 
 def _safe_file_name(name) -> bool:
     """A non-empty relative POSIX path with no '..' or backslash: it stays inside the image folder."""
-    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+    if not isinstance(name, str) or "\\" in name or "\0" in name:
         return False
-    parts = name.split("/")
-    return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+    return all(p not in ("", ".", "..") for p in name.split("/"))  # an empty part: '', a leading or doubled '/'
 
 
 @dataclass(frozen=True)
