@@ -61,7 +61,6 @@ def parse_device(name: str, local_rank: int | None = None) -> torch.device:
     return torch.device("cuda", int(index))
 
 
-
 THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # the user's own choice, always kept
 
 

@@ -20,6 +20,7 @@ Rules (the same for every command, docs/reliability.md):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -98,18 +99,16 @@ def owner(path: Path) -> str | None:
     A non-empty folder of unknown files is 'foreign'."""
     marker = path / MARKER
     if marker.is_file():
-        try:
+        kind = None
+        with contextlib.suppress(ScenectlError):
             kind = read_json(marker, "folder marker").get("kind")
-        except ScenectlError:
-            kind = None
         if kind not in KINDS:
             raise ScenectlError(f"{marker} is damaged or names an unknown kind ({kind!r}); remove it by hand if "
                                 f"{path} is yours to reuse")
         return kind
     if not path.is_dir():
         return None
-    names = [p.name for p in path.iterdir() if not _internal(p.name)]
-    if not names:
+    if all(_internal(p.name) for p in path.iterdir()):  # empty but for the marker, locks and files being written
         return None
     for kind, k in KINDS.items():
         if any(next(path.glob(s), None) is not None for s in k.signature):
@@ -123,22 +122,17 @@ def _manifest_task(path: Path) -> str | None:
     return None
 
 
-def _refuse_other(path: Path, kind: str, found: str, option: str) -> None:
-    me = KINDS[kind]
+def _refuse_another_kind(path: Path, kind: str, option: str) -> str | None:
+    """The folder's owner (None: new or empty) unless another kind or foreign files hold it: refused."""
+    found, me = owner(path), KINDS[kind]
     if found == "foreign":
         first = min((p.name for p in path.iterdir() if not _internal(p.name)), default="?")
         raise ScenectlError(f"{option} {path} is not empty and holds files scenectl did not write ({first}, ...): "
                             f"`scenectl {me.command}` writes only into a new or empty folder or one of its own")
-    other = KINDS[found]
-    raise ScenectlError(f"{option} {path} holds {other.what} (written by `scenectl {other.command}`): "
-                        f"`scenectl {me.command}` never writes into or deletes from it; choose another {option}")
-
-
-def _refuse_another_kind(path: Path, kind: str, option: str) -> str | None:
-    """The folder's owner (None: new or empty) unless another kind or foreign files hold it: refused."""
-    found = owner(path)
     if found not in (None, kind):
-        _refuse_other(path, kind, found, option)
+        other = KINDS[found]
+        raise ScenectlError(f"{option} {path} holds {other.what} (written by `scenectl {other.command}`): "
+                            f"`scenectl {me.command}` never writes into or deletes from it; choose another {option}")
     return found
 
 
@@ -171,12 +165,12 @@ def claim(path: str | os.PathLike, kind: str, *, resume: bool = False, overwrite
         try:
             folder = _enter(path, kind, resume, overwrite, config, set(keep), option)
         except BaseException:
-            _remove_created(created)  # still holding the lock: no other writer can have moved in
+            if created is not None:  # still holding the lock: no other writer can have moved in
+                shutil.rmtree(created, ignore_errors=True)
             raise
         yield folder
     finally:
-        if held is not None:
-            _release(held)
+        _release(held)
 
 
 def _enter(path: Path, kind: str, resume: bool, overwrite: bool, config: dict | None, keep: set[str],
@@ -230,12 +224,10 @@ def check_same_options(path: Path, config: dict, keep: set[str], option: str = "
 def recorded_config(path: Path) -> dict | None:
     """The options recorded when the folder was started: the marker's, else (older folders) config.json's."""
     for name, get in ((MARKER, lambda d: d.get("config")), ("config.json", lambda d: d)):
-        try:
-            data = read_json(path / name, "recorded options")
-        except ScenectlError:
-            continue
-        if isinstance(get(data), dict):
-            return get(data)
+        with contextlib.suppress(ScenectlError):
+            recorded = get(read_json(path / name, "recorded options"))
+            if isinstance(recorded, dict):
+                return recorded
     return None
 
 
@@ -297,26 +289,14 @@ def _plain(config: dict) -> dict:
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
 def _first_missing(path: Path) -> Path | None:
     """The outermost folder of `path` that does not exist yet (what mkdir(parents=True) would create)."""
-    missing = None
-    for p in [path, *path.parents]:
-        if p.exists():
-            break
-        missing = p
-    return missing
-
-
-def _remove_created(created: Path | None) -> None:
-    if created is not None and created.is_dir():
-        shutil.rmtree(created, ignore_errors=True)
+    missing = list(itertools.takewhile(lambda p: not p.exists(), [path, *path.parents]))
+    return missing[-1] if missing else None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -331,15 +311,9 @@ def _remove_created(created: Path | None) -> None:
 _PART_WAIT = 5.0  # seconds a part build waits for `.scenectl-lock` (other parts hold it only for a moment)
 
 
-@dataclass
-class _Held:
-    locks: list[FileLock]  # the locks this claim holds, first taken first
-    sidecar: Path
-
-
-def _acquire(path: Path, kind: str, suffix: str, option: str) -> _Held:
+def _acquire(path: Path, kind: str, suffix: str, option: str) -> FileLock:
     lock = path / (LOCK + suffix)
-    held = _Held([_take(lock, 0, path, option)], _sidecar(lock))
+    held, sidecar = _take(lock, 0, path, option), _sidecar(lock)
     try:
         if suffix:  # a part: no whole-folder writer may be at work
             _drop(_take(path / LOCK, _PART_WAIT, path, option))
@@ -347,9 +321,11 @@ def _acquire(path: Path, kind: str, suffix: str, option: str) -> _Held:
             for part in sorted(path.glob(LOCK + ".*")):
                 if part.suffix != ".json":
                     _drop(_take(part, 0, path, option))
-        _note_unfinished(lock, path, option)
-        write_json_atomic(held.sidecar, {"pid": os.getpid(), "host": socket.gethostname(),
-                                         "command": KINDS[kind].command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        if sidecar.exists():  # left by a writer that ended without releasing (killed; its kernel lock went)
+            print(f"note: {option} {path}: the previous writer {_holder(lock)} ended without finishing",
+                  file=sys.stderr)
+        write_json_atomic(sidecar, {"pid": os.getpid(), "host": socket.gethostname(),
+                                    "command": KINDS[kind].command, "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
     except BaseException:
         _release(held)
         raise
@@ -379,23 +355,16 @@ def _holder(lock: Path) -> str:
 
 def _sidecar_info(sidecar: Path) -> dict:
     with contextlib.suppress(OSError, ScenectlError):
-        info = read_json(sidecar, "writer lock record")
-        return info if isinstance(info, dict) else {}
+        return read_json(sidecar, "writer lock record")  # a JSON object (read_json's `expect`)
     return {}
 
 
-def _note_unfinished(lock: Path, path: Path, option: str) -> None:
-    """A sidecar left behind: its writer ended without releasing (killed); its kernel lock went with it."""
-    if _sidecar(lock).exists():
-        print(f"note: {option} {path}: the previous writer {_holder(lock)} ended without finishing", file=sys.stderr)
-
-
-def _release(held: _Held) -> None:
+def _release(held: FileLock) -> None:
+    sidecar = _sidecar(Path(held.lock_file))
     with contextlib.suppress(OSError):
-        if _sidecar_info(held.sidecar).get("pid") == os.getpid():
-            held.sidecar.unlink()
-    for lock in reversed(held.locks):
-        _drop(lock)
+        if _sidecar_info(sidecar).get("pid") == os.getpid():  # this process's record, not a later writer's
+            sidecar.unlink()
+    _drop(held)
 
 
 def _drop(lock: FileLock) -> None:

@@ -15,6 +15,8 @@ import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+from scenectl.errors import ScenectlError
+
 
 def tmp_name(path: Path) -> Path:
     """The temporary name used while `path` is written (same folder, so the rename stays atomic)."""
@@ -85,8 +87,6 @@ def open_regular(path: str | os.PathLike, what: str) -> BinaryIO:
     """`path` opened for reading (binary) if it is a regular file; a FIFO, device or folder is refused at once
     (opened non-blocking, so a FIFO never hangs the process, whose stop signals then still work). The one way
     scenectl opens a file named by a user or a file: images, JSON, HDF5, checksummed files."""
-    from scenectl.errors import ScenectlError
-
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -103,8 +103,6 @@ def open_regular(path: str | os.PathLike, what: str) -> BinaryIO:
 def read_regular(path: str | os.PathLike, what: str, limit: int) -> bytes:
     """The bytes of the regular file `path` (open_regular), at most `limit` of them; a larger file is refused
     without reading it."""
-    from scenectl.errors import ScenectlError
-
     with open_regular(path, what) as f:
         size = os.fstat(f.fileno()).st_size
         if size > limit:
@@ -134,8 +132,6 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", expect: type | N
 
 def parse_json(data: bytes | str, where: str, expect: type | None = dict, limit: int = MAX_JSON_BYTES) -> Any:
     """JSON from bytes read elsewhere (a remote manifest, a tar member); `where` names it in errors ("manifest URL")."""
-    from scenectl.errors import ScenectlError
-
     if len(data) > limit:
         raise ScenectlError(f"{where} is {len(data)} bytes, more than the {limit} read for one")
     try:

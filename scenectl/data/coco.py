@@ -81,11 +81,9 @@ def integrity_problems(data: dict) -> list[str]:
     image, category or annotation ids, duplicate category names, image sizes that are not positive integers, a
     `file_name` that is not a relative path inside the image folder, and annotations naming an undeclared image
     or category. Geometry is checked per annotation later (a bad one is skipped, not fatal)."""
-    problems: list[str] = []
     records = {k: [r for r in data[k] if isinstance(r, dict)] for k in ("images", "categories", "annotations")}
-    for k in records:
-        if len(records[k]) != len(data[k]):
-            problems.append(f"'{k}' holds {len(data[k]) - len(records[k])} entries that are not objects")
+    problems = [f"'{k}' holds {len(data[k]) - len(rs)} entries that are not objects"
+                for k, rs in records.items() if len(rs) != len(data[k])]
     img_ids = _ids(records["images"], "image", problems)
     cat_ids = _ids(records["categories"], "category", problems)
     _ids(records["annotations"], "annotation", problems)
@@ -117,10 +115,9 @@ def _ids(records: list[dict], what: str, problems: list[str]) -> set[int]:
 
 def _safe_file_name(name) -> bool:
     """A non-empty relative POSIX path with no '..' or backslash: it stays inside the image folder."""
-    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+    if not isinstance(name, str) or "\\" in name or "\0" in name:
         return False
-    parts = name.split("/")
-    return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+    return all(p not in ("", ".", "..") for p in name.split("/"))  # an empty part: '', a leading or doubled '/'
 
 
 @dataclass(frozen=True)
@@ -246,18 +243,12 @@ def annotation_box(a: dict, rle: dict, width: int, height: int) -> list[float] |
     """The annotation's COCO `bbox` [x, y, w, h]; a missing or zero-size one (w or h 0) is replaced by its
     segmentation's box (`rle`, already checked); None when the bbox is malformed, non-finite or out of range."""
     box = a.get("bbox")
-    if box is None or box == []:
-        return _rle_xywh(rle)
-    if shape_problem("box", box, width, height) is not None:
+    missing = box is None or box == []
+    if not missing and shape_problem("box", box, width, height) is not None:
         return None
-    if box[2] <= 0 or box[3] <= 0:
-        return _rle_xywh(rle)
+    if missing or box[2] <= 0 or box[3] <= 0:
+        box = mask_utils.toBbox(rle)  # whole pixels: an RLE's box is exact in float
     return [float(v) for v in box]
-
-
-def _rle_xywh(rle: dict) -> list[float]:
-    x0, y0, x1, y1 = rle_box(rle)
-    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
 
 
 def rle_box(rle: dict) -> tuple[int, int, int, int]:
@@ -316,9 +307,7 @@ def load_image(path: str | os.PathLike, width: int, height: int, draft: int | No
     except (ScenectlError, UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImage(f"{path}: {e}") from None
     turn = ORIENTATION_TRANSPOSE.get(orientation)
-    swapped = turn in (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90,
-                       Image.Transpose.ROTATE_270)
-    upright = stored[::-1] if swapped else stored
+    upright = stored[::-1] if orientation in (5, 6, 7, 8) else stored  # these turn by 90°: width and height swap
     if stored == (width, height):
         return Decoded(rgb, turn, reduce, upright)  # annotations in the stored frame: turn masks like the pixels
     if upright == (width, height):

@@ -17,6 +17,7 @@ from scenectl.io import atomic_path
 # cooccurrence.h5: C classes (scenectl.h5 checks this before reading; attribute n_images: the split's image count)
 LAYOUT = {"cooccurrence": Field("int", ("C", "C")), "image_counts": Field("int", ("C",)),
           "instance_counts": Field("int", ("C",)), "coco_ids": Field("int", ("C",)), "names": Field("str", ("C",))}
+COUNTS = tuple(name for name, field in LAYOUT.items() if field.kind == "int")  # the (C, C) and (C,) int64 arrays
 
 
 def cooccurrence_file_problems(data: bytes) -> list[str]:
@@ -40,8 +41,8 @@ class Cooccurrence:
         """Counts read from a file or checkpoint are data: C classes throughout, whole numbers >= 0, own memory
         (a copy: a stride-0 or read-only view from a file never reaches the metrics). ValueError otherwise."""
         c = len(self.names)
-        for name, shape in (("cooccurrence", (c, c)), ("image_counts", (c,)), ("instance_counts", (c,)),
-                            ("coco_ids", (c,))):
+        for name in COUNTS:
+            shape = (c,) * len(LAYOUT[name].dims)
             arr = np.array(getattr(self, name), dtype=np.int64, copy=True)
             if arr.shape != shape or (name != "coco_ids" and (arr < 0).any()):
                 raise ValueError(f"'{name}' has shape {arr.shape} (expected {shape} for {c} names) or a negative count")
@@ -57,23 +58,20 @@ class Cooccurrence:
         c = len(coco_ids)
         co = np.zeros((c, c), dtype=np.int64)
         inst = np.zeros(c, dtype=np.int64)
-        n = 0
-        for classes in image_classes:
-            n += 1
+        n = 0  # images counted
+        for n, classes in enumerate(image_classes, 1):
             classes = np.asarray(classes, dtype=np.int64)
             np.add.at(inst, classes, 1)
             present = np.unique(classes)
             co[np.ix_(present, present)] += 1
-        return cls(co, np.diag(co).copy(), inst, np.asarray(coco_ids, dtype=np.int64), list(names), n)
+        return cls(co, np.diag(co), inst, np.asarray(coco_ids, dtype=np.int64), list(names), n)
 
     # --- HDF5 -------------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as f:
-                f["cooccurrence"] = self.cooccurrence
-                f["image_counts"] = self.image_counts
-                f["instance_counts"] = self.instance_counts
-                f["coco_ids"] = self.coco_ids
+                for name in COUNTS:
+                    f[name] = getattr(self, name)
                 f.create_dataset("names", data=np.array(self.names, dtype=object), dtype=h5py.string_dtype())
                 f.attrs["n_images"] = self.n_images
 
@@ -83,15 +81,10 @@ class Cooccurrence:
         scenectl.h5.open_h5 (only datasets stored in the file itself, of this LAYOUT) before anything is read."""
         where = where or f"co-occurrence file {source}"
         try:
-            with open_h5(source, "cooccurrence.h5 file", LAYOUT, where) as f:
-                return cls(
-                    f["cooccurrence"][()].astype(np.int64),
-                    f["image_counts"][()].astype(np.int64),
-                    f["instance_counts"][()].astype(np.int64),
-                    f["coco_ids"][()].astype(np.int64),
-                    [s.decode() if isinstance(s, bytes) else str(s) for s in f["names"][()]],
-                    int(f.attrs["n_images"]),
-                )
+            with open_h5(source, "cooccurrence.h5 file", LAYOUT, where) as f:  # __post_init__ makes the counts int64
+                return cls(*(f[name][()] for name in COUNTS),
+                           [s.decode() if isinstance(s, bytes) else str(s) for s in f["names"][()]],
+                           int(f.attrs["n_images"]))
         except (OSError, KeyError, TypeError, ValueError) as e:
             raise ScenectlError(f"{where} is not a scenectl cooccurrence.h5 file: {e}") from None
 
@@ -99,20 +92,13 @@ class Cooccurrence:
     def to_state(self) -> dict:
         import torch
 
-        return {
-            "cooccurrence": torch.from_numpy(self.cooccurrence),
-            "image_counts": torch.from_numpy(self.image_counts),
-            "instance_counts": torch.from_numpy(self.instance_counts),
-            "coco_ids": torch.from_numpy(self.coco_ids),
-            "names": list(self.names),
-            "n_images": int(self.n_images),
-        }
+        return {**{name: torch.from_numpy(getattr(self, name)) for name in COUNTS},
+                "names": list(self.names), "n_images": int(self.n_images)}
 
     @classmethod
     def from_state(cls, state: Mapping) -> "Cooccurrence":
-        arr = lambda k: state[k].cpu().numpy() if hasattr(state[k], "cpu") else state[k]  # noqa: E731
-        return cls(arr("cooccurrence"), arr("image_counts"), arr("instance_counts"), arr("coco_ids"),
-                   list(state["names"]), state["n_images"])
+        counts = (state[k].cpu().numpy() if hasattr(state[k], "cpu") else state[k] for k in COUNTS)
+        return cls(*counts, list(state["names"]), state["n_images"])
 
 
 MIN_PAIR_COUNT = 3  # training images a pair must share to count as plausible (plausible_matrix)

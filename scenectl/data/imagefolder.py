@@ -33,7 +33,6 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from scenectl.data.loader import (EvalBatches, Loader, ShardSet, TrainBatches, collate, ignore_stop_signals,
                                   make_eval_loader, make_train_loader, open_shard_set)
-from scenectl.data.remote import NetOptions
 from scenectl.data.transforms import Augment, letterbox_input
 from scenectl.errors import ScenectlError
 from scenectl.io import open_regular, read_json

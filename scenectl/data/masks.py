@@ -151,7 +151,8 @@ def hidden_region(mask: np.ndarray, shape: str, margin: int, box: tuple | None =
     bx1, by1 = min(int(cx + r) + 2, w), min(int(cy + r) + 2, h)
     yy, xx = np.ogrid[by0:by1, bx0:bx1]
     region[by0:by1, bx0:bx1] = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r2
-    return region, _shift(bbox(region[by0:by1, bx0:bx1]), bx0, by0)  # never empty: it holds the mask
+    x0, y0, x1, y1 = bbox(region[by0:by1, bx0:bx1])  # never empty: it holds the mask
+    return region, (x0 + bx0, y0 + by0, x1 + bx0, y1 + by0)
 
 
 def box_region(box: tuple, shape: str, margin: int, size: tuple[int, int]) -> tuple[np.ndarray, tuple]:
@@ -198,20 +199,15 @@ def reduce_any(region: np.ndarray, box: tuple, factor: int, shape: tuple[int, in
         return region, box
     f = factor
     X0, Y0, X1, Y1 = box[0] // f, box[1] // f, -(-box[2] // f), -(-box[3] // f)
-    if rect:
-        out = np.zeros(shape, bool)
-        out[Y0:Y1, X0:X1] = True
-        return out, (X0, Y0, X1, Y1)
-    crop = np.zeros(((Y1 - Y0) * f, (X1 - X0) * f), bool)  # padded to whole f × f blocks
-    src = region[Y0 * f:Y1 * f, X0 * f:X1 * f]
-    crop[:src.shape[0], :src.shape[1]] = src
     out = np.zeros(shape, bool)
-    out[Y0:Y1, X0:X1] = crop.reshape(Y1 - Y0, f, X1 - X0, f).any(axis=(1, 3))
+    if rect:
+        out[Y0:Y1, X0:X1] = True
+    else:
+        crop = np.zeros(((Y1 - Y0) * f, (X1 - X0) * f), bool)  # padded to whole f × f blocks
+        src = region[Y0 * f:Y1 * f, X0 * f:X1 * f]
+        crop[:src.shape[0], :src.shape[1]] = src
+        out[Y0:Y1, X0:X1] = crop.reshape(Y1 - Y0, f, X1 - X0, f).any(axis=(1, 3))
     return out, (X0, Y0, X1, Y1)
-
-
-def _shift(box: tuple, dx: int, dy: int) -> tuple:
-    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
 
 
 # --- fills ----------------------------------------------------------------------------------------------------
@@ -294,8 +290,7 @@ class Letterbox:
     def image(self, img: Image.Image) -> np.ndarray:
         """Resize (bicubic, antialiased) and pad with MEAN_RGB -> (size, size, 3) uint8."""
         canvas = _mean_canvas(self.size).copy()
-        nw, nh = self.resized
-        ox, oy = self.offset
+        (nw, nh), (ox, oy) = self.resized, self.offset
         canvas[oy:oy + nh, ox:ox + nw] = np.asarray(img.resize((nw, nh), Image.BICUBIC))
         return canvas
 
@@ -327,8 +322,7 @@ class Letterbox:
         out = base.copy()
         if box is None:
             return out
-        nw, nh = self.resized
-        ox, oy = self.offset
+        (nw, nh), (ox, oy) = self.resized, self.offset
         h_in, w_in = filled.shape[:2] if shape is None else shape  # full resolution, or reduced by a draft decode
         u0, u1, sx0, sx1 = _window(box[0], box[2], w_in, nw)
         v0, v1, sy0, sy1 = _window(box[1], box[3], h_in, nh)
@@ -364,8 +358,7 @@ def nearest_mask(region: np.ndarray, box: tuple | None, resized: tuple[int, int]
 @functools.lru_cache(maxsize=8)
 def _mean_canvas(size: int) -> np.ndarray:
     """A (size, size, 3) uint8 canvas of MEAN_RGB, made once per size (copying it beats filling a new one)."""
-    canvas = np.empty((size, size, 3), np.uint8)
-    canvas[:] = MEAN_RGB
+    canvas = np.full((size, size, 3), MEAN_RGB, np.uint8)
     canvas.flags.writeable = False
     return canvas
 

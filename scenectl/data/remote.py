@@ -32,7 +32,6 @@ local fault is not transient).
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import io
 import itertools
@@ -84,17 +83,6 @@ def on_stop_signal(signum=None, frame=None) -> None:
     STOP.set()
     if _blocking_depth[0]:
         raise Stopped()
-
-
-@contextlib.contextmanager
-def _interruptible():
-    if STOP.is_set():
-        raise Stopped()
-    _blocking_depth[0] += 1
-    try:
-        yield
-    finally:
-        _blocking_depth[0] -= 1
 
 
 @dataclass
@@ -252,10 +240,9 @@ def open_stream(url: str, net: NetOptions, what: str = "shard") -> BinaryIO:
     """The bytes of `url` as a file object read front to back: a local file as it is; http(s) and pipe: through
     transient faults (see the module docstring). Raises RemoteError (a ScenectlError) for a permanent fault."""
     check_scheme(url)
-    scheme = scheme_of(url)
-    if scheme in ("", "file"):
+    if is_local(url):
         return open(local_path(url), "rb")
-    source = _Http(url, net.timeout) if scheme in ("http", "https") else _Pipe(url[len("pipe:"):], net.timeout)
+    source = _Http(url, net.timeout) if scheme_of(url) in ("http", "https") else _Pipe(url[len("pipe:"):], net.timeout)
     return io.BufferedReader(_Retrying(source, url, net, what), buffer_size=1 << 16)
 
 
@@ -264,17 +251,14 @@ def read_remote(url: str, net: NetOptions, what: str, limit: int) -> bytes:
     once past it), through the same retrying reader."""
     data = bytearray()
     with open_stream(url, net, what) as f:
-        while len(data) <= limit:  # in small reads: http.client drops a read's partial bytes when it times out
-            chunk = f.read(1 << 16)
-            if not chunk:
-                break
+        # in small reads: http.client drops a read's partial bytes when it times out
+        while len(data) <= limit and (chunk := f.read(1 << 16)):
             data += chunk
-    data = bytes(data)
     if len(data) > limit:
         raise ScenectlError(f"{what} {url} is more than the {limit} bytes read for one")
     if not data:
         raise ScenectlError(f"cannot read {what} {url} (missing or empty)")
-    return data
+    return bytes(data)
 
 
 class _Retrying(io.RawIOBase):
@@ -332,8 +316,13 @@ class _Retrying(io.RawIOBase):
     def _stoppable(self, fn, arg):
         """fn(arg), ended at once by SIGINT/SIGTERM (on_stop_signal) with a one-line error naming the URL."""
         try:
-            with _interruptible():
+            if STOP.is_set():
+                raise Stopped()
+            _blocking_depth[0] += 1
+            try:
                 return fn(arg)
+            finally:
+                _blocking_depth[0] -= 1
         except Stopped:
             self.source.close()
             raise self._error(f"stopped by a signal (SIGINT/SIGTERM) after {self.pos} bytes") from None
@@ -402,10 +391,8 @@ class _Http:
         except urllib.error.HTTPError as e:
             e.close()
             raise _http_fault(e) from None
-        except urllib.error.URLError as e:
-            raise _network_fault(e.reason, self.timeout) from None
-        except (OSError, http.client.HTTPException) as e:
-            raise _network_fault(e, self.timeout) from None
+        except (OSError, http.client.HTTPException) as e:  # a URLError (an OSError) names its cause in `reason`
+            raise _network_fault(e.reason if isinstance(e, urllib.error.URLError) else e, self.timeout) from None
         except ValueError as e:  # not a valid URL
             raise _Permanent(str(e)) from None
         return self._check_answer(offset)
@@ -414,19 +401,18 @@ class _Http:
         h = self.resp.headers
         length = int(h["Content-Length"]) if (h.get("Content-Length") or "").isdigit() else None
         tag = h.get("ETag") if h.get("ETag") and not h["ETag"].startswith("W/") else h.get("Last-Modified")
+        self.left = length
         if self.resp.status == 206:
             m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", (h.get("Content-Range") or "").strip())
             if not m or int(m.group(1)) != offset or int(m.group(3)) != self.total:
                 raise _Permanent(f"asked for its bytes from {offset} of {self.total}, the server answered "
                                  f"Content-Range {h.get('Content-Range')!r}")
-            self.left = length
             return True
         if offset and ((self.tag and tag != self.tag) or (length is not None and length != self.total)):
             raise _Permanent(f"it changed on the server during the read ({self.tag!r}, {self.total} bytes before; "
                              f"{tag!r}, {length} bytes now)")
         if not offset:
             self.total, self.tag = length, tag
-        self.left = length
         return offset == 0
 
     def readinto(self, b) -> int:

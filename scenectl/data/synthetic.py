@@ -23,7 +23,6 @@ as COCO writes them); its randomness comes from its own stream, so every other f
 
 from __future__ import annotations
 
-import io
 import math
 import shutil
 from dataclasses import asdict, dataclass
@@ -75,8 +74,7 @@ def _ngon(n: int, start: float = -math.pi / 2) -> list[tuple[float, float]]:
 
 
 def _star(points: int = 5, inner: float = 0.45) -> list[tuple[float, float]]:
-    outer = _ngon(2 * points)
-    return [(x * (1 if k % 2 == 0 else inner), y * (1 if k % 2 == 0 else inner)) for k, (x, y) in enumerate(outer)]
+    return [(x * r, y * r) for (x, y), r in zip(_ngon(2 * points), [1, inner] * points)]
 
 
 def _capsule() -> list[tuple[float, float]]:
@@ -169,15 +167,6 @@ SCENES: tuple[SceneType, ...] = (
     SceneType("office", ((205, 205, 200), (185, 185, 180)), ((90, 100, 125), (60, 70, 90)), 0.6,
               {"laptop": 3, "cup": 2.5, "clock": 2, "potted plant": 2, "person": 1.5, "bottle": 1}),
 )
-
-
-def class_given_scene() -> np.ndarray:
-    """(S, C) float: P(class | scene type) of one drawn object, in CLASSES order (used by docs and tests)."""
-    p = np.zeros((len(SCENES), len(CLASSES)))
-    for s, scene in enumerate(SCENES):
-        for name, w in scene.weights.items():
-            p[s, CLASSES.index(CLASS_BY_NAME[name])] = w
-    return p / p.sum(1, keepdims=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -316,25 +305,20 @@ def draw_scene(rng: np.random.Generator, crowd_rng: np.random.Generator | None =
 # Writing the dataset
 
 
-def _annotation(ann_id: int, image_id: int, cls: ObjectClass, p: np.ndarray, w: int, h: int) -> dict:
-    poly = [float(v) for v in p.reshape(-1)]  # [x1, y1, x2, y2, ...]
-    rle = mask_utils.merge(mask_utils.frPyObjects([poly], h, w))
+def _annotation(ann_id: int, image_id: int, cls: ObjectClass, polygons: list[np.ndarray], w: int, h: int,
+                crowd: bool = False) -> dict:
+    """The annotation of one object (one polygon), or with `crowd` one iscrowd annotation over the union of the
+    members, as uncompressed RLE (COCO's form for crowds): run lengths of the (H, W) mask read column by column,
+    starting with a run of zeros."""
+    segmentation = [[float(v) for v in p.reshape(-1)] for p in polygons]  # [[x1, y1, x2, y2, ...], ...]
+    rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
+    if crowd:
+        flat = mask_utils.decode(rle).reshape(-1, order="F")  # (H * W,) column-major, as COCO counts
+        edges = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+        segmentation = {"counts": ([0] if flat[0] else []) + np.diff(edges).tolist(), "size": [h, w]}
     x, y, bw, bh = (float(v) for v in mask_utils.toBbox(rle))
-    return {"id": ann_id, "image_id": image_id, "category_id": cls.coco_id, "segmentation": [poly],
-            "area": float(mask_utils.area(rle)), "bbox": [x, y, bw, bh], "iscrowd": 0}
-
-
-def _crowd_annotation(ann_id: int, image_id: int, cls: ObjectClass, members: list[np.ndarray], w: int, h: int) -> dict:
-    """One iscrowd annotation over the union of the members, as uncompressed RLE (COCO's form for crowds):
-    run lengths of the (H, W) mask read column by column, starting with a run of zeros."""
-    rle = mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p.reshape(-1)] for p in members], h, w))
-    flat = mask_utils.decode(rle).reshape(-1, order="F")  # (H * W,) column-major, as COCO counts
-    edges = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
-    counts = ([0] if flat[0] else []) + np.diff(edges).tolist()
-    x, y, bw, bh = (float(v) for v in mask_utils.toBbox(rle))
-    return {"id": ann_id, "image_id": image_id, "category_id": cls.coco_id,
-            "segmentation": {"counts": counts, "size": [h, w]}, "area": float(mask_utils.area(rle)),
-            "bbox": [x, y, bw, bh], "iscrowd": 1}
+    return {"id": ann_id, "image_id": image_id, "category_id": cls.coco_id, "segmentation": segmentation,
+            "area": float(mask_utils.area(rle)), "bbox": [x, y, bw, bh], "iscrowd": int(crowd)}
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
@@ -363,15 +347,13 @@ def _write_split(out: Path, split: str, stream: int, first_id: int, n: int, seed
         crowd_rng = np.random.default_rng([seed, stream, i, 1]) if crowd_every and i % crowd_every == 0 else None
         img, scene, objects, crowd = draw_scene(rng, crowd_rng)
         image_id, (w, h) = first_id + i, img.size
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-        (out / split / f"{image_id:012d}.jpg").write_bytes(buf.getvalue())
+        img.save(out / split / f"{image_id:012d}.jpg", format="JPEG", quality=JPEG_QUALITY, subsampling=0)
         images.append({"id": image_id, "file_name": f"{image_id:012d}.jpg", "width": w, "height": h,
                        "license": 1, "scene_type": scene})
         # Annotation ids are image_id * 100 + k: unique across splits and stable whatever n is.
-        annotations += [_annotation(image_id * 100 + k, image_id, c, p, w, h) for k, (c, p) in enumerate(objects)]
+        annotations += [_annotation(image_id * 100 + k, image_id, c, [p], w, h) for k, (c, p) in enumerate(objects)]
         if crowd:
-            annotations.append(_crowd_annotation(image_id * 100 + len(objects), image_id, *crowd, w, h))
+            annotations.append(_annotation(image_id * 100 + len(objects), image_id, *crowd, w, h, crowd=True))
     return {"images": images, "annotations": annotations}
 
 
@@ -393,13 +375,11 @@ def generate_scenes(out: Path, n_train: int = 300, n_val: int = 100, seed: int =
         "licenses": [{"id": 1, "name": "CC0 1.0 (generated by scenectl)",
                       "url": "https://creativecommons.org/publicdomain/zero/1.0/"}],
     }
-    splits = {}
-    bodies = {}
-    for (split, stream, first_id), n in zip(SPLITS, (n_train, n_val)):
-        bodies[split] = _write_split(out, split, stream, first_id, int(n), seed, int(crowd_every))
-        splits[split] = {"images": len(bodies[split]["images"]), "annotations": len(bodies[split]["annotations"])}
+    bodies = {split: _write_split(out, split, stream, first_id, int(n), seed, int(crowd_every))
+              for (split, stream, first_id), n in zip(SPLITS, (n_train, n_val))}
     (out / "annotations").mkdir(exist_ok=True)
     for split, body in bodies.items():  # last and atomic: their presence means the dataset is complete
         write_json_atomic(out / "annotations" / f"instances_{split}.json", {**header, **body, "categories": categories})
+    splits = {split: {part: len(records) for part, records in body.items()} for split, body in bodies.items()}
     return {"out": str(out), "seed": seed, "splits": splits, "classes": [c.name for c in CLASSES],
             "scene_types": [s.name for s in SCENES]}

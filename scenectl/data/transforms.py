@@ -35,7 +35,7 @@ from torchvision.io import ImageReadMode
 from torchvision.io import decode_image as _decode
 from torchvision.io import decode_jpeg as _decode_jpeg
 
-from scenectl.data.masks import MEAN_RGB, Letterbox
+from scenectl.data.masks import MEAN_RGB, Letterbox, bbox
 from scenectl.errors import ScenectlError
 
 # The input normalisation the torchvision ResNets and their ImageNet weights expect (torchvision's transforms for
@@ -62,9 +62,8 @@ def as_tensor(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def to_input(image, mask, image_size: int, mask_channel: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(image (3, H, W), mask (1, H, W); uint8 tensors, or as_tensor's others) -> (RGB (3, S, S), mask (1, S, S) or
-    None), uint8,
-    the mask 255 where hidden. This is the whole eval preprocessing of a sample: a plain resize where the shards'
-    size differs (they are already square, letterboxed); `batch_to_device` makes the model's float input."""
+    None), uint8, the mask 255 where hidden. This is the whole eval preprocessing of a sample: a plain resize where
+    the shards' size differs (they are already square, letterboxed); `batch_to_device` makes the model's float input."""
     x = _resized(as_tensor(image), image_size, "bilinear")
     if not mask_channel:
         return x, None
@@ -115,9 +114,8 @@ def deferred_scene(mask: torch.Tensor, size: int, mask_channel: bool, rng: np.ra
     (1, H, W) alone -> (geometry (6,) = crop box, flip, size; mask (1, S, S) or None; jitter (3,) or None), the same
     draws as `Augment.__call__` (no crop without rng)."""
     H, W = mask.shape[-2:]
-    box, flip, jitter = (0, 0, W, H), False, None
-    if rng is not None and augment.enabled:
-        box, flip, jitter = augment.draw(mask, rng)
+    drawn = rng is not None and augment.enabled
+    box, flip, jitter = augment.draw(mask, rng) if drawn else ((0, 0, W, H), False, None)
     m = None
     if mask_channel:
         m = _resized(mask, size, "nearest", box)
@@ -145,9 +143,7 @@ class Augment:
         (default: the input's height). The RNG draws come in a fixed order, so a sample's augmentation depends on
         its RNG alone."""
         size = size or image.shape[-2]
-        if not self.enabled:
-            return _resized(image, size, "bilinear"), _resized(mask, size, "nearest"), None
-        box, flip, jitter = self.draw(mask, rng)
+        box, flip, jitter = self.draw(mask, rng) if self.enabled else (None, False, None)
         image, mask = _resized(image, size, "bilinear", box), _resized(mask, size, "nearest", box)  # one resize each
         if flip:
             image, mask = image.flip(-1), mask.flip(-1)
@@ -157,7 +153,7 @@ class Augment:
         """The random choices for an image of the mask's size (1, H, W): crop box (x0, y0, x1, y1), flip, jitter
         factors (3,) or None (what `__call__` applies; batch_to_device applies them to a JPEG decoded later)."""
         H, W = mask.shape[-2:]
-        box = _mask_bbox(mask)  # (x0, y0, x1, y1) exclusive, or None
+        box = bbox(mask[0].numpy() > 127)  # the hidden region's (x0, y0, x1, y1), exclusive ends, or None
         area = W * H * rng.uniform(self.min_scale, 1.0)
         ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
         w = min(W, max(1, round(math.sqrt(area * ratio))))
@@ -169,18 +165,9 @@ class Augment:
         else:
             x, y = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
         flip = bool(rng.random() < self.flip)
-        jitter = None
-        if self.jitter > 0:
-            jitter = torch.from_numpy(rng.uniform(1 - self.jitter, 1 + self.jitter, size=3).astype(np.float32))
+        jitter = (torch.from_numpy(rng.uniform(1 - self.jitter, 1 + self.jitter, size=3).astype(np.float32))
+                  if self.jitter > 0 else None)
         return (x, y, x + w, y + h), flip, jitter
-
-
-def _mask_bbox(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
-    m = mask[0].numpy()  # (H, W) uint8; numpy's row / column max is a few times faster than torch's any here
-    rows, cols = np.flatnonzero(m.max(1) > 127), np.flatnonzero(m.max(0) > 127)
-    if not len(rows):
-        return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -238,8 +225,7 @@ def model_input(x: torch.Tensor, mask: torch.Tensor | None = None, jitter: torch
     rgb.copy_(x).mul_(1 / 255)  # (B, 3, S, S) in [0, 1]: the one pass that changes layout
     if jitter is not None:
         color_jitter(rgb, jitter.to(rgb.device, torch.float32))
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
     rgb.sub_(mean).div_(std)
     if mask is not None:
         out[:, 3:].copy_(mask > 127)
