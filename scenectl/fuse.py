@@ -42,10 +42,7 @@ from scenectl.metrics import flag_report, log_softmax
 from scenectl.report import format_table
 
 
-# --------------------------------------------------------------------------------------------------------------
-# the math (numpy, (N, C) arrays)
-
-
+# --- the math (numpy, (N, C) arrays) ------------------------------------------------------------------------------
 def nll(logp: np.ndarray, labels: np.ndarray) -> float:
     return float(-logp[np.arange(len(labels)), labels].mean())
 
@@ -99,10 +96,7 @@ def crossfit(logp_obj, logp_ctx, labels, keys: list[str], grid: list[float], num
             "object_top1": metrics.topk_accuracy(logp_obj, labels, [1])[1], **changes(logp_obj, fused, labels)}
 
 
-# --------------------------------------------------------------------------------------------------------------
-# running both models over a shard set
-
-
+# --- running both models over a shard set -------------------------------------------------------------------------
 @dataclass
 class Scores:
     logp_obj: np.ndarray  # (N, C)
@@ -146,10 +140,7 @@ def score_set(spec: str, s: ShardSet, obj: Checkpoint, obj_net, ctx: Checkpoint,
                   keys, vis, np.array(ooc, bool))
 
 
-# --------------------------------------------------------------------------------------------------------------
-# reports
-
-
+# --- reports ------------------------------------------------------------------------------------------------------
 def table(sets: dict[str, dict], markdown: bool = False) -> str:
     pct = {n: {"object top-1": r["object"]["top1"], "context top-1": r["context"]["top1"],
                "fused top-1": r["fused"]["top1"], "fused bal top-1": r["fused"]["bal_top1"]} for n, r in sets.items()}
@@ -185,10 +176,7 @@ def write_report(out: Path, rep: dict) -> None:
     write_bytes_atomic(out / "report.md", ("\n".join(lines) + "\n").encode())
 
 
-# --------------------------------------------------------------------------------------------------------------
-# main
-
-
+# --- main ---------------------------------------------------------------------------------------------------------
 def load_models(cfg: FuseConfig, device: torch.device) -> tuple[Checkpoint, torch.nn.Module, Checkpoint,
                                                                     torch.nn.Module]:
     """(object checkpoint, its model, context checkpoint, its model), checked to fit together."""

@@ -50,10 +50,7 @@ from scenectl.progress import progress
 SHEET = 12  # boxes on the contact sheet
 
 
-# --------------------------------------------------------------------------------------------------------------
-# inputs
-
-
+# --- inputs -------------------------------------------------------------------------------------------------------
 @dataclass
 class Inputs:
     gt: object  # pycocotools COCO of --annotations
@@ -111,10 +108,7 @@ def split(image_ids, fraction: float | None, seed: int) -> tuple[list[int], list
     return sorted(perm[:n_cal].tolist()), sorted(perm[n_cal:].tolist())
 
 
-# --------------------------------------------------------------------------------------------------------------
-# the context model over every box
-
-
+# --- the context model over every box -----------------------------------------------------------------------------
 class BoxScenes(torch.utils.data.Dataset):
     """One item per image holding detections: its boxes hidden one at a time, as model input (uint8)."""
 
@@ -212,10 +206,7 @@ def log_prior(ckpt: Checkpoint, logp_ctx: np.ndarray) -> tuple[np.ndarray, str]:
     return np.log(np.maximum(mean, 1e-12) / mean.sum()), "the mean context probability over the scored boxes"
 
 
-# --------------------------------------------------------------------------------------------------------------
-# fusion and rows
-
-
+# --- fusion and rows ----------------------------------------------------------------------------------------------
 @dataclass
 class Evidence:
     """Per detection: the context model's log likelihood ratios and the detection's own class index."""
@@ -267,10 +258,7 @@ def choose_weight(inp: Inputs, ev: Evidence, cal_ids: list[int], cfg: RescoreCon
     return best["w"], curve
 
 
-# --------------------------------------------------------------------------------------------------------------
-# evaluation
-
-
+# --- evaluation ---------------------------------------------------------------------------------------------------
 def compare(inp: Inputs, ev: Evidence, w: float, relabel: int, eval_ids: list[int], bootstrap: int,
             seed: int) -> dict:
     """COCOeval before and after on `eval_ids`, and the paired ΔAP with its image-level bootstrap interval."""
@@ -293,10 +281,7 @@ def compare(inp: Inputs, ev: Evidence, w: float, relabel: int, eval_ids: list[in
     return out
 
 
-# --------------------------------------------------------------------------------------------------------------
-# the command
-
-
+# --- the command --------------------------------------------------------------------------------------------------
 def provenance_of(cfg: RescoreConfig, n: int) -> dict:
     """What the report is of: scenectl's version and commit, the context checkpoint and the input files with their
     sha256 (a detector's results are not a shard set: the files are the fingerprint), n evaluation images."""

@@ -190,7 +190,8 @@ def _files_problems(location: str, manifest: dict, net: NetOptions) -> list[dict
             continue
         where = join(location, name)
         try:
-            data = open_stream(where, net, "file").read()
+            with open_stream(where, net, "file") as stream:  # closed now: a pipe: stream is a process
+                data = stream.read()
         except FileNotFoundError:
             problems.append(_problem("missing_file", f"{name}: listed in manifest.json 'files' but missing"))
             continue
