@@ -70,7 +70,8 @@ KINDS: dict[str, Kind] = {
     "rescore": Kind("rescore", "a rescore report", ("config.json", "report.json", "report.md", "rescored.json", "*.png"), ()),
     "ooc": Kind("build-ooc", "an out-of-context set", SET_FILES, (), leaf=True),
     "export": Kind("export-imagefolder", "an ImageFolder export", ("*",), ("export.json",), leaf=True),
-    "scenes": Kind("sample", "synthetic scenes", ("annotations", "train2017", "val2017", "README.md",
+    # (.scenectl-synthetic: the marker of folders written before `sample` claimed its folder)
+    "scenes": Kind("sample", "synthetic scenes", ("annotations", "train2017", "val2017", "config.json", "README.md",
                                                   ".scenectl-synthetic"), (".scenectl-synthetic",)),
     # by its marker only: a project folder holding shards/*/manifest.json is no quickstart run (README's commands)
     "quickstart": Kind("quickstart", "a quickstart run", ("config.json",)),

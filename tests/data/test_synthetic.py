@@ -13,6 +13,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
+from scenectl import folders
 from scenectl.cli import app
 from scenectl.data import synthetic
 from scenectl.data.synthetic import generate_scenes
@@ -27,7 +28,7 @@ def scenes(tmp_path_factory) -> Path:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "config.json")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in ("config.json", folders.MARKER))
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
@@ -92,7 +93,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     a, b, c = (generate_scenes(tmp_path / n, 6, 3, seed=s) for n, s in (("a", 7), ("b", 7), ("c", 8)))
     assert a["splits"] == b["splits"]
     da, db, dc = (_digest(tmp_path / n) for n in "abc")
-    assert da == db and len(da) == 6 + 3 + 2 + 1  # images, annotation files, marker
+    assert da == db and len(da) == 6 + 3 + 2  # images, annotation files (not config.json or the marker: options, time)
     assert da.keys() == dc.keys()
     assert all(da[k] != dc[k] for k in da if k.endswith(".jpg") or k.endswith(".json"))
 
