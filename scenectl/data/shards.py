@@ -120,10 +120,13 @@ class BuildConfig(Config):
         }
 
 
+_PART = re.compile(r"(\d{1,6})/(\d{1,6})")  # --part i/n, on the command line and in a part's manifest
+
+
 def parse_part(part: str | None) -> tuple[int, int] | None:
     if part is None:
         return None
-    m = re.fullmatch(r"(\d+)/(\d+)", str(part))
+    m = _PART.fullmatch(str(part))
     if not m or not int(m[1]) < int(m[2]):
         raise ScenectlError(f"--part must be i/n with 0 <= i < n (e.g. 0/4), got {part!r}")
     return int(m[1]), int(m[2])
@@ -671,7 +674,7 @@ def _read_part(path: Path, i: int, n: int) -> dict:
     a merge sums: a part names nothing outside its folder and carries no junk into the merged manifest."""
     m = parse_manifest(read_regular(path, "part manifest", MAX_JSON_BYTES), str(path))
     t, src = m.get("totals"), m.get("source")
-    part = re.fullmatch(r"(\d{1,6})/(\d{1,6})", str(m["params"].get("part")))
+    part = _PART.fullmatch(str(m["params"].get("part")))
     missing = [k for k, ok in (("params.part", part is not None and (int(part[1]), int(part[2])) == (i, n)),
                                ("source.annotations_sha256", isinstance(src, dict) and isinstance(
                                    src.get("annotations_sha256"), str)),
