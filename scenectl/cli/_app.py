@@ -3,10 +3,9 @@
 - A usage error (an unknown option, a value of the wrong type or out of its range, a missing argument) is one
   `error: scenectl COMMAND: ...` line on stderr, exit status 2 (`_Group.main`).
 - In a command, a ScenectlError is one `error: scenectl COMMAND: ...` line (exit 2), an OSError one line naming
-  its path (exit 2: a
-  full disk says "No space left on device: PATH"), and any other exception one line naming the command, the
-  exception and where it was raised (exit 1). `scenectl --debug COMMAND ...` or SCENECTL_DEBUG=1 shows the
-  traceback instead.
+  its path (exit 2: a full disk says "No space left on device: PATH"), and any other exception one line naming the
+  command, the exception and where it was raised (exit 1). `scenectl --debug COMMAND ...` or SCENECTL_DEBUG=1 shows
+  the traceback instead.
 """
 
 from __future__ import annotations
@@ -33,8 +32,28 @@ DEBUG_ENV = "SCENECTL_DEBUG"
 _debug = {"on": False}  # set by the root callback on every invocation (--debug)
 
 
+class _Formatter(_click.HelpFormatter):
+    """click's help formatter, except that an indented paragraph (a command line of an example) is never rewrapped:
+    click would break it at the terminal's width, even inside an option's name (`--train-` / `cooccurrence`), and a
+    copied example would not run."""
+
+    def write_text(self, text: str) -> None:
+        paragraphs = text.split("\n\n")
+        super().write_text("\n\n".join(f"\b\n{p}" if p[:1].isspace() else p for p in paragraphs))
+
+
+class _Context(_click.Context):
+    formatter_class = _Formatter
+
+
+class _Command(typer.core.TyperCommand):
+    context_class = _Context
+
+
 class _Group(typer.core.TyperGroup):
     """The root group: a usage error is one `error:` line (click prints usage, a hint and the error on 3-4 lines)."""
+
+    context_class = _Context
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
@@ -56,27 +75,6 @@ class _Group(typer.core.TyperGroup):
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)  # rv: the exit status of a typer.Exit, else a command's None
-
-
-class _Formatter(_click.HelpFormatter):
-    """click's help formatter, except that an indented paragraph (a command line of an example) is never rewrapped:
-    click would break it at the terminal's width, even inside an option's name (`--train-` / `cooccurrence`), and a
-    copied example would not run."""
-
-    def write_text(self, text: str) -> None:
-        paragraphs = text.split("\n\n")
-        super().write_text("\n\n".join(f"\b\n{p}" if p[:1].isspace() else p for p in paragraphs))
-
-
-class _Context(_click.Context):
-    formatter_class = _Formatter
-
-
-class _Command(typer.core.TyperCommand):
-    context_class = _Context
-
-
-_Group.context_class = _Context
 
 
 def _where(e: Any) -> str:
@@ -129,20 +127,11 @@ PACKAGE = Path(__file__).resolve().parents[1]  # the installed scenectl/ folder
 
 
 def _last_frame(e: BaseException) -> str:
-    """scenectl/FILE:LINE of the innermost frame of scenectl's own code in `e`'s traceback, or ""."""
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if _in_package(f.filename)]
-    return f"{_source_tail(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
-
-
-def _in_package(filename: str) -> bool:
-    """A frame of scenectl's own code: under the package folder (not merely under some folder named scenectl, such
-    as a clone holding the tests)."""
-    return Path(filename).resolve().is_relative_to(PACKAGE)
-
-
-def _source_tail(filename: str) -> str:
-    """scenectl/..., the part of a source path inside the package."""
-    return str(Path("scenectl") / Path(filename).resolve().relative_to(PACKAGE))
+    """scenectl/FILE:LINE of the innermost frame of scenectl's own code in `e`'s traceback, or "". Its own code: under
+    the package folder (not merely under some folder named scenectl, such as a clone holding the tests)."""
+    frames = [(Path(f.filename).resolve(), f.lineno) for f in traceback.extract_tb(e.__traceback__)]
+    ours = [(path, line) for path, line in frames if path.is_relative_to(PACKAGE)]
+    return f"{Path('scenectl') / ours[-1][0].relative_to(PACKAGE)}:{ours[-1][1]}" if ours else ""
 
 
 def command(name: str, **kwargs) -> Callable[[F], F]:
