@@ -144,9 +144,8 @@ def amp_setup(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, 
     """bf16 autocast where the GPU supports it (no scaler needed), else fp16 with a GradScaler; off on CPU."""
     if device.type != "cuda" or not enabled:
         return None, torch.amp.GradScaler("cuda", enabled=False)
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, torch.amp.GradScaler("cuda", enabled=False)
-    return torch.float16, torch.amp.GradScaler("cuda", enabled=True)
+    bf16 = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if bf16 else torch.float16, torch.amp.GradScaler("cuda", enabled=not bf16)
 
 
 def require_tensorboard() -> None:
@@ -166,7 +165,6 @@ class RunLog:
     """metrics.jsonl (rank 0 only), written and flushed one line at a time; optional TensorBoard mirror."""
 
     def __init__(self, out: Path, enabled: bool, tensorboard: bool, fresh: bool = False):
-        self.enabled = enabled
         # a fresh run starts its own log; a resumed one continues it
         self.f = open(out / "metrics.jsonl", "w" if fresh else "a", buffering=1) if enabled else None
         self.tb = None
@@ -176,7 +174,7 @@ class RunLog:
             self.tb = SummaryWriter(str(out / "tensorboard"))
 
     def write(self, record: dict) -> None:
-        if not self.enabled:
+        if self.f is None:
             return
         self.f.write(json.dumps(record) + "\n")
         self.f.flush()
@@ -223,12 +221,8 @@ def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
             r = parse_json(line, "metrics.jsonl line")
         except ScenectlError:
             continue
-        if type(r.get("step")) is not int:
-            continue
-        if r.get("kind") == "step":
-            steps[r["step"]] = r
-        elif r.get("kind") in ("epoch", "partial_epoch"):
-            epochs[r["step"]] = r
+        if type(r.get("step")) is int and r.get("kind") in ("step", "epoch", "partial_epoch"):
+            (steps if r["kind"] == "step" else epochs)[r["step"]] = r
     return [steps[k] for k in sorted(steps)], [epochs[k] for k in sorted(epochs)]
 
 
@@ -397,9 +391,8 @@ class Session:
         self.scheduler = build_scheduler(self.optimizer, cfg.loop.epochs * cfg.loop.steps_per_epoch,
                                          cfg.optim.warmup_steps)
         self.amp_dtype, self.scaler = amp_setup(dev.device, cfg.loop.amp)
-        self.state = State()
+        self.state = State() if ckpt is None else resume_state(ckpt)
         if ckpt is not None:
-            self.state = resume_state(ckpt)
             run.net.load_state_dict(ckpt.model_state())
             load_training_state(self, ckpt)
         self.model = nn.parallel.DistributedDataParallel(
@@ -611,7 +604,5 @@ def fit_experiment(cfg: Options, kind: str, dev: D.DistInfo, runs: dict[str, Cal
 
 
 __all__ = ["Run", "State", "Session", "fit", "fit_experiment", "train_one_epoch", "cross_entropy", "decay_groups",
-           "param_groups",
-           "read_metrics", "plot_curves",
-           "build_optimizer", "build_scheduler", "amp_setup", "require_tensorboard", "RunLog", "StopRequest",
-           "guarded", "write_config"]
+           "param_groups", "read_metrics", "plot_curves", "build_optimizer", "build_scheduler", "amp_setup",
+           "require_tensorboard", "RunLog", "StopRequest", "guarded", "write_config"]
