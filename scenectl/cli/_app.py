@@ -24,7 +24,7 @@ import typer
 import typer.core
 
 from scenectl import __version__
-from scenectl.cli._config import _click, root_options
+from scenectl.cli._config import _click, config_options
 from scenectl.errors import OutOfMemory, ScenectlError, out_of_memory
 from scenectl.options import option
 
@@ -177,7 +177,7 @@ class RootOptions:
 
 
 @app.callback()
-@root_options(RootOptions)
+@config_options(RootOptions, config_help=None)
 def _root(cfg: RootOptions) -> None:
     """Hide one object of a scene and learn to name it from the context alone."""
     _debug["on"] = cfg.debug

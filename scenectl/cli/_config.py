@@ -67,19 +67,6 @@ def config_options(cls: type, build: Build = from_command_line, config_help: str
     return decorate
 
 
-def root_options(cls: type) -> Callable[[Callable], Callable]:
-    """The options of `scenectl` itself (before the command), from config class `cls`; `fn(cfg)` runs first."""
-
-    def decorate(fn: Callable) -> Callable:
-        def command(**options):
-            return fn(cls(**options))
-
-        specs = option_specs(cls)
-        return _with_signature(command, fn, [_param(s.name, *_typer_param(s, "scenectl")) for s in specs])
-
-    return decorate
-
-
 def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
 
