@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import pickle
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -52,7 +53,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, loaded safely; any file that is not a scenectl checkpoint is a one-line error."""
     path = Path(path)
     if path.is_dir():
@@ -64,7 +65,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise ScenectlError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "unsupported global" in str(e).lower():  # a pickled object other than tensors and containers
             raise ScenectlError(f"refusing to load {path}: it holds Python objects, not plain weights, and "
@@ -130,11 +131,8 @@ class TrainingShards:
     params: BuildParams | None = None  # saved as dataclasses.asdict(TrainingShards)
 
 
-HEX64 = frozenset("0123456789abcdef")
-
-
 def _sha256_hex(v) -> bool:
-    return isinstance(v, str) and len(v) == 64 and set(v) <= HEX64
+    return isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None
 
 
 def keys_sha256(keys) -> str:
