@@ -271,7 +271,6 @@ class CompareConfig(Run):
     net: Net = group(Net)
 
 
-
 DEFAULT_WEIGHTS = [round(0.1 * i, 2) for i in range(21)]  # fuse's grid of w: 0, 0.1, ..., 2.0
 
 
@@ -300,7 +299,6 @@ class FuseConfig(Run):
         super().check_more()
 
 
-
 @dataclass(init=False)
 class PredictConfig(Options):
     """`scenectl predict`."""
@@ -317,7 +315,6 @@ class PredictConfig(Options):
     out: str | None = option(None, "PNG: the masked input beside a bar chart.", "--out", "-o", type=Path | None)
     device: str = option("auto", DEVICE_HELP)
     seed: int = option(0, "Seed of the noise / blur fills.")
-
 
 
 @dataclass(init=False)
@@ -338,7 +335,6 @@ class CooccurrenceConfig(Options):
     def heatmap(self) -> str | None:
         """Where the heatmap goes (None: print only)."""
         return None if self.no_plot else self.out
-
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -484,7 +480,7 @@ RESCORE_GRID = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]  # the value
 
 
 @dataclass(init=False)
-class RescoreConfig(Options):
+class RescoreConfig(Run):
     """`scenectl rescore` (scenectl/rescore.py)."""
 
     detections: str | None = option(None, "COCO results JSON of any detector: [{image_id, category_id, bbox, score}, "
@@ -513,8 +509,6 @@ class RescoreConfig(Options):
 
     def check_more(self) -> None:
         """The required inputs, the grid of w and the device, before any file is read."""
-        from scenectl.devices import parse_device  # (torch: imported only when a command runs, not for --help)
-
         for name, value in (("--detections", self.detections), ("--images", self.images),
                             ("--annotations", self.annotations)):
             if not value:
@@ -523,4 +517,4 @@ class RescoreConfig(Options):
             raise ScenectlError("--weight: the grid of w needs at least one value")
         if not Path(self.images).is_dir():
             raise ScenectlError(f"--images {self.images} is not a folder")
-        parse_device(self.device)
+        super().check_more()
