@@ -83,6 +83,11 @@ class Loop:
     overwrite: bool = option(False, "Replace the run in --out (only scenectl's files of this command are removed).")
     world_size: int = 1  # filled in: number of DDP processes (not an option)
 
+    def total_steps(self) -> int:
+        """The run's optimisation steps: all epochs', or --max-steps where it stops the run sooner."""
+        whole = self.epochs * self.steps_per_epoch
+        return min(whole, self.max_steps) if self.max_steps else whole
+
 
 @dataclass
 class Data:

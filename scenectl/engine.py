@@ -401,16 +401,11 @@ class Session:
         self.threads = set_cpu_threads(dev.device, cfg.loop.workers)  # before the first step: torch's pool is fixed then
         self.announced = False  # the first measured rate and the whole run's ETA are said once per session
 
-    def total_steps(self) -> int:
-        loop = self.cfg.loop
-        whole = loop.epochs * loop.steps_per_epoch
-        return min(whole, loop.max_steps) if loop.max_steps else whole
-
     def start_line(self) -> str:
         """The start-up summary: where and how the run computes, and how much there is to do."""
         loop, st = self.cfg.loop, self.state
         where = f"{self.dev.device}" + (f" x {self.dev.world_size} processes" if self.dev.world_size > 1 else "")
-        todo = self.total_steps() - st.step
+        todo = loop.total_steps() - st.step
         return (f"[{self.run.name}] {where}, {self.threads}; {loop.epochs} epochs x {loop.steps_per_epoch} steps of "
                 f"{loop.batch_size * self.dev.world_size} samples: {todo} steps to go"
                 + (f" (from step {st.step})" if st.step else "") + f"; measuring speed over {WARM_STEPS} steps")
@@ -419,7 +414,7 @@ class Session:
         """After WARM_STEPS steps: the measured speed and the whole run's ETA (training steps; validation adds a
         little), with a notice and smaller flags where GPU-sized defaults project hours on a CPU."""
         loop = self.cfg.loop
-        eta = (self.total_steps() - self.state.step) / steps_per_s
+        eta = (loop.total_steps() - self.state.step) / steps_per_s
         line = (f"[{self.run.name}] first measured: {steps_per_s * loop.batch_size * self.dev.world_size:.1f} "
                 f"samples/s; whole run ETA {progress.duration(eta)}")
         if self.dev.device.type == "cpu" and eta > SLOW_CPU_RUN_S:
@@ -551,7 +546,7 @@ def train_one_epoch(s: Session, batches: Iterable[dict], stop: StopRequest) -> d
             progress.note(s.rate_line(steps_per_s))
         bar.update(1)
         bar.set_postfix(loss=f"{mean_loss:.3f}", samples_s=f"{rate:.0f}", run_eta=progress.duration(
-            (s.total_steps() - st.step) / steps_per_s) if steps_per_s else "?")
+            (loop.total_steps() - st.step) / steps_per_s) if steps_per_s else "?")
         if loop.log_every and st.step % loop.log_every == 0:
             s.log.write({"kind": "step", "epoch": st.epoch, "step": st.step, "loss": mean_loss, "lr": s.lr,
                          "samples_per_s": rate})
