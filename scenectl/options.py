@@ -199,8 +199,7 @@ class Options(Config):
 
     Built from whole groups (`optim=Optim(...)`), dicts (`optim={...}`, as config.json holds them) or flat option
     names (`lr=0.1`, as the CLI passes them), its own fields also positionally; an unknown name is a TypeError, as
-    for any dataclass. A flat name also
-    reads its group's field (`cfg.lr` is `cfg.optim.lr`).
+    for any dataclass. A flat name also reads its group's field (`cfg.lr` is `cfg.optim.lr`).
     """
 
     def __init__(self, *args: Any, **options: Any):
