@@ -38,13 +38,14 @@ from typing import Any, Mapping
 import torch
 
 from scenectl import __version__
-from scenectl.data.masks import FILLS, MAX_MARGIN, SHAPES
+from scenectl.data.masks import FILLS, SHAPES
 from scenectl.errors import ScenectlError
 from scenectl.io import atomic_path
+from scenectl.options import RANGES
 
 FORMAT = "scenectl-checkpoint/1"
 KINDS = ("context", "transfer", "distill")
-MAX_IMAGE_SIZE = 4096
+MAX_IMAGE_SIZE = RANGES["image_size"].hi
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -103,13 +104,9 @@ class BuildParams:
         for name, allowed in (("shape", SHAPES), ("fill", FILLS)):
             if params.get(name) not in allowed:
                 raise bad(name)
-        for name, lo, hi in (("margin", 0, MAX_MARGIN), ("image_size", 8, MAX_IMAGE_SIZE)):
-            v = params.get(name)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        for name in ("margin", "image_size", "max_area"):  # build-shards' options, each in its option's range
+            if RANGES[name].problem(params.get(name)):
                 raise bad(name)
-        area = params.get("max_area")
-        if isinstance(area, bool) or not isinstance(area, (int, float)) or not 0 < area <= 1:
-            raise bad("max_area")
         return cls(*(params[f.name] for f in fields(cls)))
 
     @classmethod
