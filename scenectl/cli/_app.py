@@ -108,16 +108,15 @@ def one_line(text: str, limit: int = 400) -> str:
 
 def describe(e: Exception, name: str) -> tuple[int, str]:
     """(exit status, the one `error:` line) for an exception that ended command `name`."""
+    where = _last_frame(e)
     if isinstance(e, ScenectlError):  # every error line names its command, as usage errors do
         text = one_line(str(e))
         return 2, f"error: {text}" if text.startswith("scenectl ") else f"error: scenectl {name}: {text}"
     if out_of_memory(e):  # a resource limit, not a bug: the frame it happened in helps to size the job
-        where = _last_frame(e)
         return 2, f"error: scenectl {name}: {OutOfMemory()}" + (f" (at {where})" if where else "")
     if isinstance(e, OSError):
         paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
         return 2, f"error: scenectl {name}: {one_line(e.strerror or e)}{': ' + paths if paths else ''}"
-    where = _last_frame(e)
     what = f"{type(e).__name__}: {one_line(str(e), 300)}"
     return 1, (f"error: scenectl {name}: {what} (unexpected; at {where + '; ' if where else ''}--debug or "
                f"{DEBUG_ENV}=1 shows the traceback)")
