@@ -56,24 +56,21 @@ class _Group(typer.core.TyperGroup):
     context_class = _Context
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        run = functools.partial(super().main, args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        if not standalone_mode:  # the caller handles what click raises
+            return run()
         try:
-            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
-                              **extra)
+            rv = run()
         except _click.exceptions.ClickException as e:
-            if not standalone_mode:
-                raise
             if isinstance(e, getattr(_click.exceptions, "NoArgsIsHelpError", ())):  # `scenectl` alone: the help
                 e.show()
             else:
                 typer.echo(f"error: {_where(e)}{one_line(e.format_message())}", err=True)
             sys.exit(e.exit_code)
         except typer.Abort:
-            if not standalone_mode:
-                raise
             typer.echo("error: aborted", err=True)
             sys.exit(1)
-        if not standalone_mode:
-            return rv
         sys.exit(rv if isinstance(rv, int) else 0)  # rv: the exit status of a typer.Exit, else a command's None
 
 
