@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import inspect
 import os
 import sys
 import traceback
@@ -152,7 +151,6 @@ def command(name: str, **kwargs) -> Callable[[F], F]:
             typer.echo(line, err=True)
             raise typer.Exit(status)
 
-        wrapper.__signature__ = inspect.signature(fn)
         app.command(name, cls=_Command, **kwargs)(wrapper)
         return fn
 
