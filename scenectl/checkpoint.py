@@ -318,18 +318,13 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     kind = raw.get("kind", "context")
     if kind not in KINDS:
         raise bad("kind", f"is {kind!r}, not one of {', '.join(KINDS)}")
-    selected = raw.get("selected_on")
-    return Checkpoint(path, kind, arch, classes, in_chans, mask, image_size, config, raw,
-                      _training_shards(raw, config, path, bad), _hole_only(raw, mask, bad),
-                      None if selected is None else SampleSet.parse(selected, f"{path}: field 'selected_on'"))
-
-
-def _hole_only(raw: dict, mask: bool, bad) -> bool:
-    """train --hole-only (absent: false); true only for a model with the mask channel."""
-    hole_only = raw.get("hole_only", False)
+    shards = _training_shards(raw, config, path, bad)
+    hole_only = raw.get("hole_only", False)  # train --hole-only (absent: false): only with the mask channel
     if not isinstance(hole_only, bool) or (hole_only and not mask):
         raise bad("hole_only", f"({hole_only!r}) is not a boolean, or is true without the mask channel")
-    return hole_only
+    selected = raw.get("selected_on")
+    return Checkpoint(path, kind, arch, classes, in_chans, mask, image_size, config, raw, shards, hole_only,
+                      None if selected is None else SampleSet.parse(selected, f"{path}: field 'selected_on'"))
 
 
 def _training_shards(raw: dict, config: dict, path: Path, bad) -> TrainingShards | None:
