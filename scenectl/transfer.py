@@ -59,7 +59,8 @@ def adapt_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, t
     for k, v in state.items():
         if k in head or k not in own:
             continue
-        if v.ndim == 4 and v.shape[1] > own[k].shape[1] and v[:, : own[k].shape[1]].shape == own[k].shape:
+        if v.ndim == own[k].ndim == 4 and v.shape[1] > own[k].shape[1] \
+                and v[:, : own[k].shape[1]].shape == own[k].shape:
             v = v[:, : own[k].shape[1]]  # (out, in_ckpt, kh, kw) -> (out, 3, kh, kw)
         out[k] = v
     return out
