@@ -147,17 +147,12 @@ class FFC_BN_ACT(nn.Module):
 
     def forward(self, x: Pair) -> Pair:
         x_l, x_g = self.ffc(x)
-        x_l = self.act(self.bn_l(x_l))
-        if x_g is not None:
-            x_g = self.act(self.bn_g(x_g))
-        return x_l, x_g
+        return self.act(self.bn_l(x_l)), None if x_g is None else self.act(self.bn_g(x_g))
 
 
 def _add_relu(a: Pair, b: Pair) -> Pair:
     """Residual sum then ReLU, part by part."""
-    out_l = F.relu(a[0] + b[0])
-    out_g = None if a[1] is None else F.relu(a[1] + b[1])
-    return out_l, out_g
+    return F.relu(a[0] + b[0]), None if a[1] is None else F.relu(a[1] + b[1])
 
 
 class BasicBlock(nn.Module):
