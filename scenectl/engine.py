@@ -277,8 +277,7 @@ class StopRequest:
     def __enter__(self):
         remote.STOP.clear()
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._set)
+            self._old = {s: signal.signal(s, self._set) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _set(self, signum, frame):

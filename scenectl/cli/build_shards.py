@@ -56,5 +56,4 @@ def build_shards_cmd(cfgs: list[BuildConfig]) -> None:
     for cfg in cfgs:
         cfg.source(typer.echo)
     for cfg in cfgs:
-        manifest = build_shards(cfg, echo=typer.echo)
-        typer.echo(summary(manifest, cfg.out))
+        typer.echo(summary(build_shards(cfg, echo=typer.echo), cfg.out))
