@@ -17,7 +17,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import typer
 import typer.core
@@ -94,8 +94,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-F = TypeVar("F", bound=Callable)
-
 
 def one_line(text: str, limit: int = 400) -> str:
     text = " ".join(str(text).split())
@@ -129,11 +127,13 @@ def _last_frame(e: BaseException) -> str:
     return f"{Path('scenectl') / ours[-1][0].relative_to(PACKAGE)}:{ours[-1][1]}" if ours else ""
 
 
-def command(name: str, **kwargs) -> Callable[[F], F]:
-    """Register subcommand `name` (`fn`: a function whose options scenectl/cli/_config.py made), every error it
-    raises printed as one line (see the module docstring)."""
+def command(name: str, config: type, help: str | None = None, **options: Any) -> Callable[[Callable], Callable]:
+    """Register subcommand `name`: `fn(cfg)`, cfg a `config` made from the command line (scenectl/cli/_config.py:
+    config_options(config, **options)), every error it raises printed as one line (see the module docstring)."""
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable) -> Callable:
+        fn = config_options(config, **options)(fn)
+
         @functools.wraps(fn)
         def wrapper(*args, **kw):
             try:
@@ -151,7 +151,7 @@ def command(name: str, **kwargs) -> Callable[[F], F]:
             typer.echo(line, err=True)
             raise typer.Exit(status)
 
-        app.command(name, cls=_Command, **kwargs)(wrapper)
+        app.command(name, cls=_Command, help=help)(wrapper)
         return fn
 
     return decorate

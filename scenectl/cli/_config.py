@@ -2,8 +2,7 @@
 option once (default, help, flags, positional arguments, repeatable options: scenectl.options). The CLI function
 receives the finished config.
 
-    @command("train", help=_HELP)
-    @config_options(TrainConfig)
+    @command("train", TrainConfig, help=_HELP)   # scenectl/cli/_app.py: registers it with config_options(TrainConfig)
     def train(cfg: TrainConfig) -> None: ...
 
 Every numeric option takes its range from scenectl.options.RANGES by its option name: checked while the command
