@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import pickle
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,13 +38,14 @@ from typing import Any, Mapping
 import torch
 
 from scenectl import __version__
-from scenectl.data.masks import FILLS, MAX_MARGIN, SHAPES
+from scenectl.data.masks import FILLS, SHAPES
 from scenectl.errors import ScenectlError
 from scenectl.io import atomic_path
+from scenectl.options import RANGES
 
 FORMAT = "scenectl-checkpoint/1"
 KINDS = ("context", "transfer", "distill")
-MAX_IMAGE_SIZE = 4096
+MAX_IMAGE_SIZE = RANGES["image_size"].hi
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -52,7 +54,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, loaded safely; any file that is not a scenectl checkpoint is a one-line error."""
     path = Path(path)
     if path.is_dir():
@@ -64,7 +66,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise ScenectlError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "unsupported global" in str(e).lower():  # a pickled object other than tensors and containers
             raise ScenectlError(f"refusing to load {path}: it holds Python objects, not plain weights, and "
@@ -102,13 +104,9 @@ class BuildParams:
         for name, allowed in (("shape", SHAPES), ("fill", FILLS)):
             if params.get(name) not in allowed:
                 raise bad(name)
-        for name, lo, hi in (("margin", 0, MAX_MARGIN), ("image_size", 8, MAX_IMAGE_SIZE)):
-            v = params.get(name)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        for name in ("margin", "image_size", "max_area"):  # build-shards' options, each in its option's range
+            if RANGES[name].problem(params.get(name)):
                 raise bad(name)
-        area = params.get("max_area")
-        if isinstance(area, bool) or not isinstance(area, (int, float)) or not 0 < area <= 1:
-            raise bad("max_area")
         return cls(*(params[f.name] for f in fields(cls)))
 
     @classmethod
@@ -130,11 +128,8 @@ class TrainingShards:
     params: BuildParams | None = None  # saved as dataclasses.asdict(TrainingShards)
 
 
-HEX64 = frozenset("0123456789abcdef")
-
-
 def _sha256_hex(v) -> bool:
-    return isinstance(v, str) and len(v) == 64 and set(v) <= HEX64
+    return isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None
 
 
 def keys_sha256(keys) -> str:
@@ -323,18 +318,13 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     kind = raw.get("kind", "context")
     if kind not in KINDS:
         raise bad("kind", f"is {kind!r}, not one of {', '.join(KINDS)}")
-    selected = raw.get("selected_on")
-    return Checkpoint(path, kind, arch, classes, in_chans, mask, image_size, config, raw,
-                      _training_shards(raw, config, path, bad), _hole_only(raw, mask, bad),
-                      None if selected is None else SampleSet.parse(selected, f"{path}: field 'selected_on'"))
-
-
-def _hole_only(raw: dict, mask: bool, bad) -> bool:
-    """train --hole-only (absent: false); true only for a model with the mask channel."""
-    hole_only = raw.get("hole_only", False)
+    shards = _training_shards(raw, config, path, bad)
+    hole_only = raw.get("hole_only", False)  # train --hole-only (absent: false): only with the mask channel
     if not isinstance(hole_only, bool) or (hole_only and not mask):
         raise bad("hole_only", f"({hole_only!r}) is not a boolean, or is true without the mask channel")
-    return hole_only
+    selected = raw.get("selected_on")
+    return Checkpoint(path, kind, arch, classes, in_chans, mask, image_size, config, raw, shards, hole_only,
+                      None if selected is None else SampleSet.parse(selected, f"{path}: field 'selected_on'"))
 
 
 def _training_shards(raw: dict, config: dict, path: Path, bad) -> TrainingShards | None:

@@ -83,6 +83,11 @@ class Loop:
     overwrite: bool = option(False, "Replace the run in --out (only scenectl's files of this command are removed).")
     world_size: int = 1  # filled in: number of DDP processes (not an option)
 
+    def total_steps(self) -> int:
+        """The run's optimisation steps: all epochs', or --max-steps where it stops the run sooner."""
+        whole = self.epochs * self.steps_per_epoch
+        return min(whole, self.max_steps) if self.max_steps else whole
+
 
 @dataclass
 class Data:
@@ -271,7 +276,6 @@ class CompareConfig(Run):
     net: Net = group(Net)
 
 
-
 DEFAULT_WEIGHTS = [round(0.1 * i, 2) for i in range(21)]  # fuse's grid of w: 0, 0.1, ..., 2.0
 
 
@@ -300,7 +304,6 @@ class FuseConfig(Run):
         super().check_more()
 
 
-
 @dataclass(init=False)
 class PredictConfig(Options):
     """`scenectl predict`."""
@@ -317,7 +320,6 @@ class PredictConfig(Options):
     out: str | None = option(None, "PNG: the masked input beside a bar chart.", "--out", "-o", type=Path | None)
     device: str = option("auto", DEVICE_HELP)
     seed: int = option(0, "Seed of the noise / blur fills.")
-
 
 
 @dataclass(init=False)
@@ -338,7 +340,6 @@ class CooccurrenceConfig(Options):
     def heatmap(self) -> str | None:
         """Where the heatmap goes (None: print only)."""
         return None if self.no_plot else self.out
-
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -484,7 +485,7 @@ RESCORE_GRID = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]  # the value
 
 
 @dataclass(init=False)
-class RescoreConfig(Options):
+class RescoreConfig(Run):
     """`scenectl rescore` (scenectl/rescore.py)."""
 
     detections: str | None = option(None, "COCO results JSON of any detector: [{image_id, category_id, bbox, score}, "
@@ -513,8 +514,6 @@ class RescoreConfig(Options):
 
     def check_more(self) -> None:
         """The required inputs, the grid of w and the device, before any file is read."""
-        from scenectl.devices import parse_device  # (torch: imported only when a command runs, not for --help)
-
         for name, value in (("--detections", self.detections), ("--images", self.images),
                             ("--annotations", self.annotations)):
             if not value:
@@ -523,4 +522,4 @@ class RescoreConfig(Options):
             raise ScenectlError("--weight: the grid of w needs at least one value")
         if not Path(self.images).is_dir():
             raise ScenectlError(f"--images {self.images} is not a folder")
-        parse_device(self.device)
+        super().check_more()

@@ -117,13 +117,6 @@ def data_stream(cfg: DistillConfig, target: Target, *, epoch: int | None = None,
 # main
 
 
-def resolve(cfg: DistillConfig, train_t: Target) -> DistillConfig:
-    c = resolve_schedule(cfg, train_t.num_samples, data_option=f"--shards {cfg.data.shards}", whole_batch=True)
-    c.student = resolve_name(c.student)
-    c.data.image_size = c.data.image_size or train_t.shards.image_size
-    return c
-
-
 def make_run(cfg: DistillConfig, name: str, teacher: nn.Module, tck: Checkpoint, train_t: Target, val_t: Target,
              cooc: dict, dev: D.DistInfo) -> Run:
     """The student's run with the teacher ("kd") or without ("ce"): same initial weights, data order and budget."""
@@ -153,7 +146,9 @@ def distill(cfg: DistillConfig) -> dict:
     dev = D.DistInfo(device=parse_device(cfg.loop.device))
     tck = read_checkpoint(cfg.teacher)
     train_t, val_t = open_sets(cfg, tck)
-    cfg = resolve(cfg, train_t)
+    cfg = resolve_schedule(cfg, train_t.num_samples, data_option=f"--shards {cfg.data.shards}", whole_batch=True)
+    cfg.student = resolve_name(cfg.student)
+    cfg.data.image_size = cfg.data.image_size or train_t.shards.image_size
     teacher = tck.build_model(dev.device).requires_grad_(False)  # eval mode, frozen
     names = ["kd", "ce"] if cfg.compare and cfg.alpha > 0 else ["kd" if cfg.alpha > 0 else "ce"]
     cooc = train_t.shards.cooccurrence().to_state()
@@ -167,12 +162,12 @@ def finish(cfg: DistillConfig, tck: Checkpoint, teacher: nn.Module, train_t: Tar
     """The teacher's own score on the validation scenes (context only), then the report."""
     t = validate(teacher, data_stream(cfg, val_t, view="scene", teacher=tck), dev.device, len(val_t.classes),
                  desc="teacher", total=val_t.num_samples)
-    loop, steps = cfg.loop, cfg.loop.steps_per_epoch * cfg.loop.epochs
+    loop = cfg.loop
     report = {"format": "scenectl-distill/1", "out": str(cfg.out), "teacher": str(cfg.teacher),
               "teacher_arch": tck.arch, "student": cfg.student, "temperature": cfg.temperature,
               "alpha": cfg.alpha, "shards": cfg.data.shards, "val_shards": cfg.data.val_shards,
               "train_samples": train_t.num_samples, "val_samples": val_t.num_samples,
-              "steps": min(loop.max_steps, steps) if loop.max_steps else steps, "runs": results, "teacher_val": t}
+              "steps": loop.total_steps(), "runs": results, "teacher_val": t}
     notes = [f"teacher `{cfg.teacher}` ({tck.arch}) sees the masked scene; student {cfg.student} sees "
              "object.jpg", f"kd: (1 - {cfg.alpha}) CE + {cfg.alpha} T^2 KL, T = {cfg.temperature}; ce: alpha = 0",
              f"train `{cfg.data.shards}` ({train_t.num_samples} samples), val `{cfg.data.val_shards}` "

@@ -20,7 +20,6 @@ from scenectl.devices import parse_device, torchrun_env
 class DistInfo:
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     device: torch.device = torch.device("cpu")
 
     @property
@@ -41,7 +40,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
             torch.cuda.set_device(dev)
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://",
                                 world_size=world, rank=rank)
-    return DistInfo(rank, world, local_rank, dev)
+    return DistInfo(rank, world, dev)
 
 
 def cleanup() -> None:
@@ -56,15 +55,10 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-def broadcast_object(obj, src: int = 0):
-    """Send a picklable object from rank `src` to all ranks (only control data: never used for shard content)."""
+def broadcast_object(obj):
+    """Send a picklable object from rank 0 to all ranks (only control data: never used for shard content)."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    dist.broadcast_object_list(box, src=0)
     return box[0]

@@ -144,9 +144,8 @@ def amp_setup(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, 
     """bf16 autocast where the GPU supports it (no scaler needed), else fp16 with a GradScaler; off on CPU."""
     if device.type != "cuda" or not enabled:
         return None, torch.amp.GradScaler("cuda", enabled=False)
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, torch.amp.GradScaler("cuda", enabled=False)
-    return torch.float16, torch.amp.GradScaler("cuda", enabled=True)
+    bf16 = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if bf16 else torch.float16, torch.amp.GradScaler("cuda", enabled=not bf16)
 
 
 def require_tensorboard() -> None:
@@ -166,7 +165,6 @@ class RunLog:
     """metrics.jsonl (rank 0 only), written and flushed one line at a time; optional TensorBoard mirror."""
 
     def __init__(self, out: Path, enabled: bool, tensorboard: bool, fresh: bool = False):
-        self.enabled = enabled
         # a fresh run starts its own log; a resumed one continues it
         self.f = open(out / "metrics.jsonl", "w" if fresh else "a", buffering=1) if enabled else None
         self.tb = None
@@ -176,7 +174,7 @@ class RunLog:
             self.tb = SummaryWriter(str(out / "tensorboard"))
 
     def write(self, record: dict) -> None:
-        if not self.enabled:
+        if self.f is None:
             return
         self.f.write(json.dumps(record) + "\n")
         self.f.flush()
@@ -223,12 +221,8 @@ def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
             r = parse_json(line, "metrics.jsonl line")
         except ScenectlError:
             continue
-        if type(r.get("step")) is not int:
-            continue
-        if r.get("kind") == "step":
-            steps[r["step"]] = r
-        elif r.get("kind") in ("epoch", "partial_epoch"):
-            epochs[r["step"]] = r
+        if type(r.get("step")) is int and r.get("kind") in ("step", "epoch", "partial_epoch"):
+            (steps if r["kind"] == "step" else epochs)[r["step"]] = r
     return [steps[k] for k in sorted(steps)], [epochs[k] for k in sorted(epochs)]
 
 
@@ -283,8 +277,7 @@ class StopRequest:
     def __enter__(self):
         remote.STOP.clear()
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._set)
+            self._old = {s: signal.signal(s, self._set) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _set(self, signum, frame):
@@ -397,9 +390,8 @@ class Session:
         self.scheduler = build_scheduler(self.optimizer, cfg.loop.epochs * cfg.loop.steps_per_epoch,
                                          cfg.optim.warmup_steps)
         self.amp_dtype, self.scaler = amp_setup(dev.device, cfg.loop.amp)
-        self.state = State()
+        self.state = State() if ckpt is None else resume_state(ckpt)
         if ckpt is not None:
-            self.state = resume_state(ckpt)
             run.net.load_state_dict(ckpt.model_state())
             load_training_state(self, ckpt)
         self.model = nn.parallel.DistributedDataParallel(
@@ -408,16 +400,11 @@ class Session:
         self.threads = set_cpu_threads(dev.device, cfg.loop.workers)  # before the first step: torch's pool is fixed then
         self.announced = False  # the first measured rate and the whole run's ETA are said once per session
 
-    def total_steps(self) -> int:
-        loop = self.cfg.loop
-        whole = loop.epochs * loop.steps_per_epoch
-        return min(whole, loop.max_steps) if loop.max_steps else whole
-
     def start_line(self) -> str:
         """The start-up summary: where and how the run computes, and how much there is to do."""
         loop, st = self.cfg.loop, self.state
         where = f"{self.dev.device}" + (f" x {self.dev.world_size} processes" if self.dev.world_size > 1 else "")
-        todo = self.total_steps() - st.step
+        todo = loop.total_steps() - st.step
         return (f"[{self.run.name}] {where}, {self.threads}; {loop.epochs} epochs x {loop.steps_per_epoch} steps of "
                 f"{loop.batch_size * self.dev.world_size} samples: {todo} steps to go"
                 + (f" (from step {st.step})" if st.step else "") + f"; measuring speed over {WARM_STEPS} steps")
@@ -426,7 +413,7 @@ class Session:
         """After WARM_STEPS steps: the measured speed and the whole run's ETA (training steps; validation adds a
         little), with a notice and smaller flags where GPU-sized defaults project hours on a CPU."""
         loop = self.cfg.loop
-        eta = (self.total_steps() - self.state.step) / steps_per_s
+        eta = (loop.total_steps() - self.state.step) / steps_per_s
         line = (f"[{self.run.name}] first measured: {steps_per_s * loop.batch_size * self.dev.world_size:.1f} "
                 f"samples/s; whole run ETA {progress.duration(eta)}")
         if self.dev.device.type == "cpu" and eta > SLOW_CPU_RUN_S:
@@ -558,7 +545,7 @@ def train_one_epoch(s: Session, batches: Iterable[dict], stop: StopRequest) -> d
             progress.note(s.rate_line(steps_per_s))
         bar.update(1)
         bar.set_postfix(loss=f"{mean_loss:.3f}", samples_s=f"{rate:.0f}", run_eta=progress.duration(
-            (s.total_steps() - st.step) / steps_per_s) if steps_per_s else "?")
+            (loop.total_steps() - st.step) / steps_per_s) if steps_per_s else "?")
         if loop.log_every and st.step % loop.log_every == 0:
             s.log.write({"kind": "step", "epoch": st.epoch, "step": st.step, "loss": mean_loss, "lr": s.lr,
                          "samples_per_s": rate})
@@ -611,7 +598,5 @@ def fit_experiment(cfg: Options, kind: str, dev: D.DistInfo, runs: dict[str, Cal
 
 
 __all__ = ["Run", "State", "Session", "fit", "fit_experiment", "train_one_epoch", "cross_entropy", "decay_groups",
-           "param_groups",
-           "read_metrics", "plot_curves",
-           "build_optimizer", "build_scheduler", "amp_setup", "require_tensorboard", "RunLog", "StopRequest",
-           "guarded", "write_config"]
+           "param_groups", "read_metrics", "plot_curves", "build_optimizer", "build_scheduler", "amp_setup",
+           "require_tensorboard", "RunLog", "StopRequest", "guarded", "write_config"]

@@ -84,18 +84,17 @@ class Range:
         lo, hi = (f"{self.lo}", f"{self.hi}") if self.integer else (f"{self.lo:g}", f"{self.hi:g}")
         return f"{'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
 
-    def text(self) -> str:
-        return f"an integer from {self.lo} to {self.hi}" if self.integer else f"in {self.interval()}"
-
     def problem(self, value: Any) -> str | None:
         """Why `value` is not in this range ("must be ..."), or None."""
         if self.integer:
             ok = isinstance(value, int) and not isinstance(value, bool) and self.lo <= value <= self.hi
+            text = f"an integer from {self.lo} to {self.hi}"
         else:
             ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                   and (self.lo < value if self.lo_open else self.lo <= value)
                   and (value < self.hi if self.hi_open else value <= self.hi))
-        return None if ok else f"must be {self.text()}, got {value!r}"
+            text = f"in {self.interval()}"
+        return None if ok else f"must be {text}, got {value!r}"
 
     def parse(self, text: str) -> Any:
         """A number typed as text (an environment value), or the text itself when it is none (refused by `problem`)."""
@@ -199,8 +198,7 @@ class Options(Config):
 
     Built from whole groups (`optim=Optim(...)`), dicts (`optim={...}`, as config.json holds them) or flat option
     names (`lr=0.1`, as the CLI passes them), its own fields also positionally; an unknown name is a TypeError, as
-    for any dataclass. A flat name also
-    reads its group's field (`cfg.lr` is `cfg.optim.lr`).
+    for any dataclass. A flat name also reads its group's field (`cfg.lr` is `cfg.optim.lr`).
     """
 
     def __init__(self, *args: Any, **options: Any):

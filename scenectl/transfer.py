@@ -59,8 +59,8 @@ def adapt_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, t
     for k, v in state.items():
         if k in head or k not in own:
             continue
-        if v.shape != own[k].shape and v.ndim == 4 and v.shape[0] == own[k].shape[0] and v.shape[2:] == own[k].shape[2:] \
-                and v.shape[1] > own[k].shape[1]:
+        if v.ndim == own[k].ndim == 4 and v.shape[1] > own[k].shape[1] \
+                and v[:, : own[k].shape[1]].shape == own[k].shape:
             v = v[:, : own[k].shape[1]]  # (out, in_ckpt, kh, kw) -> (out, 3, kh, kw)
         out[k] = v
     return out
@@ -135,12 +135,6 @@ def data_stream(cfg: TransferConfig, target: Target, *, epoch: int | None = None
 # 5. main
 
 
-def resolve(cfg: TransferConfig, ckpt: Checkpoint, train_t: Target) -> TransferConfig:
-    c = resolve_schedule(cfg, train_t.num_samples, data_option=f"--train {cfg.train}", whole_batch=True)
-    c.image_size = c.image_size or ckpt.image_size
-    return c
-
-
 def make_run(cfg: TransferConfig, ckpt: Checkpoint, init: str, train_t: Target, val_t: Target, cooc,
              dev: D.DistInfo) -> Run:
     """The run of one init: its model, parameter groups, data and validation."""
@@ -168,7 +162,8 @@ def transfer(cfg: TransferConfig) -> dict:
     check(cfg)
     ckpt = read_checkpoint(cfg.checkpoint)
     train_t, val_t, data_notes = open_targets(cfg)
-    cfg = resolve(cfg, ckpt, train_t)
+    cfg = resolve_schedule(cfg, train_t.num_samples, data_option=f"--train {cfg.train}", whole_batch=True)
+    cfg.image_size = cfg.image_size or ckpt.image_size
     dev = D.DistInfo(device=parse_device(cfg.loop.device))
     cooc = train_t.shards.cooccurrence().to_state() if train_t.shards is not None else None
     inits = ["context", "scratch"] if cfg.compare_scratch else [cfg.init]
@@ -180,12 +175,11 @@ def transfer(cfg: TransferConfig) -> dict:
 def finish(cfg: TransferConfig, ckpt: Checkpoint, train_t: Target, val_t: Target, data_notes: list[str],
            results: dict[str, dict]) -> dict:
     loop = cfg.loop
-    steps = loop.steps_per_epoch * loop.epochs
     report = {"format": "scenectl-transfer/1", "out": str(cfg.out), "checkpoint": str(cfg.checkpoint),
               "arch": ckpt.arch, "mode": cfg.mode, "train": cfg.train, "val": cfg.val,
               "classes": [c["name"] for c in train_t.classes], "train_samples": train_t.num_samples,
               "val_samples": val_t.num_samples, "notes": data_notes,
-              "steps": min(loop.max_steps, steps) if loop.max_steps else steps, "runs": results}
+              "steps": loop.total_steps(), "runs": results}
     notes = [f"context checkpoint `{cfg.checkpoint}` ({ckpt.arch}), mode `{cfg.mode}`",
              f"train `{cfg.train}` ({train_t.num_samples} samples, {len(train_t.classes)} classes), val `{cfg.val}` "
              f"({val_t.num_samples})", f"{report['steps']} steps of batch {loop.batch_size}, lr {cfg.optim.lr} "

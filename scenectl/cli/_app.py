@@ -3,59 +3,32 @@
 - A usage error (an unknown option, a value of the wrong type or out of its range, a missing argument) is one
   `error: scenectl COMMAND: ...` line on stderr, exit status 2 (`_Group.main`).
 - In a command, a ScenectlError is one `error: scenectl COMMAND: ...` line (exit 2), an OSError one line naming
-  its path (exit 2: a
-  full disk says "No space left on device: PATH"), and any other exception one line naming the command, the
-  exception and where it was raised (exit 1). `scenectl --debug COMMAND ...` or SCENECTL_DEBUG=1 shows the
-  traceback instead.
+  its path (exit 2: a full disk says "No space left on device: PATH"), and any other exception one line naming the
+  command, the exception and where it was raised (exit 1). `scenectl --debug COMMAND ...` or SCENECTL_DEBUG=1 shows
+  the traceback instead.
 """
 
 from __future__ import annotations
 
 import functools
 import gc
-import inspect
 import os
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import typer
 import typer.core
 
 from scenectl import __version__
-from scenectl.cli._config import _click, root_options
+from scenectl.cli._config import _click, config_options
 from scenectl.errors import OutOfMemory, ScenectlError, out_of_memory
 from scenectl.options import option
 
 DEBUG_ENV = "SCENECTL_DEBUG"
 _debug = {"on": False}  # set by the root callback on every invocation (--debug)
-
-
-class _Group(typer.core.TyperGroup):
-    """The root group: a usage error is one `error:` line (click prints usage, a hint and the error on 3-4 lines)."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
-                              **extra)
-        except _click.exceptions.ClickException as e:
-            if not standalone_mode:
-                raise
-            if isinstance(e, getattr(_click.exceptions, "NoArgsIsHelpError", ())):  # `scenectl` alone: the help
-                e.show()
-            else:
-                typer.echo(f"error: {_where(e)}{one_line(e.format_message())}", err=True)
-            sys.exit(e.exit_code)
-        except typer.Abort:
-            if not standalone_mode:
-                raise
-            typer.echo("error: aborted", err=True)
-            sys.exit(1)
-        if not standalone_mode:
-            return rv
-        sys.exit(rv if isinstance(rv, int) else 0)  # rv: the exit status of a typer.Exit, else a command's None
 
 
 class _Formatter(_click.HelpFormatter):
@@ -76,7 +49,28 @@ class _Command(typer.core.TyperCommand):
     context_class = _Context
 
 
-_Group.context_class = _Context
+class _Group(typer.core.TyperGroup):
+    """The root group: a usage error is one `error:` line (click prints usage, a hint and the error on 3-4 lines)."""
+
+    context_class = _Context
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        run = functools.partial(super().main, args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        if not standalone_mode:  # the caller handles what click raises
+            return run()
+        try:
+            rv = run()
+        except _click.exceptions.ClickException as e:
+            if isinstance(e, getattr(_click.exceptions, "NoArgsIsHelpError", ())):  # `scenectl` alone: the help
+                e.show()
+            else:
+                typer.echo(f"error: {_where(e)}{one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # rv: the exit status of a typer.Exit, else a command's None
 
 
 def _where(e: Any) -> str:
@@ -100,8 +94,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-F = TypeVar("F", bound=Callable)
-
 
 def one_line(text: str, limit: int = 400) -> str:
     text = " ".join(str(text).split())
@@ -110,16 +102,15 @@ def one_line(text: str, limit: int = 400) -> str:
 
 def describe(e: Exception, name: str) -> tuple[int, str]:
     """(exit status, the one `error:` line) for an exception that ended command `name`."""
+    where = _last_frame(e)
     if isinstance(e, ScenectlError):  # every error line names its command, as usage errors do
         text = one_line(str(e))
         return 2, f"error: {text}" if text.startswith("scenectl ") else f"error: scenectl {name}: {text}"
     if out_of_memory(e):  # a resource limit, not a bug: the frame it happened in helps to size the job
-        where = _last_frame(e)
         return 2, f"error: scenectl {name}: {OutOfMemory()}" + (f" (at {where})" if where else "")
     if isinstance(e, OSError):
         paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
         return 2, f"error: scenectl {name}: {one_line(e.strerror or e)}{': ' + paths if paths else ''}"
-    where = _last_frame(e)
     what = f"{type(e).__name__}: {one_line(str(e), 300)}"
     return 1, (f"error: scenectl {name}: {what} (unexpected; at {where + '; ' if where else ''}--debug or "
                f"{DEBUG_ENV}=1 shows the traceback)")
@@ -129,27 +120,20 @@ PACKAGE = Path(__file__).resolve().parents[1]  # the installed scenectl/ folder
 
 
 def _last_frame(e: BaseException) -> str:
-    """scenectl/FILE:LINE of the innermost frame of scenectl's own code in `e`'s traceback, or ""."""
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if _in_package(f.filename)]
-    return f"{_source_tail(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    """scenectl/FILE:LINE of the innermost frame of scenectl's own code in `e`'s traceback, or "". Its own code: under
+    the package folder (not merely under some folder named scenectl, such as a clone holding the tests)."""
+    frames = [(Path(f.filename).resolve(), f.lineno) for f in traceback.extract_tb(e.__traceback__)]
+    ours = [(path, line) for path, line in frames if path.is_relative_to(PACKAGE)]
+    return f"{Path('scenectl') / ours[-1][0].relative_to(PACKAGE)}:{ours[-1][1]}" if ours else ""
 
 
-def _in_package(filename: str) -> bool:
-    """A frame of scenectl's own code: under the package folder (not merely under some folder named scenectl, such
-    as a clone holding the tests)."""
-    return Path(filename).resolve().is_relative_to(PACKAGE)
+def command(name: str, config: type, help: str | None = None, **options: Any) -> Callable[[Callable], Callable]:
+    """Register subcommand `name`: `fn(cfg)`, cfg a `config` made from the command line (scenectl/cli/_config.py:
+    config_options(config, **options)), every error it raises printed as one line (see the module docstring)."""
 
+    def decorate(fn: Callable) -> Callable:
+        fn = config_options(config, **options)(fn)
 
-def _source_tail(filename: str) -> str:
-    """scenectl/..., the part of a source path inside the package."""
-    return str(Path("scenectl") / Path(filename).resolve().relative_to(PACKAGE))
-
-
-def command(name: str, **kwargs) -> Callable[[F], F]:
-    """Register subcommand `name` (`fn`: a function whose options scenectl/cli/_config.py made), every error it
-    raises printed as one line (see the module docstring)."""
-
-    def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args, **kw):
             try:
@@ -167,8 +151,7 @@ def command(name: str, **kwargs) -> Callable[[F], F]:
             typer.echo(line, err=True)
             raise typer.Exit(status)
 
-        wrapper.__signature__ = inspect.signature(fn)
-        app.command(name, cls=_Command, **kwargs)(wrapper)
+        app.command(name, cls=_Command, help=help)(wrapper)
         return fn
 
     return decorate
@@ -188,7 +171,7 @@ class RootOptions:
 
 
 @app.callback()
-@root_options(RootOptions)
+@config_options(RootOptions, config_help=None)
 def _root(cfg: RootOptions) -> None:
     """Hide one object of a scene and learn to name it from the context alone."""
     _debug["on"] = cfg.debug

@@ -2,8 +2,7 @@
 option once (default, help, flags, positional arguments, repeatable options: scenectl.options). The CLI function
 receives the finished config.
 
-    @command("train", help=_HELP)
-    @config_options(TrainConfig)
+    @command("train", TrainConfig, help=_HELP)   # scenectl/cli/_app.py: registers it with config_options(TrainConfig)
     def train(cfg: TrainConfig) -> None: ...
 
 Every numeric option takes its range from scenectl.options.RANGES by its option name: checked while the command
@@ -62,33 +61,16 @@ def config_options(cls: type, build: Build = from_command_line, config_help: str
         params += [_param(s.name, *_typer_param(s, fn.__name__)) for s in specs]
         if config_help is not None:
             params.append(_param("config_file", Optional[Path], typer.Option(None, "--config", help=config_help)))
-        return _with_signature(command, fn, params)
-
-    return decorate
-
-
-def root_options(cls: type) -> Callable[[Callable], Callable]:
-    """The options of `scenectl` itself (before the command), from config class `cls`; `fn(cfg)` runs first."""
-
-    def decorate(fn: Callable) -> Callable:
-        def command(**options):
-            return fn(cls(**options))
-
-        specs = option_specs(cls)
-        return _with_signature(command, fn, [_param(s.name, *_typer_param(s, "scenectl")) for s in specs])
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        command.__name__, command.__qualname__, command.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        return command
 
     return decorate
 
 
 def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
-
-
-def _with_signature(command: Callable, fn: Callable, params: list[inspect.Parameter]) -> Callable:
-    command.__signature__ = inspect.Signature(params)
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    command.__name__, command.__qualname__, command.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
-    return command
 
 
 def _typer_param(spec: OptionSpec, command: str) -> tuple[Any, Any]:

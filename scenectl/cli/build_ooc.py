@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import config_options
 from scenectl.data.configs import OOCConfig
 
 
 @command(
     "build-ooc",
+    OOCConfig,
     help=(
         "Paste object silhouettes (pycocotools masks) from one image into other images of the same split: once "
         "into a host whose classes NEVER co-occur with the object's class in the training counts "
@@ -24,7 +24,6 @@ from scenectl.data.configs import OOCConfig
         "--train-cooccurrence shards/train2017/cooccurrence.h5 --out shards/ooc"
     ),
 )
-@config_options(OOCConfig)
 def build_ooc_cmd(cfg: OOCConfig) -> None:
     from scenectl.data.ooc import build_ooc, summary
 

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import CONFIG_HELP, config_options
+from scenectl.cli._config import CONFIG_HELP
 from scenectl.config import from_command_line
 from scenectl.data.shards import BuildConfig, build_shards, summary
 from scenectl.errors import ScenectlError
@@ -40,8 +40,7 @@ def split_configs(cls: type, options: dict[str, Any], typed: set[str],
     return cfgs
 
 
-@command("build-shards")
-@config_options(BuildConfig, build=split_configs, config_help=CONFIG_HELP + " Default --out: the file's.")
+@command("build-shards", BuildConfig, build=split_configs, config_help=CONFIG_HELP + " Default --out: the file's.")
 def build_shards_cmd(cfgs: list[BuildConfig]) -> None:
     """Write one sample per eligible COCO instance: the whole scene with that instance hidden.
 
@@ -56,5 +55,4 @@ def build_shards_cmd(cfgs: list[BuildConfig]) -> None:
     for cfg in cfgs:
         cfg.source(typer.echo)
     for cfg in cfgs:
-        manifest = build_shards(cfg, echo=typer.echo)
-        typer.echo(summary(manifest, cfg.out))
+        typer.echo(summary(build_shards(cfg, echo=typer.echo), cfg.out))

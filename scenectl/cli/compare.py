@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import config_options
 from scenectl.config import CompareConfig
 
 
 @command(
     "compare",
+    CompareConfig,
     help=(
         "Score several arms on exactly the same samples: each metric (top-1/3/5/10 and every --topk, micro and "
         "class-balanced; plausibility@10; supercategory top-1/5) with its 95% interval over images, widened by the "
@@ -27,7 +27,6 @@ from scenectl.config import CompareConfig
         "  scenectl compare runs/r18/best.pt runs/ffc18/best.pt --shards shards/val2017 --out runs/compare"
     ),
 )
-@config_options(CompareConfig)
 def compare_cmd(cfg: CompareConfig) -> None:
     from scenectl.compare import compare, summary_text
 

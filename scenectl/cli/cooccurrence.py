@@ -5,12 +5,14 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import OPTIONS_FILE_HELP, config_options
+from scenectl.cli._config import OPTIONS_FILE_HELP
 from scenectl.config import CooccurrenceConfig
 
 
 @command(
     "cooccurrence",
+    CooccurrenceConfig,
+    config_help=OPTIONS_FILE_HELP,
     help=(
         "Show each class's top companions in the images of a split, ranked by conditional probability "
         "P(companion in image | class in image) (default) or by PMI (--by pmi: how much more often than chance; "
@@ -22,7 +24,6 @@ from scenectl.config import CooccurrenceConfig
         "  scenectl cooccurrence runs/train/best.pt --by pmi --min-count 5"
     ),
 )
-@config_options(CooccurrenceConfig, config_help=OPTIONS_FILE_HELP)
 def cooccurrence(cfg: CooccurrenceConfig) -> None:
     from scenectl.companions import cooccurrence_main
 

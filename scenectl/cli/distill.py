@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import config_options
 from scenectl.config import DistillConfig
 
 
 @command(
     "distill",
+    DistillConfig,
     help=(
         "Distil the context model into an object classifier (Hinton, Vinyals, Dean 2015). The "
         "student sees object.jpg (the unmasked crop), the frozen teacher the masked scene (jpg + mask); loss = "
@@ -25,7 +25,6 @@ from scenectl.config import DistillConfig
         "--val-shards shards/val-obj --temperature 4 --alpha 0.5 --epochs 5"
     ),
 )
-@config_options(DistillConfig)
 def distill_cmd(cfg: DistillConfig) -> None:
     from scenectl.distill import distill as run_distill
     from scenectl.report import runs_summary as summary_text

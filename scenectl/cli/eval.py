@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import config_options
 from scenectl.config import EvalConfig
 
 
 @command(
     "eval",
+    EvalConfig,
     help=(
         "Evaluate a checkpoint on one or more shard sets: top-1/3/5/10 and every --topk, each micro and "
         "class-balanced (over the classes with --min-class-samples targets); supercategory top-1/5; per-class "
@@ -31,7 +31,6 @@ from scenectl.config import EvalConfig
         "config.json)"
     ),
 )
-@config_options(EvalConfig)
 def eval_cmd(cfg: EvalConfig) -> None:
     from scenectl.evaluate import evaluate as main, summary_text
 

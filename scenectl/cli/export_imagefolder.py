@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import config_options
 from scenectl.data.configs import ExportConfig
 
 
 @command(
     "export-imagefolder",
+    ExportConfig,
     help=(
         "Write OUT/<class name>/<key>.jpg from a shard set: object.jpg (sets built with --with-object) or jpg "
         "(sets built with --task object, where jpg is the unmasked crop). Bytes are copied, not re-encoded. "
@@ -21,7 +21,6 @@ from scenectl.data.configs import ExportConfig
         "  scenectl export-imagefolder shards/train-crops crops/train"
     ),
 )
-@config_options(ExportConfig)
 def export_imagefolder_cmd(cfg: ExportConfig) -> None:
     from scenectl.data.export import export_imagefolder
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import config_options
 from scenectl.config import FuseConfig
 
 
 @command(
     "fuse",
+    FuseConfig,
     help=(
         "Combine an object classifier (on object.jpg) with the context model (on the masked scene): "
         "log p ∝ log p_obj + w · log p_ctx, w chosen on --shards from a grid (--weight, repeatable; default "
@@ -23,7 +23,6 @@ from scenectl.config import FuseConfig
         "--shards shards/val-obj --ooc-shards shards/ooc --out runs/fuse"
     ),
 )
-@config_options(FuseConfig)
 def fuse_cmd(cfg: FuseConfig) -> None:
     from scenectl.fuse import fuse, summary_text
 

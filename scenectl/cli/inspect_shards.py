@@ -5,12 +5,11 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import OPTIONS_FILE_HELP, config_options
+from scenectl.cli._config import OPTIONS_FILE_HELP
 from scenectl.config import InspectConfig
 
 
-@command("inspect-shards")
-@config_options(InspectConfig, config_help=OPTIONS_FILE_HELP)
+@command("inspect-shards", InspectConfig, config_help=OPTIONS_FILE_HELP)
 def inspect_shards_cmd(cfg: InspectConfig) -> None:
     """Print samples per class, the hidden-area histogram and the build params; draw a contact sheet (samples
     across images, each with its hidden region outlined, class and hidden-area fraction; the area histogram below).

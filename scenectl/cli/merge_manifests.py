@@ -5,12 +5,10 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import config_options
 from scenectl.config import MergeConfig
 
 
-@command("merge-manifests")
-@config_options(MergeConfig, config_help=None)
+@command("merge-manifests", MergeConfig, config_help=None)
 def merge_manifests_cmd(cfg: MergeConfig) -> None:
     """Check that all n parts of a build are present and compatible, and write DIR/manifest.json.
 

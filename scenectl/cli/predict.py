@@ -5,12 +5,14 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import OPTIONS_FILE_HELP, config_options
+from scenectl.cli._config import OPTIONS_FILE_HELP
 from scenectl.config import PredictConfig
 
 
 @command(
     "predict",
+    PredictConfig,
+    config_help=OPTIONS_FILE_HELP,
     help=(
         "Hide a region of IMAGE exactly as build-shards hides an object (same margin, shape, fill and letterbox "
         "as the checkpoint's training shards when their manifest can be found, else build-shards' defaults) and "
@@ -22,7 +24,6 @@ from scenectl.config import PredictConfig
         "--out pred.png"
     ),
 )
-@config_options(PredictConfig, config_help=OPTIONS_FILE_HELP)
 def predict_cmd(cfg: PredictConfig) -> None:
     from scenectl.predict import predict
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import config_options
 from scenectl.quickstart import QuickstartConfig, quickstart
 
 
 @command(
     "quickstart",
+    QuickstartConfig,
     help=(
         "Run the whole chain on the embedded synthetic scenes (no download): sample, build-shards (circle masks, "
         "64 px), train (resnet18, a few epochs), eval; ends with the results table beside the class-prior, "
@@ -22,6 +22,5 @@ from scenectl.quickstart import QuickstartConfig, quickstart
         "  scenectl quickstart --coco-root /data/coco --out quickstart-coco"
     ),
 )
-@config_options(QuickstartConfig)
 def quickstart_cmd(cfg: QuickstartConfig) -> None:
     quickstart(cfg, echo=typer.echo)

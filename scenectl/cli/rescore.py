@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import config_options
 from scenectl.config import RescoreConfig
 
 _HELP = """Rescore any detector's COCO results with the context model, measured by COCOeval.
@@ -25,8 +24,7 @@ changed.png. See docs/detectors.md.
 """
 
 
-@command("rescore", help=_HELP)
-@config_options(RescoreConfig)
+@command("rescore", RescoreConfig, help=_HELP)
 def rescore(cfg: RescoreConfig) -> None:
     from scenectl.rescore import rescore as run, summary_text
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import config_options
 from scenectl.data.synthetic import SampleConfig
 
 
 @command(
     "sample",
+    SampleConfig,
     help=(
         "Write a small synthetic dataset in COCO 2017's layout (annotations/instances_{train,val}2017.json, "
         "train2017/, val2017/) whose scenes have context structure: five scene types (kitchen, street, beach, "
@@ -24,7 +24,6 @@ from scenectl.data.synthetic import SampleConfig
         "  scenectl build-shards --shape circle --max-area 0.3"
     ),
 )
-@config_options(SampleConfig)
 def sample(cfg: SampleConfig) -> None:
     from scenectl.data.synthetic import generate_scenes
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import config_options
 from scenectl.config import TrainConfig
 
 _HELP = """Train a network to name the hidden object from its context.
@@ -31,8 +30,7 @@ Writes OUT/config.json, OUT/metrics.jsonl, OUT/last.pt, OUT/best.pt and OUT/curv
 """
 
 
-@command("train", help=_HELP)
-@config_options(TrainConfig)
+@command("train", TrainConfig, help=_HELP)
 def train(cfg: TrainConfig) -> None:
     from scenectl.train import train as run_training
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import config_options
 from scenectl.config import TransferConfig
 
 
 @command(
     "transfer",
+    TransferConfig,
     help=(
         "Reuse a context checkpoint's backbone for another classification task: a folder in torchvision's "
         "ImageFolder layout (ROOT/<class>/<image>.jpg, e.g. from `scenectl export-imagefolder`) or a shard set's "
@@ -26,7 +26,6 @@ from scenectl.config import TransferConfig
         "--mode finetune --backbone-lr-scale 0.1 --compare-scratch --epochs 5 --out runs/transfer"
     ),
 )
-@config_options(TransferConfig)
 def transfer_cmd(cfg: TransferConfig) -> None:
     from scenectl.report import runs_summary as summary_text
     from scenectl.transfer import transfer as run_transfer

@@ -7,13 +7,12 @@ import json
 import typer
 
 from scenectl.cli._app import command
-from scenectl.cli._config import OPTIONS_FILE_HELP, config_options
+from scenectl.cli._config import OPTIONS_FILE_HELP
 from scenectl.data.verify import VerifyConfig
 from scenectl.errors import ScenectlError
 
 
-@command("verify-shards")
-@config_options(VerifyConfig, config_help=OPTIONS_FILE_HELP)
+@command("verify-shards", VerifyConfig, config_help=OPTIONS_FILE_HELP)
 def verify_shards_cmd(cfg: VerifyConfig) -> None:
     """Check a shard set before trusting it: every shard listed and whole (sha256), every sample complete and
     decodable, cls within the class list and equal to the json's, counts equal to the manifest's, no unexpected

@@ -44,11 +44,3 @@ class DenseNet(ClassifierHead, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.features(x))  # (B, num_features, H/32, W/32): torchvision's forward, without the head
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, num_features)
-
-
-def densenet121(num_classes: int, in_chans: int = 3) -> DenseNet:
-    return DenseNet(torchvision.models.densenet121, num_classes, in_chans)
-
-
-def densenet169(num_classes: int, in_chans: int = 3) -> DenseNet:
-    return DenseNet(torchvision.models.densenet169, num_classes, in_chans)

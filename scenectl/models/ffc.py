@@ -63,7 +63,7 @@ class FourierUnit(nn.Module):
 class SpectralTransform(nn.Module):
     """The global→global path: (B, Cin, H, W) → (B, Cout, H/stride, W/stride)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, enable_lfu: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
         # ceil_mode matches the ceil(H/2) size of a padded stride-2 convolution on the local path for odd H
         self.downsample = nn.AvgPool2d(2, stride=2, ceil_mode=True) if stride == 2 else nn.Identity()
@@ -74,7 +74,7 @@ class SpectralTransform(nn.Module):
         self.fu = FourierUnit(mid, mid)
         # LFU: the first quarter of the channels, cut into 2×2 spatial quadrants stacked as channels (4 × mid//4)
         self.lfu_chans = mid // 4
-        self.lfu = FourierUnit(4 * self.lfu_chans, mid) if enable_lfu and self.lfu_chans else None
+        self.lfu = FourierUnit(4 * self.lfu_chans, mid) if self.lfu_chans else None
         self.conv2 = nn.Conv2d(mid, out_channels, kernel_size=1, bias=False)
 
     def local_fourier(self, x: torch.Tensor) -> torch.Tensor | int:
@@ -99,7 +99,7 @@ class FFC(nn.Module):
     """Fast Fourier Convolution on a (local, global) pair; `ratio_gin`/`ratio_gout` = global share of channels."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, ratio_gin: float, ratio_gout: float,
-                 stride: int = 1, padding: int = 0, enable_lfu: bool = True):
+                 stride: int = 1, padding: int = 0):
         super().__init__()
         if not (0 <= ratio_gin < 1 and 0 <= ratio_gout < 1):
             raise ValueError(f"FFC global ratios must lie in [0, 1), got {ratio_gin}, {ratio_gout}")
@@ -118,8 +118,7 @@ class FFC(nn.Module):
         self.convl2l = conv(self.in_cl, self.out_cl)
         self.convg2l = conv(self.in_cg, self.out_cl)
         self.convl2g = conv(self.in_cl, self.out_cg)
-        self.convg2g = (SpectralTransform(self.in_cg, self.out_cg, stride, enable_lfu)
-                        if self.in_cg and self.out_cg else None)
+        self.convg2g = SpectralTransform(self.in_cg, self.out_cg, stride) if self.in_cg and self.out_cg else None
 
     def forward(self, x: Pair) -> Pair:
         x_l, x_g = x  # (B, in_cl, H, W), (B, in_cg, H, W) or None
@@ -139,27 +138,21 @@ class FFC_BN_ACT(nn.Module):
     Padding is kernel_size // 2 ("same" size at stride 1), as every block of the FFC ResNets uses."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, ratio_gin: float, ratio_gout: float,
-                 stride: int = 1, act: bool = True, enable_lfu: bool = True):
+                 stride: int = 1, act: bool = True):
         super().__init__()
-        self.ffc = FFC(in_channels, out_channels, kernel_size, ratio_gin, ratio_gout, stride, kernel_size // 2,
-                       enable_lfu)
+        self.ffc = FFC(in_channels, out_channels, kernel_size, ratio_gin, ratio_gout, stride, kernel_size // 2)
         self.bn_l = nn.BatchNorm2d(self.ffc.out_cl)
         self.bn_g = nn.BatchNorm2d(self.ffc.out_cg) if self.ffc.out_cg else None
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
     def forward(self, x: Pair) -> Pair:
         x_l, x_g = self.ffc(x)
-        x_l = self.act(self.bn_l(x_l))
-        if x_g is not None:
-            x_g = self.act(self.bn_g(x_g))
-        return x_l, x_g
+        return self.act(self.bn_l(x_l)), None if x_g is None else self.act(self.bn_g(x_g))
 
 
 def _add_relu(a: Pair, b: Pair) -> Pair:
     """Residual sum then ReLU, part by part."""
-    out_l = F.relu(a[0] + b[0])
-    out_g = None if a[1] is None else F.relu(a[1] + b[1])
-    return out_l, out_g
+    return F.relu(a[0] + b[0]), None if a[1] is None else F.relu(a[1] + b[1])
 
 
 class BasicBlock(nn.Module):
@@ -168,10 +161,10 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
-                 ratio_gin: float, ratio_gout: float, lfu: bool = True):
+                 ratio_gin: float, ratio_gout: float):
         super().__init__()
-        self.conv1 = FFC_BN_ACT(inplanes, planes, 3, ratio_gin, ratio_gout, stride, enable_lfu=lfu)
-        self.conv2 = FFC_BN_ACT(planes, planes, 3, ratio_gout, ratio_gout, 1, act=False, enable_lfu=lfu)
+        self.conv1 = FFC_BN_ACT(inplanes, planes, 3, ratio_gin, ratio_gout, stride)
+        self.conv2 = FFC_BN_ACT(planes, planes, 3, ratio_gout, ratio_gout, 1, act=False)
         self.downsample = downsample
 
     def forward(self, x: Pair) -> Pair:
@@ -185,12 +178,12 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
-                 ratio_gin: float, ratio_gout: float, lfu: bool = True):
+                 ratio_gin: float, ratio_gout: float):
         super().__init__()
         r = ratio_gout
-        self.conv1 = FFC_BN_ACT(inplanes, planes, 1, ratio_gin, r, enable_lfu=lfu)
-        self.conv2 = FFC_BN_ACT(planes, planes, 3, r, r, stride, enable_lfu=lfu)
-        self.conv3 = FFC_BN_ACT(planes, planes * 4, 1, r, r, act=False, enable_lfu=lfu)
+        self.conv1 = FFC_BN_ACT(inplanes, planes, 1, ratio_gin, r)
+        self.conv2 = FFC_BN_ACT(planes, planes, 3, r, r, stride)
+        self.conv3 = FFC_BN_ACT(planes, planes * 4, 1, r, r, act=False)
         self.downsample = downsample
 
     def forward(self, x: Pair) -> Pair:
@@ -202,9 +195,8 @@ class FFCResNet(ClassifierHead, nn.Module):
     """ResNet whose convolutions are FFCs. Input (B, in_chans, H, W) → logits (B, num_classes)."""
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], num_classes: int,
-                 in_chans: int = 3, ratio: float = 0.5, lfu: bool = True):
+                 in_chans: int = 3, ratio: float = 0.5):
         super().__init__()
-        self.ratio = ratio
         self.inplanes = 64
         # the stem is an ordinary convolution: at full resolution a global branch would cost much and add little
         self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -212,23 +204,22 @@ class FFCResNet(ClassifierHead, nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         # stage 1 opens the global branch (0 → r), stage 4 closes it (r → 0) so the head sees one plain tensor
-        self.layer1 = self._make_layer(block, 64, layers[0], 1, 0.0, ratio, lfu)
-        self.layer2 = self._make_layer(block, 128, layers[1], 2, ratio, ratio, lfu)
-        self.layer3 = self._make_layer(block, 256, layers[2], 2, ratio, ratio, lfu)
-        self.layer4 = self._make_layer(block, 512, layers[3], 2, ratio, 0.0, lfu)
+        self.layer1 = self._make_layer(block, 64, layers[0], 1, 0.0, ratio)
+        self.layer2 = self._make_layer(block, 128, layers[1], 2, ratio, ratio)
+        self.layer3 = self._make_layer(block, 256, layers[2], 2, ratio, ratio)
+        self.layer4 = self._make_layer(block, 512, layers[3], 2, ratio, 0.0)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.num_features = 512 * block.expansion
         self.fc = nn.Linear(self.num_features, num_classes)
         self._init_weights()
 
-    def _make_layer(self, block, planes: int, blocks: int, stride: int, rin: float, rout: float, lfu: bool):
+    def _make_layer(self, block, planes: int, blocks: int, stride: int, rin: float, rout: float):
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion or rin != rout:
-            downsample = FFC_BN_ACT(self.inplanes, planes * block.expansion, 1, rin, rout, stride,
-                                    act=False, enable_lfu=lfu)
-        layers = [block(self.inplanes, planes, stride, downsample, rin, rout, lfu)]
+            downsample = FFC_BN_ACT(self.inplanes, planes * block.expansion, 1, rin, rout, stride, act=False)
+        layers = [block(self.inplanes, planes, stride, downsample, rin, rout)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, 1, None, rout, rout, lfu) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, 1, None, rout, rout) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def _init_weights(self) -> None:
@@ -246,15 +237,3 @@ class FFCResNet(ClassifierHead, nn.Module):
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             pair = layer(pair)  # stages 1-3: (local, global); stage 4: (B, 512·e, H/32, W/32), None
         return torch.flatten(self.avgpool(pair[0]), 1)  # (B, num_features)
-
-
-def ffc_resnet18(num_classes: int, in_chans: int = 3, ratio: float = 0.5) -> FFCResNet:
-    return FFCResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_chans, ratio)
-
-
-def ffc_resnet34(num_classes: int, in_chans: int = 3, ratio: float = 0.5) -> FFCResNet:
-    return FFCResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_chans, ratio)
-
-
-def ffc_resnet50(num_classes: int, in_chans: int = 3, ratio: float = 0.5) -> FFCResNet:
-    return FFCResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_chans, ratio)

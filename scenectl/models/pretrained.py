@@ -73,11 +73,7 @@ def file_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`state` with torchvision's old DenseNet key names ('denselayer1.norm.1.weight') in today's form
     ('denselayer1.norm1.weight'); every other key unchanged."""
-    out = {}
-    for k, v in state.items():
-        m = _DENSENET_OLD_KEY.match(k)
-        out[m.group(1) + m.group(2) if m else k] = v
-    return out
+    return {_DENSENET_OLD_KEY.sub(r"\1\2", k): v for k, v in state.items()}
 
 
 def adapt_conv1(weight: torch.Tensor, in_chans: int) -> torch.Tensor:

@@ -10,22 +10,28 @@ an optional auxiliary head on the same features (aux_classes; forward(x, aux=Tru
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch.nn as nn
+import torchvision
 
 from scenectl.errors import ScenectlError
-from scenectl.models import densenet, ffc, pretrained as pre, resnet
+from scenectl.models import pretrained as pre
+from scenectl.models.densenet import DenseNet
+from scenectl.models.ffc import BasicBlock, Bottleneck, FFCResNet
+from scenectl.models.resnet import ResNet
 
+# name -> builder(num_classes, in_chans)
 _MODELS: dict[str, Callable[[int, int], nn.Module]] = {
-    "resnet18": resnet.resnet18,
-    "resnet34": resnet.resnet34,
-    "resnet50": resnet.resnet50,
-    "ffc_resnet18": ffc.ffc_resnet18,
-    "ffc_resnet34": ffc.ffc_resnet34,
-    "ffc_resnet50": ffc.ffc_resnet50,
-    "densenet121": densenet.densenet121,
-    "densenet169": densenet.densenet169,
+    "resnet18": partial(ResNet, torchvision.models.resnet18),
+    "resnet34": partial(ResNet, torchvision.models.resnet34),
+    "resnet50": partial(ResNet, torchvision.models.resnet50),
+    "ffc_resnet18": partial(FFCResNet, BasicBlock, [2, 2, 2, 2]),
+    "ffc_resnet34": partial(FFCResNet, BasicBlock, [3, 4, 6, 3]),
+    "ffc_resnet50": partial(FFCResNet, Bottleneck, [3, 4, 6, 3]),
+    "densenet121": partial(DenseNet, torchvision.models.densenet121),
+    "densenet169": partial(DenseNet, torchvision.models.densenet169),
 }
 # short names for the CLI: `scenectl train --arch ffc`
 ALIASES = {"resnet": "resnet18", "ffc": "ffc_resnet18"}

@@ -35,15 +35,3 @@ class ResNet(ClassifierHead, nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, num_features, H/32, W/32)
         return torch.flatten(self.avgpool(x), 1)  # (B, num_features)
-
-
-def resnet18(num_classes: int, in_chans: int = 3) -> ResNet:
-    return ResNet(torchvision.models.resnet18, num_classes, in_chans)
-
-
-def resnet34(num_classes: int, in_chans: int = 3) -> ResNet:
-    return ResNet(torchvision.models.resnet34, num_classes, in_chans)
-
-
-def resnet50(num_classes: int, in_chans: int = 3) -> ResNet:
-    return ResNet(torchvision.models.resnet50, num_classes, in_chans)
