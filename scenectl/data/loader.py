@@ -84,7 +84,7 @@ from scenectl.data.remote import (NetOptions, check_scheme, expand_locations, fi
 from scenectl.data.transforms import Augment, decode_image, deferred_scene, letterbox_input, stack, to_input
 from scenectl.errors import OutOfMemory, ScenectlError, out_of_memory
 from scenectl.h5 import MAX_FILE_BYTES as MAX_H5_BYTES
-from scenectl.io import MAX_JSON_BYTES, read_regular
+from scenectl.io import MAX_JSON_BYTES
 
 VIEWS = ("scene", "object")
 REBUILD_HINT = "rebuild it with `scenectl build-shards --with-object` (or `--task object`)"
@@ -144,10 +144,7 @@ class ShardSet:
         manifest's `files` sha256 when it records one (sets built before that field are taken as they are)."""
         where = join(self.location, "cooccurrence.h5")
         want = self.manifest.get("files", {}).get("cooccurrence.h5")
-        if is_local(self.location):
-            data = read_regular(local_path(where), "co-occurrence file", MAX_H5_BYTES)
-        else:
-            data = read_remote(where, self.net, "co-occurrence file", MAX_H5_BYTES)
+        data = read_remote(where, self.net, "co-occurrence file", MAX_H5_BYTES)
         if want is not None and (got := hashlib.sha256(data).hexdigest()) != want:
             raise ScenectlError(f"{where}: sha256 {got[:12]}... differs from the manifest's {want[:12]}... (a file of "
                                 "another build, or changed since: the set is not whole)")
@@ -209,20 +206,15 @@ def _open_local_folder(folder: Path, net: NetOptions) -> ShardSet:
 
 
 def _load_manifest(location: str, net: NetOptions) -> dict:
-    where = join(location, "manifest.json")
-    if is_local(location):
-        folder = Path(local_path(location))
-        if not (folder / "manifest.json").is_file():
-            partial = unfinished(folder)
-            if partial:
-                raise ScenectlError(
-                    f"shard set {folder} is incomplete (no manifest.json, found {partial[0]}): finish it with "
-                    "`scenectl build-shards --resume` (or `scenectl merge-manifests` for a build in parts)")
-            raise ScenectlError(f"no manifest.json in {folder}: not a shard set written by scenectl build-shards")
-        data = read_regular(folder / "manifest.json", "manifest", MAX_JSON_BYTES)
-    else:
-        data = read_remote(where, net, "manifest", MAX_JSON_BYTES)
-    return parse_manifest(data, where)
+    where, folder = join(location, "manifest.json"), Path(local_path(location))
+    if is_local(location) and not (folder / "manifest.json").is_file():
+        partial = unfinished(folder)
+        if partial:
+            raise ScenectlError(
+                f"shard set {folder} is incomplete (no manifest.json, found {partial[0]}): finish it with "
+                "`scenectl build-shards --resume` (or `scenectl merge-manifests` for a build in parts)")
+        raise ScenectlError(f"no manifest.json in {folder}: not a shard set written by scenectl build-shards")
+    return parse_manifest(read_remote(where, net, "manifest", MAX_JSON_BYTES), where)
 
 
 def _checked(s: ShardSet) -> ShardSet:
