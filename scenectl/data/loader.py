@@ -691,20 +691,19 @@ def _mixed(share: _Share, order: list[str], rng: random.Random, ledger: KeyLedge
         yield raw
 
 
-def _eval_pipeline(shards: ShardSet, view: View, batch_size: int, rank: int, world_size: int,
-                   handler: Handler) -> tuple[wds.DataPipeline, int]:
+def _eval_pipeline(shards: ShardSet, view: View, b: EvalBatches, handler: Handler) -> tuple[wds.DataPipeline, int]:
     """This rank's share of the set, every sample once, in shard order; also how many shards it reads."""
-    by_shard = len(shards.urls) >= world_size
-    urls = shards.urls[rank::world_size] if by_shard else shards.urls
+    by_shard = len(shards.urls) >= b.world_size
+    urls = shards.urls[b.rank::b.world_size] if by_shard else shards.urls
     stages = [
         wds.SimpleShardList(urls),
         wds.split_by_worker,  # DataLoader workers split the rank's shards (never more workers than shards)
         lambda src: _read_shards(src, shards.reads(), handler),  # keys across shards: Loader
     ]
     if not by_shard:  # fewer shards than ranks: every rank reads all shards and keeps every world_size-th sample
-        stages.append(wds.slice(rank, None, world_size))
+        stages.append(wds.slice(b.rank, None, b.world_size))
     stages += [lambda src: _decoded(src, handler, lambda raw, i: view(raw, None)),
-               wds.batched(batch_size, collation_fn=collate)]
+               wds.batched(b.batch_size, collation_fn=collate)]
     return wds.DataPipeline(*stages), len(urls)
 
 
@@ -799,7 +798,7 @@ def make_eval_loader(shards: ShardSet, b: EvalBatches) -> Loader:
     """The batches `b` describes over `shards`."""
     counter = b.counter or SkipCounter()
     v = make_view(shards, b.view, b.image_size, b.mask_channel, None, b.scene_size, b.scene_mask, b.defer_jpeg)
-    pipeline, n_urls = _eval_pipeline(shards, v, b.batch_size, b.rank, b.world_size, Handler(b.skip_corrupt, counter))
+    pipeline, n_urls = _eval_pipeline(shards, v, b, Handler(b.skip_corrupt, counter))
     dl = DataLoader(pipeline, batch_size=None, num_workers=min(b.workers, max(1, n_urls)),
                     pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals, collate_fn=as_is)
     return Loader(dl, None, counter, unique_keys=True, skip_corrupt=b.skip_corrupt)
