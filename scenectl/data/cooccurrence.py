@@ -45,9 +45,8 @@ class Cooccurrence:
             raise ValueError("'names' are not strings or 'n_images' is not a whole number >= 0")
 
     @classmethod
-    def count(
-        cls, image_classes: Iterable[Sequence[int]], coco_ids: Sequence[int], names: Sequence[str]
-    ) -> "Cooccurrence":
+    def count(cls, image_classes: Iterable[Sequence[int]], coco_ids: Sequence[int],
+              names: Sequence[str]) -> "Cooccurrence":
         """Count from one sequence of class indices per image (one entry per annotation, repeats allowed)."""
         c = len(coco_ids)
         co = np.zeros((c, c), dtype=np.int64)
@@ -58,7 +57,7 @@ class Cooccurrence:
             np.add.at(inst, classes, 1)
             present = np.unique(classes)
             co[np.ix_(present, present)] += 1
-        return cls(co, np.diag(co), inst, np.asarray(coco_ids, dtype=np.int64), list(names), n)
+        return cls(co, np.diag(co), inst, coco_ids, list(names), n)  # __post_init__ makes coco_ids int64
 
     # --- HDF5 -------------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
