@@ -68,14 +68,11 @@ def file_problems(data: bytes, layout: Layout) -> list[str]:
         return [str(e)]
 
 
-@contextlib.contextmanager
-def _opened(data: bytes, where: str, what: str) -> Iterator[h5py.File]:
-    try:
-        f = h5py.File(io.BytesIO(data), "r")
+def _opened(data: bytes, where: str, what: str) -> h5py.File:
+    try:  # an h5py.File closes itself when the caller's `with` ends
+        return h5py.File(io.BytesIO(data), "r")
     except (OSError, ValueError) as e:
         raise ScenectlError(f"{where} is not a scenectl {what} (not HDF5: {e})") from None
-    with f:
-        yield f
 
 
 def layout_problems(f: h5py.File, layout: Layout) -> list[str]:

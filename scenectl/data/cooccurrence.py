@@ -11,19 +11,13 @@ import h5py
 import numpy as np
 
 from scenectl.errors import ScenectlError
-from scenectl.h5 import Field, file_problems, open_h5
+from scenectl.h5 import Field, open_h5
 from scenectl.io import atomic_path
 
 # cooccurrence.h5: C classes (scenectl.h5 checks this before reading; attribute n_images: the split's image count)
 LAYOUT = {"cooccurrence": Field("int", ("C", "C")), "image_counts": Field("int", ("C",)),
           "instance_counts": Field("int", ("C",)), "coco_ids": Field("int", ("C",)), "names": Field("str", ("C",))}
 COUNTS = tuple(name for name, field in LAYOUT.items() if field.kind == "int")  # the (C, C) and (C,) int64 arrays
-
-
-def cooccurrence_file_problems(data: bytes) -> list[str]:
-    """What reading the cooccurrence.h5 `data` would refuse (links, external or virtual storage, its layout), for
-    verify-shards; [] for a sound file."""
-    return file_problems(data, LAYOUT)
 
 
 @dataclass
@@ -51,9 +45,8 @@ class Cooccurrence:
             raise ValueError("'names' are not strings or 'n_images' is not a whole number >= 0")
 
     @classmethod
-    def count(
-        cls, image_classes: Iterable[Sequence[int]], coco_ids: Sequence[int], names: Sequence[str]
-    ) -> "Cooccurrence":
+    def count(cls, image_classes: Iterable[Sequence[int]], coco_ids: Sequence[int],
+              names: Sequence[str]) -> "Cooccurrence":
         """Count from one sequence of class indices per image (one entry per annotation, repeats allowed)."""
         c = len(coco_ids)
         co = np.zeros((c, c), dtype=np.int64)
@@ -64,7 +57,7 @@ class Cooccurrence:
             np.add.at(inst, classes, 1)
             present = np.unique(classes)
             co[np.ix_(present, present)] += 1
-        return cls(co, np.diag(co), inst, np.asarray(coco_ids, dtype=np.int64), list(names), n)
+        return cls(co, np.diag(co), inst, coco_ids, list(names), n)  # __post_init__ makes coco_ids int64
 
     # --- HDF5 -------------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -116,11 +109,7 @@ def plausible_matrix(cooc: Cooccurrence, min_count: int | None = None) -> np.nda
     min_count = MIN_PAIR_COUNT if min_count is None else int(min_count)
     if min_count < 1:
         raise ScenectlError(f"the plausible-pair count threshold must be >= 1, got {min_count}")
-    n_cv = np.asarray(cooc.cooccurrence, dtype=np.int64)  # (C, C)
-    n_c = np.asarray(cooc.image_counts, dtype=np.int64)  # (C,)
-    c = n_c.shape[0]
-    if n_cv.shape != (c, c):
-        raise ScenectlError(f"co-occurrence table has shape {n_cv.shape}, expected ({c}, {c})")
+    n_cv, n_c = cooc.cooccurrence, cooc.image_counts  # (C, C), (C,) int64: Cooccurrence checked their shapes
     if not np.array_equal(n_cv, n_cv.T):
         raise ScenectlError("co-occurrence table is not symmetric")
     # int64 is exact here: N * n_cv <= N^2, far below 2^63 for any real dataset

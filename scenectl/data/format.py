@@ -541,7 +541,6 @@ def seal_set(out: Path, manifest: dict, names: SetNames = SetNames()) -> dict:
     """Finish a set: the manifest's `files` (sha256 of cooccurrence.h5 and the build's config), `_info.json` for a
     whole set, then the manifest itself, written last (atomically: its presence means the set is complete), and the
     journal removed. Returns the manifest."""
-
     manifest["files"] = {name: file_sha256(out / name) for name in (COOCCURRENCE, names.config)
                          if (out / name).is_file()}
     if names.part is None:  # a part's shards are not a set yet: merge-manifests writes the index of the whole
@@ -555,7 +554,6 @@ def write_timm_info(out: Path, manifest: dict) -> str:
     """Write `_info.json`, the index timm's webdataset reader needs (`timm.data.create_dataset("wds/NAME",
     root=out, split=SPLIT)`: the split's shard file names and sample counts; it reads `jpg` and the `cls` integer
     itself), atomically; return its sha256 for the manifest's `files`. SPLIT is the split the set was built from."""
-
     split = manifest["params"]["split"]
     shards = manifest["shards"]
     write_json_atomic(out / TIMM_INFO, {"name": f"scenectl-{split}", "splits": {split: {

@@ -25,13 +25,9 @@ SCAN_SAMPLES = 20_000  # samples read at most (whole shards drawn at random) to 
 def pick_shards(shards: ShardSet, seed: int, budget: int = SCAN_SAMPLES) -> ShardSet:
     """The set cut to whole shards drawn at random (seeded) until they hold `budget` samples (a smaller set whole),
     in the set's order: a contact sheet reads a bounded share of a large set, and not only its first shard."""
-    sizes = shards.shard_sizes()
-    chosen, total = [], 0
-    for i in np.random.default_rng(seed).permutation(len(shards.urls)):
-        chosen.append(int(i))
-        total += sizes[shards.urls[i]]
-        if total >= budget:
-            break
+    sizes, order = shards.shard_sizes(), np.random.default_rng(seed).permutation(len(shards.urls))
+    totals = np.cumsum([sizes[shards.urls[i]] for i in order])  # samples in the first 1, 2, ... shards drawn
+    chosen = order[: np.searchsorted(totals, budget) + 1]  # up to the first that reaches `budget`
     return replace(shards, urls=[shards.urls[i] for i in sorted(chosen)])
 
 

@@ -84,7 +84,7 @@ from scenectl.data.remote import (NetOptions, check_scheme, expand_locations, fi
 from scenectl.data.transforms import Augment, decode_image, deferred_scene, letterbox_input, stack, to_input
 from scenectl.errors import OutOfMemory, ScenectlError, out_of_memory
 from scenectl.h5 import MAX_FILE_BYTES as MAX_H5_BYTES
-from scenectl.io import MAX_JSON_BYTES, read_regular
+from scenectl.io import MAX_JSON_BYTES
 
 VIEWS = ("scene", "object")
 REBUILD_HINT = "rebuild it with `scenectl build-shards --with-object` (or `--task object`)"
@@ -144,10 +144,7 @@ class ShardSet:
         manifest's `files` sha256 when it records one (sets built before that field are taken as they are)."""
         where = join(self.location, "cooccurrence.h5")
         want = self.manifest.get("files", {}).get("cooccurrence.h5")
-        if is_local(self.location):
-            data = read_regular(local_path(where), "co-occurrence file", MAX_H5_BYTES)
-        else:
-            data = read_remote(where, self.net, "co-occurrence file", MAX_H5_BYTES)
+        data = read_remote(where, self.net, "co-occurrence file", MAX_H5_BYTES)
         if want is not None and (got := hashlib.sha256(data).hexdigest()) != want:
             raise ScenectlError(f"{where}: sha256 {got[:12]}... differs from the manifest's {want[:12]}... (a file of "
                                 "another build, or changed since: the set is not whole)")
@@ -209,20 +206,15 @@ def _open_local_folder(folder: Path, net: NetOptions) -> ShardSet:
 
 
 def _load_manifest(location: str, net: NetOptions) -> dict:
-    where = join(location, "manifest.json")
-    if is_local(location):
-        folder = Path(local_path(location))
-        if not (folder / "manifest.json").is_file():
-            partial = unfinished(folder)
-            if partial:
-                raise ScenectlError(
-                    f"shard set {folder} is incomplete (no manifest.json, found {partial[0]}): finish it with "
-                    "`scenectl build-shards --resume` (or `scenectl merge-manifests` for a build in parts)")
-            raise ScenectlError(f"no manifest.json in {folder}: not a shard set written by scenectl build-shards")
-        data = read_regular(folder / "manifest.json", "manifest", MAX_JSON_BYTES)
-    else:
-        data = read_remote(where, net, "manifest", MAX_JSON_BYTES)
-    return parse_manifest(data, where)
+    where, folder = join(location, "manifest.json"), Path(local_path(location))
+    if is_local(location) and not (folder / "manifest.json").is_file():
+        partial = unfinished(folder)
+        if partial:
+            raise ScenectlError(
+                f"shard set {folder} is incomplete (no manifest.json, found {partial[0]}): finish it with "
+                "`scenectl build-shards --resume` (or `scenectl merge-manifests` for a build in parts)")
+        raise ScenectlError(f"no manifest.json in {folder}: not a shard set written by scenectl build-shards")
+    return parse_manifest(read_remote(where, net, "manifest", MAX_JSON_BYTES), where)
 
 
 def _checked(s: ShardSet) -> ShardSet:
@@ -699,20 +691,19 @@ def _mixed(share: _Share, order: list[str], rng: random.Random, ledger: KeyLedge
         yield raw
 
 
-def _eval_pipeline(shards: ShardSet, view: View, batch_size: int, rank: int, world_size: int,
-                   handler: Handler) -> tuple[wds.DataPipeline, int]:
+def _eval_pipeline(shards: ShardSet, view: View, b: EvalBatches, handler: Handler) -> tuple[wds.DataPipeline, int]:
     """This rank's share of the set, every sample once, in shard order; also how many shards it reads."""
-    by_shard = len(shards.urls) >= world_size
-    urls = shards.urls[rank::world_size] if by_shard else shards.urls
+    by_shard = len(shards.urls) >= b.world_size
+    urls = shards.urls[b.rank::b.world_size] if by_shard else shards.urls
     stages = [
         wds.SimpleShardList(urls),
         wds.split_by_worker,  # DataLoader workers split the rank's shards (never more workers than shards)
         lambda src: _read_shards(src, shards.reads(), handler),  # keys across shards: Loader
     ]
     if not by_shard:  # fewer shards than ranks: every rank reads all shards and keeps every world_size-th sample
-        stages.append(wds.slice(rank, None, world_size))
+        stages.append(wds.slice(b.rank, None, b.world_size))
     stages += [lambda src: _decoded(src, handler, lambda raw, i: view(raw, None)),
-               wds.batched(batch_size, collation_fn=collate)]
+               wds.batched(b.batch_size, collation_fn=collate)]
     return wds.DataPipeline(*stages), len(urls)
 
 
@@ -807,7 +798,7 @@ def make_eval_loader(shards: ShardSet, b: EvalBatches) -> Loader:
     """The batches `b` describes over `shards`."""
     counter = b.counter or SkipCounter()
     v = make_view(shards, b.view, b.image_size, b.mask_channel, None, b.scene_size, b.scene_mask, b.defer_jpeg)
-    pipeline, n_urls = _eval_pipeline(shards, v, b.batch_size, b.rank, b.world_size, Handler(b.skip_corrupt, counter))
+    pipeline, n_urls = _eval_pipeline(shards, v, b, Handler(b.skip_corrupt, counter))
     dl = DataLoader(pipeline, batch_size=None, num_workers=min(b.workers, max(1, n_urls)),
                     pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals, collate_fn=as_is)
     return Loader(dl, None, counter, unique_keys=True, skip_corrupt=b.skip_corrupt)

@@ -54,6 +54,7 @@ from urllib.request import url2pathname
 import braceexpand
 
 from scenectl.errors import ScenectlError
+from scenectl.io import read_regular
 from scenectl.options import RANGES, Config, option
 
 MAX_WAIT = RANGES["backoff"].hi  # longest wait between two attempts, seconds
@@ -247,8 +248,11 @@ def open_stream(url: str, net: NetOptions, what: str = "shard") -> BinaryIO:
 
 
 def read_remote(url: str, net: NetOptions, what: str, limit: int) -> bytes:
-    """All the bytes of a remote file (a manifest, cooccurrence.h5), at most `limit` (an endless answer is refused
-    once past it), through the same retrying reader."""
+    """All the bytes of one file of a set (a manifest, cooccurrence.h5), at most `limit`: a local one as a regular
+    file (scenectl.io.read_regular), a remote one through the same retrying reader (an endless answer is refused once
+    past the limit)."""
+    if is_local(url):
+        return read_regular(local_path(url), what, limit)
     data = bytearray()
     with open_stream(url, net, what) as f:
         # in small reads: http.client drops a read's partial bytes when it times out

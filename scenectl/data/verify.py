@@ -45,12 +45,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from scenectl.data.cooccurrence import LAYOUT as COOCCURRENCE_LAYOUT
 from scenectl.data.format import (JOURNAL_GLOB, PART_MANIFEST_GLOB, PARTIAL_GLOB, Problem, SampleSpec, join,
                                   manifest_problems, parse_cls, sample_problems, shard_samples, usable_shards)
 from scenectl.data.remote import (Net, NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
                                   plain_name_problem, read_remote)
-from scenectl.data.cooccurrence import cooccurrence_file_problems
 from scenectl.errors import OutOfMemory, ScenectlError
+from scenectl.h5 import file_problems
 from scenectl.io import MAX_JSON_BYTES, read_regular
 from scenectl.options import Options, group, option
 from scenectl.progress import progress as progress_of
@@ -199,7 +200,7 @@ def _files_problems(location: str, manifest: dict, net: NetOptions) -> list[dict
             problems.append(_problem("unreadable", f"{name}: {e}"))
             continue
         if name == "cooccurrence.h5":  # its own bytes may match and still make a reader open other files
-            problems += [_problem("unsafe_file", f"{name}: {p}") for p in cooccurrence_file_problems(data)]
+            problems += [_problem("unsafe_file", f"{name}: {p}") for p in file_problems(data, COOCCURRENCE_LAYOUT)]
         got = hashlib.sha256(data).hexdigest()
         if got != want:
             problems.append(_problem("checksum", f"{name}: sha256 {got[:12]}... differs from the manifest's "
