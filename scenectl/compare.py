@@ -292,7 +292,9 @@ def score(models: list[Model], reference: str, ks: list[int], plausible: np.ndar
     for m in models:
         runs.setdefault(m.arm, []).append(seed_run(m, base, pl, plausible is not None, (ks, rs, cls, super_of)))
     names = metrics.metric_names(ks) + ([f"super top-{k}" for k in metrics.SUPER_KS] if super_of is not None else [])
-    table = metrics.seed_table(runs, reference, names) if cfg.bootstrap else no_interval_table(runs, names)
+    table = metrics.seed_table(runs, reference, names)
+    if not cfg.bootstrap:  # no resamples: every interval is None, so no difference is worded
+        table = {"arms": table["arms"], "differences": {}}
     boot = {"resamples": cfg.bootstrap, "seed": cfg.seed, "unit": "image", "images": rs.n_images,
             "samples": len(base.keys), "without_image_id": rs.unknown, "level": metrics.LEVEL,
             "method": "percentile, widened by the across-seed variance (Satterthwaite df)",
@@ -301,18 +303,6 @@ def score(models: list[Model], reference: str, ks: list[int], plausible: np.ndar
             "family": table.get("family"), "class_set": cls.record(), "bootstrap": boot,
             "supercategories": None if super_of is not None else
             "not reported: some input records no supercategories (an older eval, or a --no-logits file)"}
-
-
-def no_interval_table(runs: dict[str, list[metrics.SeedRun]], names: list[str]) -> dict:
-    """seed_table's "arms" without intervals (--bootstrap 0): per-seed values, mean and seed SD; no differences."""
-    arms = {}
-    for arm, rs in runs.items():
-        arms[arm] = {}
-        for m in names:
-            vals = [r.point.get(m) for r in rs]
-            arms[arm][m] = None if any(v is None for v in vals) else {
-                **metrics.seed_summary(metrics.Arm.of(vals, [np.zeros(0)] * len(vals))), "ci": None, "notes": []}
-    return {"arms": arms, "differences": {}}
 
 
 # --- 4. outputs ----------------------------------------------------------------------------------------------------
