@@ -733,21 +733,11 @@ def constant_predictor(pred, k: int) -> bool:
 
 def resampled_balanced(pred, labels, ks: Iterable[int], rs: Resamples, cls: ClassSet) -> dict[str, np.ndarray]:
     """{"bal top-k": (B,)}: balanced top-k over the declared set `cls` on each resample of `rs` (rs.identity()
-    for the point). A resample that draws no target of some class of the set cannot average over the set: NaN
-    there (interval() leaves it out)."""
-    ks = _check_ks(ks)
-    c = cls.num_classes
-    y = _check_labels(labels, rs.groups.shape[0], c)
-    top, _ = _topk_indices(pred, max(ks), c)  # (N, K)
-    w, ones = rs.weights, np.ones(y.shape[0])
-    support = (w @ _per_image_class(rs, y, ones, c))[:, cls.classes]  # (B, K)
-    out = {}
-    for k in ks:
-        hits = (top[:, :min(k, c)] == y[:, None]).any(axis=1).astype(np.float64)  # (N,)
-        correct = (w @ _per_image_class(rs, y, hits, c))[:, cls.classes]  # (B, K)
-        acc = _ratio(correct, support)  # (B, K), NaN where a set class is not drawn
-        out[f"bal top-{k}"] = acc.mean(axis=1)  # NaN propagates: the resample is left out
-    return out
+    for the point), as resampled_metrics(..., cls) computes it (`pred` as it takes it). A resample that draws no
+    target of some class of the set cannot average over the set: NaN there (interval() leaves it out)."""
+    no_context = [[]] * len(_np(labels)), np.zeros((cls.num_classes,) * 2, dtype=bool)  # plaus@10 is not asked for
+    dists = resampled_metrics(pred, labels, *no_context, ks, rs, cls)
+    return {m: d for m, d in dists.items() if m.startswith("bal top-")}
 
 
 def balanced_fields(pred, labels, ks: Iterable[int], rs: Resamples, cls: ClassSet, level: float = LEVEL,
