@@ -20,7 +20,6 @@ Reads top to bottom:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,7 +31,7 @@ from scenectl.config import CompareConfig
 from scenectl.data.coco import supercategories
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
-from scenectl.io import write_bytes_atomic, write_json_atomic
+from scenectl.io import parse_json, write_bytes_atomic, write_json_atomic
 from scenectl.predictions import read_predictions
 
 REPORT_FORMAT = "scenectl-compare/1"
@@ -132,13 +131,11 @@ def stored_supercategories(attrs: dict, num_classes: int, spec: str) -> list[str
     raw = attrs.get("supercategories")
     if raw is None:
         return None
-    try:
-        sup = json.loads(raw) if isinstance(raw, str) and len(raw) < 1_000_000 else None
-    except ValueError:
-        sup = None
-    got = supercategories([{"supercategory": x} for x in sup]) if isinstance(sup, list) else None
+    where = f"{spec}: its supercategories attribute"
+    sup = parse_json(raw, where, expect=list, limit=1_000_000) if isinstance(raw, str) else None
+    got = supercategories([{"supercategory": x} for x in sup]) if sup is not None else None
     if got is None or len(got) != num_classes:
-        raise ScenectlError(f"{spec}: its supercategories attribute is not a list of {num_classes} names")
+        raise ScenectlError(f"{where} is not a list of {num_classes} names")
     return got
 
 
