@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Iterable, Sequence
+from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -661,7 +661,7 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return adjusted[np.argsort(order)]  # back in the given order
 
 
-def holm_verdicts(results: dict[str, dict], family: str, level: float = LEVEL) -> dict[str, dict]:
+def holm_verdicts(results: dict[Hashable, dict | None], family: str, level: float = LEVEL) -> dict[Hashable, dict]:
     """Words for a declared family of comparisons {name: seed_interval(...) result (None: not compared)}: each
     result gains "family", "family_size", "p_holm", "ci_holm" and "verdict" higher / lower / inconclusive.
 
@@ -817,7 +817,7 @@ def seed_table(arms: dict[str, Sequence[SeedRun]], reference: str, names: Sequen
     if reference not in arms:
         raise ScenectlError(f"the reference arm {reference!r} is not among the arms {sorted(arms)}")
     table = {"arms": {}, "differences": {}}
-    flat: dict[str, dict | None] = {}
+    flat: dict[tuple[str, str], dict | None] = {}
     for name, runs in arms.items():
         table["arms"][name] = {}
         for m in names:
@@ -828,12 +828,10 @@ def seed_table(arms: dict[str, Sequence[SeedRun]], reference: str, names: Sequen
                 "notes": alone["notes"] if alone else []}
             if name != reference:
                 b = _arm(arms[reference], m)
-                flat[f"{name}\t{m}"] = seed_interval(a, b, level) if a is not None and b is not None else None
+                flat[name, m] = seed_interval(a, b, level) if a is not None and b is not None else None
     family = (f"{len(arms) - 1} arm(s) minus {reference} on {len(names)} metrics: "
               f"{sum(r is not None for r in flat.values())} differences, Holm")
-    worded = holm_verdicts(flat, family, level)
-    for key, r in worded.items():
-        name, m = key.split("\t")
+    for (name, m), r in holm_verdicts(flat, family, level).items():
         if r is not None:  # a t interval of few seeds can reach past what a difference of shares can be
             r = {**r, "ci": _clip(r["ci"], -1.0), "ci_holm": _clip(r["ci_holm"], -1.0)}
         table["differences"].setdefault(name, {})[m] = r
