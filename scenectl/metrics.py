@@ -173,17 +173,12 @@ def plausibility_of_labels(labels, visible: Sequence[Iterable[int]], plausible: 
 
 
 def plausibility_ceiling(visible: Sequence[Iterable[int]], plausible: np.ndarray, k: int = PLAUSIBILITY_K) -> dict:
-    """The attainable maximum of plausibility@k on these scenes: a scene whose visible classes make m classes
-    plausible scores at most min(k, m) / k (a predictor listing those m first). Same dict as plausibility_at_k."""
+    """The attainable maximum of plausibility@k on these scenes: that of a predictor listing first the m classes a
+    scene's visible classes make plausible (min(k, m) / k per scene). Same dict as plausibility_at_k."""
     plausible = np.asarray(plausible, dtype=bool)
-    c = plausible.shape[0]
-    k = min(int(k), c)
-    vis = visible_mask(visible, c)  # (N, C)
-    m = ((vis.astype(np.int64) @ plausible.T.astype(np.int64)) > 0).sum(axis=1)  # (N,) plausible classes per scene
-    has_v = vis.any(axis=1)
-    n = int(has_v.sum())
-    best = np.minimum(m, k) / k  # (N,)
-    return {"value": float(best[has_v].mean()) if n else None, "n": n, "excluded": int((~has_v).sum())}
+    vis = visible_mask(visible, plausible.shape[0]).astype(np.int64)  # (N, C)
+    best = ((vis @ plausible.T.astype(np.int64)) > 0).astype(np.float64)  # (N, C): 1 for each plausible class
+    return plausibility_at_k(best, visible, plausible, k)
 
 
 def plausibility_rows(pred, labels, visible: Sequence[Iterable[int]], plausible: np.ndarray,
