@@ -303,10 +303,6 @@ def score(models: list[Model], reference: str, ks: list[int], plausible: np.ndar
 
 
 # --- 4. outputs ----------------------------------------------------------------------------------------------------
-def _pp(x: float) -> str:
-    return f"{100 * x:+.1f}"
-
-
 def _table(rep: dict, group: str, cell, markdown: bool, suffix: str = "") -> str:
     """Metrics as rows, one column per arm of rep[group] (headed by its name + `suffix`): cell(the arm's record of
     the metric), "—" where it has none."""
@@ -329,7 +325,7 @@ def seeds_table(rep: dict, markdown: bool = False) -> str:
 
 def difference_cell(d: dict) -> str:
     """"+2.1 [-0.5, +4.7] inconclusive": the difference, its Holm-adjusted interval and the verdict."""
-    return f"{_pp(d['value'])} [{_pp(d['ci_holm'][0])}, {_pp(d['ci_holm'][1])}] {d['verdict']}"
+    return report.signed_ci({"difference": d["value"], "ci": d["ci_holm"], "verdict": d["verdict"]})
 
 
 def differences_table(rep: dict, markdown: bool = False) -> str:
