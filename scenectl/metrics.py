@@ -124,7 +124,7 @@ def per_class_accuracy(scores, labels, num_classes: int, k: int = 1) -> list[dic
 
 
 # --- co-occurrence plausibility -----------------------------------------------------------------------------------
-def _topk_indices(pred, k: int, num_classes: int) -> tuple[np.ndarray, int]:
+def _topk_indices(pred, k: int, num_classes: int) -> np.ndarray:
     """(N, k) class indices from either scores (N, C) float or already-ranked indices (N, >=k) int."""
     k = min(int(k), num_classes)
     p = _np(pred)
@@ -135,8 +135,8 @@ def _topk_indices(pred, k: int, num_classes: int) -> tuple[np.ndarray, int]:
             raise ScenectlError(f"top-k indices must have shape (N, >= {k}), got {p.shape}")
         if p.size and (p.min() < 0 or p.max() >= num_classes):
             raise ScenectlError(f"top-k indices must lie in [0, {num_classes})")
-        return p[:, :k].astype(np.int64), k
-    return ranking(_check_scores(p, num_classes))[:, :k], k
+        return p[:, :k].astype(np.int64)
+    return ranking(_check_scores(p, num_classes))[:, :k]
 
 
 def plausibility_at_k(pred, visible: Sequence[Iterable[int]], plausible: np.ndarray, k: int = PLAUSIBILITY_K) -> dict:
@@ -156,7 +156,7 @@ def plausible_shares(pred, visible: Sequence[Iterable[int]], plausible: np.ndarr
     (N,) bool). plausibility@k is the mean of the first over the scenes where the second holds."""
     plausible = np.asarray(plausible, dtype=bool)
     c = plausible.shape[0]
-    top, k = _topk_indices(pred, k, c)  # (N, k)
+    top = _topk_indices(pred, k, c)  # (N, k)
     if len(visible) != top.shape[0]:
         raise ScenectlError(f"visible has {len(visible)} entries but there are {top.shape[0]} predictions")
     vis = visible_mask(visible, c)  # (N, C)
@@ -217,7 +217,7 @@ def supercategory_hits(pred, labels, super_of: np.ndarray, ks: Iterable[int] = S
     intervals)."""
     super_of = np.asarray(super_of, dtype=np.int64)
     c = super_of.shape[0]
-    top, _ = _topk_indices(pred, c, c)  # (N, C)
+    top = _topk_indices(pred, c, c)  # (N, C)
     y = _check_labels(labels, top.shape[0], c)
     ranked = super_of[top]  # (N, C) supercategory of each ranked class
     # first-seen position: a class's supercategory is new iff no better-ranked class has the same one
@@ -462,7 +462,7 @@ def resampled_metrics(pred, labels, visible, plausible, ks: Iterable[int], rs: R
     c = plausible.shape[0]
     y = _check_labels(labels, rs.groups.shape[0], c)
     ks = _check_ks(ks)
-    top, _ = _topk_indices(pred, max(ks + [PLAUSIBILITY_K]), c)  # (N, K)
+    top = _topk_indices(pred, max(ks + [PLAUSIBILITY_K]), c)  # (N, K)
     w, ones = rs.weights, np.ones(y.shape[0])
     n = w @ _per_image(rs, ones)  # (B,) samples in each resample
     support = w @ _per_image_class(rs, y, ones, c)  # (B, C)
