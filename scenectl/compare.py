@@ -20,7 +20,6 @@ Reads top to bottom:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,7 +31,7 @@ from scenectl.config import CompareConfig
 from scenectl.data.coco import supercategories
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
-from scenectl.io import write_bytes_atomic, write_json_atomic
+from scenectl.io import parse_json, write_bytes_atomic, write_json_atomic
 from scenectl.predictions import read_predictions
 
 REPORT_FORMAT = "scenectl-compare/1"
@@ -132,13 +131,11 @@ def stored_supercategories(attrs: dict, num_classes: int, spec: str) -> list[str
     raw = attrs.get("supercategories")
     if raw is None:
         return None
-    try:
-        sup = json.loads(raw) if isinstance(raw, str) and len(raw) < 1_000_000 else None
-    except ValueError:
-        sup = None
-    got = supercategories([{"supercategory": x} for x in sup]) if isinstance(sup, list) else None
+    where = f"{spec}: its supercategories attribute"
+    sup = parse_json(raw, where, expect=list, limit=1_000_000) if isinstance(raw, str) else None
+    got = supercategories([{"supercategory": x} for x in sup]) if sup is not None else None
     if got is None or len(got) != num_classes:
-        raise ScenectlError(f"{spec}: its supercategories attribute is not a list of {num_classes} names")
+        raise ScenectlError(f"{where} is not a list of {num_classes} names")
     return got
 
 
@@ -292,7 +289,9 @@ def score(models: list[Model], reference: str, ks: list[int], plausible: np.ndar
     for m in models:
         runs.setdefault(m.arm, []).append(seed_run(m, base, pl, plausible is not None, (ks, rs, cls, super_of)))
     names = metrics.metric_names(ks) + ([f"super top-{k}" for k in metrics.SUPER_KS] if super_of is not None else [])
-    table = metrics.seed_table(runs, reference, names) if cfg.bootstrap else no_interval_table(runs, names)
+    table = metrics.seed_table(runs, reference, names)
+    if not cfg.bootstrap:  # no resamples: every interval is None, so no difference is worded
+        table = {"arms": table["arms"], "differences": {}}
     boot = {"resamples": cfg.bootstrap, "seed": cfg.seed, "unit": "image", "images": rs.n_images,
             "samples": len(base.keys), "without_image_id": rs.unknown, "level": metrics.LEVEL,
             "method": "percentile, widened by the across-seed variance (Satterthwaite df)",
@@ -303,23 +302,7 @@ def score(models: list[Model], reference: str, ks: list[int], plausible: np.ndar
             "not reported: some input records no supercategories (an older eval, or a --no-logits file)"}
 
 
-def no_interval_table(runs: dict[str, list[metrics.SeedRun]], names: list[str]) -> dict:
-    """seed_table's "arms" without intervals (--bootstrap 0): per-seed values, mean and seed SD; no differences."""
-    arms = {}
-    for arm, rs in runs.items():
-        arms[arm] = {}
-        for m in names:
-            vals = [r.point.get(m) for r in rs]
-            arms[arm][m] = None if any(v is None for v in vals) else {
-                **metrics.seed_summary(metrics.Arm.of(vals, [np.zeros(0)] * len(vals))), "ci": None, "notes": []}
-    return {"arms": arms, "differences": {}}
-
-
 # --- 4. outputs ----------------------------------------------------------------------------------------------------
-def _pp(x: float) -> str:
-    return f"{100 * x:+.1f}"
-
-
 def _table(rep: dict, group: str, cell, markdown: bool, suffix: str = "") -> str:
     """Metrics as rows, one column per arm of rep[group] (headed by its name + `suffix`): cell(the arm's record of
     the metric), "—" where it has none."""
@@ -342,7 +325,7 @@ def seeds_table(rep: dict, markdown: bool = False) -> str:
 
 def difference_cell(d: dict) -> str:
     """"+2.1 [-0.5, +4.7] inconclusive": the difference, its Holm-adjusted interval and the verdict."""
-    return f"{_pp(d['value'])} [{_pp(d['ci_holm'][0])}, {_pp(d['ci_holm'][1])}] {d['verdict']}"
+    return report.signed_ci({"difference": d["value"], "ci": d["ci_holm"], "verdict": d["verdict"]})
 
 
 def differences_table(rep: dict, markdown: bool = False) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Iterable, Sequence
+from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -124,7 +124,7 @@ def per_class_accuracy(scores, labels, num_classes: int, k: int = 1) -> list[dic
 
 
 # --- co-occurrence plausibility -----------------------------------------------------------------------------------
-def _topk_indices(pred, k: int, num_classes: int) -> tuple[np.ndarray, int]:
+def _topk_indices(pred, k: int, num_classes: int) -> np.ndarray:
     """(N, k) class indices from either scores (N, C) float or already-ranked indices (N, >=k) int."""
     k = min(int(k), num_classes)
     p = _np(pred)
@@ -135,8 +135,8 @@ def _topk_indices(pred, k: int, num_classes: int) -> tuple[np.ndarray, int]:
             raise ScenectlError(f"top-k indices must have shape (N, >= {k}), got {p.shape}")
         if p.size and (p.min() < 0 or p.max() >= num_classes):
             raise ScenectlError(f"top-k indices must lie in [0, {num_classes})")
-        return p[:, :k].astype(np.int64), k
-    return ranking(_check_scores(p, num_classes))[:, :k], k
+        return p[:, :k].astype(np.int64)
+    return ranking(_check_scores(p, num_classes))[:, :k]
 
 
 def plausibility_at_k(pred, visible: Sequence[Iterable[int]], plausible: np.ndarray, k: int = PLAUSIBILITY_K) -> dict:
@@ -156,7 +156,7 @@ def plausible_shares(pred, visible: Sequence[Iterable[int]], plausible: np.ndarr
     (N,) bool). plausibility@k is the mean of the first over the scenes where the second holds."""
     plausible = np.asarray(plausible, dtype=bool)
     c = plausible.shape[0]
-    top, k = _topk_indices(pred, k, c)  # (N, k)
+    top = _topk_indices(pred, k, c)  # (N, k)
     if len(visible) != top.shape[0]:
         raise ScenectlError(f"visible has {len(visible)} entries but there are {top.shape[0]} predictions")
     vis = visible_mask(visible, c)  # (N, C)
@@ -173,17 +173,12 @@ def plausibility_of_labels(labels, visible: Sequence[Iterable[int]], plausible: 
 
 
 def plausibility_ceiling(visible: Sequence[Iterable[int]], plausible: np.ndarray, k: int = PLAUSIBILITY_K) -> dict:
-    """The attainable maximum of plausibility@k on these scenes: a scene whose visible classes make m classes
-    plausible scores at most min(k, m) / k (a predictor listing those m first). Same dict as plausibility_at_k."""
+    """The attainable maximum of plausibility@k on these scenes: that of a predictor listing first the m classes a
+    scene's visible classes make plausible (min(k, m) / k per scene). Same dict as plausibility_at_k."""
     plausible = np.asarray(plausible, dtype=bool)
-    c = plausible.shape[0]
-    k = min(int(k), c)
-    vis = visible_mask(visible, c)  # (N, C)
-    m = ((vis.astype(np.int64) @ plausible.T.astype(np.int64)) > 0).sum(axis=1)  # (N,) plausible classes per scene
-    has_v = vis.any(axis=1)
-    n = int(has_v.sum())
-    best = np.minimum(m, k) / k  # (N,)
-    return {"value": float(best[has_v].mean()) if n else None, "n": n, "excluded": int((~has_v).sum())}
+    vis = visible_mask(visible, plausible.shape[0]).astype(np.int64)  # (N, C)
+    best = ((vis @ plausible.T.astype(np.int64)) > 0).astype(np.float64)  # (N, C): 1 for each plausible class
+    return plausibility_at_k(best, visible, plausible, k)
 
 
 def plausibility_rows(pred, labels, visible: Sequence[Iterable[int]], plausible: np.ndarray,
@@ -222,7 +217,7 @@ def supercategory_hits(pred, labels, super_of: np.ndarray, ks: Iterable[int] = S
     intervals)."""
     super_of = np.asarray(super_of, dtype=np.int64)
     c = super_of.shape[0]
-    top, _ = _topk_indices(pred, c, c)  # (N, C)
+    top = _topk_indices(pred, c, c)  # (N, C)
     y = _check_labels(labels, top.shape[0], c)
     ranked = super_of[top]  # (N, C) supercategory of each ranked class
     # first-seen position: a class's supercategory is new iff no better-ranked class has the same one
@@ -467,7 +462,7 @@ def resampled_metrics(pred, labels, visible, plausible, ks: Iterable[int], rs: R
     c = plausible.shape[0]
     y = _check_labels(labels, rs.groups.shape[0], c)
     ks = _check_ks(ks)
-    top, _ = _topk_indices(pred, max(ks + [PLAUSIBILITY_K]), c)  # (N, K)
+    top = _topk_indices(pred, max(ks + [PLAUSIBILITY_K]), c)  # (N, K)
     w, ones = rs.weights, np.ones(y.shape[0])
     n = w @ _per_image(rs, ones)  # (B,) samples in each resample
     support = w @ _per_image_class(rs, y, ones, c)  # (B, C)
@@ -661,7 +656,7 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return adjusted[np.argsort(order)]  # back in the given order
 
 
-def holm_verdicts(results: dict[str, dict], family: str, level: float = LEVEL) -> dict[str, dict]:
+def holm_verdicts(results: dict[Hashable, dict | None], family: str, level: float = LEVEL) -> dict[Hashable, dict]:
     """Words for a declared family of comparisons {name: seed_interval(...) result (None: not compared)}: each
     result gains "family", "family_size", "p_holm", "ci_holm" and "verdict" higher / lower / inconclusive.
 
@@ -733,21 +728,11 @@ def constant_predictor(pred, k: int) -> bool:
 
 def resampled_balanced(pred, labels, ks: Iterable[int], rs: Resamples, cls: ClassSet) -> dict[str, np.ndarray]:
     """{"bal top-k": (B,)}: balanced top-k over the declared set `cls` on each resample of `rs` (rs.identity()
-    for the point). A resample that draws no target of some class of the set cannot average over the set: NaN
-    there (interval() leaves it out)."""
-    ks = _check_ks(ks)
-    c = cls.num_classes
-    y = _check_labels(labels, rs.groups.shape[0], c)
-    top, _ = _topk_indices(pred, max(ks), c)  # (N, K)
-    w, ones = rs.weights, np.ones(y.shape[0])
-    support = (w @ _per_image_class(rs, y, ones, c))[:, cls.classes]  # (B, K)
-    out = {}
-    for k in ks:
-        hits = (top[:, :min(k, c)] == y[:, None]).any(axis=1).astype(np.float64)  # (N,)
-        correct = (w @ _per_image_class(rs, y, hits, c))[:, cls.classes]  # (B, K)
-        acc = _ratio(correct, support)  # (B, K), NaN where a set class is not drawn
-        out[f"bal top-{k}"] = acc.mean(axis=1)  # NaN propagates: the resample is left out
-    return out
+    for the point), as resampled_metrics(..., cls) computes it (`pred` as it takes it). A resample that draws no
+    target of some class of the set cannot average over the set: NaN there (interval() leaves it out)."""
+    no_context = [[]] * len(_np(labels)), np.zeros((cls.num_classes,) * 2, dtype=bool)  # plaus@10 is not asked for
+    dists = resampled_metrics(pred, labels, *no_context, ks, rs, cls)
+    return {m: d for m, d in dists.items() if m.startswith("bal top-")}
 
 
 def balanced_fields(pred, labels, ks: Iterable[int], rs: Resamples, cls: ClassSet, level: float = LEVEL,
@@ -827,7 +812,7 @@ def seed_table(arms: dict[str, Sequence[SeedRun]], reference: str, names: Sequen
     if reference not in arms:
         raise ScenectlError(f"the reference arm {reference!r} is not among the arms {sorted(arms)}")
     table = {"arms": {}, "differences": {}}
-    flat: dict[str, dict | None] = {}
+    flat: dict[tuple[str, str], dict | None] = {}
     for name, runs in arms.items():
         table["arms"][name] = {}
         for m in names:
@@ -838,12 +823,10 @@ def seed_table(arms: dict[str, Sequence[SeedRun]], reference: str, names: Sequen
                 "notes": alone["notes"] if alone else []}
             if name != reference:
                 b = _arm(arms[reference], m)
-                flat[f"{name}\t{m}"] = seed_interval(a, b, level) if a is not None and b is not None else None
+                flat[name, m] = seed_interval(a, b, level) if a is not None and b is not None else None
     family = (f"{len(arms) - 1} arm(s) minus {reference} on {len(names)} metrics: "
               f"{sum(r is not None for r in flat.values())} differences, Holm")
-    worded = holm_verdicts(flat, family, level)
-    for key, r in worded.items():
-        name, m = key.split("\t")
+    for (name, m), r in holm_verdicts(flat, family, level).items():
         if r is not None:  # a t interval of few seeds can reach past what a difference of shares can be
             r = {**r, "ci": _clip(r["ci"], -1.0), "ci_holm": _clip(r["ci_holm"], -1.0)}
         table["differences"].setdefault(name, {})[m] = r
