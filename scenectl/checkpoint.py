@@ -345,15 +345,14 @@ def _training_shards(raw: dict, config: dict, path: Path, bad) -> TrainingShards
                           BuildParams.parse(params, f"{path}: field 'training_shards'"))
 
 
-def _aux_visible(raw: dict, bad) -> float:
-    """The --aux-visible weight the run trained with (0: none), which must agree with the weights' auxiliary head."""
+def _aux_visible(raw: dict, bad) -> None:
+    """The --aux-visible weight the run trained with (0: none) must agree with the weights' auxiliary head."""
     w = raw.get("aux_visible", 0.0)
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
         raise bad("aux_visible", f"is {w!r}, not a finite number >= 0")
     has_head = any(k.removeprefix("module.").startswith("aux_fc.") for k in raw["model"])
     if has_head != (w > 0):
         raise bad("aux_visible", f"is {w!r} but the weights hold {'an' if has_head else 'no'} auxiliary head")
-    return float(w)
 
 
 def _int(raw: dict, field: str, bad, lo: int, hi: int) -> int:

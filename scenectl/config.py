@@ -384,9 +384,7 @@ def load_config(cls: type, path: str | os.PathLike) -> Any:
     Every value is checked against its option's type and range; unknown options are refused. --resume and
     --overwrite are never taken from a file: what to do with an existing --out is this session's choice.
     """
-    data = read_json(path, "config file")
-    if not isinstance(data, dict):
-        raise ScenectlError(f"--config {path}: not a JSON object of options")
+    data = read_json(path, "config file")  # a JSON object (read_json's `expect`)
     own, where, nested = {f.name: f for f in fields(cls)}, leaves(cls), {}
     groups = {name: f.metadata["group"] for name, f in own.items() if is_group(f)}
     for key, value in data.items():

@@ -341,11 +341,9 @@ def _same_layout(a, b) -> bool:
         return isinstance(a, dict) and set(a) == set(b) and all(_same_layout(a[k], b[k]) for k in b)
     if isinstance(b, (list, tuple)):
         return isinstance(a, (list, tuple)) and len(a) == len(b) and all(map(_same_layout, a, b))
-    if isinstance(b, bool) or b is None or isinstance(b, str):
-        return type(a) is type(b)
-    if isinstance(b, (int, float)):
+    if isinstance(b, (int, float)) and not isinstance(b, bool):
         return type(a) in (int, float) and math.isfinite(a)
-    return type(a) is type(b)  # a tensor (the scaler's): its values are checked by load_state_dict
+    return type(a) is type(b)  # bool, None, str, a tensor (the scaler's: its values are checked by load_state_dict)
 
 
 def load_training_state(session: "Session", ckpt: Checkpoint) -> None:
@@ -522,7 +520,7 @@ def epoch_line(name: str, epoch: int, done: bool, step: int, result: dict, val: 
 
 
 def train_one_epoch(s: Session, batches: Iterable[dict], stop: StopRequest) -> dict:
-    """Train over `batches` (the rest of epoch s.state.epoch). Returns {'loss', 'steps', 'stopped', 'samples_per_s'}."""
+    """Train over `batches` (the rest of epoch s.state.epoch). Returns {'loss', 'stopped', 'samples_per_s'}."""
     loop, st, dev = s.cfg.loop, s.state, s.dev
     s.model.train()
     total_loss, n_steps, t0, seen, stopped = 0.0, 0, time.perf_counter(), 0, None
@@ -558,7 +556,7 @@ def train_one_epoch(s: Session, batches: Iterable[dict], stop: StopRequest) -> d
         if stopped:
             break
     bar.close()
-    return {"loss": total_loss / max(1, n_steps), "steps": n_steps, "stopped": stopped,
+    return {"loss": total_loss / max(1, n_steps), "stopped": stopped,
             "samples_per_s": seen / max(1e-9, time.perf_counter() - t0)}
 
 
