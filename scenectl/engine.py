@@ -116,11 +116,9 @@ def decay_groups(params: Iterable[nn.Parameter], weight_decay: float, lr: float 
 def param_groups(net: nn.Module, optim: Optim, backbone_scale: float, linear: bool) -> list[dict]:
     """transfer / distill: the backbone at lr * backbone_scale (none when linear), the head at lr; no weight decay
     on 1-d parameters (decay_groups)."""
-    head = set(net.head_parameter_names())
-    named = list(net.named_parameters())
-    backbone = [] if linear else [p for n, p in named if n not in head]
+    backbone = [] if linear else net.backbone_parameters()
     return (decay_groups(backbone, optim.weight_decay, optim.lr * backbone_scale)
-            + decay_groups([p for n, p in named if n in head], optim.weight_decay, optim.lr))
+            + decay_groups(net.get_classifier().parameters(), optim.weight_decay, optim.lr))
 
 
 def build_optimizer(groups: list[dict], optim: Optim) -> torch.optim.Optimizer:
