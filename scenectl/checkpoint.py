@@ -45,7 +45,6 @@ from scenectl.options import RANGES
 
 FORMAT = "scenectl-checkpoint/1"
 KINDS = ("context", "transfer", "distill")
-MAX_IMAGE_SIZE = RANGES["image_size"].hi
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -313,7 +312,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise bad("config", "is not a dict")
     if "image_size" not in raw and "image_size" in config:  # written before image_size moved to the top level
         raw = {**raw, "image_size": config["image_size"]}
-    image_size = _int(raw, "image_size", bad, 8, MAX_IMAGE_SIZE)
+    image_size = _int(raw, "image_size", bad, RANGES["image_size"].lo, RANGES["image_size"].hi)  # --image-size's range
     _aux_visible(raw, bad)
     kind = raw.get("kind", "context")
     if kind not in KINDS:
