@@ -163,7 +163,7 @@ class RunLog:
     """metrics.jsonl (rank 0 only), written and flushed one line at a time; optional TensorBoard mirror."""
 
     def __init__(self, out: Path, enabled: bool, tensorboard: bool, fresh: bool = False):
-        # a fresh run starts its own log; a resumed one continues it
+        # a fresh run starts its own log; a resumed one continues it. Line-buffered: each line is flushed as written
         self.f = open(out / "metrics.jsonl", "w" if fresh else "a", buffering=1) if enabled else None
         self.tb = None
         if enabled and tensorboard:
@@ -175,7 +175,6 @@ class RunLog:
         if self.f is None:
             return
         self.f.write(json.dumps(record) + "\n")
-        self.f.flush()
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
