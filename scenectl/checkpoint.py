@@ -45,7 +45,6 @@ from scenectl.options import RANGES
 
 FORMAT = "scenectl-checkpoint/1"
 KINDS = ("context", "transfer", "distill")
-MAX_IMAGE_SIZE = RANGES["image_size"].hi
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -313,7 +312,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise bad("config", "is not a dict")
     if "image_size" not in raw and "image_size" in config:  # written before image_size moved to the top level
         raw = {**raw, "image_size": config["image_size"]}
-    image_size = _int(raw, "image_size", bad, 8, MAX_IMAGE_SIZE)
+    image_size = _int(raw, "image_size", bad, RANGES["image_size"].lo, RANGES["image_size"].hi)  # --image-size's range
     _aux_visible(raw, bad)
     kind = raw.get("kind", "context")
     if kind not in KINDS:
@@ -345,15 +344,14 @@ def _training_shards(raw: dict, config: dict, path: Path, bad) -> TrainingShards
                           BuildParams.parse(params, f"{path}: field 'training_shards'"))
 
 
-def _aux_visible(raw: dict, bad) -> float:
-    """The --aux-visible weight the run trained with (0: none), which must agree with the weights' auxiliary head."""
+def _aux_visible(raw: dict, bad) -> None:
+    """The --aux-visible weight the run trained with (0: none) must agree with the weights' auxiliary head."""
     w = raw.get("aux_visible", 0.0)
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
         raise bad("aux_visible", f"is {w!r}, not a finite number >= 0")
     has_head = any(k.removeprefix("module.").startswith("aux_fc.") for k in raw["model"])
     if has_head != (w > 0):
         raise bad("aux_visible", f"is {w!r} but the weights hold {'an' if has_head else 'no'} auxiliary head")
-    return float(w)
 
 
 def _int(raw: dict, field: str, bad, lo: int, hi: int) -> int:

@@ -33,7 +33,7 @@ from scenectl import __version__
 from scenectl.data.remote import Net, file_value_problem
 from scenectl.errors import ScenectlError
 from scenectl.io import read_json
-from scenectl.options import (RANGES, Options, alternatives, flag, flat, group, is_group, leaves, option,
+from scenectl.options import (RANGES, Options, alternatives, flag, group, is_group, leaves, option,
                               option_fields, option_name, option_specs, range_problem, with_options)
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -384,9 +384,7 @@ def load_config(cls: type, path: str | os.PathLike) -> Any:
     Every value is checked against its option's type and range; unknown options are refused. --resume and
     --overwrite are never taken from a file: what to do with an existing --out is this session's choice.
     """
-    data = read_json(path, "config file")
-    if not isinstance(data, dict):
-        raise ScenectlError(f"--config {path}: not a JSON object of options")
+    data = read_json(path, "config file")  # a JSON object (read_json's `expect`)
     own, where, nested = {f.name: f for f in fields(cls)}, leaves(cls), {}
     groups = {name: f.metadata["group"] for name, f in own.items() if is_group(f)}
     for key, value in data.items():
@@ -402,7 +400,7 @@ def load_config(cls: type, path: str | os.PathLike) -> Any:
             raise ScenectlError(f"--config {path}: unknown option {key!r}")
         nested[key] = value
     cfg = cls(**nested)
-    return with_options(cfg, {name: False for name in ("resume", "overwrite") if name in flat(cfg)})
+    return with_options(cfg, {f.name: False for f, _ in option_fields(cfg) if f.name in ("resume", "overwrite")})
 
 
 def _checked_value(owner: type, key: str, value: Any, path, prefix: str = "") -> Any:
@@ -474,7 +472,7 @@ def provenance() -> dict:
 
 __all__ = ["Optim", "Loop", "Data", "Net", "TrainData", "Augmentation", "Scoring", "Run", "TrainConfig",
            "TransferConfig", "DistillConfig", "EvalConfig", "InspectConfig", "MergeConfig", "RescoreConfig", "Options", "option",
-           "group", "leaves", "option_specs", "flat", "check", "RANGES", "range_problem", "flag", "DEVICE_HELP",
+           "group", "leaves", "option_specs", "check", "RANGES", "range_problem", "flag", "DEVICE_HELP",
            "LOADER_WORKERS_HELP", "resolve_schedule", "load_config", "from_command_line", "provenance", "RESUMABLE"]
 
 

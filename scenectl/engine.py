@@ -116,11 +116,9 @@ def decay_groups(params: Iterable[nn.Parameter], weight_decay: float, lr: float 
 def param_groups(net: nn.Module, optim: Optim, backbone_scale: float, linear: bool) -> list[dict]:
     """transfer / distill: the backbone at lr * backbone_scale (none when linear), the head at lr; no weight decay
     on 1-d parameters (decay_groups)."""
-    head = set(net.head_parameter_names())
-    named = list(net.named_parameters())
-    backbone = [] if linear else [p for n, p in named if n not in head]
+    backbone = [] if linear else net.backbone_parameters()
     return (decay_groups(backbone, optim.weight_decay, optim.lr * backbone_scale)
-            + decay_groups([p for n, p in named if n in head], optim.weight_decay, optim.lr))
+            + decay_groups(net.get_classifier().parameters(), optim.weight_decay, optim.lr))
 
 
 def build_optimizer(groups: list[dict], optim: Optim) -> torch.optim.Optimizer:
@@ -165,7 +163,7 @@ class RunLog:
     """metrics.jsonl (rank 0 only), written and flushed one line at a time; optional TensorBoard mirror."""
 
     def __init__(self, out: Path, enabled: bool, tensorboard: bool, fresh: bool = False):
-        # a fresh run starts its own log; a resumed one continues it
+        # a fresh run starts its own log; a resumed one continues it. Line-buffered: each line is flushed as written
         self.f = open(out / "metrics.jsonl", "w" if fresh else "a", buffering=1) if enabled else None
         self.tb = None
         if enabled and tensorboard:
@@ -177,7 +175,6 @@ class RunLog:
         if self.f is None:
             return
         self.f.write(json.dumps(record) + "\n")
-        self.f.flush()
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
@@ -341,11 +338,9 @@ def _same_layout(a, b) -> bool:
         return isinstance(a, dict) and set(a) == set(b) and all(_same_layout(a[k], b[k]) for k in b)
     if isinstance(b, (list, tuple)):
         return isinstance(a, (list, tuple)) and len(a) == len(b) and all(map(_same_layout, a, b))
-    if isinstance(b, bool) or b is None or isinstance(b, str):
-        return type(a) is type(b)
-    if isinstance(b, (int, float)):
+    if isinstance(b, (int, float)) and not isinstance(b, bool):
         return type(a) in (int, float) and math.isfinite(a)
-    return type(a) is type(b)  # a tensor (the scaler's): its values are checked by load_state_dict
+    return type(a) is type(b)  # bool, None, str, a tensor (the scaler's: its values are checked by load_state_dict)
 
 
 def load_training_state(session: "Session", ckpt: Checkpoint) -> None:
@@ -522,7 +517,7 @@ def epoch_line(name: str, epoch: int, done: bool, step: int, result: dict, val: 
 
 
 def train_one_epoch(s: Session, batches: Iterable[dict], stop: StopRequest) -> dict:
-    """Train over `batches` (the rest of epoch s.state.epoch). Returns {'loss', 'steps', 'stopped', 'samples_per_s'}."""
+    """Train over `batches` (the rest of epoch s.state.epoch). Returns {'loss', 'stopped', 'samples_per_s'}."""
     loop, st, dev = s.cfg.loop, s.state, s.dev
     s.model.train()
     total_loss, n_steps, t0, seen, stopped = 0.0, 0, time.perf_counter(), 0, None
@@ -558,7 +553,7 @@ def train_one_epoch(s: Session, batches: Iterable[dict], stop: StopRequest) -> d
         if stopped:
             break
     bar.close()
-    return {"loss": total_loss / max(1, n_steps), "steps": n_steps, "stopped": stopped,
+    return {"loss": total_loss / max(1, n_steps), "stopped": stopped,
             "samples_per_s": seen / max(1e-9, time.perf_counter() - t0)}
 
 

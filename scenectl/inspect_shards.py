@@ -14,6 +14,7 @@ from scenectl.data.loader import open_shard_set
 from scenectl.data.remote import NetOptions, is_local, local_path
 from scenectl.errors import ScenectlError
 from scenectl.folders import check_file_target
+from scenectl.options import range_problem
 
 
 def default_sheet(location: str) -> Path:
@@ -29,8 +30,8 @@ def inspect_shards(spec: str | os.PathLike, n: int = 16, out: str | os.PathLike 
                    net: NetOptions | None = None, seed: int = 0) -> dict:
     """Report on a shard set and write its contact sheet (default: DIR-contact-sheet.png beside DIR): `n` samples
     drawn at random (`seed`) across images, and the set's hidden-area histogram."""
-    if n < 1:
-        raise ScenectlError(f"--n must be >= 1, got {n}")
+    if problem := range_problem("n", n):  # --n's range, as the command line checks it
+        raise ScenectlError(f"--n {problem}")
     shards = open_shard_set(spec, net)
     sheet = Path(out) if out is not None else default_sheet(shards.location)
     check_file_target(sheet, "--out")

@@ -254,15 +254,6 @@ def with_options(cfg: Any, values: dict[str, Any]) -> Any:
     return out
 
 
-def flat(cfg: Any) -> dict[str, Any]:
-    """{field name: value} over a config and its groups."""
-    out = {}
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        out.update(flat(value) if is_group(f) else {f.name: value})
-    return out
-
-
 @dataclass(frozen=True)
 class OptionSpec:
     """One command line option of a config class, with this command's default and help."""
@@ -307,5 +298,5 @@ def as_declared(value: Any, hint: Any) -> Any:
 
 
 __all__ = ["option", "group", "option_name", "flag", "Range", "RANGES", "SEED_MAX", "COUNT_MAX", "range_problem",
-           "check_options", "Config", "Options", "leaves", "assign", "with_options", "flat", "OptionSpec",
+           "check_options", "Config", "Options", "leaves", "assign", "with_options", "OptionSpec",
            "option_specs", "option_fields", "alternatives", "as_declared"]

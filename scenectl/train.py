@@ -77,12 +77,6 @@ def data_stream(cfg: TrainConfig, shards: ShardSet, dev: D.DistInfo, counter: Sk
         shuffle_buffer=d.shuffle_buffer, skip_corrupt=d.skip_corrupt, counter=counter, defer_jpeg=gpu))
 
 
-def training_shards(cfg: TrainConfig, train_set: ShardSet) -> TrainingShards:
-    """The checkpoint's record of what the model was trained on: --shards and the set's build params."""
-    where = f"--shards {cfg.data.shards}"
-    return TrainingShards(str(cfg.data.shards), BuildParams.of_manifest(train_set.manifest, where))
-
-
 def fingerprinted(batches, val_set: ShardSet, dev: D.DistInfo, into: dict):
     """`batches` passed through, their keys hashed at the end into `into["selected_on"]` (a SampleSet: best.pt is
     picked on these samples). Under DDP a rank sees only its share of the keys: the manifest's hash alone."""
@@ -123,6 +117,9 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
         val = validate(net, batches, dev.device, len(val_set.classes), reduce=True)
         return {**val, "skipped_corrupt": int(D.all_reduce_sum(torch.tensor([counter.value], device=dev.device)).item())}
 
+    # the checkpoint's record of what the model was trained on: --shards and the set's build params
+    where = f"--shards {cfg.data.shards}"
+    trained_on = TrainingShards(str(cfg.data.shards), BuildParams.of_manifest(train_set.manifest, where))
     run = Run(
         name="train", out=Path(cfg.out), kind="run", net=model, classes=train_set.classes,
         groups=decay_groups(model.parameters(), cfg.optim.weight_decay),
@@ -135,7 +132,7 @@ def _train(cfg: TrainConfig, dev: D.DistInfo) -> dict:
         facts={"kind": "context", "arch": cfg.arch, "in_chans": in_chans, "num_classes": len(train_set.classes),
                "classes": train_set.classes, "cooccurrence": train_set.cooccurrence().to_state(),
                "image_size": cfg.data.image_size, "mask_channel": cfg.mask_channel, "aux_visible": cfg.aux_visible,
-               "hole_only": cfg.hole_only, "training_shards": asdict(training_shards(cfg, train_set))})
+               "hole_only": cfg.hole_only, "training_shards": asdict(trained_on)})
     return fit(run, cfg, dev, resume=cfg.loop.resume, overwrite=cfg.loop.overwrite)
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from scenectl import distributed as D
-from scenectl.checkpoint import Checkpoint, read_checkpoint
+from scenectl.checkpoint import Checkpoint, read_checkpoint, weights_problem
 from scenectl.config import TransferConfig, check, resolve_schedule
 from scenectl.data.imagefolder import Epoch, Target, align_classes, make_loader, open_target
 from scenectl.data.loader import Loader
@@ -71,12 +71,12 @@ def build_model(ckpt: Checkpoint, init: str, num_classes: int, seed: int) -> nn.
     torch.manual_seed(seed)  # same fresh head (and same scratch weights) for a given seed
     model = create_model(ckpt.arch, num_classes, in_chans=3)
     if init == "context":
+        head = set(model.head_parameter_names())
         state = adapt_state(ckpt.model_state(), model)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if k not in set(model.head_parameter_names())]
-        if missing or unexpected:
-            raise ScenectlError(f"{ckpt.path}: weights do not fit a {ckpt.arch} model (missing {missing[:3]}, "
-                                f"unexpected {list(unexpected)[:3]})")
+        problem = weights_problem(state, {k: v for k, v in model.state_dict().items() if k not in head})
+        if problem:
+            raise ScenectlError(f"{ckpt.path}: weights do not fit a {ckpt.arch} model ({problem})")
+        model.load_state_dict(state, strict=False)  # all but the fresh head
     return model
 
 
@@ -86,10 +86,8 @@ class FrozenBackbone(nn.Module):
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        self.net = net
-        head = set(net.head_parameter_names())
-        for name, p in net.named_parameters():
-            p.requires_grad_(name in head)
+        self.net = net.requires_grad_(False)
+        net.get_classifier().requires_grad_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, num_classes)
