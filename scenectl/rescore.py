@@ -73,16 +73,6 @@ def class_map(gt, ckpt: Checkpoint, path: str) -> dict[int, int]:
     return {cats[n]: i for i, n in enumerate(names)}
 
 
-def hiding(ckpt: Checkpoint) -> tuple[dict, str]:
-    """The training shards' hiding parameters (scenectl.hiding.shard_params), checked."""
-    params, source = shard_params(ckpt)
-    if params["shape"] not in masks.SHAPES or params["fill"] not in masks.FILLS:
-        raise ScenectlError(f"{ckpt.path}: its training shards' shape/fill ({params['shape']!r}, {params['fill']!r}) "
-                            "are not ones build-shards makes")
-    masks.check_shape(f"{ckpt.path}: its training shards' margin", "margin", params["margin"], 1, 1)
-    return params, source
-
-
 def read_inputs(cfg: RescoreConfig) -> Inputs:
     from scenectl.data.coco import load_coco
 
@@ -91,8 +81,7 @@ def read_inputs(cfg: RescoreConfig) -> Inputs:
     mapping = class_map(gt, ckpt, cfg.annotations)
     sizes = {int(im["id"]): (int(im["width"]), int(im["height"])) for im in gt.dataset["images"]}
     dets = read_results(cfg.detections, sizes, set(mapping), cfg.max_per_image, cfg.min_score)
-    params, source = hiding(ckpt)
-    return Inputs(gt, ckpt, mapping, dets, params, source)
+    return Inputs(gt, ckpt, mapping, dets, *shard_params(ckpt))  # checked there (checkpoint.BuildParams.parse)
 
 
 def split(image_ids, fraction: float | None, seed: int) -> tuple[list[int], list[int]]:
