@@ -221,8 +221,7 @@ def fuse(cfg: FuseConfig) -> dict:
             rep["sets"].update(ooc_sets(o, w, num_classes))
             if o.ooc.any() and (~o.ooc).any():
                 cooc = ctx.cooccurrence  # the context model's training counts, else the OOC set's copy of them
-                if cooc is None:
-                    cooc = open_shard_set(cfg.ooc_shards, cfg.net.options()).cooccurrence()
+                cooc = sets[cfg.ooc_shards].cooccurrence() if cooc is None else cooc
                 rep["ooc_flags"] = flag_report(o.logp_ctx, o.labels, o.ooc, o.visible, cooc)
         rep["provenance"] = report.report_provenance([cfg.context, cfg.object], scored)
         with plots.source(checkpoint=f"{cfg.context} + {cfg.object}", data=cfg.shards, n=len(val.labels)):
