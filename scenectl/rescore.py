@@ -315,7 +315,7 @@ def rescore(cfg: RescoreConfig) -> dict:
 
         with plots.source(checkpoint=str(cfg.checkpoint), data=f"{cfg.detections} on {cfg.images}",
                           n=len(eval_ids)):
-            rescore_report.write(folder.path, rep, sheet_samples(inp, cfg, changed_boxes(inp, own, alts, eval_ids)))
+            rescore_report.write(folder.path, rep, sheet_samples(inp, cfg, changed_boxes(inp, ev, own, alts, eval_ids)))
         write_json_atomic(folder.path / "report.json", rep)
     return rep
 
@@ -327,17 +327,16 @@ class Changed:
     after: tuple[int, float, int]
 
 
-def changed_boxes(inp: Inputs, own: np.ndarray, alts: np.ndarray, eval_ids: list[int]) -> list[Changed]:
+def changed_boxes(inp: Inputs, ev: Evidence, own: np.ndarray, alts: np.ndarray, eval_ids: list[int]) -> list[Changed]:
     """The evaluation part's boxes whose best label or rank within their image the rescoring changed, most
     changed first (a new label, then the larger rank change), at most SHEET."""
     d = inp.dets
     best_cat, best = d.category_id.copy(), own.copy()
     if alts.shape[1]:
         top = alts[:, 0, :]  # (N, 2): the best alternative's class index and score
-        cat_of = {i: c for c, i in inp.class_of.items()}
         wins = top[:, 1] > own
         best[wins] = top[wins, 1]
-        best_cat[wins] = [cat_of[int(i)] for i in top[wins, 0]]
+        best_cat[wins] = ev.cat_of[top[wins, 0].astype(np.int64)]  # its annotation category id
     out = []
     sel = np.flatnonzero(np.isin(d.image_id, eval_ids))
     sel = sel[np.argsort(d.image_id[sel], kind="stable")]  # grouped by image, file order within
