@@ -74,9 +74,8 @@ def load_rgb(path: str) -> Image.Image:
 
 def folder_classes(ds: ImageFolder) -> list[dict]:
     """[{index, coco_id, name}] in ImageFolder's order; COCO ids from an exported classes.json, else -1."""
-    known = {}
-    if (Path(ds.root) / CLASSES_FILE).is_file():
-        known = {c["name"]: int(c["coco_id"]) for c in read_json(Path(ds.root) / CLASSES_FILE, "classes file", list)}
+    path = Path(ds.root) / CLASSES_FILE
+    known = {c["name"]: int(c["coco_id"]) for c in read_json(path, "classes file", list)} if path.is_file() else {}
     return [{"index": i, "coco_id": known.get(n, -1), "name": n} for i, n in enumerate(ds.classes)]
 
 
