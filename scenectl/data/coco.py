@@ -294,11 +294,10 @@ def load_image(path: str | os.PathLike, width: int, height: int, draft: int | No
     try:  # open_regular: a FIFO or device among the images is a bad image, never a hang
         with open_regular(path, "image") as f, Image.open(f) as im:
             stored = im.size
-            reduce = 1
             if draft and im.format == "JPEG":
                 s = draft / max(stored)
-                if im.draft(None, (max(1, math.ceil(stored[0] * s)), max(1, math.ceil(stored[1] * s)))):
-                    reduce = round(stored[0] / im.size[0]) if im.size[0] != stored[0] else 1
+                im.draft(None, (max(1, math.ceil(stored[0] * s)), max(1, math.ceil(stored[1] * s))))
+            reduce = round(stored[0] / im.size[0])  # 1, or the scale the draft decoding chose (2, 4 or 8)
             im.load()
             orientation = im.getexif().get(EXIF_ORIENTATION, 1)
             # exif_transpose and convert each copy the pixels even when there is nothing to do: call them only
