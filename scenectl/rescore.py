@@ -64,7 +64,7 @@ class Inputs:
 def class_map(gt, ckpt: Checkpoint, path: str) -> dict[int, int]:
     """{annotation category id: checkpoint class index}, matched by name; refused unless both name the same
     classes."""
-    cats = {str(c["name"]): int(c["id"]) for c in gt.dataset["categories"]}
+    cats = {c["name"]: i for i, c in gt.cats.items()}
     names = ckpt.names
     if set(cats) != set(names) or len(cats) != len(names):
         only_ann, only_ck = sorted(set(cats) - set(names)), sorted(set(names) - set(cats))
@@ -252,7 +252,7 @@ def compare(inp: Inputs, ev: Evidence, w: float, relabel: int, eval_ids: list[in
             seed: int) -> dict:
     """COCOeval before and after on `eval_ids`, and the paired ΔAP with its image-level bootstrap interval."""
     sel = np.isin(inp.dets.image_id, eval_ids)
-    names = {int(c["id"]): str(c["name"]) for c in inp.gt.dataset["categories"]}
+    names = {i: c["name"] for i, c in inp.gt.cats.items()}
     before = boxap.evaluate(inp.gt, inp.dets.take(np.flatnonzero(sel)).rows(), eval_ids)
     after = boxap.evaluate(inp.gt, rescored(inp.dets, ev, w, relabel, sel)[0], eval_ids)
     out = {"images": len(eval_ids), "detections": int(sel.sum()), "before": boxap.summary(before, names),
@@ -356,7 +356,7 @@ def changed_boxes(inp: Inputs, ev: Evidence, own: np.ndarray, alts: np.ndarray, 
 def sheet_samples(inp: Inputs, cfg: RescoreConfig, changed: list[Changed]) -> list[dict]:
     """The changed boxes as contact-sheet tiles (plots.plot_contact_sheet): the hidden scene the context model saw,
     the hidden region outlined, titled before -> after (class, score, rank in the image)."""
-    ds, names = BoxScenes(inp, cfg.images, cfg.seed), {int(c["id"]): str(c["name"]) for c in inp.gt.dataset["categories"]}
+    ds, names = BoxScenes(inp, cfg.images, cfg.seed), {i: c["name"] for i, c in inp.gt.cats.items()}
     tiles = []
     for c in changed:
         rec, dec, base = ds.scene(int(inp.dets.image_id[c.det]))
