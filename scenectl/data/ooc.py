@@ -144,15 +144,14 @@ class Scene:
 def open_image(coco, folder: Path, image_id: int) -> Scene:
     rec = coco.imgs[image_id]
     decoded = load_image(folder / rec["file_name"], int(rec["width"]), int(rec["height"]))  # full resolution
-    img, turn = decoded.image, decoded.turn
     anns = coco.imgToAnns.get(image_id, [])
     masks = {}
     for a in anns:
         m = decode_mask(a.get("segmentation"), int(rec["height"]), int(rec["width"]))
-        if m is not None and turn is not None:  # masks are in the stored frame; pixels are upright
-            m = np.asarray(Image.fromarray(m).transpose(turn))
+        if m is not None and decoded.turn is not None:  # masks are in the stored frame; pixels are upright
+            m = np.asarray(Image.fromarray(m).transpose(decoded.turn))
         masks[a["id"]] = m
-    return Scene(rec, np.asarray(img), anns, masks)
+    return Scene(rec, np.asarray(decoded.image), anns, masks)
 
 
 def render(host: Scene, donor: Scene, ann: dict, p: dict, index: dict[int, int], names: list[str], ooc: bool,
