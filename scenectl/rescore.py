@@ -19,8 +19,9 @@ other classes, times the same evidence.
 
 w is chosen on a calibration part of the images (a seeded split by image id, --calibration) as the grid value of
 highest COCO AP there (ties: the smaller w; the grid: every --weight given, else config.RESCORE_GRID), and
-everything is reported on the other part only; a single --weight W fixes w and evaluates every image. Before and after are COCOeval (bbox) on the same images; ΔAP's 95% interval resamples
-images (scenectl.boxap: COCOeval's per-image matching reused per resample). Writes into a claimed `rescore`
+everything is reported on the other part only; a single --weight W fixes w and evaluates every image. Before and
+after are COCOeval (bbox) on the same images; ΔAP's 95% interval resamples images (scenectl.boxap: COCOeval's
+per-image matching reused per resample). Writes into a claimed `rescore`
 folder: config.json, rescored.json (every kept detection of every image, scored with the chosen w, COCO results
 format), delta_ap.png, changed.png, report.md and report.json (last).
 """

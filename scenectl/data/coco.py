@@ -47,7 +47,8 @@ def split_paths(coco_root: str | os.PathLike, split: str) -> tuple[Path, Path]:
     ann = root / "annotations" / f"instances_{split}.json"
     if not ann.is_file():
         known = sorted(p.name[len("instances_"):-len(".json")] for p in (root / "annotations").glob("instances_*.json"))
-        raise ScenectlError(f"unknown split {split!r}: {ann} not found (splits in {root}: {', '.join(known) or 'none'})")
+        raise ScenectlError(f"unknown split {split!r}: {ann} not found (splits in {root}: "
+                            f"{', '.join(known) or 'none'})")
     return ann, root / split
 
 
@@ -59,8 +60,10 @@ def load_coco(path: str | os.PathLike) -> COCO:
     """
     path = Path(path)
     data = read_json(path, "annotation file", expect=None, limit=ANNOTATION_BYTES)  # its own message below
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
-        raise ScenectlError(f"annotation file {path} is not COCO instance format (needs lists 'images', 'annotations', 'categories')")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ("images", "annotations", "categories")):
+        raise ScenectlError(f"annotation file {path} is not COCO instance format (needs lists 'images', "
+                            "'annotations', 'categories')")
     problems = integrity_problems(data)
     if problems:
         more = f" (and {len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""

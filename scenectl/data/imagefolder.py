@@ -61,7 +61,8 @@ def open_image_folder(root: str | Path, option: str = "--train") -> ImageFolder:
         raise ScenectlError(f"{option} {root}: not an ImageFolder tree ({str(e).splitlines()[0]}); expected "
                             f"{root}/<class name>/<image>{'|'.join(sorted(IMG_EXTENSIONS))[:40]}...") from None
     if len(ds.classes) < 2:
-        raise ScenectlError(f"{option} {root}: only one class folder ({ds.classes[0]!r}); a classifier needs two or more")
+        raise ScenectlError(f"{option} {root}: only one class folder ({ds.classes[0]!r}); a classifier needs two "
+                            "or more")
     return ds
 
 
