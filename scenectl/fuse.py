@@ -124,7 +124,8 @@ def score_set(spec: str, s: ShardSet, obj: Checkpoint, obj_net, ctx: Checkpoint,
     object.jpg (crops at its size), the context model on the masked scene (as it was trained); the one place fuse
     asks the shard reader."""
     loader = make_eval_loader(s, EvalBatches(view="object", image_size=obj.image_size, batch_size=cfg.batch_size,
-                                             workers=cfg.workers, scene_size=ctx.image_size, scene_mask=ctx.mask_channel))
+                                             workers=cfg.workers, scene_size=ctx.image_size,
+                                             scene_mask=ctx.mask_channel))
     lo, lc, y, keys, vis, ooc = [], [], [], [], [], []
     for batch in loader:
         b = batch_to_device(batch, device)  # model input: crops (B, 3, H, W), scenes (B, C, H', W')
@@ -153,10 +154,12 @@ def table(sets: dict[str, dict], markdown: bool = False) -> str:
 def write_report(out: Path, rep: dict) -> None:
     lines = ["# fusion: object model × context model", "",
              f"- context `{rep['context']}`, object `{rep['object']}`",
-             f"- log p ∝ log p_obj + w·log p_ctx; w = {rep['w']} chosen on `{rep['shards']}` (grid {rep['grid'][0]}..{rep['grid'][-1]})",
+             f"- log p ∝ log p_obj + w·log p_ctx; w = {rep['w']} chosen on `{rep['shards']}` "
+             f"(grid {rep['grid'][0]}..{rep['grid'][-1]})",
              "- `val` uses the w fitted on it (optimistic); `val_crossfit` chooses w on one half and scores the other: "
              f"object {100 * rep['val_crossfit'].get('object_top1', float('nan')):.1f} → fused "
-             f"{100 * rep['val_crossfit'].get('fused_top1', float('nan')):.1f} top-1 (w per fold {rep['val_crossfit'].get('weights')})",
+             f"{100 * rep['val_crossfit'].get('fused_top1', float('nan')):.1f} top-1 "
+             f"(w per fold {rep['val_crossfit'].get('weights')})",
              "", "Percentages; fixed = object wrong → fused right, broken = object right → fused wrong.", "",
              table(rep["sets"], markdown=True), ""]
     if rep.get("ooc_flags"):
@@ -221,8 +224,7 @@ def fuse(cfg: FuseConfig) -> dict:
             rep["sets"].update(ooc_sets(o, w, num_classes))
             if o.ooc.any() and (~o.ooc).any():
                 cooc = ctx.cooccurrence  # the context model's training counts, else the OOC set's copy of them
-                if cooc is None:
-                    cooc = open_shard_set(cfg.ooc_shards, cfg.net.options()).cooccurrence()
+                cooc = sets[cfg.ooc_shards].cooccurrence() if cooc is None else cooc
                 rep["ooc_flags"] = flag_report(o.logp_ctx, o.labels, o.ooc, o.visible, cooc)
         rep["provenance"] = report.report_provenance([cfg.context, cfg.object], scored)
         with plots.source(checkpoint=f"{cfg.context} + {cfg.object}", data=cfg.shards, n=len(val.labels)):

@@ -307,8 +307,7 @@ def plot_heatmap(matrix: np.ndarray, names: Sequence[str], path: str | Path, tit
     keep = top_classes(counts if counts is not None else [1.0] * len(names))
     m = np.asarray(matrix, dtype=np.float64)[np.ix_(keep, keep)]  # (K, K)
     finite = np.isfinite(m)
-    lim = float(np.abs(m[finite]).max()) if finite.any() else 0.0
-    lim = lim or 1.0
+    lim = float(np.abs(m[finite]).max() if finite.any() else 0.0) or 1.0  # all-zero or no values: any scale
     diverging = bool(finite.any() and m[finite].min() < 0)
     fig, ax = _matrix_figure(len(keep))
     im = ax.imshow(np.where(finite, m, np.nan), cmap=_cmap("RdBu_r" if diverging else "viridis"),

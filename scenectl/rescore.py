@@ -19,8 +19,9 @@ other classes, times the same evidence.
 
 w is chosen on a calibration part of the images (a seeded split by image id, --calibration) as the grid value of
 highest COCO AP there (ties: the smaller w; the grid: every --weight given, else config.RESCORE_GRID), and
-everything is reported on the other part only; a single --weight W fixes w and evaluates every image. Before and after are COCOeval (bbox) on the same images; ΔAP's 95% interval resamples
-images (scenectl.boxap: COCOeval's per-image matching reused per resample). Writes into a claimed `rescore`
+everything is reported on the other part only; a single --weight W fixes w and evaluates every image. Before and
+after are COCOeval (bbox) on the same images; ΔAP's 95% interval resamples images (scenectl.boxap: COCOeval's
+per-image matching reused per resample). Writes into a claimed `rescore`
 folder: config.json, rescored.json (every kept detection of every image, scored with the chosen w, COCO results
 format), delta_ap.png, changed.png, report.md and report.json (last).
 """
@@ -64,23 +65,13 @@ class Inputs:
 def class_map(gt, ckpt: Checkpoint, path: str) -> dict[int, int]:
     """{annotation category id: checkpoint class index}, matched by name; refused unless both name the same
     classes."""
-    cats = {str(c["name"]): int(c["id"]) for c in gt.dataset["categories"]}
+    cats = {c["name"]: i for i, c in gt.cats.items()}
     names = ckpt.names
     if set(cats) != set(names) or len(cats) != len(names):
         only_ann, only_ck = sorted(set(cats) - set(names)), sorted(set(names) - set(cats))
         raise ScenectlError(f"--annotations {path} and --checkpoint {ckpt.path} name different classes (only in the "
                             f"annotations: {only_ann[:5] or 'none'}; only in the checkpoint: {only_ck[:5] or 'none'})")
     return {cats[n]: i for i, n in enumerate(names)}
-
-
-def hiding(ckpt: Checkpoint) -> tuple[dict, str]:
-    """The training shards' hiding parameters (scenectl.hiding.shard_params), checked."""
-    params, source = shard_params(ckpt)
-    if params["shape"] not in masks.SHAPES or params["fill"] not in masks.FILLS:
-        raise ScenectlError(f"{ckpt.path}: its training shards' shape/fill ({params['shape']!r}, {params['fill']!r}) "
-                            "are not ones build-shards makes")
-    masks.check_shape(f"{ckpt.path}: its training shards' margin", "margin", params["margin"], 1, 1)
-    return params, source
 
 
 def read_inputs(cfg: RescoreConfig) -> Inputs:
@@ -91,8 +82,7 @@ def read_inputs(cfg: RescoreConfig) -> Inputs:
     mapping = class_map(gt, ckpt, cfg.annotations)
     sizes = {int(im["id"]): (int(im["width"]), int(im["height"])) for im in gt.dataset["images"]}
     dets = read_results(cfg.detections, sizes, set(mapping), cfg.max_per_image, cfg.min_score)
-    params, source = hiding(ckpt)
-    return Inputs(gt, ckpt, mapping, dets, params, source)
+    return Inputs(gt, ckpt, mapping, dets, *shard_params(ckpt))  # checked there (checkpoint.BuildParams.parse)
 
 
 def split(image_ids, fraction: float | None, seed: int) -> tuple[list[int], list[int]]:
@@ -263,7 +253,7 @@ def compare(inp: Inputs, ev: Evidence, w: float, relabel: int, eval_ids: list[in
             seed: int) -> dict:
     """COCOeval before and after on `eval_ids`, and the paired ΔAP with its image-level bootstrap interval."""
     sel = np.isin(inp.dets.image_id, eval_ids)
-    names = {int(c["id"]): str(c["name"]) for c in inp.gt.dataset["categories"]}
+    names = {i: c["name"] for i, c in inp.gt.cats.items()}
     before = boxap.evaluate(inp.gt, inp.dets.take(np.flatnonzero(sel)).rows(), eval_ids)
     after = boxap.evaluate(inp.gt, rescored(inp.dets, ev, w, relabel, sel)[0], eval_ids)
     out = {"images": len(eval_ids), "detections": int(sel.sum()), "before": boxap.summary(before, names),
@@ -326,7 +316,7 @@ def rescore(cfg: RescoreConfig) -> dict:
 
         with plots.source(checkpoint=str(cfg.checkpoint), data=f"{cfg.detections} on {cfg.images}",
                           n=len(eval_ids)):
-            rescore_report.write(folder.path, rep, sheet_samples(inp, cfg, changed_boxes(inp, own, alts, eval_ids)))
+            rescore_report.write(folder.path, rep, sheet_samples(inp, cfg, changed_boxes(inp, ev, own, alts, eval_ids)))
         write_json_atomic(folder.path / "report.json", rep)
     return rep
 
@@ -338,17 +328,16 @@ class Changed:
     after: tuple[int, float, int]
 
 
-def changed_boxes(inp: Inputs, own: np.ndarray, alts: np.ndarray, eval_ids: list[int]) -> list[Changed]:
+def changed_boxes(inp: Inputs, ev: Evidence, own: np.ndarray, alts: np.ndarray, eval_ids: list[int]) -> list[Changed]:
     """The evaluation part's boxes whose best label or rank within their image the rescoring changed, most
     changed first (a new label, then the larger rank change), at most SHEET."""
     d = inp.dets
     best_cat, best = d.category_id.copy(), own.copy()
     if alts.shape[1]:
         top = alts[:, 0, :]  # (N, 2): the best alternative's class index and score
-        cat_of = {i: c for c, i in inp.class_of.items()}
         wins = top[:, 1] > own
         best[wins] = top[wins, 1]
-        best_cat[wins] = [cat_of[int(i)] for i in top[wins, 0]]
+        best_cat[wins] = ev.cat_of[top[wins, 0].astype(np.int64)]  # its annotation category id
     out = []
     sel = np.flatnonzero(np.isin(d.image_id, eval_ids))
     sel = sel[np.argsort(d.image_id[sel], kind="stable")]  # grouped by image, file order within
@@ -368,7 +357,7 @@ def changed_boxes(inp: Inputs, own: np.ndarray, alts: np.ndarray, eval_ids: list
 def sheet_samples(inp: Inputs, cfg: RescoreConfig, changed: list[Changed]) -> list[dict]:
     """The changed boxes as contact-sheet tiles (plots.plot_contact_sheet): the hidden scene the context model saw,
     the hidden region outlined, titled before -> after (class, score, rank in the image)."""
-    ds, names = BoxScenes(inp, cfg.images, cfg.seed), {int(c["id"]): str(c["name"]) for c in inp.gt.dataset["categories"]}
+    ds, names = BoxScenes(inp, cfg.images, cfg.seed), {i: c["name"] for i, c in inp.gt.cats.items()}
     tiles = []
     for c in changed:
         rec, dec, base = ds.scene(int(inp.dets.image_id[c.det]))

@@ -47,7 +47,8 @@ def split_paths(coco_root: str | os.PathLike, split: str) -> tuple[Path, Path]:
     ann = root / "annotations" / f"instances_{split}.json"
     if not ann.is_file():
         known = sorted(p.name[len("instances_"):-len(".json")] for p in (root / "annotations").glob("instances_*.json"))
-        raise ScenectlError(f"unknown split {split!r}: {ann} not found (splits in {root}: {', '.join(known) or 'none'})")
+        raise ScenectlError(f"unknown split {split!r}: {ann} not found (splits in {root}: "
+                            f"{', '.join(known) or 'none'})")
     return ann, root / split
 
 
@@ -59,8 +60,10 @@ def load_coco(path: str | os.PathLike) -> COCO:
     """
     path = Path(path)
     data = read_json(path, "annotation file", expect=None, limit=ANNOTATION_BYTES)  # its own message below
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
-        raise ScenectlError(f"annotation file {path} is not COCO instance format (needs lists 'images', 'annotations', 'categories')")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ("images", "annotations", "categories")):
+        raise ScenectlError(f"annotation file {path} is not COCO instance format (needs lists 'images', "
+                            "'annotations', 'categories')")
     problems = integrity_problems(data)
     if problems:
         more = f" (and {len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""
@@ -294,11 +297,10 @@ def load_image(path: str | os.PathLike, width: int, height: int, draft: int | No
     try:  # open_regular: a FIFO or device among the images is a bad image, never a hang
         with open_regular(path, "image") as f, Image.open(f) as im:
             stored = im.size
-            reduce = 1
             if draft and im.format == "JPEG":
                 s = draft / max(stored)
-                if im.draft(None, (max(1, math.ceil(stored[0] * s)), max(1, math.ceil(stored[1] * s)))):
-                    reduce = round(stored[0] / im.size[0]) if im.size[0] != stored[0] else 1
+                im.draft(None, (max(1, math.ceil(stored[0] * s)), max(1, math.ceil(stored[1] * s))))
+            reduce = round(stored[0] / im.size[0])  # 1, or the scale the draft decoding chose (2, 4 or 8)
             im.load()
             orientation = im.getexif().get(EXIF_ORIENTATION, 1)
             # exif_transpose and convert each copy the pixels even when there is nothing to do: call them only

@@ -61,7 +61,8 @@ def open_image_folder(root: str | Path, option: str = "--train") -> ImageFolder:
         raise ScenectlError(f"{option} {root}: not an ImageFolder tree ({str(e).splitlines()[0]}); expected "
                             f"{root}/<class name>/<image>{'|'.join(sorted(IMG_EXTENSIONS))[:40]}...") from None
     if len(ds.classes) < 2:
-        raise ScenectlError(f"{option} {root}: only one class folder ({ds.classes[0]!r}); a classifier needs two or more")
+        raise ScenectlError(f"{option} {root}: only one class folder ({ds.classes[0]!r}); a classifier needs two "
+                            "or more")
     return ds
 
 
@@ -74,9 +75,8 @@ def load_rgb(path: str) -> Image.Image:
 
 def folder_classes(ds: ImageFolder) -> list[dict]:
     """[{index, coco_id, name}] in ImageFolder's order; COCO ids from an exported classes.json, else -1."""
-    known = {}
-    if (Path(ds.root) / CLASSES_FILE).is_file():
-        known = {c["name"]: int(c["coco_id"]) for c in read_json(Path(ds.root) / CLASSES_FILE, "classes file", list)}
+    path = Path(ds.root) / CLASSES_FILE
+    known = {c["name"]: int(c["coco_id"]) for c in read_json(path, "classes file", list)} if path.is_file() else {}
     return [{"index": i, "coco_id": known.get(n, -1), "name": n} for i, n in enumerate(ds.classes)]
 
 
@@ -128,11 +128,10 @@ def open_target(spec: str | Path, option: str = "--train", net=None) -> Target:
 
 
 class FolderSamples(Dataset):
-    """An ImageFolder as scenectl batches; `order` (a permutation) fixes the epoch's sample order."""
+    """An ImageFolder as scenectl batches; `order` (a permutation) fixes the epoch's sample order; `epoch`: training."""
 
-    def __init__(self, ds: ImageFolder, image_size: int, train: bool, seed: int, epoch: int, order: list[int]):
-        self.ds, self.image_size, self.train, self.seed, self.epoch, self.order = ds, image_size, train, seed, epoch, order
-        self.augment = Augment()
+    def __init__(self, ds: ImageFolder, image_size: int, order: list[int], epoch: Epoch | None):
+        self.ds, self.image_size, self.order, self.epoch, self.augment = ds, image_size, order, epoch, Augment()
 
     def __len__(self) -> int:
         return len(self.order)
@@ -146,7 +145,7 @@ class FolderSamples(Dataset):
             raise
         except Exception as e:  # PIL raises many types for bad bytes
             raise ScenectlError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
-        rng = np.random.default_rng([self.seed, self.epoch, idx]) if self.train else None
+        rng = None if self.epoch is None else np.random.default_rng([self.epoch.seed, self.epoch.index, idx])
         x, jitter = letterbox_input(image, self.image_size, rng, self.augment)  # (3, S, S) uint8, as the object view
         out = {"input": x, "label": label, "key": str(Path(path).relative_to(self.ds.root)), "visible": [],
                "meta": {}, "url": path}
@@ -182,7 +181,7 @@ def make_loader(target: Target, *, image_size: int, batch_size: int, workers: in
     if train:
         random.Random(f"{epoch.seed}/{epoch.index}").shuffle(order)
         order = order[epoch.start * batch_size: epoch.steps * batch_size]
-    ds = FolderSamples(target.folder, image_size, train, epoch.seed if train else 0, epoch.index if train else 0, order)
+    ds = FolderSamples(target.folder, image_size, order, epoch)
     dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
                     drop_last=train, worker_init_fn=ignore_stop_signals)
     return Loader(dl, epoch.steps - epoch.start if train else None)

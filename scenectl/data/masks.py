@@ -45,9 +45,8 @@ def shape_problem(kind: str, values, width: int, height: int) -> str | None:
     coordinate (box corners included) within COORD_SLACK image sizes of the image: x in [-W, 2W], y in [-H, 2H].
     The one check of geometry read from files (annotations) and given by users (predict's --box, --polygon).
     """
-    if kind == "margin":
-        ok = isinstance(values, int) and not isinstance(values, bool) and 0 <= values <= MAX_MARGIN
-        return None if ok else f"must be an integer in [0, {MAX_MARGIN}], got {values!r}"
+    if kind == "margin":  # the --margin option's own range
+        return RANGES["margin"].problem(values)
     if isinstance(values, np.ndarray):
         numeric = values.ndim == 1 and values.dtype.kind in "iuf"
     else:  # JSON numbers are exactly int or float: test the type first (isinstance of an ABC is slow)

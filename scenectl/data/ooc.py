@@ -144,15 +144,14 @@ class Scene:
 def open_image(coco, folder: Path, image_id: int) -> Scene:
     rec = coco.imgs[image_id]
     decoded = load_image(folder / rec["file_name"], int(rec["width"]), int(rec["height"]))  # full resolution
-    img, turn = decoded.image, decoded.turn
     anns = coco.imgToAnns.get(image_id, [])
     masks = {}
     for a in anns:
         m = decode_mask(a.get("segmentation"), int(rec["height"]), int(rec["width"]))
-        if m is not None and turn is not None:  # masks are in the stored frame; pixels are upright
-            m = np.asarray(Image.fromarray(m).transpose(turn))
+        if m is not None and decoded.turn is not None:  # masks are in the stored frame; pixels are upright
+            m = np.asarray(Image.fromarray(m).transpose(decoded.turn))
         masks[a["id"]] = m
-    return Scene(rec, np.asarray(img), anns, masks)
+    return Scene(rec, np.asarray(decoded.image), anns, masks)
 
 
 def render(host: Scene, donor: Scene, ann: dict, p: dict, index: dict[int, int], names: list[str], ooc: bool,
@@ -312,7 +311,7 @@ def write_pairs(s: Split, target: SinkTarget, donors: list[dict], rng: np.random
 
 
 def ooc_manifest(cfg: OOCConfig, s: Split, h5: Path, entries: list[dict], counts: dict, seconds: float) -> dict:
-    pairs, names = counts["pairs"], s.names
+    pairs = counts["pairs"]
     return {
         "format": FORMAT, "scenectl_version": __version__, "task": "ooc",
         "params": {**s.params, "split": cfg.split, "maxcount": cfg.maxcount, "max_pairs": cfg.max_pairs},
@@ -321,7 +320,7 @@ def ooc_manifest(cfg: OOCConfig, s: Split, h5: Path, entries: list[dict], counts
                    "train_manifest": str((Path(h5).parent / "manifest.json").resolve())},
         "classes": s.classes, "shards": entries,
         "totals": {"images": len(s.images), "pairs": pairs, "samples": 2 * pairs, "ooc": pairs, "in_context": pairs,
-                   "shards": len(entries), "per_class": {names[i]: counts["per_class"][i] for i in range(len(names))}},
+                   "shards": len(entries), "per_class": dict(zip(s.names, counts["per_class"]))},
         "skipped": {k: counts["skipped"].get(k, 0) for k in ("no_host", "too_small", "too_large", "bad_image",
                                                              "bad_annotation")},
         "seconds": round(seconds, 2),

@@ -138,10 +138,8 @@ def default_coco_root(seed: int = 0, echo: Callable[[str], None] = print) -> Pat
         return Path(os.environ[COCO_ROOT_ENV])
     root = DEFAULT_COCO_ROOT
     if not root.exists():
-        try:
-            from scenectl.data.synthetic import generate_scenes
-        except ImportError:
-            raise ScenectlError(f"no --coco-root given, ${COCO_ROOT_ENV} unset and {root} missing") from None
+        from scenectl.data.synthetic import generate_scenes  # part of the package (numpy, PIL, pycocotools)
+
         echo(f"no --coco-root: generating synthetic scenes in {root} first (as `scenectl sample --seed {seed}`)")
         generate_scenes(out=root, seed=seed)
     return root
@@ -571,7 +569,7 @@ def build_shards(cfg: BuildConfig, echo: Callable[[str], None] = print) -> dict:
         journal = _start_journal(out, names, params, src.record, len(src.classes.coco_ids), cfg)
         if journal.pop("resumed_complete", False):
             return journal
-        write_json_atomic(out / names.config, _config_json(cfg))
+        write_json_atomic(out / names.config, {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()})
         sink = _write_samples(cfg, src, params, out, names, journal, started)
         return _finish(cfg, src, params, out, names, sink, folder.fresh)
 
@@ -645,10 +643,6 @@ def _totals(c: dict, classes: ClassTable, n_shards: int, max_area: float) -> dic
     return {"images": c["images"], "bad_images": c["bad_images"], "instances": c["instances"], "samples": c["samples"],
             "shards": n_shards, "per_class": dict(zip(classes.names, c["per_class"])),
             "area_fraction_histogram": {"edges": edges, "counts": c["area_hist"]}}
-
-
-def _config_json(cfg: BuildConfig) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
 
 
 def _fmt_skipped(skipped: dict) -> str:

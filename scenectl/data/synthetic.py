@@ -44,7 +44,8 @@ IMAGE_SIZES = ((320, 240), (288, 224), (240, 320))  # (width, height); ~76k pixe
 IMAGE_SIZE_P = (0.6, 0.2, 0.2)
 MAX_CIRCLE_FRACTION = 0.25  # an object's circumscribed circle (+3 px margin) stays under this share of the image
 CROWD_SIZE = (3, 6)  # members of a crowd (inclusive)
-CROWD_SCALES = (0.3, 0.2, 0.12)  # a member's area as a share of its class's usual area; the smaller one if the row won't fit
+# a crowd member's area as a share of its class's usual area; the next smaller one if the row won't fit
+CROWD_SCALES = (0.3, 0.2, 0.12)
 
 
 @dataclass

@@ -116,10 +116,8 @@ def deferred_scene(mask: torch.Tensor, size: int, mask_channel: bool, rng: np.ra
     H, W = mask.shape[-2:]
     drawn = rng is not None and augment.enabled
     box, flip, jitter = augment.draw(mask, rng) if drawn else ((0, 0, W, H), False, None)
-    m = None
-    if mask_channel:
-        m = _resized(mask, size, "nearest", box)
-        m = m.flip(-1) if flip else m
+    m = _resized(mask, size, "nearest", box) if mask_channel else None
+    m = m.flip(-1) if flip and m is not None else m
     return torch.tensor([*box, int(flip), size]), m, jitter
 
 

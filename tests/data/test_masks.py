@@ -148,11 +148,11 @@ SHAPE_CASES = [  # (kind, values, problem phrase or None) in a 100 × 50 image
     ("points", [5], None),
     ("margin", 0, None),
     ("margin", M.MAX_MARGIN, None),
-    ("margin", M.MAX_MARGIN + 1, "integer in"),
-    ("margin", -1, "integer in"),
-    ("margin", 3.0, "integer in"),
-    ("margin", True, "integer in"),
-    ("margin", NAN, "integer in"),
+    ("margin", M.MAX_MARGIN + 1, "integer from"),
+    ("margin", -1, "integer from"),
+    ("margin", 3.0, "integer from"),
+    ("margin", True, "integer from"),
+    ("margin", NAN, "integer from"),
 ]
 
 
