@@ -54,7 +54,7 @@ from urllib.request import url2pathname
 import braceexpand
 
 from scenectl.errors import ScenectlError
-from scenectl.io import read_regular
+from scenectl.io import open_regular, read_regular
 from scenectl.options import RANGES, Config, option
 
 MAX_WAIT = RANGES["backoff"].hi  # longest wait between two attempts, seconds
@@ -242,7 +242,7 @@ def open_stream(url: str, net: NetOptions, what: str = "shard") -> BinaryIO:
     transient faults (see the module docstring). Raises RemoteError (a ScenectlError) for a permanent fault."""
     check_scheme(url)
     if is_local(url):
-        return open(local_path(url), "rb")
+        return open_regular(local_path(url), what)  # a FIFO or device never blocks the read
     source = _Http(url, net.timeout) if scheme_of(url) in ("http", "https") else _Pipe(url[len("pipe:"):], net.timeout)
     return io.BufferedReader(_Retrying(source, url, net, what), buffer_size=1 << 16)
 

@@ -51,7 +51,7 @@ from scenectl.data.format import (JOURNAL_GLOB, PART_MANIFEST_GLOB, PARTIAL_GLOB
 from scenectl.data.remote import (Net, NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
                                   plain_name_problem, read_remote)
 from scenectl.errors import OutOfMemory, ScenectlError
-from scenectl.h5 import file_problems
+from scenectl.h5 import MAX_FILE_BYTES as MAX_H5_BYTES, file_problems
 from scenectl.io import MAX_JSON_BYTES, read_regular
 from scenectl.options import Options, group, option
 from scenectl.progress import progress as progress_of
@@ -190,12 +190,11 @@ def _files_problems(location: str, manifest: dict, net: NetOptions) -> list[dict
         if plain_name_problem(name):
             continue
         where = join(location, name)
-        try:
-            with open_stream(where, net, "file") as stream:  # closed now: a pipe: stream is a process
-                data = stream.read()
-        except FileNotFoundError:
+        if is_local(where) and not os.path.lexists(local_path(where)):
             problems.append(_problem("missing_file", f"{name}: listed in manifest.json 'files' but missing"))
             continue
+        try:
+            data = read_remote(where, net, "file", MAX_H5_BYTES)  # bounded; a local one must be a regular file
         except (ScenectlError, OSError) as e:
             problems.append(_problem("unreadable", f"{name}: {e}"))
             continue

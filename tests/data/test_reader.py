@@ -3,6 +3,10 @@ eval and the train pipeline alike, and counted instead with skip_corrupt (tests/
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -95,3 +99,22 @@ def test_eval_with_workers_refuses(damaged, kind):
     d = damaged(kind)
     with pytest.raises(ScenectlError, match=d.match):
         _eval(d, workers=2, view="object")
+
+
+@pytest.mark.parametrize("pipeline", ["eval", "train"])
+def test_a_shard_that_is_a_fifo_is_refused_never_a_hang(damaged, tmp_path, pipeline):
+    """A FIFO in a shard's place is a one-line error naming it, never a read that blocks the run (and its stop
+    signals) for good: open_shard_set takes only regular files as shards, and remote.open_stream opens a local
+    shard through io.open_regular (a shard swapped for a FIFO after the set was opened)."""
+    d = damaged(None)
+    folder = shutil.copytree(d.path, tmp_path / "set")
+    shard = sorted(folder.glob("*.tar"))[1]
+    shard.unlink()
+    os.mkfifo(shard)
+    signal.signal(signal.SIGALRM, lambda *a: pytest.fail("the reader hung on a FIFO shard"))
+    signal.alarm(60)
+    try:
+        with pytest.raises(ScenectlError, match=shard.name):
+            (_eval if pipeline == "eval" else _train)(replace(d, path=folder))
+    finally:
+        signal.alarm(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,24 @@ def test_json_is_printed_even_when_the_set_cannot_be_opened(tmp_path, what):
     rep = json.loads(r.stdout)
     assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "error:" in r.stderr
     assert rep["ok"] is False and rep["shards"] == 0 and [p["kind"] for p in rep["problems"]] == ["set"]
+
+
+@pytest.mark.parametrize("how", fast_first(["missing", "a FIFO"]))
+def test_a_listed_file_missing_or_not_regular_is_reported_never_a_hang(real_set, tmp_path, how):
+    """The manifest's `files` are read through the reader's opener: a missing one is `missing_file`; a FIFO in its
+    place is `unreadable` at once (it hung verify-shards in open() before open_stream opened local files through
+    io.open_regular)."""
+    folder = shutil.copytree(real_set, tmp_path / "set")
+    assert "cooccurrence.h5" in json.loads((folder / "manifest.json").read_text())["files"]
+    (folder / "cooccurrence.h5").unlink()
+    if how == "a FIFO":
+        os.mkfifo(folder / "cooccurrence.h5")
+    signal.signal(signal.SIGALRM, lambda *a: pytest.fail("verify-shards hung on cooccurrence.h5"))
+    signal.alarm(60)
+    try:
+        rep = verify_shards(folder)
+    finally:
+        signal.alarm(0)
+    kind = "missing_file" if how == "missing" else "unreadable"
+    assert [p["kind"] for p in rep["problems"]] == [kind], rep["problems"]
+    assert "cooccurrence.h5" in rep["problems"][0]["message"] and not rep["ok"]
