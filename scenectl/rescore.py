@@ -45,7 +45,7 @@ from scenectl.errors import ScenectlError
 from scenectl.folders import claim
 from scenectl.fusion import product_of_experts
 from scenectl.hiding import masked_sample, shard_params
-from scenectl.io import write_bytes_atomic, write_json_atomic
+from scenectl.io import write_json_atomic
 from scenectl.progress import progress
 
 SHEET = 12  # boxes on the contact sheet

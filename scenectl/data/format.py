@@ -29,9 +29,9 @@ from typing import BinaryIO, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from scenectl.data.remote import plain_name_problem
+from scenectl.data.remote import NetOptions, plain_name_problem, read_remote
 from scenectl.errors import OutOfMemory, ScenectlError, out_of_memory
-from scenectl.io import file_sha256, parse_json, write_json_atomic
+from scenectl.io import MAX_JSON_BYTES, file_sha256, parse_json, write_json_atomic
 
 FORMAT = "scenectl-shards/1"
 TASKS = ("masked", "object", "ooc")  # a manifest's `task`: build-shards' two, build-ooc's
@@ -182,6 +182,12 @@ def parse_manifest(data: bytes, where: str) -> dict:
     if problems:
         raise ScenectlError(f"manifest {where} {problems[0].message}")
     return manifest
+
+
+def read_manifest(where: str | os.PathLike, net: NetOptions | None = None, what: str = "manifest") -> dict:
+    """The manifest at `where` (a local file, or a URL read through the retrying reader), read within the JSON
+    size cap and checked (parse_manifest): the one way a command reads a manifest it relies on."""
+    return parse_manifest(read_remote(str(where), net or NetOptions(), what, MAX_JSON_BYTES), str(where))
 
 
 MAX_CLASSES = 100_000  # a class list longer than this is refused (COCO has 80, LVIS 1203)

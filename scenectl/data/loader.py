@@ -77,14 +77,13 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scenectl.data.cooccurrence import Cooccurrence
-from scenectl.data.format import (Problem, SampleSpec, basename, join, label_problems, parent, parse_manifest,
+from scenectl.data.format import (Problem, SampleSpec, basename, join, label_problems, parent, read_manifest,
                                   sample_problems, shard_samples, unfinished)
 from scenectl.data.remote import (NetOptions, check_scheme, expand_locations, file_value_problem, is_local, local_path,
                                   net_options, on_stop_signal, open_stream, read_remote)
 from scenectl.data.transforms import Augment, decode_image, deferred_scene, letterbox_input, stack, to_input
 from scenectl.errors import OutOfMemory, ScenectlError, out_of_memory
 from scenectl.h5 import MAX_FILE_BYTES as MAX_H5_BYTES
-from scenectl.io import MAX_JSON_BYTES
 
 VIEWS = ("scene", "object")
 REBUILD_HINT = "rebuild it with `scenectl build-shards --with-object` (or `--task object`)"
@@ -214,7 +213,7 @@ def _load_manifest(location: str, net: NetOptions) -> dict:
                 f"shard set {folder} is incomplete (no manifest.json, found {partial[0]}): finish it with "
                 "`scenectl build-shards --resume` (or `scenectl merge-manifests` for a build in parts)")
         raise ScenectlError(f"no manifest.json in {folder}: not a shard set written by scenectl build-shards")
-    return parse_manifest(read_remote(where, net, "manifest", MAX_JSON_BYTES), where)
+    return read_manifest(where, net)
 
 
 def _checked(s: ShardSet) -> ShardSet:

@@ -41,11 +41,11 @@ from scenectl.data.coco import (BadImage, ClassTable, classes_match, decode_mask
 from scenectl.data.configs import OOCConfig
 from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
 from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardSink, SinkTarget, encode_jpeg,
-                                  encode_png, encode_sample, parse_manifest, seal_set)
+                                  encode_png, encode_sample, read_manifest, seal_set)
 from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
-from scenectl.io import MAX_JSON_BYTES, file_sha256, read_regular, write_json_atomic
+from scenectl.io import file_sha256, write_json_atomic
 from scenectl.progress import progress
 
 SHRINK, SHRINK_TRIES = 0.8, 6  # a hidden region above max_area: shrink the pasted object (× 0.8, at most 6 times)
@@ -99,7 +99,7 @@ def train_side(spec: str | Path) -> tuple[Path, dict, Cooccurrence]:
     where = h5.parent / MANIFEST
     if not where.is_file():
         raise ScenectlError(f"no {MANIFEST} beside {h5}: the training side is a shard set's folder")
-    manifest = parse_manifest(read_regular(where, "manifest", MAX_JSON_BYTES), str(where))
+    manifest = read_manifest(where)
     cooc = Cooccurrence.load(h5)
     if len(cooc.names) != len(manifest["classes"]):
         raise ScenectlError(f"{h5}: {len(cooc.names)} classes, its manifest {len(manifest['classes'])}")

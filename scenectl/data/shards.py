@@ -34,7 +34,7 @@ from scenectl.data.coco import (
 )
 from scenectl.data.format import (
     FORMAT, JPEG_QUALITY, TIMM_INFO, SetNames, ShardSink, SinkTarget, encode_jpeg, encode_png, encode_sample,
-    parse_manifest, seal_set, write_timm_info,
+    read_manifest, seal_set, write_timm_info,
 )
 from scenectl.data.masks import (
     FILLS, MEAN_RGB, SHAPES, Letterbox, bbox, box_region, crop_box, fill, fill_reach, hidden_region, nearest_mask,
@@ -42,7 +42,7 @@ from scenectl.data.masks import (
 )
 from scenectl.errors import ScenectlError
 from scenectl.folders import MARKER, Folder, claim, owner
-from scenectl.io import MAX_JSON_BYTES, file_sha256, read_json, read_regular, remove_stale_tmp, write_json_atomic
+from scenectl.io import file_sha256, read_json, remove_stale_tmp, write_json_atomic
 from scenectl.options import Config, option
 from scenectl.progress import progress
 
@@ -666,7 +666,7 @@ _TOTAL_KEYS = (*_SUMMED, "per_class", "area_fraction_histogram")
 def _read_part(path: Path, i: int, n: int) -> dict:
     """Part i of n, validated by the format's manifest check (plain shard and file names, counts), with the fields
     a merge sums: a part names nothing outside its folder and carries no junk into the merged manifest."""
-    m = parse_manifest(read_regular(path, "part manifest", MAX_JSON_BYTES), str(path))
+    m = read_manifest(path, what="part manifest")
     t, src = m.get("totals"), m.get("source")
     part = _PART.fullmatch(str(m["params"].get("part")))
     missing = [k for k, ok in (("params.part", part is not None and (int(part[1]), int(part[2])) == (i, n)),
