@@ -28,7 +28,7 @@ import math
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,12 @@ from scenectl.data.configs import OOCConfig
 from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
 from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardSink, SinkTarget, encode_jpeg,
                                   encode_png, encode_sample, read_manifest, seal_set)
-from scenectl.data.masks import FILLS, SHAPES, Letterbox, bbox, crop_box, fill, hidden_region
+from scenectl.data.masks import Letterbox, bbox, crop_box, fill, hidden_region
+from scenectl.data.shards import BuildConfig
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
 from scenectl.io import file_sha256, write_json_atomic
+from scenectl.options import check_options
 from scenectl.progress import progress
 
 SHRINK, SHRINK_TRIES = 0.8, 6  # a hidden region above max_area: shrink the pasted object (× 0.8, at most 6 times)
@@ -201,15 +203,15 @@ def render(host: Scene, donor: Scene, ann: dict, p: dict, index: dict[int, int],
 
 
 def resolve_params(cfg: OOCConfig, manifest: dict) -> dict:
-    """Geometry params: the options given, else the training shards' (so OOC samples look like training ones)."""
-    train = manifest.get("params", {})
-    p = {k: getattr(cfg, k) if getattr(cfg, k) is not None else train.get(k, d) for k, d in
-         (("shape", "square"), ("fill", "mean"), ("margin", 3), ("image_size", 256), ("max_area", 0.3),
-          ("min_area", 1024))}
-    if p["shape"] not in SHAPES or p["fill"] not in FILLS:
-        raise ScenectlError(f"--shape must be one of {SHAPES} and --fill one of {FILLS}")
-    if not 0 < p["max_area"] <= 1 or p["min_area"] < 0 or p["margin"] < 0 or p["image_size"] < 8:
-        raise ScenectlError("need 0 < --max-area <= 1, --min-area >= 0, --margin >= 0, --image-size >= 8")
+    """Geometry params: the options given, else the training shards' (so OOC samples look like training ones), else
+    build-shards' defaults. A training value is data: checked as the option it stands for (options.check_options)."""
+    train, default = manifest.get("params", {}), BuildConfig()
+    p = {k: getattr(cfg, k) if getattr(cfg, k) is not None else train.get(k, getattr(default, k))
+         for k in ("shape", "fill", "margin", "image_size", "max_area", "min_area")}
+    try:
+        check_options(replace(cfg, **p))
+    except ScenectlError as e:
+        raise ScenectlError(f"{e} (the option given, else the training shards' params)") from None
     return {**p, "seed": cfg.seed, "with_object": True, "task": "ooc", "hide_same_class": False}
 
 

@@ -4,6 +4,7 @@ roc_auc and flag_report, are tested in test_metrics.py)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ from scenectl.cli import app
 from scenectl.data.coco import ClassTable, load_coco
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.loader import decode_sample, open_shard_set
+from scenectl.data.shards import BuildConfig
+from scenectl.errors import ScenectlError
 from scenectl.metrics import plausible_matrix
-from scenectl.data.ooc import OOCConfig, build_ooc, candidate_hosts, paste, paste_scale
+from scenectl.data.ooc import OOCConfig, build_ooc, candidate_hosts, paste, paste_scale, resolve_params
 
 runner = CliRunner()
 
@@ -64,6 +67,19 @@ def test_candidate_hosts_follow_the_training_counts():
                         [0, 0, 0, 0]], bool)  # 4: empty scene -> never a host
     ooc, ic = candidate_hosts(0, donor_row=0, present=present, cooc=cooc, plausible=plausible_matrix(cooc))
     assert ooc.tolist() == [2] and ic.tolist() == [1, 3]
+
+
+@pytest.mark.parametrize("params, flag", [({"margin": -1}, "--margin"), ({"max_area": "x"}, "--max-area"),
+                                           ({"shape": "hexagon"}, "--shape"), ({"image_size": 10**9}, "--image-size")])
+def test_training_params_are_data_checked_as_their_options(params, flag):
+    """Unset geometry comes from the training manifest's params: each value is checked as its option would be, in
+    one line naming the option (a text max_area was a TypeError traceback)."""
+    cfg, name = OOCConfig(), flag[2:].replace("-", "_")
+    with pytest.raises(ScenectlError, match=f"^{flag} must .*training shards' params"):
+        resolve_params(cfg, {"params": params})
+    assert resolve_params(cfg, {"params": {}})["margin"] == BuildConfig().margin  # none recorded: the defaults
+    given = {"margin": 5, "max_area": 0.5, "shape": "circle", "image_size": 64}[name]
+    assert resolve_params(replace(cfg, **{name: given}), {"params": params})[name] == given  # the option wins
 
 
 # --- building from real COCO images ----------------------------------------------------------------------------
