@@ -43,7 +43,6 @@ from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
 from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardSink, SinkTarget, encode_jpeg,
                                   encode_png, encode_sample, read_manifest, seal_set)
 from scenectl.data.masks import Letterbox, bbox, crop_box, fill, hidden_region
-from scenectl.data.shards import BuildConfig
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
 from scenectl.io import file_sha256, write_json_atomic
@@ -203,11 +202,15 @@ def render(host: Scene, donor: Scene, ann: dict, p: dict, index: dict[int, int],
 
 
 def resolve_params(cfg: OOCConfig, manifest: dict) -> dict:
-    """Geometry params: the options given, else the training shards' (so OOC samples look like training ones), else
-    build-shards' defaults. A training value is data: checked as the option it stands for (options.check_options)."""
-    train, default = manifest.get("params", {}), BuildConfig()
-    p = {k: getattr(cfg, k) if getattr(cfg, k) is not None else train.get(k, getattr(default, k))
+    """Geometry params: the options given, else the training shards' (so OOC samples look like training ones; every
+    build-shards manifest records them). A training value is data: checked as the option it stands for."""
+    train = manifest.get("params", {})
+    p = {k: getattr(cfg, k) if getattr(cfg, k) is not None else train.get(k)
          for k in ("shape", "fill", "margin", "image_size", "max_area", "min_area")}
+    unset = [k for k, v in p.items() if v is None]
+    if unset:
+        raise ScenectlError(f"the training shards' manifest records no params.{unset[0]}: give "
+                            f"--{unset[0].replace('_', '-')}")
     try:
         check_options(replace(cfg, **p))
     except ScenectlError as e:

@@ -17,7 +17,6 @@ from scenectl.cli import app
 from scenectl.data.coco import ClassTable, load_coco
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.loader import decode_sample, open_shard_set
-from scenectl.data.shards import BuildConfig
 from scenectl.errors import ScenectlError
 from scenectl.metrics import plausible_matrix
 from scenectl.data.ooc import OOCConfig, build_ooc, candidate_hosts, paste, paste_scale, resolve_params
@@ -69,17 +68,21 @@ def test_candidate_hosts_follow_the_training_counts():
     assert ooc.tolist() == [2] and ic.tolist() == [1, 3]
 
 
+TRAIN_PARAMS = {"shape": "square", "fill": "mean", "margin": 3, "image_size": 32, "max_area": 0.3, "min_area": 1024}
+
+
 @pytest.mark.parametrize("params, flag", [({"margin": -1}, "--margin"), ({"max_area": "x"}, "--max-area"),
                                            ({"shape": "hexagon"}, "--shape"), ({"image_size": 10**9}, "--image-size")])
 def test_training_params_are_data_checked_as_their_options(params, flag):
     """Unset geometry comes from the training manifest's params: each value is checked as its option would be, in
-    one line naming the option (a text max_area was a TypeError traceback)."""
+    one line naming the option (a text max_area was a TypeError traceback); the option given wins."""
     cfg, name = OOCConfig(), flag[2:].replace("-", "_")
     with pytest.raises(ScenectlError, match=f"^{flag} must .*training shards' params"):
-        resolve_params(cfg, {"params": params})
-    assert resolve_params(cfg, {"params": {}})["margin"] == BuildConfig().margin  # none recorded: the defaults
+        resolve_params(cfg, {"params": {**TRAIN_PARAMS, **params}})
+    with pytest.raises(ScenectlError, match=f"records no params.{name}: give {flag}"):
+        resolve_params(cfg, {"params": {k: v for k, v in TRAIN_PARAMS.items() if k != name}})
     given = {"margin": 5, "max_area": 0.5, "shape": "circle", "image_size": 64}[name]
-    assert resolve_params(replace(cfg, **{name: given}), {"params": params})[name] == given  # the option wins
+    assert resolve_params(replace(cfg, **{name: given}), {"params": {**TRAIN_PARAMS, **params}})[name] == given
 
 
 # --- building from real COCO images ----------------------------------------------------------------------------
