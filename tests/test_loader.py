@@ -48,7 +48,7 @@ def test_open_errors_name_the_place(tmp_path, shardset_dir):
     with pytest.raises(ScenectlError, match="not found"):
         open_shard_set(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ScenectlError, match="no manifest.json in"):
+    with pytest.raises(ScenectlError, match="empty has no manifest.json"):
         open_shard_set(tmp_path / "empty")
     inc = tmp_path / "incomplete"
     inc.mkdir()

@@ -80,9 +80,16 @@ def parent(pattern: str) -> str:
     return head + "\0" + pattern[m.end():] if pattern.startswith("pipe:") else head
 
 
-def unfinished(folder: Path) -> list[str]:
-    """The names of what an unfinished build left in `folder` (partly written shards, journals, part manifests)."""
-    return sorted(p.name for g in (PARTIAL_GLOB, JOURNAL_GLOB, PART_MANIFEST_GLOB) for p in folder.glob(g))
+def no_manifest(folder: Path) -> str:
+    """Why a local `folder` without manifest.json is no shard set yet, and what finishes it (the reader's error,
+    verify-shards' problem)."""
+    parts = sorted(p.name for p in folder.glob(PART_MANIFEST_GLOB))
+    if parts:
+        return f"a build in parts, not merged ({parts[0]}, ...): run `scenectl merge-manifests {folder}`"
+    left = sorted(p.name for g in (PARTIAL_GLOB, JOURNAL_GLOB) for p in folder.glob(g))
+    if left:
+        return f"is incomplete (no manifest.json, found {left[0]}): finish it with `scenectl build-shards --resume`"
+    return "has no manifest.json: not a shard set written by scenectl build-shards"
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.format import (Problem, SampleSpec, basename, join, label_problems, parent, read_manifest,
-                                  sample_problems, shard_samples, unfinished)
+                                  sample_problems, shard_samples, no_manifest)
 from scenectl.data.remote import (NetOptions, check_scheme, expand_locations, file_value_problem, is_local, local_path,
                                   net_options, on_stop_signal, open_stream, read_remote)
 from scenectl.data.transforms import Augment, decode_image, deferred_scene, letterbox_input, stack, to_input
@@ -207,12 +207,7 @@ def _open_local_folder(folder: Path, net: NetOptions) -> ShardSet:
 def _load_manifest(location: str, net: NetOptions) -> dict:
     where, folder = join(location, "manifest.json"), Path(local_path(location))
     if is_local(location) and not (folder / "manifest.json").is_file():
-        partial = unfinished(folder)
-        if partial:
-            raise ScenectlError(
-                f"shard set {folder} is incomplete (no manifest.json, found {partial[0]}): finish it with "
-                "`scenectl build-shards --resume` (or `scenectl merge-manifests` for a build in parts)")
-        raise ScenectlError(f"no manifest.json in {folder}: not a shard set written by scenectl build-shards")
+        raise ScenectlError(f"shard set {folder} {no_manifest(folder)}")
     return read_manifest(where, net)
 
 

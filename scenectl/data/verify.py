@@ -46,8 +46,8 @@ from typing import Any, Callable
 import numpy as np
 
 from scenectl.data.cooccurrence import LAYOUT as COOCCURRENCE_LAYOUT
-from scenectl.data.format import (JOURNAL_GLOB, PART_MANIFEST_GLOB, PARTIAL_GLOB, Problem, SampleSpec, join,
-                                  manifest_problems, parse_cls, sample_problems, shard_samples, usable_shards)
+from scenectl.data.format import (JOURNAL_GLOB, PARTIAL_GLOB, Problem, SampleSpec, join, manifest_problems,
+                                  no_manifest, parse_cls, sample_problems, shard_samples, usable_shards)
 from scenectl.data.remote import (Net, NetOptions, check_scheme, is_local, local_path, net_options, open_stream,
                                   plain_name_problem, read_remote)
 from scenectl.errors import OutOfMemory, ScenectlError
@@ -162,10 +162,7 @@ def _folder_problems(d: Path) -> tuple[dict | None, list[dict]]:
     problems += [_problem("leftover", f"{p.name}: the journal of an unfinished build")
                  for p in sorted(d.glob(JOURNAL_GLOB))]
     if not (d / "manifest.json").is_file():
-        parts = sorted(p.name for p in d.glob(PART_MANIFEST_GLOB))
-        why = (f"a build in parts ({parts[0]}, ...): run `scenectl merge-manifests {d}`" if parts else
-               "not a shard set written by scenectl build-shards, or an unfinished build")
-        return None, problems + [_problem("manifest", f"manifest.json missing: {why}")]
+        return None, problems + [_problem("manifest", f"{d} {no_manifest(d)}")]
     try:
         manifest, found = _parse_manifest(read_regular(d / "manifest.json", "manifest", MAX_JSON_BYTES))
     except ScenectlError as e:  # not a regular file, or too large
