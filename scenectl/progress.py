@@ -27,10 +27,12 @@ from typing import Iterable, TextIO
 from tqdm import tqdm
 
 from scenectl.errors import ScenectlError
+from scenectl.options import Range
 
 STYLE_ENV = "SCENECTL_PROGRESS"  # bar | log | off; unset: bar on a terminal, log otherwise
 EVERY_ENV = "SCENECTL_PROGRESS_EVERY"  # seconds between log lines
 DEFAULT_EVERY = 30.0
+EVERY_RANGE = Range(0, 86400, integer=False)  # checked as an option's environment value is (scenectl.options)
 
 
 def duration(seconds: float) -> str:
@@ -114,12 +116,10 @@ def style(stream: TextIO) -> str:
 def every() -> float:
     """Seconds between log lines: $SCENECTL_PROGRESS_EVERY, else 30."""
     text = os.environ.get(EVERY_ENV, "").strip()
-    try:
-        value = float(text) if text else DEFAULT_EVERY
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise ScenectlError(f"${EVERY_ENV} must be a number of seconds >= 0, got {text!r}")
+    value = EVERY_RANGE.parse(text) if text else DEFAULT_EVERY
+    problem = EVERY_RANGE.problem(value)
+    if problem:
+        raise ScenectlError(f"${EVERY_ENV} {problem}")
     return value
 
 
