@@ -17,6 +17,7 @@ verify-shards lists them all.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -189,6 +190,19 @@ def parse_manifest(data: bytes, where: str) -> dict:
     if problems:
         raise ScenectlError(f"manifest {where} {problems[0].message}")
     return manifest
+
+
+def read_set_file(location: str, manifest: dict, name: str, limit: int, net: NetOptions | None = None) -> bytes:
+    """A file of the set beside its manifest (cooccurrence.h5, ...), read within `limit` through the reader's opener
+    and checked against the manifest's `files` sha256 when it records one (sets built before that field are taken as
+    they are)."""
+    where = join(location, name)
+    data = read_remote(where, net or NetOptions(), "co-occurrence file" if name == COOCCURRENCE else "file", limit)
+    want = manifest.get("files", {}).get(name)
+    if want is not None and (got := hashlib.sha256(data).hexdigest()) != want:
+        raise ScenectlError(f"{where}: sha256 {got[:12]}... differs from the manifest's {want[:12]}... (a file of "
+                            "another build, or changed since: the set is not whole)")
+    return data
 
 
 def read_manifest(where: str | os.PathLike, net: NetOptions | None = None, what: str = "manifest") -> dict:

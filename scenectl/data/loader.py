@@ -60,7 +60,6 @@ it where the batch meets the model.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
 import os
 import random
@@ -77,10 +76,10 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scenectl.data.cooccurrence import Cooccurrence
-from scenectl.data.format import (Problem, SampleSpec, basename, join, label_problems, parent, read_manifest,
-                                  sample_problems, shard_samples, no_manifest)
+from scenectl.data.format import (Problem, SampleSpec, basename, join, label_problems, no_manifest, parent,
+                                  read_manifest, read_set_file, sample_problems, shard_samples)
 from scenectl.data.remote import (NetOptions, check_scheme, expand_locations, file_value_problem, is_local, local_path,
-                                  net_options, on_stop_signal, open_stream, read_remote)
+                                  net_options, on_stop_signal, open_stream)
 from scenectl.data.transforms import Augment, decode_image, deferred_scene, letterbox_input, stack, to_input
 from scenectl.errors import OutOfMemory, ScenectlError, out_of_memory
 from scenectl.h5 import MAX_FILE_BYTES as MAX_H5_BYTES
@@ -141,13 +140,8 @@ class ShardSet:
     def cooccurrence(self) -> Cooccurrence:
         """The source split's co-occurrence counts (cooccurrence.h5 beside the shards), checked against the
         manifest's `files` sha256 when it records one (sets built before that field are taken as they are)."""
-        where = join(self.location, "cooccurrence.h5")
-        want = self.manifest.get("files", {}).get("cooccurrence.h5")
-        data = read_remote(where, self.net, "co-occurrence file", MAX_H5_BYTES)
-        if want is not None and (got := hashlib.sha256(data).hexdigest()) != want:
-            raise ScenectlError(f"{where}: sha256 {got[:12]}... differs from the manifest's {want[:12]}... (a file of "
-                                "another build, or changed since: the set is not whole)")
-        return Cooccurrence.load(data, f"co-occurrence file {where}")
+        data = read_set_file(self.location, self.manifest, "cooccurrence.h5", MAX_H5_BYTES, self.net)
+        return Cooccurrence.load(data, f"co-occurrence file {join(self.location, 'cooccurrence.h5')}")
 
 
 def open_shard_set(spec: str | os.PathLike, net: NetOptions | None = None, from_file: str | None = None) -> ShardSet:

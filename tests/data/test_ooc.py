@@ -3,6 +3,7 @@ roc_auc and flag_report, are tested in test_metrics.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,8 @@ from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.loader import decode_sample, open_shard_set
 from scenectl.errors import ScenectlError
 from scenectl.metrics import plausible_matrix
-from scenectl.data.ooc import OOCConfig, build_ooc, candidate_hosts, paste, paste_scale, resolve_params
+from scenectl.data.ooc import (OOCConfig, build_ooc, candidate_hosts, paste, paste_scale, resolve_params,
+                               train_side as read_train_side)
 
 runner = CliRunner()
 
@@ -83,6 +85,20 @@ def test_training_params_are_data_checked_as_their_options(params, flag):
         resolve_params(cfg, {"params": {k: v for k, v in TRAIN_PARAMS.items() if k != name}})
     given = {"margin": 5, "max_area": 0.5, "shape": "circle", "image_size": 64}[name]
     assert resolve_params(replace(cfg, **{name: given}), {"params": {**TRAIN_PARAMS, **params}})[name] == given
+
+
+def test_a_training_cooccurrence_h5_unlike_its_manifest_is_refused(tmp_path):
+    """The training side's counts decide which pairs are out of context: its cooccurrence.h5 is checked against the
+    manifest's `files` sha256 (format.read_set_file, as every reader of a set checks it), not taken as found."""
+    Cooccurrence.count([[0, 1]], [1, 2], ["a", "b"]).save(tmp_path / "cooccurrence.h5")
+    manifest = {"format": "scenectl-shards/1", "task": "masked", "shards": [], "params": TRAIN_PARAMS,
+                "classes": [{"index": 0, "coco_id": 1, "name": "a"}, {"index": 1, "coco_id": 2, "name": "b"}],
+                "files": {"cooccurrence.h5": hashlib.sha256((tmp_path / "cooccurrence.h5").read_bytes()).hexdigest()}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert read_train_side(tmp_path)[2].names == ["a", "b"]
+    Cooccurrence.count([[0]], [1, 2], ["a", "b"]).save(tmp_path / "cooccurrence.h5")  # other counts, same classes
+    with pytest.raises(ScenectlError, match="cooccurrence.h5: sha256 .* differs from the manifest's"):
+        read_train_side(tmp_path)
 
 
 # --- building from real COCO images ----------------------------------------------------------------------------
