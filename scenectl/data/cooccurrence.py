@@ -10,8 +10,10 @@ from typing import Iterable, Mapping, Sequence
 import h5py
 import numpy as np
 
+from scenectl.data.format import COOCCURRENCE, join, read_set_file
+from scenectl.data.remote import NetOptions
 from scenectl.errors import ScenectlError
-from scenectl.h5 import Field, open_h5
+from scenectl.h5 import MAX_FILE_BYTES, Field, open_h5
 from scenectl.io import atomic_path
 
 # cooccurrence.h5: C classes (scenectl.h5 checks this before reading; attribute n_images: the split's image count)
@@ -67,6 +69,15 @@ class Cooccurrence:
                     f[name] = getattr(self, name)
                 f.create_dataset("names", data=np.array(self.names, dtype=object), dtype=h5py.string_dtype())
                 f.attrs["n_images"] = self.n_images
+
+    @classmethod
+    def of_set(cls, location: str, manifest: dict, net: NetOptions | None = None,
+               name: str = COOCCURRENCE) -> "Cooccurrence":
+        """A shard set's counts: file `name` beside its manifest at `location` (a folder or URL prefix), checked
+        against the manifest's `files` sha256 (format.read_set_file) before it is read."""
+        what = "co-occurrence file"
+        data = read_set_file(location, manifest, name, what, MAX_FILE_BYTES, net)
+        return cls.load(data, f"{what} {join(location, name)}")
 
     @classmethod
     def load(cls, source: str | Path | bytes, where: str | None = None) -> "Cooccurrence":

@@ -192,12 +192,13 @@ def parse_manifest(data: bytes, where: str) -> dict:
     return manifest
 
 
-def read_set_file(location: str, manifest: dict, name: str, limit: int, net: NetOptions | None = None) -> bytes:
-    """A file of the set beside its manifest (cooccurrence.h5, ...), read within `limit` through the reader's opener
-    and checked against the manifest's `files` sha256 when it records one (sets built before that field are taken as
-    they are)."""
+def read_set_file(location: str, manifest: dict, name: str, what: str, limit: int,
+                  net: NetOptions | None = None) -> bytes:
+    """File `name` of the set beside its manifest (`what` names it in errors), read within `limit` through the reader's
+    opener and checked against the manifest's `files` sha256 when it records one (sets built before that field are
+    taken as they are)."""
     where = join(location, name)
-    data = read_remote(where, net or NetOptions(), "co-occurrence file" if name == COOCCURRENCE else "file", limit)
+    data = read_remote(where, net or NetOptions(), what, limit)
     want = manifest.get("files", {}).get(name)
     if want is not None and (got := hashlib.sha256(data).hexdigest()) != want:
         raise ScenectlError(f"{where}: sha256 {got[:12]}... differs from the manifest's {want[:12]}... (a file of "

@@ -77,12 +77,11 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from scenectl.data.cooccurrence import Cooccurrence
 from scenectl.data.format import (Problem, SampleSpec, basename, join, label_problems, no_manifest, parent,
-                                  read_manifest, read_set_file, sample_problems, shard_samples)
+                                  read_manifest, sample_problems, shard_samples)
 from scenectl.data.remote import (NetOptions, check_scheme, expand_locations, file_value_problem, is_local, local_path,
                                   net_options, on_stop_signal, open_stream)
 from scenectl.data.transforms import Augment, decode_image, deferred_scene, letterbox_input, stack, to_input
 from scenectl.errors import OutOfMemory, ScenectlError, out_of_memory
-from scenectl.h5 import MAX_FILE_BYTES as MAX_H5_BYTES
 
 VIEWS = ("scene", "object")
 REBUILD_HINT = "rebuild it with `scenectl build-shards --with-object` (or `--task object`)"
@@ -140,8 +139,7 @@ class ShardSet:
     def cooccurrence(self) -> Cooccurrence:
         """The source split's co-occurrence counts (cooccurrence.h5 beside the shards), checked against the
         manifest's `files` sha256 when it records one (sets built before that field are taken as they are)."""
-        data = read_set_file(self.location, self.manifest, "cooccurrence.h5", MAX_H5_BYTES, self.net)
-        return Cooccurrence.load(data, f"co-occurrence file {join(self.location, 'cooccurrence.h5')}")
+        return Cooccurrence.of_set(self.location, self.manifest, self.net)
 
 
 def open_shard_set(spec: str | os.PathLike, net: NetOptions | None = None, from_file: str | None = None) -> ShardSet:

@@ -41,11 +41,10 @@ from scenectl.data.coco import (BadImage, ClassTable, classes_match, decode_mask
 from scenectl.data.configs import OOCConfig
 from scenectl.data.cooccurrence import Cooccurrence, plausible_matrix
 from scenectl.data.format import (CONFIG, COOCCURRENCE, FORMAT, MANIFEST, ShardSink, SinkTarget, encode_jpeg,
-                                  encode_png, encode_sample, read_manifest, read_set_file, seal_set)
+                                  encode_png, encode_sample, read_manifest, seal_set)
 from scenectl.data.masks import Letterbox, bbox, crop_box, fill, hidden_region
 from scenectl.errors import ScenectlError
 from scenectl.folders import claim
-from scenectl.h5 import MAX_FILE_BYTES as MAX_H5_BYTES
 from scenectl.io import file_sha256, write_json_atomic
 from scenectl.options import check_options
 from scenectl.progress import progress
@@ -102,7 +101,7 @@ def train_side(spec: str | Path) -> tuple[Path, dict, Cooccurrence]:
     if not where.is_file():
         raise ScenectlError(f"no {MANIFEST} beside {h5}: the training side is a shard set's folder")
     manifest = read_manifest(where)
-    cooc = Cooccurrence.load(read_set_file(str(h5.parent), manifest, h5.name, MAX_H5_BYTES), f"co-occurrence file {h5}")
+    cooc = Cooccurrence.of_set(str(h5.parent), manifest, name=h5.name)
     if len(cooc.names) != len(manifest["classes"]):
         raise ScenectlError(f"{h5}: {len(cooc.names)} classes, its manifest {len(manifest['classes'])}")
     return h5, manifest, cooc

@@ -89,7 +89,7 @@ def test_training_params_are_data_checked_as_their_options(params, flag):
 
 def test_a_training_cooccurrence_h5_unlike_its_manifest_is_refused(tmp_path):
     """The training side's counts decide which pairs are out of context: its cooccurrence.h5 is checked against the
-    manifest's `files` sha256 (format.read_set_file, as every reader of a set checks it), not taken as found."""
+    manifest's `files` sha256 (Cooccurrence.of_set, as every reader of a set checks it), not taken as found."""
     Cooccurrence.count([[0, 1]], [1, 2], ["a", "b"]).save(tmp_path / "cooccurrence.h5")
     manifest = {"format": "scenectl-shards/1", "task": "masked", "shards": [], "params": TRAIN_PARAMS,
                 "classes": [{"index": 0, "coco_id": 1, "name": "a"}, {"index": 1, "coco_id": 2, "name": "b"}],
