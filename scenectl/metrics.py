@@ -722,8 +722,11 @@ def declared_classes(labels, num_classes: int, min_samples: int = MIN_CLASS_SAMP
 def constant_predictor(pred, k: int) -> bool:
     """True when every sample's top-k (scores (N, C) or ranked indices (N, >= k)) is the same list: the prior."""
     p = _np(pred)
-    top = (p[:, None] if p.ndim == 1 else p) if np.issubdtype(p.dtype, np.integer) else ranking(p)
-    return bool((top[:, :int(k)] == top[:1, :int(k)]).all())
+    if np.issubdtype(p.dtype, np.integer):  # already ranked (a 1-d array: one prediction each)
+        top = (p[:, None] if p.ndim == 1 else p)[:, :int(k)]
+    else:
+        top = ranking(p)[:, :int(k)]
+    return bool((top == top[:1]).all())
 
 
 def resampled_balanced(pred, labels, ks: Iterable[int], rs: Resamples, cls: ClassSet) -> dict[str, np.ndarray]:

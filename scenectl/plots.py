@@ -64,9 +64,14 @@ def source_text(checkpoint: str | None = None, data: str | None = None, n: int |
                 sha256: str | None = None) -> str:
     """The subtitle of a figure drawn from a checkpoint and/or a data set: "checkpoint runs/train/last.pt (sha256
     1a2b3c4d5e6f) · data shards/val2017 · n = 500"."""
-    parts = [f"checkpoint {checkpoint}" + (f" (sha256 {sha256[:12]})" if sha256 else "") if checkpoint else "",
-             f"data {data}" if data else "", f"n = {n}" if n is not None else ""]
-    return " · ".join(p for p in parts if p)
+    parts = []
+    if checkpoint:
+        parts.append(f"checkpoint {checkpoint}" + (f" (sha256 {sha256[:12]})" if sha256 else ""))
+    if data:
+        parts.append(f"data {data}")
+    if n is not None:
+        parts.append(f"n = {n}")
+    return " · ".join(parts)
 
 
 @contextlib.contextmanager
